@@ -1,0 +1,3 @@
+//! waotp: a WhatsApp bot that verifies people with one-time passwords.
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls in here.

@@ -1,0 +1,2 @@
+//! The `waotp` binary: command-line entry point.
+fn main() {}
