@@ -1,3 +1,18 @@
 //! waotp: a WhatsApp bot that verifies people with one-time passwords.
 //!
-//! The library holds everything; `main.rs` only parses the command line and calls in here.
+//! Data flows one way: `webhook/` (verify, parse, record) → `runtime/` (per-customer ordering)
+//! → handlers; `store/` (sled) sits under everything stateful. `main.rs` only calls [`cli::run`].
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod metrics;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,2 +1,5 @@
-//! The `waotp` binary: command-line entry point.
-fn main() {}
+//! The `waotp` binary: everything lives in the library; see `waotp --help`.
+
+fn main() -> std::process::ExitCode {
+    waotp::cli::run()
+}

@@ -1,0 +1,339 @@
+//! Settings: the `WAOTP_*` environment variables of SPEC §2, optionally backed by a TOML file.
+//!
+//! Owns parsing and checking the configuration, nothing else. Secrets are held as
+//! `SecretString`, whose `Debug` prints a placeholder, so no log line can carry them. A missing
+//! or invalid setting becomes a [`ConfigError`] that names the variable; the CLI maps it to
+//! exit code 2.
+
+use crate::telemetry::LogFormat;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
+
+/// Everything the server needs to know, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub flows_dir: PathBuf,
+    pub verify_token: Option<SecretString>,
+    pub app_secret: Option<SecretString>,
+    /// `None` means sandbox mode (SPEC §7).
+    pub access_token: Option<SecretString>,
+    pub phone_number_id: Option<String>,
+    pub business_number: Option<String>,
+    pub graph_url: String,
+    pub api_keys: Vec<SecretString>,
+    pub callback_url: Option<String>,
+    pub callback_secret: Option<SecretString>,
+    pub hook_base_url: Option<String>,
+    pub otp_key: Option<SecretString>,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// A configuration problem, naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required setting{}: {}", if .0.len() > 1 { "s" } else { "" }, .0.join(", "))]
+    Missing(Vec<&'static str>),
+    #[error("invalid {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("cannot read config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// The optional TOML file: the same settings as the environment, lower-case without the prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    flows_dir: Option<String>,
+    verify_token: Option<String>,
+    app_secret: Option<String>,
+    access_token: Option<String>,
+    phone_number_id: Option<String>,
+    business_number: Option<String>,
+    graph_url: Option<String>,
+    api_keys: Option<StringOrList>,
+    callback_url: Option<String>,
+    callback_secret: Option<String>,
+    hook_base_url: Option<String>,
+    otp_key: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl FileSettings {
+    /// Flattens the file into the same `WAOTP_*` keys as the environment.
+    fn into_pairs(self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        let mut put = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.insert(format!("WAOTP_{key}"), v);
+            }
+        };
+        put("LISTEN", self.listen);
+        put("DATA_DIR", self.data_dir);
+        put("FLOWS_DIR", self.flows_dir);
+        put("VERIFY_TOKEN", self.verify_token);
+        put("APP_SECRET", self.app_secret);
+        put("ACCESS_TOKEN", self.access_token);
+        put("PHONE_NUMBER_ID", self.phone_number_id);
+        put("BUSINESS_NUMBER", self.business_number);
+        put("GRAPH_URL", self.graph_url);
+        put(
+            "API_KEYS",
+            self.api_keys.map(|k| match k {
+                StringOrList::One(s) => s,
+                StringOrList::Many(v) => v.join(","),
+            }),
+        );
+        put("CALLBACK_URL", self.callback_url);
+        put("CALLBACK_SECRET", self.callback_secret);
+        put("HOOK_BASE_URL", self.hook_base_url);
+        put("OTP_KEY", self.otp_key);
+        put("LOG", self.log);
+        put("LOG_FORMAT", self.log_format);
+        out
+    }
+}
+
+impl Settings {
+    /// Reads the process environment (and the file named by `WAOTP_CONFIG`, if any).
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_vars(std::env::vars().collect())
+    }
+
+    /// Resolves settings from a variable map; the file named by `WAOTP_CONFIG` fills in what the
+    /// map leaves unset.
+    pub fn from_vars(mut vars: HashMap<String, String>) -> Result<Settings, ConfigError> {
+        if let Some(path) = vars.get("WAOTP_CONFIG").filter(|p| !p.is_empty()).cloned() {
+            for (k, v) in read_file(Path::new(&path))? {
+                vars.entry(k).or_insert(v);
+            }
+        }
+        let get = |key: &str| {
+            vars.get(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let secret = |key: &str| get(key).map(SecretString::from);
+
+        let settings = Settings {
+            listen: get("WAOTP_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: get("WAOTP_DATA_DIR")
+                .unwrap_or_else(|| "./data".into())
+                .into(),
+            flows_dir: get("WAOTP_FLOWS_DIR")
+                .unwrap_or_else(|| "./flows".into())
+                .into(),
+            verify_token: secret("WAOTP_VERIFY_TOKEN"),
+            app_secret: secret("WAOTP_APP_SECRET"),
+            access_token: secret("WAOTP_ACCESS_TOKEN"),
+            phone_number_id: get("WAOTP_PHONE_NUMBER_ID"),
+            business_number: get("WAOTP_BUSINESS_NUMBER"),
+            graph_url: get("WAOTP_GRAPH_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into()),
+            api_keys: get("WAOTP_API_KEYS")
+                .map(|keys| {
+                    keys.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| SecretString::from(k.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            callback_url: get("WAOTP_CALLBACK_URL"),
+            callback_secret: secret("WAOTP_CALLBACK_SECRET"),
+            hook_base_url: get("WAOTP_HOOK_BASE_URL"),
+            otp_key: secret("WAOTP_OTP_KEY"),
+            log: get("WAOTP_LOG").unwrap_or_else(|| "info".into()),
+            log_format: match get("WAOTP_LOG_FORMAT") {
+                Some(f) => f.parse().map_err(|message| ConfigError::Invalid {
+                    name: "WAOTP_LOG_FORMAT",
+                    message,
+                })?,
+                None => LogFormat::Pretty,
+            },
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Sandbox mode: no access token, so nothing is sent to WhatsApp (SPEC §7).
+    pub fn sandbox(&self) -> bool {
+        self.access_token.is_none()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        use std::net::ToSocketAddrs;
+        if self.listen.to_socket_addrs().is_err() {
+            return Err(ConfigError::Invalid {
+                name: "WAOTP_LISTEN",
+                message: format!("`{}` is not a host:port address", self.listen),
+            });
+        }
+        for (name, url) in [
+            ("WAOTP_GRAPH_URL", Some(&self.graph_url)),
+            ("WAOTP_CALLBACK_URL", self.callback_url.as_ref()),
+            ("WAOTP_HOOK_BASE_URL", self.hook_base_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        message: format!("`{url}` is not an http(s) URL"),
+                    });
+                }
+            }
+        }
+        if let Some(number) = &self.business_number {
+            let digits = number.strip_prefix('+').unwrap_or(number);
+            if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::Invalid {
+                    name: "WAOTP_BUSINESS_NUMBER",
+                    message: "expected an E.164 number such as +14155550100".into(),
+                });
+            }
+        }
+        if let Some(key) = &self.otp_key {
+            if key.expose_secret().len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "WAOTP_OTP_KEY",
+                    message: "must be at least 32 characters".into(),
+                });
+            }
+        }
+        if self.sandbox() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self.verify_token.is_none() {
+            missing.push("WAOTP_VERIFY_TOKEN");
+        }
+        if self.app_secret.is_none() {
+            missing.push("WAOTP_APP_SECRET");
+        }
+        if self.phone_number_id.is_none() {
+            missing.push("WAOTP_PHONE_NUMBER_ID");
+        }
+        if self.api_keys.is_empty() {
+            missing.push("WAOTP_API_KEYS");
+        }
+        if self.callback_secret.is_none() {
+            missing.push("WAOTP_CALLBACK_SECRET");
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Missing(missing))
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let file: FileSettings = toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(file.into_pairs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_give_sandbox_mode() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults are valid");
+        assert!(s.sandbox());
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.graph_url, DEFAULT_GRAPH_URL);
+    }
+
+    #[test]
+    fn production_mode_names_every_missing_secret() {
+        let err = Settings::from_vars(vars(&[("WAOTP_ACCESS_TOKEN", "tok")]))
+            .expect_err("secrets are missing");
+        let text = err.to_string();
+        for name in [
+            "WAOTP_VERIFY_TOKEN",
+            "WAOTP_APP_SECRET",
+            "WAOTP_PHONE_NUMBER_ID",
+            "WAOTP_API_KEYS",
+            "WAOTP_CALLBACK_SECRET",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_APP_SECRET", "app-secret-value"),
+            ("WAOTP_API_KEYS", "key-one, key-two"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.api_keys.len(), 2);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("app-secret-value"));
+        assert!(!shown.contains("key-one"));
+    }
+
+    #[test]
+    fn file_fills_in_and_environment_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("waotp.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\napi_keys = [\"a\", \"b\"]\nlog = \"debug\"\n",
+        )
+        .expect("write");
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_CONFIG", path.to_str().expect("utf8")),
+            ("WAOTP_LOG", "warn"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.api_keys.len(), 2);
+        assert_eq!(s.log, "warn");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::from_vars(vars(&[("WAOTP_LISTEN", "nowhere")])).expect_err("bad");
+        assert!(err.to_string().contains("WAOTP_LISTEN"));
+        let err =
+            Settings::from_vars(vars(&[("WAOTP_LOG_FORMAT", "xml")])).expect_err("bad format");
+        assert!(err.to_string().contains("WAOTP_LOG_FORMAT"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listn = \"x\"\n").expect("write");
+        let err = Settings::from_vars(vars(&[("WAOTP_CONFIG", path.to_str().expect("utf8"))]))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The webhook WhatsApp calls: `GET /webhook` (subscription handshake) and `POST /webhook`.
+//!
+//! The only HTTP code that sees Meta's inbound JSON. A POST is answered 200 only after every
+//! event in it is recorded and flushed to disk; 401 for a bad signature (nothing stored), 413 for
+//! a body over 3 MiB, 400 for a signed body that is not a WhatsApp envelope, 500 when the
+//! database fails (WhatsApp then retries).
+
+pub mod payload;
+pub mod signature;
+
+use crate::metrics::Metrics;
+use crate::runtime::Inbox;
+use crate::store::Store;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use signature::SignatureVerifier;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest body accepted (SPEC §3).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// What the webhook routes need.
+#[derive(Debug, Clone)]
+pub struct WebhookState {
+    /// `None` when no App Secret is configured: every POST is then refused.
+    pub verifier: Option<SignatureVerifier>,
+    pub verify_token: Option<SecretString>,
+    pub store: Arc<Store>,
+    pub inbox: Arc<Inbox>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Mounts the webhook routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/webhook")
+            .route(web::get().to(subscribe))
+            .route(web::post().to(receive)),
+    );
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(serde_json::json!({"error": {"code": code, "message": message}}))
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// Meta's subscription check: echo the challenge when the token is ours.
+async fn subscribe(query: web::Query<Handshake>, state: web::Data<WebhookState>) -> HttpResponse {
+    let Handshake {
+        mode,
+        verify_token,
+        challenge,
+    } = query.into_inner();
+    let token_ok = match (&state.verify_token, &verify_token) {
+        (Some(ours), Some(theirs)) => {
+            bool::from(ours.expose_secret().as_bytes().ct_eq(theirs.as_bytes()))
+        }
+        _ => false,
+    };
+    match (mode.as_deref(), challenge) {
+        (Some("subscribe"), Some(challenge)) if token_ok => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(challenge),
+        _ => error(
+            StatusCode::FORBIDDEN,
+            "verification_failed",
+            "hub.mode must be subscribe and hub.verify_token must match",
+        ),
+    }
+}
+
+/// A WhatsApp delivery: verify, parse, record once, make durable, acknowledge.
+async fn receive(
+    req: HttpRequest,
+    mut body: web::Payload,
+    state: web::Data<WebhookState>,
+) -> HttpResponse {
+    let metrics = &state.metrics;
+    let Some(verifier) = &state.verifier else {
+        metrics.webhook("unauthorized");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "no app secret is configured",
+        );
+    };
+    let header = req
+        .headers()
+        .get("x-hub-signature-256")
+        .map(|h| h.as_bytes());
+    if header.is_none() {
+        metrics.webhook("unauthorized");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "missing X-Hub-Signature-256",
+        );
+    }
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        metrics.webhook("too_large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "body over 3 MiB",
+        );
+    }
+    let mut bytes = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(MAX_BODY_BYTES));
+    loop {
+        match body.next().await {
+            None => break,
+            Some(Ok(chunk)) => {
+                if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                    metrics.webhook("too_large");
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "body over 3 MiB",
+                    );
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Some(Err(e)) => {
+                metrics.webhook("bad_request");
+                return error(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());
+            }
+        }
+    }
+    if let Err(e) = verifier.verify(header, &bytes) {
+        metrics.webhook("unauthorized");
+        tracing::warn!(reason = %e, "webhook signature refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            &e.to_string(),
+        );
+    }
+    let parsed = match payload::parse(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            metrics.webhook("bad_request");
+            return error(StatusCode::BAD_REQUEST, "invalid_payload", &e.to_string());
+        }
+    };
+    for reason in &parsed.skipped {
+        metrics.events_skipped.inc();
+        tracing::warn!(%reason, "webhook item skipped");
+    }
+    let now = chrono::Utc::now().timestamp();
+    for event in parsed.events {
+        if let Err(e) = state.inbox.accept(event, now) {
+            metrics.webhook("error");
+            tracing::error!(error = %e, "recording inbound event failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                "try again",
+            );
+        }
+    }
+    if let Err(e) = state.store.durable().await {
+        metrics.webhook("error");
+        tracing::error!(error = %e, "flushing inbound events failed");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            "try again",
+        );
+    }
+    metrics.webhook("accepted");
+    HttpResponse::Ok().finish()
+}

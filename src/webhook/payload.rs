@@ -1,0 +1,635 @@
+//! Meta's inbound webhook JSON, turned into [`InboundEvent`]s.
+//!
+//! This is the only code that knows the shape of WhatsApp's webhook bodies. It is strict about
+//! the envelope (not JSON, or not a `whatsapp_business_account` object with an `entry` list, is a
+//! [`PayloadError`]) and lenient about everything inside it: unknown `field`s, message types and
+//! extra fields are acknowledged and ignored, and a single malformed item is skipped with a
+//! reason instead of failing the whole delivery — WhatsApp would otherwise retry it for a week.
+
+use crate::domain::{
+    DeliveryStatus, ErrorInfo, InboundEvent, InboundMessage, MediaKind, MessageContent, MessageId,
+    ReplyContext, StatusKind, WaId,
+};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// Why a signed body was refused with 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a WhatsApp webhook envelope: {0}")]
+    NotEnvelope(String),
+}
+
+/// Everything one POST carried.
+#[derive(Debug, Default)]
+pub struct ParsedWebhook {
+    pub events: Vec<InboundEvent>,
+    /// Changes whose `field` we do not act on (template, account, call updates…).
+    pub ignored_changes: usize,
+    /// Items that could not be read, with the reason; acknowledged all the same.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    object: String,
+    #[serde(borrow)]
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(default, borrow)]
+    changes: Vec<Change<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Change<'a> {
+    #[serde(default)]
+    field: String,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct MessagesValue<'a> {
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    contacts: Vec<ContactCard>,
+    #[serde(default, borrow)]
+    messages: Vec<&'a RawValue>,
+    #[serde(default, borrow)]
+    statuses: Vec<&'a RawValue>,
+    #[serde(default)]
+    errors: Vec<RawError>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    phone_number_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ContactCard {
+    wa_id: Option<String>,
+    user_id: Option<String>,
+    profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    code: i64,
+    title: Option<String>,
+    message: Option<String>,
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Deserialize)]
+struct ErrorData {
+    details: Option<String>,
+}
+
+impl From<RawError> for ErrorInfo {
+    fn from(e: RawError) -> ErrorInfo {
+        ErrorInfo {
+            code: e.code,
+            title: e.title,
+            message: e.message,
+            details: e.error_data.and_then(|d| d.details),
+        }
+    }
+}
+
+/// Meta sends timestamps as strings of Unix seconds; accept numbers too.
+fn unix_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ts<'a> {
+        Num(i64),
+        Str(&'a str),
+        Owned(String),
+    }
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .map_err(|_| serde::de::Error::custom(format!("timestamp `{s}` is not Unix seconds")))
+    };
+    match Ts::deserialize(d)? {
+        Ts::Num(n) => Ok(n),
+        Ts::Str(s) => parse(s),
+        Ts::Owned(s) => parse(&s),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    from: String,
+    id: String,
+    #[serde(deserialize_with = "unix_seconds")]
+    timestamp: i64,
+    #[serde(rename = "type", default)]
+    kind: String,
+    from_user_id: Option<String>,
+    context: Option<RawContext>,
+    #[serde(default)]
+    errors: Vec<RawError>,
+    // The per-type parts, listed here rather than flattened: `flatten` makes serde buffer the
+    // whole message, which costs measurably on the webhook's hot path.
+    text: Option<RawText>,
+    interactive: Option<RawInteractive>,
+    button: Option<RawButton>,
+    image: Option<RawMedia>,
+    video: Option<RawMedia>,
+    audio: Option<RawMedia>,
+    document: Option<RawMedia>,
+    sticker: Option<RawMedia>,
+    location: Option<RawLocation>,
+    contacts: Option<Vec<RawSharedContact>>,
+    reaction: Option<RawReaction>,
+    order: Option<RawOrder>,
+    system: Option<RawSystem>,
+    revoke: Option<RawRevoke>,
+    edit: Option<Box<RawEdit>>,
+    unsupported: Option<RawUnsupported>,
+}
+
+#[derive(Deserialize)]
+struct RawContext {
+    id: Option<String>,
+    from: Option<String>,
+    #[serde(default)]
+    forwarded: bool,
+    #[serde(default)]
+    frequently_forwarded: bool,
+}
+
+#[derive(Deserialize)]
+struct RawText {
+    #[serde(default)]
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct RawInteractive {
+    #[serde(rename = "type", default)]
+    kind: String,
+    button_reply: Option<RawReply>,
+    list_reply: Option<RawReply>,
+    nfm_reply: Option<RawFlowReply>,
+}
+
+#[derive(Deserialize)]
+struct RawReply {
+    id: String,
+    #[serde(default)]
+    title: String,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawFlowReply {
+    name: Option<String>,
+    body: Option<String>,
+    #[serde(default)]
+    response_json: String,
+}
+
+#[derive(Deserialize)]
+struct RawButton {
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct RawMedia {
+    #[serde(default)]
+    id: String,
+    mime_type: Option<String>,
+    caption: Option<String>,
+    filename: Option<String>,
+    #[serde(default)]
+    voice: bool,
+}
+
+#[derive(Deserialize)]
+struct RawLocation {
+    latitude: f64,
+    longitude: f64,
+    name: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSharedContact {
+    name: Option<RawContactName>,
+}
+
+#[derive(Deserialize)]
+struct RawContactName {
+    formatted_name: Option<String>,
+    first_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawReaction {
+    message_id: Option<String>,
+    emoji: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawOrder {
+    catalog_id: Option<String>,
+    text: Option<String>,
+    #[serde(default)]
+    product_items: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RawSystem {
+    body: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    wa_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRevoke {
+    original_message_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEdit {
+    original_message_id: Option<String>,
+    message: Option<RawEditedMessage>,
+}
+
+#[derive(Deserialize)]
+struct RawEditedMessage {
+    text: Option<RawText>,
+    image: Option<RawMedia>,
+    video: Option<RawMedia>,
+}
+
+#[derive(Deserialize)]
+struct RawUnsupported {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStatus {
+    id: String,
+    status: String,
+    #[serde(deserialize_with = "unix_seconds")]
+    timestamp: i64,
+    recipient_id: String,
+    recipient_user_id: Option<String>,
+    #[serde(default)]
+    errors: Vec<RawError>,
+    biz_opaque_callback_data: Option<String>,
+}
+
+/// Parses a verified webhook body.
+pub fn parse(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            PayloadError::NotJson(e.to_string())
+        } else {
+            PayloadError::NotEnvelope(e.to_string())
+        }
+    })?;
+    if envelope.object != "whatsapp_business_account" {
+        return Err(PayloadError::NotEnvelope(format!(
+            "object is `{}`, expected `whatsapp_business_account`",
+            envelope.object
+        )));
+    }
+    let mut out = ParsedWebhook::default();
+    for change in envelope.entry.iter().flat_map(|e| &e.changes) {
+        match (change.field.as_str(), change.value) {
+            ("messages", Some(value)) => read_messages_value(value, &mut out),
+            _ => out.ignored_changes += 1,
+        }
+    }
+    Ok(out)
+}
+
+fn read_messages_value(value: &RawValue, out: &mut ParsedWebhook) {
+    let value: MessagesValue<'_> = match serde_json::from_str(value.get()) {
+        Ok(v) => v,
+        Err(e) => {
+            out.skipped.push(format!("messages value: {e}"));
+            return;
+        }
+    };
+    for error in value.errors {
+        // Errors at the value level (e.g. 131000 on an unreadable interactive message) say what
+        // WhatsApp failed to deliver; the messages themselves still follow.
+        out.skipped.push(format!(
+            "WhatsApp reported error {}: {}",
+            error.code,
+            error.title.unwrap_or_default()
+        ));
+    }
+    let phone_number_id = value.metadata.and_then(|m| m.phone_number_id);
+    for raw in value.messages {
+        match serde_json::from_str::<RawMessage>(raw.get())
+            .map_err(|e| e.to_string())
+            .and_then(|m| message(m, &value.contacts, phone_number_id.clone()))
+        {
+            Ok(m) => out.events.push(InboundEvent::Message(m)),
+            Err(reason) => out.skipped.push(format!("message: {reason}")),
+        }
+    }
+    for raw in value.statuses {
+        match serde_json::from_str::<RawStatus>(raw.get())
+            .map_err(|e| e.to_string())
+            .and_then(status)
+        {
+            Ok(s) => out.events.push(InboundEvent::Status(s)),
+            Err(reason) => out.skipped.push(format!("status: {reason}")),
+        }
+    }
+}
+
+fn message(
+    mut raw: RawMessage,
+    contacts: &[ContactCard],
+    phone_number_id: Option<String>,
+) -> Result<InboundMessage, String> {
+    let card = contacts
+        .iter()
+        .find(|c| c.wa_id.as_deref() == Some(raw.from.as_str()))
+        .or(contacts.first());
+    let errors = std::mem::take(&mut raw.errors);
+    let context = raw.context.take();
+    let (id, from, from_user_id, timestamp) = (
+        std::mem::take(&mut raw.id),
+        std::mem::take(&mut raw.from),
+        raw.from_user_id.take(),
+        raw.timestamp,
+    );
+    let content = content(raw);
+    Ok(InboundMessage {
+        id: MessageId::parse(id).map_err(|e| e.to_string())?,
+        from: WaId::parse(from).map_err(|e| e.to_string())?,
+        user_id: from_user_id.or_else(|| card.and_then(|c| c.user_id.clone())),
+        profile_name: card.and_then(|c| c.profile.as_ref()?.name.clone()),
+        timestamp,
+        phone_number_id,
+        context: context.map(|c| ReplyContext {
+            message_id: c.id.and_then(|id| MessageId::parse(id).ok()),
+            from: c.from,
+            forwarded: c.forwarded,
+            frequently_forwarded: c.frequently_forwarded,
+        }),
+        content,
+        errors: errors.into_iter().map(ErrorInfo::from).collect(),
+    })
+}
+
+fn unsupported(kind: &str) -> MessageContent {
+    MessageContent::Unsupported {
+        kind: if kind.is_empty() { "unknown" } else { kind }.to_owned(),
+    }
+}
+
+fn content(body: RawMessage) -> MessageContent {
+    let kind = body.kind.as_str();
+    let media = |kind: MediaKind, m: Option<RawMedia>| match m {
+        Some(m) => MessageContent::Media {
+            kind: if m.voice { MediaKind::Voice } else { kind },
+            media_id: m.id,
+            mime_type: m.mime_type,
+            caption: m.caption,
+            filename: m.filename,
+        },
+        None => unsupported(kind_name(kind)),
+    };
+    match kind {
+        "text" => match body.text {
+            Some(t) => MessageContent::Text { body: t.body },
+            None => unsupported(kind),
+        },
+        "interactive" => match body.interactive {
+            Some(RawInteractive {
+                button_reply: Some(r),
+                ..
+            }) => MessageContent::ButtonReply {
+                id: r.id,
+                title: r.title,
+            },
+            Some(RawInteractive {
+                list_reply: Some(r),
+                ..
+            }) => MessageContent::ListReply {
+                id: r.id,
+                title: r.title,
+                description: r.description,
+            },
+            Some(RawInteractive {
+                nfm_reply: Some(r), ..
+            }) => MessageContent::FlowReply {
+                name: r.name,
+                body: r.body,
+                response_json: r.response_json,
+            },
+            Some(other) if !other.kind.is_empty() => unsupported(&other.kind),
+            _ => unsupported(kind),
+        },
+        "button" => match body.button {
+            Some(b) => MessageContent::QuickReply {
+                payload: b.payload,
+                text: b.text,
+            },
+            None => unsupported(kind),
+        },
+        "image" => media(MediaKind::Image, body.image),
+        "video" => media(MediaKind::Video, body.video),
+        "audio" => media(MediaKind::Audio, body.audio),
+        "document" => media(MediaKind::Document, body.document),
+        "sticker" => media(MediaKind::Sticker, body.sticker),
+        "location" => match body.location {
+            Some(l) => MessageContent::Location {
+                latitude: l.latitude,
+                longitude: l.longitude,
+                name: l.name,
+                address: l.address,
+            },
+            None => unsupported(kind),
+        },
+        "contacts" => MessageContent::Contacts {
+            names: body
+                .contacts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.name.and_then(|n| n.formatted_name.or(n.first_name)))
+                .collect(),
+        },
+        "reaction" => match body.reaction {
+            Some(r) => MessageContent::Reaction {
+                message_id: r.message_id.and_then(|id| MessageId::parse(id).ok()),
+                emoji: r.emoji.filter(|e| !e.is_empty()),
+            },
+            None => unsupported(kind),
+        },
+        "order" => match body.order {
+            Some(o) => MessageContent::Order {
+                catalog_id: o.catalog_id,
+                items: o.product_items.len(),
+                text: o.text.filter(|t| !t.is_empty()),
+            },
+            None => unsupported(kind),
+        },
+        "system" => match body.system {
+            Some(s) => MessageContent::System {
+                kind: s.kind,
+                body: s.body,
+                new_wa_id: s.wa_id,
+            },
+            None => unsupported(kind),
+        },
+        "revoke" => MessageContent::Revoked {
+            original_message_id: body
+                .revoke
+                .and_then(|r| r.original_message_id)
+                .and_then(|id| MessageId::parse(id).ok()),
+        },
+        "edit" => {
+            let edit = body.edit;
+            let text = edit
+                .as_ref()
+                .and_then(|e| e.message.as_ref())
+                .and_then(|m| match (&m.text, &m.image, &m.video) {
+                    (Some(t), _, _) => Some(t.body.clone()),
+                    (None, Some(media), _) | (None, None, Some(media)) => media.caption.clone(),
+                    _ => None,
+                });
+            MessageContent::Edited {
+                original_message_id: edit
+                    .and_then(|e| e.original_message_id)
+                    .and_then(|id| MessageId::parse(id).ok()),
+                text,
+            }
+        }
+        "unsupported" => unsupported(
+            body.unsupported
+                .and_then(|u| u.kind)
+                .as_deref()
+                .unwrap_or("unsupported"),
+        ),
+        other => unsupported(other),
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Image => "image",
+        MediaKind::Video => "video",
+        MediaKind::Audio | MediaKind::Voice => "audio",
+        MediaKind::Document => "document",
+        MediaKind::Sticker => "sticker",
+    }
+}
+
+fn status(raw: RawStatus) -> Result<DeliveryStatus, String> {
+    Ok(DeliveryStatus {
+        message_id: MessageId::parse(raw.id).map_err(|e| e.to_string())?,
+        recipient: WaId::parse(raw.recipient_id).map_err(|e| e.to_string())?,
+        recipient_user_id: raw.recipient_user_id,
+        status: StatusKind::parse(&raw.status),
+        timestamp: raw.timestamp,
+        errors: raw.errors.into_iter().map(ErrorInfo::from).collect(),
+        callback_data: raw.biz_opaque_callback_data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrap(value: &str) -> String {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{value}}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn refuses_non_json_and_foreign_envelopes() {
+        assert!(matches!(parse(b"not json"), Err(PayloadError::NotJson(_))));
+        assert!(matches!(
+            parse(b"{\"object\":\"page\",\"entry\":[]}"),
+            Err(PayloadError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"entry\":[]}"),
+            Err(PayloadError::NotEnvelope(_))
+        ));
+        assert!(matches!(parse(b"[1,2]"), Err(PayloadError::NotEnvelope(_))));
+        assert!(matches!(
+            parse(b"{\"object\":\"whatsapp_business_account\""),
+            Err(PayloadError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn reads_text_with_escaped_unicode() {
+        let body = wrap(
+            r#"{"messaging_product":"whatsapp","contacts":[{"profile":{"name":"A"},"wa_id":"15551234567","user_id":"US.1"}],
+            "messages":[{"from":"15551234567","id":"wamid.1","timestamp":"1700000000","type":"text","text":{"body":"caf\u00e9 \ud83d\ude00"},"brand_new_field":1}]}"#,
+        );
+        let parsed = parse(body.as_bytes()).expect("valid");
+        let [InboundEvent::Message(m)] = parsed.events.as_slice() else {
+            panic!("one message expected, got {:?}", parsed.events)
+        };
+        assert_eq!(
+            m.content,
+            MessageContent::Text {
+                body: "café 😀".into()
+            }
+        );
+        assert_eq!(m.user_id.as_deref(), Some("US.1"));
+        assert_eq!(m.profile_name.as_deref(), Some("A"));
+        assert_eq!(m.timestamp, 1_700_000_000);
+    }
+
+    #[test]
+    fn a_malformed_item_is_skipped_not_fatal() {
+        let body = wrap(
+            r#"{"messages":[{"id":"wamid.no-from","timestamp":"1","type":"text"},
+            {"from":"1555","id":"wamid.ok","timestamp":"1","type":"text","text":{"body":"hi"}}],
+            "statuses":[{"id":"wamid.s","status":"sent","timestamp":"soon","recipient_id":"1555"}]}"#,
+        );
+        let parsed = parse(body.as_bytes()).expect("envelope is fine");
+        assert_eq!(parsed.events.len(), 1);
+        assert_eq!(parsed.skipped.len(), 2, "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_acknowledged() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+            {"field":"account_update","value":{"event":"X"}},
+            {"field":"messages","value":{"messages":[{"from":"1555","id":"wamid.2","timestamp":"1","type":"hologram","hologram":{}}]}}]}]}"#;
+        let parsed = parse(body.as_bytes()).expect("valid");
+        assert_eq!(parsed.ignored_changes, 1);
+        let [InboundEvent::Message(m)] = parsed.events.as_slice() else {
+            panic!("one message expected")
+        };
+        assert_eq!(
+            m.content,
+            MessageContent::Unsupported {
+                kind: "hologram".into()
+            }
+        );
+    }
+}

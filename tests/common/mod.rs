@@ -1,0 +1,118 @@
+//! Shared test helpers: the real server on port 0 with a temporary sled directory.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use waotp::store::Store;
+use waotp::webhook::signature::SignatureVerifier;
+use waotp::{Application, Settings};
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+
+pub struct TestApp {
+    pub base: String,
+    pub store: Arc<Store>,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_vars(dir: &std::path::Path) -> HashMap<String, String> {
+    [
+        ("WAOTP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WAOTP_DATA_DIR", dir.join("data").display().to_string()),
+        ("WAOTP_APP_SECRET", APP_SECRET.to_owned()),
+        ("WAOTP_VERIFY_TOKEN", VERIFY_TOKEN.to_owned()),
+        ("WAOTP_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings::from_vars(test_vars(dir.path())).expect("test settings");
+    let app = Application::build(settings).await.expect("server builds");
+    let base = format!("http://{}", app.address());
+    let store = app.store();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        store,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+pub fn sign(body: &[u8]) -> String {
+    SignatureVerifier::new(APP_SECRET.as_bytes()).sign(body)
+}
+
+impl TestApp {
+    pub async fn post_webhook(&self, body: impl Into<Vec<u8>>) -> reqwest::Response {
+        let body = body.into();
+        let signature = sign(&body);
+        self.post_webhook_with(body, Some(&signature)).await
+    }
+
+    pub async fn post_webhook_with(
+        &self,
+        body: impl Into<Vec<u8>>,
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/webhook", self.base))
+            .header("content-type", "application/json")
+            .body(body.into());
+        if let Some(sig) = signature {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Waits (polling, with a deadline) until every recorded event has been handled.
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.store.inbound().pending_len() > 0 {
+            assert!(Instant::now() < deadline, "events still pending after 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A webhook body with one text message.
+pub fn text_message(message_id: &str, from: &str, body: &str) -> String {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}],
+            "messages": [{"from": from, "id": message_id, "timestamp": "1700000000",
+                          "type": "text", "text": {"body": body}}]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// Where the shared WhatsApp fixtures live, if present.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("WAOTP_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/webhooks-pywa")
+        });
+    dir.is_dir().then_some(dir)
+}
