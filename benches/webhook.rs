@@ -1,1 +1,50 @@
-fn main() {}
+//! Micro-benchmarks of the webhook's hot path: signature check, payload parsing, and recording
+//! an event in sled (in memory; the group flush is measured by the load generator instead).
+//!
+//! Run: `cargo bench --bench webhook`
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use waotp::webhook::{payload, signature::SignatureVerifier};
+
+fn body(id: u64) -> String {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"106540352242922"}},"contacts":[{{"profile":{{"name":"Kerry Fisher"}},"wa_id":"16315551181","user_id":"US.13491208655302741918"}}],"messages":[{{"from":"16315551181","id":"wamid.bench.{id}","timestamp":"1700000000","type":"text","text":{{"body":"Caf\u00e9 123 456 \ud83d\ude00"}}}}]}},"field":"messages"}}]}}]}}"#
+    )
+}
+
+fn signature(c: &mut Criterion) {
+    let verifier = SignatureVerifier::new(b"app-secret");
+    let body = body(1);
+    let header = verifier.sign(body.as_bytes());
+    let mut g = c.benchmark_group("webhook");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("verify_signature", |b| {
+        b.iter(|| verifier.verify(Some(header.as_bytes()), body.as_bytes()))
+    });
+    g.bench_function("parse_payload", |b| {
+        b.iter(|| payload::parse(body.as_bytes()).map(|p| p.events.len()))
+    });
+    g.finish();
+}
+
+fn record(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = waotp::store::Store::open(dir.path(), |_| {}).expect("open store");
+    let mut n = 0u64;
+    c.bench_function("webhook/record_event", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                payload::parse(body(n).as_bytes())
+                    .expect("valid")
+                    .events
+                    .remove(0)
+            },
+            |event| store.inbound().record(&event, 1_700_000_000),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, signature, record);
+criterion_main!(benches);

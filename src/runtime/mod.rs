@@ -104,7 +104,7 @@ fn log_handler(store: Arc<Store>, metrics: Arc<Metrics>) -> Handler<QueuedEvent>
         let (store, metrics) = (store.clone(), metrics.clone());
         Box::pin(async move {
             let event = &queued.event;
-            tracing::info!(
+            tracing::debug!(
                 seq = queued.seq,
                 customer = %event.customer(),
                 kind = event.kind(),

@@ -1,17 +1,28 @@
 //! The inbound event log: each WhatsApp event recorded once, in arrival order, until handled.
 //!
-//! Four trees change together in one sled transaction, so a crash can never keep a dedupe record
-//! without its event (which would silently drop WhatsApp's retry):
-//! - `dedupe`: dedupe key → receive time; the key is the message id, or message id + status;
-//! - `dedupe_by_time`: receive time ++ dedupe key, so expired records are found by a range scan;
-//! - `inbound`: sequence number → the event, kept for the retention period;
-//! - `inbound_pending`: sequence numbers not yet handled by the runtime, replayed after a restart.
+//! One tree, `inbound`, holds four kinds of record under one-byte prefixes, so that recording an
+//! event is a single atomic batch and a crash can never keep a dedupe record without its event
+//! (which would silently drop WhatsApp's retry):
+//! - `d` + dedupe key → receive time; the key is the message id, or message id + status;
+//! - `t` + receive time + dedupe key, so expired records are found by a range scan;
+//! - `l` + sequence number → the event, kept for the retention period;
+//! - `p` + sequence number: not yet handled by the runtime, replayed after a restart.
+//!
+//! "Check, then write" is made race-free by a lock striped over the dedupe key: two deliveries of
+//! one event always meet on the same stripe. A sled transaction would do the same at several
+//! times the cost on the webhook's hot path (measured in `benches/webhook.rs`).
 
 use super::StoreError;
 use crate::domain::InboundEvent;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+const DEDUPE: u8 = b'd';
+const BY_TIME: u8 = b't';
+const LOG: u8 = b'l';
+const PENDING: u8 = b'p';
+const STRIPES: usize = 256;
 
 /// The outcome of recording an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,28 +41,41 @@ pub struct StoredEvent {
     pub event: InboundEvent,
 }
 
-/// Handle to the inbound trees.
+/// Handle to the inbound records.
 #[derive(Debug, Clone)]
 pub struct InboundLog {
-    dedupe: sled::Tree,
-    dedupe_by_time: sled::Tree,
-    log: sled::Tree,
-    pending: sled::Tree,
+    tree: sled::Tree,
     ids: sled::Db,
+    stripes: Arc<[Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
-fn time_key(at: i64, dedupe_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + dedupe_key.len());
-    k.extend_from_slice(&at.max(0).to_be_bytes());
-    k.extend_from_slice(dedupe_key);
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [prefix; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
 fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("inbound key is not 8 bytes".into()))?;
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("inbound key is not a sequence number".into()))?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// The key range holding all records of one prefix.
+fn prefix_range(prefix: u8) -> std::ops::Range<[u8; 1]> {
+    [prefix]..[prefix + 1]
 }
 
 fn decode(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -61,20 +85,22 @@ fn decode(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
 impl InboundLog {
     pub(super) fn open(db: &sled::Db) -> Result<InboundLog, StoreError> {
         Ok(InboundLog {
-            dedupe: db.open_tree("dedupe")?,
-            dedupe_by_time: db.open_tree("dedupe_by_time")?,
-            log: db.open_tree("inbound")?,
-            pending: db.open_tree("inbound_pending")?,
+            tree: db.open_tree("inbound")?,
             ids: db.clone(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: Default::default(),
         })
     }
 
     /// Records `event` unless an event with the same dedupe key was recorded before. Not yet
     /// durable: follow with [`super::Store::durable`] before acknowledging.
     pub fn record(&self, event: &InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let key = event.dedupe_key();
-        if self.dedupe.contains_key(key.as_bytes())? {
-            // The common retry case, answered without a transaction or a new sequence number.
+        let dedupe_key = key(DEDUPE, &[event.dedupe_key().as_bytes()]);
+        let stripe = (self.hasher.hash_one(&dedupe_key) as usize) % STRIPES;
+        let _guard = self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.tree.contains_key(&dedupe_key)? {
             return Ok(Recorded::Duplicate);
         }
         let seq = self.ids.generate_id()?;
@@ -83,41 +109,32 @@ impl InboundLog {
             event: event.clone(),
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let seq_key = seq.to_be_bytes();
-        let by_time = time_key(now, key.as_bytes());
-        let result = (&self.dedupe, &self.dedupe_by_time, &self.log, &self.pending).transaction(
-            |(dedupe, by_time_tree, log, pending)| {
-                if dedupe.get(key.as_bytes())?.is_some() {
-                    return Ok(Recorded::Duplicate);
-                }
-                dedupe.insert(key.as_bytes(), &now.to_be_bytes())?;
-                by_time_tree.insert(by_time.as_slice(), &[])?;
-                log.insert(&seq_key, value.as_slice())?;
-                pending.insert(&seq_key, &[])?;
-                Ok::<_, ConflictableTransactionError<()>>(Recorded::New { seq })
-            },
+        let mut batch = sled::Batch::default();
+        batch.insert(dedupe_key.as_slice(), &now.to_be_bytes());
+        batch.insert(
+            key(BY_TIME, &[&now.max(0).to_be_bytes(), &dedupe_key[1..]]),
+            &[],
         );
-        match result {
-            Ok(r) => Ok(r),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => {
-                Err(StoreError::Corrupt("inbound transaction aborted".into()))
-            }
-        }
+        batch.insert(&seq_key(LOG, seq), value);
+        batch.insert(&seq_key(PENDING, seq), &[]);
+        self.tree.apply_batch(batch)?;
+        Ok(Recorded::New { seq })
     }
 
     /// Whether an event with this dedupe key has been recorded.
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
-        Ok(self.dedupe.contains_key(dedupe_key.as_bytes())?)
+        Ok(self
+            .tree
+            .contains_key(key(DEDUPE, &[dedupe_key.as_bytes()]))?)
     }
 
     /// Events recorded but not yet handled, oldest first.
     pub fn pending(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.pending.iter() {
+        for item in self.tree.range(prefix_range(PENDING)) {
             let (key, _) = item?;
             let seq = seq_of(&key)?;
-            if let Some(bytes) = self.log.get(key)? {
+            if let Some(bytes) = self.tree.get(seq_key(LOG, seq))? {
                 out.push((seq, decode(&bytes)?));
             }
         }
@@ -126,22 +143,22 @@ impl InboundLog {
 
     /// Marks an event as handled: it will not be replayed after a restart.
     pub fn mark_handled(&self, seq: u64) -> Result<(), StoreError> {
-        self.pending.remove(seq.to_be_bytes())?;
+        self.tree.remove(seq_key(PENDING, seq))?;
         Ok(())
     }
 
     /// One logged event by sequence number.
     pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        self.log
-            .get(seq.to_be_bytes())?
+        self.tree
+            .get(seq_key(LOG, seq))?
             .map(|b| decode(&b))
             .transpose()
     }
 
     /// Every logged event, oldest first (for tests and operators; not for hot paths).
     pub fn all(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
-        self.log
-            .iter()
+        self.tree
+            .range(prefix_range(LOG))
             .map(|item| {
                 let (k, v) = item?;
                 Ok((seq_of(&k)?, decode(&v)?))
@@ -149,39 +166,41 @@ impl InboundLog {
             .collect()
     }
 
-    /// Number of logged events.
+    /// Number of logged events (counts by scanning: for tests and operators).
     pub fn len(&self) -> usize {
-        self.log.len()
+        self.tree.range(prefix_range(LOG)).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
+        self.len() == 0
     }
 
-    /// Number of events not yet handled.
+    /// Number of events not yet handled (counts by scanning).
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.tree.range(prefix_range(PENDING)).count()
     }
 
     /// Removes dedupe records and handled events received before `cutoff` (Unix seconds).
     /// Returns how many records went.
     pub fn purge_before(&self, cutoff: i64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        let end = cutoff.max(0).to_be_bytes();
-        for item in self.dedupe_by_time.range(..end.as_slice()) {
+        let end = key(BY_TIME, &[&cutoff.max(0).to_be_bytes()]);
+        for item in self.tree.range([BY_TIME].as_slice()..end.as_slice()) {
             let (time_key, _) = item?;
-            self.dedupe.remove(&time_key[8..])?;
-            self.dedupe_by_time.remove(&time_key)?;
+            let mut batch = sled::Batch::default();
+            batch.remove(key(DEDUPE, &[&time_key[9..]]));
+            batch.remove(&time_key);
+            self.tree.apply_batch(batch)?;
             removed += 1;
         }
         // Sequence numbers grow with arrival, so old events are at the front of the log.
-        for item in self.log.iter() {
+        for item in self.tree.range(prefix_range(LOG)) {
             let (key, value) = item?;
             if decode(&value)?.received_at >= cutoff {
                 break;
             }
-            if !self.pending.contains_key(&key)? {
-                self.log.remove(&key)?;
+            if !self.tree.contains_key(seq_key(PENDING, seq_of(&key)?))? {
+                self.tree.remove(&key)?;
                 removed += 1;
             }
         }
