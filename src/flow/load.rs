@@ -1,0 +1,227 @@
+//! Reading flow files from disk into checked, hashed [`Flow`]s, and turning problems into
+//! `file:line:col: message` diagnostics.
+//!
+//! This is the only part of the flow module that touches the file system. It must not decide
+//! what is valid (that is `validate`) nor run flows (that is `engine`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::ids::FlowId;
+use super::located::line_col;
+use super::model::FlowFile;
+use super::validate::{validate, Issue};
+
+/// A loaded, validated flow: what the engine runs.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    id: FlowId,
+    file: FlowFile,
+    path: PathBuf,
+    hash: String,
+}
+
+impl Flow {
+    /// The flow's id.
+    pub fn id(&self) -> &FlowId {
+        &self.id
+    }
+
+    /// The version label written in the file.
+    pub fn version(&self) -> &str {
+        self.file.version.as_str()
+    }
+
+    /// Hex SHA-256 of the file's bytes; sessions record it so they can tell versions apart even
+    /// when an author forgot to change `version`.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The parsed file.
+    pub fn file(&self) -> &FlowFile {
+        &self.file
+    }
+
+    /// Where the flow was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// One problem in a flow file, positioned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// File as given to the loader.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong, with a hint where one helps.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// Why a set of flows could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory or a file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// One or more files are invalid; every problem is listed.
+    #[error("{} error(s) in flow files", .0.len())]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// All flows of a directory, by id.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSet {
+    flows: BTreeMap<FlowId, Arc<Flow>>,
+}
+
+impl FlowSet {
+    /// A flow by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Flow>> {
+        FlowId::parse(id).ok().and_then(|id| self.flows.get(&id))
+    }
+
+    /// All flows in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Flow>> {
+        self.flows.values()
+    }
+
+    /// Number of flows.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+/// Parses and validates one file's text. `name` is how the file is named in messages.
+pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
+    let at = |span_start: usize, message: String| {
+        let lc = line_col(text, span_start);
+        Diagnostic {
+            file: name.to_owned(),
+            line: lc.line,
+            col: lc.col,
+            message,
+        }
+    };
+    let file: FlowFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            // serde stops at the first shape error in a file, so this is one message per file;
+            // every other check still runs on the other files.
+            let start = e.span().map_or(0, |s| s.start);
+            return Err(vec![at(start, tidy_toml_message(e.message()))]);
+        }
+    };
+    let issues = validate(&file);
+    if !issues.is_empty() {
+        let mut diags: Vec<Diagnostic> = issues
+            .into_iter()
+            .map(|Issue { span, message }| at(span.start, message))
+            .collect();
+        diags.sort();
+        diags.dedup();
+        return Err(diags);
+    }
+    let id = FlowId::parse(file.id.as_str())
+        .map_err(|e| vec![at(file.id.span().start, e.to_string())])?;
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    Ok(Flow {
+        id,
+        file,
+        path: PathBuf::from(name),
+        hash,
+    })
+}
+
+fn tidy_toml_message(message: &str) -> String {
+    // toml's "unknown field `x`, expected one of ..." lists every key; add a did-you-mean hint.
+    let message = message.trim().replace('\n', " ");
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once("`, expected ") {
+            let candidates: Vec<&str> = expected
+                .split(['`', ',', ' '])
+                .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
+                .collect();
+            let hint = super::validate::did_you_mean(field, candidates.iter().copied());
+            return format!("unknown key `{field}`{hint}");
+        }
+    }
+    message
+}
+
+/// Loads every `*.toml` file directly inside `dir` (sub-directories such as `tests/` are left
+/// alone) and reports every problem of every file at once.
+pub fn load_dir(dir: &Path) -> Result<FlowSet, LoadError> {
+    let io = |path: &Path, source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut set = FlowSet::default();
+    let mut diags = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+        let name = path.display().to_string();
+        match parse_flow(&name, &text) {
+            Ok(flow) => {
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
+                let id_span = flow.file.id.span().start;
+                if flow.id.as_str() != stem {
+                    let lc = line_col(&text, id_span);
+                    diags.push(Diagnostic {
+                        file: name.clone(),
+                        line: lc.line,
+                        col: lc.col,
+                        message: format!(
+                            "flow id `{}` must match the file name `{stem}.toml`",
+                            flow.id
+                        ),
+                    });
+                }
+                set.flows.insert(flow.id.clone(), Arc::new(flow));
+            }
+            Err(mut d) => diags.append(&mut d),
+        }
+    }
+    if diags.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadError::Invalid(diags))
+    }
+}
