@@ -5,14 +5,19 @@
 //! read files or the terminal. The runtime owns persistence and delivery and calls
 //! [`engine::step`] with the current time.
 
+pub mod cli;
 pub mod duration;
 pub mod engine;
+pub mod graph;
 pub mod guard;
 pub mod ids;
 pub mod load;
 pub mod located;
 pub mod model;
 pub mod render;
+pub mod script;
+pub mod simulate;
+pub mod transcript;
 pub mod validate;
 
 pub use ids::{FlowId, StateId};
