@@ -140,7 +140,19 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
             return Err(vec![at(start, tidy_toml_message(e.message()))]);
         }
     };
-    let issues = validate(&file);
+    let mut issues = validate(&file);
+    let stem = Path::new(name).file_stem().and_then(|s| s.to_str());
+    if let Some(stem) = stem.filter(|_| name.ends_with(".toml")) {
+        if file.id.as_str() != stem {
+            issues.push(Issue {
+                span: file.id.span(),
+                message: format!(
+                    "flow id `{}` must match the file name `{stem}.toml`",
+                    file.id.as_str()
+                ),
+            });
+        }
+    }
     if !issues.is_empty() {
         let mut diags: Vec<Diagnostic> = issues
             .into_iter()
@@ -197,23 +209,6 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, LoadError> {
         let name = path.display().to_string();
         match parse_flow(&name, &text) {
             Ok(flow) => {
-                let stem = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default();
-                let id_span = flow.file.id.span().start;
-                if flow.id.as_str() != stem {
-                    let lc = line_col(&text, id_span);
-                    diags.push(Diagnostic {
-                        file: name.clone(),
-                        line: lc.line,
-                        col: lc.col,
-                        message: format!(
-                            "flow id `{}` must match the file name `{stem}.toml`",
-                            flow.id
-                        ),
-                    });
-                }
                 set.flows.insert(flow.id.clone(), Arc::new(flow));
             }
             Err(mut d) => diags.append(&mut d),

@@ -14,7 +14,7 @@ use crate::flow::model::{State, StateKind, TemplateCategory};
 pub(super) fn check_states(cx: &mut Checker<'_>) {
     for (id, state) in &cx.file.states {
         check_fields(cx, id, state);
-        check_refs(cx, state);
+        check_refs(cx, id, state);
         check_timer(cx, id, state);
         check_branches(cx, id, state);
         check_choices(cx, id, state);
@@ -135,7 +135,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
     }
 }
 
-fn check_refs(cx: &mut Checker<'_>, s: &State) {
+fn check_refs(cx: &mut Checker<'_>, id: &str, s: &State) {
     let targets = [
         &s.on_text,
         &s.next,
@@ -180,7 +180,10 @@ fn check_refs(cx: &mut Checker<'_>, s: &State) {
     if s.kind.get().is_waiting() && s.kind.get() != &StateKind::Hook {
         let own = s.on_retries_exhausted.is_some();
         if !own && cx.file.on_retries_exhausted.is_none() {
-            cx.error(s.kind.span(), "waiting state needs `on_retries_exhausted` (here or at the top of the file) so repeated unusable answers end somewhere");
+            cx.error(
+                s.kind.span(),
+                format!("waiting state `{id}` needs `on_retries_exhausted` (here or at the top of the file) so repeated unusable answers end somewhere"),
+            );
         }
     }
 }
