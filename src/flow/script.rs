@@ -41,6 +41,9 @@ pub struct Case {
     /// Random seed (codes, event ids).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// The customer message that starts a keyword-started flow (checked against its keywords).
+    #[serde(default)]
+    pub trigger: Option<String>,
     /// Another case of this script whose customer-visible chat must be identical (codes aside).
     #[serde(default)]
     pub same_chat_as: Option<String>,
@@ -164,6 +167,15 @@ fn run_case(flow: &super::load::Flow, case: &Case) -> (Vec<String>, Vec<String>)
         Err(e) => return (vec![format!("cannot start: {e}")], Vec::new()),
     };
     let mut failures = Vec::new();
+    if let Some(trigger) = &case.trigger {
+        if !super::engine::keyword_matches(flow, trigger) {
+            failures.push(format!(
+                "trigger `{trigger}` does not match the flow's keywords"
+            ));
+        }
+    } else if !flow.file().start.api {
+        failures.push("the flow is started by keywords: give the case a `trigger`".to_owned());
+    }
     let mut chat = Vec::new();
     let mut last = sim.take_output();
     record(&last, &mut chat);

@@ -92,3 +92,19 @@ pub fn possible_outcomes(flow: &Flow) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// Whether a customer's message should start `flow`: one of its `[start] keywords` appears in
+/// it as whole words (case and punctuation ignored), so "I forgot my password" matches `forgot`.
+pub fn keyword_matches(flow: &Flow, text: &str) -> bool {
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let said = words(text);
+    flow.file().start.keywords.iter().any(|k| {
+        let k = words(k.as_str());
+        !k.is_empty() && said.windows(k.len()).any(|w| w == k.as_slice())
+    })
+}
