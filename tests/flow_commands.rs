@@ -51,18 +51,18 @@ fn the_bundled_flow_scripts_pass() {
 
 #[test]
 fn a_failing_script_fails_the_command() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
     std::fs::copy(
         "flows/signup_verification.toml",
         dir.path().join("signup_verification.toml"),
     )
-    .unwrap();
+    .expect("copy a flow");
     std::fs::write(
         dir.path().join("tests/bad.toml"),
         "flow = \"signup_verification\"\n[[case]]\nname = \"wrong expectation\"\nsteps = [{ code = true, outcome = \"locked\" }]\n",
     )
-    .unwrap();
+    .expect("write a script");
     let (code, out, _) = run(|o, e| cli::test(dir.path(), o, e));
     assert_eq!(code, cli::FAILED);
     assert!(out.contains("expected outcome `locked`"), "{out}");
@@ -130,7 +130,7 @@ fn graph_draws_a_mermaid_diagram() {
 
 #[test]
 fn the_committed_schema_is_the_generated_one() {
-    let committed = std::fs::read_to_string("schema/flow.schema.json").unwrap();
+    let committed = std::fs::read_to_string("schema/flow.schema.json").expect("committed schema");
     assert_eq!(
         committed.trim_end(),
         cli::schema_json().trim_end(),
