@@ -23,7 +23,7 @@ fn validate_accepts_the_bundled_flows_and_rejects_the_broken_ones() {
     let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/flows_broken"), o, e));
     assert_eq!(code, cli::FAILED);
     assert!(
-        err.contains("tests/flows_broken/unknown_key.toml:15:1: unknown key `mesage`"),
+        err.contains("tests/flows_broken/unknown_key.toml:16:1: unknown key `mesage`"),
         "{err}"
     );
 }

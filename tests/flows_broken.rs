@@ -25,7 +25,15 @@ fn every_check_fires() {
     let checks = [
         (
             "unknown keys",
-            "unknown_key.toml:15:1: unknown key `mesage`; did you mean `message`?",
+            "unknown_key.toml:16:1: unknown key `mesage`; did you mean `message`?",
+        ),
+        (
+            "every unknown key at once",
+            "unknown_key.toml:24:1: unknown key `outcom`; did you mean `outcome`?",
+        ),
+        (
+            "keyword clash",
+            "keyword `Help me` also starts flow `keyword_clash`",
         ),
         ("syntax", "syntax_error.toml:4:"),
         (

@@ -131,14 +131,9 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
             message,
         }
     };
-    let file: FlowFile = match toml::from_str(text) {
+    let file = match parse_toml(text) {
         Ok(f) => f,
-        Err(e) => {
-            // serde stops at the first shape error in a file, so this is one message per file;
-            // every other check still runs on the other files.
-            let start = e.span().map_or(0, |s| s.start);
-            return Err(vec![at(start, tidy_toml_message(e.message()))]);
-        }
+        Err(errors) => return Err(errors.into_iter().map(|(start, m)| at(start, m)).collect()),
     };
     let mut issues = validate(&file);
     let stem = Path::new(name).file_stem().and_then(|s| s.to_str());
@@ -171,6 +166,38 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
         path: PathBuf::from(name),
         hash,
     })
+}
+
+/// Deserialises a flow file. serde stops at the first error, so after an unknown key the key
+/// is commented out (same byte length, so positions stay right) and parsing is retried, to list
+/// every unknown key at once. Any other error ends the search: after an edit it could be an
+/// artefact of the edit rather than the author's mistake.
+fn parse_toml(text: &str) -> Result<FlowFile, Vec<(usize, String)>> {
+    const MAX_REPORTED: usize = 50;
+    let mut text = text.to_owned();
+    let mut errors = Vec::new();
+    while errors.len() < MAX_REPORTED {
+        let e = match toml::from_str::<FlowFile>(&text) {
+            Ok(file) if errors.is_empty() => return Ok(file),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let start = e.span().map_or(0, |s| s.start);
+        let unknown_key = e.message().starts_with("unknown field");
+        if !unknown_key && !errors.is_empty() {
+            break;
+        }
+        errors.push((start, tidy_toml_message(e.message())));
+        let ascii_key = text
+            .as_bytes()
+            .get(start)
+            .is_some_and(u8::is_ascii_alphanumeric);
+        if !unknown_key || !ascii_key {
+            break;
+        }
+        text.replace_range(start..=start, "#");
+    }
+    Err(errors)
 }
 
 fn tidy_toml_message(message: &str) -> String {
@@ -214,9 +241,38 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, LoadError> {
             Err(mut d) => diags.append(&mut d),
         }
     }
+    diags.extend(keyword_clashes(&set));
+    diags.sort();
     if diags.is_empty() {
         Ok(set)
     } else {
         Err(LoadError::Invalid(diags))
     }
+}
+
+/// A customer message must start at most one flow, so two flows may not share a keyword.
+fn keyword_clashes(set: &FlowSet) -> Vec<Diagnostic> {
+    let mut owner: BTreeMap<String, &FlowId> = BTreeMap::new();
+    let mut diags = Vec::new();
+    for flow in set.iter() {
+        for k in &flow.file.start.keywords {
+            let key = k.as_str().trim().to_lowercase();
+            match owner.get(&key) {
+                Some(other) => {
+                    let text = std::fs::read_to_string(&flow.path).unwrap_or_default();
+                    let lc = line_col(&text, k.span().start);
+                    diags.push(Diagnostic {
+                        file: flow.path.display().to_string(),
+                        line: lc.line,
+                        col: lc.col,
+                        message: format!("keyword `{}` also starts flow `{other}`", k.as_str()),
+                    });
+                }
+                None => {
+                    owner.insert(key, &flow.id);
+                }
+            }
+        }
+    }
+    diags
 }

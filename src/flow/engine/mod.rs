@@ -5,6 +5,7 @@
 //! It relies on the flow having passed validation; on a flow that did not, it degrades to doing
 //! nothing rather than panicking.
 
+mod compose;
 mod respond;
 mod run;
 mod types;

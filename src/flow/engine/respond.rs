@@ -1,13 +1,12 @@
 //! How the engine answers the customer: matching typed text and taps to choices, codes, resends,
-//! interrupts, re-prompts with a bounded retry count, and rendering messages.
+//! interrupts and re-prompts with a bounded retry count.
 
 use rand::RngCore;
 
 use super::run::Run;
-use super::types::{Choice, Effect, MessageBody, OtpRequest, OutboundMessage, TemplateRef};
+use super::types::{Effect, MessageBody, OtpRequest};
 use crate::flow::duration::parse_duration;
 use crate::flow::model::{OtpCheck, State, StateKind};
-use crate::flow::render::render;
 
 /// Unusable answers re-prompted before giving up, unless a state says otherwise.
 const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -265,129 +264,6 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             resend,
         };
         self.fx.push(Effect::IssueOtp(request));
-    }
-
-    /// The state's message with its buttons or list, as first sent.
-    pub(super) fn send_prompt(&mut self, state: &State) {
-        let Some(id) = &state.message else { return };
-        if let Some(body) = self.prompt_body(state) {
-            let template = state
-                .template
-                .as_ref()
-                .and_then(|t| self.template(t.as_str()));
-            self.fx.push(Effect::Send(OutboundMessage {
-                message_id: id.as_str().to_owned(),
-                body,
-                template,
-            }));
-        }
-    }
-
-    fn prompt_body(&self, state: &State) -> Option<MessageBody> {
-        let text = state
-            .message
-            .as_ref()
-            .map(|m| self.text_of(m.as_str()))
-            .unwrap_or_default();
-        if !state.buttons.is_empty() {
-            let buttons = state
-                .buttons
-                .iter()
-                .map(|b| Choice {
-                    id: b.id.as_str().to_owned(),
-                    title: b.title.as_str().to_owned(),
-                    description: None,
-                })
-                .collect();
-            return Some(MessageBody::Buttons { text, buttons });
-        }
-        if let Some(list) = &state.list {
-            let rows = list
-                .rows
-                .iter()
-                .map(|r| Choice {
-                    id: r.id.as_str().to_owned(),
-                    title: r.title.as_str().to_owned(),
-                    description: r.description.as_ref().map(|d| d.as_str().to_owned()),
-                })
-                .collect();
-            return Some(MessageBody::List {
-                text,
-                button: list.button.as_str().to_owned(),
-                rows,
-            });
-        }
-        state.message.as_ref().map(|_| MessageBody::Text { text })
-    }
-
-    /// Sends message `id` as plain text (the state's template goes with its own message only).
-    pub(super) fn send(&mut self, id: &str, state: &State) {
-        let body = MessageBody::Text {
-            text: self.text_of(id),
-        };
-        let own = state.message.as_ref().is_some_and(|m| m.as_str() == id)
-            && state.kind.get() != &StateKind::Otp;
-        let template = if own {
-            state
-                .template
-                .as_ref()
-                .and_then(|t| self.template(t.as_str()))
-        } else {
-            None
-        };
-        self.fx.push(Effect::Send(OutboundMessage {
-            message_id: id.to_owned(),
-            body,
-            template,
-        }));
-    }
-
-    fn builtin(&mut self, id: &str, text: String) {
-        self.fx.push(Effect::Send(OutboundMessage {
-            message_id: id.to_owned(),
-            body: MessageBody::Text { text },
-            template: None,
-        }));
-    }
-
-    fn push_builtin(&mut self, body: MessageBody) {
-        self.fx.push(Effect::Send(OutboundMessage {
-            message_id: "reprompt".to_owned(),
-            body,
-            template: None,
-        }));
-    }
-
-    /// Message text in the session's language, else the default language, rendered.
-    fn text_of(&self, id: &str) -> String {
-        let Some(texts) = self.flow.messages.get(id) else {
-            return String::new();
-        };
-        let default = self
-            .flow
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str());
-        let text = texts
-            .get(&self.s.lang)
-            .or_else(|| texts.get(default))
-            .or_else(|| texts.values().next());
-        text.map(|t| render(t.as_str(), &self.s.vars))
-            .unwrap_or_default()
-    }
-
-    fn template(&self, id: &str) -> Option<TemplateRef> {
-        let t = self.flow.templates.get(id)?;
-        Some(TemplateRef {
-            name: t.name.as_str().to_owned(),
-            language: t.language.as_str().to_owned(),
-            category: *t.category.get(),
-            parameters: t
-                .parameters
-                .iter()
-                .map(|p| render(p.as_str(), &self.s.vars))
-                .collect(),
-        })
     }
 }
 

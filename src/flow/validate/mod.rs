@@ -27,7 +27,7 @@ pub const MAX_ROW_TITLE: usize = 24;
 /// Longest list row description.
 pub const MAX_ROW_DESCRIPTION: usize = 72;
 /// Variables every flow may use without declaring them.
-pub const BUILTIN_VARS: &[&str] = &["attempts_left", "customer"];
+pub const BUILTIN_VARS: &[&str] = &["attempts_left"];
 
 /// One problem: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]

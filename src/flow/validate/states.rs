@@ -32,7 +32,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
     // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 17] = [
+    let optional: [FieldUse<'_>; 21] = [
         ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
         ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
         ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
@@ -54,6 +54,18 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
         (
             "reminders",
             s.reminders.first().map(Located::span),
+            &[Ask, Otp],
+        ),
+        ("reminder", span(s.reminder.as_ref()), &[Ask, Otp]),
+        ("reprompt", span(s.reprompt.as_ref()), &[Ask, Otp]),
+        (
+            "on_retries_exhausted",
+            span(s.on_retries_exhausted.as_ref()),
+            &[Ask, Otp],
+        ),
+        (
+            "max_retries",
+            s.max_retries.as_ref().map(Located::span),
             &[Ask, Otp],
         ),
         ("outcome", span(s.outcome.as_ref()), &[End]),
