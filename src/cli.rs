@@ -4,7 +4,9 @@
 
 use crate::app::Application;
 use crate::config::Settings;
+use crate::flow::cli as flow_cli;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -22,6 +24,50 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook and merchant API server (configured by WAOTP_* variables).
     Serve,
+    /// Check every flow file in DIR; prints file:line:col errors and exits 2 on any.
+    Validate {
+        /// Flows directory.
+        #[arg(default_value = "flows")]
+        dir: PathBuf,
+    },
+    /// Run the scripted conversations stored beside the flows (DIR/tests); exits 1 on a failure.
+    Test {
+        /// Flows directory.
+        #[arg(default_value = "flows")]
+        dir: PathBuf,
+    },
+    /// Talk to a flow in the terminal, with a fake clock (/tap ID, /wait 10m, /hook NAME {json},
+    /// /code, /quit).
+    Chat {
+        /// Flow id.
+        flow: String,
+        /// Flows directory.
+        #[arg(long, default_value = "flows")]
+        dir: PathBuf,
+        /// A start variable, NAME=VALUE; repeat as needed.
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Message language.
+        #[arg(long, default_value = "en")]
+        lang: String,
+    },
+    /// Print the JSON Schema of the flow file format.
+    Schema,
+    /// Print a flow as a Mermaid state diagram.
+    Graph {
+        /// Flow id.
+        flow: String,
+        /// Flows directory.
+        #[arg(long, default_value = "flows")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_var(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{raw}` is not NAME=VALUE"))
 }
 
 /// Parses the arguments and runs the chosen command.
@@ -37,9 +83,29 @@ pub fn run() -> ExitCode {
             };
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(),
-    }
+    let (out, err) = (&mut std::io::stdout(), &mut std::io::stderr());
+    let code = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => return serve(),
+        Command::Validate { dir } => flow_cli::validate(&dir, out, err),
+        Command::Test { dir } => flow_cli::test(&dir, out, err),
+        Command::Chat {
+            flow,
+            dir,
+            vars,
+            lang,
+        } => flow_cli::chat(
+            &dir,
+            &flow,
+            &vars,
+            &lang,
+            &mut std::io::stdin().lock(),
+            out,
+            err,
+        ),
+        Command::Schema => flow_cli::schema(out),
+        Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
+    };
+    ExitCode::from(code)
 }
 
 fn serve() -> ExitCode {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod flow;
 pub mod metrics;
 pub mod runtime;
 pub mod store;

@@ -1,0 +1,282 @@
+//! The flow author's commands — `validate`, `test`, `chat`, `schema`, `graph` — as library
+//! functions that return a process exit code (0 ok, 1 failure, 2 bad usage). The command-line
+//! parser only forwards to these.
+//!
+//! Reads flow files and the given input, writes to the given output; never the network.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::engine::Event;
+use super::load::{load_dir, parse_flow, Flow, LoadError};
+use super::script::run_script;
+use super::simulate::Simulation;
+use super::transcript::describe;
+
+/// Exit code: success.
+pub const OK: u8 = 0;
+/// Exit code: invalid flows, failed tests, runtime error.
+pub const FAILED: u8 = 1;
+/// Exit code: bad usage.
+pub const USAGE: u8 = 2;
+
+fn load(dir: &Path, err: &mut dyn Write) -> Option<super::load::FlowSet> {
+    match load_dir(dir) {
+        Ok(set) => Some(set),
+        Err(LoadError::Invalid(diags)) => {
+            for d in &diags {
+                let _ = writeln!(err, "{d}");
+            }
+            None
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            None
+        }
+    }
+}
+
+/// `waotp validate [DIR]`: every error of every flow file, `file:line:col: message`.
+pub fn validate(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match load(dir, err) {
+        Some(set) => {
+            let _ = writeln!(out, "{} flow(s) valid in {}", set.len(), dir.display());
+            OK
+        }
+        None => FAILED,
+    }
+}
+
+/// `waotp test [DIR]`: runs `DIR/tests/*.toml` scripts against the flows in `DIR`.
+pub fn test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Some(flows) = load(dir, err) else {
+        return FAILED;
+    };
+    let tests = dir.join("tests");
+    let mut paths: Vec<_> = match std::fs::read_dir(&tests) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            let _ = writeln!(err, "cannot read {}: {e}", tests.display());
+            return FAILED;
+        }
+    };
+    paths.sort();
+    let (mut passed, mut failed) = (0, 0);
+    for path in paths {
+        let name = path.display();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = writeln!(err, "{name}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match run_script(&flows, &text) {
+            Ok(results) => {
+                for r in results {
+                    if r.failures.is_empty() {
+                        passed += 1;
+                        let _ = writeln!(out, "ok   {name}: {}", r.name);
+                    } else {
+                        failed += 1;
+                        let _ = writeln!(out, "FAIL {name}: {}", r.name);
+                        for f in r.failures {
+                            let _ = writeln!(out, "  {f}");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(out, "FAIL {name}: {e}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        OK
+    } else {
+        FAILED
+    }
+}
+
+/// Finds `flow` either as a file path (`*.toml`) or as an id in `dir`.
+fn find_flow(dir: &Path, flow: &str, err: &mut dyn Write) -> Option<Arc<Flow>> {
+    if flow.ends_with(".toml") {
+        let text = match std::fs::read_to_string(flow) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = writeln!(err, "cannot read {flow}: {e}");
+                return None;
+            }
+        };
+        return match parse_flow(flow, &text) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(diags) => {
+                for d in diags {
+                    let _ = writeln!(err, "{d}");
+                }
+                None
+            }
+        };
+    }
+    let set = load(dir, err)?;
+    let found = set.get(flow).cloned();
+    if found.is_none() {
+        let ids: Vec<&str> = set.iter().map(|f| f.id().as_str()).collect();
+        let _ = writeln!(
+            err,
+            "unknown flow `{flow}`{}",
+            super::validate::did_you_mean(flow, ids)
+        );
+    }
+    found
+}
+
+/// `waotp schema`: the JSON Schema of the flow file format.
+pub fn schema(out: &mut dyn Write) -> u8 {
+    let _ = writeln!(out, "{}", schema_json());
+    OK
+}
+
+/// The JSON Schema text, derived from the model types.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(super::model::FlowFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// `waotp graph FLOW`: a Mermaid state diagram.
+pub fn graph(dir: &Path, flow: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match find_flow(dir, flow, err) {
+        Some(f) => {
+            let _ = write!(out, "{}", super::graph::mermaid(&f));
+            OK
+        }
+        None => USAGE,
+    }
+}
+
+const CHAT_HELP: &str = "type as the customer, or: /tap ID, /wait 10m, /hook NAME {json}, /hookerror NAME, /fail, /otp (show the code), /check CODE (merchant API), /cancel (merchant API), /state, /quit";
+
+/// `waotp chat FLOW`: an offline conversation with a fake clock.
+pub fn chat(
+    dir: &Path,
+    flow: &str,
+    vars: &[(String, String)],
+    lang: &str,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let Some(flow) = find_flow(dir, flow, err) else {
+        return USAGE;
+    };
+    let vars: BTreeMap<String, Value> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let seed = rand::random();
+    let mut sim = match Simulation::start(&flow, vars, lang, seed) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(err, "{e} (give it with --var name=value)");
+            return USAGE;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "chatting with `{}` v{} — {CHAT_HELP}",
+        flow.id(),
+        flow.version()
+    );
+    let print = |sim: &mut Simulation<'_>, out: &mut dyn Write| {
+        for o in sim.take_output() {
+            let _ = writeln!(out, "{}", describe(&o));
+        }
+    };
+    print(&mut sim, out);
+    let mut line = String::new();
+    loop {
+        if sim.is_completed() {
+            return OK;
+        }
+        let _ = write!(out, "you> ");
+        let _ = out.flush();
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => return OK,
+            Ok(_) => {}
+        }
+        let text = line.trim();
+        let (cmd, arg) = text
+            .split_once(' ')
+            .map_or((text, ""), |(c, a)| (c, a.trim()));
+        match cmd {
+            "" => continue,
+            "/quit" | "/exit" => return OK,
+            "/help" => {
+                let _ = writeln!(out, "{CHAT_HELP}");
+            }
+            "/tap" => sim.apply(Event::Reply { id: arg.to_owned() }),
+            "/fail" => sim.apply(Event::DeliveryFailed {
+                reason: "simulated".to_owned(),
+            }),
+            "/cancel" => sim.apply(Event::CancelFromApi),
+            "/check" => sim.check_via_api(arg),
+            "/otp" | "/code" => {
+                let _ = writeln!(out, "(last code: {})", sim.last_code().unwrap_or("none"));
+            }
+            "/state" => {
+                let s = sim.session();
+                let at = sim
+                    .next_timer()
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "-".to_owned());
+                let _ = writeln!(
+                    out,
+                    "(state `{}`, status {:?}, clock {}, next timer {at})",
+                    s.state,
+                    s.status,
+                    sim.now().to_rfc3339()
+                );
+            }
+            "/wait" => match super::duration::parse_duration(arg) {
+                Ok(d) => sim.advance(d),
+                Err(e) => {
+                    let _ = writeln!(out, "({e})");
+                }
+            },
+            "/hook" => {
+                let (name, json) = arg.split_once(' ').unwrap_or((arg, "{}"));
+                match serde_json::from_str::<Value>(json) {
+                    Ok(Value::Object(fields)) => sim.apply(Event::HookOk {
+                        hook: name.to_owned(),
+                        fields,
+                    }),
+                    _ => {
+                        let _ = writeln!(out, "(the answer must be a JSON object)");
+                    }
+                }
+            }
+            "/hookerror" => sim.apply(Event::HookError {
+                hook: arg.to_owned(),
+                reason: "simulated".to_owned(),
+            }),
+            c if c.starts_with('/') => {
+                let _ = writeln!(out, "(unknown command; {CHAT_HELP})");
+            }
+            _ => sim.apply(Event::Text {
+                body: text.to_owned(),
+            }),
+        }
+        print(&mut sim, out);
+    }
+}

@@ -1,0 +1,283 @@
+//! How the engine answers the customer: matching typed text and taps to choices, codes, resends,
+//! interrupts and re-prompts with a bounded retry count.
+
+use rand::RngCore;
+
+use super::run::Run;
+use super::types::{Effect, MessageBody, OtpRequest};
+use crate::flow::duration::parse_duration;
+use crate::flow::model::{OtpCheck, State, StateKind};
+
+/// Unusable answers re-prompted before giving up, unless a state says otherwise.
+const DEFAULT_MAX_RETRIES: u32 = 3;
+/// New codes a customer may ask for in one OTP state, unless the flow says otherwise.
+const DEFAULT_MAX_RESENDS: u32 = 2;
+
+/// Lowercase, single-spaced, without surrounding punctuation: how typed words are compared.
+pub(super) fn normalize(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_matches(|c: char| c.is_ascii_punctuation())
+        .to_lowercase()
+}
+
+impl<R: RngCore + ?Sized> Run<'_, R> {
+    pub(super) fn text(&mut self, state: &State, body: &str) {
+        let typed = normalize(body);
+        let interrupt = self
+            .flow
+            .interrupts
+            .iter()
+            .find(|(_, i)| i.words.iter().any(|w| normalize(w.as_str()) == typed))
+            .map(|(name, _)| name.clone());
+        if let Some(name) = interrupt {
+            self.interrupt_named(&name);
+            return;
+        }
+        match state.kind.get() {
+            StateKind::Ask => {
+                let chosen = state
+                    .buttons
+                    .iter()
+                    .find(|b| {
+                        [&b.title, &b.id]
+                            .into_iter()
+                            .chain(&b.synonyms)
+                            .any(|w| normalize(w.as_str()) == typed)
+                    })
+                    .map(|b| b.goto.as_str())
+                    .or_else(|| {
+                        state
+                            .list
+                            .iter()
+                            .flat_map(|l| &l.rows)
+                            .find(|r| {
+                                [&r.title, &r.id]
+                                    .into_iter()
+                                    .chain(&r.synonyms)
+                                    .any(|w| normalize(w.as_str()) == typed)
+                            })
+                            .map(|r| r.goto.as_str())
+                    });
+                if let Some(target) = chosen {
+                    self.enter(target);
+                } else if let Some(target) = &state.on_text {
+                    if let Some(var) = &state.save_as {
+                        self.s
+                            .vars
+                            .insert(var.as_str().to_owned(), body.trim().into());
+                    }
+                    self.enter(target.as_str());
+                } else {
+                    self.reprompt(state);
+                }
+            }
+            StateKind::Otp => self.code_typed(state, body, &typed),
+            StateKind::Hook => {
+                // The answer is on its way; say so once rather than re-prompting.
+                if self.s.retries == 0 {
+                    self.s.retries = 1;
+                    self.builtin("busy", "One moment, please…".to_owned());
+                }
+            }
+            StateKind::Say | StateKind::End => {}
+        }
+    }
+
+    fn code_typed(&mut self, state: &State, body: &str, typed: &str) {
+        let Some(otp) = &state.otp else { return };
+        if otp
+            .resend_words
+            .iter()
+            .any(|w| normalize(w.as_str()) == typed)
+        {
+            self.resend(state);
+            return;
+        }
+        let length = otp.length.as_ref().map_or(6, |l| *l.get()) as usize;
+        let check = otp.check.as_ref().map_or(OtpCheck::Chat, |c| *c.get());
+        let code = find_code(body, length);
+        match (code, check) {
+            (Some(_), OtpCheck::Api) if !otp.reverse => {
+                self.builtin(
+                    "use_site",
+                    "Please enter the code on the website where you asked for it.".to_owned(),
+                );
+            }
+            (Some(code), _) => self.fx.push(Effect::VerifyOtp { code }),
+            (None, _) => self.reprompt(state),
+        }
+    }
+
+    pub(super) fn reply(&mut self, state: &State, id: &str) {
+        let target = state
+            .buttons
+            .iter()
+            .find(|b| b.id.as_str() == id)
+            .map(|b| b.goto.as_str())
+            .or_else(|| {
+                state
+                    .list
+                    .iter()
+                    .flat_map(|l| &l.rows)
+                    .find(|r| r.id.as_str() == id)
+                    .map(|r| r.goto.as_str())
+            });
+        match target {
+            Some(t) if state.kind.get() == &StateKind::Ask => self.enter(t),
+            _ if state.kind.get() == &StateKind::Otp && id == "resend" => self.resend(state),
+            _ => self.reprompt(state),
+        }
+    }
+
+    /// Applies the interrupt called `name`; false when the flow has none by that name.
+    pub(super) fn interrupt_named(&mut self, name: &str) -> bool {
+        let Some(interrupt) = self.flow.interrupts.get(name) else {
+            return false;
+        };
+        let state = self.state();
+        if let (Some(m), Some(state)) = (&interrupt.message, state) {
+            self.send(m.as_str(), state);
+        }
+        if let Some(event) = &interrupt.notify {
+            let mut bytes = [0u8; 16];
+            self.rng_fill(&mut bytes);
+            self.fx.push(Effect::NotifyMerchant {
+                event: event.as_str().to_owned(),
+                event_id: hex::encode(bytes),
+            });
+        }
+        if let Some(goto) = &interrupt.goto {
+            self.enter(goto.as_str());
+        }
+        true
+    }
+
+    /// Answers an unusable reply: a hint and the choices again, until the retry budget is spent.
+    pub(super) fn reprompt(&mut self, state: &State) {
+        self.s.retries += 1;
+        let max = state
+            .max_retries
+            .as_ref()
+            .map_or(DEFAULT_MAX_RETRIES, |m| *m.get());
+        if self.s.retries > max {
+            let target = state
+                .on_retries_exhausted
+                .as_ref()
+                .or(self.flow.on_retries_exhausted.as_ref());
+            self.goto(target.map(|t| t.as_str()));
+            return;
+        }
+        if let Some(m) = &state.reprompt {
+            self.send(m.as_str(), state);
+            return;
+        }
+        let hint = match state.kind.get() {
+            StateKind::Otp => {
+                let length = state
+                    .otp
+                    .as_ref()
+                    .and_then(|o| o.length.as_ref())
+                    .map_or(6, |l| *l.get());
+                format!("Please type the {length}-digit code we sent you.")
+            }
+            _ if !state.buttons.is_empty() || state.list.is_some() => {
+                "Sorry, I didn't get that. Please choose one of the options.".to_owned()
+            }
+            _ => "Sorry, I didn't get that. Please try again.".to_owned(),
+        };
+        match self.prompt_body(state) {
+            Some(MessageBody::Buttons { buttons, .. }) => self.push_builtin(MessageBody::Buttons {
+                text: hint,
+                buttons,
+            }),
+            Some(MessageBody::List { button, rows, .. }) => self.push_builtin(MessageBody::List {
+                text: hint,
+                button,
+                rows,
+            }),
+            _ => self.builtin("reprompt", hint),
+        }
+    }
+
+    pub(super) fn wrong_code(&mut self, state: &State, attempts_left: u32) {
+        match state.otp.as_ref().and_then(|o| o.wrong_code.as_ref()) {
+            Some(m) => self.send(m.as_str(), state),
+            None => self.builtin(
+                "wrong_code",
+                format!("That code is not right. {attempts_left} attempt(s) left."),
+            ),
+        }
+    }
+
+    pub(super) fn resend(&mut self, state: &State) {
+        let max = state
+            .otp
+            .as_ref()
+            .and_then(|o| o.max_resends.as_ref())
+            .map_or(DEFAULT_MAX_RESENDS, |m| *m.get());
+        if self.s.resends >= max {
+            self.builtin(
+                "no_resend",
+                "No more new codes can be sent for this request.".to_owned(),
+            );
+            return;
+        }
+        self.s.resends += 1;
+        self.issue_otp(state, true);
+        if let Some(m) = &state.message {
+            self.send(m.as_str(), state);
+        }
+        // The new code gets its full lifetime.
+        self.s.entered_at = self.now;
+        self.s.reminders_sent = 0;
+        self.cancel_timer();
+        self.set_timer(state);
+    }
+
+    pub(super) fn issue_otp(&mut self, state: &State, resend: bool) {
+        let Some(otp) = &state.otp else { return };
+        let lifetime = otp
+            .lifetime
+            .as_ref()
+            .and_then(|l| parse_duration(l.as_str()).ok())
+            .map_or(600, |d| d.num_seconds());
+        let request = OtpRequest {
+            purpose: format!("{}/{}", self.flow_id, self.s.state),
+            length: otp.length.as_ref().map_or(6, |l| *l.get()),
+            lifetime_secs: lifetime,
+            max_attempts: otp.attempts.as_ref().map_or(5, |a| *a.get()),
+            check: otp.check.as_ref().map_or(OtpCheck::Chat, |c| *c.get()),
+            reverse: otp.reverse,
+            deliver: otp.deliver.unwrap_or(true) && !otp.reverse,
+            send_to: otp.send_to.as_ref().map(|v| self.var_text(v.as_str())),
+            bound: otp
+                .bind
+                .iter()
+                .map(|v| (v.as_str().to_owned(), self.var_text(v.as_str())))
+                .collect(),
+            template: state
+                .template
+                .as_ref()
+                .and_then(|t| self.template(t.as_str())),
+            resend,
+        };
+        self.fx.push(Effect::IssueOtp(request));
+    }
+}
+
+/// The code in a customer's message: the whole message without spaces and dashes, or else a
+/// run of exactly `length` digits inside it (prefilled `wa.me` texts such as "Verify 123456").
+pub(super) fn find_code(body: &str, length: usize) -> Option<String> {
+    let compact: String = body
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    if compact.len() == length && compact.chars().all(|c| c.is_ascii_digit()) {
+        return Some(compact);
+    }
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() == length)
+        .map(str::to_owned)
+}

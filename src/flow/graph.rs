@@ -1,0 +1,93 @@
+//! Mermaid state diagrams of flows (`waotp graph FLOW`), for authors to see their flow.
+//!
+//! Pure text generation from a loaded flow.
+
+use std::fmt::Write as _;
+
+use super::load::Flow;
+use super::model::StateKind;
+
+/// The flow as a Mermaid `stateDiagram-v2`.
+pub fn mermaid(flow: &Flow) -> String {
+    let f = flow.file();
+    let mut out = String::from("stateDiagram-v2\n");
+    let mut line = |s: String| {
+        out.push_str("    ");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("%% flow {} version {}", flow.id(), flow.version()));
+    line(format!("[*] --> {}", f.start.state.as_str()));
+    for (id, s) in &f.states {
+        let kind = s.kind.get();
+        line(format!("{id} : {id} ({})", kind.as_str()));
+        let mut edge = |to: &str, label: &str| {
+            let label = label.replace([':', '"'], " ");
+            line(format!("{id} --> {to} : {label}"));
+        };
+        for b in &s.buttons {
+            edge(b.goto.as_str(), b.title.as_str());
+        }
+        for r in s.list.iter().flat_map(|l| &l.rows) {
+            edge(r.goto.as_str(), r.title.as_str());
+        }
+        let labelled = [
+            (&s.on_text, "text"),
+            (
+                &s.next,
+                if kind == &StateKind::Otp {
+                    "correct code"
+                } else {
+                    "next"
+                },
+            ),
+            (&s.on_error, "error"),
+            (&s.on_locked, "locked"),
+            (&s.on_expired, "expired"),
+            (&s.on_timeout, "timeout"),
+            (&s.on_retries_exhausted, "retries exhausted"),
+        ];
+        for (target, label) in labelled {
+            if let Some(t) = target {
+                edge(t.as_str(), label);
+            }
+        }
+        for b in &s.branches {
+            edge(
+                b.goto.as_str(),
+                b.when.as_ref().map_or("else", |w| w.as_str()),
+            );
+        }
+        if kind == &StateKind::End {
+            let outcome = s.outcome.as_ref().map_or("", |o| o.as_str());
+            line(format!("{id} --> [*] : {outcome}"));
+        }
+    }
+    let globals: Vec<(String, &str)> = f
+        .interrupts
+        .iter()
+        .filter_map(|(name, i)| {
+            i.goto
+                .as_ref()
+                .map(|g| (format!("interrupt {name}"), g.as_str()))
+        })
+        .chain(
+            f.on_delivery_failure
+                .as_ref()
+                .map(|t| ("delivery failed".to_owned(), t.as_str())),
+        )
+        .chain(
+            f.on_retries_exhausted
+                .as_ref()
+                .map(|t| ("retries exhausted".to_owned(), t.as_str())),
+        )
+        .collect();
+    if !globals.is_empty() {
+        line("state \"any waiting state\" as any_waiting_state".to_owned());
+        for (label, to) in globals {
+            line(format!("any_waiting_state --> {to} : {label}"));
+        }
+    }
+    let _ = writeln!(out);
+    out
+}

@@ -1,0 +1,24 @@
+//! Flows: the TOML language merchants write conversations in, its loader and validator, and the
+//! pure engine that runs a session one event at a time.
+//!
+//! Everything here is free of network, database and wall-clock access; only `load` and `cli`
+//! read files or the terminal. The runtime owns persistence and delivery and calls
+//! [`engine::step`] with the current time.
+
+pub mod cli;
+pub mod duration;
+pub mod engine;
+pub mod graph;
+pub mod guard;
+pub mod ids;
+pub mod load;
+pub mod located;
+pub mod model;
+pub mod render;
+pub mod script;
+pub mod simulate;
+pub mod transcript;
+pub mod validate;
+
+pub use ids::{FlowId, StateId};
+pub use load::{load_dir, parse_flow, Diagnostic, Flow, FlowSet, LoadError};

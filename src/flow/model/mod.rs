@@ -1,0 +1,155 @@
+//! The flow file format: the serde types a merchant's TOML flow file is read into.
+//!
+//! Files are designed for hand editing: one flat table per state, message, template, hook and
+//! interrupt, referring to each other by name. Every name and setting keeps its position
+//! (`Located`) so the validator can point at it. This module only describes the format; it must
+//! not check cross-references (that is `validate`) or run anything (that is `engine`).
+
+mod state;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use self::state::{Branch, Button, ListMenu, ListRow, OtpCheck, OtpSettings, State, StateKind};
+use super::located::Located;
+
+/// A whole flow file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    /// Flow id, e.g. `cod_confirmation`: lowercase letters, digits and `_`. Must match the file name.
+    pub id: Located<String>,
+    /// Free-form version label; running sessions stay on the version they started with.
+    pub version: Located<String>,
+    /// What the flow is for, for people reading the file.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Language used when the session does not ask for one the messages have (default `en`).
+    #[serde(default)]
+    pub default_language: Option<Located<String>>,
+    /// How sessions of this flow start.
+    pub start: Start,
+    /// Callback URL for outcomes; overrides `WAOTP_CALLBACK_URL`. End states may override it.
+    #[serde(default)]
+    pub callback_url: Option<Located<String>>,
+    /// State entered when WhatsApp reports that a message of this flow could not be delivered.
+    #[serde(default)]
+    pub on_delivery_failure: Option<Located<String>>,
+    /// State entered when a customer keeps answering something the flow cannot use; a state's
+    /// own `on_retries_exhausted` wins.
+    #[serde(default)]
+    pub on_retries_exhausted: Option<Located<String>>,
+    /// Variables the flow uses in messages, guards and hooks.
+    #[serde(default)]
+    pub vars: BTreeMap<String, VarDecl>,
+    /// Message texts by id, then by language code: `[messages.summary] en = "…"`.
+    #[serde(default)]
+    pub messages: BTreeMap<String, BTreeMap<String, Located<String>>>,
+    /// WhatsApp templates, sent instead of free-form text outside the 24-hour window.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Template>,
+    /// Merchant URLs the flow calls.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, Hook>,
+    /// Words that work in every waiting state, e.g. `cancel`, `stop`, `agent`.
+    #[serde(default)]
+    pub interrupts: BTreeMap<String, Interrupt>,
+    /// The states of the flow by id.
+    pub states: BTreeMap<String, State>,
+}
+
+/// `[start]`: where a session begins and who may begin it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    /// The first state.
+    pub state: Located<String>,
+    /// Whether the merchant API (`POST /v1/sessions`) may start it.
+    #[serde(default)]
+    pub api: bool,
+    /// Customer messages that start it (matched case-insensitively as the whole message or a
+    /// phrase inside it).
+    #[serde(default)]
+    pub keywords: Vec<Located<String>>,
+}
+
+/// Where a variable's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VarSource {
+    /// Given by the merchant when starting the session.
+    Api,
+    /// Filled from a hook's JSON answer (same field name).
+    Hook,
+    /// Filled from what the customer typed (`save_as` in an `ask` state).
+    Customer,
+}
+
+/// `[vars.NAME]`: a declared variable.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VarDecl {
+    /// Where the value comes from.
+    pub source: Located<VarSource>,
+    /// For `api` variables: starting without it is refused with `missing_var`.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// The WhatsApp template category; authentication templates are the only ones that may carry a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateCategory {
+    /// Copy-code template: the code is the body parameter and the button parameter.
+    Authentication,
+    /// Order and account updates.
+    Utility,
+    /// Anything else.
+    Marketing,
+}
+
+/// `[templates.ID]`: a template approved in WhatsApp Manager.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Name as registered with WhatsApp.
+    pub name: Located<String>,
+    /// Language code as registered, e.g. `en` or `en_US`.
+    pub language: Located<String>,
+    /// Template category.
+    pub category: Located<TemplateCategory>,
+    /// Body parameters in order, with `{{var}}` placeholders. For authentication templates the
+    /// code is added by waotp and must not be listed.
+    #[serde(default)]
+    pub parameters: Vec<Located<String>>,
+}
+
+/// `[hooks.NAME]`: a merchant URL called by `hook` states.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// URL; `{ENV_NAME}` is replaced by that environment variable when the server runs.
+    pub url: Located<String>,
+    /// Variables sent in the request's `vars` object.
+    #[serde(default)]
+    pub send: Vec<Located<String>>,
+}
+
+/// `[interrupts.NAME]`: words that act in every waiting state.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interrupt {
+    /// Words or phrases (the whole message, case-insensitive).
+    pub words: Vec<Located<String>>,
+    /// State to go to.
+    #[serde(default)]
+    pub goto: Option<Located<String>>,
+    /// Message sent when the interrupt fires (useful when the session stays where it is).
+    #[serde(default)]
+    pub message: Option<Located<String>>,
+    /// Event name sent to the merchant (e.g. `agent_requested`).
+    #[serde(default)]
+    pub notify: Option<Located<String>>,
+}

@@ -1,0 +1,140 @@
+//! The flow author's commands, called as library functions the way the CLI calls them.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use waotp::flow::cli;
+
+fn run(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> u8) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = f(&mut out, &mut err);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_bundled_flows_and_rejects_the_broken_ones() {
+    let (code, out, _) = run(|o, e| cli::validate(Path::new("flows"), o, e));
+    assert_eq!(code, cli::OK);
+    assert!(out.contains("7 flow(s) valid"), "{out}");
+    let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/flows_broken"), o, e));
+    assert_eq!(code, cli::FAILED);
+    assert!(
+        err.contains("tests/flows_broken/unknown_key.toml:16:1: unknown key `mesage`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_bundled_flow_scripts_pass() {
+    let (code, out, err) = run(|o, e| cli::test(Path::new("flows"), o, e));
+    assert_eq!(code, cli::OK, "{out}{err}");
+    assert!(out.contains(" 0 failed"), "{out}");
+    for flow in [
+        "cod_confirmation",
+        "signup_verification",
+        "password_reset",
+        "transaction_authorization",
+        "account_recovery",
+        "support_identity",
+        "reverse_verification",
+    ] {
+        assert!(
+            out.contains(&format!("flows/tests/{flow}.toml")),
+            "no script for {flow}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_script_fails_the_command() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
+    std::fs::copy(
+        "flows/signup_verification.toml",
+        dir.path().join("signup_verification.toml"),
+    )
+    .expect("copy a flow");
+    std::fs::write(
+        dir.path().join("tests/bad.toml"),
+        "flow = \"signup_verification\"\n[[case]]\nname = \"wrong expectation\"\nsteps = [{ code = true, outcome = \"locked\" }]\n",
+    )
+    .expect("write a script");
+    let (code, out, _) = run(|o, e| cli::test(dir.path(), o, e));
+    assert_eq!(code, cli::FAILED);
+    assert!(out.contains("expected outcome `locked`"), "{out}");
+}
+
+#[test]
+fn chat_plays_a_conversation_with_slash_commands() {
+    let input = "hello\n/tap confirm\n/otp\n/wait 10m\n";
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "cod_confirmation",
+            &vars,
+            "en",
+            &mut Cursor::new(input),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("[confirm] Confirm"), "{out}");
+    assert!(out.contains("Please choose one of the options"), "{out}");
+    assert!(out.contains("(last code: "), "{out}");
+    assert!(out.contains("outcome `expired`"), "{out}");
+}
+
+#[test]
+fn chat_refuses_a_missing_required_variable() {
+    let (code, _, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "cod_confirmation",
+            &[],
+            "en",
+            &mut Cursor::new(""),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::USAGE);
+    assert!(
+        err.contains("missing required variable `customer_name`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn graph_draws_a_mermaid_diagram() {
+    let (code, out, _) = run(|o, e| cli::graph(Path::new("flows"), "account_recovery", o, e));
+    assert_eq!(code, cli::OK);
+    assert!(out.starts_with("stateDiagram-v2"));
+    assert!(
+        out.contains("lookup --> send_code : found == true"),
+        "{out}"
+    );
+    let (code, _, err) = run(|o, e| cli::graph(Path::new("flows"), "acount_recovery", o, e));
+    assert_eq!(code, cli::USAGE);
+    assert!(err.contains("did you mean `account_recovery`"), "{err}");
+}
+
+#[test]
+fn the_committed_schema_is_the_generated_one() {
+    let committed = std::fs::read_to_string("schema/flow.schema.json").expect("committed schema");
+    assert_eq!(
+        committed.trim_end(),
+        cli::schema_json().trim_end(),
+        "run `waotp schema > schema/flow.schema.json`"
+    );
+    assert!(committed.contains("\"additionalProperties\": false"));
+}

@@ -1,0 +1,130 @@
+//! Every validator check against the deliberately broken flows in `tests/flows_broken/`:
+//! the full list of `file:line:col: message` lines is snapshot tested, and each check is
+//! asserted to fire at least once so a silently dead check fails here.
+
+use std::path::Path;
+
+use waotp::flow::{load_dir, LoadError};
+
+fn messages() -> Vec<String> {
+    match load_dir(Path::new("tests/flows_broken")) {
+        Err(LoadError::Invalid(diags)) => diags.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("broken flows were accepted"),
+    }
+}
+
+#[test]
+fn broken_flows_report_every_error_with_positions() {
+    insta::assert_snapshot!(messages().join("\n"));
+}
+
+#[test]
+fn every_check_fires() {
+    let all = messages().join("\n");
+    let checks = [
+        (
+            "unknown keys",
+            "unknown_key.toml:16:1: unknown key `mesage`; did you mean `message`?",
+        ),
+        (
+            "every unknown key at once",
+            "unknown_key.toml:24:1: unknown key `outcom`; did you mean `outcome`?",
+        ),
+        (
+            "keyword clash",
+            "keyword `Help me` also starts flow `keyword_clash`",
+        ),
+        ("syntax", "syntax_error.toml:4:"),
+        (
+            "unresolved state",
+            "unknown state `confim`; did you mean `confirm`?",
+        ),
+        (
+            "unresolved message",
+            "unknown message `helo`; did you mean `hello`?",
+        ),
+        ("unresolved template", "unknown template `greeting`"),
+        (
+            "unresolved hook",
+            "unknown hook `lookup_acount`; did you mean `lookup_account`?",
+        ),
+        ("unresolved variable", "unknown variable `acount`"),
+        ("unreachable", "state `forgotten` is unreachable"),
+        ("no way out", "state `first` has no way out"),
+        ("no timer", "waiting state `ask` has no timer"),
+        (
+            "half a timer",
+            "`timeout` in state `ask_again` needs `on_timeout`",
+        ),
+        (
+            "undeclared var in message",
+            "undeclared variable `order`; did you mean `order_id`?",
+        ),
+        ("undeclared var in template", "undeclared variable `total`"),
+        (
+            "undeclared var in guard",
+            "guard uses undeclared variable `paid`",
+        ),
+        (
+            "guard without else",
+            "branches of state `lookup` have no else",
+        ),
+        (
+            "else not last",
+            "a branch without `when` must be the last one",
+        ),
+        (
+            "too many buttons",
+            "has 4 buttons; WhatsApp allows at most 3",
+        ),
+        (
+            "button title",
+            "is 35 characters; WhatsApp allows at most 20",
+        ),
+        (
+            "body length",
+            "is 1030 characters; WhatsApp allows at most 1024",
+        ),
+        ("list rows", "has 11 rows; WhatsApp allows at most 10"),
+        ("non-waiting loop", "form a loop that never waits"),
+        ("otp length", "otp length 12 is out of range 4–10"),
+        ("otp lifetime", "otp lifetime `2h` is out of range 1m–90m"),
+        ("otp attempts", "otp attempts 0 is out of range 1–10"),
+        (
+            "code in free-form message",
+            "a code must not be put into a free-form message",
+        ),
+        ("code listed in template", "`{{code}}` must not be listed"),
+        (
+            "code in non-authentication template",
+            "its category must be `authentication`",
+        ),
+        ("otp without template", "needs an authentication `template`"),
+        (
+            "field of another kind",
+            "`buttons` is not used by `say` states",
+        ),
+        ("missing field", "`end` state `done` needs `outcome`"),
+        ("retry target", "needs `on_retries_exhausted`"),
+        ("nothing starts it", "nothing can start this flow"),
+        (
+            "file name",
+            "flow id `not_the_file_name` must match the file name `wrong_name.toml`",
+        ),
+        (
+            "default language",
+            "has no text in the default language `en`",
+        ),
+        ("duration", "`an hour` is not a duration"),
+    ];
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, m)| !all.contains(m))
+        .map(|(name, _)| *name)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "checks that did not fire: {missing:?}\n{all}"
+    );
+}
