@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::otp::code::normalize_attempt;
-use crate::otp::hash::OtpKey;
+use crate::otp::key::OtpKey;
 use chrono::TimeDelta;
 use proptest::prelude::*;
 use rand::rngs::StdRng;

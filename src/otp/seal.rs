@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::code::OtpCode;
-use super::hash::OtpKey;
+use super::key::OtpKey;
 
 // Distinct from the digest's use of the key, so the two can never be confused.
 const SEAL_KEY_INFO: &[u8] = b"waotp/otp-seal-key/v1";
