@@ -3,3 +3,4 @@
 //! The library holds everything; `main.rs` only parses the command line and calls in here.
 
 pub mod otp;
+pub mod store;

@@ -1,0 +1,471 @@
+//! Ledger tests against a real sled database: atomicity, restarts and what reaches disk.
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use secrecy::SecretString;
+
+use super::*;
+use crate::otp::normalize_attempt;
+use crate::otp::policy::OtpPolicy;
+use crate::store::audit::AuditLog;
+
+const KEY_HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn key() -> OtpKey {
+    OtpKey::from_configured(&SecretString::from(KEY_HEX.to_string())).expect("valid key")
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+}
+
+fn customer() -> CustomerNumber {
+    CustomerNumber::parse("+919876543210").expect("valid")
+}
+
+fn subject(session: &str) -> OtpSubject {
+    OtpSubject::new(session, "signup")
+}
+
+fn issue(
+    ledger: &OtpLedger,
+    session: &str,
+    policy: &OtpPolicy,
+    resend: bool,
+    now: DateTime<Utc>,
+) -> Result<Issued, IssueRefusal> {
+    let subject = subject(session);
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &subject,
+        flow: "signup_verification",
+        customer: &customer,
+        policy,
+    };
+    ledger
+        .issue_with(req, resend, now, &mut OsRng)
+        .expect("ledger works")
+}
+
+fn check(ledger: &OtpLedger, session: &str, attempt: &str, now: DateTime<Utc>) -> VerifyOutcome {
+    let attempt = normalize_attempt(attempt).expect("digits");
+    ledger
+        .verify(&subject(session), &attempt, now)
+        .expect("ledger works")
+}
+
+/// A wrong guess for `code`: same length, every digit shifted.
+fn wrong_for(code: &OtpCode) -> String {
+    code.expose()
+        .bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect()
+}
+
+fn temp_db() -> sled::Db {
+    sled::Config::new().temporary(true).open().expect("db")
+}
+
+#[test]
+fn issue_verify_single_use_and_audit() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let issued = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    assert_eq!(issued.code.len(), 6);
+    assert_eq!(issued.generation, 1);
+    assert_eq!(
+        check(&ledger, "s1", &wrong_for(&issued.code), t(1)),
+        VerifyOutcome::Wrong { attempts_left: 4 }
+    );
+    let spaced = format!(
+        "{} {}",
+        &issued.code.expose()[..3],
+        &issued.code.expose()[3..]
+    );
+    assert_eq!(check(&ledger, "s1", &spaced, t(2)), VerifyOutcome::Correct);
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Consumed
+    );
+    assert_eq!(
+        check(&ledger, "nope", "123456", t(3)),
+        VerifyOutcome::NotIssued
+    );
+    assert!(
+        ledger.code_for_sending("s1").expect("read").is_none(),
+        "a used code is not sent"
+    );
+
+    let audit = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    let summary: Vec<_> = audit.iter().map(|e| (e.kind(), e.outcome())).collect();
+    assert_eq!(
+        summary,
+        [
+            (AuditKind::Issue, "issued"),
+            (AuditKind::Check, "wrong"),
+            (AuditKind::Check, "correct"),
+            (AuditKind::Check, "consumed")
+        ]
+    );
+    assert!(audit
+        .iter()
+        .all(|e| e.customer() == Some("…3210") && e.flow() == "signup_verification"));
+    let json = serde_json::to_string(&audit).expect("json");
+    assert!(!json.contains(issued.code.expose()));
+}
+
+#[test]
+fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let first = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    let (sending, generation) = ledger
+        .code_for_sending("s1")
+        .expect("read")
+        .expect("sealed copy");
+    assert_eq!((sending, generation), (first.code.clone(), 1));
+    assert_eq!(
+        check(&ledger, "s1", &wrong_for(&first.code), t(1)),
+        VerifyOutcome::Wrong { attempts_left: 4 }
+    );
+    assert_eq!(
+        issue(&ledger, "s1", &policy, true, t(30)).map(|i| i.generation),
+        Err(IssueRefusal::Cooldown {
+            retry_after: Duration::from_secs(30)
+        })
+    );
+    let second = issue(&ledger, "s1", &policy, true, t(60)).expect("resent");
+    assert_eq!((second.generation, second.attempts_left), (2, 4));
+    assert_eq!(second.next_resend_at, t(60 + 120));
+    // The late acceptance of the first message must not delete the second code's copy.
+    ledger.confirm_sent("s1", 1, t(61)).expect("confirm");
+    let (pending, generation) = ledger
+        .code_for_sending("s1")
+        .expect("read")
+        .expect("still there");
+    assert_eq!((pending, generation), (second.code.clone(), 2));
+    ledger.confirm_sent("s1", 2, t(62)).expect("confirm");
+    assert!(ledger.code_for_sending("s1").expect("read").is_none());
+    if first.code != second.code {
+        assert_eq!(
+            check(&ledger, "s1", first.code.expose(), t(63)),
+            VerifyOutcome::Wrong { attempts_left: 3 }
+        );
+    }
+    assert_eq!(
+        check(&ledger, "s1", second.code.expose(), t(64)),
+        VerifyOutcome::Correct
+    );
+}
+
+#[test]
+fn consume_withdraws_the_code() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let issued = issue(&ledger, "s1", &OtpPolicy::default(), false, t(0)).expect("granted");
+    ledger
+        .consume("s1", t(1), "session cancelled")
+        .expect("consume");
+    ledger.consume("s1", t(2), "again").expect("idempotent");
+    assert!(ledger.code_for_sending("s1").expect("read").is_none());
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Consumed
+    );
+    let retired = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    assert_eq!(
+        retired
+            .iter()
+            .filter(|e| e.kind() == AuditKind::Retire)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_wrong_guesses_take_exactly_the_attempts_left() {
+    const THREADS: usize = 16;
+    let db = temp_db();
+    let ledger = Arc::new(OtpLedger::open(&db, key()).expect("open"));
+    let policy = OtpPolicy {
+        max_attempts: 5,
+        wrong_attempts_per_day: 1000,
+        ..OtpPolicy::default()
+    };
+    let issued = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    let wrong = wrong_for(&issued.code);
+    for _ in 0..2 {
+        check(&ledger, "s1", &wrong, t(1));
+    }
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let outcomes: Vec<VerifyOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (ledger, barrier, wrong) =
+                    (Arc::clone(&ledger), Arc::clone(&barrier), wrong.clone());
+                scope.spawn(move || {
+                    barrier.wait();
+                    check(&ledger, "s1", &wrong, t(2))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let counted: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, VerifyOutcome::Wrong { .. }))
+        .collect();
+    let mut left: Vec<_> = counted
+        .iter()
+        .map(|o| match o {
+            VerifyOutcome::Wrong { attempts_left } => *attempts_left,
+            _ => 99,
+        })
+        .collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [0, 1, 2],
+        "exactly the 3 remaining attempts are counted, each once"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == VerifyOutcome::Locked)
+            .count(),
+        THREADS - 3
+    );
+    assert_eq!(
+        ledger
+            .customer_activity(&customer())
+            .expect("read")
+            .wrong_within(Duration::from_secs(86_400), t(3)),
+        5
+    );
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Locked
+    );
+}
+
+#[test]
+fn counters_cooldowns_and_locks_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = OtpPolicy {
+        max_attempts: 3,
+        wrong_attempts_per_day: 6,
+        ..OtpPolicy::default()
+    };
+    let reopen = || {
+        let db = sled::open(dir.path()).expect("db");
+        let ledger = OtpLedger::open(&db, key()).expect("open");
+        (db, ledger)
+    };
+    let (s1_code, s3_code) = {
+        let (db, ledger) = reopen();
+        let s1 = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+        check(&ledger, "s1", &wrong_for(&s1.code), t(1));
+        let s2 = issue(&ledger, "s2", &policy, false, t(2)).expect("granted");
+        for i in 0..3 {
+            check(&ledger, "s2", &wrong_for(&s2.code), t(3 + i));
+        }
+        let s3 = issue(&ledger, "s3", &policy, false, t(10)).expect("granted");
+        db.flush().expect("flush");
+        (s1.code, s3.code)
+    };
+    let activity = {
+        let (db, ledger) = reopen();
+        // Cooldown: s1's first resend is still 60 s after its issue.
+        assert_eq!(
+            issue(&ledger, "s1", &policy, true, t(30)).map(|i| i.generation),
+            Err(IssueRefusal::Cooldown {
+                retry_after: Duration::from_secs(30)
+            })
+        );
+        // Lock: s2 spent its 3 attempts before the restart.
+        assert_eq!(check(&ledger, "s2", "000000", t(20)), VerifyOutcome::Locked);
+        // Per-code attempts: s1 had 2 left.
+        assert_eq!(
+            check(&ledger, "s1", &wrong_for(&s1_code), t(21)),
+            VerifyOutcome::Wrong { attempts_left: 1 }
+        );
+        // Per-customer sends: 3 of 5 per 10 minutes were used before the restart.
+        issue(&ledger, "s4", &policy, false, t(22)).expect("4th");
+        issue(&ledger, "s5", &policy, false, t(23)).expect("5th");
+        assert!(matches!(
+            issue(&ledger, "s6", &policy, false, t(24)),
+            Err(IssueRefusal::CustomerRateLimited { .. })
+        ));
+        // Customer wrong attempts: the 6th (across sessions s1, s2, s3) blocks the customer.
+        assert_eq!(
+            check(&ledger, "s3", &wrong_for(&s3_code), t(25)),
+            VerifyOutcome::Wrong { attempts_left: 2 }
+        );
+        db.flush().expect("flush");
+        ledger.customer_activity(&customer()).expect("read")
+    };
+    let (_db, ledger) = reopen();
+    assert_eq!(
+        ledger.customer_activity(&customer()).expect("read"),
+        activity
+    );
+    assert!(matches!(
+        check(&ledger, "s3", s3_code.expose(), t(40)),
+        VerifyOutcome::CustomerBlocked { .. }
+    ));
+    assert!(matches!(
+        issue(&ledger, "s7", &policy, false, t(40)),
+        Err(IssueRefusal::CustomerBlocked { .. })
+    ));
+    let late = t(30) + TimeDelta::days(1);
+    assert!(
+        issue(&ledger, "s7", &policy, false, late).is_ok(),
+        "the windows pass"
+    );
+}
+
+#[test]
+fn codes_never_reach_the_data_directory_in_plaintext() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = OtpPolicy {
+        code_length: 10,
+        ..OtpPolicy::default()
+    };
+    let session = "session-plaintext-probe";
+    let codes = {
+        let db = sled::open(dir.path()).expect("db");
+        let key = OtpKey::load_or_create(dir.path(), None).expect("key file in the data dir");
+        let ledger = OtpLedger::open(&db, key).expect("open");
+        let mut codes = Vec::new();
+        let issued = issue(&ledger, session, &policy, false, t(0)).expect("granted");
+        let (sending, generation) = ledger
+            .code_for_sending(session)
+            .expect("read")
+            .expect("sealed");
+        assert_eq!(sending, issued.code);
+        db.flush().expect("flush while the sealed copy exists");
+        ledger
+            .confirm_sent(session, generation, t(1))
+            .expect("accepted by WhatsApp");
+        check(&ledger, session, &wrong_for(&issued.code), t(2));
+        codes.push(issued.code);
+        let resent = issue(&ledger, session, &policy, true, t(120)).expect("resent");
+        db.flush().expect("flush");
+        ledger
+            .confirm_sent(session, resent.generation, t(121))
+            .expect("accepted");
+        assert_eq!(
+            check(&ledger, session, resent.code.expose(), t(122)),
+            VerifyOutcome::Correct
+        );
+        codes.push(resent.code);
+        db.flush().expect("flush");
+        codes
+    };
+    let mut files = vec![dir.path().to_path_buf()];
+    let mut haystack = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("dir")
+                    .map(|e| e.expect("entry").path()),
+            );
+        } else {
+            haystack.push(std::fs::read(&path).expect("file"));
+        }
+    }
+    let found = |needle: &[u8]| {
+        haystack
+            .iter()
+            .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    };
+    // The search works: the session id is stored in the clear.
+    assert!(
+        found(session.as_bytes()),
+        "control: session id must be found on disk"
+    );
+    for code in &codes {
+        assert!(
+            !found(code.expose().as_bytes()),
+            "a code was found on disk in plaintext"
+        );
+    }
+}
+
+/// A writer sharing one buffer, to capture log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn no_code_or_key_in_logs_at_any_level() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let (codes, key_file) = tracing::subscriber::with_default(subscriber, || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("db");
+        let key = OtpKey::load_or_create(dir.path(), None).expect("key");
+        let key_file = std::fs::read_to_string(dir.path().join(crate::otp::key::KEY_FILE_NAME))
+            .expect("key file");
+        tracing::debug!(?key, "key loaded");
+        let ledger = OtpLedger::open(&db, key).expect("open");
+        let policy = OtpPolicy::default();
+        let a = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+        tracing::debug!(issued = ?a, "issued");
+        let (sending, generation) = ledger
+            .code_for_sending("s1")
+            .expect("read")
+            .expect("sealed");
+        ledger
+            .confirm_sent("s1", generation, t(1))
+            .expect("confirm");
+        check(&ledger, "s1", &wrong_for(&a.code), t(2));
+        let b = issue(&ledger, "s1", &policy, true, t(60)).expect("resent");
+        check(&ledger, "s1", b.code.expose(), t(61));
+        ledger.consume("s1", t(62), "done").expect("consume");
+        (vec![a.code, b.code, sending], key_file.trim().to_owned())
+    });
+    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
+    assert!(
+        text.contains("otp issued") && text.contains("otp checked"),
+        "logs were captured: {text}"
+    );
+    assert!(
+        text.contains("…3210") && !text.contains("9876543210"),
+        "customers are masked"
+    );
+    for code in &codes {
+        assert!(!text.contains(code.expose()), "a code reached the logs");
+    }
+    assert!(
+        !text.contains(&key_file) && !text.contains(KEY_HEX),
+        "the key reached the logs"
+    );
+}
