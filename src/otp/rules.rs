@@ -370,5 +370,4 @@ pub fn decide_verify(
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
 mod tests;

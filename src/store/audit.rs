@@ -47,29 +47,37 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    /// A record about `customer`, who is stored masked (SPEC §11).
-    pub fn new(
-        at: DateTime<Utc>,
-        kind: AuditKind,
-        session_id: &str,
-        flow: &str,
-        purpose: &str,
-        customer: Option<&CustomerNumber>,
-        outcome: &str,
-    ) -> Self {
+    /// A record of `kind` for a session; add what is known with the `with_` methods.
+    pub fn new(at: DateTime<Utc>, kind: AuditKind, session_id: &str, outcome: &str) -> Self {
         Self {
             at,
             kind,
             session_id: session_id.to_owned(),
-            flow: flow.to_owned(),
-            purpose: purpose.to_owned(),
-            customer: customer.map(CustomerNumber::masked),
+            flow: String::new(),
+            purpose: String::new(),
+            customer: None,
             outcome: outcome.to_owned(),
             reason: None,
         }
     }
 
-    /// Adds a free-text reason (never put a code or secret here).
+    pub fn with_flow(mut self, flow: &str) -> Self {
+        flow.clone_into(&mut self.flow);
+        self
+    }
+
+    pub fn with_purpose(mut self, purpose: &str) -> Self {
+        purpose.clone_into(&mut self.purpose);
+        self
+    }
+
+    /// The customer, stored masked to the last 4 digits (SPEC §11).
+    pub fn with_customer(mut self, customer: &CustomerNumber) -> Self {
+        self.customer = Some(customer.masked());
+        self
+    }
+
+    /// A free-text reason (never put a code or secret here).
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
@@ -192,15 +200,10 @@ mod tests {
 
     fn entry(session: &str, outcome: &str) -> AuditEntry {
         let customer = CustomerNumber::parse("+919876543210").expect("valid");
-        AuditEntry::new(
-            Utc::now(),
-            AuditKind::Check,
-            session,
-            "signup_verification",
-            "signup",
-            Some(&customer),
-            outcome,
-        )
+        AuditEntry::new(Utc::now(), AuditKind::Check, session, outcome)
+            .with_flow("signup_verification")
+            .with_purpose("signup")
+            .with_customer(&customer)
     }
 
     #[test]

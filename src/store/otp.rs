@@ -4,22 +4,21 @@
 //! session's current [`OtpRecord`] (the keyed digest, never the code), each customer's recent
 //! sends and wrong attempts, the service-wide hourly send count and the sealed copy of a code
 //! awaiting delivery. Every state-changing call reads what it needs, asks the pure rules in
-//! `crate::otp::rules`, and writes the result plus its audit entry in one sled transaction,
-//! so two concurrent guesses can never both take the last attempt and a crash leaves either
-//! all of a change or none of it.
+//! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
+//! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
+//! change or none of it.
 //!
 //! Durability: calls do not flush. The caller group-commits with `Db::flush_async().await`
-//! before acknowledging anything that depends on the change (a webhook `200`, an API answer),
-//! which covers every write since the previous flush.
+//! before acknowledging anything that depends on a change (a webhook `200`, an API answer, a
+//! chat reply); one flush covers every write since the previous one.
 
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use super::audit::{append_in, AuditEntry, AuditKind};
+use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
 use crate::otp::code::{generate, InvalidCodeLength};
 use crate::otp::limits::{CustomerActivity, GlobalSends};
 use crate::otp::rules::{
@@ -28,6 +27,9 @@ use crate::otp::rules::{
 };
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
+
+mod tx;
+use tx::{finish, get, put, read};
 
 const CODES_TREE: &str = "otp_codes";
 const CUSTOMERS_TREE: &str = "otp_customers";
@@ -52,13 +54,26 @@ pub enum LedgerError {
     Seal(#[from] SealError),
 }
 
-/// A code that was issued: the only time its digits are handed out (besides
-/// [`OtpLedger::code_for_sending`]).
+/// How a code is being issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueKind {
+    /// The session's first code, to be sent by the outbox (a session whose code is still
+    /// unused gets the resend rules instead).
+    First,
+    /// A new code replacing the session's current one, keeping its attempt count.
+    Resend,
+    /// A reverse-OTP code: handed to the caller (the merchant API answer) for the customer to
+    /// send to us, so no sealed copy is kept.
+    Reverse,
+}
+
+/// A code that was issued. Its digits leave the ledger only here and in
+/// [`OtpLedger::code_for_sending`].
 #[derive(Debug)]
 pub struct Issued {
-    /// The code, for reverse-OTP answers and the sandbox's `/otp`; never store or log it.
+    /// For reverse-OTP answers and the offline chat's `/otp`; never store or log it.
     pub code: OtpCode,
-    /// Which code of the session this is (1 for the first, 2 after one resend…).
+    /// Which code of the session this is: 1 for the first, 2 after one resend…
     pub generation: u32,
     pub expires_at: DateTime<Utc>,
     pub next_resend_at: DateTime<Utc>,
@@ -89,8 +104,6 @@ impl std::fmt::Debug for OtpLedger {
     }
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
-
 impl OtpLedger {
     pub fn open(db: &sled::Db, key: OtpKey) -> Result<Self, LedgerError> {
         Ok(Self {
@@ -98,44 +111,37 @@ impl OtpLedger {
             customers: db.open_tree(CUSTOMERS_TREE)?,
             global: db.open_tree(GLOBAL_TREE)?,
             outgoing: db.open_tree(OUTGOING_TREE)?,
-            audit: db.open_tree(super::audit::AUDIT_TREE)?,
+            audit: db.open_tree(AUDIT_TREE)?,
             sealer: CodeSealer::new(&key),
             key,
         })
     }
 
-    /// Issues the session's first code (a session whose code is unused gets resend rules).
-    /// `Ok(Err(_))` is a refusal by the rules, already audited.
+    /// Issues a code of `kind` with digits from the OS CSPRNG. `Ok(Err(_))` is a refusal by
+    /// the rules, already audited; `Err(_)` is a storage failure.
     pub fn issue(
         &self,
         req: IssueRequest<'_>,
+        kind: IssueKind,
         now: DateTime<Utc>,
     ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
-        self.issue_with(req, false, now, &mut OsRng)
+        self.issue_with(req, kind, now, &mut OsRng)
     }
 
-    /// Replaces the session's code with a new one, keeping its attempt count.
-    pub fn resend(
-        &self,
-        req: IssueRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
-        self.issue_with(req, true, now, &mut OsRng)
-    }
-
-    /// [`issue`](Self::issue) or [`resend`](Self::resend) with a chosen random source (tests).
+    /// [`issue`](Self::issue) with a chosen random source.
     pub fn issue_with<R: RngCore + CryptoRng + ?Sized>(
         &self,
         req: IssueRequest<'_>,
-        resend: bool,
+        kind: IssueKind,
         now: DateTime<Utc>,
         rng: &mut R,
     ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
         let session_id = req.subject.session_id();
         let code = generate(req.policy.code_length, rng)?;
         let digest = self.key.digest(req.subject, &code);
-        let sealed = self.sealer.seal(session_id, &code, rng);
-        let kind = if resend {
+        let sealed = (kind != IssueKind::Reverse).then(|| self.sealer.seal(session_id, &code, rng));
+        let resend = kind == IssueKind::Resend;
+        let audit_kind = if resend {
             AuditKind::Resend
         } else {
             AuditKind::Issue
@@ -153,71 +159,56 @@ impl OtpLedger {
                 get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default();
             let sends: GlobalSends =
                 get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
-            let decide = if resend { decide_resend } else { decide_issue };
-            let entry = |outcome| {
-                AuditEntry::new(
-                    now,
-                    kind,
-                    session_id,
-                    req.flow,
-                    req.subject.purpose(),
-                    Some(req.customer),
-                    outcome,
-                )
+            let entry = |kind, outcome| {
+                AuditEntry::new(now, kind, session_id, outcome)
+                    .with_flow(req.flow)
+                    .with_purpose(req.subject.purpose())
+                    .with_customer(req.customer)
             };
+            let decide = if resend { decide_resend } else { decide_issue };
             match decide(req, prev.as_ref(), &activity, &sends, digest.clone(), now) {
                 Ok(grant) => {
                     put(codes, session_id, &grant.record)?;
                     put(customers, req.customer.digits(), &grant.activity)?;
                     put(global, GLOBAL_SENDS_KEY, &grant.global)?;
                     let generation = grant.record.codes_sent();
-                    put(
-                        outgoing,
-                        session_id,
-                        &Outgoing {
-                            generation,
-                            sealed: sealed.clone(),
-                        },
-                    )?;
+                    match &sealed {
+                        Some(sealed) => {
+                            let sealed = sealed.clone();
+                            put(outgoing, session_id, &Outgoing { generation, sealed })?;
+                        }
+                        None => {
+                            outgoing.remove(session_id.as_bytes())?;
+                        }
+                    }
                     let reason = if grant.replaced {
                         "replaced previous code"
                     } else {
                         "new code"
                     };
-                    append_in(audit, &entry("issued").with_reason(reason))?;
+                    append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
                     Ok(Ok(grant.record))
                 }
                 Err(refusal) => {
-                    let mut refused = entry("refused").with_reason(refusal.as_str());
-                    if refusal.is_limit_breach() {
-                        refused = AuditEntry::new(
-                            now,
-                            AuditKind::LimitBreach,
-                            session_id,
-                            req.flow,
-                            req.subject.purpose(),
-                            Some(req.customer),
-                            "refused",
-                        )
-                        .with_reason(format!(
-                            "{}: {}",
-                            kind_label(kind),
-                            refusal.as_str()
-                        ));
-                    }
-                    append_in(audit, &refused)?;
+                    let refused = if refusal.is_limit_breach() {
+                        entry(AuditKind::LimitBreach, "refused")
+                    } else {
+                        entry(audit_kind, "refused")
+                    };
+                    append_in(audit, &refused.with_reason(refusal.as_str()))?;
                     Ok(Err(refusal))
                 }
             }
         });
-        let outcome = unwrap_tx(result)?;
+        let outcome = finish(result)?;
+        let customer = req.customer.masked();
         match &outcome {
-            Ok(record) => {
-                tracing::info!(session_id, flow = req.flow, customer = %req.customer.masked(), generation = record.codes_sent(), "otp issued")
-            }
-            Err(refusal) => {
-                tracing::info!(session_id, flow = req.flow, customer = %req.customer.masked(), reason = refusal.as_str(), "otp issue refused")
-            }
+            Ok(record) => tracing::info!(
+                session_id, flow = req.flow, %customer, generation = record.codes_sent(), "otp issued"
+            ),
+            Err(refusal) => tracing::info!(
+                session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
+            ),
         }
         Ok(outcome.map(|record| Issued {
             code,
@@ -228,8 +219,9 @@ impl OtpLedger {
         }))
     }
 
-    /// Checks one attempt (typed in chat or sent to `/check`): counts it atomically, uses the
-    /// code up when right, and drops the sealed copy once the code can no longer be used.
+    /// Checks one attempt, typed in chat, sent to `/check` or sent by the customer in a
+    /// reverse flow: counts it atomically, uses the code up when right, and drops the sealed
+    /// copy once the code can no longer be used.
     pub fn verify(
         &self,
         subject: &OtpSubject,
@@ -263,32 +255,21 @@ impl OtpLedger {
                 VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
                 _ => AuditKind::Check,
             };
-            let flow = record.as_ref().map_or("", |r| r.flow());
-            let entry = AuditEntry::new(
-                now,
-                kind,
-                session_id,
-                flow,
-                subject.purpose(),
-                record.as_ref().map(|r| r.customer()),
-                outcome.as_str(),
-            );
-            let entry = match outcome {
-                VerifyOutcome::Wrong { attempts_left } => {
-                    entry.with_reason(format!("{attempts_left} attempts left"))
-                }
-                _ => entry,
-            };
+            let mut entry = audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
+                .with_purpose(subject.purpose());
+            if let VerifyOutcome::Wrong { attempts_left } = outcome {
+                entry = entry.with_reason(format!("{attempts_left} attempts left"));
+            }
             append_in(audit, &entry)?;
             Ok(outcome)
         });
-        let outcome = unwrap_tx(result)?;
+        let outcome = finish(result)?;
         tracing::info!(session_id, outcome = outcome.as_str(), "otp checked");
         Ok(outcome)
     }
 
     /// Withdraws the session's code (session ended, cancelled, expired) and drops its sealed
-    /// copy, so it never verifies or gets sent afterwards. Idempotent.
+    /// copy, so it is never verified or sent afterwards. Idempotent.
     pub fn consume(
         &self,
         session_id: &str,
@@ -298,44 +279,33 @@ impl OtpLedger {
         let trees = (&self.codes, &self.outgoing, &self.audit);
         let result = trees.transaction(|(codes, outgoing, audit)| {
             outgoing.remove(session_id.as_bytes())?;
-            let Some(record) = get::<OtpRecord>(codes, CODES_TREE, session_id)? else {
-                return Ok(());
-            };
-            if record.status() == CodeStatus::Active {
+            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
                 put(codes, session_id, &record.retired())?;
-                let entry = AuditEntry::new(
-                    now,
-                    AuditKind::Retire,
-                    session_id,
-                    record.flow(),
-                    record.purpose(),
-                    Some(record.customer()),
-                    "retired",
-                )
-                .with_reason(reason);
-                append_in(audit, &entry)?;
+                let entry =
+                    audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                append_in(audit, &entry.with_reason(reason))?;
             }
             Ok(())
         });
-        unwrap_tx(result)
+        finish(result)
     }
 
     /// The session's current code and its generation, for the outbox to send; `None` once it
-    /// has been sent, used or withdrawn.
+    /// was sent, used or withdrawn.
     pub fn code_for_sending(
         &self,
         session_id: &str,
     ) -> Result<Option<(OtpCode, u32)>, LedgerError> {
-        let Some(bytes) = self.outgoing.get(session_id.as_bytes())? else {
+        let Some(outgoing) = read::<Outgoing>(&self.outgoing, OUTGOING_TREE, session_id)? else {
             return Ok(None);
         };
-        let outgoing: Outgoing = decode(OUTGOING_TREE, &bytes)?;
         let code = self.sealer.open(session_id, &outgoing.sealed)?;
         Ok(Some((code, outgoing.generation)))
     }
 
-    /// Records that WhatsApp accepted the message with code `generation` and deletes its
-    /// sealed copy. A newer code's copy (after a resend) is left alone.
+    /// Records that WhatsApp accepted the message carrying code `generation` and deletes that
+    /// code's sealed copy; a newer code's copy (after a resend) is left alone.
     pub fn confirm_sent(
         &self,
         session_id: &str,
@@ -349,84 +319,54 @@ impl OtpLedger {
                 outgoing.remove(session_id.as_bytes())?;
             }
             let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-            let (flow, purpose) = record
-                .as_ref()
-                .map_or(("", ""), |r| (r.flow(), r.purpose()));
-            let entry = AuditEntry::new(
+            let entry = audit_entry(
+                record.as_ref(),
                 now,
                 AuditKind::Send,
                 session_id,
-                flow,
-                purpose,
-                record.as_ref().map(|r| r.customer()),
                 "accepted",
-            )
-            .with_reason(format!("code {generation}"));
-            append_in(audit, &entry)?;
+            );
+            append_in(audit, &entry.with_reason(format!("code {generation}")))?;
             Ok(())
         });
-        unwrap_tx(result)
+        finish(result)
     }
 
-    /// The session's stored record (digest included, but no code), e.g. for attempts left.
+    /// The session's stored record (its digest, never the code), e.g. for attempts left.
     pub fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
-        self.codes
-            .get(session_id.as_bytes())?
-            .map(|bytes| decode(CODES_TREE, &bytes))
-            .transpose()
+        read(&self.codes, CODES_TREE, session_id)
     }
 
-    /// A customer's recent sends and wrong attempts (admin and tests).
+    /// A customer's sends and wrong attempts of the last 24 hours (admin and tests).
     pub fn customer_activity(
         &self,
         customer: &CustomerNumber,
     ) -> Result<CustomerActivity, LedgerError> {
-        Ok(self
-            .customers
-            .get(customer.digits().as_bytes())?
-            .map(|bytes| decode(CUSTOMERS_TREE, &bytes))
-            .transpose()?
-            .unwrap_or_default())
+        Ok(read(&self.customers, CUSTOMERS_TREE, customer.digits())?.unwrap_or_default())
     }
 }
 
-fn kind_label(kind: AuditKind) -> &'static str {
-    match kind {
-        AuditKind::Resend => "resend",
-        _ => "issue",
+/// An audit entry filled in from the session's record, when there is one.
+fn audit_entry(
+    record: Option<&OtpRecord>,
+    now: DateTime<Utc>,
+    kind: AuditKind,
+    session_id: &str,
+    outcome: &str,
+) -> AuditEntry {
+    let entry = AuditEntry::new(now, kind, session_id, outcome);
+    match record {
+        Some(r) => entry
+            .with_flow(r.flow())
+            .with_purpose(r.purpose())
+            .with_customer(r.customer()),
+        None => entry,
     }
-}
-
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
-    serde_json::from_slice(bytes).map_err(|source| LedgerError::Corrupt { tree, source })
-}
-
-fn get<T: DeserializeOwned>(
-    tree: &TransactionalTree,
-    name: &'static str,
-    key: impl AsRef<[u8]>,
-) -> TxResult<Option<T>> {
-    match tree.get(key.as_ref())? {
-        Some(bytes) => decode(name, &bytes)
-            .map(Some)
-            .map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-fn put<T: Serialize>(tree: &TransactionalTree, key: impl AsRef<[u8]>, value: &T) -> TxResult<()> {
-    let bytes = serde_json::to_vec(value).expect("OTP records are plain data and always serialize");
-    tree.insert(key.as_ref(), bytes)?;
-    Ok(())
-}
-
-fn unwrap_tx<T>(result: Result<T, TransactionError<LedgerError>>) -> Result<T, LedgerError> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => LedgerError::Sled(e),
-    })
 }
 
 #[cfg(test)]
-#[path = "otp_tests.rs"]
+mod leak_tests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -1,79 +1,21 @@
-//! Ledger tests against a real sled database: atomicity, restarts and what reaches disk.
+//! Ledger behaviour against a real sled database: outcomes, audit, atomicity and restarts.
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use secrecy::SecretString;
 
+use super::test_support::*;
 use super::*;
-use crate::otp::normalize_attempt;
 use crate::otp::policy::OtpPolicy;
 use crate::store::audit::AuditLog;
-
-const KEY_HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
-
-fn key() -> OtpKey {
-    OtpKey::from_configured(&SecretString::from(KEY_HEX.to_string())).expect("valid key")
-}
-
-fn t(secs: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
-}
-
-fn customer() -> CustomerNumber {
-    CustomerNumber::parse("+919876543210").expect("valid")
-}
-
-fn subject(session: &str) -> OtpSubject {
-    OtpSubject::new(session, "signup")
-}
-
-fn issue(
-    ledger: &OtpLedger,
-    session: &str,
-    policy: &OtpPolicy,
-    resend: bool,
-    now: DateTime<Utc>,
-) -> Result<Issued, IssueRefusal> {
-    let subject = subject(session);
-    let customer = customer();
-    let req = IssueRequest {
-        subject: &subject,
-        flow: "signup_verification",
-        customer: &customer,
-        policy,
-    };
-    ledger
-        .issue_with(req, resend, now, &mut OsRng)
-        .expect("ledger works")
-}
-
-fn check(ledger: &OtpLedger, session: &str, attempt: &str, now: DateTime<Utc>) -> VerifyOutcome {
-    let attempt = normalize_attempt(attempt).expect("digits");
-    ledger
-        .verify(&subject(session), &attempt, now)
-        .expect("ledger works")
-}
-
-/// A wrong guess for `code`: same length, every digit shifted.
-fn wrong_for(code: &OtpCode) -> String {
-    code.expose()
-        .bytes()
-        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
-        .collect()
-}
-
-fn temp_db() -> sled::Db {
-    sled::Config::new().temporary(true).open().expect("db")
-}
 
 #[test]
 fn issue_verify_single_use_and_audit() {
     let db = temp_db();
     let ledger = OtpLedger::open(&db, key()).expect("open");
     let policy = OtpPolicy::default();
-    let issued = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
     assert_eq!(issued.code.len(), 6);
     assert_eq!(issued.generation, 1);
     assert_eq!(
@@ -125,7 +67,7 @@ fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
     let db = temp_db();
     let ledger = OtpLedger::open(&db, key()).expect("open");
     let policy = OtpPolicy::default();
-    let first = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    let first = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
     let (sending, generation) = ledger
         .code_for_sending("s1")
         .expect("read")
@@ -136,12 +78,12 @@ fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
         VerifyOutcome::Wrong { attempts_left: 4 }
     );
     assert_eq!(
-        issue(&ledger, "s1", &policy, true, t(30)).map(|i| i.generation),
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
         Err(IssueRefusal::Cooldown {
             retry_after: Duration::from_secs(30)
         })
     );
-    let second = issue(&ledger, "s1", &policy, true, t(60)).expect("resent");
+    let second = issue(&ledger, "s1", &policy, IssueKind::Resend, t(60)).expect("resent");
     assert_eq!((second.generation, second.attempts_left), (2, 4));
     assert_eq!(second.next_resend_at, t(60 + 120));
     // The late acceptance of the first message must not delete the second code's copy.
@@ -169,7 +111,8 @@ fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
 fn consume_withdraws_the_code() {
     let db = temp_db();
     let ledger = OtpLedger::open(&db, key()).expect("open");
-    let issued = issue(&ledger, "s1", &OtpPolicy::default(), false, t(0)).expect("granted");
+    let issued =
+        issue(&ledger, "s1", &OtpPolicy::default(), IssueKind::First, t(0)).expect("granted");
     ledger
         .consume("s1", t(1), "session cancelled")
         .expect("consume");
@@ -202,7 +145,7 @@ fn concurrent_wrong_guesses_take_exactly_the_attempts_left() {
         wrong_attempts_per_day: 1000,
         ..OtpPolicy::default()
     };
-    let issued = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
     let wrong = wrong_for(&issued.code);
     for _ in 0..2 {
         check(&ledger, "s1", &wrong, t(1));
@@ -276,13 +219,13 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
     };
     let (s1_code, s3_code) = {
         let (db, ledger) = reopen();
-        let s1 = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
+        let s1 = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
         check(&ledger, "s1", &wrong_for(&s1.code), t(1));
-        let s2 = issue(&ledger, "s2", &policy, false, t(2)).expect("granted");
+        let s2 = issue(&ledger, "s2", &policy, IssueKind::First, t(2)).expect("granted");
         for i in 0..3 {
             check(&ledger, "s2", &wrong_for(&s2.code), t(3 + i));
         }
-        let s3 = issue(&ledger, "s3", &policy, false, t(10)).expect("granted");
+        let s3 = issue(&ledger, "s3", &policy, IssueKind::First, t(10)).expect("granted");
         db.flush().expect("flush");
         (s1.code, s3.code)
     };
@@ -290,7 +233,7 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
         let (db, ledger) = reopen();
         // Cooldown: s1's first resend is still 60 s after its issue.
         assert_eq!(
-            issue(&ledger, "s1", &policy, true, t(30)).map(|i| i.generation),
+            issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
             Err(IssueRefusal::Cooldown {
                 retry_after: Duration::from_secs(30)
             })
@@ -303,10 +246,10 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
             VerifyOutcome::Wrong { attempts_left: 1 }
         );
         // Per-customer sends: 3 of 5 per 10 minutes were used before the restart.
-        issue(&ledger, "s4", &policy, false, t(22)).expect("4th");
-        issue(&ledger, "s5", &policy, false, t(23)).expect("5th");
+        issue(&ledger, "s4", &policy, IssueKind::First, t(22)).expect("4th");
+        issue(&ledger, "s5", &policy, IssueKind::First, t(23)).expect("5th");
         assert!(matches!(
-            issue(&ledger, "s6", &policy, false, t(24)),
+            issue(&ledger, "s6", &policy, IssueKind::First, t(24)),
             Err(IssueRefusal::CustomerRateLimited { .. })
         ));
         // Customer wrong attempts: the 6th (across sessions s1, s2, s3) blocks the customer.
@@ -327,145 +270,31 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
         VerifyOutcome::CustomerBlocked { .. }
     ));
     assert!(matches!(
-        issue(&ledger, "s7", &policy, false, t(40)),
+        issue(&ledger, "s7", &policy, IssueKind::First, t(40)),
         Err(IssueRefusal::CustomerBlocked { .. })
     ));
     let late = t(30) + TimeDelta::days(1);
     assert!(
-        issue(&ledger, "s7", &policy, false, late).is_ok(),
+        issue(&ledger, "s7", &policy, IssueKind::First, late).is_ok(),
         "the windows pass"
     );
 }
 
 #[test]
-fn codes_never_reach_the_data_directory_in_plaintext() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = OtpPolicy {
-        code_length: 10,
-        ..OtpPolicy::default()
-    };
-    let session = "session-plaintext-probe";
-    let codes = {
-        let db = sled::open(dir.path()).expect("db");
-        let key = OtpKey::load_or_create(dir.path(), None).expect("key file in the data dir");
-        let ledger = OtpLedger::open(&db, key).expect("open");
-        let mut codes = Vec::new();
-        let issued = issue(&ledger, session, &policy, false, t(0)).expect("granted");
-        let (sending, generation) = ledger
-            .code_for_sending(session)
-            .expect("read")
-            .expect("sealed");
-        assert_eq!(sending, issued.code);
-        db.flush().expect("flush while the sealed copy exists");
-        ledger
-            .confirm_sent(session, generation, t(1))
-            .expect("accepted by WhatsApp");
-        check(&ledger, session, &wrong_for(&issued.code), t(2));
-        codes.push(issued.code);
-        let resent = issue(&ledger, session, &policy, true, t(120)).expect("resent");
-        db.flush().expect("flush");
-        ledger
-            .confirm_sent(session, resent.generation, t(121))
-            .expect("accepted");
-        assert_eq!(
-            check(&ledger, session, resent.code.expose(), t(122)),
-            VerifyOutcome::Correct
-        );
-        codes.push(resent.code);
-        db.flush().expect("flush");
-        codes
-    };
-    let mut files = vec![dir.path().to_path_buf()];
-    let mut haystack = Vec::new();
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(
-                std::fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("entry").path()),
-            );
-        } else {
-            haystack.push(std::fs::read(&path).expect("file"));
-        }
-    }
-    let found = |needle: &[u8]| {
-        haystack
-            .iter()
-            .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-    };
-    // The search works: the session id is stored in the clear.
-    assert!(
-        found(session.as_bytes()),
-        "control: session id must be found on disk"
-    );
-    for code in &codes {
-        assert!(
-            !found(code.expose().as_bytes()),
-            "a code was found on disk in plaintext"
-        );
-    }
-}
-
-/// A writer sharing one buffer, to capture log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn no_code_or_key_in_logs_at_any_level() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let (codes, key_file) = tracing::subscriber::with_default(subscriber, || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(dir.path()).expect("db");
-        let key = OtpKey::load_or_create(dir.path(), None).expect("key");
-        let key_file = std::fs::read_to_string(dir.path().join(crate::otp::key::KEY_FILE_NAME))
-            .expect("key file");
-        tracing::debug!(?key, "key loaded");
-        let ledger = OtpLedger::open(&db, key).expect("open");
-        let policy = OtpPolicy::default();
-        let a = issue(&ledger, "s1", &policy, false, t(0)).expect("granted");
-        tracing::debug!(issued = ?a, "issued");
-        let (sending, generation) = ledger
-            .code_for_sending("s1")
-            .expect("read")
-            .expect("sealed");
-        ledger
-            .confirm_sent("s1", generation, t(1))
-            .expect("confirm");
-        check(&ledger, "s1", &wrong_for(&a.code), t(2));
-        let b = issue(&ledger, "s1", &policy, true, t(60)).expect("resent");
-        check(&ledger, "s1", b.code.expose(), t(61));
-        ledger.consume("s1", t(62), "done").expect("consume");
-        (vec![a.code, b.code, sending], key_file.trim().to_owned())
-    });
-    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
-    assert!(
-        text.contains("otp issued") && text.contains("otp checked"),
-        "logs were captured: {text}"
-    );
-    assert!(
-        text.contains("…3210") && !text.contains("9876543210"),
-        "customers are masked"
-    );
-    for code in &codes {
-        assert!(!text.contains(code.expose()), "a code reached the logs");
-    }
-    assert!(
-        !text.contains(&key_file) && !text.contains(KEY_HEX),
-        "the key reached the logs"
+fn reverse_codes_keep_no_sealed_copy() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let issued = issue(
+        &ledger,
+        "r1",
+        &OtpPolicy::default(),
+        IssueKind::Reverse,
+        t(0),
+    )
+    .expect("granted");
+    assert!(ledger.code_for_sending("r1").expect("read").is_none());
+    assert_eq!(
+        check(&ledger, "r1", issued.code.expose(), t(5)),
+        VerifyOutcome::Correct
     );
 }
