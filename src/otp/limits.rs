@@ -87,6 +87,11 @@ impl CustomerActivity {
         frees_at(&self.wrong_attempts, limit, DAY_WINDOW, now)
     }
 
+    /// Whether nothing falls within the last 24 hours, so the record can be dropped.
+    pub fn is_idle(&self, now: DateTime<Utc>) -> bool {
+        self.sends_within(DAY_WINDOW, now) == 0 && self.wrong_within(DAY_WINDOW, now) == 0
+    }
+
     pub fn record_send(&mut self, now: DateTime<Utc>) {
         self.prune(now);
         self.sends.push(now);

@@ -298,3 +298,28 @@ fn reverse_codes_keep_no_sealed_copy() {
         VerifyOutcome::Correct
     );
 }
+
+#[test]
+fn sweep_drops_only_stale_records() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    issue(&ledger, "old", &policy, IssueKind::First, t(0)).expect("granted");
+    let week = Duration::from_secs(7 * 86_400);
+    let later = t(0) + TimeDelta::days(7);
+    issue(&ledger, "new", &policy, IssueKind::First, later).expect("granted");
+    // "old" expired at t(600), more than a week before `later + 601 s`; the customer is active.
+    let removed = ledger
+        .sweep(later + TimeDelta::seconds(601), week)
+        .expect("sweep");
+    assert_eq!(removed, 1);
+    assert!(ledger.record("old").expect("read").is_none());
+    assert!(ledger.code_for_sending("old").expect("read").is_none());
+    assert!(ledger.record("new").expect("read").is_some());
+    let idle = later + TimeDelta::days(2);
+    assert_eq!(ledger.sweep(idle, week).expect("sweep"), 1, "idle customer");
+    assert_eq!(
+        ledger.customer_activity(&customer()).expect("read"),
+        Default::default()
+    );
+}
