@@ -13,10 +13,10 @@ pub mod policy;
 pub mod rules;
 pub mod seal;
 
-pub use code::{generate, normalize_attempt, OtpCode};
+pub use code::{generate, normalize_attempt, InvalidCodeLength, OtpCode};
 pub use hash::{OtpDigest, OtpSubject};
 pub use key::{KeyError, OtpKey};
-pub use limits::CustomerNumber;
+pub use limits::{CustomerActivity, CustomerNumber, InvalidCustomerNumber};
 pub use policy::{OtpPolicy, PolicyError};
-pub use rules::{IssueRefusal, OtpRecord, VerifyOutcome};
-pub use seal::{CodeSealer, SealedCode};
+pub use rules::{CodeStatus, IssueRefusal, IssueRequest, OtpRecord, VerifyOutcome};
+pub use seal::{CodeSealer, SealError, SealedCode};

@@ -28,8 +28,9 @@ use crate::otp::rules::{
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
 
+mod sweep;
 mod tx;
-use tx::{decode, finish, get, put, read};
+use tx::{finish, get, put, read};
 
 const CODES_TREE: &str = "otp_codes";
 const CUSTOMERS_TREE: &str = "otp_customers";
@@ -332,36 +333,6 @@ impl OtpLedger {
         finish(result)
     }
 
-    /// Deletes what no rule needs any more: session records whose code expired more than
-    /// `retention` ago, and customers with no send or wrong attempt in the last 24 hours.
-    /// Returns how many entries went. Run it in the background; `retention` must outlast every
-    /// session, since a deleted record lets a still-running session start over with a fresh
-    /// attempt count. Each deletion is a compare-and-swap, so a record changed meanwhile stays.
-    pub fn sweep(
-        &self,
-        now: DateTime<Utc>,
-        retention: std::time::Duration,
-    ) -> Result<usize, LedgerError> {
-        let cutoff = now - crate::otp::limits::delta(retention);
-        let mut removed = 0;
-        for item in self.codes.iter() {
-            let (key, value) = item?;
-            let record: OtpRecord = decode(CODES_TREE, &value)?;
-            if record.expires_at() < cutoff && remove_if_unchanged(&self.codes, &key, &value)? {
-                self.outgoing.remove(&key)?;
-                removed += 1;
-            }
-        }
-        for item in self.customers.iter() {
-            let (key, value) = item?;
-            let activity: CustomerActivity = decode(CUSTOMERS_TREE, &value)?;
-            if activity.is_idle(now) && remove_if_unchanged(&self.customers, &key, &value)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
     /// The session's stored record (its digest, never the code), e.g. for attempts left.
     pub fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
         read(&self.codes, CODES_TREE, session_id)
@@ -374,16 +345,6 @@ impl OtpLedger {
     ) -> Result<CustomerActivity, LedgerError> {
         Ok(read(&self.customers, CUSTOMERS_TREE, customer.digits())?.unwrap_or_default())
     }
-}
-
-fn remove_if_unchanged(
-    tree: &sled::Tree,
-    key: &[u8],
-    value: &sled::IVec,
-) -> Result<bool, LedgerError> {
-    Ok(tree
-        .compare_and_swap(key, Some(value), None::<&[u8]>)?
-        .is_ok())
 }
 
 /// An audit entry filled in from the session's record, when there is one.
