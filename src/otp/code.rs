@@ -10,12 +10,13 @@ use std::ops::RangeInclusive;
 
 use rand::{CryptoRng, RngCore};
 use secrecy::zeroize::Zeroize;
+use subtle::ConstantTimeEq;
 
 /// Code lengths SPEC §9 allows.
 pub const CODE_LENGTH_RANGE: RangeInclusive<u8> = 4..=10;
 
 /// A one-time code: 4 to 10 ASCII digits.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct OtpCode(String);
 
 /// A code length outside [`CODE_LENGTH_RANGE`].
@@ -51,6 +52,15 @@ impl OtpCode {
         }
     }
 }
+
+// Constant-time, like the digest check, in case a caller compares codes directly.
+impl PartialEq for OtpCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for OtpCode {}
 
 impl fmt::Debug for OtpCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -111,7 +111,10 @@ fn create_key_file(dir: &Path, path: &Path) -> Result<OtpKey, KeyError> {
     text.push('\n');
     // Written under a private temporary name, then hard-linked into place: the link fails if
     // another process created the key first, and nobody ever reads a half-written key.
-    let tmp = dir.join(format!(".{KEY_FILE_NAME}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        ".{KEY_FILE_NAME}.{:016x}.tmp",
+        rand::rngs::OsRng.next_u64()
+    ));
     let written = write_private(&tmp, text.as_bytes());
     text.zeroize();
     written.map_err(io_err)?;
