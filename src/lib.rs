@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod flow;
 pub mod metrics;
+pub mod otp;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

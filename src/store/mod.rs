@@ -5,8 +5,10 @@
 //! applied in memory and made durable by [`Store::durable`], which group-commits: concurrent
 //! requests share one flush instead of paying for one each.
 
+pub mod audit;
 mod commit;
 pub mod inbound;
+pub mod otp;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;

@@ -1,0 +1,259 @@
+//! Per-customer and global counters behind the anti-abuse limits, as plain values.
+//!
+//! This module owns the shapes the ledger persists for limits — a customer's recent sends and
+//! wrong attempts, and the service-wide sends in the current hour — and the arithmetic on them
+//! (what falls in a window, when a limit frees up). It reads no clock: every method takes `now`.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::policy::DAY_WINDOW;
+
+/// A customer's phone number as the limits key it: E.164 digits without the `+`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CustomerNumber(String);
+
+/// Not an E.164 number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an E.164 phone number")]
+pub struct InvalidCustomerNumber;
+
+impl CustomerNumber {
+    /// Accepts `+919876543210` or `919876543210` (WhatsApp's `wa_id` has no `+`).
+    pub fn parse(text: &str) -> Result<Self, InvalidCustomerNumber> {
+        let digits = text.strip_prefix('+').unwrap_or(text);
+        let ok = (6..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok {
+            Ok(Self(digits.to_owned()))
+        } else {
+            Err(InvalidCustomerNumber)
+        }
+    }
+
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+
+    /// The form allowed in logs and the audit log: the last 4 digits only.
+    pub fn masked(&self) -> String {
+        let tail = &self.0[self.0.len().saturating_sub(4)..];
+        format!("…{tail}")
+    }
+}
+
+impl fmt::Debug for CustomerNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomerNumber({})", self.masked())
+    }
+}
+
+/// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first.
+///
+/// Exact timestamps rather than fixed buckets, so "5 per 10 minutes" holds for every 10-minute
+/// span. The lists stay short: entries older than a day are dropped on every update, and the
+/// limits stop entries being added long before the lists could grow large.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerActivity {
+    sends: Vec<DateTime<Utc>>,
+    wrong_attempts: Vec<DateTime<Utc>>,
+}
+
+impl CustomerActivity {
+    pub fn sends_within(&self, window: Duration, now: DateTime<Utc>) -> usize {
+        in_window(&self.sends, window, now).len()
+    }
+
+    pub fn wrong_within(&self, window: Duration, now: DateTime<Utc>) -> usize {
+        in_window(&self.wrong_attempts, window, now).len()
+    }
+
+    /// When fewer than `limit` sends will fall within `window`; `None` if that is already so.
+    pub fn send_limit_frees_at(
+        &self,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        frees_at(&self.sends, limit, window, now)
+    }
+
+    /// When the customer's wrong attempts drop below `limit` within a day; `None` if they are.
+    pub fn wrong_limit_frees_at(&self, limit: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        frees_at(&self.wrong_attempts, limit, DAY_WINDOW, now)
+    }
+
+    /// Whether nothing falls within the last 24 hours, so the record can be dropped.
+    pub fn is_idle(&self, now: DateTime<Utc>) -> bool {
+        self.sends_within(DAY_WINDOW, now) == 0 && self.wrong_within(DAY_WINDOW, now) == 0
+    }
+
+    pub fn record_send(&mut self, now: DateTime<Utc>) {
+        self.prune(now);
+        self.sends.push(now);
+    }
+
+    pub fn record_wrong_attempt(&mut self, now: DateTime<Utc>) {
+        self.prune(now);
+        self.wrong_attempts.push(now);
+    }
+
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let cutoff = now - delta(DAY_WINDOW);
+        self.sends.retain(|t| *t > cutoff);
+        self.wrong_attempts.retain(|t| *t > cutoff);
+    }
+}
+
+fn in_window(times: &[DateTime<Utc>], window: Duration, now: DateTime<Utc>) -> &[DateTime<Utc>] {
+    let cutoff = now - delta(window);
+    let first = times.partition_point(|t| *t <= cutoff);
+    &times[first..]
+}
+
+fn frees_at(
+    times: &[DateTime<Utc>],
+    limit: u32,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let recent = in_window(times, window, now);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // With n entries in the window and room for `limit - 1` before refusing, the entry that
+    // must age out is the (n - limit)-th oldest.
+    let excess = recent.len().checked_sub(limit)?;
+    recent.get(excess).map(|t| *t + delta(window))
+}
+
+/// OTP sends by the whole service in the current clock hour: the spend breaker's counter.
+///
+/// A fixed hour keeps it one small record however high the ceiling; the price is that up to
+/// twice the ceiling can pass across an hour boundary, which is acceptable for a breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalSends {
+    hour: i64,
+    count: u32,
+}
+
+impl GlobalSends {
+    pub fn count_at(&self, now: DateTime<Utc>) -> u32 {
+        if self.hour == hour_of(now) {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    pub fn record_send(&mut self, now: DateTime<Utc>) {
+        let count = self.count_at(now).saturating_add(1);
+        *self = Self {
+            hour: hour_of(now),
+            count,
+        };
+    }
+
+    /// Start of the next clock hour, when the ceiling resets.
+    pub fn resets_at(now: DateTime<Utc>) -> DateTime<Utc> {
+        DateTime::from_timestamp((hour_of(now) + 1) * 3600, 0).unwrap_or(now)
+    }
+}
+
+fn hour_of(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(3600)
+}
+
+/// A std duration as chrono's, saturating (policy durations are far below the limit).
+pub(crate) fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Time from `now` until `then`, zero when `then` has passed.
+pub(crate) fn until(then: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (then - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otp::policy::SHORT_SEND_WINDOW;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+    }
+
+    #[test]
+    fn customer_numbers() {
+        let n = CustomerNumber::parse("+919876543210").expect("valid");
+        assert_eq!(n.digits(), "919876543210");
+        assert_eq!(n.masked(), "…3210");
+        assert_eq!(CustomerNumber::parse("919876543210"), Ok(n.clone()));
+        assert!(!format!("{n:?}").contains("98765"));
+        for bad in [
+            "",
+            "+",
+            "+0123456",
+            "12345",
+            "+91 98765",
+            "1234567890123456",
+        ] {
+            assert!(CustomerNumber::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sliding_send_window() {
+        let mut a = CustomerActivity::default();
+        for i in 0..5 {
+            a.record_send(t(i * 60));
+        }
+        assert_eq!(a.sends_within(SHORT_SEND_WINDOW, t(240)), 5);
+        // Full at 5: frees when the first send is 10 minutes old.
+        assert_eq!(
+            a.send_limit_frees_at(5, SHORT_SEND_WINDOW, t(300)),
+            Some(t(600))
+        );
+        assert_eq!(a.send_limit_frees_at(6, SHORT_SEND_WINDOW, t(300)), None);
+        assert_eq!(a.sends_within(SHORT_SEND_WINDOW, t(600)), 4);
+        assert_eq!(a.send_limit_frees_at(5, SHORT_SEND_WINDOW, t(600)), None);
+        assert_eq!(a.sends_within(DAY_WINDOW, t(600)), 5);
+    }
+
+    #[test]
+    fn old_entries_are_pruned_on_update() {
+        let mut a = CustomerActivity::default();
+        a.record_wrong_attempt(t(0));
+        a.record_wrong_attempt(t(86_400 + 1));
+        assert_eq!(a.wrong_attempts.len(), 1);
+        assert_eq!(a.wrong_within(DAY_WINDOW, t(86_401)), 1);
+    }
+
+    #[test]
+    fn wrong_limit_frees_after_a_day() {
+        let mut a = CustomerActivity::default();
+        for i in 0..10 {
+            a.record_wrong_attempt(t(i));
+        }
+        assert_eq!(a.wrong_limit_frees_at(10, t(100)), Some(t(86_400)));
+        assert_eq!(a.wrong_limit_frees_at(10, t(86_400)), None);
+    }
+
+    #[test]
+    fn global_counter_resets_each_hour() {
+        let start = t(0) - TimeDelta::seconds(t(0).timestamp() % 3600);
+        let mut g = GlobalSends::default();
+        g.record_send(start);
+        g.record_send(start + TimeDelta::seconds(3599));
+        assert_eq!(g.count_at(start + TimeDelta::seconds(10)), 2);
+        assert_eq!(g.count_at(start + TimeDelta::seconds(3600)), 0);
+        assert_eq!(
+            GlobalSends::resets_at(start + TimeDelta::seconds(10)),
+            start + TimeDelta::seconds(3600)
+        );
+        g.record_send(start + TimeDelta::seconds(3600));
+        assert_eq!(g.count_at(start + TimeDelta::seconds(3600)), 1);
+    }
+}

@@ -1,0 +1,22 @@
+//! One-time passwords: SPEC §9 as pure rules plus keyed hashing and sealing.
+//!
+//! Everything here is free of storage and clock reads: callers pass the time and a random
+//! source (`rand::rngs::OsRng` in production). The sled-backed ledger that applies these rules
+//! atomically lives in `store::otp`; the code here must never learn about storage, and never
+//! log or print a code or a key.
+
+pub mod code;
+pub mod hash;
+pub mod key;
+pub mod limits;
+pub mod policy;
+pub mod rules;
+pub mod seal;
+
+pub use code::{generate, normalize_attempt, InvalidCodeLength, OtpCode};
+pub use hash::{OtpDigest, OtpSubject};
+pub use key::{KeyError, OtpKey};
+pub use limits::{CustomerActivity, CustomerNumber, InvalidCustomerNumber};
+pub use policy::{OtpPolicy, PolicyError};
+pub use rules::{CodeStatus, IssueRefusal, IssueRequest, OtpRecord, VerifyOutcome};
+pub use seal::{CodeSealer, SealError, SealedCode};

@@ -1,0 +1,251 @@
+//! The append-only audit log of OTP activity, in the sled tree `audit`.
+//!
+//! This module owns the audit record format and the tree: every issue, resend, send, check,
+//! withdrawal and limit breach, with time, session, flow, purpose, masked customer, outcome and
+//! reason. It never stores a code, a digest or a full phone number, and offers no way to edit
+//! or delete an entry. Keys come from `generate_id` (big-endian), so they sort by append order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use crate::otp::CustomerNumber;
+
+/// Name of the sled tree holding the audit log.
+pub const AUDIT_TREE: &str = "audit";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A first code for a session was issued or refused.
+    Issue,
+    /// A replacement code was issued or refused.
+    Resend,
+    /// WhatsApp accepted the message carrying a code.
+    Send,
+    /// An attempt was checked.
+    Check,
+    /// A customer or service-wide limit refused an issue or check.
+    LimitBreach,
+    /// The runtime withdrew a session's code.
+    Retire,
+}
+
+/// One audit record. Fields are read-only: entries are written once and never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    at: DateTime<Utc>,
+    kind: AuditKind,
+    session_id: String,
+    flow: String,
+    purpose: String,
+    /// Last 4 digits only.
+    customer: Option<String>,
+    outcome: String,
+    reason: Option<String>,
+}
+
+impl AuditEntry {
+    /// A record of `kind` for a session; add what is known with the `with_` methods.
+    pub fn new(at: DateTime<Utc>, kind: AuditKind, session_id: &str, outcome: &str) -> Self {
+        Self {
+            at,
+            kind,
+            session_id: session_id.to_owned(),
+            flow: String::new(),
+            purpose: String::new(),
+            customer: None,
+            outcome: outcome.to_owned(),
+            reason: None,
+        }
+    }
+
+    pub fn with_flow(mut self, flow: &str) -> Self {
+        flow.clone_into(&mut self.flow);
+        self
+    }
+
+    pub fn with_purpose(mut self, purpose: &str) -> Self {
+        purpose.clone_into(&mut self.purpose);
+        self
+    }
+
+    /// The customer, stored masked to the last 4 digits (SPEC §11).
+    pub fn with_customer(mut self, customer: &CustomerNumber) -> Self {
+        self.customer = Some(customer.masked());
+        self
+    }
+
+    /// A free-text reason (never put a code or secret here).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
+    }
+    pub fn kind(&self) -> AuditKind {
+        self.kind
+    }
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+    pub fn flow(&self) -> &str {
+        &self.flow
+    }
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+    pub fn customer(&self) -> Option<&str> {
+        self.customer.as_deref()
+    }
+    pub fn outcome(&self) -> &str {
+        &self.outcome
+    }
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// A failure reading or writing the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log storage failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("audit entry {id} is unreadable: {source}")]
+    Corrupt {
+        id: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The audit log tree.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl AuditLog {
+    pub fn open(db: &sled::Db) -> Result<Self, AuditError> {
+        Ok(Self {
+            db: db.clone(),
+            tree: db.open_tree(AUDIT_TREE)?,
+        })
+    }
+
+    /// Appends one entry on its own. Writes that change other state should instead append
+    /// inside their transaction with [`append_in`], so state and audit commit together.
+    pub fn append(&self, entry: &AuditEntry) -> Result<u64, AuditError> {
+        let id = self.db.generate_id()?;
+        self.tree.insert(id.to_be_bytes(), encode(entry))?;
+        Ok(id)
+    }
+
+    /// Entries with ids from `from` on, oldest first, at most `limit` of them.
+    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
+        self.tree
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                let id = decode_id(&key);
+                let entry = serde_json::from_slice(&value)
+                    .map_err(|source| AuditError::Corrupt { id, source })?;
+                Ok((id, entry))
+            })
+            .collect()
+    }
+
+    /// Every entry of one session, oldest first (a full scan: for tests and admin tools).
+    pub fn for_session(&self, session_id: &str) -> Result<Vec<AuditEntry>, AuditError> {
+        Ok(self
+            .read_from(0, usize::MAX)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.session_id == session_id)
+            .collect())
+    }
+}
+
+/// Appends `entry` to the audit tree inside a transaction that includes it.
+pub fn append_in<E>(
+    tree: &TransactionalTree,
+    entry: &AuditEntry,
+) -> Result<(), ConflictableTransactionError<E>> {
+    // Ids burnt by a retried transaction leave gaps, which is harmless: order is what matters.
+    let id = tree.generate_id()?;
+    tree.insert(&id.to_be_bytes(), encode(entry))?;
+    Ok(())
+}
+
+fn encode(entry: &AuditEntry) -> Vec<u8> {
+    serde_json::to_vec(entry).expect("an audit entry of strings and a timestamp always serializes")
+}
+
+fn decode_id(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sled::Transactional;
+
+    fn entry(session: &str, outcome: &str) -> AuditEntry {
+        let customer = CustomerNumber::parse("+919876543210").expect("valid");
+        AuditEntry::new(Utc::now(), AuditKind::Check, session, outcome)
+            .with_flow("signup_verification")
+            .with_purpose("signup")
+            .with_customer(&customer)
+    }
+
+    #[test]
+    fn entries_keep_append_order_and_mask_the_customer() {
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let log = AuditLog::open(&db).expect("open");
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            ids.push(
+                log.append(&entry(&format!("s{}", i % 3), &i.to_string()))
+                    .expect("append"),
+            );
+        }
+        let read = log.read_from(0, usize::MAX).expect("read");
+        let outcomes: Vec<_> = read.iter().map(|(_, e)| e.outcome().to_owned()).collect();
+        let expected: Vec<_> = (0..300).map(|i| i.to_string()).collect();
+        assert_eq!(
+            outcomes, expected,
+            "big-endian ids keep numeric order past 255"
+        );
+        assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+        assert_eq!(read[0].1.customer(), Some("…3210"));
+        assert_eq!(log.for_session("s1").expect("scan").len(), 100);
+        let from_middle = log.read_from(ids[150], 2).expect("page");
+        assert_eq!(from_middle[0].1.outcome(), "150");
+        assert_eq!(from_middle.len(), 2);
+    }
+
+    #[test]
+    fn appends_inside_a_transaction_commit_with_it() {
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let log = AuditLog::open(&db).expect("open");
+        let other = db.open_tree("other").expect("tree");
+        let tree = db.open_tree(AUDIT_TREE).expect("tree");
+        let aborted: Result<(), sled::transaction::TransactionError<()>> = (&other, &tree)
+            .transaction(|(other, audit)| {
+                other.insert("k", "v")?;
+                append_in(audit, &entry("s", "x"))?;
+                Err(ConflictableTransactionError::Abort(()))
+            });
+        assert!(aborted.is_err());
+        assert!(log.read_from(0, 10).expect("read").is_empty());
+        assert!(other.is_empty());
+    }
+}

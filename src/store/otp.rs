@@ -1,0 +1,373 @@
+//! The OTP ledger: SPEC §9 state in sled, changed only by single atomic transactions.
+//!
+//! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
+//! session's current [`OtpRecord`] (the keyed digest, never the code), each customer's recent
+//! sends and wrong attempts, the service-wide hourly send count and the sealed copy of a code
+//! awaiting delivery. Every state-changing call reads what it needs, asks the pure rules in
+//! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
+//! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
+//! change or none of it.
+//!
+//! Durability: calls do not flush. The caller group-commits with `Db::flush_async().await`
+//! before acknowledging anything that depends on a change (a webhook `200`, an API answer, a
+//! chat reply); one flush covers every write since the previous one.
+
+use chrono::{DateTime, Utc};
+use rand::rngs::OsRng;
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
+use crate::otp::code::{generate, InvalidCodeLength};
+use crate::otp::limits::{CustomerActivity, GlobalSends};
+use crate::otp::rules::{
+    decide_issue, decide_resend, decide_verify, CodeStatus, IssueRefusal, IssueRequest,
+    VerifyOutcome,
+};
+use crate::otp::seal::SealError;
+use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
+
+mod sweep;
+mod tx;
+use tx::{finish, get, put, read};
+
+const CODES_TREE: &str = "otp_codes";
+const CUSTOMERS_TREE: &str = "otp_customers";
+const GLOBAL_TREE: &str = "otp_global";
+const OUTGOING_TREE: &str = "otp_outgoing";
+const GLOBAL_SENDS_KEY: &[u8] = b"sends";
+
+/// A failure of the ledger itself (not a refusal by the rules).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("OTP storage failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored OTP data in {tree} is unreadable: {source}")]
+    Corrupt {
+        tree: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid OTP policy: {0}")]
+    InvalidPolicy(#[from] InvalidCodeLength),
+    #[error("the sealed OTP code cannot be opened: {0}")]
+    Seal(#[from] SealError),
+}
+
+/// How a code is being issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueKind {
+    /// The session's first code, to be sent by the outbox (a session whose code is still
+    /// unused gets the resend rules instead).
+    First,
+    /// A new code replacing the session's current one, keeping its attempt count.
+    Resend,
+    /// A reverse-OTP code: handed to the caller (the merchant API answer) for the customer to
+    /// send to us, so no sealed copy is kept.
+    Reverse,
+}
+
+/// A code that was issued. Its digits leave the ledger only here and in
+/// [`OtpLedger::code_for_sending`].
+#[derive(Debug)]
+pub struct Issued {
+    /// For reverse-OTP answers and the offline chat's `/otp`; never store or log it.
+    pub code: OtpCode,
+    /// Which code of the session this is: 1 for the first, 2 after one resend…
+    pub generation: u32,
+    pub expires_at: DateTime<Utc>,
+    pub next_resend_at: DateTime<Utc>,
+    pub attempts_left: u8,
+}
+
+/// The sealed copy of the session's current code, kept until WhatsApp accepts its message.
+#[derive(Serialize, Deserialize)]
+struct Outgoing {
+    generation: u32,
+    sealed: SealedCode,
+}
+
+/// The OTP state of every session and customer.
+pub struct OtpLedger {
+    codes: sled::Tree,
+    customers: sled::Tree,
+    global: sled::Tree,
+    outgoing: sled::Tree,
+    audit: sled::Tree,
+    key: OtpKey,
+    sealer: CodeSealer,
+}
+
+impl std::fmt::Debug for OtpLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpLedger").finish_non_exhaustive()
+    }
+}
+
+impl OtpLedger {
+    pub fn open(db: &sled::Db, key: OtpKey) -> Result<Self, LedgerError> {
+        Ok(Self {
+            codes: db.open_tree(CODES_TREE)?,
+            customers: db.open_tree(CUSTOMERS_TREE)?,
+            global: db.open_tree(GLOBAL_TREE)?,
+            outgoing: db.open_tree(OUTGOING_TREE)?,
+            audit: db.open_tree(AUDIT_TREE)?,
+            sealer: CodeSealer::new(&key),
+            key,
+        })
+    }
+
+    /// Issues a code of `kind` with digits from the OS CSPRNG. `Ok(Err(_))` is a refusal by
+    /// the rules, already audited; `Err(_)` is a storage failure.
+    pub fn issue(
+        &self,
+        req: IssueRequest<'_>,
+        kind: IssueKind,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
+        self.issue_with(req, kind, now, &mut OsRng)
+    }
+
+    /// [`issue`](Self::issue) with a chosen random source.
+    pub fn issue_with<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        req: IssueRequest<'_>,
+        kind: IssueKind,
+        now: DateTime<Utc>,
+        rng: &mut R,
+    ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
+        let session_id = req.subject.session_id();
+        let code = generate(req.policy.code_length, rng)?;
+        let digest = self.key.digest(req.subject, &code);
+        let sealed = (kind != IssueKind::Reverse).then(|| self.sealer.seal(session_id, &code, rng));
+        let resend = kind == IssueKind::Resend;
+        let audit_kind = if resend {
+            AuditKind::Resend
+        } else {
+            AuditKind::Issue
+        };
+        let trees = (
+            &self.codes,
+            &self.customers,
+            &self.global,
+            &self.outgoing,
+            &self.audit,
+        );
+        let result = trees.transaction(|(codes, customers, global, outgoing, audit)| {
+            let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            let activity: CustomerActivity =
+                get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default();
+            let sends: GlobalSends =
+                get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
+            let entry = |kind, outcome| {
+                AuditEntry::new(now, kind, session_id, outcome)
+                    .with_flow(req.flow)
+                    .with_purpose(req.subject.purpose())
+                    .with_customer(req.customer)
+            };
+            let decide = if resend { decide_resend } else { decide_issue };
+            match decide(req, prev.as_ref(), &activity, &sends, digest.clone(), now) {
+                Ok(grant) => {
+                    put(codes, session_id, &grant.record)?;
+                    put(customers, req.customer.digits(), &grant.activity)?;
+                    put(global, GLOBAL_SENDS_KEY, &grant.global)?;
+                    let generation = grant.record.codes_sent();
+                    match &sealed {
+                        Some(sealed) => {
+                            let sealed = sealed.clone();
+                            put(outgoing, session_id, &Outgoing { generation, sealed })?;
+                        }
+                        None => {
+                            outgoing.remove(session_id.as_bytes())?;
+                        }
+                    }
+                    let reason = if grant.replaced {
+                        "replaced previous code"
+                    } else {
+                        "new code"
+                    };
+                    append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
+                    Ok(Ok(grant.record))
+                }
+                Err(refusal) => {
+                    let refused = if refusal.is_limit_breach() {
+                        entry(AuditKind::LimitBreach, "refused")
+                    } else {
+                        entry(audit_kind, "refused")
+                    };
+                    append_in(audit, &refused.with_reason(refusal.as_str()))?;
+                    Ok(Err(refusal))
+                }
+            }
+        });
+        let outcome = finish(result)?;
+        let customer = req.customer.masked();
+        match &outcome {
+            Ok(record) => tracing::info!(
+                session_id, flow = req.flow, %customer, generation = record.codes_sent(), "otp issued"
+            ),
+            Err(refusal) => tracing::info!(
+                session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
+            ),
+        }
+        Ok(outcome.map(|record| Issued {
+            code,
+            generation: record.codes_sent(),
+            expires_at: record.expires_at(),
+            next_resend_at: record.next_resend_at(),
+            attempts_left: record.attempts_left(),
+        }))
+    }
+
+    /// Checks one attempt, typed in chat, sent to `/check` or sent by the customer in a
+    /// reverse flow: counts it atomically, uses the code up when right, and drops the sealed
+    /// copy once the code can no longer be used.
+    pub fn verify(
+        &self,
+        subject: &OtpSubject,
+        attempt: &OtpCode,
+        now: DateTime<Utc>,
+    ) -> Result<VerifyOutcome, LedgerError> {
+        let session_id = subject.session_id();
+        let trees = (&self.codes, &self.customers, &self.outgoing, &self.audit);
+        let result = trees.transaction(|(codes, customers, outgoing, audit)| {
+            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            let activity: CustomerActivity = match &record {
+                Some(r) => {
+                    get(customers, CUSTOMERS_TREE, r.customer().digits())?.unwrap_or_default()
+                }
+                None => CustomerActivity::default(),
+            };
+            let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
+                self.key.verify(subject, attempt, stored)
+            });
+            if let (Some(next), Some(r)) = (&decision.record, &record) {
+                put(codes, session_id, next)?;
+                if let Some(activity) = &decision.activity {
+                    put(customers, r.customer().digits(), activity)?;
+                }
+                if next.status() != CodeStatus::Active {
+                    outgoing.remove(session_id.as_bytes())?;
+                }
+            }
+            let outcome = decision.outcome;
+            let kind = match outcome {
+                VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
+                _ => AuditKind::Check,
+            };
+            let mut entry = audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
+                .with_purpose(subject.purpose());
+            if let VerifyOutcome::Wrong { attempts_left } = outcome {
+                entry = entry.with_reason(format!("{attempts_left} attempts left"));
+            }
+            append_in(audit, &entry)?;
+            Ok(outcome)
+        });
+        let outcome = finish(result)?;
+        tracing::info!(session_id, outcome = outcome.as_str(), "otp checked");
+        Ok(outcome)
+    }
+
+    /// Withdraws the session's code (session ended, cancelled, expired) and drops its sealed
+    /// copy, so it is never verified or sent afterwards. Idempotent.
+    pub fn consume(
+        &self,
+        session_id: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let trees = (&self.codes, &self.outgoing, &self.audit);
+        let result = trees.transaction(|(codes, outgoing, audit)| {
+            outgoing.remove(session_id.as_bytes())?;
+            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
+                put(codes, session_id, &record.retired())?;
+                let entry =
+                    audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                append_in(audit, &entry.with_reason(reason))?;
+            }
+            Ok(())
+        });
+        finish(result)
+    }
+
+    /// The session's current code and its generation, for the outbox to send; `None` once it
+    /// was sent, used or withdrawn.
+    pub fn code_for_sending(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(OtpCode, u32)>, LedgerError> {
+        let Some(outgoing) = read::<Outgoing>(&self.outgoing, OUTGOING_TREE, session_id)? else {
+            return Ok(None);
+        };
+        let code = self.sealer.open(session_id, &outgoing.sealed)?;
+        Ok(Some((code, outgoing.generation)))
+    }
+
+    /// Records that WhatsApp accepted the message carrying code `generation` and deletes that
+    /// code's sealed copy; a newer code's copy (after a resend) is left alone.
+    pub fn confirm_sent(
+        &self,
+        session_id: &str,
+        generation: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let trees = (&self.codes, &self.outgoing, &self.audit);
+        let result = trees.transaction(|(codes, outgoing, audit)| {
+            let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
+            if current.is_some_and(|o| o.generation == generation) {
+                outgoing.remove(session_id.as_bytes())?;
+            }
+            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            let entry = audit_entry(
+                record.as_ref(),
+                now,
+                AuditKind::Send,
+                session_id,
+                "accepted",
+            );
+            append_in(audit, &entry.with_reason(format!("code {generation}")))?;
+            Ok(())
+        });
+        finish(result)
+    }
+
+    /// The session's stored record (its digest, never the code), e.g. for attempts left.
+    pub fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
+        read(&self.codes, CODES_TREE, session_id)
+    }
+
+    /// A customer's sends and wrong attempts of the last 24 hours (admin and tests).
+    pub fn customer_activity(
+        &self,
+        customer: &CustomerNumber,
+    ) -> Result<CustomerActivity, LedgerError> {
+        Ok(read(&self.customers, CUSTOMERS_TREE, customer.digits())?.unwrap_or_default())
+    }
+}
+
+/// An audit entry filled in from the session's record, when there is one.
+fn audit_entry(
+    record: Option<&OtpRecord>,
+    now: DateTime<Utc>,
+    kind: AuditKind,
+    session_id: &str,
+    outcome: &str,
+) -> AuditEntry {
+    let entry = AuditEntry::new(now, kind, session_id, outcome);
+    match record {
+        Some(r) => entry
+            .with_flow(r.flow())
+            .with_purpose(r.purpose())
+            .with_customer(r.customer()),
+        None => entry,
+    }
+}
+
+#[cfg(test)]
+mod leak_tests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;

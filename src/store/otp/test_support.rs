@@ -1,0 +1,72 @@
+//! Shared helpers for the ledger tests: a fixed key, a fixed clock origin, one customer.
+
+use chrono::{DateTime, Utc};
+use rand::rngs::OsRng;
+use secrecy::SecretString;
+
+use super::{IssueKind, Issued, OtpLedger};
+use crate::otp::policy::OtpPolicy;
+use crate::otp::rules::{IssueRefusal, IssueRequest, VerifyOutcome};
+use crate::otp::{normalize_attempt, CustomerNumber, OtpCode, OtpKey, OtpSubject};
+
+pub(super) const KEY_HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+pub(super) fn key() -> OtpKey {
+    OtpKey::from_configured(&SecretString::from(KEY_HEX.to_string())).expect("valid key")
+}
+
+pub(super) fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+}
+
+pub(super) fn customer() -> CustomerNumber {
+    CustomerNumber::parse("+919876543210").expect("valid")
+}
+
+pub(super) fn subject(session: &str) -> OtpSubject {
+    OtpSubject::new(session, "signup")
+}
+
+pub(super) fn issue(
+    ledger: &OtpLedger,
+    session: &str,
+    policy: &OtpPolicy,
+    kind: IssueKind,
+    now: DateTime<Utc>,
+) -> Result<Issued, IssueRefusal> {
+    let subject = subject(session);
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &subject,
+        flow: "signup_verification",
+        customer: &customer,
+        policy,
+    };
+    ledger
+        .issue_with(req, kind, now, &mut OsRng)
+        .expect("ledger works")
+}
+
+pub(super) fn check(
+    ledger: &OtpLedger,
+    session: &str,
+    attempt: &str,
+    now: DateTime<Utc>,
+) -> VerifyOutcome {
+    let attempt = normalize_attempt(attempt).expect("digits");
+    ledger
+        .verify(&subject(session), &attempt, now)
+        .expect("ledger works")
+}
+
+/// A wrong guess for `code`: same length, every digit shifted.
+pub(super) fn wrong_for(code: &OtpCode) -> String {
+    code.expose()
+        .bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect()
+}
+
+pub(super) fn temp_db() -> sled::Db {
+    sled::Config::new().temporary(true).open().expect("db")
+}

@@ -1,0 +1,325 @@
+//! Ledger behaviour against a real sled database: outcomes, audit, atomicity and restarts.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use super::test_support::*;
+use super::*;
+use crate::otp::policy::OtpPolicy;
+use crate::store::audit::AuditLog;
+
+#[test]
+fn issue_verify_single_use_and_audit() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    assert_eq!(issued.code.len(), 6);
+    assert_eq!(issued.generation, 1);
+    assert_eq!(
+        check(&ledger, "s1", &wrong_for(&issued.code), t(1)),
+        VerifyOutcome::Wrong { attempts_left: 4 }
+    );
+    let spaced = format!(
+        "{} {}",
+        &issued.code.expose()[..3],
+        &issued.code.expose()[3..]
+    );
+    assert_eq!(check(&ledger, "s1", &spaced, t(2)), VerifyOutcome::Correct);
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Consumed
+    );
+    assert_eq!(
+        check(&ledger, "nope", "123456", t(3)),
+        VerifyOutcome::NotIssued
+    );
+    assert!(
+        ledger.code_for_sending("s1").expect("read").is_none(),
+        "a used code is not sent"
+    );
+
+    let audit = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    let summary: Vec<_> = audit.iter().map(|e| (e.kind(), e.outcome())).collect();
+    assert_eq!(
+        summary,
+        [
+            (AuditKind::Issue, "issued"),
+            (AuditKind::Check, "wrong"),
+            (AuditKind::Check, "correct"),
+            (AuditKind::Check, "consumed")
+        ]
+    );
+    assert!(audit
+        .iter()
+        .all(|e| e.customer() == Some("…3210") && e.flow() == "signup_verification"));
+    let json = serde_json::to_string(&audit).expect("json");
+    assert!(!json.contains(issued.code.expose()));
+}
+
+#[test]
+fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let first = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    let (sending, generation) = ledger
+        .code_for_sending("s1")
+        .expect("read")
+        .expect("sealed copy");
+    assert_eq!((sending, generation), (first.code.clone(), 1));
+    assert_eq!(
+        check(&ledger, "s1", &wrong_for(&first.code), t(1)),
+        VerifyOutcome::Wrong { attempts_left: 4 }
+    );
+    assert_eq!(
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
+        Err(IssueRefusal::Cooldown {
+            retry_after: Duration::from_secs(30)
+        })
+    );
+    let second = issue(&ledger, "s1", &policy, IssueKind::Resend, t(60)).expect("resent");
+    assert_eq!((second.generation, second.attempts_left), (2, 4));
+    assert_eq!(second.next_resend_at, t(60 + 120));
+    // The late acceptance of the first message must not delete the second code's copy.
+    ledger.confirm_sent("s1", 1, t(61)).expect("confirm");
+    let (pending, generation) = ledger
+        .code_for_sending("s1")
+        .expect("read")
+        .expect("still there");
+    assert_eq!((pending, generation), (second.code.clone(), 2));
+    ledger.confirm_sent("s1", 2, t(62)).expect("confirm");
+    assert!(ledger.code_for_sending("s1").expect("read").is_none());
+    if first.code != second.code {
+        assert_eq!(
+            check(&ledger, "s1", first.code.expose(), t(63)),
+            VerifyOutcome::Wrong { attempts_left: 3 }
+        );
+    }
+    assert_eq!(
+        check(&ledger, "s1", second.code.expose(), t(64)),
+        VerifyOutcome::Correct
+    );
+}
+
+#[test]
+fn consume_withdraws_the_code() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let issued =
+        issue(&ledger, "s1", &OtpPolicy::default(), IssueKind::First, t(0)).expect("granted");
+    ledger
+        .consume("s1", t(1), "session cancelled")
+        .expect("consume");
+    ledger.consume("s1", t(2), "again").expect("idempotent");
+    assert!(ledger.code_for_sending("s1").expect("read").is_none());
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Consumed
+    );
+    let retired = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    assert_eq!(
+        retired
+            .iter()
+            .filter(|e| e.kind() == AuditKind::Retire)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_wrong_guesses_take_exactly_the_attempts_left() {
+    const THREADS: usize = 16;
+    let db = temp_db();
+    let ledger = Arc::new(OtpLedger::open(&db, key()).expect("open"));
+    let policy = OtpPolicy {
+        max_attempts: 5,
+        wrong_attempts_per_day: 1000,
+        ..OtpPolicy::default()
+    };
+    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    let wrong = wrong_for(&issued.code);
+    for _ in 0..2 {
+        check(&ledger, "s1", &wrong, t(1));
+    }
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let outcomes: Vec<VerifyOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (ledger, barrier, wrong) =
+                    (Arc::clone(&ledger), Arc::clone(&barrier), wrong.clone());
+                scope.spawn(move || {
+                    barrier.wait();
+                    check(&ledger, "s1", &wrong, t(2))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let counted: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, VerifyOutcome::Wrong { .. }))
+        .collect();
+    let mut left: Vec<_> = counted
+        .iter()
+        .map(|o| match o {
+            VerifyOutcome::Wrong { attempts_left } => *attempts_left,
+            _ => 99,
+        })
+        .collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [0, 1, 2],
+        "exactly the 3 remaining attempts are counted, each once"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == VerifyOutcome::Locked)
+            .count(),
+        THREADS - 3
+    );
+    assert_eq!(
+        ledger
+            .customer_activity(&customer())
+            .expect("read")
+            .wrong_within(Duration::from_secs(86_400), t(3)),
+        5
+    );
+    assert_eq!(
+        check(&ledger, "s1", issued.code.expose(), t(3)),
+        VerifyOutcome::Locked
+    );
+}
+
+#[test]
+fn counters_cooldowns_and_locks_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = OtpPolicy {
+        max_attempts: 3,
+        wrong_attempts_per_day: 6,
+        ..OtpPolicy::default()
+    };
+    let reopen = || {
+        let db = sled::open(dir.path()).expect("db");
+        let ledger = OtpLedger::open(&db, key()).expect("open");
+        (db, ledger)
+    };
+    let (s1_code, s3_code) = {
+        let (db, ledger) = reopen();
+        let s1 = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+        check(&ledger, "s1", &wrong_for(&s1.code), t(1));
+        let s2 = issue(&ledger, "s2", &policy, IssueKind::First, t(2)).expect("granted");
+        for i in 0..3 {
+            check(&ledger, "s2", &wrong_for(&s2.code), t(3 + i));
+        }
+        let s3 = issue(&ledger, "s3", &policy, IssueKind::First, t(10)).expect("granted");
+        db.flush().expect("flush");
+        (s1.code, s3.code)
+    };
+    let activity = {
+        let (db, ledger) = reopen();
+        // Cooldown: s1's first resend is still 60 s after its issue.
+        assert_eq!(
+            issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
+            Err(IssueRefusal::Cooldown {
+                retry_after: Duration::from_secs(30)
+            })
+        );
+        // Lock: s2 spent its 3 attempts before the restart.
+        assert_eq!(check(&ledger, "s2", "000000", t(20)), VerifyOutcome::Locked);
+        // Per-code attempts: s1 had 2 left.
+        assert_eq!(
+            check(&ledger, "s1", &wrong_for(&s1_code), t(21)),
+            VerifyOutcome::Wrong { attempts_left: 1 }
+        );
+        // Per-customer sends: 3 of 5 per 10 minutes were used before the restart.
+        issue(&ledger, "s4", &policy, IssueKind::First, t(22)).expect("4th");
+        issue(&ledger, "s5", &policy, IssueKind::First, t(23)).expect("5th");
+        assert!(matches!(
+            issue(&ledger, "s6", &policy, IssueKind::First, t(24)),
+            Err(IssueRefusal::CustomerRateLimited { .. })
+        ));
+        // Customer wrong attempts: the 6th (across sessions s1, s2, s3) blocks the customer.
+        assert_eq!(
+            check(&ledger, "s3", &wrong_for(&s3_code), t(25)),
+            VerifyOutcome::Wrong { attempts_left: 2 }
+        );
+        db.flush().expect("flush");
+        ledger.customer_activity(&customer()).expect("read")
+    };
+    let (_db, ledger) = reopen();
+    assert_eq!(
+        ledger.customer_activity(&customer()).expect("read"),
+        activity
+    );
+    assert!(matches!(
+        check(&ledger, "s3", s3_code.expose(), t(40)),
+        VerifyOutcome::CustomerBlocked { .. }
+    ));
+    assert!(matches!(
+        issue(&ledger, "s7", &policy, IssueKind::First, t(40)),
+        Err(IssueRefusal::CustomerBlocked { .. })
+    ));
+    let late = t(30) + TimeDelta::days(1);
+    assert!(
+        issue(&ledger, "s7", &policy, IssueKind::First, late).is_ok(),
+        "the windows pass"
+    );
+}
+
+#[test]
+fn reverse_codes_keep_no_sealed_copy() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let issued = issue(
+        &ledger,
+        "r1",
+        &OtpPolicy::default(),
+        IssueKind::Reverse,
+        t(0),
+    )
+    .expect("granted");
+    assert!(ledger.code_for_sending("r1").expect("read").is_none());
+    assert_eq!(
+        check(&ledger, "r1", issued.code.expose(), t(5)),
+        VerifyOutcome::Correct
+    );
+}
+
+#[test]
+fn sweep_drops_only_stale_records() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    issue(&ledger, "old", &policy, IssueKind::First, t(0)).expect("granted");
+    let week = Duration::from_secs(7 * 86_400);
+    let later = t(0) + TimeDelta::days(7);
+    issue(&ledger, "new", &policy, IssueKind::First, later).expect("granted");
+    // "old" expired at t(600), more than a week before `later + 601 s`; the customer is active.
+    let removed = ledger
+        .sweep(later + TimeDelta::seconds(601), week)
+        .expect("sweep");
+    assert_eq!(removed, 1);
+    assert!(ledger.record("old").expect("read").is_none());
+    assert!(ledger.code_for_sending("old").expect("read").is_none());
+    assert!(ledger.record("new").expect("read").is_some());
+    let idle = later + TimeDelta::days(2);
+    assert_eq!(ledger.sweep(idle, week).expect("sweep"), 1, "idle customer");
+    assert_eq!(
+        ledger.customer_activity(&customer()).expect("read"),
+        Default::default()
+    );
+}
