@@ -37,6 +37,10 @@ fn every_check_fires() {
         ),
         ("syntax", "syntax_error.toml:4:"),
         (
+            "save_as source",
+            "`save_as` variable `order_id` must be declared with `source = \"customer\"`",
+        ),
+        (
             "first message outside the 24-hour window",
             "first_message_without_template.toml:29:11: message `prompt` can be the first one",
         ),

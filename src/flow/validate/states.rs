@@ -9,7 +9,7 @@ use super::{
 use crate::flow::duration::parse_duration;
 use crate::flow::guard::Guard;
 use crate::flow::located::Located;
-use crate::flow::model::{State, StateKind, TemplateCategory};
+use crate::flow::model::{State, StateKind, TemplateCategory, VarSource};
 
 pub(super) fn check_states(cx: &mut Checker<'_>) {
     for (id, state) in &cx.file.states {
@@ -178,7 +178,16 @@ fn check_refs(cx: &mut Checker<'_>, id: &str, s: &State) {
         cx.reference("hook", h, cx.file.hooks.keys());
     }
     if let Some(v) = &s.save_as {
-        cx.var_ref(v);
+        let source = cx.file.vars.get(v.as_str()).map(|d| *d.source.get());
+        if cx.var_ref(v) && source != Some(VarSource::Customer) {
+            cx.error(
+                v.span(),
+                format!(
+                    "`save_as` variable `{}` must be declared with `source = \"customer\"`",
+                    v.as_str()
+                ),
+            );
+        }
     }
     for b in &s.buttons {
         cx.state_ref(&b.goto);
