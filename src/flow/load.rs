@@ -47,6 +47,20 @@ impl Flow {
         &self.file
     }
 
+    /// Whether the merchant API may start it.
+    pub fn starts_by_api(&self) -> bool {
+        self.file.start.api
+    }
+
+    /// Variables the merchant must give when starting a session.
+    pub fn required_vars(&self) -> impl Iterator<Item = &str> {
+        self.file
+            .vars
+            .iter()
+            .filter(|(_, d)| d.required)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Where the flow was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -117,6 +131,15 @@ impl FlowSet {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+
+    /// The flow a customer's message starts, if one of its keywords matches. Loading rejects
+    /// keywords shared by two flows; a message holding keywords of two flows starts the first
+    /// in id order.
+    pub fn flow_for_keyword(&self, text: &str) -> Option<&Arc<Flow>> {
+        self.flows
+            .values()
+            .find(|f| super::engine::keyword_matches(f, text))
     }
 }
 
