@@ -36,6 +36,7 @@ fn every_check_fires() {
             "keyword `Help me` also starts flow `keyword_clash`",
         ),
         ("syntax", "syntax_error.toml:4:"),
+        ("reminder outside the window", "add a `reminder_template`"),
         (
             "save_as source",
             "`save_as` variable `order_id` must be declared with `source = \"customer\"`",

@@ -344,7 +344,10 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
         if (self.s.reminders_sent as usize) < reminders.len() {
             self.s.reminders_sent += 1;
             match (&state.reminder, state.kind.get()) {
-                (Some(m), _) => self.send(m.as_str(), state),
+                (Some(m), _) => {
+                    let template = state.reminder_template.as_ref().map(|t| t.as_str());
+                    self.send_with_template(m.as_str(), template);
+                }
                 (None, StateKind::Ask) => self.send_prompt(state),
                 (None, _) => {
                     if let Some(m) = &state.message {

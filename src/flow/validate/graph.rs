@@ -114,6 +114,14 @@ fn check_first_messages(cx: &mut Checker<'_>) {
                 );
             }
         }
+        // Reminders go out while the customer still has not answered.
+        if let (Some(r), None, false) = (&s.reminder, &s.reminder_template, s.reminders.is_empty())
+        {
+            cx.error(
+                r.span(),
+                format!("reminder `{}` can go out before the customer ever answers, outside the 24-hour window: add a `reminder_template` (or drop `reminder` to resend the templated message)", r.as_str()),
+            );
+        }
         if kind == StateKind::Say {
             queue.extend(own_targets(s));
         }

@@ -32,7 +32,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
     // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 21] = [
+    let optional: [FieldUse<'_>; 22] = [
         ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
         ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
         ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
@@ -57,6 +57,11 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
             &[Ask, Otp],
         ),
         ("reminder", span(s.reminder.as_ref()), &[Ask, Otp]),
+        (
+            "reminder_template",
+            span(s.reminder_template.as_ref()),
+            &[Ask, Otp],
+        ),
         ("reprompt", span(s.reprompt.as_ref()), &[Ask, Otp]),
         (
             "on_retries_exhausted",
@@ -171,7 +176,7 @@ fn check_refs(cx: &mut Checker<'_>, id: &str, s: &State) {
             cx.var_ref(v);
         }
     }
-    if let Some(t) = &s.template {
+    for t in [&s.template, &s.reminder_template].into_iter().flatten() {
         cx.reference("template", t, cx.file.templates.keys());
     }
     if let Some(h) = &s.hook {
