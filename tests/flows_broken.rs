@@ -36,6 +36,11 @@ fn every_check_fires() {
             "keyword `Help me` also starts flow `keyword_clash`",
         ),
         ("syntax", "syntax_error.toml:4:"),
+        ("unknown value", "unknown value `asq`; did you mean `ask`?"),
+        (
+            "placeholder in a multi-line string",
+            "multiline_text.toml:11:6: undeclared variable `name`",
+        ),
         ("reminder outside the window", "add a `reminder_template`"),
         (
             "save_as source",

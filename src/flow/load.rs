@@ -224,16 +224,23 @@ fn parse_toml(text: &str) -> Result<FlowFile, Vec<(usize, String)>> {
 }
 
 fn tidy_toml_message(message: &str) -> String {
-    // toml's "unknown field `x`, expected one of ..." lists every key; add a did-you-mean hint.
+    // toml's "unknown field `x`, expected one of ..." lists every key; lead with a did-you-mean
+    // hint when one name is close.
     let message = message.trim().replace('\n', " ");
-    if let Some(rest) = message.strip_prefix("unknown field `") {
+    for (prefix, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
         if let Some((field, expected)) = rest.split_once("`, expected ") {
             let candidates: Vec<&str> = expected
                 .split(['`', ',', ' '])
                 .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
                 .collect();
             let hint = super::validate::did_you_mean(field, candidates.iter().copied());
-            return format!("unknown key `{field}`{hint}");
+            if hint.is_empty() {
+                return format!("unknown {what} `{field}`; expected {expected}");
+            }
+            return format!("unknown {what} `{field}`{hint}");
         }
     }
     message
