@@ -23,6 +23,7 @@ pub struct Flow {
     file: FlowFile,
     path: PathBuf,
     hash: String,
+    source: String,
 }
 
 impl Flow {
@@ -40,6 +41,12 @@ impl Flow {
     /// when an author forgot to change `version`.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The file's text, so a runtime can keep old versions for sessions that started on them
+    /// and parse them again with [`parse_flow`].
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The parsed file.
@@ -113,6 +120,16 @@ pub struct FlowSet {
 }
 
 impl FlowSet {
+    /// A set of already parsed flows (later ones win on equal ids).
+    pub fn from_flows(flows: impl IntoIterator<Item = Flow>) -> Self {
+        Self {
+            flows: flows
+                .into_iter()
+                .map(|f| (f.id.clone(), Arc::new(f)))
+                .collect(),
+        }
+    }
+
     /// A flow by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Flow>> {
         FlowId::parse(id).ok().and_then(|id| self.flows.get(&id))
@@ -188,6 +205,7 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
         file,
         path: PathBuf::from(name),
         hash,
+        source: text.to_owned(),
     })
 }
 
