@@ -36,6 +36,14 @@ fn every_check_fires() {
             "keyword `Help me` also starts flow `keyword_clash`",
         ),
         ("syntax", "syntax_error.toml:4:"),
+        (
+            "interrupt words shared",
+            "word `Stop` is used by interrupts `cancel` and `pause`",
+        ),
+        (
+            "interrupt word hides a choice",
+            "is also a word of interrupt `cancel`",
+        ),
         ("unknown value", "unknown value `asq`; did you mean `ask`?"),
         (
             "placeholder in a multi-line string",
