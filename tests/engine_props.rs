@@ -26,6 +26,8 @@ enum Action {
     OtpExpired,
     OtpLocked,
     OtpResend,
+    OtpRefused,
+    OtpTooSoon(u64),
     DeliveryFailed,
     HookOk(bool),
     HookError,
@@ -46,6 +48,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::OtpExpired),
         1 => Just(Action::OtpLocked),
         1 => Just(Action::OtpResend),
+        1 => Just(Action::OtpRefused),
+        1 => (1u64..120).prop_map(Action::OtpTooSoon),
         1 => Just(Action::DeliveryFailed),
         2 => any::<bool>().prop_map(Action::HookOk),
         1 => Just(Action::HookError),
@@ -177,6 +181,8 @@ proptest! {
                     Action::OtpExpired => Event::OtpExpired,
                     Action::OtpLocked => Event::OtpLocked,
                     Action::OtpResend => Event::OtpResendRequested,
+                    Action::OtpRefused => Event::OtpRefused,
+                    Action::OtpTooSoon(secs) => Event::OtpResendTooSoon { wait_secs: *secs },
                     Action::DeliveryFailed => Event::DeliveryFailed { reason: "x".to_owned() },
                     Action::HookOk(found) => {
                         let mut fields = serde_json::Map::new();

@@ -37,6 +37,28 @@ fn every_check_fires() {
         ),
         ("syntax", "syntax_error.toml:4:"),
         (
+            "interrupt words shared",
+            "word `Stop` is used by interrupts `cancel` and `pause`",
+        ),
+        (
+            "interrupt word hides a choice",
+            "is also a word of interrupt `cancel`",
+        ),
+        ("unknown value", "unknown value `asq`; did you mean `ask`?"),
+        (
+            "placeholder in a multi-line string",
+            "multiline_text.toml:11:6: undeclared variable `name`",
+        ),
+        ("reminder outside the window", "add a `reminder_template`"),
+        (
+            "save_as source",
+            "`save_as` variable `order_id` must be declared with `source = \"customer\"`",
+        ),
+        (
+            "first message outside the 24-hour window",
+            "first_message_without_template.toml:29:11: message `prompt` can be the first one",
+        ),
+        (
             "unresolved state",
             "unknown state `confim`; did you mean `confirm`?",
         ),

@@ -13,3 +13,25 @@ fn bundled_flows_are_valid() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn customer_keywords_pick_the_right_flow() {
+    let set = waotp::flow::load_dir(Path::new("flows")).expect("bundled flows load");
+    let pick = |text: &str| set.flow_for_keyword(text).map(|f| f.id().to_string());
+    assert_eq!(
+        pick("I forgot my password").as_deref(),
+        Some("account_recovery")
+    );
+    assert_eq!(pick("I'm locked out").as_deref(), Some("account_recovery"));
+    assert_eq!(
+        pick("can I talk to an agent?").as_deref(),
+        Some("support_identity")
+    );
+    assert_eq!(pick("hello"), None);
+    let cod = set.get("cod_confirmation").expect("bundled");
+    assert!(cod.starts_by_api());
+    assert_eq!(
+        cod.required_vars().collect::<Vec<_>>(),
+        ["customer_name", "order_id", "total"]
+    );
+}

@@ -23,6 +23,7 @@ pub struct Flow {
     file: FlowFile,
     path: PathBuf,
     hash: String,
+    source: String,
 }
 
 impl Flow {
@@ -42,9 +43,29 @@ impl Flow {
         &self.hash
     }
 
+    /// The file's text, so a runtime can keep old versions for sessions that started on them
+    /// and parse them again with [`parse_flow`].
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The parsed file.
     pub fn file(&self) -> &FlowFile {
         &self.file
+    }
+
+    /// Whether the merchant API may start it.
+    pub fn starts_by_api(&self) -> bool {
+        self.file.start.api
+    }
+
+    /// Variables the merchant must give when starting a session.
+    pub fn required_vars(&self) -> impl Iterator<Item = &str> {
+        self.file
+            .vars
+            .iter()
+            .filter(|(_, d)| d.required)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Where the flow was read from.
@@ -99,6 +120,16 @@ pub struct FlowSet {
 }
 
 impl FlowSet {
+    /// A set of already parsed flows (later ones win on equal ids).
+    pub fn from_flows(flows: impl IntoIterator<Item = Flow>) -> Self {
+        Self {
+            flows: flows
+                .into_iter()
+                .map(|f| (f.id.clone(), Arc::new(f)))
+                .collect(),
+        }
+    }
+
     /// A flow by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Flow>> {
         FlowId::parse(id).ok().and_then(|id| self.flows.get(&id))
@@ -117,6 +148,15 @@ impl FlowSet {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+
+    /// The flow a customer's message starts, if one of its keywords matches. Loading rejects
+    /// keywords shared by two flows; a message holding keywords of two flows starts the first
+    /// in id order.
+    pub fn flow_for_keyword(&self, text: &str) -> Option<&Arc<Flow>> {
+        self.flows
+            .values()
+            .find(|f| super::engine::keyword_matches(f, text))
     }
 }
 
@@ -165,6 +205,7 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
         file,
         path: PathBuf::from(name),
         hash,
+        source: text.to_owned(),
     })
 }
 
@@ -201,16 +242,23 @@ fn parse_toml(text: &str) -> Result<FlowFile, Vec<(usize, String)>> {
 }
 
 fn tidy_toml_message(message: &str) -> String {
-    // toml's "unknown field `x`, expected one of ..." lists every key; add a did-you-mean hint.
+    // toml's "unknown field `x`, expected one of ..." lists every key; lead with a did-you-mean
+    // hint when one name is close.
     let message = message.trim().replace('\n', " ");
-    if let Some(rest) = message.strip_prefix("unknown field `") {
+    for (prefix, what) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
         if let Some((field, expected)) = rest.split_once("`, expected ") {
             let candidates: Vec<&str> = expected
                 .split(['`', ',', ' '])
                 .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
                 .collect();
             let hint = super::validate::did_you_mean(field, candidates.iter().copied());
-            return format!("unknown key `{field}`{hint}");
+            if hint.is_empty() {
+                return format!("unknown {what} `{field}`; expected {expected}");
+            }
+            return format!("unknown {what} `{field}`{hint}");
         }
     }
     message

@@ -19,6 +19,9 @@ pub mod script;
 pub mod simulate;
 pub mod transcript;
 pub mod validate;
+pub mod versions;
+pub mod words;
 
 pub use ids::{FlowId, StateId};
 pub use load::{load_dir, parse_flow, Diagnostic, Flow, FlowSet, LoadError};
+pub use versions::FlowVersions;

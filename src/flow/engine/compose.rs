@@ -63,6 +63,19 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
     }
 
     /// Sends message `id` as plain text (the state's template goes with its own message only).
+    /// Sends message `id` with a given template for outside the 24-hour window.
+    pub(super) fn send_with_template(&mut self, id: &str, template: Option<&str>) {
+        let body = MessageBody::Text {
+            text: self.text_of(id),
+        };
+        let template = template.and_then(|t| self.template(t));
+        self.fx.push(Effect::Send(OutboundMessage {
+            message_id: id.to_owned(),
+            body,
+            template,
+        }));
+    }
+
     pub(super) fn send(&mut self, id: &str, state: &State) {
         let body = MessageBody::Text {
             text: self.text_of(id),

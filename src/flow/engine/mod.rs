@@ -109,3 +109,6 @@ pub fn keyword_matches(flow: &Flow, text: &str) -> bool {
         !k.is_empty() && said.windows(k.len()).any(|w| w == k.as_slice())
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,20 +7,12 @@ use super::run::Run;
 use super::types::{Effect, MessageBody, OtpRequest};
 use crate::flow::duration::parse_duration;
 use crate::flow::model::{OtpCheck, State, StateKind};
+use crate::flow::words::normalize;
 
 /// Unusable answers re-prompted before giving up, unless a state says otherwise.
 const DEFAULT_MAX_RETRIES: u32 = 3;
 /// New codes a customer may ask for in one OTP state, unless the flow says otherwise.
 const DEFAULT_MAX_RESENDS: u32 = 2;
-
-/// Lowercase, single-spaced, without surrounding punctuation: how typed words are compared.
-pub(super) fn normalize(text: &str) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_matches(|c: char| c.is_ascii_punctuation())
-        .to_lowercase()
-}
 
 impl<R: RngCore + ?Sized> Run<'_, R> {
     pub(super) fn text(&mut self, state: &State, body: &str) {

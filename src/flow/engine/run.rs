@@ -98,6 +98,20 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
                 self.goto(state.on_locked.as_ref().map(|n| n.as_str()))
             }
             Event::OtpResendRequested if kind == StateKind::Otp => self.resend(state),
+            Event::OtpRefused if kind == StateKind::Otp => {
+                self.builtin(
+                    "otp_refused",
+                    "No code can be sent right now. Please try again later.".to_owned(),
+                );
+                self.goto(state.on_locked.as_ref().map(|n| n.as_str()));
+            }
+            Event::OtpResendTooSoon { wait_secs } if kind == StateKind::Otp => {
+                self.s.resends = self.s.resends.saturating_sub(1);
+                self.builtin(
+                    "resend_too_soon",
+                    format!("Please wait {wait_secs} seconds before asking for a new code."),
+                );
+            }
             Event::TimerFired { id, seq } => self.timer_fired(state, &id, seq),
             Event::DeliveryFailed { .. } => {
                 let target = self.flow.on_delivery_failure.as_ref().map(|t| t.as_str());
@@ -132,6 +146,8 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             | Event::OtpExpired
             | Event::OtpLocked
             | Event::OtpResendRequested
+            | Event::OtpRefused
+            | Event::OtpResendTooSoon { .. }
             | Event::HookOk { .. }
             | Event::HookError { .. } => {}
         }
@@ -344,7 +360,10 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
         if (self.s.reminders_sent as usize) < reminders.len() {
             self.s.reminders_sent += 1;
             match (&state.reminder, state.kind.get()) {
-                (Some(m), _) => self.send(m.as_str(), state),
+                (Some(m), _) => {
+                    let template = state.reminder_template.as_ref().map(|t| t.as_str());
+                    self.send_with_template(m.as_str(), template);
+                }
                 (None, StateKind::Ask) => self.send_prompt(state),
                 (None, _) => {
                     if let Some(m) = &state.message {

@@ -104,6 +104,13 @@ pub enum Event {
     OtpLocked,
     /// The customer asked for a new code (e.g. by a button).
     OtpResendRequested,
+    /// The OTP rules refused to issue a code (per-customer send or failure limits).
+    OtpRefused,
+    /// The OTP rules refused a new code because the resend cooldown has not passed.
+    OtpResendTooSoon {
+        /// Seconds until a new code may be asked for.
+        wait_secs: u64,
+    },
     /// A timer set by this engine fired.
     TimerFired {
         /// The timer id.

@@ -101,6 +101,9 @@ pub struct State {
     /// Message for reminders (default: the state's own message again).
     #[serde(default)]
     pub reminder: Option<Located<String>>,
+    /// Template sent instead of `reminder` outside the 24-hour window.
+    #[serde(default)]
+    pub reminder_template: Option<Located<String>>,
     /// Message sent when the answer cannot be used (default: a generic hint and the choices again).
     #[serde(default)]
     pub reprompt: Option<Located<String>>,

@@ -9,7 +9,7 @@ use super::{
 use crate::flow::duration::parse_duration;
 use crate::flow::guard::Guard;
 use crate::flow::located::Located;
-use crate::flow::model::{State, StateKind, TemplateCategory};
+use crate::flow::model::{State, StateKind, TemplateCategory, VarSource};
 
 pub(super) fn check_states(cx: &mut Checker<'_>) {
     for (id, state) in &cx.file.states {
@@ -32,7 +32,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
     // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 21] = [
+    let optional: [FieldUse<'_>; 22] = [
         ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
         ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
         ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
@@ -57,6 +57,11 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
             &[Ask, Otp],
         ),
         ("reminder", span(s.reminder.as_ref()), &[Ask, Otp]),
+        (
+            "reminder_template",
+            span(s.reminder_template.as_ref()),
+            &[Ask, Otp],
+        ),
         ("reprompt", span(s.reprompt.as_ref()), &[Ask, Otp]),
         (
             "on_retries_exhausted",
@@ -171,14 +176,23 @@ fn check_refs(cx: &mut Checker<'_>, id: &str, s: &State) {
             cx.var_ref(v);
         }
     }
-    if let Some(t) = &s.template {
+    for t in [&s.template, &s.reminder_template].into_iter().flatten() {
         cx.reference("template", t, cx.file.templates.keys());
     }
     if let Some(h) = &s.hook {
         cx.reference("hook", h, cx.file.hooks.keys());
     }
     if let Some(v) = &s.save_as {
-        cx.var_ref(v);
+        let source = cx.file.vars.get(v.as_str()).map(|d| *d.source.get());
+        if cx.var_ref(v) && source != Some(VarSource::Customer) {
+            cx.error(
+                v.span(),
+                format!(
+                    "`save_as` variable `{}` must be declared with `source = \"customer\"`",
+                    v.as_str()
+                ),
+            );
+        }
     }
     for b in &s.buttons {
         cx.state_ref(&b.goto);

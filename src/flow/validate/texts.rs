@@ -1,6 +1,8 @@
 //! Checks of message texts and template parameters: languages, placeholders, body lengths,
 //! and that a code only ever travels inside an authentication template.
 
+use std::ops::Range;
+
 use super::{Checker, BUILTIN_VARS, MAX_INTERACTIVE_BODY, MAX_TEXT_BODY};
 use crate::flow::model::StateKind;
 use crate::flow::render::placeholders;
@@ -39,20 +41,26 @@ pub(super) fn check_texts(cx: &mut Checker<'_>) {
             if n == 0 {
                 cx.error(text.span(), format!("message `{id}` is empty"));
             }
-            check_placeholders(cx, text.as_str(), text.span().start, false);
+            check_placeholders(cx, text.as_str(), text.span(), false);
         }
     }
     for tpl in file.templates.values() {
         for p in &tpl.parameters {
-            check_placeholders(cx, p.as_str(), p.span().start, true);
+            check_placeholders(cx, p.as_str(), p.span(), true);
         }
     }
 }
 
-fn check_placeholders(cx: &mut Checker<'_>, text: &str, base: usize, in_template: bool) {
+fn check_placeholders(cx: &mut Checker<'_>, text: &str, written: Range<usize>, in_template: bool) {
+    // A one-line string without escapes is written as its text between two quotes, so a
+    // placeholder's position is known exactly; otherwise point at the string's opening quote.
+    let exact = written.len() == text.len() + 2;
     for (offset, name) in placeholders(text) {
-        // +1: the span starts at the opening quote of the TOML string.
-        let span = base + 1 + offset..base + 1 + offset + name.len() + 4;
+        let span = if exact {
+            written.start + 1 + offset..written.start + 1 + offset + name.len() + 4
+        } else {
+            written.clone()
+        };
         if name == "code" {
             let message = if in_template {
                 "`{{code}}` must not be listed: waotp adds the code to authentication templates itself"

@@ -1,0 +1,257 @@
+//! Unit tests of the engine on the bundled flows, including snapshots of the effects the
+//! runtime receives (so any change to what reaches WhatsApp or the OTP ledger is visible).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::Value;
+
+use super::*;
+use crate::flow::load::parse_flow;
+
+fn flow(name: &str) -> Flow {
+    let path = format!("{}/flows/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("bundled flow");
+    parse_flow(&format!("{name}.toml"), &text).expect("valid flow")
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect()
+}
+
+fn cod() -> (Flow, SessionState) {
+    let f = flow("cod_confirmation");
+    let s = new_session(
+        &f,
+        vars(&[
+            ("customer_name", "Asha"),
+            ("order_id", "A-1"),
+            ("total", "₹499"),
+        ]),
+        "en",
+        t0(),
+    )
+    .expect("session");
+    (f, s)
+}
+
+#[test]
+fn start_and_confirm_effects_are_stable() {
+    let (f, s) = cod();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (s, start) = step(&f, &s, Event::Start, t0(), &mut rng);
+    insta::assert_json_snapshot!("cod_start", start);
+    let (s, confirm) = step(
+        &f,
+        &s,
+        Event::Reply {
+            id: "confirm".to_owned(),
+        },
+        t0() + Duration::minutes(1),
+        &mut rng,
+    );
+    insta::assert_json_snapshot!("cod_confirm", confirm);
+    let (_, typed) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: " 123 456 ".to_owned(),
+        },
+        t0() + Duration::minutes(2),
+        &mut rng,
+    );
+    assert_eq!(
+        typed,
+        vec![Effect::VerifyOtp {
+            code: "123456".to_owned()
+        }]
+    );
+}
+
+#[test]
+fn session_records_flow_id_version_and_hash() {
+    let (f, s) = cod();
+    assert_eq!(s.flow_id.as_str(), "cod_confirmation");
+    assert_eq!(s.flow_version, "1");
+    assert_eq!(s.flow_hash.len(), 64);
+    assert_eq!(s.flow_hash, f.hash());
+}
+
+#[test]
+fn missing_required_variable_is_refused() {
+    let f = flow("cod_confirmation");
+    let err = new_session(&f, vars(&[("order_id", "A-1")]), "en", t0());
+    assert_eq!(err, Err(StartError::MissingVar("customer_name".to_owned())));
+}
+
+#[test]
+fn stale_timers_and_events_after_completion_are_ignored() {
+    let (f, s) = cod();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let seq = s.timer.as_ref().map(|t| t.seq).unwrap_or_default();
+    let (same, fx) = step(
+        &f,
+        &s,
+        Event::TimerFired {
+            id: STATE_TIMER.to_owned(),
+            seq: seq + 1,
+        },
+        t0(),
+        &mut rng,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(same, s);
+    let (done, fx) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: "Cancel".to_owned(),
+        },
+        t0(),
+        &mut rng,
+    );
+    assert_eq!(done.outcome.as_deref(), Some("cancelled"));
+    assert!(fx.iter().any(|e| matches!(e, Effect::CancelTimer { .. })));
+    let (after, fx) = step(
+        &f,
+        &done,
+        Event::Reply {
+            id: "confirm".to_owned(),
+        },
+        t0(),
+        &mut rng,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(after, done);
+}
+
+#[test]
+fn transaction_code_is_bound_to_amount_currency_and_payee() {
+    let f = flow("transaction_authorization");
+    let s = new_session(
+        &f,
+        vars(&[("amount", "10.00"), ("currency", "EUR"), ("payee", "Shop")]),
+        "en",
+        t0(),
+    )
+    .expect("session");
+    let (_, fx) = step(&f, &s, Event::Start, t0(), &mut StdRng::seed_from_u64(2));
+    let issue = fx.iter().find_map(|e| match e {
+        Effect::IssueOtp(r) => Some(r.clone()),
+        _ => None,
+    });
+    let issue = issue.expect("an OTP is issued");
+    assert_eq!(issue.lifetime_secs, 300);
+    assert_eq!(issue.max_attempts, 3);
+    assert_eq!(
+        issue.bound,
+        [("amount", "10.00"), ("currency", "EUR"), ("payee", "Shop")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    );
+    assert_eq!(
+        issue.template.map(|t| t.category),
+        Some(crate::flow::model::TemplateCategory::Authentication)
+    );
+}
+
+#[test]
+fn hook_answers_fill_only_declared_hook_variables_and_pick_a_branch() {
+    let f = flow("account_recovery");
+    let mut rng = StdRng::seed_from_u64(3);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let (s, fx) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: "asha".to_owned(),
+        },
+        t0(),
+        &mut rng,
+    );
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::CallHook { hook, .. } if hook == "lookup_account")));
+    let mut fields = serde_json::Map::new();
+    fields.insert("found".to_owned(), Value::Bool(true));
+    fields.insert("phone".to_owned(), Value::from("+15550001111"));
+    fields.insert("secret".to_owned(), Value::from("not declared"));
+    let (s, fx) = step(
+        &f,
+        &s,
+        Event::HookOk {
+            hook: "lookup_account".to_owned(),
+            fields,
+        },
+        t0(),
+        &mut rng,
+    );
+    assert_eq!(s.state.as_str(), "send_code");
+    assert!(!s.vars.contains_key("secret"));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::IssueOtp(r) if r.send_to.as_deref() == Some("+15550001111"))));
+    // An answer from a hook the state is not waiting for changes nothing.
+    let (same, fx) = step(
+        &f,
+        &s,
+        Event::HookError {
+            hook: "lookup_account".to_owned(),
+            reason: "late".to_owned(),
+        },
+        t0(),
+        &mut rng,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(same, s);
+}
+
+#[test]
+fn keywords_match_as_whole_words() {
+    let f = flow("account_recovery");
+    assert!(keyword_matches(&f, "I FORGOT my password!"));
+    assert!(keyword_matches(&f, "i'm locked   out"));
+    assert!(!keyword_matches(&f, "unforgotten"));
+    assert!(!keyword_matches(&f, "locked"));
+}
+
+#[test]
+fn reverse_mode_issues_without_sending_and_reads_codes_inside_text() {
+    let f = flow("reverse_verification");
+    let mut rng = StdRng::seed_from_u64(4);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, fx) = step(&f, &s, Event::Start, t0(), &mut rng);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::IssueOtp(r) if r.reverse && !r.deliver)));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Send(_))));
+    let (_, fx) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: "Verify me: 481516".to_owned(),
+        },
+        t0(),
+        &mut rng,
+    );
+    assert_eq!(
+        fx,
+        vec![Effect::VerifyOtp {
+            code: "481516".to_owned()
+        }]
+    );
+}

@@ -1,0 +1,23 @@
+//! How typed words are compared: the one normalisation shared by the engine (matching what a
+//! customer typed) and the validator (finding words that would match two things).
+
+/// Lowercase, single-spaced, without surrounding ASCII punctuation: "  Yes! " → "yes".
+pub fn normalize(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_matches(|c: char| c.is_ascii_punctuation())
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_case_space_and_punctuation() {
+        assert_eq!(normalize("  Yes! "), "yes");
+        assert_eq!(normalize("Locked   OUT."), "locked out");
+        assert_eq!(normalize("👍"), "👍");
+    }
+}
