@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use secrecy::SecretString;
 
-use super::{IssueKind, Issued, OtpLedger};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{IssueKind, IssueOutcome, Issued, OtpLedger};
 use crate::otp::policy::OtpPolicy;
 use crate::otp::rules::{IssueRefusal, IssueRequest, VerifyOutcome};
 use crate::otp::{normalize_attempt, CustomerNumber, OtpCode, OtpKey, OtpSubject};
@@ -42,10 +44,19 @@ pub(super) fn issue(
         customer: &customer,
         policy,
     };
-    ledger
-        .issue_with(req, kind, now, &mut OsRng)
+    // Every call is a new step; replays are tested with the ledger directly.
+    let step = format!("step-{}", STEPS.fetch_add(1, Ordering::Relaxed));
+    match ledger
+        .issue_with(req, kind, &step, now, &mut OsRng)
         .expect("ledger works")
+    {
+        IssueOutcome::Issued(issued) => Ok(issued),
+        IssueOutcome::Refused(refusal) => Err(refusal),
+        IssueOutcome::AlreadyIssued(info) => panic!("unexpected replay: {info:?}"),
+    }
 }
+
+static STEPS: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn check(
     ledger: &OtpLedger,

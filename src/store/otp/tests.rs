@@ -17,7 +17,7 @@ fn issue_verify_single_use_and_audit() {
     let policy = OtpPolicy::default();
     let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
     assert_eq!(issued.code.len(), 6);
-    assert_eq!(issued.generation, 1);
+    assert_eq!(issued.info.generation, 1);
     assert_eq!(
         check(&ledger, "s1", &wrong_for(&issued.code), t(1)),
         VerifyOutcome::Wrong { attempts_left: 4 }
@@ -78,14 +78,14 @@ fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
         VerifyOutcome::Wrong { attempts_left: 4 }
     );
     assert_eq!(
-        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.info.generation),
         Err(IssueRefusal::Cooldown {
             retry_after: Duration::from_secs(30)
         })
     );
     let second = issue(&ledger, "s1", &policy, IssueKind::Resend, t(60)).expect("resent");
-    assert_eq!((second.generation, second.attempts_left), (2, 4));
-    assert_eq!(second.next_resend_at, t(60 + 120));
+    assert_eq!((second.info.generation, second.info.attempts_left), (2, 4));
+    assert_eq!(second.info.next_resend_at, t(60 + 120));
     // The late acceptance of the first message must not delete the second code's copy.
     ledger.confirm_sent("s1", 1, t(61)).expect("confirm");
     let (pending, generation) = ledger
@@ -233,7 +233,7 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
         let (db, ledger) = reopen();
         // Cooldown: s1's first resend is still 60 s after its issue.
         assert_eq!(
-            issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
+            issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.info.generation),
             Err(IssueRefusal::Cooldown {
                 retry_after: Duration::from_secs(30)
             })
@@ -322,4 +322,48 @@ fn sweep_drops_only_stale_records() {
         ledger.customer_activity(&customer()).expect("read"),
         Default::default()
     );
+}
+
+#[test]
+fn replayed_steps_issue_nothing_new() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let subject = subject("s1");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &subject,
+        flow: "signup_verification",
+        customer: &customer,
+        policy: &policy,
+    };
+    let run = |kind, step: &str, now| ledger.issue(req, kind, step, now).expect("ledger works");
+    let IssueOutcome::Issued(first) = run(IssueKind::First, "event-1", t(0)) else {
+        panic!("first issue granted")
+    };
+    let IssueOutcome::AlreadyIssued(again) = run(IssueKind::First, "event-1", t(5)) else {
+        panic!("replay recognised")
+    };
+    assert_eq!(again, first.info);
+    let sends = |now| {
+        ledger
+            .customer_activity(&customer)
+            .expect("read")
+            .sends_within(Duration::from_secs(600), now)
+    };
+    assert_eq!(sends(t(5)), 1, "the replay was not counted");
+    let IssueOutcome::Issued(second) = run(IssueKind::Resend, "event-2", t(60)) else {
+        panic!("resend granted")
+    };
+    assert_eq!(second.info.generation, 2);
+    assert!(matches!(
+        run(IssueKind::Resend, "event-2", t(61)),
+        IssueOutcome::AlreadyIssued(IssuedCode { generation: 2, .. })
+    ));
+    assert_eq!(sends(t(61)), 2);
+    let issues = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    assert_eq!(issues.len(), 2, "one audit entry per real issue");
 }
