@@ -27,14 +27,14 @@ pub enum IssueOutcome {
     Issued(Issued),
     /// This step already issued the session's current code (a replay after a crash or a
     /// retried request): nothing changed, nothing was counted, and the outbox still finds the
-    /// code with [`OtpLedger::code_for_sending`] unless it was already sent.
+    /// code with [`OtpLedger::code_for_sending`](super::OtpLedger::code_for_sending) unless it was already sent.
     AlreadyIssued(IssuedCode),
     /// The rules refused; the refusal is already audited.
     Refused(IssueRefusal),
 }
 
 /// A freshly issued code. Its digits leave the ledger only here and in
-/// [`OtpLedger::code_for_sending`].
+/// [`OtpLedger::code_for_sending`](super::OtpLedger::code_for_sending).
 #[derive(Debug)]
 pub struct Issued {
     /// For reverse-OTP answers and the offline chat's `/otp`; never store or log it.
