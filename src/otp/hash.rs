@@ -75,6 +75,21 @@ impl OtpSubject {
         }
     }
 
+    /// A transaction authorization's subject: the code approves exactly this amount, currency
+    /// and payee. Use it both when issuing and when checking, so the field names always match.
+    pub fn transaction(
+        session_id: impl Into<String>,
+        purpose: impl Into<String>,
+        amount: impl Into<String>,
+        currency: impl Into<String>,
+        payee: impl Into<String>,
+    ) -> Self {
+        Self::new(session_id, purpose)
+            .bind("amount", amount)
+            .bind("currency", currency)
+            .bind("payee", payee)
+    }
+
     /// Binds a further field, e.g. `.bind("amount", "120.00")`.
     pub fn bind(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.bound.insert(name.into(), value.into());
@@ -151,10 +166,13 @@ mod tests {
     }
 
     fn transaction() -> OtpSubject {
-        OtpSubject::new("sess-1", "transaction_authorization")
-            .bind("amount", "120.00")
-            .bind("currency", "EUR")
-            .bind("payee", "ACME Ltd")
+        OtpSubject::transaction(
+            "sess-1",
+            "transaction_authorization",
+            "120.00",
+            "EUR",
+            "ACME Ltd",
+        )
     }
 
     #[test]

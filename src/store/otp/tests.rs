@@ -367,3 +367,37 @@ fn replayed_steps_issue_nothing_new() {
         .expect("read");
     assert_eq!(issues.len(), 2, "one audit entry per real issue");
 }
+
+#[test]
+fn transaction_codes_only_approve_the_shown_amount_and_payee() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::transaction();
+    let shown =
+        OtpSubject::transaction("tx1", "transaction_authorization", "120.00", "EUR", "ACME");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &shown,
+        flow: "transaction_authorization",
+        customer: &customer,
+        policy: &policy,
+    };
+    let IssueOutcome::Issued(issued) = ledger
+        .issue(req, IssueKind::First, "event-1", t(0))
+        .expect("ledger works")
+    else {
+        panic!("granted")
+    };
+    let tampered =
+        OtpSubject::transaction("tx1", "transaction_authorization", "1200.00", "EUR", "ACME");
+    let verify = |subject: &OtpSubject, now| {
+        ledger
+            .verify(subject, &issued.code, now)
+            .expect("ledger works")
+    };
+    assert_eq!(
+        verify(&tampered, t(1)),
+        VerifyOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(verify(&shown, t(2)), VerifyOutcome::Correct);
+}
