@@ -401,3 +401,44 @@ fn transaction_codes_only_approve_the_shown_amount_and_payee() {
     );
     assert_eq!(verify(&shown, t(2)), VerifyOutcome::Correct);
 }
+
+#[test]
+fn limit_breaches_are_audited_as_such() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy {
+        global_sends_per_hour: 1,
+        ..OtpPolicy::default()
+    };
+    issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    assert!(matches!(
+        issue(&ledger, "s2", &policy, IssueKind::First, t(1)),
+        Err(IssueRefusal::GlobalCeiling { .. })
+    ));
+    assert!(matches!(
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(2)),
+        Err(IssueRefusal::Cooldown { .. })
+    ));
+    let log = AuditLog::open(&db).expect("audit");
+    let entry = |session: &str| {
+        let entries = log.for_session(session).expect("read");
+        let last = entries.last().expect("an entry");
+        (
+            last.kind(),
+            last.outcome().to_owned(),
+            last.reason().map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        entry("s2"),
+        (
+            AuditKind::LimitBreach,
+            "refused".into(),
+            Some("global_ceiling".into())
+        )
+    );
+    assert_eq!(
+        entry("s1"),
+        (AuditKind::Resend, "refused".into(), Some("cooldown".into()))
+    );
+}
