@@ -368,6 +368,8 @@ fn audit_entry(
 }
 
 #[cfg(test)]
+mod durability_tests;
+#[cfg(test)]
 mod leak_tests;
 #[cfg(test)]
 mod test_support;
