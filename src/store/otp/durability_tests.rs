@@ -88,7 +88,7 @@ fn counters_cooldowns_and_locks_survive_a_restart() {
         ..OtpPolicy::default()
     };
     let reopen = || {
-        let db = sled::open(dir.path()).expect("db");
+        let db = reopen_db(dir.path());
         let ledger = OtpLedger::open(&db, key()).expect("open");
         (db, ledger)
     };

@@ -81,3 +81,19 @@ pub(super) fn wrong_for(code: &OtpCode) -> String {
 pub(super) fn temp_db() -> sled::Db {
     sled::Config::new().temporary(true).open().expect("db")
 }
+
+/// Opens the database at `path` like a restarted process would. sled's background flusher
+/// may hold the previous handle's file lock for a moment after it is dropped, so retry until
+/// the lock is free (with a deadline, so a real failure still fails).
+pub(super) fn reopen_db(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("database did not reopen: {e}"),
+        }
+    }
+}
