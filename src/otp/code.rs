@@ -172,8 +172,8 @@ mod tests {
 
     #[test]
     fn digits_are_uniform_chi_squared_os_rng() {
-        // OsRng is what production uses. 60.0 is far beyond the p = 1e-9 critical value for 9
-        // degrees of freedom (about 53), so a failure means bias, not bad luck.
+        // OsRng is what production uses. With 9 degrees of freedom a statistic above 60.0 has
+        // probability about 1.3e-9 for a uniform source, so a failure means bias, not bad luck.
         let counts = digit_counts(&mut OsRng, 100_000, 6);
         let stat = chi_squared(&counts);
         assert!(stat < 60.0, "chi-squared {stat} for counts {counts:?}");

@@ -75,6 +75,21 @@ impl OtpSubject {
         }
     }
 
+    /// A transaction authorization's subject: the code approves exactly this amount, currency
+    /// and payee. Use it both when issuing and when checking, so the field names always match.
+    pub fn transaction(
+        session_id: impl Into<String>,
+        purpose: impl Into<String>,
+        amount: impl Into<String>,
+        currency: impl Into<String>,
+        payee: impl Into<String>,
+    ) -> Self {
+        Self::new(session_id, purpose)
+            .bind("amount", amount)
+            .bind("currency", currency)
+            .bind("payee", payee)
+    }
+
     /// Binds a further field, e.g. `.bind("amount", "120.00")`.
     pub fn bind(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.bound.insert(name.into(), value.into());
@@ -151,10 +166,13 @@ mod tests {
     }
 
     fn transaction() -> OtpSubject {
-        OtpSubject::new("sess-1", "transaction_authorization")
-            .bind("amount", "120.00")
-            .bind("currency", "EUR")
-            .bind("payee", "ACME Ltd")
+        OtpSubject::transaction(
+            "sess-1",
+            "transaction_authorization",
+            "120.00",
+            "EUR",
+            "ACME Ltd",
+        )
     }
 
     #[test]
@@ -242,6 +260,33 @@ mod tests {
     }
 
     proptest! {
+        /// Changing any one field — session, purpose, any bound value — or the code makes
+        /// verification fail.
+        #[test]
+        fn any_single_change_fails_verification(
+            fields in prop::collection::vec(".{0,12}", 5),
+            which in 0usize..6,
+            extra in "[a-z0-9]{1,3}",
+        ) {
+            let key = key();
+            let build = |f: &[String]| {
+                OtpSubject::new(f[0].clone(), f[1].clone())
+                    .bind("amount", f[2].clone())
+                    .bind("currency", f[3].clone())
+                    .bind("payee", f[4].clone())
+            };
+            let stored = key.digest(&build(&fields), &code("123456"));
+            prop_assert!(key.verify(&build(&fields), &code("123456"), &stored));
+            let (subject, attempt) = if which < 5 {
+                let mut changed = fields.clone();
+                changed[which].push_str(&extra);
+                (build(&changed), code("123456"))
+            } else {
+                (build(&fields), code("1234567"))
+            };
+            prop_assert!(!key.verify(&subject, &attempt, &stored));
+        }
+
         #[test]
         fn only_the_issued_code_verifies(a in "[0-9]{6}", b in "[0-9]{6}", session in ".{0,20}") {
             let key = key();

@@ -94,12 +94,12 @@ impl CustomerActivity {
 
     pub fn record_send(&mut self, now: DateTime<Utc>) {
         self.prune(now);
-        self.sends.push(now);
+        insert_sorted(&mut self.sends, now);
     }
 
     pub fn record_wrong_attempt(&mut self, now: DateTime<Utc>) {
         self.prune(now);
-        self.wrong_attempts.push(now);
+        insert_sorted(&mut self.wrong_attempts, now);
     }
 
     fn prune(&mut self, now: DateTime<Utc>) {
@@ -107,6 +107,12 @@ impl CustomerActivity {
         self.sends.retain(|t| *t > cutoff);
         self.wrong_attempts.retain(|t| *t > cutoff);
     }
+}
+
+// Window queries rely on order; inserting in place keeps it even if the clock steps back.
+fn insert_sorted(times: &mut Vec<DateTime<Utc>>, at: DateTime<Utc>) {
+    let index = times.partition_point(|t| *t <= at);
+    times.insert(index, at);
 }
 
 fn in_window(times: &[DateTime<Utc>], window: Duration, now: DateTime<Utc>) -> &[DateTime<Utc>] {
@@ -220,6 +226,16 @@ mod tests {
         assert_eq!(a.sends_within(SHORT_SEND_WINDOW, t(600)), 4);
         assert_eq!(a.send_limit_frees_at(5, SHORT_SEND_WINDOW, t(600)), None);
         assert_eq!(a.sends_within(DAY_WINDOW, t(600)), 5);
+    }
+
+    #[test]
+    fn a_clock_step_back_keeps_entries_ordered() {
+        let mut a = CustomerActivity::default();
+        a.record_send(t(100));
+        a.record_send(t(50));
+        a.record_send(t(150));
+        assert_eq!(a.sends, [t(50), t(100), t(150)]);
+        assert_eq!(a.sends_within(SHORT_SEND_WINDOW, t(160)), 3);
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl OtpPolicy {
             LIFETIME_MINUTES_RANGE.end() * 60,
         );
         check(
-            (min_life..=max_life).contains(&lifetime_secs) && self.lifetime.subsec_nanos() == 0,
+            (min_life..=max_life).contains(&lifetime_secs),
             "lifetime",
             &format_args!("{lifetime_secs} seconds"),
             range_text(&LIFETIME_MINUTES_RANGE, "minutes"),

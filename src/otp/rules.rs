@@ -32,6 +32,10 @@ pub struct OtpRecord {
     // Snapshot of the issuing flow's limit, so checks need no policy lookup.
     wrong_limit_per_customer: u32,
     status: CodeStatus,
+    // The caller's key for the step that issued this code, so a step replayed after a crash
+    // is recognised instead of counted as a second send.
+    #[serde(default)]
+    issue_step: Option<String>,
 }
 
 /// Where a session's code stands. Expiry is not a status: it follows from the time.
@@ -73,6 +77,15 @@ impl OtpRecord {
     }
     pub fn codes_sent(&self) -> u32 {
         self.codes_sent
+    }
+
+    /// The key of the step that issued the current code, if the caller gave one.
+    pub fn issue_step(&self) -> Option<&str> {
+        self.issue_step.as_deref()
+    }
+
+    pub(crate) fn set_issue_step(&mut self, step: &str) {
+        self.issue_step = Some(step.to_owned());
     }
 
     /// The record with its code withdrawn, for when the session ends.
@@ -294,6 +307,7 @@ fn grant(
         next_resend_at: now + delta(resend_cooldown(policy.resend_cooldown, codes_sent)),
         wrong_limit_per_customer: policy.wrong_attempts_per_day,
         status: CodeStatus::Active,
+        issue_step: None,
     };
     let mut activity = activity.clone();
     activity.record_send(now);

@@ -8,6 +8,13 @@
 //! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
 //! change or none of it.
 //!
+//! How the runtime uses it: an OTP step calls [`OtpLedger::issue`] with the step's key and
+//! queues an outbox entry for the returned generation; the outbox worker takes the code from
+//! [`OtpLedger::code_for_sending`] and, once WhatsApp accepts the message, calls
+//! [`OtpLedger::confirm_sent`], which deletes the sealed copy. Text from the chat goes through
+//! `otp::normalize_attempt` and then [`OtpLedger::verify`], exactly like `/check`. A session
+//! that ends calls [`OtpLedger::consume`]; a background task calls `sweep`.
+//!
 //! Durability: calls do not flush. The caller group-commits with `Db::flush_async().await`
 //! before acknowledging anything that depends on a change (a webhook `200`, an API answer, a
 //! chat reply); one flush covers every write since the previous one.
@@ -28,8 +35,10 @@ use crate::otp::rules::{
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
 
+mod issued;
 mod sweep;
 mod tx;
+pub use issued::{IssueKind, IssueOutcome, Issued, IssuedCode};
 use tx::{finish, get, put, read};
 
 const CODES_TREE: &str = "otp_codes";
@@ -55,30 +64,11 @@ pub enum LedgerError {
     Seal(#[from] SealError),
 }
 
-/// How a code is being issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssueKind {
-    /// The session's first code, to be sent by the outbox (a session whose code is still
-    /// unused gets the resend rules instead).
-    First,
-    /// A new code replacing the session's current one, keeping its attempt count.
-    Resend,
-    /// A reverse-OTP code: handed to the caller (the merchant API answer) for the customer to
-    /// send to us, so no sealed copy is kept.
-    Reverse,
-}
-
-/// A code that was issued. Its digits leave the ledger only here and in
-/// [`OtpLedger::code_for_sending`].
-#[derive(Debug)]
-pub struct Issued {
-    /// For reverse-OTP answers and the offline chat's `/otp`; never store or log it.
-    pub code: OtpCode,
-    /// Which code of the session this is: 1 for the first, 2 after one resend…
-    pub generation: u32,
-    pub expires_at: DateTime<Utc>,
-    pub next_resend_at: DateTime<Utc>,
-    pub attempts_left: u8,
+/// What an issue transaction decided.
+enum Decided {
+    Replayed(IssuedCode),
+    Granted(OtpRecord),
+    Refused(IssueRefusal),
 }
 
 /// The sealed copy of the session's current code, kept until WhatsApp accepts its message.
@@ -118,15 +108,18 @@ impl OtpLedger {
         })
     }
 
-    /// Issues a code of `kind` with digits from the OS CSPRNG. `Ok(Err(_))` is a refusal by
-    /// the rules, already audited; `Err(_)` is a storage failure.
+    /// Issues a code of `kind` with digits from the OS CSPRNG. `step` names the flow step
+    /// asking (e.g. the id of the inbound event being handled): calling again with the same
+    /// step returns [`IssueOutcome::AlreadyIssued`] instead of a second code, so the runtime
+    /// may replay a step after a crash. `Err(_)` is a storage failure.
     pub fn issue(
         &self,
         req: IssueRequest<'_>,
         kind: IssueKind,
+        step: &str,
         now: DateTime<Utc>,
-    ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
-        self.issue_with(req, kind, now, &mut OsRng)
+    ) -> Result<IssueOutcome, LedgerError> {
+        self.issue_with(req, kind, step, now, &mut OsRng)
     }
 
     /// [`issue`](Self::issue) with a chosen random source.
@@ -134,9 +127,10 @@ impl OtpLedger {
         &self,
         req: IssueRequest<'_>,
         kind: IssueKind,
+        step: &str,
         now: DateTime<Utc>,
         rng: &mut R,
-    ) -> Result<Result<Issued, IssueRefusal>, LedgerError> {
+    ) -> Result<IssueOutcome, LedgerError> {
         let session_id = req.subject.session_id();
         let code = generate(req.policy.code_length, rng)?;
         let digest = self.key.digest(req.subject, &code);
@@ -156,6 +150,9 @@ impl OtpLedger {
         );
         let result = trees.transaction(|(codes, customers, global, outgoing, audit)| {
             let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            if let Some(p) = prev.as_ref().filter(|p| p.issue_step() == Some(step)) {
+                return Ok(Decided::Replayed(IssuedCode::of(p)));
+            }
             let activity: CustomerActivity =
                 get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default();
             let sends: GlobalSends =
@@ -168,7 +165,8 @@ impl OtpLedger {
             };
             let decide = if resend { decide_resend } else { decide_issue };
             match decide(req, prev.as_ref(), &activity, &sends, digest.clone(), now) {
-                Ok(grant) => {
+                Ok(mut grant) => {
+                    grant.record.set_issue_step(step);
                     put(codes, session_id, &grant.record)?;
                     put(customers, req.customer.digits(), &grant.activity)?;
                     put(global, GLOBAL_SENDS_KEY, &grant.global)?;
@@ -188,7 +186,7 @@ impl OtpLedger {
                         "new code"
                     };
                     append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
-                    Ok(Ok(grant.record))
+                    Ok(Decided::Granted(grant.record))
                 }
                 Err(refusal) => {
                     let refused = if refusal.is_limit_breach() {
@@ -197,27 +195,31 @@ impl OtpLedger {
                         entry(audit_kind, "refused")
                     };
                     append_in(audit, &refused.with_reason(refusal.as_str()))?;
-                    Ok(Err(refusal))
+                    Ok(Decided::Refused(refusal))
                 }
             }
         });
-        let outcome = finish(result)?;
         let customer = req.customer.masked();
-        match &outcome {
-            Ok(record) => tracing::info!(
-                session_id, flow = req.flow, %customer, generation = record.codes_sent(), "otp issued"
-            ),
-            Err(refusal) => tracing::info!(
-                session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
-            ),
-        }
-        Ok(outcome.map(|record| Issued {
-            code,
-            generation: record.codes_sent(),
-            expires_at: record.expires_at(),
-            next_resend_at: record.next_resend_at(),
-            attempts_left: record.attempts_left(),
-        }))
+        let outcome = match finish(result)? {
+            Decided::Replayed(info) => {
+                tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
+                IssueOutcome::AlreadyIssued(info)
+            }
+            Decided::Granted(record) => {
+                let info = IssuedCode::of(&record);
+                tracing::info!(
+                    session_id, flow = req.flow, %customer, generation = info.generation, "otp issued"
+                );
+                IssueOutcome::Issued(Issued { code, info })
+            }
+            Decided::Refused(refusal) => {
+                tracing::info!(
+                    session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
+                );
+                IssueOutcome::Refused(refusal)
+            }
+        };
+        Ok(outcome)
     }
 
     /// Checks one attempt, typed in chat, sent to `/check` or sent by the customer in a
@@ -365,6 +367,8 @@ fn audit_entry(
     }
 }
 
+#[cfg(test)]
+mod durability_tests;
 #[cfg(test)]
 mod leak_tests;
 #[cfg(test)]

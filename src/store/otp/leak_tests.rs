@@ -34,7 +34,7 @@ fn codes_never_reach_the_data_directory_in_plaintext() {
         let resent = issue(&ledger, session, &policy, IssueKind::Resend, t(120)).expect("resent");
         db.flush().expect("flush");
         ledger
-            .confirm_sent(session, resent.generation, t(121))
+            .confirm_sent(session, resent.info.generation, t(121))
             .expect("accepted");
         assert_eq!(
             check(&ledger, session, resent.code.expose(), t(122)),

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use secrecy::SecretString;
 
-use super::{IssueKind, Issued, OtpLedger};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{IssueKind, IssueOutcome, Issued, OtpLedger};
 use crate::otp::policy::OtpPolicy;
 use crate::otp::rules::{IssueRefusal, IssueRequest, VerifyOutcome};
 use crate::otp::{normalize_attempt, CustomerNumber, OtpCode, OtpKey, OtpSubject};
@@ -42,10 +44,19 @@ pub(super) fn issue(
         customer: &customer,
         policy,
     };
-    ledger
-        .issue_with(req, kind, now, &mut OsRng)
+    // Every call is a new step; replays are tested with the ledger directly.
+    let step = format!("step-{}", STEPS.fetch_add(1, Ordering::Relaxed));
+    match ledger
+        .issue_with(req, kind, &step, now, &mut OsRng)
         .expect("ledger works")
+    {
+        IssueOutcome::Issued(issued) => Ok(issued),
+        IssueOutcome::Refused(refusal) => Err(refusal),
+        IssueOutcome::AlreadyIssued(info) => panic!("unexpected replay: {info:?}"),
+    }
 }
+
+static STEPS: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn check(
     ledger: &OtpLedger,
@@ -69,4 +80,20 @@ pub(super) fn wrong_for(code: &OtpCode) -> String {
 
 pub(super) fn temp_db() -> sled::Db {
     sled::Config::new().temporary(true).open().expect("db")
+}
+
+/// Opens the database at `path` like a restarted process would. sled's background flusher
+/// may hold the previous handle's file lock for a moment after it is dropped, so retry until
+/// the lock is free (with a deadline, so a real failure still fails).
+pub(super) fn reopen_db(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("database did not reopen: {e}"),
+        }
+    }
 }

@@ -1,6 +1,5 @@
-//! Ledger behaviour against a real sled database: outcomes, audit, atomicity and restarts.
+//! Ledger behaviour against a real sled database: outcomes, resends, replays and audit.
 
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -17,7 +16,7 @@ fn issue_verify_single_use_and_audit() {
     let policy = OtpPolicy::default();
     let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
     assert_eq!(issued.code.len(), 6);
-    assert_eq!(issued.generation, 1);
+    assert_eq!(issued.info.generation, 1);
     assert_eq!(
         check(&ledger, "s1", &wrong_for(&issued.code), t(1)),
         VerifyOutcome::Wrong { attempts_left: 4 }
@@ -78,14 +77,14 @@ fn resend_replaces_code_and_keeps_the_newer_sealed_copy() {
         VerifyOutcome::Wrong { attempts_left: 4 }
     );
     assert_eq!(
-        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.info.generation),
         Err(IssueRefusal::Cooldown {
             retry_after: Duration::from_secs(30)
         })
     );
     let second = issue(&ledger, "s1", &policy, IssueKind::Resend, t(60)).expect("resent");
-    assert_eq!((second.generation, second.attempts_left), (2, 4));
-    assert_eq!(second.next_resend_at, t(60 + 120));
+    assert_eq!((second.info.generation, second.info.attempts_left), (2, 4));
+    assert_eq!(second.info.next_resend_at, t(60 + 120));
     // The late acceptance of the first message must not delete the second code's copy.
     ledger.confirm_sent("s1", 1, t(61)).expect("confirm");
     let (pending, generation) = ledger
@@ -136,151 +135,6 @@ fn consume_withdraws_the_code() {
 }
 
 #[test]
-fn concurrent_wrong_guesses_take_exactly_the_attempts_left() {
-    const THREADS: usize = 16;
-    let db = temp_db();
-    let ledger = Arc::new(OtpLedger::open(&db, key()).expect("open"));
-    let policy = OtpPolicy {
-        max_attempts: 5,
-        wrong_attempts_per_day: 1000,
-        ..OtpPolicy::default()
-    };
-    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
-    let wrong = wrong_for(&issued.code);
-    for _ in 0..2 {
-        check(&ledger, "s1", &wrong, t(1));
-    }
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let outcomes: Vec<VerifyOutcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (ledger, barrier, wrong) =
-                    (Arc::clone(&ledger), Arc::clone(&barrier), wrong.clone());
-                scope.spawn(move || {
-                    barrier.wait();
-                    check(&ledger, "s1", &wrong, t(2))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
-    let counted: Vec<_> = outcomes
-        .iter()
-        .filter(|o| matches!(o, VerifyOutcome::Wrong { .. }))
-        .collect();
-    let mut left: Vec<_> = counted
-        .iter()
-        .map(|o| match o {
-            VerifyOutcome::Wrong { attempts_left } => *attempts_left,
-            _ => 99,
-        })
-        .collect();
-    left.sort_unstable();
-    assert_eq!(
-        left,
-        [0, 1, 2],
-        "exactly the 3 remaining attempts are counted, each once"
-    );
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == VerifyOutcome::Locked)
-            .count(),
-        THREADS - 3
-    );
-    assert_eq!(
-        ledger
-            .customer_activity(&customer())
-            .expect("read")
-            .wrong_within(Duration::from_secs(86_400), t(3)),
-        5
-    );
-    assert_eq!(
-        check(&ledger, "s1", issued.code.expose(), t(3)),
-        VerifyOutcome::Locked
-    );
-}
-
-#[test]
-fn counters_cooldowns_and_locks_survive_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = OtpPolicy {
-        max_attempts: 3,
-        wrong_attempts_per_day: 6,
-        ..OtpPolicy::default()
-    };
-    let reopen = || {
-        let db = sled::open(dir.path()).expect("db");
-        let ledger = OtpLedger::open(&db, key()).expect("open");
-        (db, ledger)
-    };
-    let (s1_code, s3_code) = {
-        let (db, ledger) = reopen();
-        let s1 = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
-        check(&ledger, "s1", &wrong_for(&s1.code), t(1));
-        let s2 = issue(&ledger, "s2", &policy, IssueKind::First, t(2)).expect("granted");
-        for i in 0..3 {
-            check(&ledger, "s2", &wrong_for(&s2.code), t(3 + i));
-        }
-        let s3 = issue(&ledger, "s3", &policy, IssueKind::First, t(10)).expect("granted");
-        db.flush().expect("flush");
-        (s1.code, s3.code)
-    };
-    let activity = {
-        let (db, ledger) = reopen();
-        // Cooldown: s1's first resend is still 60 s after its issue.
-        assert_eq!(
-            issue(&ledger, "s1", &policy, IssueKind::Resend, t(30)).map(|i| i.generation),
-            Err(IssueRefusal::Cooldown {
-                retry_after: Duration::from_secs(30)
-            })
-        );
-        // Lock: s2 spent its 3 attempts before the restart.
-        assert_eq!(check(&ledger, "s2", "000000", t(20)), VerifyOutcome::Locked);
-        // Per-code attempts: s1 had 2 left.
-        assert_eq!(
-            check(&ledger, "s1", &wrong_for(&s1_code), t(21)),
-            VerifyOutcome::Wrong { attempts_left: 1 }
-        );
-        // Per-customer sends: 3 of 5 per 10 minutes were used before the restart.
-        issue(&ledger, "s4", &policy, IssueKind::First, t(22)).expect("4th");
-        issue(&ledger, "s5", &policy, IssueKind::First, t(23)).expect("5th");
-        assert!(matches!(
-            issue(&ledger, "s6", &policy, IssueKind::First, t(24)),
-            Err(IssueRefusal::CustomerRateLimited { .. })
-        ));
-        // Customer wrong attempts: the 6th (across sessions s1, s2, s3) blocks the customer.
-        assert_eq!(
-            check(&ledger, "s3", &wrong_for(&s3_code), t(25)),
-            VerifyOutcome::Wrong { attempts_left: 2 }
-        );
-        db.flush().expect("flush");
-        ledger.customer_activity(&customer()).expect("read")
-    };
-    let (_db, ledger) = reopen();
-    assert_eq!(
-        ledger.customer_activity(&customer()).expect("read"),
-        activity
-    );
-    assert!(matches!(
-        check(&ledger, "s3", s3_code.expose(), t(40)),
-        VerifyOutcome::CustomerBlocked { .. }
-    ));
-    assert!(matches!(
-        issue(&ledger, "s7", &policy, IssueKind::First, t(40)),
-        Err(IssueRefusal::CustomerBlocked { .. })
-    ));
-    let late = t(30) + TimeDelta::days(1);
-    assert!(
-        issue(&ledger, "s7", &policy, IssueKind::First, late).is_ok(),
-        "the windows pass"
-    );
-}
-
-#[test]
 fn reverse_codes_keep_no_sealed_copy() {
     let db = temp_db();
     let ledger = OtpLedger::open(&db, key()).expect("open");
@@ -321,5 +175,124 @@ fn sweep_drops_only_stale_records() {
     assert_eq!(
         ledger.customer_activity(&customer()).expect("read"),
         Default::default()
+    );
+}
+
+#[test]
+fn replayed_steps_issue_nothing_new() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let subject = subject("s1");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &subject,
+        flow: "signup_verification",
+        customer: &customer,
+        policy: &policy,
+    };
+    let run = |kind, step: &str, now| ledger.issue(req, kind, step, now).expect("ledger works");
+    let IssueOutcome::Issued(first) = run(IssueKind::First, "event-1", t(0)) else {
+        panic!("first issue granted")
+    };
+    let IssueOutcome::AlreadyIssued(again) = run(IssueKind::First, "event-1", t(5)) else {
+        panic!("replay recognised")
+    };
+    assert_eq!(again, first.info);
+    let sends = |now| {
+        ledger
+            .customer_activity(&customer)
+            .expect("read")
+            .sends_within(Duration::from_secs(600), now)
+    };
+    assert_eq!(sends(t(5)), 1, "the replay was not counted");
+    let IssueOutcome::Issued(second) = run(IssueKind::Resend, "event-2", t(60)) else {
+        panic!("resend granted")
+    };
+    assert_eq!(second.info.generation, 2);
+    assert!(matches!(
+        run(IssueKind::Resend, "event-2", t(61)),
+        IssueOutcome::AlreadyIssued(IssuedCode { generation: 2, .. })
+    ));
+    assert_eq!(sends(t(61)), 2);
+    let issues = AuditLog::open(&db)
+        .expect("audit")
+        .for_session("s1")
+        .expect("read");
+    assert_eq!(issues.len(), 2, "one audit entry per real issue");
+}
+
+#[test]
+fn transaction_codes_only_approve_the_shown_amount_and_payee() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::transaction();
+    let shown =
+        OtpSubject::transaction("tx1", "transaction_authorization", "120.00", "EUR", "ACME");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &shown,
+        flow: "transaction_authorization",
+        customer: &customer,
+        policy: &policy,
+    };
+    let IssueOutcome::Issued(issued) = ledger
+        .issue(req, IssueKind::First, "event-1", t(0))
+        .expect("ledger works")
+    else {
+        panic!("granted")
+    };
+    let tampered =
+        OtpSubject::transaction("tx1", "transaction_authorization", "1200.00", "EUR", "ACME");
+    let verify = |subject: &OtpSubject, now| {
+        ledger
+            .verify(subject, &issued.code, now)
+            .expect("ledger works")
+    };
+    assert_eq!(
+        verify(&tampered, t(1)),
+        VerifyOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(verify(&shown, t(2)), VerifyOutcome::Correct);
+}
+
+#[test]
+fn limit_breaches_are_audited_as_such() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy {
+        global_sends_per_hour: 1,
+        ..OtpPolicy::default()
+    };
+    issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    assert!(matches!(
+        issue(&ledger, "s2", &policy, IssueKind::First, t(1)),
+        Err(IssueRefusal::GlobalCeiling { .. })
+    ));
+    assert!(matches!(
+        issue(&ledger, "s1", &policy, IssueKind::Resend, t(2)),
+        Err(IssueRefusal::Cooldown { .. })
+    ));
+    let log = AuditLog::open(&db).expect("audit");
+    let entry = |session: &str| {
+        let entries = log.for_session(session).expect("read");
+        let last = entries.last().expect("an entry");
+        (
+            last.kind(),
+            last.outcome().to_owned(),
+            last.reason().map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        entry("s2"),
+        (
+            AuditKind::LimitBreach,
+            "refused".into(),
+            Some("global_ceiling".into())
+        )
+    );
+    assert_eq!(
+        entry("s1"),
+        (AuditKind::Resend, "refused".into(), Some("cooldown".into()))
     );
 }
