@@ -9,12 +9,14 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod flow;
+pub mod merchant;
 pub mod metrics;
 pub mod otp;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;
+pub mod whatsapp;
 
 pub use app::Application;
 pub use config::Settings;
