@@ -5,11 +5,18 @@
 //! the real address. Nothing here holds business rules.
 
 use crate::api::health::HealthState;
+use crate::api::sessions::ApiState;
 use crate::config::Settings;
+use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
-use crate::runtime::{self, Inbox};
+use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
+use crate::outbox::{Outbox, SandboxRecorder, Transport};
+use crate::runtime::flows::FlowRegistry;
+use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
+use crate::store::otp::OtpLedger;
 use crate::store::Store;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};
+use crate::whatsapp::GraphClient;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
@@ -24,13 +31,30 @@ use tracing::Instrument;
 
 /// How often expired dedupe records are looked for.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often due timers are looked for.
+const TIMER_POLL: Duration = Duration::from_millis(200);
+/// How often the flows directory is checked for changes.
+const FLOW_POLL: Duration = Duration::from_secs(2);
+/// Global WhatsApp send rate (messages per second).
+const SENDS_PER_SECOND: u32 = 80;
+/// Timeout of merchant callbacks and hooks.
+const MERCHANT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a customer who matches no session and no keyword is told.
+const DEFAULT_REPLY: &str =
+    "Hi! This number sends verification codes. There is nothing waiting for you right now.";
+
+/// A start-up failure caused by configuration (exit code 2) rather than the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigurationError(pub String);
 
 /// A built, bound server, not yet running.
 pub struct Application {
     address: SocketAddr,
     server: Server,
     store: Arc<Store>,
-    purge: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    sandbox_key: Option<String>,
 }
 
 impl std::fmt::Debug for Application {
@@ -55,9 +79,33 @@ impl Application {
             })
             .with_context(|| format!("opening the database in {}", settings.data_dir.display()))?,
         );
+        let flows = Arc::new(FlowRegistry::load(&settings.flows_dir).map_err(|e| {
+            ConfigurationError(format!(
+                "invalid flows in {}:\n{e}",
+                settings.flows_dir.display()
+            ))
+        })?);
+        let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
+            .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
+        let sandbox_sealer = CodeSealer::new(&key);
+        let ledger = OtpLedger::open(store.db(), key).context("opening the OTP ledger")?;
+        let runtime = Arc::new(Runtime::new(
+            store.clone(),
+            ledger,
+            flows.clone(),
+            metrics.clone(),
+            RuntimeConfig {
+                business_number: settings.business_number.clone(),
+                callback_url: settings.callback_url.clone(),
+                hook_base_url: settings.hook_base_url.clone(),
+                default_reply: DEFAULT_REPLY.to_owned(),
+                otp_base: OtpPolicy::default(),
+            },
+        ));
         let inbox = Arc::new(Inbox::new(
             store.clone(),
             metrics.clone(),
+            runtime.clone(),
             tokio::runtime::Handle::current(),
         ));
         let replayed = inbox
@@ -69,11 +117,56 @@ impl Application {
                 "replaying events left unhandled by the last run"
             );
         }
-        if settings.sandbox() {
-            tracing::warn!(
-                "no WAOTP_ACCESS_TOKEN: running in sandbox mode, nothing is sent to WhatsApp"
-            );
-        }
+        let mut api_keys = settings.api_keys.clone();
+        let mut sandbox_key = None;
+        let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
+            (Some(token), Some(phone_number_id)) => (
+                Transport::Graph(
+                    GraphClient::new(&settings.graph_url, phone_number_id, token.clone())
+                        .map_err(|e| ConfigurationError(format!("WAOTP_GRAPH_URL: {e}")))?,
+                ),
+                None,
+            ),
+            (Some(_), None) => {
+                return Err(ConfigurationError(
+                    "missing required setting: WAOTP_PHONE_NUMBER_ID".into(),
+                )
+                .into())
+            }
+            (None, _) => {
+                tracing::warn!(
+                    "no WAOTP_ACCESS_TOKEN: running in sandbox mode, nothing is sent to WhatsApp"
+                );
+                if api_keys.is_empty() {
+                    let mut bytes = [0u8; 16];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                    let key = format!("sandbox_{}", hex::encode(bytes));
+                    api_keys.push(secrecy::SecretString::from(key.clone()));
+                    sandbox_key = Some(key);
+                }
+                let recorder = Arc::new(SandboxRecorder::new(
+                    store.sessions().clone(),
+                    sandbox_sealer,
+                ));
+                (Transport::Sandbox(recorder.clone()), Some(recorder))
+            }
+        };
+        let merchant = MerchantClient::new(settings.callback_secret.clone(), MERCHANT_TIMEOUT)
+            .context("building the merchant HTTP client")?;
+        let outbox = Arc::new(Outbox::new(
+            runtime.clone(),
+            inbox.clone(),
+            transport,
+            merchant,
+            SENDS_PER_SECOND,
+        ));
+        let api = ApiState {
+            runtime: runtime.clone(),
+            inbox: inbox.clone(),
+            metrics: metrics.clone(),
+            api_keys: Arc::new(api_keys),
+            sandbox,
+        };
         if settings.app_secret.is_none() {
             tracing::warn!("no WAOTP_APP_SECRET: every webhook POST will be refused with 401");
         }
@@ -85,7 +178,7 @@ impl Application {
                 .map(|s| SignatureVerifier::new(s.expose_secret().as_bytes())),
             verify_token: settings.verify_token.clone(),
             store: store.clone(),
-            inbox,
+            inbox: inbox.clone(),
             metrics: metrics.clone(),
         };
         let ready = Arc::new(AtomicBool::new(false));
@@ -103,20 +196,36 @@ impl Application {
                 .wrap(from_fn(trace_request))
                 .app_data(web::Data::new(webhook.clone()))
                 .app_data(web::Data::new(health.clone()))
+                .app_data(web::Data::new(api.clone()))
+                .app_data(web::PayloadConfig::new(64 * 1024))
                 .configure(crate::webhook::routes)
                 .configure(crate::api::health::routes)
+                .configure(crate::api::sessions::routes)
         })
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        let purge = tokio::spawn(runtime::purge_forever(store.clone(), metrics, PURGE_EVERY));
+        let background = vec![
+            tokio::spawn(runtime::purge_forever(store.clone(), metrics, PURGE_EVERY)),
+            tokio::spawn(outbox.run()),
+            tokio::spawn(runtime::timers::run_timers(
+                runtime.clone(),
+                inbox.clone(),
+                TIMER_POLL,
+            )),
+            tokio::spawn(flows.watch(FLOW_POLL)),
+        ];
         ready.store(true, Ordering::Release);
         tracing::info!(%address, sandbox = settings.sandbox(), "listening");
+        if let Some(key) = &sandbox_key {
+            tracing::warn!("sandbox API key (WAOTP_API_KEYS is unset): {key}");
+        }
         Ok(Application {
             address,
             server,
             store,
-            purge,
+            background,
+            sandbox_key,
         })
     }
 
@@ -129,6 +238,11 @@ impl Application {
         self.address.port()
     }
 
+    /// The API key generated for sandbox mode, when `WAOTP_API_KEYS` was unset.
+    pub fn sandbox_key(&self) -> Option<&str> {
+        self.sandbox_key.as_deref()
+    }
+
     /// The open store (tests inspect it; the server owns it).
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
@@ -137,7 +251,9 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (or the server is stopped), then flushes the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("running the HTTP server")?;
-        self.purge.abort();
+        for task in &self.background {
+            task.abort();
+        }
         self.store
             .flush()
             .context("flushing the database at shutdown")?;

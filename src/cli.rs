@@ -134,6 +134,10 @@ fn serve() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::app::ConfigurationError>().is_some() => {
+            eprintln!("waotp: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "waotp stopped with an error");
             eprintln!("waotp: {e:#}");

@@ -12,6 +12,7 @@ pub mod flow;
 pub mod merchant;
 pub mod metrics;
 pub mod otp;
+pub mod outbox;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -21,6 +21,34 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabel {
+    pub flow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub flow: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtpLabel {
+    pub flow: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabel {
+    pub status: &'static str,
+    pub code: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -42,6 +70,25 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Dedupe records and old events purged.
     pub records_purged: Counter,
+    pub sessions_started: Family<FlowLabel, Counter>,
+    pub sessions_completed: Family<OutcomeLabel, Counter>,
+    /// OTPs issued / verified / failed / expired / locked, by flow.
+    pub otps: Family<OtpLabel, Counter>,
+    /// OTP limit breaches by reason.
+    pub limit_breaches: Family<ReasonLabel, Counter>,
+    /// Outbound messages by status (accepted, sent, delivered, read, failed, retried) and Graph
+    /// error code.
+    pub outbound: Family<OutboundLabel, Counter>,
+    /// Seconds from sent to delivered.
+    pub delivery_latency: Histogram,
+    pub outbox_depth: Gauge,
+    pub timers_pending: Gauge,
+    /// Seconds one session step takes, flush included.
+    pub step_seconds: Histogram,
+    pub callback_attempts: Counter,
+    pub callback_failures: Counter,
+    /// Token or permission problems reported by the Graph API.
+    pub operator_alerts: Counter,
 }
 
 impl Default for Metrics {
@@ -107,7 +154,87 @@ impl Metrics {
             "Expired dedupe records and events removed",
             records_purged.clone(),
         );
+        let sessions_started = Family::<FlowLabel, Counter>::default();
+        registry.register(
+            "sessions_started",
+            "Sessions started, by flow",
+            sessions_started.clone(),
+        );
+        let sessions_completed = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "sessions_completed",
+            "Sessions completed, by flow and outcome",
+            sessions_completed.clone(),
+        );
+        let otps = Family::<OtpLabel, Counter>::default();
+        registry.register("otps", "OTP codes by flow and result", otps.clone());
+        let limit_breaches = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "otp_limit_breaches",
+            "OTP limit breaches by reason",
+            limit_breaches.clone(),
+        );
+        let outbound = Family::<OutboundLabel, Counter>::default();
+        registry.register(
+            "outbound_messages",
+            "Outbound messages by status and Graph error code",
+            outbound.clone(),
+        );
+        let delivery_latency = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        registry.register(
+            "delivery_latency_seconds",
+            "Seconds from sent to delivered",
+            delivery_latency.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "outbox_depth",
+            "Outbox entries waiting to be sent",
+            outbox_depth.clone(),
+        );
+        let timers_pending = Gauge::default();
+        registry.register(
+            "timers_pending",
+            "Session timers pending",
+            timers_pending.clone(),
+        );
+        let step_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
+        registry.register(
+            "step_seconds",
+            "Duration of one session step",
+            step_seconds.clone(),
+        );
+        let callback_attempts = Counter::default();
+        registry.register(
+            "callback_attempts",
+            "Merchant callback and hook attempts",
+            callback_attempts.clone(),
+        );
+        let callback_failures = Counter::default();
+        registry.register(
+            "callback_failures",
+            "Merchant callback and hook failures",
+            callback_failures.clone(),
+        );
+        let operator_alerts = Counter::default();
+        registry.register(
+            "operator_alerts",
+            "Graph API token or permission problems needing an operator",
+            operator_alerts.clone(),
+        );
         Metrics {
+            sessions_started,
+            sessions_completed,
+            otps,
+            limit_breaches,
+            outbound,
+            delivery_latency,
+            outbox_depth,
+            timers_pending,
+            step_seconds,
+            callback_attempts,
+            callback_failures,
+            operator_alerts,
             registry,
             webhook_requests,
             events_recorded,
@@ -125,6 +252,47 @@ impl Metrics {
     pub fn webhook(&self, result: &'static str) {
         self.webhook_requests
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn otp(&self, result: &'static str, flow: &str) {
+        self.otps
+            .get_or_create(&OtpLabel {
+                flow: flow.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn limit_breach(&self, reason: &'static str) {
+        self.limit_breaches
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn session_started(&self, flow: &str) {
+        self.sessions_started
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn session_completed(&self, flow: &str, outcome: &str) {
+        self.sessions_completed
+            .get_or_create(&OutcomeLabel {
+                flow: flow.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn outbound_message(&self, status: &'static str, code: Option<i64>) {
+        self.outbound
+            .get_or_create(&OutboundLabel {
+                status,
+                code: code.map(|c| c.to_string()).unwrap_or_default(),
+            })
             .inc();
     }
 

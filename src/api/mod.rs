@@ -1,4 +1,7 @@
-//! HTTP routes other than the webhook: health, readiness and metrics (the merchant API joins
-//! here). Handlers translate between HTTP and the runtime; they hold no business rules.
+//! HTTP routes other than the webhook: the merchant API, the sandbox, health, readiness and
+//! metrics. Handlers translate between HTTP and the runtime; they hold no business rules.
 
+pub mod auth;
+pub mod error;
 pub mod health;
+pub mod sessions;

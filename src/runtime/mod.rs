@@ -1,14 +1,24 @@
-//! The runtime: takes recorded inbound events and hands them on, one customer at a time.
+//! The runtime: inbound events, timers and hook answers drive sessions through the flow engine,
+//! one customer at a time.
 //!
-//! [`Inbox`] is the door the webhook (and later the sandbox) uses: it records an event once in
-//! the store and queues it for its customer. Until the flow runtime lands, the handler records
-//! the event as handled and logs it. Events recorded but unhandled when the process stopped are
-//! replayed, in order, before the server accepts new ones.
+//! [`Inbox`] is the door the webhook and the sandbox use: it records an event once in the store
+//! and queues it for its customer. Events recorded but unhandled when the process stopped are
+//! replayed, in order, before the server accepts new ones. Timers are polled from the store and
+//! queued the same way, so everything that happens to one customer happens in order.
 
+pub mod commands;
+pub mod core;
+pub mod flows;
+pub mod inbound;
 pub mod ordering;
+pub mod timers;
 
-use crate::domain::{InboundEvent, WaId};
+pub use self::core::{session_json, Runtime, RuntimeConfig, RuntimeError};
+
+use crate::domain::InboundEvent;
+use crate::flow::engine::Event;
 use crate::metrics::Metrics;
+use crate::store::sessions::DueTimer;
 use crate::store::{Recorded, Store, StoreError};
 use ordering::{CustomerQueues, Handler};
 use std::hash::BuildHasher;
@@ -22,29 +32,38 @@ pub const DEDUPE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// for one customer are queued in the order they were recorded.
 const STRIPES: usize = 64;
 
-/// One recorded event on its way to the handler.
+/// Work for one customer, handled in order.
 #[derive(Debug, Clone)]
-pub struct QueuedEvent {
-    pub seq: u64,
-    pub event: InboundEvent,
+pub enum Work {
+    /// A recorded inbound event.
+    Inbound { seq: u64, event: Box<InboundEvent> },
+    /// A session timer came due.
+    Timer(DueTimer),
+    /// An event for a session (a hook's answer).
+    Session { session_id: String, event: Event },
 }
 
-/// Records inbound events once and queues them per customer.
+/// Records inbound events once and queues work per customer.
 #[derive(Debug)]
 pub struct Inbox {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    queues: CustomerQueues<WaId, QueuedEvent>,
+    queues: CustomerQueues<String, Work>,
     stripes: Vec<Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl Inbox {
-    /// An inbox whose handler runs on `runtime`.
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, runtime: tokio::runtime::Handle) -> Inbox {
-        let handler = log_handler(store.clone(), metrics.clone());
+    /// An inbox whose work runs on `handle` through `runtime`.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        runtime: Arc<Runtime>,
+        handle: tokio::runtime::Handle,
+    ) -> Inbox {
+        let handler = work_handler(runtime, store.clone(), metrics.clone());
         Inbox {
-            queues: CustomerQueues::new(runtime, handler),
+            queues: CustomerQueues::new(handle, handler),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: Default::default(),
             store,
@@ -55,7 +74,7 @@ impl Inbox {
     /// Records `event` (not yet durable: call [`Store::durable`] before acknowledging) and,
     /// if it is new, queues it behind its customer's earlier events.
     pub fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let customer = event.customer().clone();
+        let customer = event.customer().as_str().to_owned();
         let stripe = &self.stripes[(self.hasher.hash_one(&customer) as usize) % STRIPES];
         let _order = stripe.lock().unwrap_or_else(|p| p.into_inner());
         let recorded = self.store.inbound().record(&event, now)?;
@@ -66,7 +85,13 @@ impl Inbox {
                     .get_or_create(&crate::metrics::KindLabel { kind: event.kind() })
                     .inc();
                 self.metrics.inbound_pending.inc();
-                self.queues.submit(customer, QueuedEvent { seq, event });
+                self.queues.submit(
+                    customer,
+                    Work::Inbound {
+                        seq,
+                        event: Box::new(event),
+                    },
+                );
             }
             Recorded::Duplicate => {
                 self.metrics.events_deduplicated.inc();
@@ -82,14 +107,19 @@ impl Inbox {
         for (seq, stored) in pending {
             self.metrics.inbound_pending.inc();
             self.queues.submit(
-                stored.event.customer().clone(),
-                QueuedEvent {
+                stored.event.customer().as_str().to_owned(),
+                Work::Inbound {
                     seq,
-                    event: stored.event,
+                    event: Box::new(stored.event),
                 },
             );
         }
         Ok(n)
+    }
+
+    /// Queues other work (timers, hook answers) behind the customer's earlier work.
+    pub fn submit(&self, customer: &str, work: Work) {
+        self.queues.submit(customer.to_owned(), work);
     }
 
     /// Customers with events queued or in progress.
@@ -98,25 +128,39 @@ impl Inbox {
     }
 }
 
-/// The interim handler: the event is already in the log; mark it handled and say so.
-fn log_handler(store: Arc<Store>, metrics: Arc<Metrics>) -> Handler<QueuedEvent> {
-    Arc::new(move |queued: QueuedEvent| {
-        let (store, metrics) = (store.clone(), metrics.clone());
+/// Runs each piece of work through the runtime; an inbound event is marked handled afterwards
+/// (a crash in between replays it, and the session's `last_inbound` makes the replay a no-op).
+fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>) -> Handler<Work> {
+    Arc::new(move |work: Work| {
+        let (runtime, store, metrics) = (runtime.clone(), store.clone(), metrics.clone());
         Box::pin(async move {
-            let event = &queued.event;
-            tracing::debug!(
-                seq = queued.seq,
-                customer = %event.customer(),
-                kind = event.kind(),
-                "inbound event"
-            );
-            match store.inbound().mark_handled(queued.seq) {
-                Ok(()) => {
-                    metrics.events_handled.inc();
-                    metrics.inbound_pending.dec();
+            match work {
+                Work::Inbound { seq, event } => {
+                    tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
+                    let result = match event.as_ref() {
+                        InboundEvent::Message(m) => runtime.route_message(seq, m).await,
+                        InboundEvent::Status(s) => runtime.track_status(s).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(seq, error = %e, "handling an inbound event failed");
+                    }
+                    match store.inbound().mark_handled(seq) {
+                        Ok(()) => {
+                            metrics.events_handled.inc();
+                            metrics.inbound_pending.dec();
+                        }
+                        Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(seq = queued.seq, error = %e, "cannot mark event handled")
+                Work::Timer(timer) => {
+                    if let Err(e) = runtime.fire_timer(&timer).await {
+                        tracing::error!(session_id = %timer.session_id, error = %e, "firing a timer failed");
+                    }
+                }
+                Work::Session { session_id, event } => {
+                    if let Err(e) = runtime.apply_event(&session_id, event).await {
+                        tracing::error!(%session_id, error = %e, "applying a session event failed");
+                    }
                 }
             }
         })

@@ -9,10 +9,12 @@ pub mod audit;
 mod commit;
 pub mod inbound;
 pub mod otp;
+pub mod sessions;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;
 pub use inbound::{InboundLog, Recorded, StoredEvent};
+pub use sessions::SessionStore;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct Store {
     // dropped and joined before the database itself.
     commit: GroupCommit,
     inbound: InboundLog,
+    sessions: SessionStore,
     db: sled::Db,
 }
 
@@ -54,6 +57,7 @@ impl Store {
         Ok(Store {
             commit: GroupCommit::start(db.clone(), observe),
             inbound: InboundLog::open(&db)?,
+            sessions: SessionStore::open(&db)?,
             db,
         })
     }
@@ -61,6 +65,11 @@ impl Store {
     /// The inbound event log and its deduplication records.
     pub fn inbound(&self) -> &InboundLog {
         &self.inbound
+    }
+
+    /// Sessions, timers, outbox and delivery links.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
     }
 
     /// The underlying database, for sibling store modules that keep their own trees.

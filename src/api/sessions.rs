@@ -1,0 +1,249 @@
+//! The merchant API of SPEC §4: start, read, cancel a session and check a code; plus the
+//! sandbox routes of SPEC §7. Handlers translate HTTP to runtime calls and back, nothing more.
+
+use super::auth::require_key;
+use super::error::{parse_json, ApiError};
+use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
+use crate::metrics::Metrics;
+use crate::outbox::SandboxRecorder;
+use crate::runtime::commands::{parse_e164, StartError};
+use crate::runtime::{session_json, Inbox, Runtime};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the API routes need.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub runtime: Arc<Runtime>,
+    pub inbox: Arc<Inbox>,
+    pub metrics: Arc<Metrics>,
+    pub api_keys: Arc<Vec<SecretString>>,
+    /// Present in sandbox mode only.
+    pub sandbox: Option<Arc<SandboxRecorder>>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/sessions", web::post().to(start))
+        .route("/v1/sessions/{id}", web::get().to(get))
+        .route("/v1/sessions/{id}/cancel", web::post().to(cancel))
+        .route("/v1/sessions/{id}/check", web::post().to(check))
+        .route("/v1/sandbox/messages", web::get().to(sandbox_messages))
+        .route("/v1/sandbox/inbound", web::post().to(sandbox_inbound));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    flow: String,
+    to: String,
+    #[serde(default)]
+    vars: BTreeMap<String, Value>,
+    lang: Option<String>,
+}
+
+async fn start(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let request: StartRequest = parse_json(&body)?;
+    let idempotency_key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255);
+    let started = state
+        .runtime
+        .start(
+            &request.flow,
+            &request.to,
+            request.vars,
+            request.lang.as_deref(),
+            idempotency_key,
+        )
+        .await
+        .map_err(|e| match e {
+            StartError::UnknownFlow(_) | StartError::NotApiStarted(_) => {
+                ApiError::bad_request("unknown_flow", e.to_string())
+            }
+            StartError::MissingVar(_) => ApiError::bad_request("missing_var", e.to_string()),
+            StartError::InvalidPhone(_) => ApiError::bad_request("invalid_phone", e.to_string()),
+            StartError::SessionActive { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "session_active", e.to_string())
+            }
+            StartError::BusinessNumberUnset => {
+                ApiError::bad_request("business_number_unset", e.to_string())
+            }
+            StartError::Runtime(e) => ApiError::internal(e),
+        })?;
+    let mut body = session_json(&started.record);
+    if let Some((code, link)) = started.reverse {
+        body["otp"] = json!({"code": code, "wa_link": link});
+    }
+    Ok(HttpResponse::Created().json(body))
+}
+
+async fn get(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let record = state
+        .runtime
+        .sessions()
+        .get(&id)
+        .map_err(ApiError::internal)?;
+    record
+        .map(|r| HttpResponse::Ok().json(session_json(&r)))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn cancel(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let record = state
+        .runtime
+        .cancel(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    record
+        .map(|r| HttpResponse::Ok().json(session_json(&r)))
+        .ok_or_else(ApiError::not_found)
+}
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    code: String,
+}
+
+async fn check(
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let request: CheckRequest = parse_json(&body)?;
+    if request.code.len() > 64 {
+        return Err(ApiError::bad_request(
+            "invalid_code",
+            "a code is at most 64 characters",
+        ));
+    }
+    let checked = state
+        .runtime
+        .check(&id, &request.code)
+        .await
+        .map_err(ApiError::internal)?;
+    match checked {
+        Some(c) => Ok(HttpResponse::Ok().json(json!({
+            "valid": c.valid,
+            "attempts_left": c.attempts_left,
+            "session": session_json(&c.record),
+        }))),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+fn sandbox_of(state: &ApiState) -> Result<&SandboxRecorder, ApiError> {
+    state.sandbox.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_sandbox",
+            "sandbox routes exist only in sandbox mode",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    to: String,
+}
+
+async fn sandbox_messages(
+    req: HttpRequest,
+    query: web::Query<MessagesQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let recorder = sandbox_of(&state)?;
+    let customer = parse_e164(&query.to).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_phone",
+            "`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL)",
+        )
+    })?;
+    let messages = recorder.messages(&customer).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundRequest {
+    from: String,
+    text: Option<String>,
+    button: Option<String>,
+}
+
+async fn sandbox_inbound(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    sandbox_of(&state)?;
+    let request: InboundRequest = parse_json(&body)?;
+    let customer = parse_e164(&request.from).ok_or_else(|| {
+        ApiError::bad_request("invalid_phone", "`from` must be E.164, e.g. +919876543210")
+    })?;
+    let content = match (request.text, request.button) {
+        (Some(body), None) => MessageContent::Text { body },
+        (None, Some(id)) => MessageContent::ButtonReply {
+            title: id.clone(),
+            id,
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_message",
+                "give exactly one of `text` or `button`",
+            ))
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut nonce = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let id = format!("wamid.sandbox.in.{}", hex::encode(nonce));
+    let event = InboundEvent::Message(InboundMessage {
+        id: MessageId::parse(id.clone()).map_err(ApiError::internal)?,
+        from: WaId::parse(customer).map_err(ApiError::internal)?,
+        user_id: None,
+        profile_name: None,
+        timestamp: now.timestamp(),
+        phone_number_id: None,
+        context: None,
+        content,
+        errors: vec![],
+    });
+    // Exactly the webhook's path: recorded once, made durable, handled in customer order.
+    state
+        .inbox
+        .accept(event, now.timestamp())
+        .map_err(ApiError::internal)?;
+    state
+        .runtime
+        .store_durable()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({ "id": id })))
+}

@@ -1,0 +1,457 @@
+//! The durable outbox: delivers what session steps queued — messages through WhatsApp (or the
+//! sandbox recorder), signed callbacks and hook calls to the merchant.
+//!
+//! Entries are written in the same atomic step as the session change that made them and are
+//! taken from the store, never from memory, so a crash loses none. Before a WhatsApp send the
+//! entry is durably marked in flight; an entry found in flight after a crash is not sent again
+//! (WhatsApp has no idempotency key, and SPEC §10 forbids a second copy), while callbacks and
+//! hooks — which the merchant deduplicates by event id — are retried.
+
+mod sandbox;
+
+pub use sandbox::SandboxRecorder;
+
+use crate::flow::engine::{Event, MessageBody, TemplateRef};
+use crate::merchant::MerchantClient;
+use crate::runtime::{Inbox, Runtime, Work};
+use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::whatsapp::{
+    backoff, Button, ErrorClass, GraphClient, GraphError, Outgoing, Row, SendRequest,
+};
+use chrono::{DateTime, Duration as Span, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Callbacks are retried at least this long (SPEC §5).
+const CALLBACK_RETRY_FOR: Span = Span::hours(25);
+/// An operator problem (token, permissions) is retried this often until fixed.
+const ALERT_RETRY: Duration = Duration::from_secs(300);
+/// Free-form messages are allowed this long after the customer's last message.
+const WINDOW: Span = Span::hours(24);
+
+/// Where WhatsApp messages go.
+#[derive(Debug)]
+pub enum Transport {
+    /// Sandbox mode: recorded, not sent.
+    Sandbox(Arc<SandboxRecorder>),
+    Graph(GraphClient),
+}
+
+/// A simple token bucket for the global send rate.
+#[derive(Debug)]
+struct RateLimit {
+    per_second: f64,
+    state: Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> RateLimit {
+        let per_second = f64::from(per_second.max(1));
+        RateLimit {
+            per_second,
+            state: Mutex::new((per_second, tokio::time::Instant::now())),
+        }
+    }
+
+    async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let now = tokio::time::Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second)
+                    .min(self.per_second);
+                s.1 = now;
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.0) / self.per_second)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The sender.
+#[derive(Debug)]
+pub struct Outbox {
+    runtime: Arc<Runtime>,
+    inbox: Arc<Inbox>,
+    transport: Transport,
+    merchant: MerchantClient,
+    rate: RateLimit,
+    parallel: Arc<Semaphore>,
+}
+
+/// What became of one delivery attempt.
+enum Outcome {
+    Done,
+    Retry(Duration),
+    Failed(String),
+}
+
+impl Outbox {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        inbox: Arc<Inbox>,
+        transport: Transport,
+        merchant: MerchantClient,
+        sends_per_second: u32,
+    ) -> Outbox {
+        Outbox {
+            runtime,
+            inbox,
+            transport,
+            merchant,
+            rate: RateLimit::new(sends_per_second),
+            parallel: Arc::new(Semaphore::new(32)),
+        }
+    }
+
+    /// Settles entries a killed process left in flight, then delivers until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        if let Err(e) = self.recover() {
+            tracing::error!(error = %e, "recovering in-flight outbox entries failed");
+        }
+        let wake = self.runtime.outbox_wake.clone();
+        loop {
+            let worked = match self.deliver_due().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox pass failed");
+                    false
+                }
+            };
+            if !worked {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+    }
+
+    fn recover(&self) -> Result<(), crate::store::StoreError> {
+        let sessions = self.runtime.sessions();
+        for mut entry in sessions.in_flight()? {
+            let due = entry.due_ms;
+            match entry.payload {
+                // The merchant drops duplicates by event id: safe to send again.
+                OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
+                    entry.state = OutboxState::Pending;
+                }
+                _ => {
+                    tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; not sent again");
+                    entry.state = OutboxState::Failed {
+                        reason: "interrupted while sending; delivery unknown".into(),
+                    };
+                }
+            }
+            sessions.update_outbox(&entry, due, None)?;
+        }
+        Ok(())
+    }
+
+    /// One pass: claims due entries and delivers them concurrently. Returns how many.
+    async fn deliver_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let sessions = self.runtime.sessions();
+        let due = sessions.due_outbox(Utc::now(), 64)?;
+        self.runtime
+            .metrics
+            .outbox_depth
+            .set(sessions.outbox_depth() as i64);
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut claimed = Vec::with_capacity(due.len());
+        for mut entry in due {
+            if entry.state != OutboxState::Pending {
+                continue;
+            }
+            let old_due = entry.due_ms;
+            entry.state = OutboxState::InFlight;
+            sessions.update_outbox(&entry, old_due, None)?;
+            claimed.push((entry, old_due));
+        }
+        // In flight is on disk before anything leaves the process.
+        self.runtime.store_durable().await?;
+        let n = claimed.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (entry, _) in claimed {
+            let permit = self.parallel.clone().acquire_owned().await;
+            let this = self.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                this.deliver(entry).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    async fn deliver(&self, mut entry: OutboxEntry) {
+        entry.attempts += 1;
+        let now = Utc::now();
+        let mut link = None;
+        let outcome = match entry.payload.clone() {
+            OutboxPayload::Callback {
+                url,
+                event_id,
+                body,
+            } => {
+                self.runtime.metrics.callback_attempts.inc();
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                match self
+                    .merchant
+                    .deliver_callback(&url, &event_id, &bytes)
+                    .await
+                {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => {
+                        self.runtime.metrics.callback_failures.inc();
+                        tracing::warn!(entry = %entry.id, error = %e, "callback failed");
+                        if e.retryable() && now - entry.created_at < CALLBACK_RETRY_FOR {
+                            Outcome::Retry(backoff(entry.attempts, &mut rand::thread_rng()))
+                        } else {
+                            Outcome::Failed(e.to_string())
+                        }
+                    }
+                }
+            }
+            OutboxPayload::Hook { hook, url, body } => {
+                self.runtime.metrics.callback_attempts.inc();
+                let event = match self.merchant.call_hook(&url, &body).await {
+                    Ok(fields) => Event::HookOk { hook, fields },
+                    Err(e) => {
+                        self.runtime.metrics.callback_failures.inc();
+                        tracing::warn!(entry = %entry.id, error = %e, "hook failed");
+                        Event::HookError {
+                            hook,
+                            reason: e.reason(),
+                        }
+                    }
+                };
+                if let Some(session_id) = entry.session_id.clone() {
+                    self.inbox
+                        .submit(&entry.to, Work::Session { session_id, event });
+                }
+                Outcome::Done
+            }
+            payload => match self.build_message(&entry, &payload, now) {
+                Err(reason) => Outcome::Failed(reason),
+                Ok(None) => Outcome::Done,
+                Ok(Some((request, generation))) => {
+                    self.rate.acquire().await;
+                    match self.send(&entry, &request).await {
+                        Ok(message_id) => {
+                            self.runtime.metrics.outbound_message("accepted", None);
+                            if let (Some(generation), Some(session_id)) =
+                                (generation, &entry.session_id)
+                            {
+                                if let Err(e) = self
+                                    .runtime
+                                    .ledger()
+                                    .confirm_sent(session_id, generation, now)
+                                {
+                                    tracing::error!(error = %e, "cannot drop the sealed code after sending");
+                                }
+                            }
+                            link = Some((
+                                message_id,
+                                MessageLink {
+                                    session_id: entry.session_id.clone(),
+                                    entry_id: entry.id.clone(),
+                                    delivery: Delivery::Accepted,
+                                    sent_at: now,
+                                    tracked: entry.session_id.is_some(),
+                                },
+                            ));
+                            Outcome::Done
+                        }
+                        Err(e) => self.classify(&mut entry, &e),
+                    }
+                }
+            },
+        };
+        self.settle(entry, outcome, link).await;
+    }
+
+    fn classify(&self, entry: &mut OutboxEntry, e: &GraphError) -> Outcome {
+        self.runtime.metrics.outbound_message("error", e.code());
+        match e.class() {
+            ErrorClass::Retry { per_recipient } => {
+                tracing::warn!(entry = %entry.id, error = %e, per_recipient, "send throttled or failed; retrying");
+                Outcome::Retry(backoff(entry.attempts, &mut rand::thread_rng()))
+            }
+            ErrorClass::UseTemplate if !entry.use_template => {
+                entry.use_template = true;
+                Outcome::Retry(Duration::ZERO)
+            }
+            ErrorClass::UseTemplate | ErrorClass::Fail => Outcome::Failed(e.to_string()),
+            ErrorClass::Alert => {
+                self.runtime.metrics.operator_alerts.inc();
+                tracing::error!(entry = %entry.id, error = %e, "OPERATOR ALERT: the Graph API refused our token or permissions; message kept");
+                Outcome::Retry(ALERT_RETRY)
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        mut entry: OutboxEntry,
+        outcome: Outcome,
+        link: Option<(String, MessageLink)>,
+    ) {
+        let old_due = entry.due_ms;
+        let mut failed_session = None;
+        match outcome {
+            Outcome::Done => entry.state = OutboxState::Done,
+            Outcome::Retry(after) => {
+                entry.state = OutboxState::Pending;
+                entry.due_ms =
+                    (Utc::now() + Span::from_std(after).unwrap_or_default()).timestamp_millis();
+            }
+            Outcome::Failed(reason) => {
+                tracing::warn!(entry = %entry.id, %reason, "delivery failed");
+                if matches!(
+                    entry.payload,
+                    OutboxPayload::Message { .. } | OutboxPayload::Code { .. }
+                ) {
+                    self.runtime.metrics.outbound_message("failed", None);
+                    failed_session = entry.session_id.clone().map(|s| (s, reason.clone()));
+                }
+                entry.state = OutboxState::Failed { reason };
+            }
+        }
+        let sessions = self.runtime.sessions();
+        let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
+        if let Err(e) = sessions.update_outbox(&entry, old_due, link_ref) {
+            tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
+        }
+        if let Err(e) = self.runtime.store_durable().await {
+            tracing::error!(error = %e, "flushing outbox results failed");
+        }
+        if entry.state == OutboxState::Pending {
+            self.runtime.outbox_wake.notify_one();
+        }
+        if let Some((session_id, reason)) = failed_session {
+            self.inbox.submit(
+                &entry.to,
+                Work::Session {
+                    session_id,
+                    event: Event::DeliveryFailed { reason },
+                },
+            );
+        }
+    }
+
+    async fn send(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, GraphError> {
+        match &self.transport {
+            Transport::Graph(client) => client.send(request).await.map(|id| id.as_str().to_owned()),
+            Transport::Sandbox(recorder) => recorder
+                .record(entry, request)
+                .map_err(|e| GraphError::Network(e.to_string())),
+        }
+    }
+
+    /// Whether free-form messages may go to `customer` now.
+    fn window_open(&self, customer: &str, now: DateTime<Utc>) -> bool {
+        matches!(self.runtime.sessions().last_customer_message(customer), Ok(Some(at)) if now - at < WINDOW)
+    }
+
+    /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
+    /// already sent, used or replaced). The second value is the code generation sent.
+    fn build_message(
+        &self,
+        entry: &OutboxEntry,
+        payload: &OutboxPayload,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(SendRequest, Option<u32>)>, String> {
+        let request = |message| {
+            let mut r = SendRequest::new(entry.to.clone(), message);
+            r.tracker = Some(entry.id.clone());
+            r
+        };
+        match payload {
+            OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
+            OutboxPayload::Message { message } => {
+                let use_template = entry.use_template || !self.window_open(&entry.to, now);
+                let outgoing = match (use_template, &message.template) {
+                    (false, _) => free_form_of(&message.body),
+                    (true, Some(t)) => template_of(t),
+                    (true, None) => {
+                        return Err("outside the 24-hour window and the step has no template".into())
+                    }
+                };
+                Ok(Some((request(outgoing), None)))
+            }
+            OutboxPayload::Code {
+                template,
+                text,
+                generation,
+            } => {
+                let Some(session_id) = &entry.session_id else {
+                    return Ok(None);
+                };
+                let Some((code, current)) = self
+                    .runtime
+                    .ledger()
+                    .code_for_sending(session_id)
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                if current != *generation {
+                    return Ok(None);
+                }
+                let outgoing = match (template, text) {
+                    (Some(t), _) => Outgoing::AuthenticationCode {
+                        name: t.name.clone(),
+                        language: t.language.clone(),
+                        code: code.expose().to_owned(),
+                    },
+                    (None, Some(text)) => Outgoing::text(format!("{text} {}", code.expose())),
+                    (None, None) => return Err("no authentication template for the code".into()),
+                };
+                Ok(Some((request(outgoing), Some(*generation))))
+            }
+            OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => Ok(None),
+        }
+    }
+}
+
+fn free_form_of(body: &MessageBody) -> Outgoing {
+    match body {
+        MessageBody::Text { text } => Outgoing::text(text.clone()),
+        MessageBody::Buttons { text, buttons } => Outgoing::Buttons {
+            body: text.clone(),
+            buttons: buttons
+                .iter()
+                .map(|b| Button {
+                    id: b.id.clone(),
+                    title: b.title.clone(),
+                })
+                .collect(),
+        },
+        MessageBody::List { text, button, rows } => Outgoing::list(
+            text.clone(),
+            button.clone(),
+            rows.iter()
+                .map(|r| Row {
+                    id: r.id.clone(),
+                    title: r.title.clone(),
+                    description: r.description.clone(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn template_of(t: &TemplateRef) -> Outgoing {
+    Outgoing::Template {
+        name: t.name.clone(),
+        language: t.language.clone(),
+        body_parameters: t.parameters.clone(),
+    }
+}

@@ -1,0 +1,126 @@
+//! Sandbox mode's stand-in for WhatsApp: outbound messages are recorded, not sent, and listed by
+//! `GET /v1/sandbox/messages`. A code in a recorded message is kept sealed (AEAD) like every
+//! other copy of a code, and opened only for that listing.
+
+use crate::otp::{normalize_attempt, CodeSealer, SealedCode};
+use crate::store::sessions::{OutboxEntry, OutboxPayload};
+use crate::store::{SessionStore, StoreError};
+use crate::whatsapp::{Outgoing, SendRequest};
+use chrono::Utc;
+use rand::rngs::OsRng;
+use serde_json::{json, Value};
+
+/// Records outbound messages in the store.
+pub struct SandboxRecorder {
+    sessions: SessionStore,
+    sealer: CodeSealer,
+}
+
+impl std::fmt::Debug for SandboxRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxRecorder").finish_non_exhaustive()
+    }
+}
+
+impl SandboxRecorder {
+    pub fn new(sessions: SessionStore, sealer: CodeSealer) -> SandboxRecorder {
+        SandboxRecorder { sessions, sealer }
+    }
+
+    /// Records what would have been sent; returns a made-up WhatsApp message id.
+    pub fn record(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, StoreError> {
+        let message_id = format!("wamid.sandbox.{}", entry.id.replace(':', "."));
+        let now = Utc::now();
+        let seal_key = entry.session_id.clone().unwrap_or_else(|| entry.id.clone());
+        let mut body = json!({
+            "id": message_id,
+            "to": format!("+{}", request.to.trim_start_matches('+')),
+            "at": now.to_rfc3339(),
+            "session_id": entry.session_id,
+            "type": request.message.kind(),
+        });
+        match &request.message {
+            Outgoing::Text { body: text } => body["text"] = json!(text),
+            Outgoing::Buttons {
+                body: text,
+                buttons,
+            } => {
+                body["text"] = json!(text);
+                body["buttons"] = buttons
+                    .iter()
+                    .map(|b| json!({"id": b.id, "title": b.title}))
+                    .collect();
+            }
+            Outgoing::List {
+                body: text,
+                button,
+                sections,
+            } => {
+                body["text"] = json!(text);
+                body["button"] = json!(button);
+                body["rows"] = sections
+                    .iter()
+                    .flat_map(|s| &s.rows)
+                    .map(|r| json!({"id": r.id, "title": r.title, "description": r.description}))
+                    .collect();
+            }
+            Outgoing::Template {
+                name,
+                language,
+                body_parameters,
+            } => {
+                body["template"] =
+                    json!({"name": name, "language": language, "parameters": body_parameters});
+                // What the flow would say in the chat, for a developer reading along.
+                if let OutboxPayload::Message { message } = &entry.payload {
+                    body["text"] = json!(message.body.text());
+                    if let crate::flow::engine::MessageBody::Buttons { buttons, .. } = &message.body
+                    {
+                        body["buttons"] = buttons
+                            .iter()
+                            .map(|b| json!({"id": b.id, "title": b.title}))
+                            .collect();
+                    }
+                }
+            }
+            Outgoing::AuthenticationCode {
+                name,
+                language,
+                code,
+            } => {
+                body["template"] = json!({"name": name, "language": language});
+                if let Some(code) = normalize_attempt(code) {
+                    body["sealed_code"] =
+                        serde_json::to_value(self.sealer.seal(&seal_key, &code, &mut OsRng))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                }
+            }
+        }
+        self.sessions
+            .record_sandbox(&request.to, now, &entry.id, &body)?;
+        Ok(message_id)
+    }
+
+    /// Recorded messages to `customer` (digits), oldest first, codes opened.
+    pub fn messages(&self, customer: &str) -> Result<Vec<Value>, StoreError> {
+        let mut out = self.sessions.sandbox_messages(customer)?;
+        for m in &mut out {
+            let Some(sealed) = m.get("sealed_code").cloned() else {
+                continue;
+            };
+            let key = m["session_id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_default();
+            if let Ok(sealed) = serde_json::from_value::<SealedCode>(sealed) {
+                if let Ok(code) = self.sealer.open(&key, &sealed) {
+                    m["code"] = json!(code.expose());
+                }
+            }
+            if let Some(obj) = m.as_object_mut() {
+                obj.remove("sealed_code");
+            }
+        }
+        Ok(out)
+    }
+}

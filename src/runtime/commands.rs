@@ -1,0 +1,273 @@
+//! What the merchant asks of the runtime: start a session, cancel it, check a code.
+//!
+//! Each runs as one locked, durable session step; the HTTP layer only translates.
+
+use super::core::{Runtime, RuntimeError};
+use crate::flow::engine::{self, Event, StartError as EngineStartError};
+use crate::otp::VerifyOutcome;
+use crate::store::sessions::{SessionRecord, StepWrite};
+use chrono::Utc;
+use rand::RngCore;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Why a session could not be started; each maps to one API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no flow `{0}`")]
+    UnknownFlow(String),
+    #[error("flow `{0}` is not started through the API")]
+    NotApiStarted(String),
+    #[error("missing required variable `{0}`")]
+    MissingVar(String),
+    #[error("`{0}` is not an E.164 phone number such as +919876543210")]
+    InvalidPhone(String),
+    #[error("the customer already has an active `{flow}` session ({id})")]
+    SessionActive { flow: String, id: String },
+    #[error("this flow needs WAOTP_BUSINESS_NUMBER for its wa.me link")]
+    BusinessNumberUnset,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A started session and, for reverse-OTP flows, the code and link for the customer.
+#[derive(Debug)]
+pub struct Started {
+    pub record: SessionRecord,
+    pub reverse: Option<(String, String)>,
+    /// True when an `Idempotency-Key` found an earlier session.
+    pub replayed: bool,
+}
+
+/// The result of a `/check`.
+#[derive(Debug)]
+pub struct Checked {
+    pub valid: bool,
+    pub attempts_left: u32,
+    pub record: SessionRecord,
+}
+
+/// `+` and 8 to 15 digits, no leading zero (E.164).
+pub fn parse_e164(raw: &str) -> Option<String> {
+    let digits = raw.trim().strip_prefix('+')?;
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    ok.then(|| digits.to_owned())
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("ses_{}", hex::encode(bytes))
+}
+
+impl Runtime {
+    /// Starts `flow` for the customer `to` (E.164) and applies its first step.
+    pub async fn start(
+        &self,
+        flow_id: &str,
+        to: &str,
+        vars: BTreeMap<String, Value>,
+        lang: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Started, StartError> {
+        let customer = parse_e164(to).ok_or_else(|| StartError::InvalidPhone(to.to_owned()))?;
+        let flow = self
+            .flows()
+            .get(flow_id)
+            .ok_or_else(|| StartError::UnknownFlow(flow_id.to_owned()))?;
+        if !flow.starts_by_api() {
+            return Err(StartError::NotApiStarted(flow_id.to_owned()));
+        }
+        // Idempotency and "one active session per customer per flow" are decided under one
+        // lock per customer and flow, so two concurrent starts cannot both create a session.
+        let _guard = self.lock(&format!("start:{customer}:{flow_id}")).await;
+        if let Some(key) = idempotency_key {
+            if let Some(id) = self
+                .sessions()
+                .by_idempotency_key(key)
+                .map_err(RuntimeError::from)?
+            {
+                if let Some(record) = self.sessions().get(&id).map_err(RuntimeError::from)? {
+                    return Ok(Started {
+                        record,
+                        reverse: None,
+                        replayed: true,
+                    });
+                }
+            }
+        }
+        if let Some(id) = self
+            .sessions()
+            .active(&customer, flow_id)
+            .map_err(RuntimeError::from)?
+        {
+            return Err(StartError::SessionActive {
+                flow: flow_id.to_owned(),
+                id,
+            });
+        }
+        let (record, reverse) = self
+            .open_session(&flow, &customer, vars, lang, idempotency_key)
+            .await?;
+        Ok(Started {
+            record,
+            reverse,
+            replayed: false,
+        })
+    }
+
+    /// Creates a session for `customer` (digits) and applies `Event::Start`. Shared by the API
+    /// and by customer keywords.
+    pub(super) async fn open_session(
+        &self,
+        flow: &crate::flow::Flow,
+        customer: &str,
+        vars: BTreeMap<String, Value>,
+        lang: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(SessionRecord, Option<(String, String)>), StartError> {
+        let now = Utc::now();
+        let default_lang = flow
+            .file()
+            .default_language
+            .as_ref()
+            .map_or("en", |l| l.as_str());
+        let lang = lang.unwrap_or(default_lang);
+        let engine = engine::new_session(flow, vars, lang, now).map_err(|e| match e {
+            EngineStartError::MissingVar(v) => StartError::MissingVar(v),
+            other => StartError::MissingVar(other.to_string()),
+        })?;
+        let id = new_session_id();
+        let mut record = SessionRecord {
+            id: id.clone(),
+            to: format!("+{customer}"),
+            customer: customer.to_owned(),
+            created_at: now,
+            updated_at: now,
+            step: 0,
+            engine,
+            timer_key: None,
+            otp_purpose: None,
+            otp_bound: Vec::new(),
+            last_inbound: 0,
+        };
+        self.flows().remember(flow, self.sessions());
+        let write = StepWrite {
+            activate: Some((customer.to_owned(), flow.id().as_str().to_owned())),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            ..StepWrite::default()
+        };
+        let _guard = self.lock(&id).await;
+        let started = Instant::now();
+        let report = self
+            .step(&mut record, flow, Event::Start, now, write)
+            .await?;
+        self.metrics
+            .step_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.session_started(flow.id().as_str());
+        let reverse = match report.reverse_code {
+            Some(code) => {
+                let Some(number) = &self.config().business_number else {
+                    return Err(StartError::BusinessNumberUnset);
+                };
+                let digits = number.trim_start_matches('+');
+                Some((code.clone(), format!("https://wa.me/{digits}?text={code}")))
+            }
+            None => None,
+        };
+        tracing::info!(session_id = %id, flow = flow.id().as_str(), customer = %crate::telemetry::Masked(customer), "session started");
+        Ok((record, reverse))
+    }
+
+    /// Cancels a session (no-op when it already ended). `None` when there is no such session.
+    pub async fn cancel(&self, id: &str) -> Result<Option<SessionRecord>, RuntimeError> {
+        self.apply_event(id, Event::CancelFromApi).await
+    }
+
+    /// Applies one event to a session under its lock. `None` when there is no such session.
+    pub async fn apply_event(
+        &self,
+        id: &str,
+        event: Event,
+    ) -> Result<Option<SessionRecord>, RuntimeError> {
+        let _guard = self.lock(id).await;
+        let Some(mut record) = self.sessions().get(id)? else {
+            return Ok(None);
+        };
+        if !record.is_active() {
+            return Ok(Some(record));
+        }
+        let flow = self.flow_of(&record)?;
+        let started = Instant::now();
+        self.step(&mut record, &flow, event, Utc::now(), StepWrite::default())
+            .await?;
+        self.metrics
+            .step_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Some(record))
+    }
+
+    /// Checks a code typed on the merchant's site, through the same path as a code typed in
+    /// the chat. `None` when there is no such session.
+    pub async fn check(&self, id: &str, code: &str) -> Result<Option<Checked>, RuntimeError> {
+        let _guard = self.lock(id).await;
+        let Some(mut record) = self.sessions().get(id)? else {
+            return Ok(None);
+        };
+        if !record.is_active() {
+            return Ok(Some(Checked {
+                valid: false,
+                attempts_left: 0,
+                record,
+            }));
+        }
+        let flow = self.flow_of(&record)?;
+        let now = Utc::now();
+        let (event, verdict) = self.verify_attempt(&record, code, now)?;
+        self.step(&mut record, &flow, event, now, StepWrite::default())
+            .await?;
+        let attempts_left = match verdict {
+            VerifyOutcome::Wrong { attempts_left } => u32::from(attempts_left),
+            _ => self
+                .ledger()
+                .record(&record.id)?
+                .map(|r| u32::from(r.attempts_left()))
+                .unwrap_or(0),
+        };
+        Ok(Some(Checked {
+            valid: verdict == VerifyOutcome::Correct,
+            attempts_left: if verdict == VerifyOutcome::Correct {
+                0
+            } else {
+                attempts_left
+            },
+            record,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_e164;
+
+    #[test]
+    fn e164_numbers() {
+        assert_eq!(parse_e164("+919876543210").as_deref(), Some("919876543210"));
+        assert_eq!(parse_e164(" +14155550100 ").as_deref(), Some("14155550100"));
+        for bad in [
+            "919876543210",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "+91 98765",
+            "+91-9876543210",
+            "",
+        ] {
+            assert_eq!(parse_e164(bad), None, "{bad}");
+        }
+    }
+}

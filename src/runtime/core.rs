@@ -1,0 +1,500 @@
+//! Session steps: load a session, run the pure engine on an event, carry out the effects that
+//! are decisions (codes issued and checked through the OTP ledger) and turn the rest into
+//! outbox entries and timers, then persist all of it in one atomic write and flush before
+//! anyone is told.
+//!
+//! Steps of one session never interleave: every step holds that session's lock. Inbound events,
+//! timers and hook answers additionally arrive in per-customer order (see [`super::ordering`]).
+
+use super::flows::FlowRegistry;
+use crate::flow::engine::{self, Effect, Event, SessionStatus};
+use crate::flow::render::value_text;
+use crate::flow::Flow;
+use crate::metrics::Metrics;
+use crate::otp::rules::IssueRequest;
+use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
+use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
+use crate::store::sessions::{OutboxEntry, OutboxPayload, OutboxState, SessionRecord, StepWrite};
+use crate::store::{SessionStore, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rand::rngs::OsRng;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Settings the runtime needs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    pub business_number: Option<String>,
+    pub callback_url: Option<String>,
+    pub hook_base_url: Option<String>,
+    /// Sent to a customer whose message matches no session and no keyword.
+    pub default_reply: String,
+    /// Service-wide OTP limits (per-flow code settings come from the flow file).
+    pub otp_base: OtpPolicy,
+}
+
+/// A failure of a step that is not the customer's or merchant's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("OTP ledger: {0}")]
+    Ledger(#[from] crate::store::otp::LedgerError),
+    #[error("the flow version {0} of this session is no longer available")]
+    FlowGone(String),
+}
+
+const LOCKS: usize = 256;
+
+/// The conversation runtime.
+#[derive(Debug)]
+pub struct Runtime {
+    pub(super) store: Arc<Store>,
+    pub(super) ledger: OtpLedger,
+    pub(super) flows: Arc<FlowRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub(super) config: RuntimeConfig,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Woken whenever a step queued something to send.
+    pub outbox_wake: Arc<Notify>,
+}
+
+/// What a step produced beyond the stored session.
+#[derive(Debug, Default)]
+pub struct StepReport {
+    /// A reverse-OTP code for the API answer (never stored in plaintext).
+    pub reverse_code: Option<String>,
+    /// The verdict on a code checked during the step.
+    pub verdict: Option<VerifyOutcome>,
+}
+
+impl Runtime {
+    pub fn new(
+        store: Arc<Store>,
+        ledger: OtpLedger,
+        flows: Arc<FlowRegistry>,
+        metrics: Arc<Metrics>,
+        config: RuntimeConfig,
+    ) -> Runtime {
+        Runtime {
+            store,
+            ledger,
+            flows,
+            metrics,
+            config,
+            locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: Default::default(),
+            outbox_wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        self.store.sessions()
+    }
+
+    pub fn flows(&self) -> &FlowRegistry {
+        &self.flows
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub fn ledger(&self) -> &OtpLedger {
+        &self.ledger
+    }
+
+    /// Waits until everything written so far is on disk (group commit).
+    pub async fn store_durable(&self) -> Result<(), StoreError> {
+        self.store.durable().await
+    }
+
+    /// The lock that serialises steps of one session.
+    pub(super) async fn lock(&self, session_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one(session_id) as usize) % LOCKS;
+        self.locks[i].lock().await
+    }
+
+    /// The flow version a session runs on.
+    pub(super) fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
+        self.flows
+            .version(&record.engine.flow_hash, self.sessions())
+            .ok_or_else(|| RuntimeError::FlowGone(record.engine.flow_hash.clone()))
+    }
+
+    /// Applies `first` (and every OTP verdict it leads to) to the session, persists the result
+    /// with its outbox entries and timer atomically, and waits until it is on disk. The caller
+    /// holds the session's lock.
+    pub(super) async fn step(
+        &self,
+        record: &mut SessionRecord,
+        flow: &Flow,
+        first: Event,
+        now: DateTime<Utc>,
+        mut write: StepWrite,
+    ) -> Result<StepReport, RuntimeError> {
+        let was_active = record.is_active() && record.engine.status != SessionStatus::New;
+        let mut report = StepReport::default();
+        let mut queue = VecDeque::from([first]);
+        let mut index = 0usize;
+        while let Some(event) = queue.pop_front() {
+            let (next, effects) = engine::step(flow, &record.engine, event, now, &mut OsRng);
+            record.engine = next;
+            for effect in effects {
+                if let Some(follow) =
+                    self.carry_out(record, effect, now, &mut write, &mut index, &mut report)?
+                {
+                    queue.push_back(follow);
+                }
+            }
+        }
+        record.step += 1;
+        record.updated_at = now;
+        let flow_id = record.engine.flow_id.as_str().to_owned();
+        if record.engine.status == SessionStatus::Completed {
+            if was_active || write.activate.is_none() {
+                write.deactivate = Some((record.customer.clone(), flow_id));
+            }
+            write.activate = None;
+            if let Some(k) = record.timer_key.take() {
+                write.timer_remove = Some(k);
+            }
+        }
+        let queued_outbox = !write.outbox.is_empty();
+        write.record = Some(record.clone());
+        self.sessions().apply(write)?;
+        self.store.durable().await?;
+        if queued_outbox {
+            self.outbox_wake.notify_one();
+        }
+        Ok(report)
+    }
+
+    fn entry(
+        &self,
+        record: &SessionRecord,
+        index: &mut usize,
+        to: String,
+        payload: OutboxPayload,
+        now: DateTime<Utc>,
+    ) -> OutboxEntry {
+        let id = format!("{}:{}:{}", record.id, record.step, index);
+        *index += 1;
+        OutboxEntry {
+            id,
+            session_id: Some(record.id.clone()),
+            to,
+            payload,
+            attempts: 0,
+            created_at: now,
+            due_ms: now.timestamp_millis(),
+            state: OutboxState::Pending,
+            use_template: false,
+        }
+    }
+
+    /// Carries out one effect. Returns the event it leads to at once (an OTP verdict).
+    fn carry_out(
+        &self,
+        record: &mut SessionRecord,
+        effect: Effect,
+        now: DateTime<Utc>,
+        write: &mut StepWrite,
+        index: &mut usize,
+        report: &mut StepReport,
+    ) -> Result<Option<Event>, RuntimeError> {
+        match effect {
+            Effect::Send(message) => {
+                let e = self.entry(
+                    record,
+                    index,
+                    record.customer.clone(),
+                    OutboxPayload::Message { message },
+                    now,
+                );
+                write.outbox.push(e);
+            }
+            Effect::IssueOtp(req) => {
+                let mut subject = OtpSubject::new(record.id.clone(), req.purpose.clone());
+                for (k, v) in &req.bound {
+                    subject = subject.bind(k.clone(), v.clone());
+                }
+                record.otp_purpose = Some(req.purpose.clone());
+                record.otp_bound = req.bound.keys().cloned().collect();
+                let to = req
+                    .send_to
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| record.to.clone());
+                let Ok(customer) = CustomerNumber::parse(&to) else {
+                    return Ok(Some(Event::DeliveryFailed {
+                        reason: "the number to send the code to is not valid".into(),
+                    }));
+                };
+                let policy = OtpPolicy {
+                    code_length: u8::try_from(req.length).unwrap_or(6),
+                    lifetime: std::time::Duration::from_secs(req.lifetime_secs.max(1) as u64),
+                    max_attempts: u8::try_from(req.max_attempts).unwrap_or(5),
+                    ..self.config.otp_base.clone()
+                };
+                let kind = match (req.reverse, req.resend) {
+                    (true, _) => IssueKind::Reverse,
+                    (false, true) => IssueKind::Resend,
+                    (false, false) => IssueKind::First,
+                };
+                let step_key = format!("{}:{}", record.id, record.step);
+                let issued = self.ledger.issue(
+                    IssueRequest {
+                        subject: &subject,
+                        flow: record.engine.flow_id.as_str(),
+                        customer: &customer,
+                        policy: &policy,
+                    },
+                    kind,
+                    &step_key,
+                    now,
+                )?;
+                let info = match issued {
+                    IssueOutcome::Issued(issued) => {
+                        self.metrics.otp("issued", record.engine.flow_id.as_str());
+                        if req.reverse {
+                            report.reverse_code = Some(issued.code.expose().to_owned());
+                        }
+                        Some(issued.info)
+                    }
+                    // A replay of this very step: the code exists; queue its message again
+                    // (the outbox entry id is the same, so it is sent once).
+                    IssueOutcome::AlreadyIssued(info) => Some(info),
+                    IssueOutcome::Refused(refusal) => {
+                        use crate::otp::IssueRefusal as R;
+                        self.metrics.limit_breach(refusal.as_str());
+                        tracing::warn!(session_id = %record.id, reason = refusal.as_str(), "OTP refused by limits");
+                        // The customer is told no more than the flow's refusal message says.
+                        return Ok(Some(match refusal {
+                            R::Cooldown { retry_after } => Event::OtpResendTooSoon {
+                                wait_secs: retry_after.as_secs().max(1),
+                            },
+                            R::Locked => Event::OtpLocked,
+                            R::Consumed | R::NotIssued => Event::OtpExpired,
+                            R::CountryNotAllowed
+                            | R::CustomerRateLimited { .. }
+                            | R::CustomerBlocked { .. }
+                            | R::GlobalCeiling { .. } => Event::OtpRefused,
+                        }));
+                    }
+                };
+                // A decoy (`deliver = false`, no such account) keeps its code unsent, so every
+                // guess is wrong and the customer-visible answers match the real path.
+                if let Some(issued) = info.filter(|_| req.deliver && !req.reverse) {
+                    let e = self.entry(
+                        record,
+                        index,
+                        customer.digits().to_owned(),
+                        OutboxPayload::Code {
+                            template: req.template.clone(),
+                            text: None,
+                            generation: issued.generation,
+                        },
+                        now,
+                    );
+                    write.outbox.push(e);
+                }
+            }
+            Effect::VerifyOtp { code } => {
+                let (event, verdict) = self.verify_attempt(record, &code, now)?;
+                report.verdict = Some(verdict);
+                return Ok(Some(event));
+            }
+            Effect::CallHook { hook, url, vars } => {
+                let body = json!({
+                    "session_id": record.id,
+                    "flow": record.engine.flow_id.as_str(),
+                    "hook": hook,
+                    "customer": record.to,
+                    "vars": vars,
+                });
+                let url = self.resolve_url(&url);
+                let e = self.entry(
+                    record,
+                    index,
+                    record.customer.clone(),
+                    OutboxPayload::Hook { hook, url, body },
+                    now,
+                );
+                write.outbox.push(e);
+            }
+            Effect::SetTimer { id, at, seq } => {
+                let k = SessionStore::timer_key(at, &record.id, &id);
+                if let Some(old) = record.timer_key.replace(k.clone()) {
+                    if old != k {
+                        write.timer_remove = Some(old);
+                    }
+                }
+                write.timer_set = Some((k, seq));
+            }
+            Effect::CancelTimer { .. } => {
+                if let Some(old) = record.timer_key.take() {
+                    write.timer_remove = Some(old);
+                }
+            }
+            Effect::Complete {
+                outcome,
+                callback_url,
+                event_id,
+            } => {
+                self.ledger.consume(&record.id, now, "session ended")?;
+                let flow = record.engine.flow_id.as_str().to_owned();
+                self.metrics.session_completed(&flow, &outcome);
+                if let Some(url) = callback_url
+                    .map(|u| self.resolve_url(&u))
+                    .or_else(|| self.config.callback_url.clone())
+                {
+                    let mut snapshot = record.clone();
+                    snapshot.engine.outcome = Some(outcome);
+                    snapshot.engine.status = SessionStatus::Completed;
+                    let body = json!({
+                        "id": event_id,
+                        "type": "session.completed",
+                        "created_at": now.to_rfc3339(),
+                        "session": session_json(&snapshot),
+                    });
+                    let e = self.entry(
+                        record,
+                        index,
+                        record.customer.clone(),
+                        OutboxPayload::Callback {
+                            url,
+                            event_id,
+                            body,
+                        },
+                        now,
+                    );
+                    write.outbox.push(e);
+                }
+            }
+            Effect::NotifyMerchant { event, event_id } => {
+                if let Some(url) = self.config.callback_url.clone() {
+                    let body = json!({
+                        "id": event_id,
+                        "type": format!("session.{event}"),
+                        "created_at": now.to_rfc3339(),
+                        "session": session_json(record),
+                    });
+                    let e = self.entry(
+                        record,
+                        index,
+                        record.customer.clone(),
+                        OutboxPayload::Callback {
+                            url,
+                            event_id,
+                            body,
+                        },
+                        now,
+                    );
+                    write.outbox.push(e);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a typed code against the session's current code: the one path shared by the chat
+    /// and `POST /v1/sessions/{id}/check`. Returns the engine event and the ledger's verdict.
+    pub(super) fn verify_attempt(
+        &self,
+        record: &SessionRecord,
+        typed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Event, VerifyOutcome), RuntimeError> {
+        let mut subject = OtpSubject::new(
+            record.id.clone(),
+            record.otp_purpose.clone().unwrap_or_default(),
+        );
+        // Bound fields are read from the session as it is now: had the amount, currency or
+        // payee changed since the code was issued, the digest no longer matches.
+        for name in &record.otp_bound {
+            subject = subject.bind(name.clone(), value_text(record.engine.vars.get(name)));
+        }
+        let verdict = match normalize_attempt(typed) {
+            Some(code) => self.ledger.verify(&subject, &code, now)?,
+            // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
+            None => {
+                let left = self.ledger.record(&record.id)?.map_or(0, |r| r.attempts_left());
+                if left == 0 {
+                    VerifyOutcome::NotIssued
+                } else {
+                    VerifyOutcome::Wrong { attempts_left: left }
+                }
+            }
+        };
+        let flow = record.engine.flow_id.as_str();
+        let event = match verdict {
+            VerifyOutcome::Correct => {
+                self.metrics.otp("verified", flow);
+                Event::OtpCorrect
+            }
+            VerifyOutcome::Wrong { attempts_left: 0 } | VerifyOutcome::Locked => {
+                self.metrics.otp("locked", flow);
+                Event::OtpLocked
+            }
+            VerifyOutcome::Wrong { attempts_left } => {
+                self.metrics.otp("failed", flow);
+                Event::OtpWrong {
+                    attempts_left: u32::from(attempts_left),
+                }
+            }
+            VerifyOutcome::CustomerBlocked { .. } => {
+                self.metrics.limit_breach("customer_blocked");
+                Event::OtpLocked
+            }
+            VerifyOutcome::Expired | VerifyOutcome::NotIssued | VerifyOutcome::Consumed => {
+                self.metrics.otp("expired", flow);
+                Event::OtpExpired
+            }
+        };
+        Ok((event, verdict))
+    }
+
+    /// Replaces `{NAME}` in a flow's URL by the setting or environment variable NAME.
+    pub(super) fn resolve_url(&self, url: &str) -> String {
+        let mut out = String::with_capacity(url.len());
+        let mut rest = url;
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
+            out.push_str(&rest[..start]);
+            let name = &rest[start + 1..start + len];
+            let value = match name {
+                "WAOTP_HOOK_BASE_URL" => self.config.hook_base_url.clone(),
+                "WAOTP_CALLBACK_URL" => self.config.callback_url.clone(),
+                _ => std::env::var(name).ok(),
+            };
+            out.push_str(value.as_deref().unwrap_or_default().trim_end_matches('/'));
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The session object of SPEC §4.
+pub fn session_json(r: &SessionRecord) -> Value {
+    let vars: BTreeMap<&String, &Value> = r.engine.vars.iter().collect();
+    json!({
+        "id": r.id,
+        "flow": r.engine.flow_id.as_str(),
+        "flow_version": r.engine.flow_version,
+        "to": r.to,
+        "status": if r.is_active() { "active" } else { "completed" },
+        "outcome": r.engine.outcome,
+        "state": r.engine.state.as_str(),
+        "vars": vars,
+        "created_at": r.created_at.to_rfc3339(),
+        "updated_at": r.updated_at.to_rfc3339(),
+    })
+}

@@ -1,0 +1,158 @@
+//! The flows the runtime runs: the current set, every version a live session still uses, and
+//! reloading.
+//!
+//! A reload (file change, SIGHUP) swaps in the new set only when the whole directory validates;
+//! otherwise every error is logged and the old set stays. A session keeps the exact file it
+//! started on: versions are kept by content hash, in memory and in the store, so they survive
+//! both reloads and restarts.
+
+use crate::flow::{load_dir, parse_flow, Flow, FlowSet};
+use crate::store::SessionStore;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// The loaded flows.
+#[derive(Debug)]
+pub struct FlowRegistry {
+    dir: PathBuf,
+    current: RwLock<Arc<FlowSet>>,
+    versions: RwLock<HashMap<String, Arc<Flow>>>,
+    fingerprint: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.path(), m.len(), m.modified().ok()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+impl FlowRegistry {
+    /// Loads `dir`; an invalid directory is an error with every message (`file:line:col`).
+    pub fn load(dir: &Path) -> Result<FlowRegistry, String> {
+        let set = load_dir(dir).map_err(|e| e.to_string())?;
+        let registry = FlowRegistry {
+            dir: dir.to_owned(),
+            versions: RwLock::new(HashMap::new()),
+            current: RwLock::new(Arc::new(FlowSet::default())),
+            fingerprint: RwLock::new(fingerprint(dir)),
+        };
+        registry.install(set);
+        Ok(registry)
+    }
+
+    fn install(&self, set: FlowSet) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        for flow in set.iter() {
+            versions.insert(flow.hash().to_owned(), flow.clone());
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<FlowSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The current version of a flow by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Flow>> {
+        self.current().get(id).cloned()
+    }
+
+    /// The exact version with this content hash: loaded now, or kept in the store.
+    pub fn version(&self, hash: &str, store: &SessionStore) -> Option<Arc<Flow>> {
+        if let Some(f) = self
+            .versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+        {
+            return Some(f.clone());
+        }
+        let (name, text) = store.flow_source(hash).ok().flatten()?;
+        let flow = Arc::new(parse_flow(&name, &text).ok()?);
+        self.versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash.to_owned(), flow.clone());
+        Some(flow)
+    }
+
+    /// Keeps the text of `flow` in the store so that its sessions outlive file changes.
+    pub fn remember(&self, flow: &Flow, store: &SessionStore) {
+        if let Err(e) = store.put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        ) {
+            tracing::warn!(error = %e, "cannot keep the flow's text");
+        }
+    }
+
+    /// Reloads the directory; keeps the old set when anything is invalid. Returns whether the
+    /// set was replaced.
+    pub fn reload(&self) -> bool {
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint(&self.dir);
+        match load_dir(&self.dir) {
+            Ok(set) => {
+                let n = set.len();
+                self.install(set);
+                tracing::info!(flows = n, "flows reloaded");
+                true
+            }
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!(%line, "flow reload refused; keeping the previous flows");
+                }
+                false
+            }
+        }
+    }
+
+    /// Reloads whenever a flow file changes (polled) or on SIGHUP, until the process ends.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            #[cfg(unix)]
+            let hup_fired = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_fired = std::future::pending::<()>();
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = fingerprint(&self.dir);
+                    let changed = *self.fingerprint.read().unwrap_or_else(|p| p.into_inner()) != now;
+                    if changed {
+                        self.reload();
+                    }
+                }
+                _ = hup_fired => {
+                    tracing::info!("SIGHUP: reloading flows");
+                    self.reload();
+                }
+            }
+        }
+    }
+}

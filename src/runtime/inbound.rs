@@ -1,0 +1,189 @@
+//! Routing what customers and WhatsApp send: a message goes to the session it answers
+//! (WhatsApp's `context.id`), else to the customer's most recent active session, else starts a
+//! flow whose keyword it contains, else gets the default reply. A delivery status moves the
+//! sent message's state forward only, and a failed prompt or code becomes the flow's
+//! delivery-failure event.
+
+use super::core::{Runtime, RuntimeError};
+use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
+use crate::flow::engine::Event;
+use crate::store::sessions::{Delivery, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use chrono::{DateTime, Utc};
+use std::time::Instant;
+
+/// What a customer's message means to a flow.
+fn event_of(content: &MessageContent) -> Option<Event> {
+    Some(match content {
+        MessageContent::Text { body } => Event::Text { body: body.clone() },
+        MessageContent::ButtonReply { id, .. } | MessageContent::ListReply { id, .. } => {
+            Event::Reply { id: id.clone() }
+        }
+        MessageContent::QuickReply { payload, .. } => Event::Reply {
+            id: payload.clone(),
+        },
+        // Media, locations, orders and the like are answers the flow cannot use: an empty
+        // text makes it re-prompt.
+        MessageContent::Media { .. }
+        | MessageContent::Location { .. }
+        | MessageContent::Contacts { .. }
+        | MessageContent::Order { .. }
+        | MessageContent::FlowReply { .. }
+        | MessageContent::Unsupported { .. } => Event::Text {
+            body: String::new(),
+        },
+        // Reactions, deletions, edits and system notices are not answers.
+        MessageContent::Reaction { .. }
+        | MessageContent::Revoked { .. }
+        | MessageContent::Edited { .. }
+        | MessageContent::System { .. } => return None,
+    })
+}
+
+impl Runtime {
+    /// Handles one inbound customer message (recorded as inbound event `seq`).
+    pub(super) async fn route_message(
+        &self,
+        seq: u64,
+        m: &InboundMessage,
+    ) -> Result<(), RuntimeError> {
+        let customer = m.from.as_str();
+        let now = Utc::now();
+        let sent_at = DateTime::from_timestamp(m.timestamp, 0).unwrap_or(now);
+        self.sessions().touch_window(customer, sent_at.min(now))?;
+        let Some(event) = event_of(&m.content) else {
+            return Ok(());
+        };
+
+        // The session whose message this answers, else the customer's most recent one.
+        let by_context = match m.context.as_ref().and_then(|c| c.message_id.as_ref()) {
+            Some(id) => self
+                .sessions()
+                .link(id.as_str())?
+                .and_then(|l| l.session_id),
+            None => None,
+        };
+        let mut target = None;
+        if let Some(id) = by_context {
+            target = self
+                .sessions()
+                .get(&id)?
+                .filter(|r| r.is_active() && r.customer == customer);
+        }
+        if target.is_none() {
+            target = self
+                .sessions()
+                .active_for(customer)?
+                .into_iter()
+                .max_by_key(|r| r.updated_at);
+        }
+        if let Some(record) = target {
+            let _guard = self.lock(&record.id).await;
+            // Re-read under the lock: the session may have moved on meanwhile.
+            let Some(mut record) = self.sessions().get(&record.id)? else {
+                return Ok(());
+            };
+            // `last_inbound` holds the next sequence number expected (sled's ids start at 0).
+            if !record.is_active() || record.last_inbound > seq {
+                return Ok(());
+            }
+            record.last_inbound = seq + 1;
+            let flow = self.flow_of(&record)?;
+            let started = Instant::now();
+            self.step(&mut record, &flow, event, now, StepWrite::default())
+                .await?;
+            self.metrics
+                .step_seconds
+                .observe(started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+
+        if let MessageContent::Text { body } = &m.content {
+            let flows = self.flows().current();
+            if let Some(flow) = flows.flow_for_keyword(body) {
+                match self
+                    .open_session(flow, customer, Default::default(), None, None)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(super::commands::StartError::Runtime(e)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, flow = flow.id().as_str(), "keyword could not start its flow");
+                    }
+                }
+            }
+        }
+
+        // Nobody is waiting for this message: the default reply, once per inbound event.
+        let id = format!("inbound:{seq}");
+        if self.sessions().outbox_entry(&id)?.is_none() && !self.config().default_reply.is_empty() {
+            self.sessions().apply(StepWrite {
+                outbox: vec![OutboxEntry {
+                    id,
+                    session_id: None,
+                    to: customer.to_owned(),
+                    payload: OutboxPayload::Text {
+                        text: self.config().default_reply.clone(),
+                    },
+                    attempts: 0,
+                    created_at: now,
+                    due_ms: now.timestamp_millis(),
+                    state: OutboxState::Pending,
+                    use_template: false,
+                }],
+                ..StepWrite::default()
+            })?;
+            self.store.durable().await?;
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Handles a delivery status for a message we sent.
+    pub(super) async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
+        let Some(mut link) = self.sessions().link(s.message_id.as_str())? else {
+            return Ok(());
+        };
+        let next = match s.status {
+            StatusKind::Sent => Delivery::Sent,
+            StatusKind::Delivered => Delivery::Delivered,
+            StatusKind::Read | StatusKind::Played => Delivery::Read,
+            StatusKind::Failed => Delivery::Failed,
+            StatusKind::Other(_) => return Ok(()),
+        };
+        // Forward only: a late `delivered` never undoes `read`, and `failed` is final.
+        if link.delivery == Delivery::Failed || next <= link.delivery {
+            return Ok(());
+        }
+        let code = s.errors.first().map(|e| e.code);
+        self.metrics.outbound_message(
+            match next {
+                Delivery::Accepted => "accepted",
+                Delivery::Sent => "sent",
+                Delivery::Delivered => "delivered",
+                Delivery::Read => "read",
+                Delivery::Failed => "failed",
+            },
+            code,
+        );
+        if next >= Delivery::Delivered && link.delivery < Delivery::Delivered {
+            let at = DateTime::from_timestamp(s.timestamp, 0).unwrap_or_else(Utc::now);
+            let secs = (at - link.sent_at).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics.delivery_latency.observe(secs);
+        }
+        link.delivery = next;
+        self.sessions().put_link(s.message_id.as_str(), &link)?;
+        if next == Delivery::Failed && link.tracked {
+            if let Some(session_id) = &link.session_id {
+                let reason = match s.errors.first() {
+                    Some(e) => format!("WhatsApp error {}", e.code),
+                    None => "WhatsApp reported the message failed".to_owned(),
+                };
+                self.apply_event(session_id, Event::DeliveryFailed { reason })
+                    .await?;
+                return Ok(());
+            }
+        }
+        self.store.durable().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,490 @@
+//! Sessions and everything a session step writes: timers, outbox entries, links from sent
+//! WhatsApp messages back to their session, each customer's last-message time (the 24-hour
+//! window) and, in sandbox mode, the recorded outbound messages.
+//!
+//! All of it lives in one tree, `runtime`, under one-byte prefixes, so that a step — the new
+//! session, its outbox entries and its timers — is one atomic sled batch:
+//! - `s` session id → [`SessionRecord`]
+//! - `a` customer `\0` flow → session id, for active sessions
+//! - `i` idempotency key → session id
+//! - `t` due (ms) ++ session id `\0` timer id → timer sequence number
+//! - `o` entry id → [`OutboxEntry`]; `q` due (ms) ++ entry id: entries waiting to be sent
+//! - `m` WhatsApp message id → [`MessageLink`]
+//! - `w` customer → time of their last message (ms)
+//! - `b` customer `\0` time ++ entry id → a sandbox-recorded message
+//! - `f` flow hash → the flow file's name and text, so a session keeps its version across
+//!   restarts even after the file changed
+
+use super::StoreError;
+use crate::flow::engine::{OutboundMessage, SessionState, SessionStatus, TemplateRef};
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+const SESSION: u8 = b's';
+const ACTIVE: u8 = b'a';
+const IDEMPOTENCY: u8 = b'i';
+const TIMER: u8 = b't';
+const OUTBOX: u8 = b'o';
+const QUEUE: u8 = b'q';
+const LINK: u8 = b'm';
+const WINDOW: u8 = b'w';
+const SANDBOX: u8 = b'b';
+const FLOW_SOURCE: u8 = b'f';
+
+/// A conversation with one customer on one flow version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    /// The customer's number, E.164 with `+`.
+    pub to: String,
+    /// The customer's WhatsApp id (the digits of `to`).
+    pub customer: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Steps applied so far; with the session id it names each step's outbox entries.
+    pub step: u64,
+    pub engine: SessionState,
+    /// The pending timer's key, to replace or drop it.
+    pub timer_key: Option<Vec<u8>>,
+    /// What the current code is bound to: purpose and the names of bound variables.
+    pub otp_purpose: Option<String>,
+    pub otp_bound: Vec<String>,
+    /// One past the sequence number of the last inbound event applied, so a replay after a
+    /// crash never applies one twice.
+    #[serde(default)]
+    pub last_inbound: u64,
+}
+
+impl SessionRecord {
+    pub fn is_active(&self) -> bool {
+        self.engine.status != SessionStatus::Completed
+    }
+}
+
+/// What an outbox entry delivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutboxPayload {
+    /// A flow message to the customer.
+    Message { message: OutboundMessage },
+    /// The session's current code in its authentication template. The code itself stays sealed
+    /// in the OTP ledger and is opened only to send; `generation` names which code.
+    Code {
+        template: Option<TemplateRef>,
+        text: Option<String>,
+        generation: u32,
+    },
+    /// A plain text outside any flow (the default reply).
+    Text { text: String },
+    /// A signed callback to the merchant.
+    Callback {
+        url: String,
+        event_id: String,
+        body: serde_json::Value,
+    },
+    /// A merchant hook; its answer becomes a `HookOk`/`HookError` event of the session.
+    Hook {
+        hook: String,
+        url: String,
+        body: serde_json::Value,
+    },
+}
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    /// Claimed by a sender; if the process died here, whether the other side got it is unknown.
+    InFlight,
+    Done,
+    Failed {
+        reason: String,
+    },
+}
+
+/// One thing to send, created in the same write as the step that asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// `session:step:index`, so one step's message can never be queued twice.
+    pub id: String,
+    pub session_id: Option<String>,
+    /// Recipient WhatsApp id (digits), for messages.
+    pub to: String,
+    pub payload: OutboxPayload,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub due_ms: i64,
+    pub state: OutboxState,
+    /// Set once the free-form message was swapped for its template (outside 24 hours).
+    #[serde(default)]
+    pub use_template: bool,
+}
+
+/// Delivery states in the order a message moves through them; `failed` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Accepted,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+/// A WhatsApp message we sent, tied back to its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageLink {
+    pub session_id: Option<String>,
+    pub entry_id: String,
+    pub delivery: Delivery,
+    pub sent_at: DateTime<Utc>,
+    /// Whether a failure must be told to the flow (prompts and codes).
+    pub tracked: bool,
+}
+
+/// Everything one step changes, written atomically.
+#[derive(Debug, Default)]
+pub struct StepWrite {
+    pub record: Option<SessionRecord>,
+    pub activate: Option<(String, String)>,
+    pub deactivate: Option<(String, String)>,
+    pub idempotency_key: Option<String>,
+    pub timer_remove: Option<Vec<u8>>,
+    pub timer_set: Option<(Vec<u8>, u64)>,
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// Handle to the runtime tree.
+#[derive(Debug, Clone)]
+pub struct SessionStore {
+    tree: sled::Tree,
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn timed_key(prefix: u8, due_ms: i64, rest: &[u8]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&due_ms.max(0).to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A due timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    pub key: Vec<u8>,
+    pub session_id: String,
+    pub timer_id: String,
+    pub seq: u64,
+}
+
+impl SessionStore {
+    pub(super) fn open(db: &sled::Db) -> Result<SessionStore, StoreError> {
+        Ok(SessionStore {
+            tree: db.open_tree("runtime")?,
+        })
+    }
+
+    /// The key a timer is stored under.
+    pub fn timer_key(due: DateTime<Utc>, session_id: &str, timer_id: &str) -> Vec<u8> {
+        let mut rest = session_id.as_bytes().to_vec();
+        rest.push(0);
+        rest.extend_from_slice(timer_id.as_bytes());
+        timed_key(TIMER, due.timestamp_millis(), &rest)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.tree
+            .get(key(SESSION, &[id.as_bytes()]))?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    pub fn by_idempotency_key(&self, k: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(IDEMPOTENCY, &[k.as_bytes()]))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The customer's active session on `flow`, if any.
+    pub fn active(&self, customer: &str, flow: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(ACTIVE, &[customer.as_bytes(), flow.as_bytes()]))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// All active sessions of a customer.
+    pub fn active_for(&self, customer: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut prefix = key(ACTIVE, &[customer.as_bytes()]);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (_, id) = item?;
+            if let Some(r) = self.get(&String::from_utf8_lossy(&id))? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one step atomically (not yet durable: the caller group-commits).
+    pub fn apply(&self, w: StepWrite) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if let Some(k) = &w.timer_remove {
+            batch.remove(k.as_slice());
+        }
+        if let Some((k, seq)) = &w.timer_set {
+            batch.insert(k.as_slice(), &seq.to_be_bytes());
+        }
+        if let Some(r) = &w.record {
+            batch.insert(key(SESSION, &[r.id.as_bytes()]), enc(r)?);
+            if let Some(k) = &w.idempotency_key {
+                batch.insert(key(IDEMPOTENCY, &[k.as_bytes()]), r.id.as_bytes());
+            }
+            if let Some((customer, flow)) = &w.deactivate {
+                batch.remove(key(ACTIVE, &[customer.as_bytes(), flow.as_bytes()]));
+            }
+            if let Some((customer, flow)) = &w.activate {
+                batch.insert(
+                    key(ACTIVE, &[customer.as_bytes(), flow.as_bytes()]),
+                    r.id.as_bytes(),
+                );
+            }
+        }
+        for e in &w.outbox {
+            batch.insert(key(OUTBOX, &[e.id.as_bytes()]), enc(e)?);
+            batch.insert(timed_key(QUEUE, e.due_ms, e.id.as_bytes()), &[]);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Timers due at `now`, earliest first.
+    pub fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let end = timed_key(TIMER, now.timestamp_millis().saturating_add(1), &[]);
+        let mut out = Vec::new();
+        for item in self.tree.range(vec![TIMER]..end).take(limit) {
+            let (k, v) = item?;
+            let rest = &k[9..];
+            let mut parts = rest.splitn(2, |b| *b == 0);
+            let (Some(sid), Some(tid)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let seq = v
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or_default();
+            out.push(DueTimer {
+                key: k.to_vec(),
+                session_id: String::from_utf8_lossy(sid).into_owned(),
+                timer_id: String::from_utf8_lossy(tid).into_owned(),
+                seq,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a timer that fired but no longer matters (its session is gone).
+    pub fn drop_timer(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        self.tree.scan_prefix([TIMER]).count()
+    }
+
+    /// Outbox entries due at `now`, earliest first.
+    pub fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let end = timed_key(QUEUE, now.timestamp_millis().saturating_add(1), &[]);
+        let mut out = Vec::new();
+        for item in self.tree.range(vec![QUEUE]..end).take(limit) {
+            let (k, _) = item?;
+            if let Some(e) = self.outbox_entry(&String::from_utf8_lossy(&k[9..]))? {
+                out.push(e);
+            } else {
+                self.tree.remove(k)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.tree
+            .get(key(OUTBOX, &[id.as_bytes()]))?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// Entries queued or in flight.
+    pub fn outbox_depth(&self) -> usize {
+        self.tree.scan_prefix([QUEUE]).count()
+    }
+
+    /// Entries left in flight by a process that died mid-send.
+    pub fn in_flight(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([OUTBOX]) {
+            let (_, v) = item?;
+            let e: OutboxEntry = dec(&v)?;
+            if e.state == OutboxState::InFlight {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves an entry to a new state and due time; `due_ms: None` takes it off the queue.
+    pub fn update_outbox(
+        &self,
+        entry: &OutboxEntry,
+        old_due_ms: i64,
+        link: Option<(&str, &MessageLink)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
+        if entry.state == OutboxState::Pending {
+            batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
+        }
+        batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
+        if let Some((message_id, l)) = link {
+            batch.insert(key(LINK, &[message_id.as_bytes()]), enc(l)?);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn link(&self, message_id: &str) -> Result<Option<MessageLink>, StoreError> {
+        self.tree
+            .get(key(LINK, &[message_id.as_bytes()]))?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    pub fn put_link(&self, message_id: &str, link: &MessageLink) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(LINK, &[message_id.as_bytes()]), enc(link)?)?;
+        Ok(())
+    }
+
+    /// Records that the customer wrote to us at `at` (opens the 24-hour window).
+    pub fn touch_window(&self, customer: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tree.insert(
+            key(WINDOW, &[customer.as_bytes()]),
+            &at.timestamp_millis().to_be_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// When the customer last wrote to us.
+    pub fn last_customer_message(
+        &self,
+        customer: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(WINDOW, &[customer.as_bytes()]))?
+            .and_then(|b| b.as_ref().try_into().ok().map(i64::from_be_bytes))
+            .and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Keeps a sandbox-recorded message (its body already sealed where it holds a code).
+    pub fn record_sandbox(
+        &self,
+        customer: &str,
+        at: DateTime<Utc>,
+        entry_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut k = key(SANDBOX, &[customer.as_bytes()]);
+        k.push(0);
+        k.extend_from_slice(&at.timestamp_micros().to_be_bytes());
+        k.extend_from_slice(entry_id.as_bytes());
+        self.tree.insert(k, enc(body)?)?;
+        Ok(())
+    }
+
+    /// Sandbox-recorded messages to a customer, oldest first.
+    pub fn sandbox_messages(&self, customer: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut prefix = key(SANDBOX, &[customer.as_bytes()]);
+        prefix.push(0);
+        self.tree
+            .scan_prefix(prefix)
+            .map(|item| dec(&item?.1))
+            .collect()
+    }
+
+    /// Keeps a flow file's text under its hash (once).
+    pub fn put_flow_source(&self, hash: &str, name: &str, text: &str) -> Result<(), StoreError> {
+        let k = key(FLOW_SOURCE, &[hash.as_bytes()]);
+        if !self.tree.contains_key(&k)? {
+            self.tree.insert(k, enc(&(name, text))?)?;
+        }
+        Ok(())
+    }
+
+    /// A flow file's name and text by hash.
+    pub fn flow_source(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.tree
+            .get(key(FLOW_SOURCE, &[hash.as_bytes()]))?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// Removes completed sessions last updated before `cutoff`, with their idempotency keys'
+    /// targets left dangling on purpose (a retry then starts nothing new: it finds no session
+    /// and the key is dropped too).
+    pub fn purge_completed_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.tree.scan_prefix([SESSION]) {
+            let (k, v) = item?;
+            let r: SessionRecord = dec(&v)?;
+            if !r.is_active() && r.updated_at < cutoff {
+                self.tree.remove(k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_keys_sort_by_due_time() {
+        let a = SessionStore::timer_key(DateTime::from_timestamp(100, 0).expect("t"), "z", "state");
+        let b = SessionStore::timer_key(DateTime::from_timestamp(200, 0).expect("t"), "a", "state");
+        assert!(a < b);
+    }
+}
