@@ -1,8 +1,8 @@
 //! What waotp sends to WhatsApp, in its own words, and how each kind becomes Meta's JSON.
 //!
-//! Owns [`Outgoing`] (one message), [`SendRequest`] (a message with its recipient) and the
-//! limits WhatsApp enforces on them. Every limit is checked in [`SendRequest::graph_body`], before
-//! any network call, so a message that Meta would refuse is refused here with a typed error.
+//! Owns [`Outgoing`] (one message) and [`SendRequest`] (a message with its recipient). Every
+//! limit in `limits` is checked in [`SendRequest::graph_body`], before any network call, so a
+//! message that Meta would refuse is refused here with a typed error.
 //! `Debug` output hides the recipient's number and the one-time code. No I/O here.
 
 use std::fmt;
@@ -207,7 +207,7 @@ fn message_content(message: &Outgoing) -> Result<(&'static str, Value), MessageE
     match message {
         Outgoing::Text { body } => {
             check_len("text", body, TEXT_MAX)?;
-            // Previews of links in OTP conversations only distract and leak the URL to a fetcher.
+            // No link previews: a preview card would push the prompt itself off the screen.
             Ok(("text", json!({ "preview_url": false, "body": body })))
         }
         Outgoing::Buttons { body, buttons } => {
