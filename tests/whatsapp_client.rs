@@ -320,3 +320,47 @@ fn bad_settings_are_refused_at_build_time() {
     assert!(GraphClient::new("https://graph.facebook.com/v23.0", "12/../34", token()).is_err());
     assert!(GraphClient::new("https://graph.facebook.com/v23.0", "", token()).is_err());
 }
+
+/// Collects everything logged, at every level, while a code is sent and refused.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn neither_the_code_nor_the_token_reaches_a_log() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fake = GraphFake::start().await;
+    let client = fake.client();
+    client
+        .send(&SendRequest::new(TO, auth_code()))
+        .await
+        .expect("accepted");
+    fake.answer_error(400, 131026);
+    let error = client
+        .send(&SendRequest::new(TO, auth_code()))
+        .await
+        .expect_err("refused");
+    tracing::warn!(%error, ?error, "send failed");
+
+    let logs = String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("utf-8");
+    assert!(logs.contains("graph.send"), "nothing was logged: {logs}");
+    assert!(!logs.contains("482913"), "{logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
+    assert!(!logs.contains("6505551234"), "{logs}");
+}

@@ -56,7 +56,8 @@ impl SignatureVerifier {
             .map_err(|_| SignatureError::Mismatch)
     }
 
-    /// The header value WhatsApp would send for `body`; used by tests and the load generator.
+    /// The header value WhatsApp would send for `body`; used by tests and the load generator,
+    /// and by `merchant` for `X-Waotp-Signature`, which follows the same scheme.
     pub fn sign(&self, body: &[u8]) -> String {
         let mut mac = self.keyed.clone();
         mac.update(body);

@@ -130,7 +130,11 @@ impl GraphClient {
 
     /// Marks a customer's message as read and shows the typing indicator.
     pub async fn mark_read(&self, message_id: &MessageId) -> Result<(), GraphError> {
-        let bytes = self.post(&read_receipt_body(message_id)).await?;
+        let span = tracing::debug_span!("graph.mark_read");
+        let bytes = self
+            .post(&read_receipt_body(message_id))
+            .instrument(span)
+            .await?;
         // Meta answers {"success": true}; an explicit false means it was not marked.
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(answer) if answer.get("success") == Some(&Value::Bool(false)) => Err(

@@ -1,31 +1,17 @@
 //! What waotp sends to WhatsApp, in its own words, and how each kind becomes Meta's JSON.
 //!
-//! Owns [`Outgoing`] (one message), [`SendRequest`] (a message with its recipient) and the
-//! limits WhatsApp enforces on them. Every limit is checked in [`SendRequest::graph_body`], before
-//! any network call, so a message that Meta would refuse is refused here with a typed error.
+//! Owns [`Outgoing`] (one message) and [`SendRequest`] (a message with its recipient). Every
+//! limit in `limits` is checked in [`SendRequest::graph_body`], before any network call, so a
+//! message that Meta would refuse is refused here with a typed error.
 //! `Debug` output hides the recipient's number and the one-time code. No I/O here.
 
 use std::fmt;
 
 use serde_json::{json, Value};
 
+use super::limits::*;
 use crate::domain::MessageId;
 use crate::telemetry::Masked;
-
-/// Meta's limits (Cloud API reference, interactive and text objects).
-const TEXT_MAX: usize = 4096;
-const INTERACTIVE_BODY_MAX: usize = 1024;
-const BUTTONS_MAX: usize = 3;
-const BUTTON_TITLE_MAX: usize = 20;
-const BUTTON_ID_MAX: usize = 256;
-const LIST_BUTTON_MAX: usize = 20;
-const LIST_ROWS_MAX: usize = 10;
-const SECTION_TITLE_MAX: usize = 24;
-const ROW_TITLE_MAX: usize = 24;
-const ROW_ID_MAX: usize = 200;
-const ROW_DESCRIPTION_MAX: usize = 72;
-const CODE_MAX: usize = 15;
-const TRACKER_MAX: usize = 512;
 
 /// A reply button.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,83 +202,12 @@ pub fn read_receipt_body(message_id: &MessageId) -> Value {
     })
 }
 
-/// Why a message was refused before sending.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    #[error("recipient must be digits, optionally after a +")]
-    InvalidRecipient,
-    #[error("{field} is empty")]
-    Empty { field: &'static str },
-    #[error("{field} has {len} characters; WhatsApp allows {max}")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
-    #[error("{count} {what}; WhatsApp allows 1 to {max}")]
-    WrongCount {
-        what: &'static str,
-        count: usize,
-        max: usize,
-    },
-    #[error("{what} `{value}` appears twice")]
-    Duplicate { what: &'static str, value: String },
-    #[error("a list with several sections needs a title on each")]
-    UntitledSection,
-}
-
-fn check_recipient(to: &str) -> Result<(), MessageError> {
-    let digits = to.strip_prefix('+').unwrap_or(to);
-    // E.164 numbers have at most 15 digits; the shortest national numbers have about 5.
-    if (5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(MessageError::InvalidRecipient)
-    }
-}
-
-/// Meta counts characters, not bytes: an emoji title of 20 characters is fine.
-fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), MessageError> {
-    let len = value.chars().count();
-    if value.trim().is_empty() {
-        Err(MessageError::Empty { field })
-    } else if len > max {
-        Err(MessageError::TooLong { field, len, max })
-    } else {
-        Ok(())
-    }
-}
-
-fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), MessageError> {
-    if count == 0 || count > max {
-        Err(MessageError::WrongCount { what, count, max })
-    } else {
-        Ok(())
-    }
-}
-
-fn check_unique<'a>(
-    what: &'static str,
-    values: impl Iterator<Item = &'a str>,
-) -> Result<(), MessageError> {
-    let mut seen = std::collections::HashSet::new();
-    for value in values {
-        if !seen.insert(value) {
-            return Err(MessageError::Duplicate {
-                what,
-                value: value.to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The `type` of a message and the object stored under that key.
 fn message_content(message: &Outgoing) -> Result<(&'static str, Value), MessageError> {
     match message {
         Outgoing::Text { body } => {
             check_len("text", body, TEXT_MAX)?;
-            // Previews of links in OTP conversations only distract and leak the URL to a fetcher.
+            // No link previews: a preview card would push the prompt itself off the screen.
             Ok(("text", json!({ "preview_url": false, "body": body })))
         }
         Outgoing::Buttons { body, buttons } => {
@@ -413,8 +328,8 @@ fn section_json(section: &Section) -> Value {
 }
 
 fn template_head(name: &str, language: &str) -> Result<Value, MessageError> {
-    check_len("template name", name, 512)?;
-    check_len("template language", language, 15)?;
+    check_len("template name", name, TEMPLATE_NAME_MAX)?;
+    check_len("template language", language, LANGUAGE_MAX)?;
     Ok(json!({
         "name": name,
         "language": { "policy": "deterministic", "code": language },
