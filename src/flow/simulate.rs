@@ -1,20 +1,27 @@
-//! Offline simulation of one session: the real engine with a fake clock, an in-memory OTP
-//! ledger and hooks answered by hand. Used by `waotp chat` and `waotp test`.
+//! Offline simulation of one session: the real engine with a fake clock, the production OTP
+//! rules with their state in memory, and hooks answered by hand. Used by `waotp chat` and
+//! `waotp test`.
 //!
-//! No network, no database, no wall clock. The OTP ledger here is a stand-in behind a narrow
-//! trait; the production rules (keyed hashing, per-customer limits) live in `otp/`.
+//! No network, no database, no wall clock: the same pure engine and the same pure OTP rules
+//! (`crate::otp::rules`) as the server, which keeps that state in sled instead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::SeedableRng;
 use serde_json::Value;
 
 use super::engine::{
     self, Effect, Event, OutboundMessage, SessionState, SessionStatus, StartError,
 };
 use super::load::Flow;
+use crate::otp::limits::GlobalSends;
+use crate::otp::rules::{decide_issue, decide_verify, IssueRequest};
+use crate::otp::{
+    self, CustomerActivity, CustomerNumber, IssueRefusal, OtpKey, OtpPolicy, OtpRecord, OtpSubject,
+    VerifyOutcome,
+};
 
 /// What checking a code against the ledger found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +33,23 @@ pub enum Verdict {
         /// Attempts left.
         left: u32,
     },
-    /// The code's lifetime passed.
+    /// The code's lifetime passed (or it was used or withdrawn).
     Expired,
-    /// No attempts left.
+    /// No attempts left (or the customer is blocked by the OTP limits).
+    Locked,
+}
+
+/// Why the ledger issued no code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A new code was asked for too soon after the last one.
+    TooSoon {
+        /// Seconds to wait.
+        wait_secs: u64,
+    },
+    /// A per-customer or service-wide limit refused it.
+    Limited,
+    /// The session's code is out of attempts.
     Locked,
 }
 
@@ -45,29 +66,38 @@ pub trait CodeLedger {
         lifetime: Duration,
         attempts: u32,
         now: DateTime<Utc>,
-        rng: &mut dyn RngCore,
-    ) -> String;
+        rng: &mut StdRng,
+    ) -> Result<String, Refusal>;
 
     /// Checks a typed code.
     fn verify(&mut self, session: &str, attempt: &str, now: DateTime<Utc>) -> Verdict;
 }
 
+/// The production OTP rules (`crate::otp::rules`: keyed digests, attempt counting, resend
+/// cooldown, per-customer limits) with their state in memory instead of sled.
 #[derive(Debug)]
-struct IssuedCode {
-    purpose: String,
-    code: String,
-    expires: DateTime<Utc>,
-    attempts_left: u32,
-    used: bool,
+pub struct RulesLedger {
+    key: OtpKey,
+    customer: CustomerNumber,
+    records: HashMap<String, (OtpRecord, OtpSubject)>,
+    activity: CustomerActivity,
+    global: GlobalSends,
 }
 
-/// A [`CodeLedger`] in memory: plain codes, counted attempts, expiry by the given clock.
-#[derive(Debug, Default)]
-pub struct MemoryLedger {
-    codes: HashMap<String, IssuedCode>,
+impl RulesLedger {
+    /// A ledger with a random key, for the simulated customer `customer` (digits).
+    pub fn new(rng: &mut StdRng) -> Self {
+        Self {
+            key: OtpKey::generate(rng),
+            customer: CustomerNumber::parse(SIM_CUSTOMER).unwrap_or_else(|_| unreachable!("valid number")),
+            records: HashMap::new(),
+            activity: CustomerActivity::default(),
+            global: GlobalSends::default(),
+        }
+    }
 }
 
-impl CodeLedger for MemoryLedger {
+impl CodeLedger for RulesLedger {
     fn issue(
         &mut self,
         session: &str,
@@ -76,52 +106,79 @@ impl CodeLedger for MemoryLedger {
         lifetime: Duration,
         attempts: u32,
         now: DateTime<Utc>,
-        rng: &mut dyn RngCore,
-    ) -> String {
-        let code: String = (0..length)
-            .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
-            .collect();
-        let attempts_left = match self.codes.get(session) {
-            Some(old) if old.purpose == purpose && !old.used => old.attempts_left,
-            _ => attempts,
+        rng: &mut StdRng,
+    ) -> Result<String, Refusal> {
+        let policy = OtpPolicy {
+            code_length: u8::try_from(length).unwrap_or(6),
+            lifetime: lifetime.to_std().unwrap_or_default(),
+            max_attempts: u8::try_from(attempts).unwrap_or(5),
+            ..OtpPolicy::default()
         };
-        self.codes.insert(
-            session.to_owned(),
-            IssuedCode {
-                purpose: purpose.to_owned(),
-                code: code.clone(),
-                expires: now + lifetime,
-                attempts_left,
-                used: false,
-            },
-        );
-        code
+        let code = otp::generate(policy.code_length, rng).map_err(|_| Refusal::Limited)?;
+        let subject = OtpSubject::new(session, purpose);
+        let digest = self.key.digest(&subject, &code);
+        let prev = self
+            .records
+            .get(session)
+            .filter(|(r, _)| r.purpose() == purpose)
+            .map(|(r, _)| r);
+        let req = IssueRequest {
+            subject: &subject,
+            flow: "simulation",
+            customer: &self.customer,
+            policy: &policy,
+        };
+        match decide_issue(req, prev, &self.activity, &self.global, digest, now) {
+            Ok(grant) => {
+                self.activity = grant.activity;
+                self.global = grant.global;
+                self.records.insert(session.to_owned(), (grant.record, subject));
+                Ok(code.expose().to_owned())
+            }
+            Err(IssueRefusal::Cooldown { retry_after }) => Err(Refusal::TooSoon {
+                wait_secs: retry_after.as_secs().max(1),
+            }),
+            Err(IssueRefusal::Locked) => Err(Refusal::Locked),
+            Err(_) => Err(Refusal::Limited),
+        }
     }
 
     fn verify(&mut self, session: &str, attempt: &str, now: DateTime<Utc>) -> Verdict {
-        let Some(c) = self.codes.get_mut(session) else {
+        let Some((record, subject)) = self.records.get(session).cloned() else {
             return Verdict::Expired;
         };
-        if c.used || now >= c.expires {
-            return Verdict::Expired;
+        let Some(attempt) = otp::normalize_attempt(attempt) else {
+            return Verdict::Wrong {
+                left: u32::from(record.attempts_left()),
+            };
+        };
+        let key = &self.key;
+        let decision = decide_verify(Some(&record), &self.activity, now, |stored| {
+            key.verify(&subject, &attempt, stored)
+        });
+        if let Some(next) = decision.record {
+            self.records.insert(session.to_owned(), (next, subject));
         }
-        if c.attempts_left == 0 {
-            return Verdict::Locked;
+        if let Some(activity) = decision.activity {
+            self.activity = activity;
         }
-        if c.code == attempt {
-            c.used = true;
-            return Verdict::Correct;
-        }
-        c.attempts_left -= 1;
-        if c.attempts_left == 0 {
-            Verdict::Locked
-        } else {
-            Verdict::Wrong {
-                left: c.attempts_left,
+        match decision.outcome {
+            VerifyOutcome::Correct => Verdict::Correct,
+            VerifyOutcome::Wrong { attempts_left: 0 }
+            | VerifyOutcome::Locked
+            | VerifyOutcome::CustomerBlocked { .. } => Verdict::Locked,
+            VerifyOutcome::Wrong { attempts_left } => Verdict::Wrong {
+                left: u32::from(attempts_left),
+            },
+            VerifyOutcome::Expired | VerifyOutcome::NotIssued | VerifyOutcome::Consumed => {
+                Verdict::Expired
             }
         }
     }
 }
+
+/// The number simulated sessions run for.
+const SIM_CUSTOMER: &str = "15550000000";
 
 /// Something the simulated bot did, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +214,7 @@ pub enum Output {
 
 /// One simulated session.
 #[derive(Debug)]
-pub struct Simulation<'f, L: CodeLedger = MemoryLedger> {
+pub struct Simulation<'f, L: CodeLedger = RulesLedger> {
     flow: &'f Flow,
     session: SessionState,
     now: DateTime<Utc>,
@@ -178,15 +235,17 @@ fn epoch() -> DateTime<Utc> {
 
 const SESSION_ID: &str = "sim";
 
-impl<'f> Simulation<'f, MemoryLedger> {
-    /// Starts a session of `flow` with an in-memory ledger and a seeded random source.
+impl<'f> Simulation<'f, RulesLedger> {
+    /// Starts a session of `flow` under the production OTP rules (state in memory) and a
+    /// seeded random source.
     pub fn start(
         flow: &'f Flow,
         vars: BTreeMap<String, Value>,
         lang: &str,
         seed: u64,
     ) -> Result<Self, StartError> {
-        Self::with_ledger(flow, vars, lang, seed, MemoryLedger::default())
+        let ledger = RulesLedger::new(&mut StdRng::seed_from_u64(seed ^ 0x5eed));
+        Self::with_ledger(flow, vars, lang, seed, ledger)
     }
 }
 
@@ -235,7 +294,7 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
         match effect {
             Effect::Send(m) => self.output.push(Output::Message(m)),
             Effect::IssueOtp(req) => {
-                let code = self.ledger.issue(
+                let issued = self.ledger.issue(
                     SESSION_ID,
                     &req.purpose,
                     req.length,
@@ -244,6 +303,14 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
                     self.now,
                     &mut self.rng,
                 );
+                let code = match issued {
+                    Ok(code) => code,
+                    Err(Refusal::TooSoon { wait_secs }) => {
+                        return Some(Event::OtpResendTooSoon { wait_secs })
+                    }
+                    Err(Refusal::Locked) => return Some(Event::OtpLocked),
+                    Err(Refusal::Limited) => return Some(Event::OtpRefused),
+                };
                 self.last_code = Some(code.clone());
                 self.output.push(Output::Code {
                     code,
