@@ -99,7 +99,11 @@ impl Application {
                 callback_url: settings.callback_url.clone(),
                 hook_base_url: settings.hook_base_url.clone(),
                 default_reply: DEFAULT_REPLY.to_owned(),
-                otp_base: OtpPolicy::default(),
+                otp_base: OtpPolicy {
+                    global_sends_per_hour: settings.otp_sends_per_hour,
+                    allowed_prefixes: settings.otp_allowed_prefixes.clone(),
+                    ..OtpPolicy::default()
+                },
             },
         ));
         let inbox = Arc::new(Inbox::new(

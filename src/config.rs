@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
+/// Default service-wide ceiling on codes sent per hour.
+pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = 1000;
 
 /// Everything the server needs to know, resolved and checked.
 #[derive(Debug, Clone)]
@@ -33,6 +35,10 @@ pub struct Settings {
     pub otp_key: Option<SecretString>,
     pub log: String,
     pub log_format: LogFormat,
+    /// Codes the whole service may send per clock hour (a spend breaker against pumping).
+    pub otp_sends_per_hour: u32,
+    /// Phone number prefixes that may receive codes (`+91`, `+4420`); empty allows all.
+    pub otp_allowed_prefixes: Vec<String>,
 }
 
 /// A configuration problem, naming the setting at fault.
@@ -66,6 +72,8 @@ struct FileSettings {
     otp_key: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
+    otp_sends_per_hour: Option<u32>,
+    otp_allowed_prefixes: Option<StringOrList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +114,17 @@ impl FileSettings {
         put("OTP_KEY", self.otp_key);
         put("LOG", self.log);
         put("LOG_FORMAT", self.log_format);
+        put(
+            "OTP_SENDS_PER_HOUR",
+            self.otp_sends_per_hour.map(|n| n.to_string()),
+        );
+        put(
+            "OTP_ALLOWED_PREFIXES",
+            self.otp_allowed_prefixes.map(|k| match k {
+                StringOrList::One(s) => s,
+                StringOrList::Many(v) => v.join(","),
+            }),
+        );
         out
     }
 }
@@ -166,6 +185,26 @@ impl Settings {
                 })?,
                 None => LogFormat::Pretty,
             },
+            otp_sends_per_hour: match get("WAOTP_OTP_SENDS_PER_HOUR") {
+                Some(n) => n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_OTP_SENDS_PER_HOUR",
+                        message: format!("`{n}` is not a positive whole number"),
+                    })?,
+                None => DEFAULT_OTP_SENDS_PER_HOUR,
+            },
+            otp_allowed_prefixes: get("WAOTP_OTP_ALLOWED_PREFIXES")
+                .map(|p| {
+                    p.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         settings.check()?;
         Ok(settings)
@@ -204,6 +243,16 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     name: "WAOTP_BUSINESS_NUMBER",
                     message: "expected an E.164 number such as +14155550100".into(),
+                });
+            }
+        }
+        for prefix in &self.otp_allowed_prefixes {
+            let digits = prefix.strip_prefix('+').unwrap_or_default();
+            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(ConfigError::Invalid {
+                    name: "WAOTP_OTP_ALLOWED_PREFIXES",
+                    message: format!("`{prefix}` is not a phone number prefix such as +91"),
                 });
             }
         }

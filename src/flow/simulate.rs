@@ -89,7 +89,8 @@ impl RulesLedger {
     pub fn new(rng: &mut StdRng) -> Self {
         Self {
             key: OtpKey::generate(rng),
-            customer: CustomerNumber::parse(SIM_CUSTOMER).unwrap_or_else(|_| unreachable!("valid number")),
+            customer: CustomerNumber::parse(SIM_CUSTOMER)
+                .unwrap_or_else(|_| unreachable!("valid number")),
             records: HashMap::new(),
             activity: CustomerActivity::default(),
             global: GlobalSends::default(),
@@ -132,7 +133,8 @@ impl CodeLedger for RulesLedger {
             Ok(grant) => {
                 self.activity = grant.activity;
                 self.global = grant.global;
-                self.records.insert(session.to_owned(), (grant.record, subject));
+                self.records
+                    .insert(session.to_owned(), (grant.record, subject));
                 Ok(code.expose().to_owned())
             }
             Err(IssueRefusal::Cooldown { retry_after }) => Err(Refusal::TooSoon {

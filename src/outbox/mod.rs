@@ -242,7 +242,10 @@ impl Outbox {
                 Err(reason) => Outcome::Failed(reason),
                 Ok(None) => Outcome::Done,
                 Ok(Some((request, generation))) => {
-                    self.rate.acquire().await;
+                    // Meta's per-number throughput limit; the sandbox records without one.
+                    if matches!(self.transport, Transport::Graph(_)) {
+                        self.rate.acquire().await;
+                    }
                     match self.send(&entry, &request).await {
                         Ok(message_id) => {
                             self.runtime.metrics.outbound_message("accepted", None);

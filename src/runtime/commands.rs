@@ -83,7 +83,7 @@ impl Runtime {
         }
         // Idempotency and "one active session per customer per flow" are decided under one
         // lock per customer and flow, so two concurrent starts cannot both create a session.
-        let _guard = self.lock(&format!("start:{customer}:{flow_id}")).await;
+        let _guard = self.lock_start(&customer, flow_id).await;
         if let Some(key) = idempotency_key {
             if let Some(id) = self
                 .sessions()

@@ -58,6 +58,9 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub(super) config: RuntimeConfig,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// A separate set for "starting a session for this customer and flow": a start holds one
+    /// of these while it takes its new session's lock, so sharing one set could deadlock.
+    start_locks: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     /// Woken whenever a step queued something to send.
     pub outbox_wake: Arc<Notify>,
@@ -87,6 +90,7 @@ impl Runtime {
             metrics,
             config,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            start_locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: Default::default(),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -117,6 +121,16 @@ impl Runtime {
     pub(super) async fn lock(&self, session_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
         let i = (self.hasher.hash_one(session_id) as usize) % LOCKS;
         self.locks[i].lock().await
+    }
+
+    /// The lock that serialises starting sessions for one customer and flow.
+    pub(super) async fn lock_start(
+        &self,
+        customer: &str,
+        flow: &str,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one((customer, flow)) as usize) % LOCKS;
+        self.start_locks[i].lock().await
     }
 
     /// The flow version a session runs on.
@@ -423,11 +437,16 @@ impl Runtime {
             Some(code) => self.ledger.verify(&subject, &code, now)?,
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
-                let left = self.ledger.record(&record.id)?.map_or(0, |r| r.attempts_left());
+                let left = self
+                    .ledger
+                    .record(&record.id)?
+                    .map_or(0, |r| r.attempts_left());
                 if left == 0 {
                     VerifyOutcome::NotIssued
                 } else {
-                    VerifyOutcome::Wrong { attempts_left: left }
+                    VerifyOutcome::Wrong {
+                        attempts_left: left,
+                    }
                 }
             }
         };

@@ -19,6 +19,9 @@ pub use sessions::SessionStore;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Page cache size: enough for the working set of active sessions and recent events.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A storage failure. Callers answer 5xx (so WhatsApp retries) and log it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +56,9 @@ impl Store {
             // Durability comes from our explicit group commits; sled's own timer flush only
             // adds writes, so it is kept infrequent.
             .flush_every_ms(Some(1000))
+            // sled's default page cache is 1 GiB; sessions are small and mostly idle, so a
+            // bounded cache keeps resident memory flat however many sessions are on disk.
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         Ok(Store {
             commit: GroupCommit::start(db.clone(), observe),

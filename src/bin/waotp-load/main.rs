@@ -12,6 +12,8 @@
 // The report goes to standard output by design.
 #![allow(clippy::print_stdout)]
 
+mod cod;
+
 use clap::Parser;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -28,7 +30,7 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
     url: String,
     /// App Secret the server verifies with.
-    #[arg(long, env = "WAOTP_APP_SECRET")]
+    #[arg(long, env = "WAOTP_APP_SECRET", default_value = "")]
     secret: String,
     /// Open loop: requests per second. Without it, closed loop (saturation).
     #[arg(long)]
@@ -57,6 +59,20 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Scenario: `webhook` (signed webhook POSTs) or `cod` (complete cash-on-delivery
+    /// verifications through the API against a sandbox-mode server).
+    #[arg(long, default_value = "webhook")]
+    scenario: String,
+    /// For `cod`: the server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// For `cod`: an API key of the server.
+    #[arg(long, env = "WAOTP_API_KEY", default_value = "")]
+    api_key: String,
+    /// For `cod`: where to receive callbacks (start the server with
+    /// WAOTP_CALLBACK_URL=http://<this address>/callback).
+    #[arg(long, default_value = "127.0.0.1:18099")]
+    sink: String,
 }
 
 /// Builds webhook bodies: unique ids, a mix of kinds, some repeats.
@@ -193,6 +209,17 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.scenario == "cod" {
+        let opts = cod::CodOptions {
+            base: args.base.clone(),
+            api_key: args.api_key.clone(),
+            sink: args.sink.clone(),
+            concurrency: args.concurrency,
+            warmup: Duration::from_secs(args.warmup),
+            duration: Duration::from_secs(args.duration),
+        };
+        return runtime.block_on(cod::run(opts, args.json));
+    }
     runtime.block_on(run(args))
 }
 
