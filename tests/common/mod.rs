@@ -33,8 +33,21 @@ pub fn test_vars(dir: &std::path::Path) -> HashMap<String, String> {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// The server with extra settings (e.g. `WAOTP_API_KEYS`).
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings::from_vars(test_vars(dir.path())).expect("test settings");
+    let mut vars = test_vars(dir.path());
+    vars.insert(
+        "WAOTP_FLOWS_DIR".to_owned(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/flows").to_owned(),
+    );
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_vars(vars).expect("test settings");
     let app = Application::build(settings).await.expect("server builds");
     let base = format!("http://{}", app.address());
     let store = app.store();

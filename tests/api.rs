@@ -1,0 +1,266 @@
+//! The merchant API on the real server in sandbox mode: authentication, validation errors,
+//! idempotency, one active session per customer and flow, cancel and check.
+
+mod common;
+
+use serde_json::{json, Value};
+
+const KEY: &str = "test-api-key";
+
+async fn app() -> common::TestApp {
+    common::spawn_app_with(&[("WAOTP_API_KEYS", "other-key, test-api-key")]).await
+}
+
+async fn post(app: &common::TestApp, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.client.post(format!("{}{path}", app.base)).json(&body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let res = req.send().await.expect("sent");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn cod(to: &str) -> Value {
+    json!({"flow": "cod_confirmation", "to": to,
+           "vars": {"customer_name": "Asha", "order_id": "A-1", "total": "₹10"}})
+}
+
+#[tokio::test]
+async fn every_route_needs_a_known_key_and_wrong_keys_change_nothing() {
+    let app = app().await;
+    for key in [
+        None,
+        Some("wrong"),
+        Some(""),
+        Some("test-api-ke"),
+        Some("test-api-key2"),
+    ] {
+        let (status, body) = post(&app, "/v1/sessions", key, cod("+919876543210")).await;
+        assert_eq!(status, 401, "{key:?}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let res = app
+        .client
+        .get(format!("{}/v1/sessions/ses_x", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 401);
+    assert!(app
+        .store
+        .sessions()
+        .active_for("919876543210")
+        .expect("read")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_are_named() {
+    let app = app().await;
+    let cases = [
+        (
+            json!({"flow": "nope", "to": "+919876543210"}),
+            "unknown_flow",
+        ),
+        (
+            json!({"flow": "account_recovery", "to": "+919876543210"}),
+            "unknown_flow",
+        ),
+        (
+            json!({"flow": "cod_confirmation", "to": "+919876543210", "vars": {}}),
+            "missing_var",
+        ),
+        (
+            json!({"flow": "cod_confirmation", "to": "919876543210", "vars": {}}),
+            "invalid_phone",
+        ),
+        (
+            json!({"flow": "signup_verification", "to": "+91 98765"}),
+            "invalid_phone",
+        ),
+        (json!({"flow": "signup_verification"}), "invalid_json"),
+        (
+            json!({"flow": "signup_verification", "to": "+919876543210", "extra": 1}),
+            "invalid_json",
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = post(&app, "/v1/sessions", Some(KEY), body.clone()).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, body) = post(
+        &app,
+        "/v1/sessions/ses_missing/cancel",
+        Some(KEY),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = post(
+        &app,
+        "/v1/sessions/ses_missing/check",
+        Some(KEY),
+        json!({"code": "123456"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn idempotency_and_one_active_session_per_customer_and_flow() {
+    let app = app().await;
+    let send = |key: &'static str| {
+        app.client
+            .post(format!("{}/v1/sessions", app.base))
+            .bearer_auth(KEY)
+            .header("idempotency-key", key)
+            .json(&cod("+14155550100"))
+            .send()
+    };
+    let first: Value = send("order-1")
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let again = send("order-1").await.expect("sent");
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["id"], again["id"]);
+    // A different key for the same customer and flow: refused while the first is active.
+    let other = send("order-2").await.expect("sent");
+    assert_eq!(other.status(), 409);
+    let other: Value = other.json().await.expect("json");
+    assert_eq!(other["error"]["code"], "session_active");
+
+    let id = first["id"].as_str().expect("id");
+    let (status, cancelled) = post(
+        &app,
+        &format!("/v1/sessions/{id}/cancel"),
+        Some(KEY),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["outcome"].as_str()),
+        (Some("completed"), Some("cancelled"))
+    );
+    // Cancelling again is a no-op; a new session may now start.
+    let (status, again) = post(
+        &app,
+        &format!("/v1/sessions/{id}/cancel"),
+        Some(KEY),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, again["outcome"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = post(&app, "/v1/sessions", Some(KEY), cod("+14155550100")).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn check_counts_wrong_codes_and_accepts_the_right_one() {
+    let app = app().await;
+    let (status, session) = post(
+        &app,
+        "/v1/sessions",
+        Some(KEY),
+        json!({"flow": "signup_verification", "to": "+447700900123"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().expect("id").to_owned();
+    // The code the customer received, from the sandbox recording.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        let list: Value = app
+            .client
+            .get(format!(
+                "{}/v1/sandbox/messages?to=%2B447700900123",
+                app.base
+            ))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        if let Some(code) = list["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find_map(|m| m["code"].as_str()))
+        {
+            break code.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no code was sent: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (_, first) = post(
+        &app,
+        &format!("/v1/sessions/{id}/check"),
+        Some(KEY),
+        json!({"code": wrong}),
+    )
+    .await;
+    assert_eq!(
+        (first["valid"].as_bool(), first["attempts_left"].as_u64()),
+        (Some(false), Some(4)),
+        "{first}"
+    );
+    let spaced = format!("{} {}", &code[..3], &code[3..]);
+    let (_, right) = post(
+        &app,
+        &format!("/v1/sessions/{id}/check"),
+        Some(KEY),
+        json!({"code": spaced}),
+    )
+    .await;
+    assert_eq!(right["valid"], true, "{right}");
+    assert_eq!(right["session"]["outcome"], "verified");
+    // Single use: the same code never verifies again.
+    let (_, reuse) = post(
+        &app,
+        &format!("/v1/sessions/{id}/check"),
+        Some(KEY),
+        json!({"code": code}),
+    )
+    .await;
+    assert_eq!(reuse["valid"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_starts_all_complete() {
+    // Regression: a start once took two locks from one striped set and could deadlock on itself.
+    let app = app().await;
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let req = app
+            .client
+            .post(format!("{}/v1/sessions", app.base))
+            .bearer_auth(KEY)
+            .timeout(std::time::Duration::from_secs(60))
+            .json(&json!({"flow": "signup_verification", "to": format!("+1415555{i:04}")}));
+        tasks.push(tokio::spawn(async move {
+            req.send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task").expect("answered"), 201);
+    }
+}
