@@ -246,6 +246,7 @@ impl Outbox {
                     match self.send(&entry, &request).await {
                         Ok(message_id) => {
                             self.runtime.metrics.outbound_message("accepted", None);
+                            self.runtime.stats_accepted(&entry, now);
                             if let (Some(generation), Some(session_id)) =
                                 (generation, &entry.session_id)
                             {
@@ -288,7 +289,10 @@ impl Outbox {
                 entry.use_template = true;
                 Outcome::Retry(Duration::ZERO)
             }
-            ErrorClass::UseTemplate | ErrorClass::Fail => Outcome::Failed(e.to_string()),
+            ErrorClass::UseTemplate | ErrorClass::Fail => {
+                self.runtime.stats_send_failed(entry, e.code());
+                Outcome::Failed(e.to_string())
+            }
             ErrorClass::Alert => {
                 self.runtime.metrics.operator_alerts.inc();
                 tracing::error!(entry = %entry.id, error = %e, "OPERATOR ALERT: the Graph API refused our token or permissions; message kept");
