@@ -144,7 +144,8 @@ pub fn render(r: &Value) -> String {
         ),
     ];
     for (label, value, note) in rows {
-        let _ = writeln!(out, "  {label:<26}{value:>14}  {note}");
+        let line = format!("  {label:<26}{value:>14}  {note}");
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let _ = writeln!(
         out,

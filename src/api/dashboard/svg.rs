@@ -92,7 +92,7 @@ pub fn funnel(flow: &str, window: &str, stages: &[Stage]) -> String {
         };
         let _ = write!(
             svg,
-            r##"<g class="stage" data-flow="{flow}" data-window="{window}" data-stage="{id}" data-value="{value}"><text x="0" y="{ty}" font-size="13">{label}</text><rect x="{LABEL_WIDTH}" y="{y}" width="{bar:.1}" height="{bh}" rx="3" fill="#25a244"/><text class="count" x="{tx:.1}" y="{ty}" font-size="13">{shown}</text></g>"##,
+            r##"<g class="stage" data-flow="{flow}" data-window="{window}" data-stage="{id}" data-value="{value}"><text x="0" y="{ty}" font-size="13">{label}</text><rect x="{LABEL_WIDTH}" y="{y}" width="{BAR_WIDTH}" height="{bh}" rx="3" fill="#eef3ef"/><rect x="{LABEL_WIDTH}" y="{y}" width="{bar:.1}" height="{bh}" rx="3" fill="#25a244"/><text class="count" x="{tx:.1}" y="{ty}" font-size="13">{shown}</text></g>"##,
             id = stage.id,
             value = stage.value,
             label = escape(stage.label),
