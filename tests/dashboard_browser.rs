@@ -120,6 +120,7 @@ async fn rendered_funnels_equal_the_stats_api() {
         .start_session("signup_verification", "+15550000011")
         .await;
     let (a_msg, a_code) = server.code("+15550000011", 1).await;
+    server.sent("signup_verification", 1).await;
     server
         .status(&a_msg, "+15550000011", "delivered", None)
         .await;
@@ -130,6 +131,7 @@ async fn rendered_funnels_equal_the_stats_api() {
         .start_session("signup_verification", "+15550000012")
         .await;
     let (b_msg, _) = server.code("+15550000012", 1).await;
+    server.sent("signup_verification", 2).await;
     server
         .status(&b_msg, "+15550000012", "delivered", None)
         .await;
@@ -144,12 +146,14 @@ async fn rendered_funnels_equal_the_stats_api() {
         .start_session("signup_verification", "+15550000013")
         .await;
     let (c_msg, _) = server.code("+15550000013", 1).await;
+    server.sent("signup_verification", 3).await;
     server
         .status(&c_msg, "+15550000013", "failed", Some(131047))
         .await;
     assert_eq!(server.outcome(&c).await, "undeliverable");
     let d = server.start_session("password_reset", "+15550000014").await;
     server.code("+15550000014", 1).await;
+    server.sent("password_reset", 1).await;
     server
         .api(
             reqwest::Method::POST,

@@ -26,6 +26,7 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
         .start_session("signup_verification", "+15550000001")
         .await;
     let (a_msg, a_code) = server.code("+15550000001", 1).await;
+    server.sent("signup_verification", 1).await;
     server
         .status(&a_msg, "+15550000001", "delivered", None)
         .await;
@@ -41,6 +42,7 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
         .start_session("signup_verification", "+15550000002")
         .await;
     let (b_msg, _) = server.code("+15550000002", 1).await;
+    server.sent("signup_verification", 2).await;
     server
         .status(&b_msg, "+15550000002", "delivered", None)
         .await;
@@ -55,6 +57,7 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
         .start_session("signup_verification", "+15550000003")
         .await;
     let (c_msg, _) = server.code("+15550000003", 1).await;
+    server.sent("signup_verification", 3).await;
     server
         .status(&c_msg, "+15550000003", "failed", Some(131026))
         .await;
@@ -75,6 +78,7 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
         .start_session("signup_verification", "+15550000004")
         .await;
     let (d_msg, d_code) = server.code("+15550000004", 1).await;
+    server.sent("signup_verification", 4).await;
     server.status(&d_msg, "+15550000004", "read", None).await;
     let checked = server
         .api(
@@ -89,6 +93,7 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
     // E: another flow, cancelled before anything was delivered.
     let e = server.start_session("password_reset", "+15550000005").await;
     server.code("+15550000005", 1).await;
+    server.sent("password_reset", 1).await;
     server
         .api(Method::POST, &format!("/v1/sessions/{e}/cancel"), None)
         .await;

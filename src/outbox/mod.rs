@@ -246,7 +246,6 @@ impl Outbox {
                     match self.send(&entry, &request).await {
                         Ok(message_id) => {
                             self.runtime.metrics.outbound_message("accepted", None);
-                            self.runtime.stats_accepted(&entry, now);
                             if let (Some(generation), Some(session_id)) =
                                 (generation, &entry.session_id)
                             {
@@ -332,6 +331,9 @@ impl Outbox {
         let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
         if let Err(e) = sessions.update_outbox(&entry, old_due, link_ref) {
             tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
+        }
+        if link.is_some() {
+            self.runtime.stats_accepted(&entry, Utc::now());
         }
         if let Err(e) = self.runtime.store_durable().await {
             tracing::error!(error = %e, "flushing outbox results failed");

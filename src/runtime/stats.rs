@@ -86,7 +86,8 @@ impl Runtime {
         );
     }
 
-    /// WhatsApp accepted an outbox message; only codes are counted.
+    /// WhatsApp accepted an outbox message and its link is stored (so a status for it can be
+    /// matched from now on); only codes are counted.
     pub(crate) fn stats_accepted(&self, entry: &OutboxEntry, now: DateTime<Utc>) {
         if !matches!(entry.payload, OutboxPayload::Code { .. }) {
             return;
@@ -96,11 +97,12 @@ impl Runtime {
         };
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
-        self.counted("code sent", stats.count(flow, Metric::CodeSent, now, 1));
         // Only a running session can still be verified; a finished one keeps no code time.
+        // Written before the count, so whoever sees the count can rely on the time being there.
         if record.is_active() {
             self.counted("code time", stats.code_sent_at(&record.id, now));
         }
+        self.counted("code sent", stats.count(flow, Metric::CodeSent, now, 1));
     }
 
     /// WhatsApp refused a flow's message for good when we sent it.

@@ -124,6 +124,24 @@ impl Server {
         }
     }
 
+    /// Waits until `flow` counts `n` codes sent. A code is counted once its message is linked
+    /// to the session, so statuses posted after this find it (a status for an unknown message
+    /// is dropped, and its redelivery deduplicated).
+    pub async fn sent(&self, flow: &str, n: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.stats(Some(flow)).await;
+            if s["codes_sent"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "codes sent never reached {n}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Posts a signed status webhook and waits until it was handled.
     pub async fn status(&self, message_id: &str, to: &str, status: &str, error: Option<i64>) {
         let body = status_body(message_id, to.trim_start_matches('+'), status, error);
