@@ -157,6 +157,39 @@ async fn aggregates_match_scripted_sessions_across_a_restart() {
     assert_eq!(n(&old["sessions_started"]), 0);
     assert_eq!(old["from"], "2020-01-01T00:00:00+00:00");
     assert_eq!(old["to"], "2020-01-02T00:00:00+00:00");
+
+    // `waotp stats` prints the same figures from the running server; the key comes from the
+    // environment as an operator would have it.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .args(["stats", "--flow", "signup_verification", "--since", "2h"])
+        .args(["--url", &server.base])
+        .env("WAOTP_API_KEYS", format!("{API_KEY},another-key"))
+        .output()
+        .expect("run waotp stats");
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{table}");
+    for line in [
+        "sessions started                       4",
+        "codes delivered                        3  delivery rate 75.0%",
+        "verified                               2  conversion 50.0%",
+        "131026                 1  Message undeliverable",
+    ] {
+        assert!(table.contains(line), "missing {line:?} in\n{table}");
+    }
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .args([
+            "stats",
+            "--flow",
+            "nope",
+            "--url",
+            &server.base,
+            "--key",
+            API_KEY,
+        ])
+        .output()
+        .expect("run waotp stats");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no flow `nope`"));
     server.stop();
 }
 

@@ -180,10 +180,13 @@ fn section(html: &mut String, w: &Window) {
     let hourly: Vec<u64> = (w.range.from_hour..w.range.to_hour)
         .map(|h| w.all.started_by_hour.get(&h).copied().unwrap_or(0))
         .collect();
+    let busiest = hourly.iter().copied().max().unwrap_or(0);
     let _ = write!(
         html,
-        "<h3>Sessions per hour</h3>{}",
-        sparkline(w.id, &hourly)
+        "<h3>Sessions per hour</h3>{}<p class=\"muted\">{} hours, oldest on the left; busiest hour: {} sessions</p>",
+        sparkline(w.id, &hourly),
+        hourly.len(),
+        thousands(busiest)
     );
     html.push_str("<h3>Funnel per flow</h3><div class=\"flows\">");
     for (flow, t) in &w.flows {
