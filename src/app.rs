@@ -185,6 +185,8 @@ impl Application {
             inbox: inbox.clone(),
             metrics: metrics.clone(),
         };
+        // One set of dashboard logins for every worker.
+        let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());
         let ready = Arc::new(AtomicBool::new(false));
         let health = HealthState {
             store: store.clone(),
@@ -201,10 +203,13 @@ impl Application {
                 .app_data(web::Data::new(webhook.clone()))
                 .app_data(web::Data::new(health.clone()))
                 .app_data(web::Data::new(api.clone()))
+                .app_data(dashboard.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024))
                 .configure(crate::webhook::routes)
                 .configure(crate::api::health::routes)
                 .configure(crate::api::sessions::routes)
+                .configure(crate::api::stats::routes)
+                .configure(crate::api::dashboard::routes)
         })
         .listen(listener)?
         .shutdown_timeout(10)

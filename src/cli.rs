@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod stats;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "waotp",
@@ -53,6 +55,21 @@ pub enum Command {
     },
     /// Print the JSON Schema of the flow file format.
     Schema,
+    /// Print a running server's verification funnel (GET /v1/stats) as a table.
+    Stats {
+        /// Only this flow (default: all flows).
+        #[arg(long)]
+        flow: Option<String>,
+        /// How far back to look, e.g. 24h, 7d, 1h30m.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A merchant API key (the first of WAOTP_API_KEYS when not given).
+        #[arg(long, env = "WAOTP_API_KEYS", hide_env_values = true)]
+        key: Option<String>,
+    },
     /// Print a flow as a Mermaid state diagram.
     Graph {
         /// Flow id.
@@ -104,6 +121,21 @@ pub fn run() -> ExitCode {
         ),
         Command::Schema => flow_cli::schema(out),
         Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
+        Command::Stats {
+            flow,
+            since,
+            url,
+            key,
+        } => stats::run(
+            &stats::StatsArgs {
+                url: &url,
+                key: key.as_deref(),
+                flow: flow.as_deref(),
+                since: &since,
+            },
+            out,
+            err,
+        ),
     };
     ExitCode::from(code)
 }

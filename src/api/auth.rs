@@ -16,13 +16,7 @@ pub fn require_key(req: &HttpRequest, keys: &[SecretString]) -> Result<(), ApiEr
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .as_bytes();
-    let mut ok = subtle::Choice::from(0u8);
-    for key in keys {
-        let key = key.expose_secret().as_bytes();
-        // ct_eq on slices of different lengths is false without comparing contents.
-        ok |= key.ct_eq(given);
-    }
-    if bool::from(ok) && !given.is_empty() {
+    if is_known_key(given, keys) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -31,4 +25,15 @@ pub fn require_key(req: &HttpRequest, keys: &[SecretString]) -> Result<(), ApiEr
             "missing or unknown API key (Authorization: Bearer <key>)",
         ))
     }
+}
+
+/// Whether `given` is one of `keys`, compared in constant time against every key.
+pub fn is_known_key(given: &[u8], keys: &[SecretString]) -> bool {
+    let mut ok = subtle::Choice::from(0u8);
+    for key in keys {
+        let key = key.expose_secret().as_bytes();
+        // ct_eq on slices of different lengths is false without comparing contents.
+        ok |= key.ct_eq(given);
+    }
+    bool::from(ok) && !given.is_empty()
 }

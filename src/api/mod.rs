@@ -2,6 +2,8 @@
 //! metrics. Handlers translate between HTTP and the runtime; they hold no business rules.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod sessions;
+pub mod stats;

@@ -291,7 +291,10 @@ impl Outbox {
                 entry.use_template = true;
                 Outcome::Retry(Duration::ZERO)
             }
-            ErrorClass::UseTemplate | ErrorClass::Fail => Outcome::Failed(e.to_string()),
+            ErrorClass::UseTemplate | ErrorClass::Fail => {
+                self.runtime.stats_send_failed(entry, e.code());
+                Outcome::Failed(e.to_string())
+            }
             ErrorClass::Alert => {
                 self.runtime.metrics.operator_alerts.inc();
                 tracing::error!(entry = %entry.id, error = %e, "OPERATOR ALERT: the Graph API refused our token or permissions; message kept");
@@ -331,6 +334,9 @@ impl Outbox {
         let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
         if let Err(e) = sessions.update_outbox(&entry, old_due, link_ref) {
             tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
+        }
+        if link.is_some() {
+            self.runtime.stats_accepted(&entry, Utc::now());
         }
         if let Err(e) = self.runtime.store_durable().await {
             tracing::error!(error = %e, "flushing outbox results failed");

@@ -181,6 +181,7 @@ impl Runtime {
         let queued_outbox = !write.outbox.is_empty();
         write.record = Some(record.clone());
         self.sessions().apply(write)?;
+        self.stats_after_step(record, now);
         self.store.durable().await?;
         if queued_outbox {
             self.outbox_wake.notify_one();
@@ -286,6 +287,7 @@ impl Runtime {
                     IssueOutcome::Refused(refusal) => {
                         use crate::otp::IssueRefusal as R;
                         self.metrics.limit_breach(refusal.as_str());
+                        self.stats_limit(record, refusal.as_str(), now);
                         tracing::warn!(session_id = %record.id, reason = refusal.as_str(), "OTP refused by limits");
                         // The customer is told no more than the flow's refusal message says.
                         return Ok(Some(match refusal {
@@ -454,6 +456,7 @@ impl Runtime {
         let event = match verdict {
             VerifyOutcome::Correct => {
                 self.metrics.otp("verified", flow);
+                self.stats_verified(record, now);
                 Event::OtpCorrect
             }
             VerifyOutcome::Wrong { attempts_left: 0 } | VerifyOutcome::Locked => {
@@ -468,6 +471,7 @@ impl Runtime {
             }
             VerifyOutcome::CustomerBlocked { .. } => {
                 self.metrics.limit_breach("customer_blocked");
+                self.stats_limit(record, "customer_blocked", now);
                 Event::OtpLocked
             }
             VerifyOutcome::Expired | VerifyOutcome::NotIssued | VerifyOutcome::Consumed => {

@@ -170,6 +170,8 @@ impl Runtime {
             let secs = (at - link.sent_at).num_milliseconds().max(0) as f64 / 1000.0;
             self.metrics.delivery_latency.observe(secs);
         }
+        let at = DateTime::from_timestamp(s.timestamp, 0).unwrap_or_else(Utc::now);
+        self.stats_status(&link, next, code, at);
         link.delivery = next;
         self.sessions().put_link(s.message_id.as_str(), &link)?;
         if next == Delivery::Failed && link.tracked {

@@ -11,6 +11,7 @@ pub mod core;
 pub mod flows;
 pub mod inbound;
 pub mod ordering;
+mod stats;
 pub mod timers;
 
 pub use self::core::{session_json, Runtime, RuntimeConfig, RuntimeError};

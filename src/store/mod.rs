@@ -10,6 +10,7 @@ mod commit;
 pub mod inbound;
 pub mod otp;
 pub mod sessions;
+pub mod stats;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;
@@ -41,6 +42,7 @@ pub struct Store {
     commit: GroupCommit,
     inbound: InboundLog,
     sessions: SessionStore,
+    stats: stats::StatsStore,
     db: sled::Db,
 }
 
@@ -64,6 +66,7 @@ impl Store {
             commit: GroupCommit::start(db.clone(), observe),
             inbound: InboundLog::open(&db)?,
             sessions: SessionStore::open(&db)?,
+            stats: stats::StatsStore::open(&db)?,
             db,
         })
     }
@@ -76,6 +79,11 @@ impl Store {
     /// Sessions, timers, outbox and delivery links.
     pub fn sessions(&self) -> &SessionStore {
         &self.sessions
+    }
+
+    /// Funnel aggregates per flow and hour.
+    pub fn stats(&self) -> &stats::StatsStore {
+        &self.stats
     }
 
     /// The underlying database, for sibling store modules that keep their own trees.

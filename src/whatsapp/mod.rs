@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod client;
 pub mod codes;
 pub mod errors;
+pub mod explain;
 pub mod limits;
 pub mod messages;
 

@@ -1,0 +1,175 @@
+//! `GET /dashboard`: the verification funnel of the last 24 hours and 7 days as one
+//! server-rendered page, behind the merchant API key (see [`access`] for how a browser logs in).
+//!
+//! Routes: `GET /dashboard`, `POST /dashboard/login` (form field `key`), `POST
+//! /dashboard/logout`, `POST /dashboard/link` (Bearer key → a one-time path) and
+//! `GET /dashboard/once/{token}`. Pages are sent with `no-store` and a CSP that allows no
+//! script, so the figures are never cached and injected markup could not run.
+
+pub mod access;
+pub mod page;
+pub mod svg;
+
+use super::auth::{is_known_key, require_key};
+use super::error::ApiError;
+use super::sessions::ApiState;
+use crate::api::stats::HourRange;
+use access::{cleared_cookie, cookie_value, session_cookie, DashboardAccess, COOKIE, LINK_TTL};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use chrono::Utc;
+use page::Window;
+use serde::Deserialize;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/dashboard", web::get().to(show))
+        .route("/dashboard/login", web::post().to(login))
+        .route("/dashboard/logout", web::post().to(logout))
+        .route("/dashboard/link", web::post().to(link))
+        .route("/dashboard/once/{token}", web::get().to(once));
+}
+
+/// Headers every dashboard answer carries.
+fn html(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
+    builder
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    builder
+}
+
+fn login_form(status: actix_web::http::StatusCode, message: Option<&str>) -> HttpResponse {
+    html(HttpResponse::build(status)).body(page::login_page(message))
+}
+
+fn session_token(req: &HttpRequest) -> Option<String> {
+    let header = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    cookie_value(header, COOKIE).map(str::to_owned)
+}
+
+fn authorized(req: &HttpRequest, state: &ApiState, access: &DashboardAccess) -> bool {
+    session_token(req).is_some_and(|t| access.session_valid(&t))
+        || require_key(req, &state.api_keys).is_ok()
+}
+
+/// A new session cookie and a redirect to the page.
+fn enter(req: &HttpRequest, access: &DashboardAccess) -> HttpResponse {
+    let secure = req.connection_info().scheme() == "https";
+    html(HttpResponse::SeeOther())
+        .insert_header((
+            header::SET_COOKIE,
+            session_cookie(&access.open_session(), secure),
+        ))
+        .insert_header((header::LOCATION, "/dashboard"))
+        .finish()
+}
+
+async fn show(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    access: web::Data<DashboardAccess>,
+) -> Result<HttpResponse, ApiError> {
+    if !authorized(&req, &state, &access) {
+        return Ok(login_form(actix_web::http::StatusCode::UNAUTHORIZED, None));
+    }
+    let now = Utc::now();
+    let mut flow_ids: Vec<String> = state
+        .runtime
+        .flows()
+        .current()
+        .iter()
+        .map(|f| f.id().as_str().to_owned())
+        .collect();
+    flow_ids.sort();
+    let stats = state.runtime.stats();
+    let mut windows = Vec::new();
+    for (id, title, hours) in [("24h", "Last 24 hours", 24), ("7d", "Last 7 days", 24 * 7)] {
+        let range = HourRange::last_hours(now, hours);
+        let all = stats
+            .query(None, range.from_hour, range.to_hour)
+            .map_err(ApiError::internal)?;
+        let mut flows = Vec::with_capacity(flow_ids.len());
+        for flow in &flow_ids {
+            let t = stats
+                .query(Some(flow), range.from_hour, range.to_hour)
+                .map_err(ApiError::internal)?;
+            flows.push((flow.clone(), t));
+        }
+        windows.push(Window {
+            id,
+            title,
+            range,
+            all,
+            flows,
+        });
+    }
+    Ok(html(HttpResponse::Ok()).body(page::dashboard_page(&windows, now)))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    key: String,
+}
+
+async fn login(
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+    state: web::Data<ApiState>,
+    access: web::Data<DashboardAccess>,
+) -> HttpResponse {
+    if is_known_key(form.key.trim().as_bytes(), &state.api_keys) {
+        enter(&req, &access)
+    } else {
+        login_form(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            Some("That API key is not valid."),
+        )
+    }
+}
+
+async fn logout(req: HttpRequest, access: web::Data<DashboardAccess>) -> HttpResponse {
+    if let Some(token) = session_token(&req) {
+        access.close_session(&token);
+    }
+    html(HttpResponse::SeeOther())
+        .insert_header((header::SET_COOKIE, cleared_cookie()))
+        .insert_header((header::LOCATION, "/dashboard"))
+        .finish()
+}
+
+/// Mints a one-time path for a client that holds the key but cannot send headers or fill a
+/// form (a headless browser, a link handed to a colleague's browser).
+async fn link(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    access: web::Data<DashboardAccess>,
+) -> Result<HttpResponse, ApiError> {
+    require_key(&req, &state.api_keys)?;
+    let token = access.new_link();
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "path": format!("/dashboard/once/{token}"),
+            "expires_in_seconds": LINK_TTL.as_secs(),
+        })))
+}
+
+async fn once(
+    req: HttpRequest,
+    token: web::Path<String>,
+    access: web::Data<DashboardAccess>,
+) -> HttpResponse {
+    if access.redeem_link(&token) {
+        enter(&req, &access)
+    } else {
+        login_form(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            Some("This link was already used or has expired. Log in with an API key."),
+        )
+    }
+}

@@ -1,0 +1,224 @@
+//! `waotp stats`: the verification funnel of a running server, as a table in the terminal.
+//!
+//! sled allows one process per database, so the figures are read from the server's
+//! `GET /v1/stats` rather than from the data directory.
+
+use crate::api::dashboard::svg::{percent, seconds, thousands};
+use crate::flow::duration::parse_duration;
+use chrono::Utc;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::Duration;
+
+/// What `waotp stats` was asked for.
+#[derive(Debug)]
+pub struct StatsArgs<'a> {
+    pub url: &'a str,
+    /// `WAOTP_API_KEYS` may list several keys; the first is used.
+    pub key: Option<&'a str>,
+    pub flow: Option<&'a str>,
+    pub since: &'a str,
+}
+
+/// Fetches and prints; returns the exit code (2 for bad usage, 1 when the server fails).
+pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let since = match parse_duration(args.since) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(err, "waotp stats: --since: {e}");
+            return 2;
+        }
+    };
+    let Some(key) = args
+        .key
+        .and_then(|k| k.split(',').map(str::trim).find(|k| !k.is_empty()))
+    else {
+        let _ = writeln!(err, "waotp stats: give --key or set WAOTP_API_KEYS");
+        return 2;
+    };
+    let to = Utc::now();
+    let mut query = vec![("from", (to - since).to_rfc3339()), ("to", to.to_rfc3339())];
+    if let Some(flow) = args.flow {
+        query.push(("flow", flow.to_owned()));
+    }
+    let url = format!("{}/v1/stats", args.url.trim_end_matches('/'));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(err, "waotp stats: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?
+            .get(&url)
+            .bearer_auth(key)
+            .query(&query)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            let _ = out.write_all(render(&body).as_bytes());
+            0
+        }
+        Ok((status, body)) => {
+            let message = body["error"]["message"].as_str().unwrap_or("no details");
+            let _ = writeln!(err, "waotp stats: the server answered {status}: {message}");
+            if status.is_client_error() {
+                2
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "waotp stats: cannot read {url}: {e}");
+            1
+        }
+    }
+}
+
+fn count(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "0".to_owned(), thousands)
+}
+
+fn latency(v: &Value) -> String {
+    format!(
+        "median {}, p90 {} ({} measured)",
+        seconds(v["p50"].as_f64()),
+        seconds(v["p90"].as_f64()),
+        count(&v["count"])
+    )
+}
+
+fn section(out: &mut String, title: &str, map: &Value) {
+    let Some(map) = map.as_object().filter(|m| !m.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "\n{title}");
+    for (k, v) in map {
+        let _ = writeln!(out, "  {k:<26}{:>14}", count(v));
+    }
+}
+
+/// The report of `/v1/stats` as a plain-text table.
+pub fn render(r: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} — {} to {}\n",
+        r["flow"].as_str().unwrap_or("all flows"),
+        r["from"].as_str().unwrap_or("?"),
+        r["to"].as_str().unwrap_or("?")
+    );
+    let rows = [
+        (
+            "sessions started",
+            count(&r["sessions_started"]),
+            String::new(),
+        ),
+        ("codes sent", count(&r["codes_sent"]), String::new()),
+        (
+            "codes delivered",
+            count(&r["codes_delivered"]),
+            format!("delivery rate {}", percent(r["delivery_rate"].as_f64())),
+        ),
+        (
+            "codes read",
+            count(&r["codes_read"]),
+            format!("read rate {}", percent(r["read_rate"].as_f64())),
+        ),
+        (
+            "verified",
+            count(&r["verified"]),
+            format!("conversion {}", percent(r["conversion_rate"].as_f64())),
+        ),
+    ];
+    for (label, value, note) in rows {
+        let line = format!("  {label:<26}{value:>14}  {note}");
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "  {:<26}{}",
+        "sent → verified",
+        latency(&r["sent_to_verified_seconds"])
+    );
+    let _ = writeln!(
+        out,
+        "  {:<26}{}",
+        "sent → delivered",
+        latency(&r["sent_to_delivered_seconds"])
+    );
+    section(&mut out, "outcomes", &r["outcomes"]);
+    if let Some(failures) = r["delivery_failures"].as_array().filter(|f| !f.is_empty()) {
+        let _ = writeln!(out, "\ndelivery failures (Meta error code)");
+        for f in failures {
+            let code = f["code"]
+                .as_i64()
+                .map_or_else(|| "—".to_owned(), |c| c.to_string());
+            let _ = writeln!(
+                out,
+                "  {code:<10}{:>14}  {}",
+                count(&f["count"]),
+                f["explanation"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    section(&mut out, "limit breaches", &r["limit_breaches"]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use crate::api::stats::{report, HourRange};
+    use crate::store::stats::Totals;
+
+    #[test]
+    fn the_table_shows_every_figure_of_the_report() {
+        let mut t = Totals {
+            started: 1234,
+            code_sent: 1000,
+            code_delivered: 900,
+            code_read: 800,
+            verified: 617,
+            ..Totals::default()
+        };
+        t.outcomes.insert("verified".into(), 617);
+        t.failures.insert(Some(131026), 7);
+        t.limit_breaches.insert("cooldown".into(), 2);
+        t.verify_latency.counts[3] = 10;
+        let range = HourRange {
+            from_hour: 0,
+            to_hour: 24,
+        };
+        let table = render(&report(Some("signup_verification"), range, &t));
+        for want in [
+            "signup_verification — 1970-01-01T00:00:00+00:00 to 1970-01-02T00:00:00+00:00",
+            "1,234",
+            "delivery rate 90.0%",
+            "conversion 50.0%",
+            "median ≤ 10 s, p90 ≤ 10 s (10 measured)",
+            "median —, p90 — (0 measured)",
+            "131026",
+            "Message undeliverable",
+            "cooldown",
+        ] {
+            assert!(table.contains(want), "missing {want:?} in\n{table}");
+        }
+        let empty = render(&report(None, range, &Totals::default()));
+        assert!(empty.starts_with("all flows — "));
+        assert!(empty.contains("conversion —"));
+        assert!(!empty.contains("outcomes"));
+    }
+}
