@@ -89,6 +89,18 @@ enum Outcome {
     Done,
     Retry(Duration),
     Failed(String),
+    /// Not sendable by our own rules (WhatsApp never saw it): recorded as failed, but not a
+    /// delivery failure of the flow's.
+    Skipped(String),
+}
+
+/// Why a message entry was not turned into a request.
+enum NotSent {
+    /// A broken entry: the flow is told its message failed.
+    Failed(String),
+    /// A notice (no template) that may not go outside the 24-hour window. The customer is not
+    /// in the chat — e.g. they type codes on the merchant's site — so the flow carries on.
+    OutsideWindow,
 }
 
 impl Outbox {
@@ -177,13 +189,25 @@ impl Outbox {
         // In flight is on disk before anything leaves the process.
         self.runtime.store_durable().await?;
         let n = claimed.len();
-        let mut tasks = tokio::task::JoinSet::new();
+        // Different recipients in parallel, one recipient's entries one after another in queue
+        // order: sent concurrently, a step's summary and its code could reach the customer in
+        // either order.
+        let mut by_recipient: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
         for (entry, _) in claimed {
+            match by_recipient.iter_mut().find(|(to, _)| *to == entry.to) {
+                Some((_, entries)) => entries.push(entry),
+                None => by_recipient.push((entry.to.clone(), vec![entry])),
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, entries) in by_recipient {
             let permit = self.parallel.clone().acquire_owned().await;
             let this = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                this.deliver(entry).await;
+                for entry in entries {
+                    this.deliver(entry).await;
+                }
             });
         }
         while tasks.join_next().await.is_some() {}
@@ -239,7 +263,10 @@ impl Outbox {
                 Outcome::Done
             }
             payload => match self.build_message(&entry, &payload, now) {
-                Err(reason) => Outcome::Failed(reason),
+                Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
+                Err(NotSent::OutsideWindow) => Outcome::Skipped(
+                    "outside the 24-hour window and the step has no template".into(),
+                ),
                 Ok(None) => Outcome::Done,
                 Ok(Some((request, generation))) => {
                     // Meta's per-number throughput limit; the sandbox records without one.
@@ -318,6 +345,10 @@ impl Outbox {
                 entry.due_ms =
                     (Utc::now() + Span::from_std(after).unwrap_or_default()).timestamp_millis();
             }
+            Outcome::Skipped(reason) => {
+                tracing::info!(entry = %entry.id, %reason, "message not sent");
+                entry.state = OutboxState::Failed { reason };
+            }
             Outcome::Failed(reason) => {
                 tracing::warn!(entry = %entry.id, %reason, "delivery failed");
                 if matches!(
@@ -376,7 +407,7 @@ impl Outbox {
         entry: &OutboxEntry,
         payload: &OutboxPayload,
         now: DateTime<Utc>,
-    ) -> Result<Option<(SendRequest, Option<u32>)>, String> {
+    ) -> Result<Option<(SendRequest, Option<u32>)>, NotSent> {
         let request = |message| {
             let mut r = SendRequest::new(entry.to.clone(), message);
             r.tracker = Some(entry.id.clone());
@@ -389,9 +420,7 @@ impl Outbox {
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => template_of(t),
-                    (true, None) => {
-                        return Err("outside the 24-hour window and the step has no template".into())
-                    }
+                    (true, None) => return Err(NotSent::OutsideWindow),
                 };
                 Ok(Some((request(outgoing), None)))
             }
@@ -407,7 +436,7 @@ impl Outbox {
                     .runtime
                     .ledger()
                     .code_for_sending(session_id)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| NotSent::Failed(e.to_string()))?
                 else {
                     return Ok(None);
                 };
@@ -421,7 +450,11 @@ impl Outbox {
                         code: code.expose().to_owned(),
                     },
                     (None, Some(text)) => Outgoing::text(format!("{text} {}", code.expose())),
-                    (None, None) => return Err("no authentication template for the code".into()),
+                    (None, None) => {
+                        return Err(NotSent::Failed(
+                            "no authentication template for the code".into(),
+                        ))
+                    }
                 };
                 Ok(Some((request(outgoing), Some(*generation))))
             }

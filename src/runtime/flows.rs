@@ -6,7 +6,7 @@
 //! started on: versions are kept by content hash, in memory and in the store, so they survive
 //! both reloads and restarts.
 
-use crate::flow::{load_dir, parse_flow, Flow, FlowSet};
+use crate::flow::{load_dir, parse_flow, Flow, FlowSet, LoadError};
 use crate::store::SessionStore;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,10 +38,23 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
+/// Every problem of a failed load, one `file:line:col: message` per line. `LoadError`'s own
+/// `Display` only counts them, which tells an operator nothing about what to fix.
+fn describe(error: LoadError) -> String {
+    match error {
+        LoadError::Invalid(diagnostics) => diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
 impl FlowRegistry {
     /// Loads `dir`; an invalid directory is an error with every message (`file:line:col`).
     pub fn load(dir: &Path) -> Result<FlowRegistry, String> {
-        let set = load_dir(dir).map_err(|e| e.to_string())?;
+        let set = load_dir(dir).map_err(describe)?;
         let registry = FlowRegistry {
             dir: dir.to_owned(),
             versions: RwLock::new(HashMap::new()),
@@ -115,7 +128,7 @@ impl FlowRegistry {
                 true
             }
             Err(e) => {
-                for line in e.to_string().lines() {
+                for line in describe(e).lines() {
                     tracing::error!(%line, "flow reload refused; keeping the previous flows");
                 }
                 false
@@ -154,5 +167,24 @@ impl FlowRegistry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_loads_and_reloads_name_file_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("broken.toml");
+        std::fs::write(
+            &path,
+            "id = \"broken\"\nversion = \"1\"\ncolour = \"red\"\n",
+        )
+        .expect("write");
+        let error = FlowRegistry::load(dir.path()).expect_err("invalid flow");
+        let file = path.display().to_string();
+        assert!(error.contains(&format!("{file}:3:1")), "{error}");
     }
 }
