@@ -372,6 +372,11 @@ impl Outbox {
         if let Err(e) = self.runtime.store_durable().await {
             tracing::error!(error = %e, "flushing outbox results failed");
         }
+        if let Some((message_id, _)) = &link {
+            if let Err(e) = self.runtime.apply_parked(message_id).await {
+                tracing::error!(error = %e, "applying early delivery statuses failed");
+            }
+        }
         if entry.state == OutboxState::Pending {
             self.runtime.outbox_wake.notify_one();
         }

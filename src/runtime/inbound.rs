@@ -139,10 +139,40 @@ impl Runtime {
     }
 
     /// Handles a delivery status for a message we sent.
-    pub(super) async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
-        let Some(mut link) = self.sessions().link(s.message_id.as_str())? else {
+    pub async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
+        let message_id = s.message_id.as_str();
+        let Some(link) = self.sessions().link(message_id)? else {
+            // WhatsApp may report a status before our send call has returned and its link is
+            // stored. Park it; whoever stores the link second (the sender, or this re-check)
+            // applies what is parked, so the status is neither lost nor dropped as a duplicate.
+            self.sessions().park_status(message_id, s)?;
+            if self.sessions().link(message_id)?.is_some() {
+                for parked in self.sessions().take_parked(message_id)? {
+                    Box::pin(self.track_status(&parked)).await?;
+                }
+            } else {
+                self.store.durable().await?;
+            }
             return Ok(());
         };
+        self.apply_status(s, link).await
+    }
+
+    /// Applies parked statuses once a message's link is stored.
+    pub async fn apply_parked(&self, message_id: &str) -> Result<(), RuntimeError> {
+        for parked in self.sessions().take_parked(message_id)? {
+            if let Some(link) = self.sessions().link(message_id)? {
+                self.apply_status(&parked, link).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_status(
+        &self,
+        s: &DeliveryStatus,
+        mut link: crate::store::sessions::MessageLink,
+    ) -> Result<(), RuntimeError> {
         let next = match s.status {
             StatusKind::Sent => Delivery::Sent,
             StatusKind::Delivered => Delivery::Delivered,

@@ -12,6 +12,8 @@
 //! - `m` WhatsApp message id → [`MessageLink`]
 //! - `w` customer → time of their last message (ms)
 //! - `b` customer `\0` time ++ entry id → a sandbox-recorded message
+//! - `u` WhatsApp message id `\0` status → a delivery status that arrived before we had stored
+//!   the message's link (WhatsApp can report `sent` before its send call returns to us)
 //! - `f` flow hash → the flow file's name and text, so a session keeps its version across
 //!   restarts even after the file changed
 
@@ -30,6 +32,7 @@ const LINK: u8 = b'm';
 const WINDOW: u8 = b'w';
 const SANDBOX: u8 = b'b';
 const FLOW_SOURCE: u8 = b'f';
+const PARKED: u8 = b'u';
 
 /// A conversation with one customer on one flow version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +444,37 @@ impl SessionStore {
             .scan_prefix(prefix)
             .map(|item| dec(&item?.1))
             .collect()
+    }
+
+    /// Keeps a status for a message whose link is not stored yet.
+    pub fn park_status(
+        &self,
+        message_id: &str,
+        status: &crate::domain::DeliveryStatus,
+    ) -> Result<(), StoreError> {
+        let k = key(
+            PARKED,
+            &[message_id.as_bytes(), status.status.as_str().as_bytes()],
+        );
+        self.tree.insert(k, enc(status)?)?;
+        Ok(())
+    }
+
+    /// Takes (removes and returns) the statuses parked for a message.
+    pub fn take_parked(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<crate::domain::DeliveryStatus>, StoreError> {
+        let mut prefix = key(PARKED, &[message_id.as_bytes()]);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            if self.tree.remove(&k)?.is_some() {
+                out.push(dec(&v)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Keeps a flow file's text under its hash (once).
