@@ -11,6 +11,7 @@ mod sandbox;
 
 pub use sandbox::SandboxRecorder;
 
+use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
@@ -243,6 +244,17 @@ impl Outbox {
                     }
                 }
             }
+            OutboxPayload::ReadReceipt { message_id } => {
+                // Best effort: a lost read receipt harms nobody, so it is never retried.
+                if let (Transport::Graph(client), Ok(id)) =
+                    (&self.transport, MessageId::parse(message_id))
+                {
+                    if let Err(e) = client.mark_read(&id).await {
+                        tracing::debug!(error = %e, "read receipt not sent");
+                    }
+                }
+                Outcome::Done
+            }
             OutboxPayload::Hook { hook, url, body } => {
                 self.runtime.metrics.callback_attempts.inc();
                 let event = match self.merchant.call_hook(&url, &body).await {
@@ -463,7 +475,9 @@ impl Outbox {
                 };
                 Ok(Some((request(outgoing), Some(*generation))))
             }
-            OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => Ok(None),
+            OutboxPayload::Callback { .. }
+            | OutboxPayload::Hook { .. }
+            | OutboxPayload::ReadReceipt { .. } => Ok(None),
         }
     }
 }

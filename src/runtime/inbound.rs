@@ -89,8 +89,25 @@ impl Runtime {
             record.last_inbound = seq + 1;
             let flow = self.flow_of(&record)?;
             let started = Instant::now();
-            self.step(&mut record, &flow, event, now, StepWrite::default())
-                .await?;
+            // The flow answers this message: show it read, with the typing indicator, first.
+            let receipt = OutboxEntry {
+                id: format!("{}:{}:read", record.id, record.step),
+                session_id: None,
+                to: customer.to_owned(),
+                payload: OutboxPayload::ReadReceipt {
+                    message_id: m.id.as_str().to_owned(),
+                },
+                attempts: 0,
+                created_at: now,
+                due_ms: now.timestamp_millis(),
+                state: OutboxState::Pending,
+                use_template: false,
+            };
+            let write = StepWrite {
+                outbox: vec![receipt],
+                ..StepWrite::default()
+            };
+            self.step(&mut record, &flow, event, now, write).await?;
             self.metrics
                 .step_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -113,9 +130,18 @@ impl Runtime {
             }
         }
 
-        // Nobody is waiting for this message: the default reply, once per inbound event.
+        // Nobody is waiting for this message: the default reply, once per inbound event and at
+        // most once an hour per customer, so that nobody can make the bot talk without end.
         let id = format!("inbound:{seq}");
-        if self.sessions().outbox_entry(&id)?.is_none() && !self.config().default_reply.is_empty() {
+        let recently = self
+            .sessions()
+            .last_default_reply(customer)?
+            .is_some_and(|at| now - at < chrono::Duration::hours(1));
+        if !recently
+            && self.sessions().outbox_entry(&id)?.is_none()
+            && !self.config().default_reply.is_empty()
+        {
+            self.sessions().note_default_reply(customer, now)?;
             self.sessions().apply(StepWrite {
                 outbox: vec![OutboxEntry {
                     id,

@@ -14,6 +14,7 @@
 //! - `b` customer `\0` time ++ entry id → a sandbox-recorded message
 //! - `u` WhatsApp message id `\0` status → a delivery status that arrived before we had stored
 //!   the message's link (WhatsApp can report `sent` before its send call returns to us)
+//! - `r` customer → when they last got the default reply (ms)
 //! - `f` flow hash → the flow file's name and text, so a session keeps its version across
 //!   restarts even after the file changed
 
@@ -33,6 +34,7 @@ const WINDOW: u8 = b'w';
 const SANDBOX: u8 = b'b';
 const FLOW_SOURCE: u8 = b'f';
 const PARKED: u8 = b'u';
+const DEFAULT_REPLY: u8 = b'r';
 
 /// A conversation with one customer on one flow version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +81,8 @@ pub enum OutboxPayload {
     },
     /// A plain text outside any flow (the default reply).
     Text { text: String },
+    /// Marks a customer's message read and shows the typing indicator while the flow answers.
+    ReadReceipt { message_id: String },
     /// A signed callback to the merchant.
     Callback {
         url: String,
@@ -444,6 +448,24 @@ impl SessionStore {
             .scan_prefix(prefix)
             .map(|item| dec(&item?.1))
             .collect()
+    }
+
+    /// When the customer last got the default reply.
+    pub fn last_default_reply(&self, customer: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(DEFAULT_REPLY, &[customer.as_bytes()]))?
+            .and_then(|b| b.as_ref().try_into().ok().map(i64::from_be_bytes))
+            .and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Records that the customer got the default reply at `at`.
+    pub fn note_default_reply(&self, customer: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tree.insert(
+            key(DEFAULT_REPLY, &[customer.as_bytes()]),
+            &at.timestamp_millis().to_be_bytes(),
+        )?;
+        Ok(())
     }
 
     /// Keeps a status for a message whose link is not stored yet.
