@@ -215,7 +215,11 @@ impl Application {
         .shutdown_timeout(10)
         .run();
         let background = vec![
-            tokio::spawn(runtime::purge_forever(store.clone(), metrics, PURGE_EVERY)),
+            tokio::spawn(runtime::purge_forever(
+                runtime.clone(),
+                settings.retention,
+                PURGE_EVERY,
+            )),
             tokio::spawn(outbox.run()),
             tokio::spawn(runtime::timers::run_timers(
                 runtime.clone(),

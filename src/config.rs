@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
+/// Default retention of finished sessions, in days.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 /// Default service-wide ceiling on codes sent per hour.
 pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = 1000;
 
@@ -39,6 +41,8 @@ pub struct Settings {
     pub otp_sends_per_hour: u32,
     /// Phone number prefixes that may receive codes (`+91`, `+4420`); empty allows all.
     pub otp_allowed_prefixes: Vec<String>,
+    /// How long finished sessions and their records are kept.
+    pub retention: std::time::Duration,
 }
 
 /// A configuration problem, naming the setting at fault.
@@ -74,6 +78,7 @@ struct FileSettings {
     log_format: Option<String>,
     otp_sends_per_hour: Option<u32>,
     otp_allowed_prefixes: Option<StringOrList>,
+    retention_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +123,7 @@ impl FileSettings {
             "OTP_SENDS_PER_HOUR",
             self.otp_sends_per_hour.map(|n| n.to_string()),
         );
+        put("RETENTION_DAYS", self.retention_days.map(|n| n.to_string()));
         put(
             "OTP_ALLOWED_PREFIXES",
             self.otp_allowed_prefixes.map(|k| match k {
@@ -205,6 +211,18 @@ impl Settings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            retention: match get("WAOTP_RETENTION_DAYS") {
+                Some(n) => n
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=3650).contains(n))
+                    .map(|d| std::time::Duration::from_secs(d * 86_400))
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_RETENTION_DAYS",
+                        message: format!("`{n}` is not a number of days from 1 to 3650"),
+                    })?,
+                None => std::time::Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400),
+            },
         };
         settings.check()?;
         Ok(settings)

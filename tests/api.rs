@@ -264,3 +264,32 @@ async fn many_concurrent_starts_all_complete() {
         assert_eq!(t.await.expect("task").expect("answered"), 201);
     }
 }
+
+#[tokio::test]
+async fn finished_sessions_are_purged_after_the_retention_period() {
+    let app = app().await;
+    let (status, session) = post(&app, "/v1/sessions", Some(KEY), cod("+14155550177")).await;
+    assert_eq!(status, 201);
+    let id = session["id"].as_str().expect("id").to_owned();
+    let (_, active) = post(&app, "/v1/sessions", Some(KEY), cod("+14155550178")).await;
+    post(
+        &app,
+        &format!("/v1/sessions/{id}/cancel"),
+        Some(KEY),
+        json!({}),
+    )
+    .await;
+    let sessions = app.store.sessions();
+    // Within the retention period both stay.
+    sessions
+        .purge_completed_before(chrono::Utc::now() - chrono::Duration::days(1))
+        .expect("purge");
+    assert!(sessions.get(&id).expect("read").is_some());
+    // Past it, the finished one goes and the active one stays.
+    sessions
+        .purge_completed_before(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .expect("purge");
+    assert!(sessions.get(&id).expect("read").is_none());
+    let active_id = active["id"].as_str().expect("id");
+    assert!(sessions.get(active_id).expect("read").is_some());
+}

@@ -169,21 +169,30 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
 }
 
 /// Removes expired dedupe records and old handled events every `every`, until the process ends.
-pub async fn purge_forever(store: Arc<Store>, metrics: Arc<Metrics>, every: Duration) {
+pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let cutoff = chrono::Utc::now().timestamp() - DEDUPE_RETENTION.as_secs() as i64;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.inbound().purge_before(cutoff)).await {
-            Ok(Ok(n)) => {
-                metrics.records_purged.inc_by(n as u64);
-                if n > 0 {
-                    tracing::info!(removed = n, "purged expired inbound records");
-                }
-            }
+        let runtime = runtime.clone();
+        let purged = tokio::task::spawn_blocking(move || purge_once(&runtime, retention)).await;
+        match purged {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired records"),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed"),
             Err(e) => tracing::error!(error = %e, "purge task failed"),
         }
     }
+}
+
+/// One purge pass: dedupe records and handled events past 7 days; finished sessions, their
+/// sent outbox entries and OTP records past `retention`.
+pub fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
+    let now = chrono::Utc::now();
+    let cutoff = now.timestamp() - DEDUPE_RETENTION.as_secs() as i64;
+    let mut n = runtime.store.inbound().purge_before(cutoff)?;
+    let horizon = now - chrono::Duration::from_std(retention).unwrap_or_default();
+    n += runtime.sessions().purge_completed_before(horizon)?;
+    n += runtime.ledger().sweep(now, retention)?;
+    runtime.metrics.records_purged.inc_by(n as u64);
+    Ok(n)
 }

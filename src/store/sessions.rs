@@ -516,15 +516,34 @@ impl SessionStore {
             .transpose()
     }
 
-    /// Removes completed sessions last updated before `cutoff`, with their idempotency keys'
-    /// targets left dangling on purpose (a retry then starts nothing new: it finds no session
-    /// and the key is dropped too).
+    /// Removes completed sessions last updated before `cutoff`, finished outbox entries and
+    /// delivery links older than it. An idempotency key of a purged session then finds no
+    /// session, and a retry with it starts a new one (it is older than the retention period).
     pub fn purge_completed_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut removed = 0;
         for item in self.tree.scan_prefix([SESSION]) {
             let (k, v) = item?;
             let r: SessionRecord = dec(&v)?;
             if !r.is_active() && r.updated_at < cutoff {
+                self.tree.remove(k)?;
+                removed += 1;
+            }
+        }
+        // Outbox entries that are finished (sent, failed or skipped) and old.
+        for item in self.tree.scan_prefix([OUTBOX]) {
+            let (k, v) = item?;
+            let e: OutboxEntry = dec(&v)?;
+            let finished = matches!(e.state, OutboxState::Done | OutboxState::Failed { .. });
+            if finished && e.created_at < cutoff {
+                self.tree.remove(k)?;
+                removed += 1;
+            }
+        }
+        // Delivery links of old messages.
+        for item in self.tree.scan_prefix([LINK]) {
+            let (k, v) = item?;
+            let l: MessageLink = dec(&v)?;
+            if l.sent_at < cutoff {
                 self.tree.remove(k)?;
                 removed += 1;
             }
