@@ -202,11 +202,13 @@ impl GraphCode {
             | TemplateParameterFormatMismatch
             | TemplatePaused
             | TemplateDisabled
-            | PhoneNumberNotRegistered
             | NumberInExperiment => ErrorClass::Fail,
             // Expired or revoked token, missing permission, locked account, unpaid bill, policy
-            // block: no message can go until a human fixes it, so keep the message and alert.
-            AuthException
+            // block, or our own business number not registered with the Cloud API: no message can
+            // go until a human fixes it, so keep the message and alert rather than fail every
+            // customer's flow.
+            PhoneNumberNotRegistered
+            | AuthException
             | ApiMethod
             | PermissionDenied
             | AccessTokenExpired
