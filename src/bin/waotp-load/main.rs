@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout)]
 
 mod cod;
+mod seed;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -59,8 +60,9 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Scenario: `webhook` (signed webhook POSTs) or `cod` (complete cash-on-delivery
-    /// verifications through the API against a sandbox-mode server).
+    /// Scenario: `webhook` (signed webhook POSTs), `cod` (complete cash-on-delivery
+    /// verifications through the API against a sandbox-mode server) or `seed` (write idle
+    /// sessions into a data directory, for memory and start-up measurements).
     #[arg(long, default_value = "webhook")]
     scenario: String,
     /// For `cod`: the server's base URL.
@@ -73,6 +75,15 @@ struct Args {
     /// WAOTP_CALLBACK_URL=http://<this address>/callback).
     #[arg(long, default_value = "127.0.0.1:18099")]
     sink: String,
+    /// For `seed`: the data directory to fill (the server must not be running on it).
+    #[arg(long, default_value = "./data")]
+    data_dir: std::path::PathBuf,
+    /// For `seed`: the flows directory.
+    #[arg(long, default_value = "./flows")]
+    flows: std::path::PathBuf,
+    /// For `seed`: how many idle sessions to write.
+    #[arg(long, default_value_t = 100_000)]
+    sessions: u64,
 }
 
 /// Builds webhook bodies: unique ids, a mix of kinds, some repeats.
@@ -209,6 +220,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    if args.scenario == "seed" {
+        return runtime.block_on(seed::run(&args.data_dir, &args.flows, args.sessions));
+    }
     if args.scenario == "cod" {
         let opts = cod::CodOptions {
             base: args.base.clone(),
