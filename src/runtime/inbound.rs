@@ -176,9 +176,9 @@ impl Runtime {
                 for parked in self.sessions().take_parked(message_id)? {
                     Box::pin(self.track_status(&parked)).await?;
                 }
-            } else {
-                self.store.durable().await?;
             }
+            // No flush needed: the inbound event stays pending until this handler returns, so a
+            // crash before the parked status reaches disk replays it.
             return Ok(());
         };
         self.apply_status(s, link).await

@@ -539,6 +539,17 @@ impl SessionStore {
                 removed += 1;
             }
         }
+        // Statuses parked for messages whose link never came (not ours, or long gone): a day is
+        // far longer than a send call can take.
+        let parked_cutoff = (Utc::now() - chrono::Duration::days(1)).timestamp();
+        for item in self.tree.scan_prefix([PARKED]) {
+            let (k, v) = item?;
+            let s: crate::domain::DeliveryStatus = dec(&v)?;
+            if s.timestamp < parked_cutoff {
+                self.tree.remove(k)?;
+                removed += 1;
+            }
+        }
         // Delivery links of old messages.
         for item in self.tree.scan_prefix([LINK]) {
             let (k, v) = item?;
