@@ -89,7 +89,15 @@ enum Outcome {
     Done,
     Retry(Duration),
     Failed(String),
+    /// Not sent, and not WhatsApp's failure: the flow is not told (see [`OUTSIDE_WINDOW`]).
+    Dropped(String),
 }
+
+/// Why a free-form message without a template is dropped rather than failed. Such a message
+/// (e.g. "that code is not right" after a wrong `/check` on the merchant's site, where the
+/// customer never wrote in the chat) cannot legally reach the customer; ending their session as
+/// `undeliverable` for it would punish a customer who did nothing wrong.
+const OUTSIDE_WINDOW: &str = "outside the 24-hour window and the step has no template";
 
 impl Outbox {
     pub fn new(
@@ -239,6 +247,7 @@ impl Outbox {
                 Outcome::Done
             }
             payload => match self.build_message(&entry, &payload, now) {
+                Err(reason) if reason == OUTSIDE_WINDOW => Outcome::Dropped(reason),
                 Err(reason) => Outcome::Failed(reason),
                 Ok(None) => Outcome::Done,
                 Ok(Some((request, generation))) => {
@@ -323,6 +332,11 @@ impl Outbox {
                 }
                 entry.state = OutboxState::Failed { reason };
             }
+            Outcome::Dropped(reason) => {
+                tracing::warn!(entry = %entry.id, %reason, "message dropped");
+                self.runtime.metrics.outbound_message("dropped", None);
+                entry.state = OutboxState::Failed { reason };
+            }
         }
         let sessions = self.runtime.sessions();
         let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
@@ -380,9 +394,7 @@ impl Outbox {
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => template_of(t),
-                    (true, None) => {
-                        return Err("outside the 24-hour window and the step has no template".into())
-                    }
+                    (true, None) => return Err(OUTSIDE_WINDOW.into()),
                 };
                 Ok(Some((request(outgoing), None)))
             }

@@ -423,11 +423,16 @@ impl Runtime {
             Some(code) => self.ledger.verify(&subject, &code, now)?,
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
-                let left = self.ledger.record(&record.id)?.map_or(0, |r| r.attempts_left());
+                let left = self
+                    .ledger
+                    .record(&record.id)?
+                    .map_or(0, |r| r.attempts_left());
                 if left == 0 {
                     VerifyOutcome::NotIssued
                 } else {
-                    VerifyOutcome::Wrong { attempts_left: left }
+                    VerifyOutcome::Wrong {
+                        attempts_left: left,
+                    }
                 }
             }
         };
