@@ -10,9 +10,15 @@
 //! - no outbound message was recorded twice for one step (sandbox ids are unique);
 //! - every session has a valid outcome, or is still waiting with its timer in the store.
 //!
+//! It runs twice: in sandbox mode (outbound messages recorded in the store), and against a local
+//! fake of the Graph API and a fake merchant, where the fakes' own records must show each
+//! outbound message (by its `biz_opaque_callback_data`) requested at most once and a
+//! `session.completed` callback, always with one event id, for every finished session.
+//!
 //! The seed of the kill schedule is printed; `WAOTP_CRASH_SEED=<n>` replays a failing run.
 
 mod common;
+mod support;
 
 use chrono::Utc;
 use rand::rngs::StdRng;
@@ -25,6 +31,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use support::graph_fake::{GraphFake, PHONE_NUMBER_ID, TOKEN};
+use support::http_fake::{Answer, HttpFake};
 use waotp::otp::{CodeStatus, OtpKey};
 use waotp::store::otp::OtpLedger;
 use waotp::store::Store;
@@ -37,11 +45,12 @@ const KILLS: usize = 3;
 const OVERALL: Duration = Duration::from_secs(120);
 
 /// Starts `waotp serve` on the data directory and reads the bound address from its JSON log.
-fn start_server(dir: &Path) -> (Child, String) {
+fn start_server(dir: &Path, extra: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
         .arg("serve")
         .env_clear()
         .envs(common::test_vars(dir))
+        .envs(extra.iter().cloned())
         .env("WAOTP_API_KEYS", API_KEY)
         .env("WAOTP_LOG", "info")
         .env("WAOTP_LOG_FORMAT", "json")
@@ -75,6 +84,8 @@ struct Server {
     drivers_done: std::sync::atomic::AtomicBool,
     client: reqwest::Client,
     deadline: Instant,
+    /// Where codes are read from: the fake Graph API's records, or else the sandbox listing.
+    graph: Option<Arc<GraphFake>>,
 }
 
 impl Server {
@@ -127,8 +138,17 @@ impl Server {
         .await;
     }
 
-    /// The code the sandbox recorded for `session`, if it was sent before `give_up`.
+    /// The code sent for `session`, if it was sent before `give_up`.
     async fn code_for(&self, to: &str, session: &str, give_up: Instant) -> Option<String> {
+        if let Some(graph) = &self.graph {
+            while Instant::now() < give_up {
+                if let Some(code) = graph_code(graph, session) {
+                    return Some(code);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return None;
+        }
         while Instant::now() < give_up {
             let path = format!("/v1/sandbox/messages?to=%2B{}", &to[1..]);
             let got = self
@@ -155,6 +175,24 @@ impl Server {
         }
         None
     }
+}
+
+/// The code in the authentication template the fake Graph API received for `session`.
+fn graph_code(graph: &GraphFake, session: &str) -> Option<String> {
+    graph.requests().iter().find_map(|r| {
+        let body = r.json();
+        let tracker = body["biz_opaque_callback_data"].as_str()?;
+        if !tracker.starts_with(&format!("{session}:")) {
+            return None;
+        }
+        // The authentication template is the one with the copy-code (url) button; the order
+        // summary is a template with body parameters too.
+        let components = body["template"]["components"].as_array()?;
+        components.iter().find(|c| c["sub_type"] == "url")?;
+        components.iter().find(|c| c["type"] == "body")?["parameters"][0]["text"]
+            .as_str()
+            .map(str::to_owned)
+    })
 }
 
 fn webhook_body(from: &str, id: &str, message: Value) -> String {
@@ -270,21 +308,111 @@ fn data_dir(dir: &Path) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_at_random_moments_loses_and_repeats_nothing() {
+async fn sandbox_kill_nine_at_random_moments_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (driven, seed) = crash_run(dir.path(), Vec::new(), None).await;
+    check_store(&data_dir(dir.path()), &driven, seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_kill_nine_sends_nothing_twice_and_calls_back_every_outcome() {
+    let graph = Arc::new(GraphFake::start().await);
+    let merchant = HttpFake::start(|_| Answer::json(200, json!({}))).await;
+    let extra = vec![
+        ("WAOTP_ACCESS_TOKEN".to_owned(), TOKEN.to_owned()),
+        (
+            "WAOTP_PHONE_NUMBER_ID".to_owned(),
+            PHONE_NUMBER_ID.to_owned(),
+        ),
+        ("WAOTP_GRAPH_URL".to_owned(), graph.base_url()),
+        ("WAOTP_CALLBACK_URL".to_owned(), merchant.url("/callbacks")),
+        (
+            "WAOTP_CALLBACK_SECRET".to_owned(),
+            "crash-callback-secret".to_owned(),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (driven, seed) = crash_run(dir.path(), extra, Some(graph.clone())).await;
+    check_store(&data_dir(dir.path()), &driven, seed);
+
+    // No message requested twice for one step: trackers are unique in Graph's own records.
+    let trackers: Vec<String> = graph
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.json()["biz_opaque_callback_data"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let distinct: HashSet<&String> = trackers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        trackers.len(),
+        "a message went to Graph twice (seed {seed})"
+    );
+    assert!(!trackers.is_empty());
+
+    // Every finished session was called back, at least once, always under one event id.
+    let store = Store::open(&data_dir(dir.path()), |_| {}).expect("reopen");
+    let mut event_ids: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for r in merchant.requests() {
+        let body = r.json();
+        assert_eq!(body["type"], "session.completed");
+        let session = body["session"]["id"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        let event_id = r
+            .header("x-waotp-event-id")
+            .expect("event id header")
+            .to_owned();
+        assert_eq!(body["id"].as_str(), Some(event_id.as_str()));
+        event_ids.entry(session).or_default().insert(event_id);
+    }
+    for d in &driven {
+        let record = store
+            .sessions()
+            .get(&d.session)
+            .expect("read")
+            .expect("session");
+        if !record.is_active() {
+            let ids = event_ids.get(&d.session);
+            assert!(
+                ids.is_some(),
+                "{} finished without a callback (seed {seed})",
+                d.session
+            );
+            assert_eq!(
+                ids.map(HashSet::len),
+                Some(1),
+                "callbacks under several event ids"
+            );
+        }
+    }
+}
+
+/// Drives every conversation through a server that is killed and restarted `KILLS` times,
+/// then stops it gracefully. Returns what the drivers saw, and the seed.
+async fn crash_run(
+    dir: &Path,
+    extra: Vec<(String, String)>,
+    graph: Option<Arc<GraphFake>>,
+) -> (Vec<Driven>, u64) {
     let seed = std::env::var("WAOTP_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
     eprintln!("crash suite seed: {seed} (WAOTP_CRASH_SEED={seed} replays this schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (child, address) = start_server(dir.path());
+    let (child, address) = start_server(dir, &extra);
     let server = Arc::new(Server {
         address: RwLock::new(address),
         acknowledged: AtomicUsize::new(0),
         drivers_done: false.into(),
         client: reqwest::Client::new(),
         deadline: Instant::now() + OVERALL,
+        graph,
     });
 
     // Kill points, in acknowledged requests: spread over the ~4 requests per conversation.
@@ -297,7 +425,7 @@ async fn kill_nine_at_random_moments_loses_and_repeats_nothing() {
         .collect();
     let supervisor = {
         let server = server.clone();
-        let dir = dir.path().to_owned();
+        let dir = dir.to_owned();
         tokio::spawn(async move {
             let mut child = child;
             let mut kills = 0;
@@ -312,10 +440,11 @@ async fn kill_nine_at_random_moments_loses_and_repeats_nothing() {
                 }
                 kill9(&mut child);
                 kills += 1;
-                let dir = dir.clone();
-                let (next, address) = tokio::task::spawn_blocking(move || start_server(&dir))
-                    .await
-                    .expect("restart");
+                let (dir, extra) = (dir.clone(), extra.clone());
+                let (next, address) =
+                    tokio::task::spawn_blocking(move || start_server(&dir, &extra))
+                        .await
+                        .expect("restart");
                 child = next;
                 *server.address.write().unwrap_or_else(|p| p.into_inner()) = address;
             }
@@ -357,8 +486,7 @@ async fn kill_nine_at_random_moments_loses_and_repeats_nothing() {
         child.wait().expect("exit").success(),
         "graceful stop failed"
     );
-
-    check_store(&data_dir(dir.path()), &driven, seed);
+    (driven, seed)
 }
 
 fn check_store(data: &Path, driven: &[Driven], seed: u64) {
