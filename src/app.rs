@@ -35,6 +35,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const TIMER_POLL: Duration = Duration::from_millis(200);
 /// How often the flows directory is checked for changes.
 const FLOW_POLL: Duration = Duration::from_secs(2);
+/// Time allowed to receive a request's head (method, path and headers).
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Global WhatsApp send rate (messages per second).
 const SENDS_PER_SECOND: u32 = 80;
 /// Timeout of merchant callbacks and hooks.
@@ -199,6 +201,7 @@ impl Application {
         let address = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::request_deadline::body_deadline))
                 .wrap(from_fn(trace_request))
                 .app_data(web::Data::new(webhook.clone()))
                 .app_data(web::Data::new(health.clone()))
@@ -211,6 +214,11 @@ impl Application {
                 .configure(crate::api::stats::routes)
                 .configure(crate::api::dashboard::routes)
         })
+        // A client gets this long to send its request head and, once answered, to hang up;
+        // the body has its own deadline (`request_deadline`). Without these a slow client
+        // would hold its connection open for as long as it keeps trickling bytes.
+        .client_request_timeout(HEAD_DEADLINE)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .listen(listener)?
         .shutdown_timeout(10)
         .run();

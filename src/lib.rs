@@ -13,6 +13,7 @@ pub mod merchant;
 pub mod metrics;
 pub mod otp;
 pub mod outbox;
+pub mod request_deadline;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

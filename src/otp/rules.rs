@@ -36,6 +36,18 @@ pub struct OtpRecord {
     // is recognised instead of counted as a second send.
     #[serde(default)]
     issue_step: Option<String>,
+    // The caller's key for the step that last spent an attempt, with its verdict: a step
+    // replayed after a crash (its session write lost, this record's change kept) gets the same
+    // verdict back instead of spending a second attempt or finding its right code used up.
+    #[serde(default)]
+    check_step: Option<(String, CountedVerdict)>,
+}
+
+/// A verdict that changed the record, as remembered for replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum CountedVerdict {
+    Correct,
+    Wrong { attempts_left: u8 },
 }
 
 /// Where a session's code stands. Expiry is not a status: it follows from the time.
@@ -86,6 +98,30 @@ impl OtpRecord {
 
     pub(crate) fn set_issue_step(&mut self, step: &str) {
         self.issue_step = Some(step.to_owned());
+    }
+
+    /// The verdict this record already gave the step `step`, if that step changed it.
+    pub fn replayed_check(&self, step: &str) -> Option<VerifyOutcome> {
+        match &self.check_step {
+            Some((s, CountedVerdict::Correct)) if s == step => Some(VerifyOutcome::Correct),
+            Some((s, CountedVerdict::Wrong { attempts_left })) if s == step => {
+                Some(VerifyOutcome::Wrong {
+                    attempts_left: *attempts_left,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers that step `step` changed this record with `outcome` (correct or wrong only;
+    /// other verdicts change nothing and replay identically by themselves).
+    pub(crate) fn set_check_step(&mut self, step: &str, outcome: VerifyOutcome) {
+        let verdict = match outcome {
+            VerifyOutcome::Correct => CountedVerdict::Correct,
+            VerifyOutcome::Wrong { attempts_left } => CountedVerdict::Wrong { attempts_left },
+            _ => return,
+        };
+        self.check_step = Some((step.to_owned(), verdict));
     }
 
     /// The record with its code withdrawn, for when the session ends.
@@ -308,6 +344,7 @@ fn grant(
         wrong_limit_per_customer: policy.wrong_attempts_per_day,
         status: CodeStatus::Active,
         issue_step: None,
+        check_step: None,
     };
     let mut activity = activity.clone();
     activity.record_send(now);

@@ -359,6 +359,7 @@ impl Outbox {
             }
             Outcome::Skipped(reason) => {
                 tracing::info!(entry = %entry.id, %reason, "message not sent");
+                self.runtime.metrics.outbound_message("dropped", None);
                 entry.state = OutboxState::Failed { reason };
             }
             Outcome::Failed(reason) => {

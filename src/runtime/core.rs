@@ -436,7 +436,12 @@ impl Runtime {
             subject = subject.bind(name.clone(), value_text(record.engine.vars.get(name)));
         }
         let verdict = match normalize_attempt(typed) {
-            Some(code) => self.ledger.verify(&subject, &code, now)?,
+            // Keyed by the step, like issuing: a step replayed after a crash gets its verdict
+            // again instead of spending a second attempt.
+            Some(code) => {
+                let step = format!("{}:{}", record.id, record.step);
+                self.ledger.verify_step(&subject, &code, now, Some(&step))?
+            }
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
                 let left = self

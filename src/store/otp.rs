@@ -231,10 +231,29 @@ impl OtpLedger {
         attempt: &OtpCode,
         now: DateTime<Utc>,
     ) -> Result<VerifyOutcome, LedgerError> {
+        self.verify_step(subject, attempt, now, None)
+    }
+
+    /// [`verify`](Self::verify) on behalf of the flow step `step`: calling again with the same
+    /// step returns the first call's verdict and changes nothing, so the runtime may replay a
+    /// step after a crash without spending a second attempt.
+    pub fn verify_step(
+        &self,
+        subject: &OtpSubject,
+        attempt: &OtpCode,
+        now: DateTime<Utc>,
+        step: Option<&str>,
+    ) -> Result<VerifyOutcome, LedgerError> {
         let session_id = subject.session_id();
         let trees = (&self.codes, &self.customers, &self.outgoing, &self.audit);
         let result = trees.transaction(|(codes, customers, outgoing, audit)| {
             let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+            let replayed = step
+                .zip(record.as_ref())
+                .and_then(|(s, r)| r.replayed_check(s));
+            if let Some(outcome) = replayed {
+                return Ok(outcome);
+            }
             let activity: CustomerActivity = match &record {
                 Some(r) => {
                     get(customers, CUSTOMERS_TREE, r.customer().digits())?.unwrap_or_default()
@@ -245,7 +264,11 @@ impl OtpLedger {
                 self.key.verify(subject, attempt, stored)
             });
             if let (Some(next), Some(r)) = (&decision.record, &record) {
-                put(codes, session_id, next)?;
+                let mut next = next.clone();
+                if let Some(step) = step {
+                    next.set_check_step(step, decision.outcome);
+                }
+                put(codes, session_id, &next)?;
                 if let Some(activity) = &decision.activity {
                     put(customers, r.customer().digits(), activity)?;
                 }

@@ -137,6 +137,10 @@ async fn receive(
                 }
                 bytes.extend_from_slice(&chunk);
             }
+            Some(Err(e)) if crate::request_deadline::is_deadline(&e) => {
+                metrics.webhook("timeout");
+                return error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &e.to_string());
+            }
             Some(Err(e)) => {
                 metrics.webhook("bad_request");
                 return error(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());

@@ -84,6 +84,13 @@ struct Args {
     /// For `seed`: how many idle sessions to write.
     #[arg(long, default_value_t = 100_000)]
     sessions: u64,
+    /// A second webhook URL measured right after the first with the same load, normally
+    /// `waotp-bare`; the report then gives the pipeline's throughput as a share of it.
+    #[arg(long)]
+    bare_url: Option<String>,
+    /// The bare server's pid, to report its CPU and memory.
+    #[arg(long)]
+    bare_pid: Option<u32>,
 }
 
 /// Builds webhook bodies: unique ids, a mix of kinds, some repeats.
@@ -238,12 +245,38 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let pipeline = measure(&args, &args.url, args.server_pid).await?;
+    let Some(bare_url) = &args.bare_url else {
+        print_report(&pipeline, args.json);
+        return Ok(());
+    };
+    let bare = measure(&args, bare_url, args.bare_pid).await?;
+    let throughput = |r: &serde_json::Value| r["throughput_per_s"].as_f64().unwrap_or(0.0);
+    let share = throughput(&pipeline) / throughput(&bare).max(f64::MIN_POSITIVE);
+    if args.json {
+        let both = serde_json::json!({"pipeline": pipeline, "bare": bare, "pipeline_share_of_bare": share});
+        println!("{both}");
+    } else {
+        println!("== waotp ({})", args.url);
+        print_report(&pipeline, false);
+        println!("== bare ({bare_url})");
+        print_report(&bare, false);
+        println!(
+            "pipeline:    {:.0}% of the bare handler's throughput",
+            share * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// One measured run against `url` (warm-up included); returns the report.
+async fn measure(args: &Args, url: &str, pid: Option<u32>) -> anyhow::Result<serde_json::Value> {
     let shared = Arc::new(Shared {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency.max(256))
             .timeout(Duration::from_secs(30))
             .build()?,
-        url: args.url.clone(),
+        url: url.to_owned(),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         tally: Tally::default(),
         measuring: false.into(),
@@ -260,7 +293,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let end = measure_from + measured;
 
     let cpu_flag = shared.clone();
-    let pid = args.server_pid;
     let usage = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
         cpu_flag.measuring.store(true, Ordering::Relaxed);
@@ -335,37 +367,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "server_cpu_percent": cpu,
         "server_rss_mib": rss.map(|b| b as f64 / 1048576.0),
     });
-    if args.json {
+    Ok(report)
+}
+
+fn print_report(report: &serde_json::Value, json: bool) {
+    if json {
         println!("{report}");
-    } else {
-        println!(
-            "mode:        {}",
-            report["mode"].as_str().unwrap_or_default()
-        );
-        println!(
-            "throughput:  {:.0} req/s over {secs:.0} s",
-            report["throughput_per_s"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "responses:   {ok} ok ({} repeats), {} 4xx, {} 5xx, {} failed",
-            report["repeats"], report["http_4xx"], report["http_5xx"], report["failed"]
-        );
-        println!(
-            "latency ms:  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            h.max() as f64 / 1000.0
-        );
-        if let (Some(cpu), Some(rss)) = (cpu, rss) {
-            println!(
-                "server:      {cpu:.0}% CPU, {:.1} MiB resident",
-                rss as f64 / 1048576.0
-            );
-        }
+        return;
     }
-    Ok(())
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let latency = &report["latency_ms"];
+    println!(
+        "mode:        {}",
+        report["mode"].as_str().unwrap_or_default()
+    );
+    println!(
+        "throughput:  {:.0} req/s over {:.0} s",
+        f(&report["throughput_per_s"]),
+        f(&report["seconds"])
+    );
+    println!(
+        "responses:   {} ok ({} repeats), {} 4xx, {} 5xx, {} failed",
+        report["ok"], report["repeats"], report["http_4xx"], report["http_5xx"], report["failed"]
+    );
+    println!(
+        "latency ms:  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        f(&latency["p50"]),
+        f(&latency["p90"]),
+        f(&latency["p99"]),
+        f(&latency["p99.9"]),
+        f(&latency["max"])
+    );
+    if let (Some(cpu), Some(rss)) = (
+        report["server_cpu_percent"].as_f64(),
+        report["server_rss_mib"].as_f64(),
+    ) {
+        println!("server:      {cpu:.0}% CPU, {rss:.1} MiB resident");
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -296,3 +296,41 @@ fn limit_breaches_are_audited_as_such() {
         (AuditKind::Resend, "refused".into(), Some("cooldown".into()))
     );
 }
+
+/// A flow step replayed after a crash (its session write lost, the ledger's change kept) must
+/// get its first verdict back: neither a second wrong attempt counted nor "already used" for a
+/// right code.
+#[test]
+fn a_replayed_step_gets_its_verdict_again_without_spending_an_attempt() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let issued = issue(&ledger, "s1", &policy, IssueKind::First, t(0)).expect("granted");
+    let wrong = crate::otp::normalize_attempt(&wrong_for(&issued.code)).expect("digits");
+    let right = crate::otp::normalize_attempt(issued.code.expose()).expect("digits");
+    let verify = |code: &OtpCode, step: &str, at| {
+        ledger
+            .verify_step(&subject("s1"), code, t(at), Some(step))
+            .expect("ledger works")
+    };
+    for at in 1..=3 {
+        assert_eq!(
+            verify(&wrong, "s1:3", at),
+            VerifyOutcome::Wrong { attempts_left: 4 }
+        );
+    }
+    assert_eq!(
+        ledger
+            .customer_activity(&customer())
+            .expect("read")
+            .wrong_within(Duration::from_secs(86_400), t(3)),
+        1
+    );
+    for at in 4..=6 {
+        assert_eq!(verify(&right, "s1:4", at), VerifyOutcome::Correct);
+    }
+    // A later step is no replay: the code is used.
+    assert_eq!(verify(&right, "s1:5", 7), VerifyOutcome::Consumed);
+    let record = ledger.record("s1").expect("read").expect("record");
+    assert_eq!(record.attempts_left(), 4);
+}

@@ -1,0 +1,594 @@
+//! The crash suite: the real `waotp` binary in sandbox mode, driven through a few dozen
+//! cash-on-delivery conversations over the API and signed webhooks, is killed with SIGKILL at
+//! random moments and restarted on the same data directory. The drivers behave like WhatsApp
+//! and a merchant: whatever was not acknowledged is sent again (same message id, same
+//! `Idempotency-Key`). After a final graceful stop the store itself is inspected:
+//!
+//! - every acknowledged inbound message is in the log and none is left unhandled;
+//! - each was handled exactly once: a confirmed session took exactly its four steps, and its
+//!   code lost exactly the one attempt the wrong guess cost;
+//! - no outbound message was recorded twice for one step (sandbox ids are unique);
+//! - every session has a valid outcome, or is still waiting with its timer in the store.
+//!
+//! It runs twice: in sandbox mode (outbound messages recorded in the store), and against a local
+//! fake of the Graph API and a fake merchant, where the fakes' own records must show each
+//! outbound message (by its `biz_opaque_callback_data`) requested at most once and a
+//! `session.completed` callback, always with one event id, for every finished session.
+//!
+//! The seed of the kill schedule is printed; `WAOTP_CRASH_SEED=<n>` replays a failing run.
+
+mod common;
+mod support;
+
+use chrono::Utc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use support::graph_fake::{GraphFake, PHONE_NUMBER_ID, TOKEN};
+use support::http_fake::{Answer, HttpFake};
+use waotp::otp::{CodeStatus, OtpKey};
+use waotp::store::otp::OtpLedger;
+use waotp::store::Store;
+
+const API_KEY: &str = "crash-suite-key";
+const SESSIONS: usize = 32;
+const DRIVERS: usize = 8;
+const KILLS: usize = 3;
+/// Everything — kills and restarts included — must be done by then, or the suite fails.
+const OVERALL: Duration = Duration::from_secs(120);
+
+/// Starts `waotp serve` on the data directory and reads the bound address from its JSON log.
+fn start_server(dir: &Path, extra: &[(String, String)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .arg("serve")
+        .env_clear()
+        .envs(common::test_vars(dir))
+        .envs(extra.iter().cloned())
+        .env("WAOTP_API_KEYS", API_KEY)
+        .env("WAOTP_LOG", "info")
+        .env("WAOTP_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start waotp");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "listening" {
+                    let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server logged its address");
+    (child, address)
+}
+
+/// The server as the drivers see it: its current address, replaced on every restart.
+struct Server {
+    address: RwLock<String>,
+    /// Requests answered with success so far; the kill schedule counts them.
+    acknowledged: AtomicUsize,
+    /// Set when every conversation is over: remaining kills then happen at once.
+    drivers_done: std::sync::atomic::AtomicBool,
+    client: reqwest::Client,
+    deadline: Instant,
+    /// Where codes are read from: the fake Graph API's records, or else the sandbox listing.
+    graph: Option<Arc<GraphFake>>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        let address = self.address.read().unwrap_or_else(|p| p.into_inner());
+        format!("http://{address}{path}")
+    }
+
+    /// Sends a request until the server answers it with a success status, the way WhatsApp
+    /// and a careful merchant retry: a refused connection or a lost answer means "again".
+    async fn until_ok(
+        &self,
+        make: impl Fn(&reqwest::Client, String) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> Value {
+        loop {
+            assert!(
+                Instant::now() < self.deadline,
+                "{path}: no answer before the deadline"
+            );
+            let sent = make(&self.client, self.url(path))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if let Ok(res) = sent {
+                let status = res.status();
+                if status.is_success() {
+                    let body = res.json().await.unwrap_or(Value::Null);
+                    self.acknowledged.fetch_add(1, Ordering::SeqCst);
+                    return body;
+                }
+                // A 5xx (e.g. storage error while dying) is retried; anything else is a bug.
+                assert!(status.is_server_error(), "{path}: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn webhook(&self, body: String) {
+        let signature = common::sign(body.as_bytes());
+        self.until_ok(
+            |c, url| {
+                c.post(url)
+                    .header("x-hub-signature-256", signature.clone())
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            },
+            "/webhook",
+        )
+        .await;
+    }
+
+    /// The code sent for `session`, if it was sent before `give_up`.
+    async fn code_for(&self, to: &str, session: &str, give_up: Instant) -> Option<String> {
+        if let Some(graph) = &self.graph {
+            while Instant::now() < give_up {
+                if let Some(code) = graph_code(graph, session) {
+                    return Some(code);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return None;
+        }
+        while Instant::now() < give_up {
+            let path = format!("/v1/sandbox/messages?to=%2B{}", &to[1..]);
+            let got = self
+                .client
+                .get(self.url(&path))
+                .bearer_auth(API_KEY)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if let Ok(res) = got {
+                if let Ok(body) = res.json::<Value>().await {
+                    let code = body["messages"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m["session_id"] == session)
+                        .find_map(|m| m["code"].as_str().map(str::to_owned));
+                    if code.is_some() {
+                        return code;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+/// The code in the authentication template the fake Graph API received for `session`.
+fn graph_code(graph: &GraphFake, session: &str) -> Option<String> {
+    graph.requests().iter().find_map(|r| {
+        let body = r.json();
+        let tracker = body["biz_opaque_callback_data"].as_str()?;
+        if !tracker.starts_with(&format!("{session}:")) {
+            return None;
+        }
+        // The authentication template is the one with the copy-code (url) button; the order
+        // summary is a template with body parameters too.
+        let components = body["template"]["components"].as_array()?;
+        components.iter().find(|c| c["sub_type"] == "url")?;
+        components.iter().find(|c| c["type"] == "body")?["parameters"][0]["text"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+fn webhook_body(from: &str, id: &str, message: Value) -> String {
+    let mut m = message;
+    m["from"] = json!(from);
+    m["id"] = json!(id);
+    m["timestamp"] = json!(Utc::now().timestamp().to_string());
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp",
+                  "contacts": [{"wa_id": from, "profile": {"name": "Crash"}}],
+                  "messages": [m]}}]}]})
+    .to_string()
+}
+
+/// What one conversation left behind, as the driver saw it.
+#[derive(Debug, Default)]
+struct Driven {
+    to: String,
+    session: String,
+    /// Inbound message ids the server acknowledged.
+    acknowledged: Vec<String>,
+    /// Whether the driver got as far as typing the right code.
+    typed_code: bool,
+}
+
+/// One cash-on-delivery conversation: start, Confirm, a wrong code, the right code.
+async fn converse(server: Arc<Server>, n: usize) -> Driven {
+    let to = format!("+1555600{n:04}");
+    let digits = &to[1..];
+    let started = server
+        .until_ok(
+            |c, url| {
+                c.post(url)
+                    .bearer_auth(API_KEY)
+                    .header("idempotency-key", format!("crash-{n}"))
+                    .json(&json!({"flow": "cod_confirmation", "to": to,
+                                  "vars": {"customer_name": "Asha", "order_id": format!("C-{n}"), "total": "₹499"}}))
+            },
+            "/v1/sessions",
+        )
+        .await;
+    let session = started["id"].as_str().expect("session id").to_owned();
+    let mut driven = Driven {
+        to: to.clone(),
+        session: session.clone(),
+        ..Driven::default()
+    };
+    let confirm = format!("wamid.crash.{n}.confirm");
+    server
+        .webhook(webhook_body(
+            digits,
+            &confirm,
+            json!({"type": "interactive", "interactive": {"type": "button_reply",
+                   "button_reply": {"id": "confirm", "title": "Confirm"}}}),
+        ))
+        .await;
+    driven.acknowledged.push(confirm);
+    // A code message interrupted mid-send is never sent again (SPEC §10 forbids a second copy),
+    // so its session may legitimately wait for ever: give up on it after a while.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let Some(code) = server.code_for(&to, &session, give_up).await else {
+        return driven;
+    };
+    let wrong: String = code
+        .chars()
+        .map(|c| char::from_digit((c.to_digit(10).unwrap_or(0) + 1) % 10, 10).unwrap_or('0'))
+        .collect();
+    for (label, text) in [("wrong", wrong), ("right", code)] {
+        let id = format!("wamid.crash.{n}.{label}");
+        server
+            .webhook(webhook_body(
+                digits,
+                &id,
+                json!({"type": "text", "text": {"body": text}}),
+            ))
+            .await;
+        driven.acknowledged.push(id);
+    }
+    driven.typed_code = true;
+    driven
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+/// Waits until the server has handled every recorded event and sent everything queued.
+async fn quiesce(server: &Server) {
+    loop {
+        assert!(Instant::now() < server.deadline, "server never settled");
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("waotp_inbound_pending 0\n")
+            && metrics.contains("waotp_outbox_depth 0\n")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_kill_nine_at_random_moments_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (driven, seed) = crash_run(dir.path(), Vec::new(), None).await;
+    check_store(&data_dir(dir.path()), &driven, seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_kill_nine_sends_nothing_twice_and_calls_back_every_outcome() {
+    let graph = Arc::new(GraphFake::start().await);
+    let merchant = HttpFake::start(|_| Answer::json(200, json!({}))).await;
+    let extra = vec![
+        ("WAOTP_ACCESS_TOKEN".to_owned(), TOKEN.to_owned()),
+        (
+            "WAOTP_PHONE_NUMBER_ID".to_owned(),
+            PHONE_NUMBER_ID.to_owned(),
+        ),
+        ("WAOTP_GRAPH_URL".to_owned(), graph.base_url()),
+        ("WAOTP_CALLBACK_URL".to_owned(), merchant.url("/callbacks")),
+        (
+            "WAOTP_CALLBACK_SECRET".to_owned(),
+            "crash-callback-secret".to_owned(),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (driven, seed) = crash_run(dir.path(), extra, Some(graph.clone())).await;
+    check_store(&data_dir(dir.path()), &driven, seed);
+
+    // No message requested twice for one step: trackers are unique in Graph's own records.
+    let trackers: Vec<String> = graph
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.json()["biz_opaque_callback_data"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let distinct: HashSet<&String> = trackers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        trackers.len(),
+        "a message went to Graph twice (seed {seed})"
+    );
+    assert!(!trackers.is_empty());
+
+    // Every finished session was called back, at least once, always under one event id.
+    let store = Store::open(&data_dir(dir.path()), |_| {}).expect("reopen");
+    let mut event_ids: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for r in merchant.requests() {
+        let body = r.json();
+        assert_eq!(body["type"], "session.completed");
+        let session = body["session"]["id"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        let event_id = r
+            .header("x-waotp-event-id")
+            .expect("event id header")
+            .to_owned();
+        assert_eq!(body["id"].as_str(), Some(event_id.as_str()));
+        event_ids.entry(session).or_default().insert(event_id);
+    }
+    for d in &driven {
+        let record = store
+            .sessions()
+            .get(&d.session)
+            .expect("read")
+            .expect("session");
+        if !record.is_active() {
+            let ids = event_ids.get(&d.session);
+            assert!(
+                ids.is_some(),
+                "{} finished without a callback (seed {seed})",
+                d.session
+            );
+            assert_eq!(
+                ids.map(HashSet::len),
+                Some(1),
+                "callbacks under several event ids"
+            );
+        }
+    }
+}
+
+/// Drives every conversation through a server that is killed and restarted `KILLS` times,
+/// then stops it gracefully. Returns what the drivers saw, and the seed.
+async fn crash_run(
+    dir: &Path,
+    extra: Vec<(String, String)>,
+    graph: Option<Arc<GraphFake>>,
+) -> (Vec<Driven>, u64) {
+    let seed = std::env::var("WAOTP_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("crash suite seed: {seed} (WAOTP_CRASH_SEED={seed} replays this schedule)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (child, address) = start_server(dir, &extra);
+    let server = Arc::new(Server {
+        address: RwLock::new(address),
+        acknowledged: AtomicUsize::new(0),
+        drivers_done: false.into(),
+        client: reqwest::Client::new(),
+        deadline: Instant::now() + OVERALL,
+        graph,
+    });
+
+    // Kill points, in acknowledged requests: spread over the ~4 requests per conversation.
+    let total = SESSIONS * 4;
+    let kill_at: Vec<usize> = (0..KILLS)
+        .map(|k| {
+            let span = total / (KILLS + 1);
+            span * k + rng.gen_range(span / 2..span + span / 2)
+        })
+        .collect();
+    let supervisor = {
+        let server = server.clone();
+        let dir = dir.to_owned();
+        tokio::spawn(async move {
+            let mut child = child;
+            let mut kills = 0;
+            for at in kill_at {
+                while server.acknowledged.load(Ordering::SeqCst) < at
+                    && !server.drivers_done.load(Ordering::SeqCst)
+                {
+                    if Instant::now() > server.deadline {
+                        return (child, kills);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                kill9(&mut child);
+                kills += 1;
+                let (dir, extra) = (dir.clone(), extra.clone());
+                let (next, address) =
+                    tokio::task::spawn_blocking(move || start_server(&dir, &extra))
+                        .await
+                        .expect("restart");
+                child = next;
+                *server.address.write().unwrap_or_else(|p| p.into_inner()) = address;
+            }
+            (child, kills)
+        })
+    };
+
+    // Conversations run several at a time, so kills land in the middle of all kinds of work.
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut drivers = Vec::new();
+    for _ in 0..DRIVERS {
+        let (server, next) = (server.clone(), next.clone());
+        drivers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= SESSIONS {
+                    return done;
+                }
+                done.push(converse(server.clone(), n).await);
+            }
+        }));
+    }
+    let mut driven = Vec::new();
+    for d in drivers {
+        driven.extend(d.await.expect("driver"));
+    }
+    server.drivers_done.store(true, Ordering::SeqCst);
+    let (mut child, kills) = supervisor.await.expect("supervisor");
+    assert_eq!(kills, KILLS, "the kill schedule did not run (seed {seed})");
+
+    quiesce(&server).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("SIGTERM");
+    assert!(status.success());
+    assert!(
+        child.wait().expect("exit").success(),
+        "graceful stop failed"
+    );
+    (driven, seed)
+}
+
+fn check_store(data: &Path, driven: &[Driven], seed: u64) {
+    let store = Store::open(data, |_| {}).expect("reopen the database");
+    let key = OtpKey::load_or_create(data, None).expect("otp key");
+    let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+    let inbound = store.inbound();
+    let sessions = store.sessions();
+    assert_eq!(
+        inbound.pending_len(),
+        0,
+        "acknowledged events left unhandled (seed {seed})"
+    );
+
+    // Each inbound message id appears once in the log, however often it was delivered.
+    let logged: Vec<String> = inbound
+        .all()
+        .expect("log")
+        .into_iter()
+        .map(|(_, e)| e.event.dedupe_key())
+        .collect();
+    let unique: HashSet<&String> = logged.iter().collect();
+    assert_eq!(
+        unique.len(),
+        logged.len(),
+        "an event was logged twice (seed {seed})"
+    );
+
+    let far = Utc::now() + chrono::Duration::days(30);
+    let timers: HashSet<String> = sessions
+        .due_timers(far, 100_000)
+        .expect("timers")
+        .into_iter()
+        .map(|t| t.session_id)
+        .collect();
+    let valid = [
+        "confirmed",
+        "cancelled",
+        "locked",
+        "expired",
+        "undeliverable",
+    ];
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for d in driven {
+        for id in &d.acknowledged {
+            assert!(
+                inbound.seen(&format!("m\u{0}{id}")).expect("lookup"),
+                "{id} was acknowledged but is not in the log (seed {seed})"
+            );
+        }
+        let record = sessions
+            .get(&d.session)
+            .expect("read")
+            .unwrap_or_else(|| panic!("{} was acknowledged but lost (seed {seed})", d.session));
+        let json = waotp::runtime::session_json(&record);
+        let outcome = json["outcome"].as_str().unwrap_or("waiting").to_owned();
+        if record.is_active() {
+            assert!(
+                timers.contains(&d.session),
+                "{} waits without a timer (seed {seed}): {json}",
+                d.session
+            );
+        } else {
+            assert!(valid.contains(&outcome.as_str()), "{outcome} (seed {seed})");
+        }
+        if d.typed_code {
+            // The right code was acknowledged after the wrong one, so it was handled and
+            // confirmed the order; and each of the three messages was applied exactly once:
+            // start + confirm + wrong + right are four steps, and one attempt was lost.
+            assert_eq!(outcome, "confirmed", "{} (seed {seed}): {json}", d.session);
+            assert_eq!(
+                record.step, 4,
+                "{} took {} steps (seed {seed})",
+                d.session, record.step
+            );
+            let otp = ledger
+                .record(&d.session)
+                .expect("read")
+                .expect("otp record");
+            assert_eq!(otp.status(), CodeStatus::Used);
+            assert_eq!(
+                otp.attempts_left(),
+                4,
+                "the wrong code counted other than once"
+            );
+        }
+        *outcomes.entry(outcome).or_default() += 1;
+
+        // No outbound message twice for one step: one sandbox record per outbox entry.
+        let sent = sessions.sandbox_messages(&d.to[1..]).expect("sandbox");
+        let ids: Vec<&str> = sent.iter().filter_map(|m| m["id"].as_str()).collect();
+        let distinct: HashSet<&&str> = ids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "a message went twice (seed {seed}): {ids:?}"
+        );
+    }
+    eprintln!("crash suite outcomes: {outcomes:?}");
+    // A run where hardly anything got through would prove little.
+    assert!(
+        driven.iter().filter(|d| d.typed_code).count() >= SESSIONS / 2,
+        "too few conversations completed (seed {seed}): {outcomes:?}"
+    );
+}
