@@ -509,6 +509,7 @@ async fn account_recovery_reminder_and_expiry_by_timers() {
     .await;
     let done = e.api.wait_completed(&id).await;
     assert_eq!(done["outcome"], "expired");
+    e.graph.wait_accepted(customer, 3).await;
     let texts = seen(&e.graph, customer);
     assert_eq!(texts.len(), 3, "{texts:?}");
     assert!(texts[1].starts_with("Still there?"));

@@ -58,6 +58,10 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub(super) config: RuntimeConfig,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Separate from `locks`: a start holds its customer-and-flow lock while it takes the new
+    /// session's lock, and with one shared set the two could fall on the same (non-reentrant)
+    /// stripe and wait for each other forever.
+    start_locks: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     /// Woken whenever a step queued something to send.
     pub outbox_wake: Arc<Notify>,
@@ -87,6 +91,7 @@ impl Runtime {
             metrics,
             config,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            start_locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: Default::default(),
             outbox_wake: Arc::new(Notify::new()),
         }
@@ -117,6 +122,12 @@ impl Runtime {
     pub(super) async fn lock(&self, session_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
         let i = (self.hasher.hash_one(session_id) as usize) % LOCKS;
         self.locks[i].lock().await
+    }
+
+    /// The lock that serialises starts of one flow for one customer.
+    pub(super) async fn start_lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one(key) as usize) % LOCKS;
+        self.start_locks[i].lock().await
     }
 
     /// The flow version a session runs on.

@@ -101,7 +101,7 @@ impl Runtime {
             let flows = self.flows().current();
             if let Some(flow) = flows.flow_for_keyword(body) {
                 match self
-                    .open_session(flow, customer, Default::default(), None, None)
+                    .open_session(flow, customer, Default::default(), None, None, Some(seq))
                     .await
                 {
                     Ok(_) => return Ok(()),
