@@ -68,6 +68,18 @@ impl Runtime {
                 .sessions()
                 .get(&id)?
                 .filter(|r| r.is_active() && r.customer == customer);
+            // A tap on a button of a session that has ended answers that session only: handed
+            // to another one, "Confirm" on yesterday's order would confirm today's.
+            let is_tap = matches!(
+                m.content,
+                MessageContent::ButtonReply { .. }
+                    | MessageContent::ListReply { .. }
+                    | MessageContent::QuickReply { .. }
+            );
+            if target.is_none() && is_tap {
+                tracing::info!(customer = %crate::telemetry::Masked(customer), "a reply to a message of an ended session; ignored");
+                return Ok(());
+            }
         }
         if target.is_none() {
             target = self
