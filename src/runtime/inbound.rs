@@ -7,7 +7,9 @@
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
 use crate::flow::engine::Event;
-use crate::store::sessions::{Delivery, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use crate::store::sessions::{
+    Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite,
+};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -150,9 +152,38 @@ impl Runtime {
         Ok(())
     }
 
+    /// The sent message a status is about. WhatsApp may report a status before the sender has
+    /// recorded the message id it was given (the link is written just after the Graph API
+    /// answered); the tracker we attached, echoed back, names the outbox entry and so the
+    /// session, so an early `failed` still reaches the flow.
+    fn link_of(&self, s: &DeliveryStatus) -> Result<Option<MessageLink>, RuntimeError> {
+        if let Some(link) = self.sessions().link(s.message_id.as_str())? {
+            return Ok(Some(link));
+        }
+        let Some(entry_id) = &s.callback_data else {
+            return Ok(None);
+        };
+        let Some(entry) = self.sessions().outbox_entry(entry_id)? else {
+            return Ok(None);
+        };
+        if !matches!(
+            entry.payload,
+            OutboxPayload::Message { .. } | OutboxPayload::Code { .. }
+        ) {
+            return Ok(None);
+        }
+        Ok(Some(MessageLink {
+            tracked: entry.session_id.is_some(),
+            session_id: entry.session_id,
+            entry_id: entry.id,
+            delivery: Delivery::Accepted,
+            sent_at: Utc::now(),
+        }))
+    }
+
     /// Handles a delivery status for a message we sent.
     pub(super) async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
-        let Some(mut link) = self.sessions().link(s.message_id.as_str())? else {
+        let Some(mut link) = self.link_of(s)? else {
             return Ok(());
         };
         let next = match s.status {

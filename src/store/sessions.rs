@@ -377,7 +377,13 @@ impl SessionStore {
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
         if let Some((message_id, l)) = link {
-            batch.insert(key(LINK, &[message_id.as_bytes()]), enc(l)?);
+            // A status webhook may have beaten the sender here (see the runtime's `link_of`):
+            // keep the state it reached, delivery states only move forward.
+            let mut l = l.clone();
+            if let Some(earlier) = self.link(message_id)? {
+                l.delivery = l.delivery.max(earlier.delivery);
+            }
+            batch.insert(key(LINK, &[message_id.as_bytes()]), enc(&l)?);
         }
         self.tree.apply_batch(batch)?;
         Ok(())
