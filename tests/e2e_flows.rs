@@ -59,8 +59,20 @@ async fn cod_confirmation_buttons_code_in_chat_confirmed() {
         .collect();
     assert_eq!(buttons, ["confirm", "cancel"]);
 
-    e.api.tap(customer, summary_id, "confirm", "Confirm").await;
+    let tap = e.api.tap(customer, summary_id, "confirm", "Confirm").await;
     let sent = e.graph.wait_accepted(customer, 4).await;
+    // The tap is marked read, with "typing…", before the answer goes out.
+    let calls = e.graph.calls();
+    let receipt = calls
+        .iter()
+        .position(|b| b["status"] == "read" && b["message_id"] == tap.as_str())
+        .expect("a read receipt for the tap");
+    assert_eq!(calls[receipt]["typing_indicator"]["type"], "text");
+    let code_call = calls
+        .iter()
+        .position(|b| auth_code(b).is_some())
+        .expect("the code");
+    assert!(receipt < code_call);
     let code = sent[2..]
         .iter()
         .find_map(|(b, _)| auth_code(b))

@@ -11,6 +11,7 @@ mod sandbox;
 
 pub use sandbox::SandboxRecorder;
 
+use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
@@ -262,6 +263,23 @@ impl Outbox {
                 }
                 Outcome::Done
             }
+            OutboxPayload::ReadReceipt { message_id } => {
+                // Best effort, once: a late or missing receipt changes nothing for the flow.
+                if let Transport::Graph(client) = &self.transport {
+                    self.rate.acquire().await;
+                    match MessageId::parse(message_id) {
+                        Ok(id) => {
+                            if let Err(e) = client.mark_read(&id).await {
+                                tracing::warn!(entry = %entry.id, error = %e, "read receipt failed");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(entry = %entry.id, error = %e, "read receipt for an invalid message id")
+                        }
+                    }
+                }
+                Outcome::Done
+            }
             payload => match self.build_message(&entry, &payload, now) {
                 Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
                 Err(NotSent::OutsideWindow) => Outcome::Skipped(
@@ -449,7 +467,9 @@ impl Outbox {
                 };
                 Ok(Some((request(outgoing), Some(*generation))))
             }
-            OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => Ok(None),
+            OutboxPayload::Callback { .. }
+            | OutboxPayload::Hook { .. }
+            | OutboxPayload::ReadReceipt { .. } => Ok(None),
         }
     }
 }

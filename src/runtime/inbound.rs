@@ -103,8 +103,26 @@ impl Runtime {
             record.last_inbound = seq + 1;
             let flow = self.flow_of(&record)?;
             let started = Instant::now();
-            self.step(&mut record, &flow, event, now, StepWrite::default())
-                .await?;
+            // Queued with the step's answer and before it (same due time, `read:` sorts before
+            // `ses_`): the customer sees "read" and "typing…" while the answer goes out.
+            let receipt = OutboxEntry {
+                id: format!("read:{seq}"),
+                session_id: None,
+                to: customer.to_owned(),
+                payload: OutboxPayload::ReadReceipt {
+                    message_id: m.id.as_str().to_owned(),
+                },
+                attempts: 0,
+                created_at: now,
+                due_ms: now.timestamp_millis(),
+                state: OutboxState::Pending,
+                use_template: false,
+            };
+            let write = StepWrite {
+                outbox: vec![receipt],
+                ..StepWrite::default()
+            };
+            self.step(&mut record, &flow, event, now, write).await?;
             self.metrics
                 .step_seconds
                 .observe(started.elapsed().as_secs_f64());

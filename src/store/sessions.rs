@@ -82,6 +82,8 @@ pub enum OutboxPayload {
         event_id: String,
         body: serde_json::Value,
     },
+    /// A read receipt with the typing indicator for a customer's message a flow answers.
+    ReadReceipt { message_id: String },
     /// A merchant hook; its answer becomes a `HookOk`/`HookError` event of the session.
     Hook {
         hook: String,

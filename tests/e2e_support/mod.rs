@@ -109,6 +109,11 @@ impl Graph {
             .collect()
     }
 
+    /// Every call of the messages endpoint (sends and read receipts), oldest first.
+    pub fn calls(&self) -> Vec<Value> {
+        self.http.requests().iter().map(Recorded::json).collect()
+    }
+
     /// Message sends to a customer (digits, with or without `+`).
     pub fn sends_to(&self, customer: &str) -> Vec<Value> {
         let digits = customer.trim_start_matches('+');
@@ -460,26 +465,31 @@ impl Api {
         assert_eq!(res.status(), 200);
     }
 
-    pub async fn text(&self, from: &str, body: &str) {
+    /// A text message from the customer; returns its WhatsApp message id.
+    pub async fn text(&self, from: &str, body: &str) -> String {
+        let id = new_wamid();
         self.webhook(envelope(json!({
             "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
-            "messages": [{"from": from, "id": new_wamid(), "timestamp": now_secs(),
+            "messages": [{"from": from, "id": id, "timestamp": now_secs(),
                           "type": "text", "text": {"body": body}}]
         })))
         .await;
+        id
     }
 
     /// A reply-button tap answering the message WhatsApp knows as `context_id`.
-    pub async fn tap(&self, from: &str, context_id: &str, id: &str, title: &str) {
+    pub async fn tap(&self, from: &str, context_id: &str, id: &str, title: &str) -> String {
+        let message_id = new_wamid();
         self.webhook(envelope(json!({
             "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
             "messages": [{"context": {"from": "15550783881", "id": context_id},
-                          "from": from, "id": new_wamid(), "timestamp": now_secs(),
+                          "from": from, "id": message_id, "timestamp": now_secs(),
                           "type": "interactive",
                           "interactive": {"type": "button_reply",
                                           "button_reply": {"id": id, "title": title}}}]
         })))
         .await;
+        message_id
     }
 
     /// A status webhook for a message we sent; `error` makes it a `failed` with that code.
