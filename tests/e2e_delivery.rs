@@ -304,3 +304,21 @@ async fn a_failed_status_before_the_send_is_answered_still_ends_the_flow() {
         .expect("link");
     assert_eq!(link.delivery, Delivery::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_message_keeps_its_place_before_the_next_one() {
+    let e = E2e::start().await;
+    // The payment summary is throttled; the code after it must not overtake it.
+    e.graph.fail_next(400, 130429);
+    e.api
+        .start(
+            "transaction_authorization",
+            "+4915112345604",
+            json!({"amount": "5", "currency": "EUR", "payee": "Acme"}),
+        )
+        .await;
+    let accepted = e.graph.wait_accepted("4915112345604", 2).await;
+    assert_eq!(accepted[0].0["template"]["name"], "transaction_summary");
+    assert!(auth_code(&accepted[1].0).is_some());
+    assert_eq!(e.graph.sends_to("4915112345604").len(), 3);
+}

@@ -386,3 +386,37 @@ async fn a_replayed_keyword_is_not_taken_as_the_first_answer() {
     assert!(rig.merchant.hook_calls("lookup_account").is_empty());
     assert_eq!(rig.graph.accepted_to(customer).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_its_turn_at_a_kill_is_still_sent() {
+    let rig = Rig::new(&[]).await;
+    let customer = "4915112345605";
+    // The summary's send never gets an answer; the code waits behind it.
+    rig.graph.http.push(Answer::Hang);
+    let server = rig.serve();
+    let s = server
+        .api
+        .start(
+            "transaction_authorization",
+            "+4915112345605",
+            json!({"amount": "5", "currency": "EUR", "payee": "Acme"}),
+        )
+        .await;
+    let id = s["id"].as_str().expect("id").to_owned();
+    wait_for("the summary on its way", || {
+        (!rig.graph.sends_to(customer).is_empty()).then_some(())
+    })
+    .await;
+    server.kill9();
+
+    let server = rig.serve();
+    let accepted = rig.graph.wait_accepted(customer, 1).await;
+    let code = auth_code(&accepted[0].0).expect("the code is sent after the restart");
+    assert_eq!(server.api.check(&id, &code).await["valid"], true);
+    outbox_empty(&server.api).await;
+    // The summary, whose fate is unknown, went once.
+    assert_eq!(
+        template_sends(&rig.graph, customer, "transaction_summary"),
+        1
+    );
+}
