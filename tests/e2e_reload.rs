@@ -86,15 +86,6 @@ async fn reload_keeps_running_sessions_on_their_version_and_refuses_broken_edits
     let line = server
         .wait_log(&["flow reload refused", "signup_verification.toml:"])
         .await;
-    eprintln!(
-        "LOG {}",
-        server
-            .log_text()
-            .lines()
-            .filter(|l| l.contains("refused"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
     let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
     let text = v["fields"]["line"]
         .as_str()
