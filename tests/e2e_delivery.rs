@@ -251,3 +251,74 @@ async fn no_plaintext_code_in_the_data_directory_after_sending() {
     let found = files_containing(&e.data_dir(), code.as_bytes());
     assert!(found.is_empty(), "code {code} found in {found:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_before_the_send_is_answered_still_ends_the_flow() {
+    let e = E2e::start().await;
+    // WhatsApp's status webhook can beat its own answer to the send.
+    e.graph.http.push(http_fake::Answer::Delay {
+        after: std::time::Duration::from_secs(2),
+        answer: Box::new(http_fake::Answer::json(
+            200,
+            json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.early.1"}]}),
+        )),
+    });
+    let id = start(&e, "signup_verification", "+14155550211").await;
+    let sent = wait_for("the send", || e.graph.sends_to("14155550211").pop()).await;
+    let tracker = sent["biz_opaque_callback_data"]
+        .as_str()
+        .expect("the send carries a tracker")
+        .to_owned();
+    e.api
+        .webhook(envelope(json!({"statuses": [{
+            "id": "wamid.early.1", "status": "failed", "timestamp": now_secs(),
+            "recipient_id": "14155550211", "biz_opaque_callback_data": tracker,
+            "errors": [{"code": 131026, "title": "Message undeliverable",
+                        "message": "Message undeliverable",
+                        "error_data": {"details": "Message could not be delivered"}}]}]})))
+        .await;
+    let done = e.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "undeliverable");
+    let entry = e
+        .store
+        .sessions()
+        .outbox_entry(&tracker)
+        .expect("store")
+        .expect("entry");
+    assert_eq!(
+        entry.state,
+        waotp::store::sessions::OutboxState::InFlight,
+        "the status was handled before the Graph API answered"
+    );
+    // The answer arrives later; the message stays failed.
+    wait_for("the send's answer", || {
+        let entry = e.store.sessions().outbox_entry(&tracker).expect("store")?;
+        (entry.state == waotp::store::sessions::OutboxState::Done).then_some(())
+    })
+    .await;
+    let link = e
+        .store
+        .sessions()
+        .link("wamid.early.1")
+        .expect("store")
+        .expect("link");
+    assert_eq!(link.delivery, Delivery::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_message_keeps_its_place_before_the_next_one() {
+    let e = E2e::start().await;
+    // The payment summary is throttled; the code after it must not overtake it.
+    e.graph.fail_next(400, 130429);
+    e.api
+        .start(
+            "transaction_authorization",
+            "+4915112345604",
+            json!({"amount": "5", "currency": "EUR", "payee": "Acme"}),
+        )
+        .await;
+    let accepted = e.graph.wait_accepted("4915112345604", 2).await;
+    assert_eq!(accepted[0].0["template"]["name"], "transaction_summary");
+    assert!(auth_code(&accepted[1].0).is_some());
+    assert_eq!(e.graph.sends_to("4915112345604").len(), 3);
+}

@@ -59,8 +59,20 @@ async fn cod_confirmation_buttons_code_in_chat_confirmed() {
         .collect();
     assert_eq!(buttons, ["confirm", "cancel"]);
 
-    e.api.tap(customer, summary_id, "confirm", "Confirm").await;
+    let tap = e.api.tap(customer, summary_id, "confirm", "Confirm").await;
     let sent = e.graph.wait_accepted(customer, 4).await;
+    // The tap is marked read, with "typing…", before the answer goes out.
+    let calls = e.graph.calls();
+    let receipt = calls
+        .iter()
+        .position(|b| b["status"] == "read" && b["message_id"] == tap.as_str())
+        .expect("a read receipt for the tap");
+    assert_eq!(calls[receipt]["typing_indicator"]["type"], "text");
+    let code_call = calls
+        .iter()
+        .position(|b| auth_code(b).is_some())
+        .expect("the code");
+    assert!(receipt < code_call);
     let code = sent[2..]
         .iter()
         .find_map(|(b, _)| auth_code(b))
@@ -80,6 +92,15 @@ async fn cod_confirmation_buttons_code_in_chat_confirmed() {
     assert_eq!(done["state"], "confirmed");
     let sent = e.graph.wait_accepted(customer, 5).await;
     assert!(text_of(&sent[4].0).expect("text").contains("is confirmed"));
+
+    // Every call went to the configured number's endpoint with the bearer token.
+    for r in e.graph.http.requests() {
+        assert_eq!(r.path, format!("/v23.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {ACCESS_TOKEN}").as_str())
+        );
+    }
 
     let callback = e.merchant.completed(&id).await;
     assert_eq!(callback["session"]["outcome"], "confirmed");
@@ -509,6 +530,7 @@ async fn account_recovery_reminder_and_expiry_by_timers() {
     .await;
     let done = e.api.wait_completed(&id).await;
     assert_eq!(done["outcome"], "expired");
+    e.graph.wait_accepted(customer, 3).await;
     let texts = seen(&e.graph, customer);
     assert_eq!(texts.len(), 3, "{texts:?}");
     assert!(texts[1].starts_with("Still there?"));
@@ -564,4 +586,41 @@ async fn support_identity_hands_off_and_never_reveals_whether_an_account_exists(
     assert_eq!(e.api.session(&unknown_id).await["outcome"], "not_verified");
     let cancelled = e.merchant.completed(&unknown_id).await;
     assert_eq!(cancelled["session"]["outcome"], "not_verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_on_an_ended_sessions_message_does_not_answer_another_session() {
+    let e = E2e::start().await;
+    let customer = "919800000004";
+    open_window(&e, customer).await;
+    let old = e
+        .api
+        .start("cod_confirmation", "+919800000004", COD_VARS())
+        .await;
+    let old_id = old["id"].as_str().expect("id").to_owned();
+    let sent = e.graph.wait_accepted(customer, 2).await;
+    let old_buttons = sent[1].1.clone();
+    e.api.cancel(&old_id).await;
+    e.merchant.completed(&old_id).await;
+
+    let new = e
+        .api
+        .start(
+            "cod_confirmation",
+            "+919800000004",
+            json!({"customer_name": "Asha", "order_id": "B-2002", "total": "₹10"}),
+        )
+        .await;
+    let new_id = new["id"].as_str().expect("id").to_owned();
+    e.graph.wait_accepted(customer, 3).await;
+    // "Confirm" on order A's message must not confirm order B.
+    e.api
+        .tap(customer, &old_buttons, "confirm", "Confirm")
+        .await;
+    wait_for("the tap handled", || {
+        (e.store.inbound().pending_len() == 0).then_some(())
+    })
+    .await;
+    let s = e.api.session(&new_id).await;
+    assert_eq!(s["state"], "summary", "{s}");
 }

@@ -337,3 +337,86 @@ async fn no_plaintext_code_on_disk_or_in_trace_logs() {
     let found = files_containing(&rig.data(), code.as_bytes());
     assert!(found.is_empty(), "code {code} found on disk in {found:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_keyword_is_not_taken_as_the_first_answer() {
+    let rig = Rig::new(&[]).await;
+    let customer = "14155550307";
+    let server = rig.serve();
+    server.api.text(customer, "recover").await;
+    rig.graph.wait_accepted(customer, 1).await;
+    server.kill9();
+
+    // Make it look as if the process died after the keyword's step but before the event was
+    // marked handled: the next run replays it.
+    let id = {
+        let store = Store::open(&rig.data(), |_| {}).expect("reopen");
+        let events = store.inbound().all().expect("events");
+        assert_eq!(events.len(), 1);
+        let mut pending = vec![b'p'];
+        pending.extend_from_slice(&events[0].0.to_be_bytes());
+        store
+            .db()
+            .open_tree("inbound")
+            .expect("tree")
+            .insert(pending, &[])
+            .expect("mark pending");
+        store.flush().expect("flush");
+        store
+            .sessions()
+            .active(customer, "account_recovery")
+            .expect("store")
+            .expect("the keyword started a session")
+    };
+
+    let server = rig.serve();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let m = server.api.metrics().await;
+        if m.lines().any(|l| l == "waotp_inbound_pending 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replay never handled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let s = server.api.session(&id).await;
+    assert_eq!(s["state"], "ask_account", "{s}");
+    assert!(s["vars"].get("account").is_none(), "{s}");
+    outbox_empty(&server.api).await;
+    assert!(rig.merchant.hook_calls("lookup_account").is_empty());
+    assert_eq!(rig.graph.accepted_to(customer).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_its_turn_at_a_kill_is_still_sent() {
+    let rig = Rig::new(&[]).await;
+    let customer = "4915112345605";
+    // The summary's send never gets an answer; the code waits behind it.
+    rig.graph.http.push(Answer::Hang);
+    let server = rig.serve();
+    let s = server
+        .api
+        .start(
+            "transaction_authorization",
+            "+4915112345605",
+            json!({"amount": "5", "currency": "EUR", "payee": "Acme"}),
+        )
+        .await;
+    let id = s["id"].as_str().expect("id").to_owned();
+    wait_for("the summary on its way", || {
+        (!rig.graph.sends_to(customer).is_empty()).then_some(())
+    })
+    .await;
+    server.kill9();
+
+    let server = rig.serve();
+    let accepted = rig.graph.wait_accepted(customer, 1).await;
+    let code = auth_code(&accepted[0].0).expect("the code is sent after the restart");
+    assert_eq!(server.api.check(&id, &code).await["valid"], true);
+    outbox_empty(&server.api).await;
+    // The summary, whose fate is unknown, went once.
+    assert_eq!(
+        template_sends(&rig.graph, customer, "transaction_summary"),
+        1
+    );
+}

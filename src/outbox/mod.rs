@@ -177,24 +177,16 @@ impl Outbox {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut claimed = Vec::with_capacity(due.len());
-        for mut entry in due {
-            if entry.state != OutboxState::Pending {
-                continue;
-            }
-            let old_due = entry.due_ms;
-            entry.state = OutboxState::InFlight;
-            sessions.update_outbox(&entry, old_due, None)?;
-            claimed.push((entry, old_due));
-        }
-        // In flight is on disk before anything leaves the process.
-        self.runtime.store_durable().await?;
-        let n = claimed.len();
+        let due: Vec<OutboxEntry> = due
+            .into_iter()
+            .filter(|e| e.state == OutboxState::Pending)
+            .collect();
+        let n = due.len();
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
         // either order.
         let mut by_recipient: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
-        for (entry, _) in claimed {
+        for entry in due {
             match by_recipient.iter_mut().find(|(to, _)| *to == entry.to) {
                 Some((_, entries)) => entries.push(entry),
                 None => by_recipient.push((entry.to.clone(), vec![entry])),
@@ -206,16 +198,51 @@ impl Outbox {
             let this = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                for entry in entries {
-                    this.deliver(entry).await;
-                }
+                this.deliver_in_order(entries).await;
             });
         }
         while tasks.join_next().await.is_some() {}
         Ok(n)
     }
 
-    async fn deliver(&self, mut entry: OutboxEntry) {
+    /// Delivers one recipient's due entries in queue order. Once a WhatsApp message has to wait
+    /// for a retry, the recipient's later messages wait behind it, so they still arrive in order.
+    async fn deliver_in_order(&self, entries: Vec<OutboxEntry>) {
+        let sessions = self.runtime.sessions();
+        let mut held_until: Option<i64> = None;
+        for mut entry in entries {
+            let whatsapp = is_whatsapp(&entry.payload);
+            if let (Some(after), true) = (held_until, whatsapp) {
+                let old_due = entry.due_ms;
+                entry.due_ms = after + 1;
+                held_until = Some(entry.due_ms);
+                if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+                    tracing::error!(entry = %entry.id, error = %e, "cannot postpone an outbox entry");
+                }
+                continue;
+            }
+            // In flight is on disk before anything leaves the process. Claimed one at a time,
+            // right before its send: an entry still waiting its turn when the process dies is
+            // plainly pending, not "sent, result unknown".
+            let old_due = entry.due_ms;
+            entry.state = OutboxState::InFlight;
+            if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                continue;
+            }
+            if let Err(e) = self.runtime.store_durable().await {
+                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                continue;
+            }
+            let retry_at = self.deliver(entry).await;
+            if whatsapp && retry_at.is_some() {
+                held_until = retry_at;
+            }
+        }
+    }
+
+    /// One attempt; returns the new due time when the entry waits for a retry.
+    async fn deliver(&self, mut entry: OutboxEntry) -> Option<i64> {
         entry.attempts += 1;
         let now = Utc::now();
         let mut link = None;
@@ -244,17 +271,6 @@ impl Outbox {
                     }
                 }
             }
-            OutboxPayload::ReadReceipt { message_id } => {
-                // Best effort: a lost read receipt harms nobody, so it is never retried.
-                if let (Transport::Graph(client), Ok(id)) =
-                    (&self.transport, MessageId::parse(message_id))
-                {
-                    if let Err(e) = client.mark_read(&id).await {
-                        tracing::debug!(error = %e, "read receipt not sent");
-                    }
-                }
-                Outcome::Done
-            }
             OutboxPayload::Hook { hook, url, body } => {
                 self.runtime.metrics.callback_attempts.inc();
                 let event = match self.merchant.call_hook(&url, &body).await {
@@ -271,6 +287,23 @@ impl Outbox {
                 if let Some(session_id) = entry.session_id.clone() {
                     self.inbox
                         .submit(&entry.to, Work::Session { session_id, event });
+                }
+                Outcome::Done
+            }
+            OutboxPayload::ReadReceipt { message_id } => {
+                // Best effort, once: a late or missing receipt changes nothing for the flow.
+                if let Transport::Graph(client) = &self.transport {
+                    self.rate.acquire().await;
+                    match MessageId::parse(message_id) {
+                        Ok(id) => {
+                            if let Err(e) = client.mark_read(&id).await {
+                                tracing::warn!(entry = %entry.id, error = %e, "read receipt failed");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(entry = %entry.id, error = %e, "read receipt for an invalid message id")
+                        }
+                    }
                 }
                 Outcome::Done
             }
@@ -316,7 +349,7 @@ impl Outbox {
                 }
             },
         };
-        self.settle(entry, outcome, link).await;
+        self.settle(entry, outcome, link).await
     }
 
     fn classify(&self, entry: &mut OutboxEntry, e: &GraphError) -> Outcome {
@@ -347,7 +380,7 @@ impl Outbox {
         mut entry: OutboxEntry,
         outcome: Outcome,
         link: Option<(String, MessageLink)>,
-    ) {
+    ) -> Option<i64> {
         let old_due = entry.due_ms;
         let mut failed_session = None;
         match outcome {
@@ -402,6 +435,7 @@ impl Outbox {
                 },
             );
         }
+        (entry.state == OutboxState::Pending).then_some(entry.due_ms)
     }
 
     async fn send(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, GraphError> {
@@ -481,6 +515,17 @@ impl Outbox {
             | OutboxPayload::ReadReceipt { .. } => Ok(None),
         }
     }
+}
+
+/// Whether an entry goes to WhatsApp (and so takes its place in the customer's message order).
+fn is_whatsapp(payload: &OutboxPayload) -> bool {
+    matches!(
+        payload,
+        OutboxPayload::Message { .. }
+            | OutboxPayload::Code { .. }
+            | OutboxPayload::Text { .. }
+            | OutboxPayload::ReadReceipt { .. }
+    )
 }
 
 fn free_form_of(body: &MessageBody) -> Outgoing {

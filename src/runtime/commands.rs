@@ -110,7 +110,7 @@ impl Runtime {
             });
         }
         let (record, reverse) = self
-            .open_session(&flow, &customer, vars, lang, idempotency_key)
+            .open_session(&flow, &customer, vars, lang, idempotency_key, None)
             .await?;
         Ok(Started {
             record,
@@ -120,7 +120,8 @@ impl Runtime {
     }
 
     /// Creates a session for `customer` (digits) and applies `Event::Start`. Shared by the API
-    /// and by customer keywords.
+    /// and by customer keywords; `trigger` is the sequence number of the inbound event whose
+    /// keyword started it.
     pub(super) async fn open_session(
         &self,
         flow: &crate::flow::Flow,
@@ -128,6 +129,7 @@ impl Runtime {
         vars: BTreeMap<String, Value>,
         lang: Option<&str>,
         idempotency_key: Option<&str>,
+        trigger: Option<u64>,
     ) -> Result<(SessionRecord, Option<(String, String)>), StartError> {
         let now = Utc::now();
         let default_lang = flow
@@ -152,7 +154,9 @@ impl Runtime {
             timer_key: None,
             otp_purpose: None,
             otp_bound: Vec::new(),
-            last_inbound: 0,
+            // A crash before the triggering event is marked handled replays it; it must then
+            // find itself already applied, not be taken as the answer to the first question.
+            last_inbound: trigger.map_or(0, |seq| seq + 1),
         };
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {
@@ -253,6 +257,39 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::parse_e164;
+    use crate::metrics::Metrics;
+    use crate::otp::OtpKey;
+    use crate::runtime::flows::FlowRegistry;
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::store::otp::OtpLedger;
+    use crate::store::Store;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A start holds its start lock while it takes the new session's lock; that must never be
+    /// the same lock, whatever the session id hashes to.
+    #[tokio::test]
+    async fn a_held_start_lock_never_blocks_a_session_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path(), |_| {}).expect("store"));
+        let key = OtpKey::load_or_create(dir.path(), None).expect("key");
+        let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let runtime = Runtime::new(
+            store,
+            ledger,
+            Arc::new(FlowRegistry::load(&flows).expect("flows")),
+            Arc::new(Metrics::new()),
+            RuntimeConfig::default(),
+        );
+        let _start = runtime.lock_start("919876543210", "cod_confirmation").await;
+        // With one shared set of 256 stripes, some of 4000 ids would land on the held one.
+        for i in 0..4000 {
+            let id = format!("ses_{i:024x}");
+            let taken = tokio::time::timeout(Duration::ZERO, runtime.lock(&id)).await;
+            assert!(taken.is_ok(), "session lock {id} blocked by the start lock");
+        }
+    }
 
     #[test]
     fn e164_numbers() {

@@ -7,7 +7,9 @@
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
 use crate::flow::engine::Event;
-use crate::store::sessions::{Delivery, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use crate::store::sessions::{
+    Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite,
+};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -68,6 +70,18 @@ impl Runtime {
                 .sessions()
                 .get(&id)?
                 .filter(|r| r.is_active() && r.customer == customer);
+            // A tap on a button of a session that has ended answers that session only: handed
+            // to another one, "Confirm" on yesterday's order would confirm today's.
+            let is_tap = matches!(
+                m.content,
+                MessageContent::ButtonReply { .. }
+                    | MessageContent::ListReply { .. }
+                    | MessageContent::QuickReply { .. }
+            );
+            if target.is_none() && is_tap {
+                tracing::info!(customer = %crate::telemetry::Masked(customer), "a reply to a message of an ended session; ignored");
+                return Ok(());
+            }
         }
         if target.is_none() {
             target = self
@@ -89,9 +103,10 @@ impl Runtime {
             record.last_inbound = seq + 1;
             let flow = self.flow_of(&record)?;
             let started = Instant::now();
-            // The flow answers this message: show it read, with the typing indicator, first.
+            // Queued with the step's answer and before it (same due time, `read:` sorts before
+            // `ses_`): the customer sees "read" and "typing…" while the answer goes out.
             let receipt = OutboxEntry {
-                id: format!("{}:{}:read", record.id, record.step),
+                id: format!("read:{seq}"),
                 session_id: None,
                 to: customer.to_owned(),
                 payload: OutboxPayload::ReadReceipt {
@@ -118,7 +133,7 @@ impl Runtime {
             let flows = self.flows().current();
             if let Some(flow) = flows.flow_for_keyword(body) {
                 match self
-                    .open_session(flow, customer, Default::default(), None, None)
+                    .open_session(flow, customer, Default::default(), None, None, Some(seq))
                     .await
                 {
                     Ok(_) => return Ok(()),
@@ -164,13 +179,42 @@ impl Runtime {
         Ok(())
     }
 
+    /// The sent message a status is about. WhatsApp may report a status before the sender has
+    /// recorded the message id it was given (the link is written just after the Graph API
+    /// answered); the tracker we attached, echoed back, names the outbox entry and so the
+    /// session, so an early `failed` still reaches the flow.
+    fn link_of(&self, s: &DeliveryStatus) -> Result<Option<MessageLink>, RuntimeError> {
+        if let Some(link) = self.sessions().link(s.message_id.as_str())? {
+            return Ok(Some(link));
+        }
+        let Some(entry_id) = &s.callback_data else {
+            return Ok(None);
+        };
+        let Some(entry) = self.sessions().outbox_entry(entry_id)? else {
+            return Ok(None);
+        };
+        if !matches!(
+            entry.payload,
+            OutboxPayload::Message { .. } | OutboxPayload::Code { .. }
+        ) {
+            return Ok(None);
+        }
+        Ok(Some(MessageLink {
+            tracked: entry.session_id.is_some(),
+            session_id: entry.session_id,
+            entry_id: entry.id,
+            delivery: Delivery::Accepted,
+            sent_at: Utc::now(),
+        }))
+    }
+
     /// Handles a delivery status for a message we sent.
     pub async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
         let message_id = s.message_id.as_str();
-        let Some(link) = self.sessions().link(message_id)? else {
-            // WhatsApp may report a status before our send call has returned and its link is
-            // stored. Park it; whoever stores the link second (the sender, or this re-check)
-            // applies what is parked, so the status is neither lost nor dropped as a duplicate.
+        let Some(link) = self.link_of(s)? else {
+            // Not ours as far as we know yet, and without a tracker to say otherwise: the send
+            // call may still be on its way back. Park the status; whoever stores the link second
+            // (the sender, or this re-check) applies it, so it is neither lost nor dropped.
             self.sessions().park_status(message_id, s)?;
             if self.sessions().link(message_id)?.is_some() {
                 for parked in self.sessions().take_parked(message_id)? {

@@ -81,14 +81,14 @@ pub enum OutboxPayload {
     },
     /// A plain text outside any flow (the default reply).
     Text { text: String },
-    /// Marks a customer's message read and shows the typing indicator while the flow answers.
-    ReadReceipt { message_id: String },
     /// A signed callback to the merchant.
     Callback {
         url: String,
         event_id: String,
         body: serde_json::Value,
     },
+    /// A read receipt with the typing indicator for a customer's message a flow answers.
+    ReadReceipt { message_id: String },
     /// A merchant hook; its answer becomes a `HookOk`/`HookError` event of the session.
     Hook {
         hook: String,
@@ -384,7 +384,13 @@ impl SessionStore {
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
         if let Some((message_id, l)) = link {
-            batch.insert(key(LINK, &[message_id.as_bytes()]), enc(l)?);
+            // A status webhook may have beaten the sender here (see the runtime's `link_of`):
+            // keep the state it reached, delivery states only move forward.
+            let mut l = l.clone();
+            if let Some(earlier) = self.link(message_id)? {
+                l.delivery = l.delivery.max(earlier.delivery);
+            }
+            batch.insert(key(LINK, &[message_id.as_bytes()]), enc(&l)?);
         }
         self.tree.apply_batch(batch)?;
         Ok(())

@@ -18,6 +18,11 @@ pub enum Answer {
     Reply { status: u16, body: Vec<u8> },
     /// Never answer: the caller's timeout decides.
     Hang,
+    /// Answer after a pause, like a slow server.
+    Delay {
+        after: std::time::Duration,
+        answer: Box<Answer>,
+    },
 }
 
 impl Answer {
@@ -164,13 +169,20 @@ async fn answer(
         state.requests.push(recorded);
         answer
     };
+    let answer = match answer {
+        Answer::Delay { after, answer } => {
+            tokio::time::sleep(after).await;
+            *answer
+        }
+        other => other,
+    };
     match answer {
         Answer::Reply { status, body } => {
             HttpResponse::build(StatusCode::from_u16(status).expect("valid status"))
                 .content_type("application/json")
                 .body(body)
         }
-        Answer::Hang => std::future::pending().await,
+        Answer::Hang | Answer::Delay { .. } => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,96 @@
+//! `waotp serve` as a child process, to kill with SIGKILL or signal with SIGHUP.
+
+use super::{wait_for, Api, DEADLINE};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// `waotp serve` as a child process, its stderr captured line by line.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub api: Api,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    /// Starts the binary with `vars` (JSON logs at `log_level`) and waits for its address.
+    pub fn start(vars: &HashMap<String, String>, log_level: &str) -> ChildServer {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
+            .arg("serve")
+            .env_clear()
+            .envs(vars)
+            .env("WAOTP_LOG", log_level)
+            .env("WAOTP_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start waotp");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines = log.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let message = v["message"].as_str().or(v["fields"]["message"].as_str());
+                    if message == Some("listening") {
+                        let address = v["address"]
+                            .as_str()
+                            .or(v["fields"]["address"].as_str())
+                            .unwrap_or_default();
+                        let _ = tx.send(address.to_owned());
+                    }
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(DEADLINE)
+            .expect("the server logged its address");
+        ChildServer {
+            child,
+            api: Api::new(format!("http://{address}")),
+            log,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for a log line containing every one of `needles`; returns it.
+    pub async fn wait_log(&self, needles: &[&str]) -> String {
+        wait_for(&format!("a log line with {needles:?}"), || {
+            self.log
+                .lock()
+                .expect("log")
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned()
+        })
+        .await
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,233 @@
+//! Local fakes of the parties waotp calls, real HTTP servers in the test process: the Graph API
+//! (accepting, refusing or down) and the merchant (hooks and callbacks, signatures checked).
+
+use super::http_fake::{Answer, HttpFake, Recorded};
+use super::{wait_for, CALLBACK_SECRET, KNOWN_ACCOUNT, RECOVERY_URL};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use waotp::webhook::signature::SignatureVerifier;
+
+/// The fake Graph API: accepts messages with ids `wamid.e2e.N` unless told otherwise.
+pub struct Graph {
+    pub http: HttpFake,
+    down: Arc<AtomicBool>,
+    accepted: Arc<Mutex<Vec<(Value, String)>>>,
+}
+
+impl Graph {
+    pub async fn start() -> Graph {
+        let down = Arc::new(AtomicBool::new(false));
+        let is_down = down.clone();
+        let n = Arc::new(AtomicU64::new(0));
+        let accepted: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
+        let log = accepted.clone();
+        let http = HttpFake::start(move |r: &Recorded| {
+            if is_down.load(Ordering::SeqCst) {
+                return graph_error(503, 2);
+            }
+            if r.json().get("status").is_some() {
+                return Answer::json(200, json!({"success": true}));
+            }
+            let id = format!("wamid.e2e.{}", n.fetch_add(1, Ordering::SeqCst) + 1);
+            log.lock().expect("log").push((r.json(), id.clone()));
+            Answer::json(
+                200,
+                json!({"messaging_product": "whatsapp",
+                       "contacts": [{"input": "x", "wa_id": "x"}],
+                       "messages": [{"id": id}]}),
+            )
+        })
+        .await;
+        Graph {
+            http,
+            down,
+            accepted,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.http.url("/v23.0")
+    }
+
+    /// While down, every request gets a 503 with Meta's transient error.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next request gets Meta's error `code` with HTTP `status`.
+    pub fn fail_next(&self, status: u16, code: i64) {
+        self.http.push(graph_error(status, code));
+    }
+
+    /// Every message send (read receipts left out), oldest first, with the id it was given.
+    pub fn sends(&self) -> Vec<Value> {
+        self.http
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/messages"))
+            .map(Recorded::json)
+            .filter(|b| b.get("status").is_none())
+            .collect()
+    }
+
+    /// Every call of the messages endpoint (sends and read receipts), oldest first.
+    pub fn calls(&self) -> Vec<Value> {
+        self.http.requests().iter().map(Recorded::json).collect()
+    }
+
+    /// Message sends to a customer (digits, with or without `+`).
+    pub fn sends_to(&self, customer: &str) -> Vec<Value> {
+        let digits = customer.trim_start_matches('+');
+        self.sends()
+            .into_iter()
+            .filter(|b| b["to"].as_str().map(|t| t.trim_start_matches('+')) == Some(digits))
+            .collect()
+    }
+
+    /// Waits until `customer` has been sent at least `n` messages; returns them all.
+    pub async fn wait_sends(&self, customer: &str, n: usize) -> Vec<Value> {
+        wait_for(&format!("{n} message(s) to {customer}"), || {
+            let s = self.sends_to(customer);
+            (s.len() >= n).then_some(s)
+        })
+        .await
+    }
+
+    /// Messages the fake accepted for `customer`, with the id it gave each, oldest first.
+    pub fn accepted_to(&self, customer: &str) -> Vec<(Value, String)> {
+        let digits = customer.trim_start_matches('+');
+        self.accepted
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(b, _)| b["to"].as_str().map(|t| t.trim_start_matches('+')) == Some(digits))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `customer` has had at least `n` messages accepted; returns them all.
+    pub async fn wait_accepted(&self, customer: &str, n: usize) -> Vec<(Value, String)> {
+        wait_for(&format!("{n} accepted message(s) to {customer}"), || {
+            let s = self.accepted_to(customer);
+            (s.len() >= n).then_some(s)
+        })
+        .await
+    }
+}
+
+pub fn graph_error(status: u16, code: i64) -> Answer {
+    Answer::json(
+        status,
+        json!({"error": {"message": format!("(#{code}) e2e"), "type": "OAuthException",
+               "code": code, "error_data": {"messaging_product": "whatsapp", "details": "e2e"},
+               "fbtrace_id": "E2E"}}),
+    )
+}
+
+/// The code carried by an authentication template, checking it is both the body parameter and
+/// the copy-code button's parameter.
+pub fn auth_code(body: &Value) -> Option<String> {
+    let components = body["template"]["components"].as_array()?;
+    let text_of = |kind: &str| {
+        components
+            .iter()
+            .find(|c| c["type"] == kind)
+            .and_then(|c| c["parameters"][0]["text"].as_str())
+            .map(str::to_owned)
+    };
+    let (code, button) = (text_of("body")?, text_of("button")?);
+    assert_eq!(code, button, "the copy-code button carries the code");
+    Some(code)
+}
+
+/// The text a customer sees in a free-form message (text or interactive body).
+pub fn text_of(body: &Value) -> Option<String> {
+    body["text"]["body"]
+        .as_str()
+        .or_else(|| body["interactive"]["body"]["text"].as_str())
+        .map(str::to_owned)
+}
+
+/// The fake merchant: answers the bundled flows' hooks and accepts callbacks.
+pub struct Merchant {
+    pub http: HttpFake,
+}
+
+impl Merchant {
+    pub async fn start() -> Merchant {
+        let http = HttpFake::start(|r: &Recorded| {
+            if r.path.ends_with("/lookup_account") {
+                let account = r.json()["vars"]["account"].as_str().map(str::to_owned);
+                if account.as_deref() == Some(KNOWN_ACCOUNT) {
+                    return Answer::json(
+                        200,
+                        json!({"found": true, "account_id": "acc_42", "phone": "+447700900123"}),
+                    );
+                }
+                return Answer::json(200, json!({"found": false}));
+            }
+            if r.path.ends_with("/recovery_link") {
+                return Answer::json(200, json!({"url": RECOVERY_URL}));
+            }
+            Answer::json(200, json!({}))
+        })
+        .await;
+        Merchant { http }
+    }
+
+    pub fn callback_url(&self) -> String {
+        self.http.url("/callbacks")
+    }
+
+    pub fn hook_base(&self) -> String {
+        self.http.url("/hooks")
+    }
+
+    /// Callback deliveries (every attempt), oldest first.
+    pub fn callbacks(&self) -> Vec<Recorded> {
+        self.http
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/callbacks"))
+            .collect()
+    }
+
+    pub fn hook_calls(&self, hook: &str) -> Vec<Recorded> {
+        self.http
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(&format!("/{hook}")))
+            .collect()
+    }
+
+    /// Waits for the `session.completed` callback of `session_id`; checks its signature and
+    /// event id header and returns its JSON body.
+    pub async fn completed(&self, session_id: &str) -> Value {
+        let r = wait_for(&format!("the completion callback of {session_id}"), || {
+            self.callbacks().into_iter().find(|r| {
+                let b = r.json();
+                b["type"] == "session.completed" && b["session"]["id"] == session_id
+            })
+        })
+        .await;
+        verify_callback(&r)
+    }
+}
+
+/// Checks `X-Waotp-Signature` against the raw body and `X-Waotp-Event-Id` against the body's id.
+pub fn verify_callback(r: &Recorded) -> Value {
+    let expected = SignatureVerifier::new(CALLBACK_SECRET.as_bytes()).sign(&r.body);
+    assert_eq!(
+        r.header("x-waotp-signature"),
+        Some(expected.as_str()),
+        "callback signature"
+    );
+    let body = r.json();
+    assert_eq!(
+        r.header("x-waotp-event-id"),
+        body["id"].as_str(),
+        "event id header matches the body"
+    );
+    body
+}
