@@ -73,13 +73,25 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
         let store = Arc::new(
-            Store::open(&settings.data_dir, move |report| {
-                flush_metrics
-                    .flush_batch_size
-                    .observe(report.waiters as f64);
-                flush_metrics.flush_seconds.observe(report.seconds);
-            })
-            .with_context(|| format!("opening the database in {}", settings.data_dir.display()))?,
+            Store::open_with_key(
+                &settings.data_dir,
+                move |report| {
+                    flush_metrics
+                        .flush_batch_size
+                        .observe(report.waiters as f64);
+                    flush_metrics.flush_seconds.observe(report.seconds);
+                },
+                settings.otp_key.as_ref(),
+            )
+            .map_err(|e| match e {
+                crate::store::StoreError::Key(m) => {
+                    anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")))
+                }
+                other => anyhow::Error::new(other).context(format!(
+                    "opening the database in {}",
+                    settings.data_dir.display()
+                )),
+            })?,
         );
         let flows = Arc::new(FlowRegistry::load(&settings.flows_dir).map_err(|e| {
             ConfigurationError(format!(

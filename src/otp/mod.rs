@@ -10,6 +10,7 @@ pub mod hash;
 pub mod key;
 pub mod limits;
 pub mod policy;
+pub mod record_seal;
 pub mod rules;
 pub mod seal;
 
@@ -18,5 +19,6 @@ pub use hash::{OtpDigest, OtpSubject};
 pub use key::{KeyError, OtpKey};
 pub use limits::{CustomerActivity, CustomerNumber, InvalidCustomerNumber};
 pub use policy::{OtpPolicy, PolicyError};
+pub use record_seal::RecordSealer;
 pub use rules::{CodeStatus, IssueRefusal, IssueRequest, OtpRecord, VerifyOutcome};
 pub use seal::{CodeSealer, SealError, SealedCode};

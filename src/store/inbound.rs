@@ -14,6 +14,7 @@
 
 use super::StoreError;
 use crate::domain::InboundEvent;
+use crate::otp::RecordSealer;
 use serde::{Deserialize, Serialize};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,8 @@ pub struct StoredEvent {
 #[derive(Debug, Clone)]
 pub struct InboundLog {
     tree: sled::Tree,
+    // Events are sealed at rest: a customer's message may be the code they were sent.
+    sealer: Arc<RecordSealer>,
     ids: sled::Db,
     stripes: Arc<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -78,14 +81,20 @@ fn prefix_range(prefix: u8) -> std::ops::Range<[u8; 1]> {
     [prefix]..[prefix + 1]
 }
 
-fn decode(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+impl InboundLog {
+    fn decode(&self, slot: &[u8], bytes: &[u8]) -> Result<StoredEvent, StoreError> {
+        let plain = self.sealer.open(bytes, slot).map_err(|_| {
+            StoreError::Corrupt("an inbound record does not open with this OTP key".into())
+        })?;
+        serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 impl InboundLog {
-    pub(super) fn open(db: &sled::Db) -> Result<InboundLog, StoreError> {
+    pub(super) fn open(db: &sled::Db, sealer: Arc<RecordSealer>) -> Result<InboundLog, StoreError> {
         Ok(InboundLog {
             tree: db.open_tree("inbound")?,
+            sealer,
             ids: db.clone(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: Default::default(),
@@ -104,18 +113,20 @@ impl InboundLog {
             return Ok(Recorded::Duplicate);
         }
         let seq = self.ids.generate_id()?;
-        let value = serde_json::to_vec(&StoredEvent {
+        let plain = serde_json::to_vec(&StoredEvent {
             received_at: now,
             event: event.clone(),
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let log_key = seq_key(LOG, seq);
+        let value = self.sealer.seal(&plain, &log_key);
         let mut batch = sled::Batch::default();
         batch.insert(dedupe_key.as_slice(), &now.to_be_bytes());
         batch.insert(
             key(BY_TIME, &[&now.max(0).to_be_bytes(), &dedupe_key[1..]]),
             &[],
         );
-        batch.insert(&seq_key(LOG, seq), value);
+        batch.insert(&log_key, value);
         batch.insert(&seq_key(PENDING, seq), &[]);
         self.tree.apply_batch(batch)?;
         Ok(Recorded::New { seq })
@@ -134,8 +145,9 @@ impl InboundLog {
         for item in self.tree.range(prefix_range(PENDING)) {
             let (key, _) = item?;
             let seq = seq_of(&key)?;
-            if let Some(bytes) = self.tree.get(seq_key(LOG, seq))? {
-                out.push((seq, decode(&bytes)?));
+            let slot = seq_key(LOG, seq);
+            if let Some(bytes) = self.tree.get(slot)? {
+                out.push((seq, self.decode(&slot, &bytes)?));
             }
         }
         Ok(out)
@@ -149,9 +161,10 @@ impl InboundLog {
 
     /// One logged event by sequence number.
     pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let slot = seq_key(LOG, seq);
         self.tree
-            .get(seq_key(LOG, seq))?
-            .map(|b| decode(&b))
+            .get(slot)?
+            .map(|b| self.decode(&slot, &b))
             .transpose()
     }
 
@@ -161,7 +174,7 @@ impl InboundLog {
             .range(prefix_range(LOG))
             .map(|item| {
                 let (k, v) = item?;
-                Ok((seq_of(&k)?, decode(&v)?))
+                Ok((seq_of(&k)?, self.decode(&k, &v)?))
             })
             .collect()
     }
@@ -196,7 +209,7 @@ impl InboundLog {
         // Sequence numbers grow with arrival, so old events are at the front of the log.
         for item in self.tree.range(prefix_range(LOG)) {
             let (key, value) = item?;
-            if decode(&value)?.received_at >= cutoff {
+            if self.decode(&key, &value)?.received_at >= cutoff {
                 break;
             }
             if !self.tree.contains_key(seq_key(PENDING, seq_of(&key)?))? {

@@ -32,6 +32,8 @@ pub enum StoreError {
     Flush(Arc<sled::Error>),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    #[error("the key sealing stored records is unusable: {0}")]
+    Key(String),
 }
 
 /// The open database and its group committer.
@@ -47,12 +49,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`. `observe` sees every group flush.
+    /// Opens (or creates) the database in `dir`, sealing records with the OTP key kept in
+    /// `dir` (created on first use). `observe` sees every group flush.
     pub fn open(
         dir: &Path,
         observe: impl Fn(FlushReport) + Send + 'static,
     ) -> Result<Store, StoreError> {
+        Store::open_with_key(dir, observe, None)
+    }
+
+    /// Like [`Store::open`], with the configured OTP key (`WAOTP_OTP_KEY`) when there is one.
+    pub fn open_with_key(
+        dir: &Path,
+        observe: impl Fn(FlushReport) + Send + 'static,
+        configured_key: Option<&secrecy::SecretString>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+        let key = crate::otp::OtpKey::load_or_create(dir, configured_key)
+            .map_err(|e| StoreError::Key(e.to_string()))?;
+        let sealer = Arc::new(crate::otp::RecordSealer::new(&key));
         let db = sled::Config::new()
             .path(dir)
             // Durability comes from our explicit group commits; sled's own timer flush only
@@ -64,7 +79,7 @@ impl Store {
             .open()?;
         Ok(Store {
             commit: GroupCommit::start(db.clone(), observe),
-            inbound: InboundLog::open(&db)?,
+            inbound: InboundLog::open(&db, sealer)?,
             sessions: SessionStore::open(&db)?,
             stats: stats::StatsStore::open(&db)?,
             db,
