@@ -372,50 +372,45 @@ impl Runtime {
                     let mut snapshot = record.clone();
                     snapshot.engine.outcome = Some(outcome);
                     snapshot.engine.status = SessionStatus::Completed;
-                    let body = json!({
-                        "id": event_id,
-                        "type": "session.completed",
-                        "created_at": now.to_rfc3339(),
-                        "session": session_json(&snapshot),
-                    });
-                    let e = self.entry(
-                        record,
-                        index,
-                        record.customer.clone(),
-                        OutboxPayload::Callback {
-                            url,
-                            event_id,
-                            body,
-                        },
-                        now,
-                    );
+                    let e =
+                        self.callback(record, &snapshot, index, url, event_id, "completed", now);
                     write.outbox.push(e);
                 }
             }
             Effect::NotifyMerchant { event, event_id } => {
                 if let Some(url) = self.config.callback_url.clone() {
-                    let body = json!({
-                        "id": event_id,
-                        "type": format!("session.{event}"),
-                        "created_at": now.to_rfc3339(),
-                        "session": session_json(record),
-                    });
-                    let e = self.entry(
-                        record,
-                        index,
-                        record.customer.clone(),
-                        OutboxPayload::Callback {
-                            url,
-                            event_id,
-                            body,
-                        },
-                        now,
-                    );
+                    let e = self.callback(record, record, index, url, event_id, &event, now);
                     write.outbox.push(e);
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The outbox entry of a signed `session.<event>` callback carrying `snapshot`.
+    #[allow(clippy::too_many_arguments)]
+    fn callback(
+        &self,
+        record: &SessionRecord,
+        snapshot: &SessionRecord,
+        index: &mut usize,
+        url: String,
+        event_id: String,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> OutboxEntry {
+        let body = json!({
+            "id": event_id,
+            "type": format!("session.{event}"),
+            "created_at": now.to_rfc3339(),
+            "session": session_json(snapshot),
+        });
+        let payload = OutboxPayload::Callback {
+            url,
+            event_id,
+            body,
+        };
+        self.entry(record, index, record.customer.clone(), payload, now)
     }
 
     /// Checks a typed code against the session's current code: the one path shared by the chat
