@@ -301,7 +301,11 @@ struct RawStatus {
 
 /// Parses a verified webhook body.
 pub fn parse(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+    // JSON is UTF-8. serde_json checks that only for the strings it reads, not for values it
+    // skips, so the whole body is checked first: bytes we would store must be text.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| PayloadError::NotJson(format!("body is not UTF-8: {e}")))?;
+    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             PayloadError::NotJson(e.to_string())
         } else {
@@ -580,6 +584,15 @@ mod tests {
             parse(b"{\"object\":\"whatsapp_business_account\""),
             Err(PayloadError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_even_where_it_would_be_skipped() {
+        // Found by the fuzz smoke test: serde_json does not check strings it skips.
+        let mut body = br#"{"object":"whatsapp_business_account","entry":[],"extra":"   "#.to_vec();
+        body.push(0x80);
+        body.extend_from_slice(br#""}"#);
+        assert!(matches!(parse(&body), Err(PayloadError::NotJson(_))));
     }
 
     #[test]
