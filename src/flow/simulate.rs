@@ -85,7 +85,7 @@ pub struct RulesLedger {
 }
 
 impl RulesLedger {
-    /// A ledger with a random key, for the simulated customer `customer` (digits).
+    /// A ledger with a random key, for the one simulated customer.
     pub fn new(rng: &mut StdRng) -> Self {
         Self {
             key: OtpKey::generate(rng),

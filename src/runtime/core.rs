@@ -71,8 +71,6 @@ pub struct Runtime {
 pub struct StepReport {
     /// A reverse-OTP code for the API answer (never stored in plaintext).
     pub reverse_code: Option<String>,
-    /// The verdict on a code checked during the step.
-    pub verdict: Option<VerifyOutcome>,
 }
 
 impl Runtime {
@@ -136,7 +134,7 @@ impl Runtime {
     /// The flow version a session runs on.
     pub(super) fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
         self.flows
-            .version(&record.engine.flow_hash, self.sessions())
+            .version(&record.engine, self.sessions())
             .ok_or_else(|| RuntimeError::FlowGone(record.engine.flow_hash.clone()))
     }
 
@@ -321,8 +319,7 @@ impl Runtime {
                 }
             }
             Effect::VerifyOtp { code } => {
-                let (event, verdict) = self.verify_attempt(record, &code, now)?;
-                report.verdict = Some(verdict);
+                let (event, _) = self.verify_attempt(record, &code, now)?;
                 return Ok(Some(event));
             }
             Effect::CallHook { hook, url, vars } => {

@@ -6,9 +6,9 @@
 //! started on: versions are kept by content hash, in memory and in the store, so they survive
 //! both reloads and restarts.
 
-use crate::flow::{load_dir, parse_flow, Flow, FlowSet, LoadError};
+use crate::flow::engine::SessionState;
+use crate::flow::{load_dir, parse_flow, Flow, FlowSet, FlowVersions, LoadError};
 use crate::store::SessionStore;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -17,8 +17,7 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug)]
 pub struct FlowRegistry {
     dir: PathBuf,
-    current: RwLock<Arc<FlowSet>>,
-    versions: RwLock<HashMap<String, Arc<Flow>>>,
+    versions: RwLock<FlowVersions>,
     fingerprint: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
 }
 
@@ -55,54 +54,37 @@ impl FlowRegistry {
     /// Loads `dir`; an invalid directory is an error with every message (`file:line:col`).
     pub fn load(dir: &Path) -> Result<FlowRegistry, String> {
         let set = load_dir(dir).map_err(describe)?;
-        let registry = FlowRegistry {
+        Ok(FlowRegistry {
             dir: dir.to_owned(),
-            versions: RwLock::new(HashMap::new()),
-            current: RwLock::new(Arc::new(FlowSet::default())),
+            versions: RwLock::new(FlowVersions::new(set)),
             fingerprint: RwLock::new(fingerprint(dir)),
-        };
-        registry.install(set);
-        Ok(registry)
+        })
     }
 
-    fn install(&self, set: FlowSet) {
-        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
-        for flow in set.iter() {
-            versions.insert(flow.hash().to_owned(), flow.clone());
-        }
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FlowVersions> {
+        self.versions.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current set.
-    pub fn current(&self) -> Arc<FlowSet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The current set (a cheap copy: flows are shared).
+    pub fn current(&self) -> FlowSet {
+        self.read().current().clone()
     }
 
     /// The current version of a flow by id.
     pub fn get(&self, id: &str) -> Option<Arc<Flow>> {
-        self.current().get(id).cloned()
+        self.read().current().get(id).cloned()
     }
 
-    /// The exact version with this content hash: loaded now, or kept in the store.
-    pub fn version(&self, hash: &str, store: &SessionStore) -> Option<Arc<Flow>> {
-        if let Some(f) = self
-            .versions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-        {
+    /// The exact file `session` started on: loaded now, or kept in the store.
+    pub fn version(&self, session: &SessionState, store: &SessionStore) -> Option<Arc<Flow>> {
+        if let Some(f) = self.read().for_session(session) {
             return Some(f.clone());
         }
-        let (name, text) = store.flow_source(hash).ok().flatten()?;
-        let flow = Arc::new(parse_flow(&name, &text).ok()?);
-        self.versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash.to_owned(), flow.clone());
-        Some(flow)
+        let (name, text) = store.flow_source(&session.flow_hash).ok().flatten()?;
+        let flow = parse_flow(&name, &text).ok()?;
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        versions.remember(flow);
+        versions.for_session(session).cloned()
     }
 
     /// Keeps the text of `flow` in the store so that its sessions outlive file changes.
@@ -123,7 +105,10 @@ impl FlowRegistry {
         match load_dir(&self.dir) {
             Ok(set) => {
                 let n = set.len();
-                self.install(set);
+                self.versions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(set);
                 tracing::info!(flows = n, "flows reloaded");
                 true
             }

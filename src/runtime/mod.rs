@@ -122,11 +122,6 @@ impl Inbox {
     pub fn submit(&self, customer: &str, work: Work) {
         self.queues.submit(customer.to_owned(), work);
     }
-
-    /// Customers with events queued or in progress.
-    pub fn busy_customers(&self) -> usize {
-        self.queues.active_customers()
-    }
 }
 
 /// Runs each piece of work through the runtime; an inbound event is marked handled afterwards

@@ -77,11 +77,6 @@ where
             }
         });
     }
-
-    /// Customers with work queued or running.
-    pub fn active_customers(&self) -> usize {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 #[cfg(test)]
