@@ -4,38 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use waotp::store::Store;
 
-/// Starts `waotp serve` on port 0 and reads the bound address from its JSON log.
+/// Starts `waotp serve` on port 0 with the test settings.
 fn start_server(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
-        .arg("serve")
-        .env_clear()
-        .envs(common::test_vars(dir))
-        .env("WAOTP_LOG", "info")
-        .env("WAOTP_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start waotp");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "listening" {
-                    let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server logged its address");
-    (child, address)
+    common::spawn_serve(common::test_vars(dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,9 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -46,33 +45,10 @@ const OVERALL: Duration = Duration::from_secs(120);
 
 /// Starts `waotp serve` on the data directory and reads the bound address from its JSON log.
 fn start_server(dir: &Path, extra: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
-        .arg("serve")
-        .env_clear()
-        .envs(common::test_vars(dir))
-        .envs(extra.iter().cloned())
-        .env("WAOTP_API_KEYS", API_KEY)
-        .env("WAOTP_LOG", "info")
-        .env("WAOTP_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start waotp");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "listening" {
-                    let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server logged its address");
-    (child, address)
+    let mut vars = common::test_vars(dir);
+    vars.extend(extra.iter().cloned());
+    vars.insert("WAOTP_API_KEYS".into(), API_KEY.into());
+    common::spawn_serve(vars)
 }
 
 /// The server as the drivers see it: its current address, replaced on every restart.

@@ -129,3 +129,35 @@ pub fn fixtures_dir() -> Option<PathBuf> {
         });
     dir.is_dir().then_some(dir)
 }
+
+/// Starts `waotp serve` as a child process with exactly `vars` (logging JSON at info, where the
+/// bound address is reported) and returns it with that address.
+pub fn spawn_serve(vars: HashMap<String, String>) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .arg("serve")
+        .env_clear()
+        .envs(vars)
+        .env("WAOTP_LOG", "info")
+        .env("WAOTP_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start waotp");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "listening" {
+                    let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logged its address");
+    (child, address)
+}

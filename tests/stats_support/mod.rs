@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const API_KEY: &str = "stats-test-key-0123456789";
@@ -27,33 +26,13 @@ impl Drop for Server {
 
 /// Starts `waotp serve` on port 0 over `dir` and reads the bound address from its JSON log.
 pub fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
-        .arg("serve")
-        .env_clear()
-        .envs(crate::common::test_vars(dir))
-        .env("WAOTP_API_KEYS", API_KEY)
-        .env(
-            "WAOTP_FLOWS_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/flows"),
-        )
-        .env("WAOTP_LOG", "info")
-        .env("WAOTP_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start waotp");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "listening" {
-                    let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let address = rx.recv_timeout(WAIT).expect("server logged its address");
+    let mut vars = crate::common::test_vars(dir);
+    vars.insert("WAOTP_API_KEYS".into(), API_KEY.into());
+    vars.insert(
+        "WAOTP_FLOWS_DIR".into(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/flows").into(),
+    );
+    let (child, address) = crate::common::spawn_serve(vars);
     Server {
         child,
         base: format!("http://{address}"),
