@@ -240,10 +240,6 @@ async fn sandbox_inbound(
         .inbox
         .accept(event, now.timestamp())
         .map_err(ApiError::internal)?;
-    state
-        .runtime
-        .store_durable()
-        .await
-        .map_err(ApiError::internal)?;
+    state.inbox.durable().await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({ "id": id })))
 }

@@ -156,7 +156,9 @@ impl Runtime {
             otp_bound: Vec::new(),
             // A crash before the triggering event is marked handled replays it; it must then
             // find itself already applied, not be taken as the answer to the first question.
-            last_inbound: trigger.map_or(0, |seq| seq + 1),
+            // Likewise a session answers only messages recorded after it started: a replayed
+            // older one must not land in it.
+            last_inbound: trigger.map_or_else(|| self.store.inbound().next_seq(), |seq| seq + 1),
         };
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {

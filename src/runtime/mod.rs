@@ -22,16 +22,11 @@ use crate::metrics::Metrics;
 use crate::store::sessions::DueTimer;
 use crate::store::{Recorded, Store, StoreError};
 use ordering::{CustomerQueues, Handler};
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Dedupe records are kept this long: WhatsApp retries a delivery for up to 7 days.
 pub const DEDUPE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Locks that make "record, then queue" one step per customer, so that two concurrent requests
-/// for one customer are queued in the order they were recorded.
-const STRIPES: usize = 64;
 
 /// Work for one customer, handled in order.
 #[derive(Debug, Clone)]
@@ -50,8 +45,13 @@ pub struct Inbox {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     queues: CustomerQueues<String, Work>,
-    stripes: Vec<Mutex<()>>,
-    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // The release hook holds the queues, whose handler holds the store: unhook to let go.
+        self.store.inbound().on_durable(None);
+    }
 }
 
 impl Inbox {
@@ -63,42 +63,48 @@ impl Inbox {
         handle: tokio::runtime::Handle,
     ) -> Inbox {
         let handler = work_handler(runtime, store.clone(), metrics.clone());
-        Inbox {
-            queues: CustomerQueues::new(handle, handler),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: Default::default(),
-            store,
-            metrics,
-        }
-    }
-
-    /// Records `event` (not yet durable: call [`Store::durable`] before acknowledging) and,
-    /// if it is new, queues it behind its customer's earlier events.
-    pub fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let customer = event.customer().as_str().to_owned();
-        let stripe = &self.stripes[(self.hasher.hash_one(&customer) as usize) % STRIPES];
-        let _order = stripe.lock().unwrap_or_else(|p| p.into_inner());
-        let recorded = self.store.inbound().record(&event, now)?;
-        match recorded {
-            Recorded::New { seq } => {
-                self.metrics
-                    .events_recorded
-                    .get_or_create(&crate::metrics::KindLabel { kind: event.kind() })
-                    .inc();
-                self.metrics.inbound_pending.inc();
-                self.queues.submit(
-                    customer,
+        let queues = CustomerQueues::new(handle, handler);
+        let release = queues.clone();
+        store
+            .inbound()
+            .on_durable(Some(Arc::new(move |seq, event: InboundEvent| {
+                release.submit(
+                    event.customer().as_str().to_owned(),
                     Work::Inbound {
                         seq,
                         event: Box::new(event),
                     },
                 );
+            })));
+        Inbox {
+            queues,
+            store,
+            metrics,
+        }
+    }
+
+    /// Records `event`; once it is on disk (await [`Inbox::durable`] before acknowledging) it
+    /// is queued behind its customer's earlier events, in the order recorded.
+    pub fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
+        let recorded = self.store.inbound().record(&event, now)?;
+        match recorded {
+            Recorded::New { .. } => {
+                self.metrics
+                    .events_recorded
+                    .get_or_create(&crate::metrics::KindLabel { kind: event.kind() })
+                    .inc();
+                self.metrics.inbound_pending.inc();
             }
             Recorded::Duplicate => {
                 self.metrics.events_deduplicated.inc();
             }
         }
         Ok(recorded)
+    }
+
+    /// Resolves once every event accepted before the call is on disk.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.store.inbound().durable().await
     }
 
     /// Queues every event left unhandled by the previous run, oldest first.

@@ -39,7 +39,12 @@ impl Drop for GroupCommit {
 
 impl GroupCommit {
     /// Starts the committer thread for `db`; `observe` sees every flush (for metrics).
-    pub fn start(db: sled::Db, observe: impl Fn(FlushReport) + Send + 'static) -> GroupCommit {
+    /// Handled marks of inbound events taken before a flush are written after it.
+    pub fn start(
+        db: sled::Db,
+        marks: Option<super::inbound::HandledMarks>,
+        observe: impl Fn(FlushReport) + Send + 'static,
+    ) -> GroupCommit {
         let (queue, rx) = mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new()
             .name("waotp-commit".into())
@@ -48,7 +53,14 @@ impl GroupCommit {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let started = Instant::now();
+                    let handled = marks.as_ref().map(|m| m.take()).unwrap_or_default();
                     let result = db.flush().map(drop).map_err(Arc::new);
+                    if let Some(marks) = &marks {
+                        match &result {
+                            Ok(()) => marks.flushed(handled),
+                            Err(_) => marks.restore(handled),
+                        }
+                    }
                     observe(FlushReport {
                         waiters: batch.len(),
                         seconds: started.elapsed().as_secs_f64(),
@@ -97,7 +109,7 @@ mod tests {
         let db = sled::open(dir.path()).expect("open");
         let flushes = Arc::new(AtomicUsize::new(0));
         let counted = flushes.clone();
-        let commit = Arc::new(GroupCommit::start(db.clone(), move |_| {
+        let commit = Arc::new(GroupCommit::start(db.clone(), None, move |_| {
             counted.fetch_add(1, Ordering::SeqCst);
         }));
         let mut tasks = Vec::new();

@@ -1,29 +1,46 @@
 //! The inbound event log: each WhatsApp event recorded once, in arrival order, until handled.
 //!
-//! One tree, `inbound`, holds four kinds of record under one-byte prefixes, so that recording an
-//! event is a single atomic batch and a crash can never keep a dedupe record without its event
-//! (which would silently drop WhatsApp's retry):
-//! - `d` + dedupe key → receive time; the key is the message id, or message id + status;
-//! - `t` + receive time + dedupe key, so expired records are found by a range scan;
-//! - `l` + sequence number → the event, kept for the retention period;
-//! - `p` + sequence number: not yet handled by the runtime, replayed after a restart.
+//! Inbound events are the webhook's hot path, so they do not go through sled: they are appended
+//! to a journal of segment files (format in [`super::journal`]) by one writer thread that
+//! group-commits — every batch is one `write` and one `fdatasync`, shared by all the requests
+//! that arrived meanwhile. An event is handed to the runtime (the release hook) only once it is
+//! on disk, in the order it was recorded, so nothing the runtime does can get ahead of the record
+//! it is acting on.
 //!
-//! "Check, then write" is made race-free by a lock striped over the dedupe key: two deliveries of
-//! one event always meet on the same stripe. A sled transaction would do the same at several
-//! times the cost on the webhook's hot path (measured in `benches/webhook.rs`).
+//! In memory: the deduplication index (a 128-bit digest of each dedupe key → receive time, for
+//! the events in the journal), and the events not yet handled, with where they are on disk.
+//! Both are rebuilt from the journal at start-up.
+//!
+//! An event counts as handled once the runtime says so *and* sled has since been flushed (the
+//! checkpoint, every second), so a "handled" mark never reaches disk before the effects of
+//! handling it. A crash replays at most the last second's events; the runtime's handling is
+//! idempotent (`last_inbound`, forward-only statuses, outbox ids derived from the sequence
+//! number).
+//!
+//! Records are sealed at rest: a customer's message may be the code they were sent.
 
+use super::journal::{self, Record};
 use super::StoreError;
 use crate::domain::InboundEvent;
 use crate::otp::RecordSealer;
 use serde::{Deserialize, Serialize};
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-const DEDUPE: u8 = b'd';
-const BY_TIME: u8 = b't';
-const LOG: u8 = b'l';
-const PENDING: u8 = b'p';
-const STRIPES: usize = 256;
+/// A segment is closed once it holds this many bytes …
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// … or is this old, so that expired events can go a segment at a time.
+const SEGMENT_AGE: Duration = Duration::from_secs(3600);
+/// How often handled marks are checkpointed (and the writer wakes when idle).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Most sequence numbers in one "handled" record.
+const HANDLED_PER_RECORD: usize = 4096;
 
 /// The outcome of recording an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,182 +59,804 @@ pub struct StoredEvent {
     pub event: InboundEvent,
 }
 
-/// Handle to the inbound records.
-#[derive(Debug, Clone)]
-pub struct InboundLog {
-    tree: sled::Tree,
-    // Events are sealed at rest: a customer's message may be the code they were sent.
+#[derive(Serialize)]
+struct StoredEventRef<'a> {
+    received_at: i64,
+    event: &'a InboundEvent,
+}
+
+/// Called with each newly recorded event once it is on disk, in recording order.
+pub type Release = Arc<dyn Fn(u64, InboundEvent) + Send + Sync>;
+
+type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Where an event's record is.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    /// Latest receive time of its events (`i64::MIN` while it has none).
+    newest: i64,
+    events: usize,
+    bytes: u64,
+    opened: Instant,
+}
+
+/// An event appended to the buffer, not yet written.
+struct Unwritten {
+    seq: u64,
+    received_at: i64,
+    event: InboundEvent,
+    offset: usize,
+    len: u32,
+}
+
+struct State {
+    next_seq: u64,
+    dedupe: HashMap<[u8; 16], i64>,
+    /// Events not yet handled; the location is known once written.
+    pending: BTreeMap<u64, Option<Location>>,
+    buffer: Vec<u8>,
+    unwritten: Vec<Unwritten>,
+    /// Bytes ever appended to the buffer, and how many of them are on disk.
+    appended: u64,
+    synced: u64,
+    waiters: Vec<(u64, Waiter)>,
+    /// Handled in memory; marked on disk at the next checkpoint.
+    handled: Vec<u64>,
+    /// Set when a write or sync failed: the journal then refuses everything (a restart
+    /// re-reads what is on disk).
+    failed: Option<String>,
+    segments: Vec<Segment>,
+    events: usize,
+    closing: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
     sealer: Arc<RecordSealer>,
-    ids: sled::Db,
-    stripes: Arc<[Mutex<()>]>,
-    hasher: std::collections::hash_map::RandomState,
+    state: Mutex<State>,
+    wake: Condvar,
+    release: Mutex<Option<Release>>,
 }
 
-fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
-    k.push(prefix);
-    for p in parts {
-        k.extend_from_slice(p);
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-    k
 }
 
-fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
-    let mut k = [prefix; 9];
+/// Handle to the inbound journal. Dropping it checkpoints, writes what is buffered and joins
+/// its threads.
+pub struct InboundLog {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<(mpsc::Sender<mpsc::Sender<()>>, std::thread::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for InboundLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundLog")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for InboundLog {
+    fn drop(&mut self) {
+        if let Some((tx, thread)) = self.checkpointer.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.writer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The additional authenticated data of an event's seal (the key the record had in the sled
+/// layout before the journal, so migrated records keep their seals).
+fn seal_slot(seq: u64) -> [u8; 9] {
+    let mut k = [b'l'; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = key
-        .get(1..)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StoreError::Corrupt("inbound key is not a sequence number".into()))?;
-    Ok(u64::from_be_bytes(bytes))
+fn digest(dedupe_key: &[u8]) -> [u8; 16] {
+    let full = Sha256::digest(dedupe_key);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
-/// The key range holding all records of one prefix.
-fn prefix_range(prefix: u8) -> std::ops::Range<[u8; 1]> {
-    [prefix]..[prefix + 1]
-}
-
-impl InboundLog {
-    fn decode(&self, slot: &[u8], bytes: &[u8]) -> Result<StoredEvent, StoreError> {
-        let plain = self.sealer.open(bytes, slot).map_err(|_| {
-            StoreError::Corrupt("an inbound record does not open with this OTP key".into())
-        })?;
-        serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Journal(format!("{what} {}: {e}", path.display()))
 }
 
 impl InboundLog {
-    pub(super) fn open(db: &sled::Db, sealer: Arc<RecordSealer>) -> Result<InboundLog, StoreError> {
-        Ok(InboundLog {
-            tree: db.open_tree("inbound")?,
+    /// Opens the journal in `dir`, importing the events of an older sled-based log from `db`
+    /// the first time, and starts its writer and checkpoint threads.
+    pub(super) fn open(
+        db: &sled::Db,
+        sealer: Arc<RecordSealer>,
+        dir: &Path,
+    ) -> Result<InboundLog, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let mut listed =
+            journal::list_segments(dir).map_err(|e| io_error("cannot list", dir, e))?;
+        if listed.is_empty() {
+            migrate(db, &sealer, dir)?;
+            listed = journal::list_segments(dir).map_err(|e| io_error("cannot list", dir, e))?;
+        } else if db.tree_names().iter().any(|n| n.as_ref() == b"inbound") {
+            // Imported by an earlier start that stopped before removing the old tree.
+            db.drop_tree("inbound")?;
+        }
+        let mut state = State {
+            next_seq: 0,
+            dedupe: HashMap::new(),
+            pending: BTreeMap::new(),
+            buffer: Vec::new(),
+            unwritten: Vec::new(),
+            appended: 0,
+            synced: 0,
+            waiters: Vec::new(),
+            handled: Vec::new(),
+            failed: None,
+            segments: Vec::new(),
+            events: 0,
+            closing: false,
+        };
+        let last = listed.len().saturating_sub(1);
+        for (i, (first, path)) in listed.into_iter().enumerate() {
+            let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+            let mut segment = Segment {
+                first,
+                path: path.clone(),
+                newest: i64::MIN,
+                events: 0,
+                bytes: 0,
+                opened: Instant::now(),
+            };
+            let sound = journal::read_segment(&bytes, |record| match record {
+                Record::Event {
+                    seq,
+                    received_at,
+                    dedupe_key,
+                    offset,
+                    len,
+                    ..
+                } => {
+                    state.dedupe.insert(digest(dedupe_key), received_at);
+                    state.pending.insert(
+                        seq,
+                        Some(Location {
+                            segment: first,
+                            offset,
+                            len,
+                        }),
+                    );
+                    segment.events += 1;
+                    segment.newest = segment.newest.max(received_at);
+                    state.next_seq = state.next_seq.max(seq + 1);
+                }
+                Record::Handled(seqs) => {
+                    for seq in seqs {
+                        state.pending.remove(&seq);
+                    }
+                }
+            });
+            segment.bytes = sound as u64;
+            if sound < bytes.len() {
+                if i == last {
+                    // The tail of the newest segment was being written when the process
+                    // stopped; nothing in it was acknowledged.
+                    tracing::warn!(segment = %path.display(), kept = sound, dropped = bytes.len() - sound, "inbound journal: torn tail cut off");
+                    repair_tail(&path, sound)?;
+                    segment.bytes = sound.max(journal::MAGIC.len()) as u64;
+                } else {
+                    tracing::error!(segment = %path.display(), at = sound, "inbound journal: damaged segment; records after this point are unreadable");
+                }
+            }
+            state.events += segment.events;
+            state.next_seq = state.next_seq.max(first);
+            state.segments.push(segment);
+        }
+        let current = state
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .ok_or_else(|| StoreError::Journal("the journal has no segment".into()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&current)
+            .map_err(|e| io_error("cannot open", &current, e))?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
             sealer,
-            ids: db.clone(),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: Default::default(),
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            release: Mutex::new(None),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("waotp-journal".into())
+                .spawn(move || write_loop(&shared, file))
+                .map_err(|e| StoreError::Journal(format!("cannot start the writer: {e}")))?
+        };
+        let checkpointer = {
+            let (tx, rx) = mpsc::channel::<mpsc::Sender<()>>();
+            let (shared, db) = (shared.clone(), db.clone());
+            let thread = std::thread::Builder::new()
+                .name("waotp-checkpoint".into())
+                .spawn(move || loop {
+                    let asked = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(done) => Some(done),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            checkpoint(&shared, &db);
+                            return;
+                        }
+                    };
+                    checkpoint(&shared, &db);
+                    if let Some(done) = asked {
+                        let _ = done.send(());
+                    }
+                })
+                .map_err(|e| StoreError::Journal(format!("cannot start the checkpointer: {e}")))?;
+            (tx, thread)
+        };
+        Ok(InboundLog {
+            shared,
+            writer: Some(writer),
+            checkpointer: Some(checkpointer),
         })
+    }
+
+    /// Sets the hook that receives each new event once it is on disk.
+    pub fn on_durable(&self, release: Option<Release>) {
+        *self
+            .shared
+            .release
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = release;
     }
 
     /// Records `event` unless an event with the same dedupe key was recorded before. Not yet
-    /// durable: follow with [`super::Store::durable`] before acknowledging.
+    /// durable: await [`InboundLog::durable`] before acknowledging.
     pub fn record(&self, event: &InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let dedupe_key = key(DEDUPE, &[event.dedupe_key().as_bytes()]);
-        let stripe = (self.hasher.hash_one(&dedupe_key) as usize) % STRIPES;
-        let _guard = self.stripes[stripe]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if self.tree.contains_key(&dedupe_key)? {
-            return Ok(Recorded::Duplicate);
-        }
-        let seq = self.ids.generate_id()?;
-        let plain = serde_json::to_vec(&StoredEvent {
+        let key = event.dedupe_key();
+        let digest = digest(key.as_bytes());
+        let plain = serde_json::to_vec(&StoredEventRef {
             received_at: now,
-            event: event.clone(),
+            event,
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let log_key = seq_key(LOG, seq);
-        let value = self.sealer.seal(&plain, &log_key);
-        let mut batch = sled::Batch::default();
-        batch.insert(dedupe_key.as_slice(), &now.to_be_bytes());
-        batch.insert(
-            key(BY_TIME, &[&now.max(0).to_be_bytes(), &dedupe_key[1..]]),
-            &[],
-        );
-        batch.insert(&log_key, value);
-        batch.insert(&seq_key(PENDING, seq), &[]);
-        self.tree.apply_batch(batch)?;
+        let mut st = self.shared.lock();
+        if let Some(failed) = &st.failed {
+            return Err(StoreError::Journal(failed.clone()));
+        }
+        if st.dedupe.contains_key(&digest) {
+            return Ok(Recorded::Duplicate);
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let sealed = self.shared.sealer.seal(&plain, &seal_slot(seq));
+        let offset = st.buffer.len();
+        journal::put_event(&mut st.buffer, seq, now, key.as_bytes(), &sealed);
+        let len = st.buffer.len() - offset;
+        st.appended += len as u64;
+        st.dedupe.insert(digest, now);
+        st.pending.insert(seq, None);
+        st.unwritten.push(Unwritten {
+            seq,
+            received_at: now,
+            event: event.clone(),
+            offset,
+            len: len as u32,
+        });
         Ok(Recorded::New { seq })
+    }
+
+    /// Resolves once everything recorded before the call is on disk (at once when it already
+    /// is).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.wait_for_sync(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))? {
+            return Ok(());
+        }
+        match rx.await {
+            Ok(result) => result.map_err(StoreError::Journal),
+            Err(_) => Err(StoreError::Journal("the journal writer stopped".into())),
+        }
+    }
+
+    /// Like [`InboundLog::durable`], blocking the calling thread.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        if !self.wait_for_sync(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))? {
+            return Ok(());
+        }
+        match rx.recv() {
+            Ok(result) => result.map_err(StoreError::Journal),
+            Err(_) => Err(StoreError::Journal("the journal writer stopped".into())),
+        }
+    }
+
+    /// Registers `waiter` for the current end of the journal; false when nothing is unwritten.
+    fn wait_for_sync(&self, waiter: Waiter) -> Result<bool, StoreError> {
+        let mut st = self.shared.lock();
+        if let Some(failed) = &st.failed {
+            return Err(StoreError::Journal(failed.clone()));
+        }
+        if st.synced >= st.appended {
+            return Ok(false);
+        }
+        let target = st.appended;
+        st.waiters.push((target, waiter));
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Makes handled marks and buffered records durable now (shutdown, tests).
+    pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        if let Some((tx, _)) = &self.checkpointer {
+            let (done, wait) = mpsc::channel();
+            if tx.send(done).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+        self.sync()
+    }
+
+    /// The handle the sled group commit uses to write handled marks after each flush.
+    pub fn handled_marks(&self) -> HandledMarks {
+        HandledMarks(self.shared.clone())
+    }
+
+    /// The sequence number the next new event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.lock().next_seq
+    }
+
+    /// Whether the journal still accepts writes.
+    pub fn healthy(&self) -> bool {
+        self.shared.lock().failed.is_none()
     }
 
     /// Whether an event with this dedupe key has been recorded.
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         Ok(self
-            .tree
-            .contains_key(key(DEDUPE, &[dedupe_key.as_bytes()]))?)
+            .shared
+            .lock()
+            .dedupe
+            .contains_key(&digest(dedupe_key.as_bytes())))
     }
 
     /// Events recorded but not yet handled, oldest first.
     pub fn pending(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.tree.range(prefix_range(PENDING)) {
-            let (key, _) = item?;
-            let seq = seq_of(&key)?;
-            let slot = seq_key(LOG, seq);
-            if let Some(bytes) = self.tree.get(slot)? {
-                out.push((seq, self.decode(&slot, &bytes)?));
+        self.sync()?;
+        let located: Vec<(u64, Option<Location>)> = self
+            .shared
+            .lock()
+            .pending
+            .iter()
+            .map(|(seq, at)| (*seq, *at))
+            .collect();
+        let mut out = Vec::with_capacity(located.len());
+        let mut files: HashMap<u64, File> = HashMap::new();
+        for (seq, at) in located {
+            let Some(at) = at else { continue };
+            let path = journal::segment_path(&self.shared.dir, at.segment);
+            let file = match files.entry(at.segment) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(File::open(&path).map_err(|e| io_error("cannot open", &path, e))?)
+                }
+            };
+            let mut framed = vec![0; at.len as usize];
+            file.read_exact_at(&mut framed, at.offset)
+                .map_err(|e| io_error("cannot read", &path, e))?;
+            match journal::parse_one(&framed, at.offset) {
+                Some(Record::Event {
+                    seq: found, sealed, ..
+                }) if found == seq => out.push((seq, self.decode(seq, sealed)?)),
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "inbound event {seq} is not where the journal said"
+                    )))
+                }
             }
         }
         Ok(out)
     }
 
-    /// Marks an event as handled: it will not be replayed after a restart.
+    /// Marks an event as handled: once its effects are flushed it will not be replayed.
     pub fn mark_handled(&self, seq: u64) -> Result<(), StoreError> {
-        self.tree.remove(seq_key(PENDING, seq))?;
+        let mut st = self.shared.lock();
+        st.pending.remove(&seq);
+        st.handled.push(seq);
         Ok(())
     }
 
-    /// One logged event by sequence number.
-    pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let slot = seq_key(LOG, seq);
-        self.tree
-            .get(slot)?
-            .map(|b| self.decode(&slot, &b))
-            .transpose()
-    }
-
-    /// Every logged event, oldest first (for tests and operators; not for hot paths).
+    /// Every logged event, oldest first (reads every segment: for tests and operators).
     pub fn all(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
-        self.tree
-            .range(prefix_range(LOG))
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((seq_of(&k)?, self.decode(&k, &v)?))
-            })
-            .collect()
+        self.sync()?;
+        let paths: Vec<PathBuf> = self
+            .shared
+            .lock()
+            .segments
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        let mut out = Vec::new();
+        for path in paths {
+            let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
+            let mut sealed = Vec::new();
+            journal::read_segment(&bytes, |record| {
+                if let Record::Event { seq, sealed: s, .. } = record {
+                    sealed.push((seq, s));
+                }
+            });
+            for (seq, s) in sealed {
+                out.push((seq, self.decode(seq, s)?));
+            }
+        }
+        Ok(out)
     }
 
-    /// Number of logged events (counts by scanning: for tests and operators).
+    /// Number of logged events.
     pub fn len(&self) -> usize {
-        self.tree.range(prefix_range(LOG)).count()
+        let st = self.shared.lock();
+        st.events + st.unwritten.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Number of events not yet handled (counts by scanning).
-    pub fn pending_len(&self) -> usize {
-        self.tree.range(prefix_range(PENDING)).count()
+    /// Bytes the journal's segments occupy.
+    pub fn size_on_disk(&self) -> u64 {
+        self.shared.lock().segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Removes dedupe records and handled events received before `cutoff` (Unix seconds).
-    /// Returns how many records went.
+    /// Number of events not yet handled.
+    pub fn pending_len(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
+    /// Forgets dedupe records of events received before `cutoff` (Unix seconds) and deletes
+    /// closed segments whose events are all that old and handled. Returns how many records
+    /// went.
     pub fn purge_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        let end = key(BY_TIME, &[&cutoff.max(0).to_be_bytes()]);
-        for item in self.tree.range([BY_TIME].as_slice()..end.as_slice()) {
-            let (time_key, _) = item?;
-            let mut batch = sled::Batch::default();
-            batch.remove(key(DEDUPE, &[&time_key[9..]]));
-            batch.remove(&time_key);
-            self.tree.apply_batch(batch)?;
-            removed += 1;
-        }
-        // Sequence numbers grow with arrival, so old events are at the front of the log.
-        for item in self.tree.range(prefix_range(LOG)) {
-            let (key, value) = item?;
-            if self.decode(&key, &value)?.received_at >= cutoff {
-                break;
+        let mut st = self.shared.lock();
+        let before = st.dedupe.len();
+        st.dedupe.retain(|_, at| *at >= cutoff);
+        let mut removed = before - st.dedupe.len();
+        let segments = std::mem::take(&mut st.segments);
+        let bounds: Vec<u64> = segments.iter().map(|s| s.first).collect();
+        let (mut doomed, mut keep) = (Vec::new(), Vec::new());
+        for (i, segment) in segments.into_iter().enumerate() {
+            // The current segment (the last) is never deleted.
+            let end = bounds.get(i + 1).copied();
+            let unhandled = st
+                .pending
+                .range(segment.first..end.unwrap_or(u64::MAX))
+                .next()
+                .is_some();
+            if end.is_some() && segment.newest < cutoff && !unhandled {
+                doomed.push(segment);
+            } else {
+                keep.push(segment);
             }
-            if !self.tree.contains_key(seq_key(PENDING, seq_of(&key)?))? {
-                self.tree.remove(&key)?;
-                removed += 1;
-            }
         }
+        st.segments = keep;
+        for segment in &doomed {
+            st.events -= segment.events;
+            removed += segment.events;
+        }
+        drop(st);
+        self.delete(doomed)?;
         Ok(removed)
+    }
+
+    fn delete(&self, doomed: Vec<Segment>) -> Result<(), StoreError> {
+        for segment in &doomed {
+            std::fs::remove_file(&segment.path)
+                .map_err(|e| io_error("cannot remove", &segment.path, e))?;
+        }
+        if !doomed.is_empty() {
+            journal::sync_dir(&self.shared.dir)
+                .map_err(|e| io_error("cannot sync", &self.shared.dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn decode(&self, seq: u64, sealed: &[u8]) -> Result<StoredEvent, StoreError> {
+        let plain = self
+            .shared
+            .sealer
+            .open(sealed, &seal_slot(seq))
+            .map_err(|_| {
+                StoreError::Corrupt("an inbound record does not open with this OTP key".into())
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// Cuts a segment back to its sound prefix (rewriting the magic if even that was torn).
+fn repair_tail(path: &Path, sound: usize) -> Result<(), StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error("cannot open", path, e))?;
+    if sound < journal::MAGIC.len() {
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(journal::MAGIC, 0))
+            .map_err(|e| io_error("cannot repair", path, e))?;
+    } else {
+        file.set_len(sound as u64)
+            .map_err(|e| io_error("cannot repair", path, e))?;
+    }
+    file.sync_all()
+        .map_err(|e| io_error("cannot sync", path, e))
+}
+
+/// Creates a segment file holding `bytes` (after the magic) atomically: written to a temporary
+/// name, synced, renamed into place.
+fn create_segment(dir: &Path, first: u64, bytes: &[u8]) -> Result<File, StoreError> {
+    let path = journal::segment_path(dir, first);
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp).map_err(|e| io_error("cannot create", &tmp, e))?;
+        file.write_all(journal::MAGIC)
+            .and_then(|()| file.write_all(bytes))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("cannot write", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot rename", &tmp, e))?;
+    journal::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, e))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_error("cannot open", &path, e))
+}
+
+/// Starts the journal: imports the events of the sled-based log of earlier versions (keeping
+/// their sequence numbers, seals and pending marks), or creates an empty first segment. New
+/// sequence numbers continue above every id sled has handed out.
+fn migrate(db: &sled::Db, sealer: &RecordSealer, dir: &Path) -> Result<(), StoreError> {
+    let floor = db.generate_id()?;
+    let old = db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"inbound")
+        .then(|| db.open_tree("inbound"))
+        .transpose()?;
+    let mut bytes = Vec::new();
+    let mut first = floor;
+    if let Some(tree) = &old {
+        let mut pending = std::collections::HashSet::new();
+        for item in tree.range([b'p']..[b'q']) {
+            let (k, _) = item?;
+            if let Some(seq) = k.get(1..9).and_then(|b| b.try_into().ok()) {
+                pending.insert(u64::from_be_bytes(seq));
+            }
+        }
+        let mut handled = Vec::new();
+        for item in tree.range([b'l']..[b'm']) {
+            let (k, sealed) = item?;
+            let Some(seq) = k.get(1..9).and_then(|b| b.try_into().ok()) else {
+                continue;
+            };
+            let seq = u64::from_be_bytes(seq);
+            let plain = sealer.open(&sealed, &seal_slot(seq)).map_err(|_| {
+                StoreError::Corrupt("an inbound record does not open with this OTP key".into())
+            })?;
+            let stored: StoredEvent =
+                serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let key = stored.event.dedupe_key();
+            journal::put_event(&mut bytes, seq, stored.received_at, key.as_bytes(), &sealed);
+            if !pending.contains(&seq) {
+                handled.push(seq);
+            }
+            first = first.min(seq);
+        }
+        for chunk in handled.chunks(HANDLED_PER_RECORD) {
+            journal::put_handled(&mut bytes, chunk);
+        }
+    }
+    create_segment(dir, first, &bytes)?;
+    if old.is_some() {
+        db.drop_tree("inbound")?;
+    }
+    Ok(())
+}
+
+/// Handled marks on their way to disk: taken before a sled flush, written to the journal after
+/// it succeeded (so a mark never reaches disk before the effects of handling its event).
+#[derive(Clone)]
+pub struct HandledMarks(Arc<Shared>);
+
+impl std::fmt::Debug for HandledMarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandledMarks")
+    }
+}
+
+impl HandledMarks {
+    /// The events marked handled so far; their effects are in sled (perhaps not on disk yet).
+    pub fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().handled)
+    }
+
+    /// After a successful sled flush: writes the marks taken before it.
+    pub fn flushed(&self, handled: Vec<u64>) {
+        if handled.is_empty() {
+            return;
+        }
+        let mut st = self.0.lock();
+        if st.failed.is_some() {
+            return;
+        }
+        let before = st.buffer.len();
+        for chunk in handled.chunks(HANDLED_PER_RECORD) {
+            journal::put_handled(&mut st.buffer, chunk);
+        }
+        st.appended += (st.buffer.len() - before) as u64;
+        drop(st);
+        self.0.wake.notify_one();
+    }
+
+    /// After a failed sled flush: the marks wait for the next one.
+    pub fn restore(&self, handled: Vec<u64>) {
+        self.0.lock().handled.extend(handled);
+    }
+}
+
+/// Marks handled events on disk once sled holds their effects.
+fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
+    let marks = HandledMarks(shared.clone());
+    let handled = marks.take();
+    if handled.is_empty() {
+        return;
+    }
+    match db.flush() {
+        Ok(_) => marks.flushed(handled),
+        Err(e) => {
+            tracing::error!(error = %e, "checkpoint: flushing the database failed");
+            marks.restore(handled);
+        }
+    }
+}
+
+/// The writer thread: takes everything appended so far, writes it with one `write` and one
+/// `fdatasync`, wakes the requests waiting for it and releases the new events to the runtime.
+fn write_loop(shared: &Shared, mut file: File) {
+    let mut st = shared.lock();
+    loop {
+        if st.buffer.is_empty() {
+            if st.closing {
+                return;
+            }
+            st = shared
+                .wake
+                .wait_timeout(st, CHECKPOINT_EVERY)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+            continue;
+        }
+        let batch = std::mem::take(&mut st.buffer);
+        let unwritten = std::mem::take(&mut st.unwritten);
+        let target = st.appended;
+        let rotate = st.segments.last().is_some_and(|s| {
+            s.events > 0 && (s.bytes >= SEGMENT_BYTES || s.opened.elapsed() >= SEGMENT_AGE)
+        });
+        let next_first = unwritten.first().map_or(st.next_seq, |u| u.seq);
+        let base = if rotate {
+            journal::MAGIC.len() as u64
+        } else {
+            st.segments.last().map_or(0, |s| s.bytes)
+        };
+        let failed = st.failed.is_some();
+        drop(st);
+
+        let written = if failed {
+            Err("the journal failed earlier".to_owned())
+        } else {
+            (|| -> Result<(), StoreError> {
+                if rotate {
+                    file = create_segment(&shared.dir, next_first, &[])?;
+                }
+                let path = journal::segment_path(&shared.dir, next_first);
+                file.write_all(&batch)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| io_error("cannot write", &path, e))
+            })()
+            .map_err(|e| e.to_string())
+        };
+
+        st = shared.lock();
+        let done: Vec<Waiter>;
+        match &written {
+            Ok(()) => {
+                if rotate {
+                    st.segments.push(Segment {
+                        first: next_first,
+                        path: journal::segment_path(&shared.dir, next_first),
+                        newest: i64::MIN,
+                        events: 0,
+                        bytes: journal::MAGIC.len() as u64,
+                        opened: Instant::now(),
+                    });
+                }
+                let segment_first = st.segments.last().map_or(0, |s| s.first);
+                if let Some(segment) = st.segments.last_mut() {
+                    segment.bytes += batch.len() as u64;
+                    segment.events += unwritten.len();
+                    for u in &unwritten {
+                        segment.newest = segment.newest.max(u.received_at);
+                    }
+                }
+                st.events += unwritten.len();
+                for u in &unwritten {
+                    if let Some(slot) = st.pending.get_mut(&u.seq) {
+                        *slot = Some(Location {
+                            segment: segment_first,
+                            offset: base + u.offset as u64,
+                            len: u.len,
+                        });
+                    }
+                }
+                st.synced = target;
+                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+                    .into_iter()
+                    .partition(|(t, _)| *t <= target);
+                st.waiters = waiting;
+                done = ready.into_iter().map(|(_, w)| w).collect();
+            }
+            Err(e) => {
+                if st.failed.is_none() {
+                    tracing::error!(error = %e, "inbound journal write failed; refusing new events until restart");
+                    st.failed = Some(e.clone());
+                }
+                done = std::mem::take(&mut st.waiters)
+                    .into_iter()
+                    .map(|(_, w)| w)
+                    .collect();
+            }
+        }
+        drop(st);
+        for waiter in done {
+            waiter(written.clone());
+        }
+        if written.is_ok() {
+            let release = shared
+                .release
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(release) = release {
+                for u in unwritten {
+                    release(u.seq, u.event);
+                }
+            }
+        }
+        st = shared.lock();
     }
 }
 
@@ -270,6 +909,70 @@ mod tests {
     }
 
     #[test]
+    fn survives_reopen_with_dedupe_pending_and_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            let log = store.inbound();
+            let Recorded::New { seq: a } = log.record(&text("wamid.a"), 100).expect("r") else {
+                panic!("new")
+            };
+            let Recorded::New { seq: b } = log.record(&text("wamid.b"), 101).expect("r") else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            log.mark_handled(a).expect("handled");
+            log.checkpoint_now().expect("checkpoint");
+            (a, b)
+        };
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        assert!(log.seen(&text("wamid.a").dedupe_key()).expect("seen"));
+        assert_eq!(
+            log.record(&text("wamid.b"), 200).expect("again"),
+            Recorded::Duplicate
+        );
+        let pending = log.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, b);
+        assert_eq!(pending[0].1.event, text("wamid.b"));
+        let Recorded::New { seq: c } = log.record(&text("wamid.c"), 201).expect("r") else {
+            panic!("new")
+        };
+        assert!(
+            c > b && b > a,
+            "sequence numbers keep growing across restarts"
+        );
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.all().expect("all").len(), 3);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_earlier_events_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            store.inbound().record(&text("wamid.a"), 1).expect("r");
+            store.inbound().sync().expect("sync");
+        }
+        let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+        let (_, path) = segments.last().expect("segment");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open");
+        file.write_all(&[0x55; 23]).expect("torn bytes");
+        drop(file);
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        assert_eq!(store.inbound().len(), 1);
+        store.inbound().record(&text("wamid.b"), 2).expect("r");
+        store.inbound().sync().expect("sync");
+        drop(store);
+        let store = Store::open(dir.path(), |_| {}).expect("reopen again");
+        assert_eq!(store.inbound().all().expect("all").len(), 2);
+    }
+
+    #[test]
     fn purge_removes_only_old_handled_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), |_| {}).expect("open");
@@ -283,8 +986,8 @@ mod tests {
         log.purge_before(500).expect("purge");
         assert!(!log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
         assert!(log.seen(&text("wamid.new").dedupe_key()).expect("seen"));
-        // The unhandled old event stays in the log until it is handled.
-        assert_eq!(log.len(), 2);
+        // The current segment is never deleted, and one with unhandled events neither.
+        assert_eq!(log.len(), 3);
         assert_eq!(log.pending_len(), 2);
         // After purge the old message would be accepted again, as WhatsApp stops retrying
         // after 7 days anyway.
@@ -292,5 +995,47 @@ mod tests {
             log.record(&text("wamid.old"), 1_001).expect("r"),
             Recorded::New { .. }
         ));
+    }
+
+    #[test]
+    fn imports_the_sled_log_of_earlier_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = crate::otp::OtpKey::load_or_create(dir.path(), None).expect("key");
+        let sealer = RecordSealer::new(&key);
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("inbound").expect("tree");
+            for (seq, id, pending) in [(5u64, "wamid.x", false), (9, "wamid.y", true)] {
+                let plain = serde_json::to_vec(&StoredEvent {
+                    received_at: 50,
+                    event: text(id),
+                })
+                .expect("json");
+                tree.insert(seal_slot(seq), sealer.seal(&plain, &seal_slot(seq)))
+                    .expect("l");
+                if pending {
+                    let mut p = [b'p'; 9];
+                    p[1..].copy_from_slice(&seq.to_be_bytes());
+                    tree.insert(p, &[]).expect("p");
+                }
+            }
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("open");
+        let log = store.inbound();
+        assert_eq!(log.len(), 2);
+        assert!(log.seen(&text("wamid.x").dedupe_key()).expect("seen"));
+        let pending = log.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, 9);
+        let Recorded::New { seq } = log.record(&text("wamid.z"), 60).expect("r") else {
+            panic!("new")
+        };
+        assert!(seq > 9);
+        assert!(!store
+            .db()
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"inbound"));
     }
 }

@@ -1,13 +1,16 @@
-//! Everything stateful, on sled.
+//! Everything stateful: sessions, timers, outbox, OTP records and stats on sled; inbound events
+//! in an append-only journal beside it (`inbound/`), which is what the webhook's hot path needs.
 //!
 //! The store speaks the runtime's language — "record this inbound event once", "which events are
-//! still to be handled", "make it durable" — and is the only module that knows sled. Writes are
-//! applied in memory and made durable by [`Store::durable`], which group-commits: concurrent
-//! requests share one flush instead of paying for one each.
+//! still to be handled", "make it durable" — and is the only module that knows sled or the
+//! journal's files. Writes are applied in memory and made durable by [`Store::durable`] (sled)
+//! or [`InboundLog::durable`] (journal); both group-commit: concurrent requests share one flush
+//! instead of paying for one each.
 
 pub mod audit;
 mod commit;
 pub mod inbound;
+mod journal;
 pub mod otp;
 pub mod sessions;
 pub mod stats;
@@ -30,6 +33,8 @@ pub enum StoreError {
     Database(#[from] sled::Error),
     #[error("database flush failed: {0}")]
     Flush(Arc<sled::Error>),
+    #[error("inbound journal error: {0}")]
+    Journal(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("the key sealing stored records is unusable: {0}")]
@@ -76,10 +81,12 @@ impl Store {
             // sled's default page cache is 1 GiB; sessions are small and mostly idle, so a
             // bounded cache keeps resident memory flat however many sessions are on disk.
             .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
+        let inbound = InboundLog::open(&db, sealer, &dir.join("inbound"))?;
         Ok(Store {
-            commit: GroupCommit::start(db.clone(), observe),
-            inbound: InboundLog::open(&db, sealer)?,
+            commit: GroupCommit::start(db.clone(), Some(inbound.handled_marks()), observe),
+            inbound,
             sessions: SessionStore::open(&db)?,
             stats: stats::StatsStore::open(&db)?,
             db,
@@ -106,7 +113,8 @@ impl Store {
         &self.db
     }
 
-    /// Resolves once everything written before the call is on disk.
+    /// Resolves once everything written to sled before the call is on disk. (Inbound events
+    /// have their own journal: [`InboundLog::durable`].)
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.commit.durable().await.map_err(StoreError::Flush)
     }
@@ -114,17 +122,18 @@ impl Store {
     /// A synchronous flush, for shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.inbound.checkpoint_now()?;
         Ok(())
     }
 
     /// Whether the database answers reads.
     pub fn healthy(&self) -> bool {
-        self.db.get(b"\0health").is_ok()
+        self.db.get(b"\0health").is_ok() && self.inbound.healthy()
     }
 
-    /// Bytes the database occupies on disk.
+    /// Bytes the database and the inbound journal occupy on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.inbound.size_on_disk()
     }
 }
 

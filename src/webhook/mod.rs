@@ -179,7 +179,7 @@ async fn receive(
             );
         }
     }
-    if let Err(e) = state.store.durable().await {
+    if let Err(e) = state.inbox.durable().await {
         metrics.webhook("error");
         tracing::error!(error = %e, "flushing inbound events failed");
         return error(
