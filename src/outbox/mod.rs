@@ -83,6 +83,8 @@ pub struct Outbox {
     merchant: MerchantClient,
     rate: RateLimit,
     parallel: Arc<Semaphore>,
+    /// Recipients with a delivery task running: their later entries wait for it.
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What became of one delivery attempt.
@@ -119,6 +121,7 @@ impl Outbox {
             merchant,
             rate: RateLimit::new(sends_per_second),
             parallel: Arc::new(Semaphore::new(32)),
+            busy: Default::default(),
         }
     }
 
@@ -129,7 +132,7 @@ impl Outbox {
         }
         let wake = self.runtime.outbox_wake.clone();
         loop {
-            let worked = match self.deliver_due().await {
+            let worked = match self.dispatch_due().await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     tracing::error!(error = %e, "outbox pass failed");
@@ -166,43 +169,51 @@ impl Outbox {
         Ok(())
     }
 
-    /// One pass: claims due entries and delivers them concurrently. Returns how many.
-    async fn deliver_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+    /// Starts a delivery task for every recipient with due entries and none running. Returns
+    /// how many it started; a task that ends wakes the dispatcher again, so a recipient's later
+    /// entries follow as soon as their predecessors are settled, with no pass-wide barrier.
+    async fn dispatch_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        // Busy recipients are read before the due entries: a recipient not busy now gets no
+        // task until this pass starts one, so its entries below are fresh.
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sessions = self.runtime.sessions();
-        let due = sessions.due_outbox(Utc::now(), 64)?;
+        let due = sessions.due_outbox(Utc::now(), 256)?;
         self.runtime
             .metrics
             .outbox_depth
             .set(sessions.outbox_depth() as i64);
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let due: Vec<OutboxEntry> = due
-            .into_iter()
-            .filter(|e| e.state == OutboxState::Pending)
-            .collect();
-        let n = due.len();
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
         // either order.
         let mut by_recipient: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
         for entry in due {
+            if entry.state != OutboxState::Pending || busy.contains(&entry.to) {
+                continue;
+            }
             match by_recipient.iter_mut().find(|(to, _)| *to == entry.to) {
                 Some((_, entries)) => entries.push(entry),
                 None => by_recipient.push((entry.to.clone(), vec![entry])),
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (_, entries) in by_recipient {
+        let started = by_recipient.len();
+        for (to, entries) in by_recipient {
             let permit = self.parallel.clone().acquire_owned().await;
+            self.busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(to.clone());
             let this = self.clone();
-            tasks.spawn(async move {
+            tokio::spawn(async move {
                 let _permit = permit;
                 this.deliver_in_order(entries).await;
+                this.busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&to);
+                this.runtime.outbox_wake.notify_one();
             });
         }
-        while tasks.join_next().await.is_some() {}
-        Ok(n)
+        Ok(started)
     }
 
     /// Delivers one recipient's due entries in queue order. Once a WhatsApp message has to wait
@@ -221,18 +232,23 @@ impl Outbox {
                 }
                 continue;
             }
-            // In flight is on disk before anything leaves the process. Claimed one at a time,
-            // right before its send: an entry still waiting its turn when the process dies is
-            // plainly pending, not "sent, result unknown".
+            // A WhatsApp message is in flight on disk before it leaves the process, so that it
+            // is never sent twice. Claimed one at a time, right before its send: an entry still
+            // waiting its turn when the process dies is plainly pending, not "sent, result
+            // unknown". Callbacks and hooks are sent again after a crash anyway (the merchant
+            // drops duplicates by event id) and read receipts are best effort, so their claim
+            // need not wait for the disk.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
             if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                 continue;
             }
-            if let Err(e) = self.runtime.store_durable().await {
-                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
-                continue;
+            if whatsapp && !matches!(entry.payload, OutboxPayload::ReadReceipt { .. }) {
+                if let Err(e) = self.runtime.store_durable().await {
+                    tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                    continue;
+                }
             }
             let retry_at = self.deliver(entry).await;
             if whatsapp && retry_at.is_some() {
@@ -415,8 +431,14 @@ impl Outbox {
         if link.is_some() {
             self.runtime.stats_accepted(&entry, Utc::now());
         }
-        if let Err(e) = self.runtime.store_durable().await {
-            tracing::error!(error = %e, "flushing outbox results failed");
+        // A delivered entry needs no flush of its own: lost in a crash, it is found in flight
+        // and not sent again (a callback is, harmlessly), and the next flush — the next claim
+        // or step — carries it. A retry or failure is flushed, so that it is not mistaken for
+        // an interrupted send.
+        if entry.state != OutboxState::Done {
+            if let Err(e) = self.runtime.store_durable().await {
+                tracing::error!(error = %e, "flushing outbox results failed");
+            }
         }
         if let Some((message_id, _)) = &link {
             if let Err(e) = self.runtime.apply_parked(message_id).await {
