@@ -129,7 +129,8 @@ mod tests {
         // database can be reopened and holds every acknowledged write.
         drop(commit);
         drop(db);
-        let db = sled::open(dir.path()).expect("reopen");
+        let db = super::super::open_waiting_for_lock(&sled::Config::new().path(dir.path()))
+            .expect("reopen");
         assert_eq!(db.len(), 200);
     }
 }

@@ -7,9 +7,11 @@
 //! on disk, in the order it was recorded, so nothing the runtime does can get ahead of the record
 //! it is acting on.
 //!
-//! In memory: the deduplication index (a 128-bit digest of each dedupe key → receive time, for
-//! the events in the journal), and the events not yet handled, with where they are on disk.
-//! Both are rebuilt from the journal at start-up.
+//! Deduplication looks a 128-bit digest of the dedupe key up in memory for the last minute's
+//! events and in a sled tree (`inbound-dedupe`) for older ones: the checkpoint moves digests
+//! there once their events are on disk, so memory stays flat however long the server runs. The
+//! same sled batch records how far that has got and the oldest unhandled event, so a start-up
+//! reads only the journal segments after both, not the whole retention period.
 //!
 //! An event counts as handled once the runtime says so *and* sled has since been flushed (the
 //! checkpoint, every second), so a "handled" mark never reaches disk before the effects of
@@ -41,6 +43,11 @@ const SEGMENT_AGE: Duration = Duration::from_secs(3600);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
 const HANDLED_PER_RECORD: usize = 4096;
+/// Dedupe digests stay in memory this long (WhatsApp's quick retries), then move to sled.
+const RECENT_SECS: i64 = 60;
+/// Keys of the dedupe tree that are not digests (digests are 16 bytes).
+const MOVED_THROUGH: &[u8] = b"\xffmoved-through";
+const HANDLED_FLOOR: &[u8] = b"\xffhandled-floor";
 
 /// The outcome of recording an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +89,25 @@ struct Location {
 struct Segment {
     first: u64,
     path: PathBuf,
-    /// Latest receive time of its events (`i64::MIN` while it has none).
+    /// Latest receive time of its events (`i64::MIN` while it has none; the file's
+    /// modification time for a segment not read at start-up).
     newest: i64,
     events: usize,
     bytes: u64,
     opened: Instant,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    Ok(tree
+        .get(key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes))
 }
 
 /// An event appended to the buffer, not yet written.
@@ -100,7 +121,14 @@ struct Unwritten {
 
 struct State {
     next_seq: u64,
+    /// Digests of recent events (older ones are in the dedupe tree) …
     dedupe: HashMap<[u8; 16], i64>,
+    /// … in recording order, for moving them.
+    recent: std::collections::VecDeque<(u64, [u8; 16], i64)>,
+    /// Every event up to this sequence number is on disk in the journal.
+    written_through: Option<u64>,
+    /// A rotation asked for by an operator or a test.
+    rotate: bool,
     /// Events not yet handled; the location is known once written.
     pending: BTreeMap<u64, Option<Location>>,
     buffer: Vec<u8>,
@@ -115,12 +143,13 @@ struct State {
     /// re-reads what is on disk).
     failed: Option<String>,
     segments: Vec<Segment>,
-    events: usize,
     closing: bool,
 }
 
 struct Shared {
     dir: PathBuf,
+    /// Dedupe digests of events older than [`RECENT_SECS`].
+    index: sled::Tree,
     sealer: Arc<RecordSealer>,
     state: Mutex<State>,
     wake: Condvar,
@@ -200,9 +229,18 @@ impl InboundLog {
             // Imported by an earlier start that stopped before removing the old tree.
             db.drop_tree("inbound")?;
         }
+        let index = db.open_tree("inbound-dedupe")?;
+        let moved_through = read_u64(&index, MOVED_THROUGH)?;
+        let floor = read_u64(&index, HANDLED_FLOOR)?.unwrap_or(0);
+        // Older events are all handled and their digests are in the tree: their segments
+        // need not be read.
+        let read_from = floor.min(moved_through.map_or(0, |m| m + 1));
         let mut state = State {
-            next_seq: 0,
+            next_seq: moved_through.map_or(0, |m| m + 1).max(floor),
             dedupe: HashMap::new(),
+            recent: Default::default(),
+            written_through: None,
+            rotate: false,
             pending: BTreeMap::new(),
             buffer: Vec::new(),
             unwritten: Vec::new(),
@@ -212,11 +250,29 @@ impl InboundLog {
             handled: Vec::new(),
             failed: None,
             segments: Vec::new(),
-            events: 0,
             closing: false,
         };
         let last = listed.len().saturating_sub(1);
+        let ends: Vec<u64> = listed.iter().skip(1).map(|(first, _)| *first).collect();
         for (i, (first, path)) in listed.into_iter().enumerate() {
+            if i != last && ends.get(i).is_some_and(|end| *end <= read_from) {
+                let meta =
+                    std::fs::metadata(&path).map_err(|e| io_error("cannot stat", &path, e))?;
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i64::MAX, |d| d.as_secs() as i64);
+                state.segments.push(Segment {
+                    first,
+                    path,
+                    newest: modified,
+                    events: 0,
+                    bytes: meta.len(),
+                    opened: Instant::now(),
+                });
+                continue;
+            }
             let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
             let mut segment = Segment {
                 first,
@@ -235,15 +291,21 @@ impl InboundLog {
                     len,
                     ..
                 } => {
-                    state.dedupe.insert(digest(dedupe_key), received_at);
-                    state.pending.insert(
-                        seq,
-                        Some(Location {
-                            segment: first,
-                            offset,
-                            len,
-                        }),
-                    );
+                    if moved_through.map_or(true, |m| seq > m) {
+                        let d = digest(dedupe_key);
+                        state.dedupe.insert(d, received_at);
+                        state.recent.push_back((seq, d, received_at));
+                    }
+                    if seq >= floor {
+                        state.pending.insert(
+                            seq,
+                            Some(Location {
+                                segment: first,
+                                offset,
+                                len,
+                            }),
+                        );
+                    }
                     segment.events += 1;
                     segment.newest = segment.newest.max(received_at);
                     state.next_seq = state.next_seq.max(seq + 1);
@@ -266,7 +328,6 @@ impl InboundLog {
                     tracing::error!(segment = %path.display(), at = sound, "inbound journal: damaged segment; records after this point are unreadable");
                 }
             }
-            state.events += segment.events;
             state.next_seq = state.next_seq.max(first);
             state.segments.push(segment);
         }
@@ -279,8 +340,10 @@ impl InboundLog {
             .append(true)
             .open(&current)
             .map_err(|e| io_error("cannot open", &current, e))?;
+        state.written_through = state.next_seq.checked_sub(1);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
+            index,
             sealer,
             state: Mutex::new(state),
             wake: Condvar::new(),
@@ -345,7 +408,7 @@ impl InboundLog {
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
-        if st.dedupe.contains_key(&digest) {
+        if st.dedupe.contains_key(&digest) || self.shared.index.contains_key(digest)? {
             return Ok(Recorded::Duplicate);
         }
         let seq = st.next_seq;
@@ -356,6 +419,7 @@ impl InboundLog {
         let len = st.buffer.len() - offset;
         st.appended += len as u64;
         st.dedupe.insert(digest, now);
+        st.recent.push_back((seq, digest, now));
         st.pending.insert(seq, None);
         st.unwritten.push(Unwritten {
             seq,
@@ -440,11 +504,14 @@ impl InboundLog {
 
     /// Whether an event with this dedupe key has been recorded.
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .shared
-            .lock()
-            .dedupe
-            .contains_key(&digest(dedupe_key.as_bytes())))
+        let d = digest(dedupe_key.as_bytes());
+        let st = self.shared.lock();
+        Ok(st.dedupe.contains_key(&d) || self.shared.index.contains_key(d)?)
+    }
+
+    /// Closes the current segment at the next write (operators, tests).
+    pub fn rotate(&self) {
+        self.shared.lock().rotate = true;
     }
 
     /// Events recorded but not yet handled, oldest first.
@@ -519,10 +586,29 @@ impl InboundLog {
         Ok(out)
     }
 
-    /// Number of logged events.
+    /// Number of logged events (reads every segment: for tests and operators).
     pub fn len(&self) -> usize {
-        let st = self.shared.lock();
-        st.events + st.unwritten.len()
+        if self.sync().is_err() {
+            return 0;
+        }
+        let paths: Vec<PathBuf> = self
+            .shared
+            .lock()
+            .segments
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        let mut n = 0;
+        for path in paths {
+            if let Ok(bytes) = std::fs::read(&path) {
+                journal::read_segment(&bytes, |r| {
+                    if matches!(r, Record::Event { .. }) {
+                        n += 1;
+                    }
+                });
+            }
+        }
+        n
     }
 
     pub fn is_empty(&self) -> bool {
@@ -546,36 +632,44 @@ impl InboundLog {
         let mut st = self.shared.lock();
         let before = st.dedupe.len();
         st.dedupe.retain(|_, at| *at >= cutoff);
+        st.recent.retain(|(_, _, at)| *at >= cutoff);
         let mut removed = before - st.dedupe.len();
+        let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
         let segments = std::mem::take(&mut st.segments);
-        let bounds: Vec<u64> = segments.iter().map(|s| s.first).collect();
+        let ends: Vec<u64> = segments.iter().skip(1).map(|s| s.first).collect();
         let (mut doomed, mut keep) = (Vec::new(), Vec::new());
         for (i, segment) in segments.into_iter().enumerate() {
-            // The current segment (the last) is never deleted.
-            let end = bounds.get(i + 1).copied();
-            let unhandled = st
-                .pending
-                .range(segment.first..end.unwrap_or(u64::MAX))
-                .next()
-                .is_some();
-            if end.is_some() && segment.newest < cutoff && !unhandled {
+            // The current segment (the last) is never deleted, nor one with unhandled events.
+            let closed_and_handled = ends.get(i).is_some_and(|end| *end <= floor);
+            if closed_and_handled && segment.newest < cutoff {
                 doomed.push(segment);
             } else {
                 keep.push(segment);
             }
         }
         st.segments = keep;
-        for segment in &doomed {
-            st.events -= segment.events;
-            removed += segment.events;
-        }
         drop(st);
-        self.delete(doomed)?;
-        Ok(removed)
-    }
-
-    fn delete(&self, doomed: Vec<Segment>) -> Result<(), StoreError> {
         for segment in &doomed {
+            let bytes = std::fs::read(&segment.path)
+                .map_err(|e| io_error("cannot read", &segment.path, e))?;
+            let mut batch = sled::Batch::default();
+            let mut lookups = Vec::new();
+            journal::read_segment(&bytes, |r| {
+                if let Record::Event { dedupe_key, .. } = r {
+                    lookups.push(digest(dedupe_key));
+                }
+            });
+            for d in lookups {
+                // Only this old record: the same id may have been accepted again since.
+                let old = self.shared.index.get(d)?.is_some_and(|v| {
+                    <[u8; 8]>::try_from(v.as_ref()).is_ok_and(|b| i64::from_be_bytes(b) < cutoff)
+                });
+                if old {
+                    batch.remove(&d[..]);
+                }
+                removed += 1;
+            }
+            self.shared.index.apply_batch(batch)?;
             std::fs::remove_file(&segment.path)
                 .map_err(|e| io_error("cannot remove", &segment.path, e))?;
         }
@@ -583,7 +677,7 @@ impl InboundLog {
             journal::sync_dir(&self.shared.dir)
                 .map_err(|e| io_error("cannot sync", &self.shared.dir, e))?;
         }
-        Ok(())
+        Ok(removed)
     }
 
     fn decode(&self, seq: u64, sealed: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -728,8 +822,51 @@ impl HandledMarks {
     }
 }
 
+/// Moves the digests of events older than [`RECENT_SECS`] (and on disk) to the dedupe tree,
+/// recording in the same batch how far that has got and the oldest unhandled event.
+fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
+    let now = unix_now();
+    let (moving, floor) = {
+        let mut st = shared.lock();
+        let through = st.written_through;
+        let mut moving = Vec::new();
+        while let Some(&(seq, d, at)) = st.recent.front() {
+            if at > now - RECENT_SECS || through.map_or(true, |t| seq > t) {
+                break;
+            }
+            st.recent.pop_front();
+            moving.push((seq, d, at));
+        }
+        let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
+        (moving, floor)
+    };
+    let mut batch = sled::Batch::default();
+    for (_, d, at) in &moving {
+        batch.insert(&d[..], &at.to_be_bytes());
+    }
+    if let Some((seq, _, _)) = moving.last() {
+        batch.insert(MOVED_THROUGH, &seq.to_be_bytes());
+    }
+    batch.insert(HANDLED_FLOOR, &floor.to_be_bytes());
+    if let Err(e) = shared.index.apply_batch(batch) {
+        let mut st = shared.lock();
+        for entry in moving.into_iter().rev() {
+            st.recent.push_front(entry);
+        }
+        return Err(e.into());
+    }
+    let mut st = shared.lock();
+    for (_, d, _) in &moving {
+        st.dedupe.remove(d);
+    }
+    Ok(())
+}
+
 /// Marks handled events on disk once sled holds their effects.
 fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
+    if let Err(e) = move_dedupe(shared) {
+        tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
+    }
     let marks = HandledMarks(shared.clone());
     let handled = marks.take();
     if handled.is_empty() {
@@ -764,8 +901,12 @@ fn write_loop(shared: &Shared, mut file: File) {
         let unwritten = std::mem::take(&mut st.unwritten);
         let target = st.appended;
         let rotate = st.segments.last().is_some_and(|s| {
-            s.events > 0 && (s.bytes >= SEGMENT_BYTES || s.opened.elapsed() >= SEGMENT_AGE)
+            s.events > 0
+                && (st.rotate || s.bytes >= SEGMENT_BYTES || s.opened.elapsed() >= SEGMENT_AGE)
         });
+        if rotate {
+            st.rotate = false;
+        }
         let next_first = unwritten.first().map_or(st.next_seq, |u| u.seq);
         let base = if rotate {
             journal::MAGIC.len() as u64
@@ -812,7 +953,9 @@ fn write_loop(shared: &Shared, mut file: File) {
                         segment.newest = segment.newest.max(u.received_at);
                     }
                 }
-                st.events += unwritten.len();
+                if let Some(last) = unwritten.last() {
+                    st.written_through = Some(last.seq);
+                }
                 for u in &unwritten {
                     if let Some(slot) = st.pending.get_mut(&u.seq) {
                         *slot = Some(Location {
@@ -980,21 +1123,82 @@ mod tests {
         let Recorded::New { seq: old } = log.record(&text("wamid.old"), 10).expect("r") else {
             panic!("new")
         };
-        log.record(&text("wamid.old-pending"), 11).expect("r");
-        log.record(&text("wamid.new"), 1_000).expect("r");
+        let Recorded::New { seq: old_pending } =
+            log.record(&text("wamid.old-pending"), 11).expect("r")
+        else {
+            panic!("new")
+        };
+        log.sync().expect("sync");
         log.mark_handled(old).expect("handled");
+        log.rotate();
+        log.record(&text("wamid.new"), 1_000).expect("r");
+        log.checkpoint_now().expect("checkpoint");
+        // The old segment still holds an unhandled event: nothing of it goes.
         log.purge_before(500).expect("purge");
-        assert!(!log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
-        assert!(log.seen(&text("wamid.new").dedupe_key()).expect("seen"));
-        // The current segment is never deleted, and one with unhandled events neither.
+        assert!(log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
         assert_eq!(log.len(), 3);
         assert_eq!(log.pending_len(), 2);
+
+        log.mark_handled(old_pending).expect("handled");
+        log.checkpoint_now().expect("checkpoint");
+        log.purge_before(500).expect("purge");
+        assert!(!log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
+        assert!(!log
+            .seen(&text("wamid.old-pending").dedupe_key())
+            .expect("seen"));
+        assert!(log.seen(&text("wamid.new").dedupe_key()).expect("seen"));
+        assert_eq!(log.len(), 1);
         // After purge the old message would be accepted again, as WhatsApp stops retrying
         // after 7 days anyway.
         assert!(matches!(
             log.record(&text("wamid.old"), 1_001).expect("r"),
             Recorded::New { .. }
         ));
+    }
+
+    #[test]
+    fn a_restart_reads_only_segments_with_unhandled_or_unmoved_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let last = {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            let log = store.inbound();
+            for i in 0..5 {
+                let Recorded::New { seq } =
+                    log.record(&text(&format!("wamid.{i}")), 100).expect("r")
+                else {
+                    panic!("new")
+                };
+                log.sync().expect("sync");
+                log.mark_handled(seq).expect("handled");
+            }
+            log.checkpoint_now().expect("checkpoint");
+            log.rotate();
+            let Recorded::New { seq } = log.record(&text("wamid.late"), 100).expect("r") else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            seq
+        };
+        // Make the first segment unreadable (a directory in its place): a start-up that tried
+        // to read it would fail.
+        let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+        assert_eq!(segments.len(), 2);
+        std::fs::remove_file(&segments[0].1).expect("remove");
+        std::fs::create_dir(&segments[0].1).expect("unreadable");
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        for i in 0..5 {
+            assert!(log
+                .seen(&text(&format!("wamid.{i}")).dedupe_key())
+                .expect("seen"));
+        }
+        let pending = log.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, last);
+        let Recorded::New { seq } = log.record(&text("wamid.next"), 100).expect("r") else {
+            panic!("new")
+        };
+        assert!(seq > last);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Store {
         let key = crate::otp::OtpKey::load_or_create(dir, configured_key)
             .map_err(|e| StoreError::Key(e.to_string()))?;
         let sealer = Arc::new(crate::otp::RecordSealer::new(&key));
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             // Durability comes from our explicit group commits; sled's own timer flush only
             // adds writes, so it is kept infrequent.
@@ -81,8 +81,8 @@ impl Store {
             // sled's default page cache is 1 GiB; sessions are small and mostly idle, so a
             // bounded cache keeps resident memory flat however many sessions are on disk.
             .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let db = open_waiting_for_lock(&config)?;
         let inbound = InboundLog::open(&db, sealer, &dir.join("inbound"))?;
         Ok(Store {
             commit: GroupCommit::start(db.clone(), Some(inbound.handled_marks()), observe),
@@ -134,6 +134,24 @@ impl Store {
     /// Bytes the database and the inbound journal occupy on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.inbound.size_on_disk()
+    }
+}
+
+/// Opens sled, waiting up to two seconds for the directory lock: a store dropped a moment ago
+/// may still be closing its files on sled's IO threads. Another live process keeps the lock,
+/// and the error then says so.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if tries < 40 && e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
