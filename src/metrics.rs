@@ -82,7 +82,7 @@ pub struct Metrics {
     /// Seconds from sent to delivered.
     pub delivery_latency: Histogram,
     pub outbox_depth: Gauge,
-    pub timers_pending: Gauge,
+    pub timers_due: Gauge,
     /// Seconds one session step takes, flush included.
     pub step_seconds: Histogram,
     pub callback_attempts: Counter,
@@ -192,11 +192,11 @@ impl Metrics {
             "Outbox entries waiting to be sent",
             outbox_depth.clone(),
         );
-        let timers_pending = Gauge::default();
+        let timers_due = Gauge::default();
         registry.register(
-            "timers_pending",
-            "Session timers pending",
-            timers_pending.clone(),
+            "timers_due",
+            "Session timers due and not yet fired (the timer backlog)",
+            timers_due.clone(),
         );
         let step_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
         registry.register(
@@ -230,7 +230,7 @@ impl Metrics {
             outbound,
             delivery_latency,
             outbox_depth,
-            timers_pending,
+            timers_due,
             step_seconds,
             callback_attempts,
             callback_failures,

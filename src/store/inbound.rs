@@ -129,6 +129,8 @@ struct State {
     written_through: Option<u64>,
     /// A rotation asked for by an operator or a test.
     rotate: bool,
+    /// The last handled floor put in the dedupe tree.
+    floor_written: Option<u64>,
     /// Events not yet handled; the location is known once written.
     pending: BTreeMap<u64, Option<Location>>,
     buffer: Vec<u8>,
@@ -241,6 +243,7 @@ impl InboundLog {
             recent: Default::default(),
             written_through: None,
             rotate: false,
+            floor_written: None,
             pending: BTreeMap::new(),
             buffer: Vec::new(),
             unwritten: Vec::new(),
@@ -838,6 +841,10 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
             moving.push((seq, d, at));
         }
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
+        if moving.is_empty() && st.floor_written == Some(floor) {
+            return Ok(());
+        }
+        st.floor_written = Some(floor);
         (moving, floor)
     };
     let mut batch = sled::Batch::default();
@@ -850,6 +857,7 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
     batch.insert(HANDLED_FLOOR, &floor.to_be_bytes());
     if let Err(e) = shared.index.apply_batch(batch) {
         let mut st = shared.lock();
+        st.floor_written = None;
         for entry in moving.into_iter().rev() {
             st.recent.push_front(entry);
         }

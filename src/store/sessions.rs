@@ -17,6 +17,13 @@
 //! - `r` customer → when they last got the default reply (ms)
 //! - `f` flow hash → the flow file's name and text, so a session keeps its version across
 //!   restarts even after the file changed
+//!
+//! Time-ordered indexes let the purge and the start-up read only what they need, so that a
+//! million idle sessions are never scanned (a full scan would also pull every node into memory):
+//! - `x` updated (ms) ++ session id: sessions that have ended;
+//! - `y` created (ms) ++ entry id: outbox entries that are finished (sent, failed, skipped);
+//! - `n` entry id: outbox entries in flight;
+//! - `k` sent (ms) ++ WhatsApp message id: delivery links.
 
 use super::StoreError;
 use crate::flow::engine::{OutboundMessage, SessionState, SessionStatus, TemplateRef};
@@ -35,6 +42,12 @@ const SANDBOX: u8 = b'b';
 const FLOW_SOURCE: u8 = b'f';
 const PARKED: u8 = b'u';
 const DEFAULT_REPLY: u8 = b'r';
+const ENDED: u8 = b'x';
+const FINISHED: u8 = b'y';
+const IN_FLIGHT: u8 = b'n';
+const LINK_TIME: u8 = b'k';
+/// Present once the time-ordered indexes cover every record (built once for older stores).
+const INDEXED: &[u8] = b"\0indexed-v2";
 
 /// A conversation with one customer on one flow version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +207,30 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+fn ended_key(r: &SessionRecord) -> Vec<u8> {
+    timed_key(ENDED, r.updated_at.timestamp_millis(), r.id.as_bytes())
+}
+
+fn link_time_key(message_id: &[u8], l: &MessageLink) -> Vec<u8> {
+    timed_key(LINK_TIME, l.sent_at.timestamp_millis(), message_id)
+}
+
+/// The index entries an outbox entry's state calls for.
+fn index_outbox(batch: &mut sled::Batch, e: &OutboxEntry) {
+    let in_flight = key(IN_FLIGHT, &[e.id.as_bytes()]);
+    if e.state == OutboxState::InFlight {
+        batch.insert(in_flight, &[]);
+    } else {
+        batch.remove(in_flight);
+    }
+    if matches!(e.state, OutboxState::Done | OutboxState::Failed { .. }) {
+        batch.insert(
+            timed_key(FINISHED, e.created_at.timestamp_millis(), e.id.as_bytes()),
+            &[],
+        );
+    }
+}
+
 /// A due timer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueTimer {
@@ -205,9 +242,39 @@ pub struct DueTimer {
 
 impl SessionStore {
     pub(super) fn open(db: &sled::Db) -> Result<SessionStore, StoreError> {
-        Ok(SessionStore {
+        let store = SessionStore {
             tree: db.open_tree("runtime")?,
-        })
+        };
+        if !store.tree.contains_key(INDEXED)? {
+            store.build_indexes()?;
+        }
+        Ok(store)
+    }
+
+    /// Indexes the records of a store written before the time-ordered indexes existed (one
+    /// full scan, once).
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.tree.scan_prefix([SESSION]) {
+            let (_, v) = item?;
+            let r: SessionRecord = dec(&v)?;
+            if !r.is_active() {
+                batch.insert(ended_key(&r), &[]);
+            }
+        }
+        for item in self.tree.scan_prefix([OUTBOX]) {
+            let (_, v) = item?;
+            let e: OutboxEntry = dec(&v)?;
+            index_outbox(&mut batch, &e);
+        }
+        for item in self.tree.scan_prefix([LINK]) {
+            let (k, v) = item?;
+            let l: MessageLink = dec(&v)?;
+            batch.insert(link_time_key(&k[1..], &l), &[]);
+        }
+        batch.insert(INDEXED, &[]);
+        self.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// The key a timer is stored under.
@@ -265,6 +332,9 @@ impl SessionStore {
         }
         if let Some(r) = &w.record {
             batch.insert(key(SESSION, &[r.id.as_bytes()]), enc(r)?);
+            if !r.is_active() {
+                batch.insert(ended_key(r), &[]);
+            }
             if let Some(k) = &w.idempotency_key {
                 batch.insert(key(IDEMPOTENCY, &[k.as_bytes()]), r.id.as_bytes());
             }
@@ -281,6 +351,7 @@ impl SessionStore {
         for e in &w.outbox {
             batch.insert(key(OUTBOX, &[e.id.as_bytes()]), enc(e)?);
             batch.insert(timed_key(QUEUE, e.due_ms, e.id.as_bytes()), &[]);
+            index_outbox(&mut batch, e);
         }
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -322,10 +393,6 @@ impl SessionStore {
         Ok(())
     }
 
-    pub fn pending_timers(&self) -> usize {
-        self.tree.scan_prefix([TIMER]).count()
-    }
-
     /// Outbox entries due at `now`, earliest first.
     pub fn due_outbox(
         &self,
@@ -360,11 +427,12 @@ impl SessionStore {
     /// Entries left in flight by a process that died mid-send.
     pub fn in_flight(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix([OUTBOX]) {
-            let (_, v) = item?;
-            let e: OutboxEntry = dec(&v)?;
-            if e.state == OutboxState::InFlight {
-                out.push(e);
+        for item in self.tree.scan_prefix([IN_FLIGHT]) {
+            let (k, _) = item?;
+            if let Some(e) = self.outbox_entry(&String::from_utf8_lossy(&k[1..]))? {
+                if e.state == OutboxState::InFlight {
+                    out.push(e);
+                }
             }
         }
         Ok(out)
@@ -383,6 +451,7 @@ impl SessionStore {
             batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
+        index_outbox(&mut batch, entry);
         if let Some((message_id, l)) = link {
             // A status webhook may have beaten the sender here (see the runtime's `link_of`):
             // keep the state it reached, delivery states only move forward.
@@ -391,6 +460,7 @@ impl SessionStore {
                 l.delivery = l.delivery.max(earlier.delivery);
             }
             batch.insert(key(LINK, &[message_id.as_bytes()]), enc(&l)?);
+            batch.insert(link_time_key(message_id.as_bytes(), &l), &[]);
         }
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -404,8 +474,10 @@ impl SessionStore {
     }
 
     pub fn put_link(&self, message_id: &str, link: &MessageLink) -> Result<(), StoreError> {
-        self.tree
-            .insert(key(LINK, &[message_id.as_bytes()]), enc(link)?)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key(LINK, &[message_id.as_bytes()]), enc(link)?);
+        batch.insert(link_time_key(message_id.as_bytes(), link), &[]);
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -527,23 +599,36 @@ impl SessionStore {
     /// session, and a retry with it starts a new one (it is older than the retention period).
     pub fn purge_completed_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for item in self.tree.scan_prefix([SESSION]) {
-            let (k, v) = item?;
-            let r: SessionRecord = dec(&v)?;
-            if !r.is_active() && r.updated_at < cutoff {
-                self.tree.remove(k)?;
+        let end = |prefix| timed_key(prefix, cutoff.timestamp_millis(), &[]);
+        for item in self.tree.range(vec![ENDED]..end(ENDED)) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[9..]).into_owned();
+            let mut batch = sled::Batch::default();
+            batch.remove(&k);
+            // A session written again since has a later index entry of its own.
+            if self
+                .get(&id)?
+                .is_some_and(|r| !r.is_active() && r.updated_at < cutoff)
+            {
+                batch.remove(key(SESSION, &[id.as_bytes()]));
                 removed += 1;
             }
+            self.tree.apply_batch(batch)?;
         }
         // Outbox entries that are finished (sent, failed or skipped) and old.
-        for item in self.tree.scan_prefix([OUTBOX]) {
-            let (k, v) = item?;
-            let e: OutboxEntry = dec(&v)?;
-            let finished = matches!(e.state, OutboxState::Done | OutboxState::Failed { .. });
-            if finished && e.created_at < cutoff {
-                self.tree.remove(k)?;
+        for item in self.tree.range(vec![FINISHED]..end(FINISHED)) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[9..]).into_owned();
+            let mut batch = sled::Batch::default();
+            batch.remove(&k);
+            if self
+                .outbox_entry(&id)?
+                .is_some_and(|e| matches!(e.state, OutboxState::Done | OutboxState::Failed { .. }))
+            {
+                batch.remove(key(OUTBOX, &[id.as_bytes()]));
                 removed += 1;
             }
+            self.tree.apply_batch(batch)?;
         }
         // Statuses parked for messages whose link never came (not ours, or long gone): a day is
         // far longer than a send call can take.
@@ -557,13 +642,13 @@ impl SessionStore {
             }
         }
         // Delivery links of old messages.
-        for item in self.tree.scan_prefix([LINK]) {
-            let (k, v) = item?;
-            let l: MessageLink = dec(&v)?;
-            if l.sent_at < cutoff {
-                self.tree.remove(k)?;
-                removed += 1;
-            }
+        for item in self.tree.range(vec![LINK_TIME]..end(LINK_TIME)) {
+            let (k, _) = item?;
+            let mut batch = sled::Batch::default();
+            batch.remove(&k);
+            batch.remove(key(LINK, &[&k[9..]]));
+            self.tree.apply_batch(batch)?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -572,6 +657,90 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(id: &str, created_at: DateTime<Utc>) -> OutboxEntry {
+        OutboxEntry {
+            id: id.into(),
+            session_id: None,
+            to: "15550001111".into(),
+            payload: OutboxPayload::Text { text: "hi".into() },
+            attempts: 0,
+            created_at,
+            due_ms: created_at.timestamp_millis(),
+            state: OutboxState::Pending,
+            use_template: false,
+        }
+    }
+
+    fn link(entry_id: &str, sent_at: DateTime<Utc>) -> MessageLink {
+        MessageLink {
+            session_id: None,
+            entry_id: entry_id.into(),
+            delivery: Delivery::Accepted,
+            sent_at,
+            tracked: false,
+        }
+    }
+
+    #[test]
+    fn in_flight_and_purge_go_through_the_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let store = SessionStore::open(&db).expect("open");
+        let old = Utc::now() - chrono::Duration::days(40);
+        let (mut a, mut b) = (entry("a", old), entry("b", Utc::now()));
+        store
+            .apply(StepWrite {
+                outbox: vec![a.clone(), b.clone()],
+                ..StepWrite::default()
+            })
+            .expect("apply");
+        a.state = OutboxState::InFlight;
+        store.update_outbox(&a, a.due_ms, None).expect("claim");
+        assert_eq!(store.in_flight().expect("in flight"), vec![a.clone()]);
+        a.state = OutboxState::Done;
+        store
+            .update_outbox(&a, a.due_ms, Some(("wamid.a", &link("a", old))))
+            .expect("done");
+        b.state = OutboxState::Done;
+        store
+            .update_outbox(&b, b.due_ms, Some(("wamid.b", &link("b", Utc::now()))))
+            .expect("done");
+        assert!(store.in_flight().expect("in flight").is_empty());
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
+        assert!(store.outbox_entry("a").expect("read").is_none());
+        assert!(store.link("wamid.a").expect("read").is_none());
+        assert!(store.outbox_entry("b").expect("read").is_some());
+        assert!(store.link("wamid.b").expect("read").is_some());
+    }
+
+    #[test]
+    fn a_store_from_before_the_indexes_is_indexed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let old = Utc::now() - chrono::Duration::days(40);
+        {
+            // Written as earlier versions did: records only, no index entries.
+            let tree = db.open_tree("runtime").expect("tree");
+            let mut e = entry("a", old);
+            e.state = OutboxState::InFlight;
+            tree.insert(key(OUTBOX, &[b"a"]), enc(&e).expect("enc"))
+                .expect("insert");
+            let mut f = entry("f", old);
+            f.state = OutboxState::Failed { reason: "x".into() };
+            tree.insert(key(OUTBOX, &[b"f"]), enc(&f).expect("enc"))
+                .expect("insert");
+            tree.insert(key(LINK, &[b"wamid.f"]), enc(&link("f", old)).expect("enc"))
+                .expect("insert");
+        }
+        let store = SessionStore::open(&db).expect("open");
+        assert_eq!(store.in_flight().expect("in flight").len(), 1);
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
+        assert!(store.outbox_entry("f").expect("read").is_none());
+        assert!(store.outbox_entry("a").expect("read").is_some());
+    }
 
     #[test]
     fn timer_keys_sort_by_due_time() {
