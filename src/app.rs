@@ -37,8 +37,6 @@ const TIMER_POLL: Duration = Duration::from_millis(200);
 const FLOW_POLL: Duration = Duration::from_secs(2);
 /// Time allowed to receive a request's head (method, path and headers).
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
-/// Global WhatsApp send rate (messages per second).
-const SENDS_PER_SECOND: u32 = 80;
 /// Timeout of merchant callbacks and hooks.
 const MERCHANT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a customer who matches no session and no keyword is told.
@@ -176,7 +174,7 @@ impl Application {
             inbox.clone(),
             transport,
             merchant,
-            SENDS_PER_SECOND,
+            settings.sends_per_second,
         ));
         let api = ApiState {
             runtime: runtime.clone(),

@@ -16,6 +16,10 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 /// Default service-wide ceiling on codes sent per hour.
 pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = 1000;
+/// Meta's default throughput for a business number …
+pub const DEFAULT_SENDS_PER_SECOND: u32 = 80;
+/// … and the most it is ever upgraded to.
+pub const MAX_SENDS_PER_SECOND: u32 = 1000;
 
 /// Everything the server needs to know, resolved and checked.
 #[derive(Debug, Clone)]
@@ -39,6 +43,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Codes the whole service may send per clock hour (a spend breaker against pumping).
     pub otp_sends_per_hour: u32,
+    /// Messages per second the business number may send (Meta: 80 by default, up to 1,000
+    /// once upgraded; inbound messages count against the same budget).
+    pub sends_per_second: u32,
     /// Phone number prefixes that may receive codes (`+91`, `+4420`); empty allows all.
     pub otp_allowed_prefixes: Vec<String>,
     /// How long finished sessions and their records are kept.
@@ -77,6 +84,7 @@ struct FileSettings {
     log: Option<String>,
     log_format: Option<String>,
     otp_sends_per_hour: Option<u32>,
+    sends_per_second: Option<u32>,
     otp_allowed_prefixes: Option<StringOrList>,
     retention_days: Option<u32>,
 }
@@ -124,6 +132,10 @@ impl FileSettings {
             self.otp_sends_per_hour.map(|n| n.to_string()),
         );
         put("RETENTION_DAYS", self.retention_days.map(|n| n.to_string()));
+        put(
+            "SENDS_PER_SECOND",
+            self.sends_per_second.map(|n| n.to_string()),
+        );
         put(
             "OTP_ALLOWED_PREFIXES",
             self.otp_allowed_prefixes.map(|k| match k {
@@ -201,6 +213,19 @@ impl Settings {
                         message: format!("`{n}` is not a positive whole number"),
                     })?,
                 None => DEFAULT_OTP_SENDS_PER_HOUR,
+            },
+            sends_per_second: match get("WAOTP_SENDS_PER_SECOND") {
+                Some(n) => n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_SENDS_PER_SECOND).contains(n))
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_SENDS_PER_SECOND",
+                        message: format!(
+                            "`{n}` is not a whole number from 1 to {MAX_SENDS_PER_SECOND}"
+                        ),
+                    })?,
+                None => DEFAULT_SENDS_PER_SECOND,
             },
             otp_allowed_prefixes: get("WAOTP_OTP_ALLOWED_PREFIXES")
                 .map(|p| {

@@ -169,7 +169,16 @@ fn sandbox_of(state: &ApiState) -> Result<&SandboxRecorder, ApiError> {
 #[derive(Deserialize)]
 struct MessagesQuery {
     to: String,
+    /// Wait until at least this many messages are recorded …
+    #[serde(default)]
+    min: usize,
+    /// … for up to this many seconds (at most 30).
+    #[serde(default)]
+    wait: u64,
 }
+
+/// Longest wait a listing may ask for.
+const MAX_LISTING_WAIT_SECS: u64 = 30;
 
 async fn sandbox_messages(
     req: HttpRequest,
@@ -184,7 +193,11 @@ async fn sandbox_messages(
             "`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL)",
         )
     })?;
-    let messages = recorder.messages(&customer).map_err(ApiError::internal)?;
+    let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
+    let messages = recorder
+        .messages_when(&customer, query.min, wait)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
 }
 

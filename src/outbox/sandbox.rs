@@ -9,11 +9,17 @@ use crate::whatsapp::{Outgoing, SendRequest};
 use chrono::Utc;
 use rand::rngs::OsRng;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Records outbound messages in the store.
 pub struct SandboxRecorder {
     sessions: SessionStore,
     sealer: CodeSealer,
+    /// Listings waiting for a customer's next message (`wait=` on the listing route).
+    watchers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl std::fmt::Debug for SandboxRecorder {
@@ -24,7 +30,56 @@ impl std::fmt::Debug for SandboxRecorder {
 
 impl SandboxRecorder {
     pub fn new(sessions: SessionStore, sealer: CodeSealer) -> SandboxRecorder {
-        SandboxRecorder { sessions, sealer }
+        SandboxRecorder {
+            sessions,
+            sealer,
+            watchers: Mutex::default(),
+        }
+    }
+
+    /// Waits (up to `wait`) until at least `min` messages to `customer` are recorded, then
+    /// lists them as [`SandboxRecorder::messages`] does.
+    pub async fn messages_when(
+        &self,
+        customer: &str,
+        min: usize,
+        wait: Duration,
+    ) -> Result<Vec<Value>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = self
+                .watchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(customer.to_owned())
+                .or_default()
+                .clone();
+            let (messages, done) = {
+                // Registered before reading, so a message recorded in between still wakes us.
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let messages = self.messages(customer);
+                let done = !matches!(&messages, Ok(m) if m.len() < min)
+                    || tokio::time::Instant::now() >= deadline;
+                if !done {
+                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                }
+                (messages, done)
+            };
+            drop(notify);
+            let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            if watchers
+                .get(customer)
+                .is_some_and(|n| Arc::strong_count(n) == 1)
+            {
+                watchers.remove(customer);
+            }
+            drop(watchers);
+            if done {
+                return messages;
+            }
+        }
     }
 
     /// Records what would have been sent; returns a made-up WhatsApp message id.
@@ -98,6 +153,14 @@ impl SandboxRecorder {
         }
         self.sessions
             .record_sandbox(&request.to, now, &entry.id, &body)?;
+        if let Some(notify) = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(request.to.trim_start_matches('+'))
+        {
+            notify.notify_waiters();
+        }
         Ok(message_id)
     }
 

@@ -124,7 +124,7 @@ struct State {
     /// Digests of recent events (older ones are in the dedupe tree) …
     dedupe: HashMap<[u8; 16], i64>,
     /// … in recording order, for moving them.
-    recent: std::collections::VecDeque<(u64, [u8; 16], i64)>,
+    recent: std::collections::VecDeque<Recent>,
     /// Every event up to this sequence number is on disk in the journal.
     written_through: Option<u64>,
     /// A rotation asked for by an operator or a test.
@@ -199,6 +199,25 @@ impl Drop for InboundLog {
 fn seal_slot(seq: u64) -> [u8; 9] {
     let mut k = [b'l'; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A recent event's dedupe record, in memory until it moves to the tree.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    seq: u64,
+    digest: [u8; 16],
+    received_at: i64,
+    event_ts: i64,
+}
+
+/// Where a dedupe digest is kept in the tree: under WhatsApp's timestamp of the event, which
+/// every redelivery repeats. Keys then arrive in time order (sled keeps such a tree compact in
+/// memory, unlike one of random digests) and expired ones are a range at the front.
+fn index_key(event_ts: i64, digest: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0; 24];
+    k[..8].copy_from_slice(&event_ts.max(0).to_be_bytes());
+    k[8..].copy_from_slice(digest);
     k
 }
 
@@ -289,6 +308,7 @@ impl InboundLog {
                 Record::Event {
                     seq,
                     received_at,
+                    event_ts,
                     dedupe_key,
                     offset,
                     len,
@@ -297,7 +317,12 @@ impl InboundLog {
                     if moved_through.map_or(true, |m| seq > m) {
                         let d = digest(dedupe_key);
                         state.dedupe.insert(d, received_at);
-                        state.recent.push_back((seq, d, received_at));
+                        state.recent.push_back(Recent {
+                            seq,
+                            digest: d,
+                            received_at,
+                            event_ts,
+                        });
                     }
                     if seq >= floor {
                         state.pending.insert(
@@ -411,18 +436,35 @@ impl InboundLog {
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
-        if st.dedupe.contains_key(&digest) || self.shared.index.contains_key(digest)? {
+        let event_ts = event.timestamp();
+        if st.dedupe.contains_key(&digest)
+            || self
+                .shared
+                .index
+                .contains_key(index_key(event_ts, &digest))?
+        {
             return Ok(Recorded::Duplicate);
         }
         let seq = st.next_seq;
         st.next_seq += 1;
         let sealed = self.shared.sealer.seal(&plain, &seal_slot(seq));
         let offset = st.buffer.len();
-        journal::put_event(&mut st.buffer, seq, now, key.as_bytes(), &sealed);
+        journal::put_event(
+            &mut st.buffer,
+            seq,
+            (now, event_ts),
+            key.as_bytes(),
+            &sealed,
+        );
         let len = st.buffer.len() - offset;
         st.appended += len as u64;
         st.dedupe.insert(digest, now);
-        st.recent.push_back((seq, digest, now));
+        st.recent.push_back(Recent {
+            seq,
+            digest,
+            received_at: now,
+            event_ts,
+        });
         st.pending.insert(seq, None);
         st.unwritten.push(Unwritten {
             seq,
@@ -506,10 +548,20 @@ impl InboundLog {
     }
 
     /// Whether an event with this dedupe key has been recorded.
+    /// Whether an event with this dedupe key has been recorded (searches the whole dedupe
+    /// tree: for tests and operators; recording looks up by timestamp).
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         let d = digest(dedupe_key.as_bytes());
-        let st = self.shared.lock();
-        Ok(st.dedupe.contains_key(&d) || self.shared.index.contains_key(d)?)
+        if self.shared.lock().dedupe.contains_key(&d) {
+            return Ok(true);
+        }
+        for item in self.shared.index.iter() {
+            let (k, _) = item?;
+            if k.len() == 24 && k[8..] == d {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Closes the current segment at the next write (operators, tests).
@@ -635,7 +687,7 @@ impl InboundLog {
         let mut st = self.shared.lock();
         let before = st.dedupe.len();
         st.dedupe.retain(|_, at| *at >= cutoff);
-        st.recent.retain(|(_, _, at)| *at >= cutoff);
+        st.recent.retain(|r| r.received_at >= cutoff);
         let mut removed = before - st.dedupe.len();
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
         let segments = std::mem::take(&mut st.segments);
@@ -653,29 +705,29 @@ impl InboundLog {
         st.segments = keep;
         drop(st);
         for segment in &doomed {
-            let bytes = std::fs::read(&segment.path)
-                .map_err(|e| io_error("cannot read", &segment.path, e))?;
-            let mut batch = sled::Batch::default();
-            let mut lookups = Vec::new();
-            journal::read_segment(&bytes, |r| {
-                if let Record::Event { dedupe_key, .. } = r {
-                    lookups.push(digest(dedupe_key));
-                }
-            });
-            for d in lookups {
-                // Only this old record: the same id may have been accepted again since.
-                let old = self.shared.index.get(d)?.is_some_and(|v| {
-                    <[u8; 8]>::try_from(v.as_ref()).is_ok_and(|b| i64::from_be_bytes(b) < cutoff)
-                });
-                if old {
-                    batch.remove(&d[..]);
-                }
-                removed += 1;
-            }
-            self.shared.index.apply_batch(batch)?;
             std::fs::remove_file(&segment.path)
                 .map_err(|e| io_error("cannot remove", &segment.path, e))?;
+            removed += segment.events;
         }
+        // Dedupe records in the tree: a range by WhatsApp's timestamp, each checked against
+        // our own receive time (a skewed timestamp does not shorten the 7 days).
+        let end = index_key(cutoff, &[0; 16]);
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in self.shared.index.range(..end.as_slice()) {
+            let (k, v) = item?;
+            let received = <[u8; 8]>::try_from(v.as_ref()).map_or(i64::MIN, i64::from_be_bytes);
+            if k.len() == 24 && received < cutoff {
+                batch.remove(k);
+                in_batch += 1;
+                removed += 1;
+            }
+            if in_batch == 10_000 {
+                self.shared.index.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        self.shared.index.apply_batch(batch)?;
         if !doomed.is_empty() {
             journal::sync_dir(&self.shared.dir)
                 .map_err(|e| io_error("cannot sync", &self.shared.dir, e))?;
@@ -767,7 +819,13 @@ fn migrate(db: &sled::Db, sealer: &RecordSealer, dir: &Path) -> Result<(), Store
             let stored: StoredEvent =
                 serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let key = stored.event.dedupe_key();
-            journal::put_event(&mut bytes, seq, stored.received_at, key.as_bytes(), &sealed);
+            journal::put_event(
+                &mut bytes,
+                seq,
+                (stored.received_at, stored.event.timestamp()),
+                key.as_bytes(),
+                &sealed,
+            );
             if !pending.contains(&seq) {
                 handled.push(seq);
             }
@@ -833,12 +891,12 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
         let mut st = shared.lock();
         let through = st.written_through;
         let mut moving = Vec::new();
-        while let Some(&(seq, d, at)) = st.recent.front() {
-            if at > now - RECENT_SECS || through.map_or(true, |t| seq > t) {
+        while let Some(&r) = st.recent.front() {
+            if r.received_at > now - RECENT_SECS || through.map_or(true, |t| r.seq > t) {
                 break;
             }
             st.recent.pop_front();
-            moving.push((seq, d, at));
+            moving.push(r);
         }
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
         if moving.is_empty() && st.floor_written == Some(floor) {
@@ -848,11 +906,14 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
         (moving, floor)
     };
     let mut batch = sled::Batch::default();
-    for (_, d, at) in &moving {
-        batch.insert(&d[..], &at.to_be_bytes());
+    for r in &moving {
+        batch.insert(
+            &index_key(r.event_ts, &r.digest)[..],
+            &r.received_at.to_be_bytes(),
+        );
     }
-    if let Some((seq, _, _)) = moving.last() {
-        batch.insert(MOVED_THROUGH, &seq.to_be_bytes());
+    if let Some(r) = moving.last() {
+        batch.insert(MOVED_THROUGH, &r.seq.to_be_bytes());
     }
     batch.insert(HANDLED_FLOOR, &floor.to_be_bytes());
     if let Err(e) = shared.index.apply_batch(batch) {
@@ -864,8 +925,8 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
         return Err(e.into());
     }
     let mut st = shared.lock();
-    for (_, d, _) in &moving {
-        st.dedupe.remove(d);
+    for r in &moving {
+        st.dedupe.remove(&r.digest);
     }
     Ok(())
 }
@@ -1141,9 +1202,10 @@ mod tests {
         log.rotate();
         log.record(&text("wamid.new"), 1_000).expect("r");
         log.checkpoint_now().expect("checkpoint");
-        // The old segment still holds an unhandled event: nothing of it goes.
+        // Old dedupe records go; the old segment stays, as it holds an unhandled event.
         log.purge_before(500).expect("purge");
-        assert!(log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
+        assert!(!log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
+        assert!(log.seen(&text("wamid.new").dedupe_key()).expect("seen"));
         assert_eq!(log.len(), 3);
         assert_eq!(log.pending_len(), 2);
 
@@ -1199,6 +1261,12 @@ mod tests {
             assert!(log
                 .seen(&text(&format!("wamid.{i}")).dedupe_key())
                 .expect("seen"));
+            // Found by recording too, through the tree (the digests moved out of memory).
+            assert_eq!(
+                log.record(&text(&format!("wamid.{i}")), 300)
+                    .expect("again"),
+                Recorded::Duplicate
+            );
         }
         let pending = log.pending().expect("pending");
         assert_eq!(pending.len(), 1);

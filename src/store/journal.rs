@@ -4,7 +4,8 @@
 //! A segment is `<first sequence number, 16 hex digits>.log` and starts with an 8-byte magic.
 //! Each record is `length: u32 LE | crc32: u32 LE | payload`, the checksum covering the payload.
 //! A payload is one of:
-//! - `1 | seq: u64 | received_at: i64 | key length: u16 | dedupe key | sealed event`;
+//! - `1 | seq: u64 | received_at: i64 | WhatsApp's timestamp: i64 | key length: u16 | dedupe
+//!   key | sealed event`;
 //! - `2 | seq: u64 …`: events handled (their effects are on disk), not to be replayed.
 //!
 //! A crash can tear only the last record of the last segment (records are acknowledged after the
@@ -25,6 +26,8 @@ pub enum Record<'a> {
     Event {
         seq: u64,
         received_at: i64,
+        /// The timestamp WhatsApp put on the event (the same in every redelivery).
+        event_ts: i64,
         dedupe_key: &'a [u8],
         sealed: &'a [u8],
         /// Where the whole framed record starts in its segment, and its length.
@@ -35,7 +38,13 @@ pub enum Record<'a> {
 }
 
 /// Appends a framed event record to `out`.
-pub fn put_event(out: &mut Vec<u8>, seq: u64, received_at: i64, key: &[u8], sealed: &[u8]) {
+pub fn put_event(
+    out: &mut Vec<u8>,
+    seq: u64,
+    (received_at, event_ts): (i64, i64),
+    key: &[u8],
+    sealed: &[u8],
+) {
     let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
     let key = &key[..usize::from(key_len)];
     let start = out.len();
@@ -43,6 +52,7 @@ pub fn put_event(out: &mut Vec<u8>, seq: u64, received_at: i64, key: &[u8], seal
     out.push(EVENT);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&received_at.to_le_bytes());
+    out.extend_from_slice(&event_ts.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(sealed);
@@ -77,12 +87,14 @@ fn parse_payload(payload: &[u8], offset: u64, len: u32) -> Option<Record<'_>> {
         EVENT => {
             let seq = u64_at(payload, 1)?;
             let received_at = u64_at(payload, 9)? as i64;
-            let key_len = usize::from(u16::from_le_bytes(payload.get(17..19)?.try_into().ok()?));
-            let dedupe_key = payload.get(19..19 + key_len)?;
-            let sealed = payload.get(19 + key_len..)?;
+            let event_ts = u64_at(payload, 17)? as i64;
+            let key_len = usize::from(u16::from_le_bytes(payload.get(25..27)?.try_into().ok()?));
+            let dedupe_key = payload.get(27..27 + key_len)?;
+            let sealed = payload.get(27 + key_len..)?;
             Some(Record::Event {
                 seq,
                 received_at,
+                event_ts,
                 dedupe_key,
                 sealed,
                 offset,
@@ -178,9 +190,15 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
-        put_event(&mut bytes, 7, 1_700_000_000, b"m\0wamid.a", b"sealed-a");
+        put_event(
+            &mut bytes,
+            7,
+            (1_700_000_000, 1_699_999_990),
+            b"m\0wamid.a",
+            b"sealed-a",
+        );
         put_handled(&mut bytes, &[3, 7]);
-        put_event(&mut bytes, 8, -1, b"", b"");
+        put_event(&mut bytes, 8, (-1, 0), b"", b"");
         bytes
     }
 

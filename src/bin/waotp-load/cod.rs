@@ -68,22 +68,24 @@ impl Driver {
         Ok(v)
     }
 
+    /// Waits for the code message: each listing waits server-side (`min`, `wait`) for one more
+    /// message than the last one saw, so nobody polls in a loop.
     async fn code_for(&self, to: &str, deadline: Instant) -> anyhow::Result<String> {
-        let url = format!(
-            "{}/v1/sandbox/messages?to=%2B{}",
-            self.opts.base,
-            to.trim_start_matches('+')
-        );
+        let mut seen = 0;
         loop {
+            let url = format!(
+                "{}/v1/sandbox/messages?to=%2B{}&min={}&wait=10",
+                self.opts.base,
+                to.trim_start_matches('+'),
+                seen + 1
+            );
             let v: Value = self.auth(self.http.get(&url)).send().await?.json().await?;
-            if let Some(code) = v["messages"]
-                .as_array()
-                .and_then(|m| m.iter().find_map(|m| m["code"].as_str()))
-            {
+            let messages = v["messages"].as_array().cloned().unwrap_or_default();
+            if let Some(code) = messages.iter().find_map(|m| m["code"].as_str()) {
                 return Ok(code.to_owned());
             }
             anyhow::ensure!(Instant::now() < deadline, "no code for {to}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            seen = messages.len();
         }
     }
 
