@@ -83,8 +83,17 @@ pub struct Outbox {
     merchant: MerchantClient,
     rate: RateLimit,
     parallel: Arc<Semaphore>,
-    /// Recipients with a delivery task running: their later entries wait for it.
-    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Recipients with a delivery task running (their later entries wait for it), and the
+    /// entries those tasks hold (not read again meanwhile).
+    busy: std::sync::Mutex<Busy>,
+    /// When the outbox depth gauge was last counted.
+    depth_counted: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+#[derive(Debug, Default)]
+struct Busy {
+    recipients: std::collections::HashSet<String>,
+    entries: std::collections::HashSet<String>,
 }
 
 /// What became of one delivery attempt.
@@ -122,6 +131,7 @@ impl Outbox {
             rate: RateLimit::new(sends_per_second),
             parallel: Arc::new(Semaphore::new(32)),
             busy: Default::default(),
+            depth_counted: Default::default(),
         }
     }
 
@@ -175,13 +185,27 @@ impl Outbox {
     async fn dispatch_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         // Busy recipients are read before the due entries: a recipient not busy now gets no
         // task until this pass starts one, so its entries below are fresh.
-        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (busy, held) = {
+            let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            (b.recipients.clone(), b.entries.clone())
+        };
         let sessions = self.runtime.sessions();
-        let due = sessions.due_outbox(Utc::now(), 256)?;
-        self.runtime
-            .metrics
-            .outbox_depth
-            .set(sessions.outbox_depth() as i64);
+        let due = sessions.due_outbox_except(Utc::now(), 256, &held)?;
+        // Counting the queue reads all of it: twice a second is enough for a gauge.
+        let count_depth = {
+            let mut at = self.depth_counted.lock().unwrap_or_else(|p| p.into_inner());
+            let due_again = at.map_or(true, |t| t.elapsed() >= Duration::from_millis(500));
+            if due_again {
+                *at = Some(std::time::Instant::now());
+            }
+            due_again
+        };
+        if count_depth {
+            self.runtime
+                .metrics
+                .outbox_depth
+                .set(sessions.outbox_depth() as i64);
+        }
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
         // either order.
@@ -198,18 +222,23 @@ impl Outbox {
         let started = by_recipient.len();
         for (to, entries) in by_recipient {
             let permit = self.parallel.clone().acquire_owned().await;
-            self.busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(to.clone());
+            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            {
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                busy.recipients.insert(to.clone());
+                busy.entries.extend(ids.iter().cloned());
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 this.deliver_in_order(entries).await;
-                this.busy
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&to);
+                {
+                    let mut busy = this.busy.lock().unwrap_or_else(|p| p.into_inner());
+                    busy.recipients.remove(&to);
+                    for id in &ids {
+                        busy.entries.remove(id);
+                    }
+                }
                 this.runtime.outbox_wake.notify_one();
             });
         }

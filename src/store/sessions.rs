@@ -399,11 +399,26 @@ impl SessionStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.due_outbox_except(now, limit, &Default::default())
+    }
+
+    /// Like [`SessionStore::due_outbox`], without reading the entries named in `skip` (those a
+    /// sender already holds).
+    pub fn due_outbox_except(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        skip: &std::collections::HashSet<String>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let end = timed_key(QUEUE, now.timestamp_millis().saturating_add(1), &[]);
         let mut out = Vec::new();
         for item in self.tree.range(vec![QUEUE]..end).take(limit) {
             let (k, _) = item?;
-            if let Some(e) = self.outbox_entry(&String::from_utf8_lossy(&k[9..]))? {
+            let id = String::from_utf8_lossy(&k[9..]);
+            if skip.contains(id.as_ref()) {
+                continue;
+            }
+            if let Some(e) = self.outbox_entry(&id)? {
                 out.push(e);
             } else {
                 self.tree.remove(k)?;
