@@ -40,7 +40,7 @@ fn record(c: &mut Criterion) {
                     .events
                     .remove(0)
             },
-            |event| store.inbound().record(&event, 1_700_000_000),
+            |event| store.inbound().record(&event, chrono::Utc::now().timestamp()),
             BatchSize::SmallInput,
         )
     });
