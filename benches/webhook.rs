@@ -40,7 +40,11 @@ fn record(c: &mut Criterion) {
                     .events
                     .remove(0)
             },
-            |event| store.inbound().record(&event, chrono::Utc::now().timestamp()),
+            |event| {
+                store
+                    .inbound()
+                    .record(&event, chrono::Utc::now().timestamp())
+            },
             BatchSize::SmallInput,
         )
     });

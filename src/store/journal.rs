@@ -264,4 +264,70 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Rec {
+            Event(u64, i64, Vec<u8>, Vec<u8>),
+            Handled(Vec<u64>),
+        }
+
+        fn rec() -> impl Strategy<Value = Rec> {
+            prop_oneof![
+                (
+                    any::<u64>(),
+                    any::<i64>(),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    proptest::collection::vec(any::<u8>(), 0..200)
+                )
+                    .prop_map(|(s, t, k, v)| Rec::Event(s, t, k, v)),
+                proptest::collection::vec(any::<u64>(), 0..10).prop_map(Rec::Handled),
+            ]
+        }
+
+        fn encode(records: &[Rec]) -> (Vec<u8>, Vec<usize>) {
+            let mut bytes = MAGIC.to_vec();
+            let mut ends = Vec::new();
+            for r in records {
+                match r {
+                    Rec::Event(seq, t, k, v) => put_event(&mut bytes, *seq, (*t, *t), k, v),
+                    Rec::Handled(seqs) => put_handled(&mut bytes, seqs),
+                }
+                ends.push(bytes.len());
+            }
+            (bytes, ends)
+        }
+
+        proptest! {
+            /// Whatever the bytes, reading never panics and reports a sound prefix.
+            #[test]
+            fn arbitrary_bytes_are_refused_without_panic(
+                tail in proptest::collection::vec(any::<u8>(), 0..2000)
+            ) {
+                let mut bytes = MAGIC.to_vec();
+                bytes.extend_from_slice(&tail);
+                let sound = read_segment(&bytes, |_| {});
+                prop_assert!(sound <= bytes.len());
+                prop_assert!(sound >= MAGIC.len());
+            }
+
+            /// Cut anywhere, a segment reads back exactly the records written before the cut.
+            #[test]
+            fn a_cut_keeps_exactly_the_whole_records_before_it(
+                records in proptest::collection::vec(rec(), 0..12),
+                cut in any::<proptest::sample::Index>()
+            ) {
+                let (bytes, ends) = encode(&records);
+                let at = MAGIC.len() + cut.index(bytes.len() - MAGIC.len() + 1);
+                let whole = ends.iter().filter(|e| **e <= at).count();
+                let mut n = 0;
+                let sound = read_segment(&bytes[..at], |_| n += 1);
+                prop_assert_eq!(n, whole);
+                prop_assert_eq!(sound, if whole == 0 { MAGIC.len() } else { ends[whole - 1] });
+            }
+        }
+    }
 }
