@@ -415,6 +415,19 @@ mod tests {
     }
 
     #[test]
+    fn send_rate_defaults_to_meta_default_and_stays_within_its_maximum() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults");
+        assert_eq!(s.sends_per_second, DEFAULT_SENDS_PER_SECOND);
+        let s = Settings::from_vars(vars(&[("WAOTP_SENDS_PER_SECOND", "1000")])).expect("valid");
+        assert_eq!(s.sends_per_second, 1000);
+        for bad in ["0", "1001", "fast", "-5"] {
+            let err = Settings::from_vars(vars(&[("WAOTP_SENDS_PER_SECOND", bad)]))
+                .expect_err("out of range");
+            assert!(err.to_string().contains("WAOTP_SENDS_PER_SECOND"), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = Settings::from_vars(vars(&[("WAOTP_LISTEN", "nowhere")])).expect_err("bad");
         assert!(err.to_string().contains("WAOTP_LISTEN"));
