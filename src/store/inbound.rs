@@ -615,18 +615,16 @@ impl InboundLog {
         Ok(())
     }
 
+    fn segment_paths(&self) -> Vec<PathBuf> {
+        let st = self.shared.lock();
+        st.segments.iter().map(|s| s.path.clone()).collect()
+    }
+
     /// Every logged event, oldest first (reads every segment: for tests and operators).
     pub fn all(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
         self.sync()?;
-        let paths: Vec<PathBuf> = self
-            .shared
-            .lock()
-            .segments
-            .iter()
-            .map(|s| s.path.clone())
-            .collect();
         let mut out = Vec::new();
-        for path in paths {
+        for path in self.segment_paths() {
             let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
             let mut sealed = Vec::new();
             journal::read_segment(&bytes, |record| {
@@ -646,15 +644,8 @@ impl InboundLog {
         if self.sync().is_err() {
             return 0;
         }
-        let paths: Vec<PathBuf> = self
-            .shared
-            .lock()
-            .segments
-            .iter()
-            .map(|s| s.path.clone())
-            .collect();
         let mut n = 0;
-        for path in paths {
+        for path in self.segment_paths() {
             if let Ok(bytes) = std::fs::read(&path) {
                 journal::read_segment(&bytes, |r| {
                     if matches!(r, Record::Event { .. }) {
