@@ -53,14 +53,11 @@ impl GroupCommit {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let started = Instant::now();
-                    let handled = marks.as_ref().map(|m| m.take()).unwrap_or_default();
-                    let result = db.flush().map(drop).map_err(Arc::new);
-                    if let Some(marks) = &marks {
-                        match &result {
-                            Ok(()) => marks.flushed(handled),
-                            Err(_) => marks.restore(handled),
-                        }
-                    }
+                    let flush = || db.flush().map(drop).map_err(Arc::new);
+                    let result = match &marks {
+                        Some(marks) => marks.around(flush),
+                        None => flush(),
+                    };
                     observe(FlushReport {
                         waiters: batch.len(),
                         seconds: started.elapsed().as_secs_f64(),

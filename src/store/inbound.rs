@@ -27,7 +27,7 @@ use crate::domain::InboundEvent;
 use crate::otp::RecordSealer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -122,9 +122,9 @@ struct Unwritten {
 struct State {
     next_seq: u64,
     /// Digests of recent events (older ones are in the dedupe tree) …
-    dedupe: HashMap<[u8; 16], i64>,
+    dedupe: HashSet<[u8; 16]>,
     /// … in recording order, for moving them.
-    recent: std::collections::VecDeque<Recent>,
+    recent: VecDeque<Recent>,
     /// Every event up to this sequence number is on disk in the journal.
     written_through: Option<u64>,
     /// A rotation asked for by an operator or a test.
@@ -258,7 +258,7 @@ impl InboundLog {
         let read_from = floor.min(moved_through.map_or(0, |m| m + 1));
         let mut state = State {
             next_seq: moved_through.map_or(0, |m| m + 1).max(floor),
-            dedupe: HashMap::new(),
+            dedupe: Default::default(),
             recent: Default::default(),
             written_through: None,
             rotate: false,
@@ -316,7 +316,7 @@ impl InboundLog {
                 } => {
                     if moved_through.map_or(true, |m| seq > m) {
                         let d = digest(dedupe_key);
-                        state.dedupe.insert(d, received_at);
+                        state.dedupe.insert(d);
                         state.recent.push_back(Recent {
                             seq,
                             digest: d,
@@ -437,7 +437,7 @@ impl InboundLog {
             return Err(StoreError::Journal(failed.clone()));
         }
         let event_ts = event.timestamp();
-        if st.dedupe.contains_key(&digest)
+        if st.dedupe.contains(&digest)
             || self
                 .shared
                 .index
@@ -458,7 +458,7 @@ impl InboundLog {
         );
         let len = st.buffer.len() - offset;
         st.appended += len as u64;
-        st.dedupe.insert(digest, now);
+        st.dedupe.insert(digest);
         st.recent.push_back(Recent {
             seq,
             digest,
@@ -552,7 +552,7 @@ impl InboundLog {
     /// tree: for tests and operators; recording looks up by timestamp).
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         let d = digest(dedupe_key.as_bytes());
-        if self.shared.lock().dedupe.contains_key(&d) {
+        if self.shared.lock().dedupe.contains(&d) {
             return Ok(true);
         }
         for item in self.shared.index.iter() {
@@ -676,10 +676,15 @@ impl InboundLog {
     /// went.
     pub fn purge_before(&self, cutoff: i64) -> Result<usize, StoreError> {
         let mut st = self.shared.lock();
-        let before = st.dedupe.len();
-        st.dedupe.retain(|_, at| *at >= cutoff);
-        st.recent.retain(|r| r.received_at >= cutoff);
-        let mut removed = before - st.dedupe.len();
+        let (expired, recent): (VecDeque<Recent>, VecDeque<Recent>) =
+            std::mem::take(&mut st.recent)
+                .into_iter()
+                .partition(|r| r.received_at < cutoff);
+        st.recent = recent;
+        for r in &expired {
+            st.dedupe.remove(&r.digest);
+        }
+        let mut removed = expired.len();
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
         let segments = std::mem::take(&mut st.segments);
         let ends: Vec<u64> = segments.iter().skip(1).map(|s| s.first).collect();
@@ -845,33 +850,26 @@ impl std::fmt::Debug for HandledMarks {
 }
 
 impl HandledMarks {
-    /// The events marked handled so far; their effects are in sled (perhaps not on disk yet).
-    pub fn take(&self) -> Vec<u64> {
-        std::mem::take(&mut self.0.lock().handled)
-    }
-
-    /// After a successful sled flush: writes the marks taken before it.
-    pub fn flushed(&self, handled: Vec<u64>) {
-        if handled.is_empty() {
-            return;
-        }
+    /// Runs `flush` (a sled flush) and, if it succeeds, appends the marks of the events
+    /// handled before it began; if it fails, they wait for the next one.
+    pub fn around<T, E>(&self, flush: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let handled = std::mem::take(&mut self.0.lock().handled);
+        let result = flush();
         let mut st = self.0.lock();
-        if st.failed.is_some() {
-            return;
+        if result.is_err() {
+            st.handled.extend(handled);
+        } else if !handled.is_empty() && st.failed.is_none() {
+            let before = st.buffer.len();
+            for chunk in handled.chunks(HANDLED_PER_RECORD) {
+                journal::put_handled(&mut st.buffer, chunk);
+            }
+            // No wake-up: the marks ride with the next batch of events, or the idle write
+            // within a second. An extra `fdatasync` per sled flush would double the disk's
+            // work, and a mark lost in a crash only replays an event whose handling is
+            // idempotent.
+            st.appended += (st.buffer.len() - before) as u64;
         }
-        let before = st.buffer.len();
-        for chunk in handled.chunks(HANDLED_PER_RECORD) {
-            journal::put_handled(&mut st.buffer, chunk);
-        }
-        // No wake-up: the marks ride with the next batch of events, or the idle write within a
-        // second. An extra `fdatasync` per sled flush would double the disk's work, and a mark
-        // lost in a crash only replays an event whose handling is idempotent.
-        st.appended += (st.buffer.len() - before) as u64;
-    }
-
-    /// After a failed sled flush: the marks wait for the next one.
-    pub fn restore(&self, handled: Vec<u64>) {
-        self.0.lock().handled.extend(handled);
+        result
     }
 }
 
@@ -928,17 +926,11 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
-    let marks = HandledMarks(shared.clone());
-    let handled = marks.take();
-    if handled.is_empty() {
+    if shared.lock().handled.is_empty() {
         return;
     }
-    match db.flush() {
-        Ok(_) => marks.flushed(handled),
-        Err(e) => {
-            tracing::error!(error = %e, "checkpoint: flushing the database failed");
-            marks.restore(handled);
-        }
+    if let Err(e) = HandledMarks(shared.clone()).around(|| db.flush()) {
+        tracing::error!(error = %e, "checkpoint: flushing the database failed");
     }
 }
 
@@ -969,6 +961,10 @@ fn write_loop(shared: &Shared, mut file: File) {
             st.rotate = false;
         }
         let next_first = unwritten.first().map_or(st.next_seq, |u| u.seq);
+        let path = match st.segments.last() {
+            Some(current) if !rotate => current.path.clone(),
+            _ => journal::segment_path(&shared.dir, next_first),
+        };
         let base = if rotate {
             journal::MAGIC.len() as u64
         } else {
@@ -984,7 +980,6 @@ fn write_loop(shared: &Shared, mut file: File) {
                 if rotate {
                     file = create_segment(&shared.dir, next_first, &[])?;
                 }
-                let path = journal::segment_path(&shared.dir, next_first);
                 file.write_all(&batch)
                     .and_then(|()| file.sync_data())
                     .map_err(|e| io_error("cannot write", &path, e))
@@ -999,7 +994,7 @@ fn write_loop(shared: &Shared, mut file: File) {
                 if rotate {
                     st.segments.push(Segment {
                         first: next_first,
-                        path: journal::segment_path(&shared.dir, next_first),
+                        path: path.clone(),
                         newest: i64::MIN,
                         events: 0,
                         bytes: journal::MAGIC.len() as u64,
