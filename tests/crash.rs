@@ -63,14 +63,7 @@ async fn acknowledged_events_survive_sigkill() {
     assert_eq!(res.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = client
-            .get(format!("http://{address}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = common::metrics(&client, &format!("http://{address}")).await;
         if metrics.contains("waotp_inbound_pending 0") {
             assert!(
                 metrics.contains("waotp_events_deduplicated_total 1"),

@@ -261,15 +261,7 @@ fn kill9(child: &mut Child) {
 async fn quiesce(server: &Server) {
     loop {
         assert!(Instant::now() < server.deadline, "server never settled");
-        let metrics = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = common::metrics(&server.client, &server.url("")).await;
         if metrics.contains("waotp_inbound_pending 0\n")
             && metrics.contains("waotp_outbox_depth 0\n")
         {

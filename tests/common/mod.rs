@@ -161,3 +161,15 @@ pub fn spawn_serve(vars: HashMap<String, String>) -> (std::process::Child, Strin
         .expect("the server logged its address");
     (child, address)
 }
+
+/// The `/metrics` text of a server at `base` (`http://host:port`).
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}

@@ -151,15 +151,7 @@ impl Server {
     pub async fn settle(&self) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let metrics = self
-                .client
-                .get(format!("{}/metrics", self.base))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            let metrics = crate::common::metrics(&self.client, &self.base).await;
             if metrics.contains("waotp_inbound_pending 0") {
                 return;
             }
