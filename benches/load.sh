@@ -45,7 +45,7 @@ done
 
 echo "### (c) end-to-end COD verifications (API start, code out, code back, callback)"
 for i in $(seq "$RUNS"); do
-  pid=$(start_waotp "$work/cod-$i" 18182 WAOTP_OTP_SENDS_PER_HOUR=100000000 \
+  pid=$(start_waotp "$work/cod-$i" 18182 WAOTP_OTP_SENDS_PER_HOUR=1000000 \
     WAOTP_CALLBACK_URL=http://127.0.0.1:18099/callback)
   wait_ready http://127.0.0.1:18182/readyz
   $bin/waotp-load --scenario cod --base http://127.0.0.1:18182 --api-key bench-key \

@@ -15,7 +15,7 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
 /// Default retention of finished sessions, in days.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 /// Default service-wide ceiling on codes sent per hour.
-pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = 1000;
+pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = crate::otp::policy::DEFAULT_GLOBAL_SENDS_PER_HOUR;
 /// Meta's default throughput for a business number …
 pub const DEFAULT_SENDS_PER_SECOND: u32 = 80;
 /// … and the most it is ever upgraded to.
@@ -96,6 +96,16 @@ enum StringOrList {
     Many(Vec<String>),
 }
 
+impl StringOrList {
+    /// The comma-separated form the environment uses.
+    fn joined(self) -> String {
+        match self {
+            StringOrList::One(s) => s,
+            StringOrList::Many(v) => v.join(","),
+        }
+    }
+}
+
 impl FileSettings {
     /// Flattens the file into the same `WAOTP_*` keys as the environment.
     fn into_pairs(self) -> HashMap<String, String> {
@@ -114,13 +124,7 @@ impl FileSettings {
         put("PHONE_NUMBER_ID", self.phone_number_id);
         put("BUSINESS_NUMBER", self.business_number);
         put("GRAPH_URL", self.graph_url);
-        put(
-            "API_KEYS",
-            self.api_keys.map(|k| match k {
-                StringOrList::One(s) => s,
-                StringOrList::Many(v) => v.join(","),
-            }),
-        );
+        put("API_KEYS", self.api_keys.map(StringOrList::joined));
         put("CALLBACK_URL", self.callback_url);
         put("CALLBACK_SECRET", self.callback_secret);
         put("HOOK_BASE_URL", self.hook_base_url);
@@ -138,10 +142,7 @@ impl FileSettings {
         );
         put(
             "OTP_ALLOWED_PREFIXES",
-            self.otp_allowed_prefixes.map(|k| match k {
-                StringOrList::One(s) => s,
-                StringOrList::Many(v) => v.join(","),
-            }),
+            self.otp_allowed_prefixes.map(StringOrList::joined),
         );
         out
     }
@@ -207,10 +208,14 @@ impl Settings {
                 Some(n) => n
                     .parse()
                     .ok()
-                    .filter(|n| *n > 0)
+                    .filter(|n| crate::otp::policy::GLOBAL_CEILING_RANGE.contains(n))
                     .ok_or(ConfigError::Invalid {
                         name: "WAOTP_OTP_SENDS_PER_HOUR",
-                        message: format!("`{n}` is not a positive whole number"),
+                        message: format!(
+                            "`{n}` is not a whole number from {} to {}",
+                            crate::otp::policy::GLOBAL_CEILING_RANGE.start(),
+                            crate::otp::policy::GLOBAL_CEILING_RANGE.end()
+                        ),
                     })?,
                 None => DEFAULT_OTP_SENDS_PER_HOUR,
             },
@@ -290,9 +295,7 @@ impl Settings {
             }
         }
         for prefix in &self.otp_allowed_prefixes {
-            let digits = prefix.strip_prefix('+').unwrap_or_default();
-            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
+            if crate::otp::policy::prefix_digits(prefix).is_none() {
                 return Err(ConfigError::Invalid {
                     name: "WAOTP_OTP_ALLOWED_PREFIXES",
                     message: format!("`{prefix}` is not a phone number prefix such as +91"),
@@ -424,6 +427,15 @@ mod tests {
             let err = Settings::from_vars(vars(&[("WAOTP_SENDS_PER_SECOND", bad)]))
                 .expect_err("out of range");
             assert!(err.to_string().contains("WAOTP_SENDS_PER_SECOND"), "{err}");
+        }
+        // The code ceiling is held to the OTP policy's own range.
+        for bad in ["0", "1000001"] {
+            let err = Settings::from_vars(vars(&[("WAOTP_OTP_SENDS_PER_HOUR", bad)]))
+                .expect_err("out of range");
+            assert!(
+                err.to_string().contains("WAOTP_OTP_SENDS_PER_HOUR"),
+                "{err}"
+            );
         }
     }
 

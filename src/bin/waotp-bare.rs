@@ -15,7 +15,7 @@ use clap::Parser;
 use waotp::webhook::signature::SignatureVerifier;
 use waotp::webhook::MAX_BODY_BYTES;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "waotp-bare",
     about = "Signature-only webhook server, the baseline for waotp-load"

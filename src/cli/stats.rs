@@ -12,13 +12,24 @@ use std::io::Write;
 use std::time::Duration;
 
 /// What `waotp stats` was asked for.
-#[derive(Debug)]
 pub struct StatsArgs<'a> {
     pub url: &'a str,
     /// `WAOTP_API_KEYS` may list several keys; the first is used.
     pub key: Option<&'a str>,
     pub flow: Option<&'a str>,
     pub since: &'a str,
+}
+
+impl std::fmt::Debug for StatsArgs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The API key is a secret: shown only as present or not.
+        f.debug_struct("StatsArgs")
+            .field("url", &self.url)
+            .field("key", &self.key.map(|_| "[redacted]"))
+            .field("flow", &self.flow)
+            .field("since", &self.since)
+            .finish()
+    }
 }
 
 /// Fetches and prints; returns the exit code (2 for bad usage, 1 when the server fails).

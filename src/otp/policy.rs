@@ -20,6 +20,8 @@ pub const RESEND_COOLDOWN_SECS_RANGE: RangeInclusive<u64> = 10..=3600;
 pub const CUSTOMER_LIMIT_RANGE: RangeInclusive<u32> = 1..=1000;
 /// Global OTP sends per hour accepted for the spend breaker.
 pub const GLOBAL_CEILING_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+/// The global ceiling unless configured (`WAOTP_OTP_SENDS_PER_HOUR`).
+pub const DEFAULT_GLOBAL_SENDS_PER_HOUR: u32 = 1000;
 
 /// The short per-customer send window ("5 per 10 minutes").
 pub const SHORT_SEND_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -63,7 +65,7 @@ impl Default for OtpPolicy {
             sends_per_10_min: 5,
             sends_per_day: 10,
             wrong_attempts_per_day: 10,
-            global_sends_per_hour: 1000,
+            global_sends_per_hour: DEFAULT_GLOBAL_SENDS_PER_HOUR,
             allowed_prefixes: Vec::new(),
         }
     }
@@ -180,7 +182,8 @@ impl OtpPolicy {
     }
 }
 
-fn prefix_digits(prefix: &str) -> Option<&str> {
+/// The digits of a phone number prefix such as `+91`; `None` when it is not one.
+pub(crate) fn prefix_digits(prefix: &str) -> Option<&str> {
     let digits = prefix.strip_prefix('+')?;
     let ok = (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
     ok.then_some(digits)

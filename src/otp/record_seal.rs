@@ -7,13 +7,10 @@
 //! and the record's storage key as associated data so a sealed record cannot be moved. This
 //! module owns no storage and never logs.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hkdf::Hkdf;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use secrecy::zeroize::Zeroize;
-use sha2::Sha256;
 
 use super::key::OtpKey;
 use super::seal::SealError;
@@ -32,13 +29,7 @@ impl std::fmt::Debug for RecordSealer {
 
 impl RecordSealer {
     pub fn new(key: &OtpKey) -> Self {
-        let mut okm = [0u8; 32];
-        Hkdf::<Sha256>::new(None, key.bytes())
-            .expand(RECORD_KEY_INFO, &mut okm)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&okm));
-        okm.zeroize();
-        Self(cipher)
+        Self(super::seal::derive_cipher(key, RECORD_KEY_INFO))
     }
 
     /// `nonce || ciphertext` of `plain`, bound to `slot` (the record's storage key).

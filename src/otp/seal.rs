@@ -39,15 +39,21 @@ pub struct SealedCode {
 #[error("the sealed OTP code cannot be opened (wrong key, wrong session or damaged)")]
 pub struct SealError;
 
+/// A ChaCha20-Poly1305 cipher under a key derived from the OTP key (HKDF-SHA256, `info`
+/// naming its use), the derived bytes wiped after use.
+pub(super) fn derive_cipher(key: &OtpKey, info: &[u8]) -> ChaCha20Poly1305 {
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(None, key.bytes())
+        .expand(info, &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&okm));
+    okm.zeroize();
+    cipher
+}
+
 impl CodeSealer {
     pub fn new(key: &OtpKey) -> Self {
-        let mut okm = [0u8; 32];
-        Hkdf::<Sha256>::new(None, key.bytes())
-            .expand(SEAL_KEY_INFO, &mut okm)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&okm));
-        okm.zeroize();
-        Self(cipher)
+        Self(derive_cipher(key, SEAL_KEY_INFO))
     }
 
     pub fn seal<R: RngCore + CryptoRng + ?Sized>(

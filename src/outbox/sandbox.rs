@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 pub struct SandboxRecorder {
     sessions: SessionStore,
     sealer: CodeSealer,
-    /// Listings waiting for a customer's next message (`wait=` on the listing route).
+    /// Listings waiting for a customer's next message (`wait=` on the listing route), per
+    /// customer so that a recorded message wakes only its own listings, not every one.
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 

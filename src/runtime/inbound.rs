@@ -147,15 +147,15 @@ impl Runtime {
 
         // Nobody is waiting for this message: the default reply, once per inbound event and at
         // most once an hour per customer, so that nobody can make the bot talk without end.
+        if self.config().default_reply.is_empty() {
+            return Ok(());
+        }
         let id = format!("inbound:{seq}");
         let recently = self
             .sessions()
             .last_default_reply(customer)?
             .is_some_and(|at| now - at < chrono::Duration::hours(1));
-        if !recently
-            && self.sessions().outbox_entry(&id)?.is_none()
-            && !self.config().default_reply.is_empty()
-        {
+        if !recently && self.sessions().outbox_entry(&id)?.is_none() {
             self.sessions().note_default_reply(customer, now)?;
             self.sessions().apply(StepWrite {
                 outbox: vec![OutboxEntry {
@@ -217,9 +217,7 @@ impl Runtime {
             // (the sender, or this re-check) applies it, so it is neither lost nor dropped.
             self.sessions().park_status(message_id, s)?;
             if self.sessions().link(message_id)?.is_some() {
-                for parked in self.sessions().take_parked(message_id)? {
-                    Box::pin(self.track_status(&parked)).await?;
-                }
+                self.apply_parked(message_id).await?;
             }
             // No flush needed: the inbound event stays pending until this handler returns, so a
             // crash before the parked status reaches disk replays it.

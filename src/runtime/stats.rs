@@ -133,6 +133,20 @@ impl Runtime {
         code: Option<i64>,
         at: DateTime<Utc>,
     ) {
+        // Only failures and the codes' own deliveries are counted: look the entry up first, so
+        // that the statuses of ordinary messages cost no session read.
+        let is_code = || {
+            matches!(
+                self.sessions().outbox_entry(&link.entry_id),
+                Ok(Some(OutboxEntry {
+                    payload: OutboxPayload::Code { .. },
+                    ..
+                }))
+            )
+        };
+        if next != Delivery::Failed && !is_code() {
+            return;
+        }
         let Some(record) = self.flow_of_session(link.session_id.as_deref()) else {
             return;
         };
@@ -141,16 +155,6 @@ impl Runtime {
         let now = Utc::now();
         if next == Delivery::Failed {
             self.counted("failure", stats.count(flow, Metric::Failure(code), now, 1));
-            return;
-        }
-        let is_code = matches!(
-            self.sessions().outbox_entry(&link.entry_id),
-            Ok(Some(OutboxEntry {
-                payload: OutboxPayload::Code { .. },
-                ..
-            }))
-        );
-        if !is_code {
             return;
         }
         // A `read` that overtook its `delivered` counts as delivered too, once.

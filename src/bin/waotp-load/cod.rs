@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Options of the scenario.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CodOptions {
     pub base: String,
     pub api_key: String,

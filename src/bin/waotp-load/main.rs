@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waotp::webhook::signature::SignatureVerifier;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "waotp-load", about = "Signed webhook load generator for waotp")]
 struct Args {
     /// Webhook URL.
