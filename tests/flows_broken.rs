@@ -139,6 +139,23 @@ fn every_check_fires() {
             "has no text in the default language `en`",
         ),
         ("duration", "`an hour` is not a duration"),
+        (
+            "quick reply names no choice of a state sending the template",
+            "quick reply `nope` of template `summary` is not a button or list row of state `ask`",
+        ),
+        (
+            "quick reply twice",
+            "quick reply `yes` appears twice in template `summary`",
+        ),
+        ("too many quick replies", "WhatsApp allows at most 10"),
+        (
+            "quick replies on an authentication template",
+            "it cannot have `quick_replies`",
+        ),
+        (
+            "quick replies sent by a state that cannot answer them",
+            "which only an `ask` state can answer",
+        ),
     ];
     let missing: Vec<&str> = checks
         .iter()

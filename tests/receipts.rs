@@ -53,3 +53,39 @@ async fn the_default_reply_goes_at_most_once_an_hour() {
     .await;
     assert_eq!(e2e.graph.sends_to("14155550999").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_that_starts_a_keyword_flow_is_marked_read_before_the_answer() {
+    let e2e = E2e::start().await;
+    let customer = "14155550777";
+    let keyword = e2e.api.text(customer, "I forgot my password").await;
+    e2e.graph.wait_sends(customer, 1).await;
+    let calls = e2e.graph.calls();
+    let receipt = calls
+        .iter()
+        .position(|b| b["status"] == "read" && b["message_id"] == keyword.as_str())
+        .expect("a read receipt for the keyword message");
+    assert_eq!(calls[receipt]["typing_indicator"]["type"], "text");
+    let question = calls
+        .iter()
+        .position(|b| b["to"].as_str().map(|t| t.trim_start_matches('+')) == Some(customer))
+        .expect("the flow's first question");
+    assert!(receipt < question, "{calls:?}");
+    // One receipt per answered message, however the flow got it.
+    let answer = e2e.api.text(customer, "alice@example.com").await;
+    wait_for("a read receipt for the answer", || {
+        e2e.graph
+            .calls()
+            .iter()
+            .any(|b| b["status"] == "read" && b["message_id"] == answer.as_str())
+            .then_some(())
+    })
+    .await;
+    let receipts = e2e
+        .graph
+        .calls()
+        .iter()
+        .filter(|b| b["status"] == "read" && b["message_id"] == keyword.as_str())
+        .count();
+    assert_eq!(receipts, 1);
+}

@@ -106,6 +106,24 @@ async fn every_message_kind_reaches_meta_as_documented() {
                     name: "order_confirmation".to_owned(),
                     language: "en".to_owned(),
                     body_parameters: vec!["Asha".to_owned(), "A17".to_owned()],
+                    quick_replies: vec![],
+                },
+            ),
+        ),
+        (
+            "template_with_quick_replies",
+            SendRequest::new(
+                TO,
+                Outgoing::Template {
+                    name: "cod_order_summary".to_owned(),
+                    language: "en".to_owned(),
+                    // Meta refuses newlines, tabs and more than four spaces in a row here.
+                    body_parameters: vec![
+                        "Asha\nDevi\tRao".to_owned(),
+                        "A17".to_owned(),
+                        " ₹1,499      (cash) ".to_owned(),
+                    ],
+                    quick_replies: vec!["confirm".to_owned(), "cancel".to_owned()],
                 },
             ),
         ),
@@ -117,6 +135,7 @@ async fn every_message_kind_reaches_meta_as_documented() {
                     name: "hello_world".to_owned(),
                     language: "en_US".to_owned(),
                     body_parameters: vec![],
+                    quick_replies: vec![],
                 },
             ),
         ),
@@ -293,6 +312,63 @@ async fn messages_breaking_whatsapp_limits_never_leave() {
         })
     ));
     assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn template_parameters_meta_would_refuse_never_leave() {
+    let fake = GraphFake::start().await;
+    let client = fake.client();
+    let template = |parameter: String, quick_replies: &[&str]| Outgoing::Template {
+        name: "cod_order_summary".to_owned(),
+        language: "en".to_owned(),
+        body_parameters: vec![parameter],
+        quick_replies: quick_replies.iter().map(|q| (*q).to_owned()).collect(),
+    };
+    // Nothing left once newlines and tabs are spaces: Meta refuses empty parameters.
+    let error = client
+        .send(&SendRequest::new(TO, template(" \n\t ".to_owned(), &[])))
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        GraphError::Invalid(MessageError::Empty { .. })
+    ));
+    // With buttons beside the body a parameter may have 1024 characters, alone 32768.
+    let error = client
+        .send(&SendRequest::new(TO, template("x".repeat(1025), &["ok"])))
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        GraphError::Invalid(MessageError::TooLong {
+            len: 1025,
+            max: 1024,
+            ..
+        })
+    ));
+    let error = client
+        .send(&SendRequest::new(TO, template("x".repeat(32769), &[])))
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        GraphError::Invalid(MessageError::TooLong { max: 32768, .. })
+    ));
+    let eleven: Vec<String> = (0..11).map(|i| format!("q{i}")).collect();
+    let eleven: Vec<&str> = eleven.iter().map(String::as_str).collect();
+    let error = client
+        .send(&SendRequest::new(TO, template("x".to_owned(), &eleven)))
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        GraphError::Invalid(MessageError::WrongCount { max: 10, .. })
+    ));
+    assert!(fake.requests().is_empty());
+    client
+        .send(&SendRequest::new(TO, template("x".repeat(32768), &[])))
+        .await
+        .expect("accepted");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The one mapping from API failures to HTTP answers: `{"error": {"code", "message"}}`.
+//! The one mapping from API failures to HTTP answers: `{"error": {"code", "message"}}`, with
+//! `param` naming the request field at fault where there is one.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -10,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field at fault, e.g. `vars.order_id`.
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -18,7 +21,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -46,8 +56,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(serde_json::json!({"error": {"code": self.code, "message": self.message}}))
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(param) = &self.param {
+            error["param"] = serde_json::json!(param);
+        }
+        HttpResponse::build(self.status).json(serde_json::json!({ "error": error }))
     }
 }
 

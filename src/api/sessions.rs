@@ -73,7 +73,12 @@ async fn start(
             StartError::UnknownFlow(_) | StartError::NotApiStarted(_) => {
                 ApiError::bad_request("unknown_flow", e.to_string())
             }
-            StartError::MissingVar(_) => ApiError::bad_request("missing_var", e.to_string()),
+            StartError::MissingVar(ref name) => ApiError::bad_request("missing_var", e.to_string())
+                .with_param(format!("vars.{name}")),
+            StartError::InvalidVar { ref name, .. } => {
+                ApiError::bad_request("invalid_var", e.to_string())
+                    .with_param(format!("vars.{name}"))
+            }
             StartError::InvalidPhone(_) => ApiError::bad_request("invalid_phone", e.to_string()),
             StartError::SessionActive { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "session_active", e.to_string())

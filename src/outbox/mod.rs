@@ -611,5 +611,6 @@ fn template_of(t: &TemplateRef) -> Outgoing {
         name: t.name.clone(),
         language: t.language.clone(),
         body_parameters: t.parameters.clone(),
+        quick_replies: t.quick_replies.clone(),
     }
 }

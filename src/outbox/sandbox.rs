@@ -124,9 +124,13 @@ impl SandboxRecorder {
                 name,
                 language,
                 body_parameters,
+                quick_replies,
             } => {
                 body["template"] =
                     json!({"name": name, "language": language, "parameters": body_parameters});
+                if !quick_replies.is_empty() {
+                    body["template"]["quick_replies"] = json!(quick_replies);
+                }
                 // What the flow would say in the chat, for a developer reading along.
                 if let OutboxPayload::Message { message } = &entry.payload {
                     body["text"] = json!(message.body.text());

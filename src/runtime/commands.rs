@@ -21,6 +21,8 @@ pub enum StartError {
     NotApiStarted(String),
     #[error("missing required variable `{0}`")]
     MissingVar(String),
+    #[error("variable `{name}` {reason}")]
+    InvalidVar { name: String, reason: String },
     #[error("`{0}` is not an E.164 phone number such as +919876543210")]
     InvalidPhone(String),
     #[error("the customer already has an active `{flow}` session ({id})")]
@@ -57,6 +59,62 @@ pub fn parse_e164(raw: &str) -> Option<String> {
     ok.then(|| digits.to_owned())
 }
 
+/// Refuses API variables that would make one of the flow's templates unsendable: WhatsApp
+/// rejects an empty template parameter and one longer than its limit (after whitespace is
+/// collapsed, as every template parameter is sent). Only parameters filled entirely from API
+/// variables are known at start; the rest are checked when sent.
+fn check_template_vars(
+    flow: &crate::flow::Flow,
+    vars: &BTreeMap<String, Value>,
+) -> Result<(), StartError> {
+    use crate::flow::model::VarSource;
+    use crate::flow::render::{placeholders, render};
+    use crate::whatsapp::limits::{template_parameter_max, template_text};
+    let file = flow.file();
+    let from_api = |name: &str| {
+        file.vars
+            .get(name)
+            .is_some_and(|d| d.source.get() == &VarSource::Api)
+    };
+    for template in file.templates.values() {
+        let max = template_parameter_max(!template.quick_replies.is_empty());
+        for parameter in &template.parameters {
+            let names: Vec<&str> = placeholders(parameter.as_str())
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            let Some(first) = names.first() else { continue };
+            if !names.iter().all(|n| from_api(n)) {
+                continue;
+            }
+            let text = template_text(&render(parameter.as_str(), vars));
+            if text.is_empty() {
+                return Err(StartError::MissingVar((*first).to_owned()));
+            }
+            let len = text.chars().count();
+            if len > max {
+                // The longest variable of the parameter is the one to shorten.
+                let name = names
+                    .iter()
+                    .max_by_key(|n| {
+                        crate::flow::render::value_text(vars.get(**n))
+                            .chars()
+                            .count()
+                    })
+                    .unwrap_or(first);
+                return Err(StartError::InvalidVar {
+                    name: (*name).to_owned(),
+                    reason: format!(
+                        "makes template `{}` parameter {len} characters long (spaces collapsed); WhatsApp allows {max}",
+                        template.name.as_str()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn new_session_id() -> String {
     let mut bytes = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -81,6 +139,7 @@ impl Runtime {
         if !flow.starts_by_api() {
             return Err(StartError::NotApiStarted(flow_id.to_owned()));
         }
+        check_template_vars(&flow, &vars)?;
         // Idempotency and "one active session per customer per flow" are decided under one
         // lock per customer and flow, so two concurrent starts cannot both create a session.
         let _guard = self.lock_start(&customer, flow_id).await;
@@ -120,8 +179,8 @@ impl Runtime {
     }
 
     /// Creates a session for `customer` (digits) and applies `Event::Start`. Shared by the API
-    /// and by customer keywords; `trigger` is the sequence number of the inbound event whose
-    /// keyword started it.
+    /// and by customer keywords; `trigger` is the customer message whose keyword started it,
+    /// with its inbound sequence number: it is marked read in the same step that answers it.
     pub(super) async fn open_session(
         &self,
         flow: &crate::flow::Flow,
@@ -129,7 +188,7 @@ impl Runtime {
         vars: BTreeMap<String, Value>,
         lang: Option<&str>,
         idempotency_key: Option<&str>,
-        trigger: Option<u64>,
+        trigger: Option<(u64, &crate::domain::InboundMessage)>,
     ) -> Result<(SessionRecord, Option<(String, String)>), StartError> {
         let now = Utc::now();
         let default_lang = flow
@@ -158,12 +217,17 @@ impl Runtime {
             // find itself already applied, not be taken as the answer to the first question.
             // Likewise a session answers only messages recorded after it started: a replayed
             // older one must not land in it.
-            last_inbound: trigger.map_or_else(|| self.store.inbound().next_seq(), |seq| seq + 1),
+            last_inbound: trigger
+                .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
         };
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {
             activate: Some((customer.to_owned(), flow.id().as_str().to_owned())),
             idempotency_key: idempotency_key.map(str::to_owned),
+            outbox: trigger
+                .map(|(seq, m)| super::inbound::read_receipt(seq, m, now))
+                .into_iter()
+                .collect(),
             ..StepWrite::default()
         };
         let _guard = self.lock(&id).await;

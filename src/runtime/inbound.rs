@@ -20,8 +20,9 @@ fn event_of(content: &MessageContent) -> Option<Event> {
         MessageContent::ButtonReply { id, .. } | MessageContent::ListReply { id, .. } => {
             Event::Reply { id: id.clone() }
         }
-        MessageContent::QuickReply { payload, .. } => Event::Reply {
-            id: payload.clone(),
+        MessageContent::QuickReply { payload, text } => Event::QuickReply {
+            payload: payload.clone(),
+            label: text.clone(),
         },
         // Media, locations, orders and the like are answers the flow cannot use: an empty
         // text makes it re-prompt.
@@ -39,6 +40,26 @@ fn event_of(content: &MessageContent) -> Option<Event> {
         | MessageContent::Edited { .. }
         | MessageContent::System { .. } => return None,
     })
+}
+
+/// The read receipt (with "typing…") for customer message `m`, recorded as inbound event `seq`,
+/// queued in the same write as the step that answers it. Same due time as the answer and
+/// before it (`read:` sorts before `ses_`): the customer sees "read" and "typing…" while the
+/// answer goes out.
+pub(super) fn read_receipt(seq: u64, m: &InboundMessage, now: DateTime<Utc>) -> OutboxEntry {
+    OutboxEntry {
+        id: format!("read:{seq}"),
+        session_id: None,
+        to: m.from.as_str().to_owned(),
+        payload: OutboxPayload::ReadReceipt {
+            message_id: m.id.as_str().to_owned(),
+        },
+        attempts: 0,
+        created_at: now,
+        due_ms: now.timestamp_millis(),
+        state: OutboxState::Pending,
+        use_template: false,
+    }
 }
 
 impl Runtime {
@@ -103,23 +124,8 @@ impl Runtime {
             record.last_inbound = seq + 1;
             let flow = self.flow_of(&record)?;
             let started = Instant::now();
-            // Queued with the step's answer and before it (same due time, `read:` sorts before
-            // `ses_`): the customer sees "read" and "typing…" while the answer goes out.
-            let receipt = OutboxEntry {
-                id: format!("read:{seq}"),
-                session_id: None,
-                to: customer.to_owned(),
-                payload: OutboxPayload::ReadReceipt {
-                    message_id: m.id.as_str().to_owned(),
-                },
-                attempts: 0,
-                created_at: now,
-                due_ms: now.timestamp_millis(),
-                state: OutboxState::Pending,
-                use_template: false,
-            };
             let write = StepWrite {
-                outbox: vec![receipt],
+                outbox: vec![read_receipt(seq, m, now)],
                 ..StepWrite::default()
             };
             self.step(&mut record, &flow, event, now, write).await?;
@@ -133,7 +139,14 @@ impl Runtime {
             let flows = self.flows().current();
             if let Some(flow) = flows.flow_for_keyword(body) {
                 match self
-                    .open_session(flow, customer, Default::default(), None, None, Some(seq))
+                    .open_session(
+                        flow,
+                        customer,
+                        Default::default(),
+                        None,
+                        None,
+                        Some((seq, m)),
+                    )
                     .await
                 {
                     Ok(_) => return Ok(()),

@@ -19,6 +19,37 @@ pub(super) const CODE_MAX: usize = 15;
 pub(super) const TRACKER_MAX: usize = 512;
 pub(super) const TEMPLATE_NAME_MAX: usize = 512;
 pub(super) const LANGUAGE_MAX: usize = 15;
+/// A template's body text parameter: 32768 characters when the body is the send's only
+/// component, 1024 when other components (buttons) go with it (Cloud API reference,
+/// parameter object).
+pub const TEMPLATE_PARAMETER_MAX: usize = 32768;
+pub const TEMPLATE_PARAMETER_WITH_BUTTONS_MAX: usize = 1024;
+/// Quick-reply buttons one template may have, and the longest payload one may carry.
+pub(super) const QUICK_REPLIES_MAX: usize = 10;
+pub(super) const QUICK_REPLY_PAYLOAD_MAX: usize = 256;
+
+/// The longest body parameter a template send may carry.
+pub fn template_parameter_max(with_buttons: bool) -> usize {
+    if with_buttons {
+        TEMPLATE_PARAMETER_WITH_BUTTONS_MAX
+    } else {
+        TEMPLATE_PARAMETER_MAX
+    }
+}
+
+/// A value as a template text parameter: Meta refuses parameters with a newline or a tab or more
+/// than four consecutive spaces (error 132018), so every run of whitespace becomes one space and
+/// the ends are trimmed. Free-form and interactive texts are sent as written.
+pub fn template_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for word in value.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
 
 /// Why a message was refused before sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

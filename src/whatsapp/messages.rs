@@ -52,11 +52,13 @@ pub enum Outgoing {
         button: String,
         sections: Vec<Section>,
     },
-    /// An approved template with positional body parameters.
+    /// An approved template with positional body parameters (sent as [`template_text`]) and,
+    /// for its quick-reply buttons in order, the payload a tap on each returns.
     Template {
         name: String,
         language: String,
         body_parameters: Vec<String>,
+        quick_replies: Vec<String>,
     },
     /// An authentication template with a copy-code button: Meta wants the code twice, as the
     /// body parameter and as the URL button's parameter.
@@ -116,11 +118,13 @@ impl fmt::Debug for Outgoing {
                 name,
                 language,
                 body_parameters,
+                quick_replies,
             } => f
                 .debug_struct("Template")
                 .field("name", name)
                 .field("language", language)
                 .field("body_parameters", body_parameters)
+                .field("quick_replies", quick_replies)
                 .finish(),
             // The code is a live credential until it expires.
             Outgoing::AuthenticationCode { name, language, .. } => f
@@ -273,17 +277,36 @@ fn message_content(message: &Outgoing) -> Result<(&'static str, Value), MessageE
             name,
             language,
             body_parameters,
+            quick_replies,
         } => {
             let mut template = template_head(name, language)?;
+            let mut components = Vec::new();
             if !body_parameters.is_empty() {
-                template["components"] = json!([{
-                    "type": "body",
-                    "parameters": body_parameters
-                        .iter()
-                        .map(String::as_str)
-                        .map(text_parameter)
-                        .collect::<Vec<_>>(),
-                }]);
+                let max = template_parameter_max(!quick_replies.is_empty());
+                let mut parameters = Vec::with_capacity(body_parameters.len());
+                for value in body_parameters {
+                    let text = template_text(value);
+                    check_len("template parameter", &text, max)?;
+                    parameters.push(text_parameter(&text));
+                }
+                components.push(json!({ "type": "body", "parameters": parameters }));
+            }
+            if !quick_replies.is_empty() {
+                check_count("quick replies", quick_replies.len(), QUICK_REPLIES_MAX)?;
+                for (index, payload) in quick_replies.iter().enumerate() {
+                    check_len("quick-reply payload", payload, QUICK_REPLY_PAYLOAD_MAX)?;
+                    // Without a payload Meta echoes the button's label, which a flow can only
+                    // guess at; with one the tap names its choice exactly.
+                    components.push(json!({
+                        "type": "button",
+                        "sub_type": "quick_reply",
+                        "index": index.to_string(),
+                        "parameters": [{ "type": "payload", "payload": payload }],
+                    }));
+                }
+            }
+            if !components.is_empty() {
+                template["components"] = json!(components);
             }
             Ok(("template", template))
         }

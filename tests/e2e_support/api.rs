@@ -170,6 +170,28 @@ impl Api {
         message_id
     }
 
+    /// A tap on a template's quick-reply button, as WhatsApp reports it: a message of type
+    /// `button` carrying the payload the send set (or, when it set none, the button's label)
+    /// and the label.
+    pub async fn template_tap(
+        &self,
+        from: &str,
+        context_id: &str,
+        payload: &str,
+        text: &str,
+    ) -> String {
+        let message_id = new_wamid();
+        self.webhook(envelope(json!({
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
+            "messages": [{"context": {"from": "15550783881", "id": context_id},
+                          "from": from, "id": message_id, "timestamp": now_secs(),
+                          "type": "button",
+                          "button": {"payload": payload, "text": text}}]
+        })))
+        .await;
+        message_id
+    }
+
     /// A status webhook for a message we sent; `error` makes it a `failed` with that code.
     pub async fn status(&self, message_id: &str, to: &str, status: &str, error: Option<i64>) {
         let mut s = json!({"id": message_id, "status": status, "timestamp": now_secs(),

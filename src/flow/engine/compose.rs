@@ -142,6 +142,11 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
                 .iter()
                 .map(|p| render(p.as_str(), &self.s.vars))
                 .collect(),
+            quick_replies: t
+                .quick_replies
+                .iter()
+                .map(|q| q.as_str().to_owned())
+                .collect(),
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::flow::load::Flow;
 /// Errors creating a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
-    /// A variable declared `required` was not given.
+    /// A variable declared `required` was not given, or given as null, empty or only spaces.
     #[error("missing required variable `{0}`")]
     MissingVar(String),
     /// The start state's id is not a valid state id (cannot happen for a validated flow).
@@ -42,10 +42,17 @@ pub fn new_session(
     now: DateTime<Utc>,
 ) -> Result<SessionState, StartError> {
     let file = flow.file();
+    // An empty or blank value says nothing a message could show, and WhatsApp refuses an empty
+    // template parameter: it is as missing as an absent one.
+    let blank = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(_) => false,
+    };
     if let Some((name, _)) = file
         .vars
         .iter()
-        .find(|(name, decl)| decl.required && !vars.contains_key(*name))
+        .find(|(name, decl)| decl.required && blank(vars.get(*name)))
     {
         return Err(StartError::MissingVar(name.clone()));
     }

@@ -29,30 +29,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         }
         match state.kind.get() {
             StateKind::Ask => {
-                let chosen = state
-                    .buttons
-                    .iter()
-                    .find(|b| {
-                        [&b.title, &b.id]
-                            .into_iter()
-                            .chain(&b.synonyms)
-                            .any(|w| normalize(w.as_str()) == typed)
-                    })
-                    .map(|b| b.goto.as_str())
-                    .or_else(|| {
-                        state
-                            .list
-                            .iter()
-                            .flat_map(|l| &l.rows)
-                            .find(|r| {
-                                [&r.title, &r.id]
-                                    .into_iter()
-                                    .chain(&r.synonyms)
-                                    .any(|w| normalize(w.as_str()) == typed)
-                            })
-                            .map(|r| r.goto.as_str())
-                    });
-                if let Some(target) = chosen {
+                if let Some(target) = choice_named(state, &typed) {
                     self.enter(target);
                 } else if let Some(target) = &state.on_text {
                     if let Some(var) = &state.save_as {
@@ -103,24 +80,24 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
     }
 
     pub(super) fn reply(&mut self, state: &State, id: &str) {
-        let target = state
-            .buttons
-            .iter()
-            .find(|b| b.id.as_str() == id)
-            .map(|b| b.goto.as_str())
-            .or_else(|| {
-                state
-                    .list
-                    .iter()
-                    .flat_map(|l| &l.rows)
-                    .find(|r| r.id.as_str() == id)
-                    .map(|r| r.goto.as_str())
-            });
-        match target {
+        match choice_with_id(state, id) {
             Some(t) if state.kind.get() == &StateKind::Ask => self.enter(t),
             _ if state.kind.get() == &StateKind::Otp && id == "resend" => self.resend(state),
             _ => self.reprompt(state),
         }
+    }
+
+    /// A tap on a template's quick-reply button: its payload is a choice's id when the send
+    /// set one; otherwise (a template sent without payloads) WhatsApp echoes the button's
+    /// label, which is matched like typed text against the choices' titles and synonyms.
+    pub(super) fn quick_reply(&mut self, state: &State, payload: &str, label: &str) {
+        if choice_with_id(state, payload).is_none() && state.kind.get() == &StateKind::Ask {
+            if let Some(target) = choice_named(state, &normalize(label)) {
+                self.enter(target);
+                return;
+            }
+        }
+        self.reply(state, payload);
     }
 
     /// Applies the interrupt called `name`; false when the flow has none by that name.
@@ -257,6 +234,51 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         };
         self.fx.push(Effect::IssueOtp(request));
     }
+}
+
+/// The state a button or list row with this exact id leads to.
+fn choice_with_id<'s>(state: &'s State, id: &str) -> Option<&'s str> {
+    state
+        .buttons
+        .iter()
+        .find(|b| b.id.as_str() == id)
+        .map(|b| b.goto.as_str())
+        .or_else(|| {
+            state
+                .list
+                .iter()
+                .flat_map(|l| &l.rows)
+                .find(|r| r.id.as_str() == id)
+                .map(|r| r.goto.as_str())
+        })
+}
+
+/// The state a button or list row leads to whose title, id or a synonym is `typed` (already
+/// normalised): case, spacing and surrounding punctuation do not matter.
+fn choice_named<'s>(state: &'s State, typed: &str) -> Option<&'s str> {
+    state
+        .buttons
+        .iter()
+        .find(|b| {
+            [&b.title, &b.id]
+                .into_iter()
+                .chain(&b.synonyms)
+                .any(|w| normalize(w.as_str()) == typed)
+        })
+        .map(|b| b.goto.as_str())
+        .or_else(|| {
+            state
+                .list
+                .iter()
+                .flat_map(|l| &l.rows)
+                .find(|r| {
+                    [&r.title, &r.id]
+                        .into_iter()
+                        .chain(&r.synonyms)
+                        .any(|w| normalize(w.as_str()) == typed)
+                })
+                .map(|r| r.goto.as_str())
+        })
 }
 
 /// The code in a customer's message: the whole message without spaces and dashes, or else a

@@ -73,6 +73,7 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             Event::Start | Event::CancelFromApi => {}
             Event::Text { body } => self.text(state, &body),
             Event::Reply { id } => self.reply(state, &id),
+            Event::QuickReply { payload, label } => self.quick_reply(state, &payload, &label),
             Event::Interrupt { name } => {
                 if !self.interrupt_named(&name) {
                     self.reprompt(state);

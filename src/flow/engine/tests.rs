@@ -96,6 +96,46 @@ fn missing_required_variable_is_refused() {
 }
 
 #[test]
+fn blank_required_variables_are_as_missing_as_absent_ones() {
+    let f = flow("cod_confirmation");
+    for blank in [Value::from(""), Value::from(" \n\t "), Value::Null] {
+        let mut given = vars(&[("customer_name", "Asha"), ("order_id", "A-1")]);
+        given.insert("total".to_owned(), blank);
+        let err = new_session(&f, given, "en", t0());
+        assert_eq!(err, Err(StartError::MissingVar("total".to_owned())));
+    }
+    let mut given = vars(&[("customer_name", "Asha"), ("order_id", "A-1")]);
+    given.insert("total".to_owned(), Value::from(499));
+    assert!(new_session(&f, given, "en", t0()).is_ok());
+}
+
+/// The state a quick-reply tap with this payload and label leads the COD summary to.
+fn after_quick_reply(payload: &str, label: &str) -> String {
+    let (f, s) = cod();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let event = Event::QuickReply {
+        payload: payload.to_owned(),
+        label: label.to_owned(),
+    };
+    let (s, _) = step(&f, &s, event, t0(), &mut rng);
+    s.state.as_str().to_owned()
+}
+
+#[test]
+fn a_quick_reply_answers_by_payload_else_by_label() {
+    // The payload names the choice, whatever the label says.
+    assert_eq!(after_quick_reply("confirm", "Cancel"), "send_code");
+    assert_eq!(after_quick_reply("cancel", "Confirm"), "cancelled");
+    // No payload of ours: the label, like typed text, against titles and synonyms.
+    assert_eq!(after_quick_reply("Confirm", "Confirm"), "send_code");
+    assert_eq!(after_quick_reply("x", "  confirm ORDER! "), "send_code");
+    assert_eq!(after_quick_reply("No", "No"), "cancelled");
+    // Neither: re-prompted, still waiting.
+    assert_eq!(after_quick_reply("later", "Later"), "summary");
+}
+
+#[test]
 fn stale_timers_and_events_after_completion_are_ignored() {
     let (f, s) = cod();
     let mut rng = StdRng::seed_from_u64(1);

@@ -86,6 +86,15 @@ pub enum Event {
         /// The button or row id.
         id: String,
     },
+    /// The customer tapped a quick-reply button of a template.
+    QuickReply {
+        /// The payload the send set: a choice's id. A template sent without payloads returns
+        /// the button's label here instead.
+        payload: String,
+        /// The button's label, matched against the choices' titles and synonyms when the
+        /// payload names none of them.
+        label: String,
+    },
     /// A keyword interrupt recognised by the runtime (typed interrupts are also recognised here).
     Interrupt {
         /// The interrupt's name in the flow, e.g. `cancel`.
@@ -200,6 +209,10 @@ pub struct TemplateRef {
     pub category: TemplateCategory,
     /// Body parameters, rendered.
     pub parameters: Vec<String>,
+    /// The payload of each quick-reply button, in the template's order: the id of the choice
+    /// it stands for, which a tap sends back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quick_replies: Vec<String>,
 }
 
 /// A message to send: free-form content, and the template for outside the 24-hour window.

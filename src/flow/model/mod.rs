@@ -124,6 +124,11 @@ pub struct Template {
     /// code is added by waotp and must not be listed.
     #[serde(default)]
     pub parameters: Vec<Located<String>>,
+    /// The template's quick-reply buttons in order, each named by the id of the button or list
+    /// row it stands for in the states that send the template. Each send sets that id as the
+    /// button's payload, so a tap answers exactly that choice.
+    #[serde(default)]
+    pub quick_replies: Vec<Located<String>>,
 }
 
 /// `[hooks.NAME]`: a merchant URL called by `hook` states.

@@ -5,6 +5,7 @@
 
 mod graph;
 mod states;
+mod templates;
 mod texts;
 mod words;
 
@@ -47,6 +48,7 @@ pub fn validate(file: &FlowFile) -> Vec<Issue> {
     };
     cx.check_header();
     states::check_states(&mut cx);
+    templates::check_templates(&mut cx);
     texts::check_texts(&mut cx);
     graph::check_graph(&mut cx);
     words::check_words(&mut cx);
