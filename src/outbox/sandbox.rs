@@ -126,8 +126,13 @@ impl SandboxRecorder {
                 body_parameters,
                 quick_replies,
             } => {
+                // The parameters as WhatsApp would receive them.
+                let parameters: Vec<String> = body_parameters
+                    .iter()
+                    .map(|p| crate::whatsapp::limits::template_text(p))
+                    .collect();
                 body["template"] =
-                    json!({"name": name, "language": language, "parameters": body_parameters});
+                    json!({"name": name, "language": language, "parameters": parameters});
                 if !quick_replies.is_empty() {
                     body["template"]["quick_replies"] = json!(quick_replies);
                 }
