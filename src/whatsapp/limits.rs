@@ -125,3 +125,32 @@ pub(super) fn check_unique<'a>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn template_text_collapses_whitespace_meta_refuses() {
+        assert_eq!(template_text(" Asha\nDevi\t\tRao  "), "Asha Devi Rao");
+        assert_eq!(template_text("₹1,499      (cash)"), "₹1,499 (cash)");
+        assert_eq!(template_text("\r\n\t "), "");
+    }
+
+    proptest! {
+        /// Whatever a merchant sends, the parameter has no newline or tab, never more than one
+        /// space in a row, no space at either end, and keeps every other character in order.
+        #[test]
+        fn template_text_is_always_acceptable(value in "\\PC*|[ \t\r\na-z]*") {
+            let text = template_text(&value);
+            prop_assert!(!text.contains(['\n', '\r', '\t']));
+            prop_assert!(!text.contains("  "));
+            prop_assert_eq!(text.trim(), text.as_str());
+            let kept: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+            let left: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            prop_assert_eq!(kept, left);
+            prop_assert_eq!(template_text(&text), text);
+        }
+    }
+}
