@@ -4,8 +4,11 @@
 
 use super::core::{Runtime, RuntimeError};
 use crate::flow::engine::{self, Event, StartError as EngineStartError};
+use crate::flow::model::VarSource;
+use crate::flow::render::{placeholders, render, value_text};
 use crate::otp::VerifyOutcome;
 use crate::store::sessions::{SessionRecord, StepWrite};
+use crate::whatsapp::limits::{template_parameter_max, template_text};
 use chrono::Utc;
 use rand::RngCore;
 use serde_json::Value;
@@ -67,9 +70,6 @@ fn check_template_vars(
     flow: &crate::flow::Flow,
     vars: &BTreeMap<String, Value>,
 ) -> Result<(), StartError> {
-    use crate::flow::model::VarSource;
-    use crate::flow::render::{placeholders, render};
-    use crate::whatsapp::limits::{template_parameter_max, template_text};
     let file = flow.file();
     let from_api = |name: &str| {
         file.vars
@@ -96,11 +96,7 @@ fn check_template_vars(
                 // The longest variable of the parameter is the one to shorten.
                 let name = names
                     .iter()
-                    .max_by_key(|n| {
-                        crate::flow::render::value_text(vars.get(**n))
-                            .chars()
-                            .count()
-                    })
+                    .max_by_key(|n| value_text(vars.get(**n)).chars().count())
                     .unwrap_or(first);
                 return Err(StartError::InvalidVar {
                     name: (*name).to_owned(),
