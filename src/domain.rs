@@ -142,6 +142,14 @@ impl InboundEvent {
         }
     }
 
+    /// The business phone number id the event was addressed to (`metadata.phone_number_id`).
+    pub fn phone_number_id(&self) -> Option<&str> {
+        match self {
+            InboundEvent::Message(m) => m.phone_number_id.as_deref(),
+            InboundEvent::Status(s) => s.phone_number_id.as_deref(),
+        }
+    }
+
     /// Unix seconds WhatsApp stamped on the event.
     pub fn timestamp(&self) -> i64 {
         match self {
@@ -309,6 +317,10 @@ pub struct DeliveryStatus {
     pub errors: Vec<ErrorInfo>,
     /// The tracker we attached when sending (`biz_opaque_callback_data`).
     pub callback_data: Option<String>,
+    /// The business phone number id that sent the message (absent in records of earlier
+    /// versions).
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
 }
 
 /// Delivery states, in the order a message moves through them.
@@ -389,6 +401,7 @@ mod tests {
                 timestamp: 1,
                 errors: vec![],
                 callback_data: None,
+                phone_number_id: None,
             })
         };
         assert_ne!(status("sent").dedupe_key(), status("read").dedupe_key());

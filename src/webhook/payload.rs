@@ -358,7 +358,7 @@ fn read_messages_value(value: &RawValue, out: &mut ParsedWebhook) {
     for raw in value.statuses {
         match serde_json::from_str::<RawStatus>(raw.get())
             .map_err(|e| e.to_string())
-            .and_then(status)
+            .and_then(|s| status(s, phone_number_id.clone()))
         {
             Ok(s) => out.events.push(InboundEvent::Status(s)),
             Err(reason) => out.skipped.push(format!("status: {reason}")),
@@ -546,7 +546,7 @@ fn kind_name(kind: MediaKind) -> &'static str {
     }
 }
 
-fn status(raw: RawStatus) -> Result<DeliveryStatus, String> {
+fn status(raw: RawStatus, phone_number_id: Option<String>) -> Result<DeliveryStatus, String> {
     Ok(DeliveryStatus {
         message_id: MessageId::parse(raw.id).map_err(|e| e.to_string())?,
         recipient: WaId::parse(raw.recipient_id).map_err(|e| e.to_string())?,
@@ -555,6 +555,7 @@ fn status(raw: RawStatus) -> Result<DeliveryStatus, String> {
         timestamp: raw.timestamp,
         errors: raw.errors.into_iter().map(ErrorInfo::from).collect(),
         callback_data: raw.biz_opaque_callback_data,
+        phone_number_id,
     })
 }
 

@@ -186,12 +186,18 @@ impl Api {
     }
 }
 
-/// A `messages` change as WhatsApp wraps it.
+/// A `messages` change as WhatsApp wraps it, addressed to our number.
 pub fn envelope(value: Value) -> Value {
+    envelope_for(PHONE_NUMBER_ID, "15550783881", value)
+}
+
+/// A `messages` change addressed to the business number `phone_number_id` (another number of
+/// the same WhatsApp Business Account posts to the same webhook).
+pub fn envelope_for(phone_number_id: &str, display_number: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
-    value["metadata"] = json!({"display_phone_number": "15550783881",
-                               "phone_number_id": PHONE_NUMBER_ID});
+    value["metadata"] = json!({"display_phone_number": display_number,
+                               "phone_number_id": phone_number_id});
     json!({"object": "whatsapp_business_account",
            "entry": [{"id": "102290129340398",
                       "changes": [{"field": "messages", "value": value}]}]})
