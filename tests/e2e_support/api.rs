@@ -155,6 +155,21 @@ impl Api {
         id
     }
 
+    /// A text message from a customer WhatsApp identifies only by their business-scoped user id
+    /// (they chose a username and did not share their number): `from_user_id` and no `from`,
+    /// `user_id` and the username in the contact card and no `wa_id`. Returns its message id.
+    pub async fn text_from_user(&self, user_id: &str, body: &str) -> String {
+        let id = new_wamid();
+        self.webhook(envelope(json!({
+            "contacts": [{"profile": {"name": "Kerry", "username": "@kerry"},
+                          "user_id": user_id}],
+            "messages": [{"from_user_id": user_id, "id": id, "timestamp": now_secs(),
+                          "type": "text", "text": {"body": body}}]
+        })))
+        .await;
+        id
+    }
+
     /// A reply-button tap answering the message WhatsApp knows as `context_id`.
     pub async fn tap(&self, from: &str, context_id: &str, id: &str, title: &str) -> String {
         let message_id = new_wamid();
