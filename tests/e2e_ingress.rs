@@ -186,7 +186,7 @@ async fn a_code_for_a_user_id_only_chat_takes_the_delivery_failure_path() {
         e.merchant
             .callbacks()
             .iter()
-            .map(|r| verify_callback(r))
+            .map(verify_callback)
             .find(|b| b["type"] == "session.completed")
     })
     .await;
