@@ -490,13 +490,28 @@ impl InboundLog {
             event,
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Recent digests are in memory, older ones in the tree. The tree is read without the
+        // lock, so that a read missing sled's cache stalls no other request. A recorded digest
+        // is always in one of the two (the checkpoint writes it to the tree before dropping it
+        // from memory), so one not in memory at the first look is in the tree at the second.
+        {
+            let st = self.shared.lock();
+            if let Some(failed) = &st.failed {
+                return Err(StoreError::Journal(failed.clone()));
+            }
+            if st.dedupe.contains(&digest) {
+                return Ok(Recorded::Duplicate);
+            }
+        }
+        if self.shared.index.contains_key(seen_key(&digest))? {
+            return Ok(Recorded::Duplicate);
+        }
         let mut st = self.shared.lock();
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
-        // One point read of the tree (its upper levels stay in sled's cache), under the lock so
-        // that the checkpoint cannot move the digest between the two looks.
-        if st.dedupe.contains(&digest) || self.shared.index.contains_key(seen_key(&digest))? {
+        // The same event may have been recorded by a concurrent delivery meanwhile.
+        if st.dedupe.contains(&digest) {
             return Ok(Recorded::Duplicate);
         }
         let event_ts = event.timestamp();
@@ -1180,6 +1195,53 @@ mod tests {
             .inbound()
             .seen(&text("wamid.t").dedupe_key())
             .expect("seen"));
+    }
+
+    #[test]
+    fn each_event_is_new_once_while_checkpoints_move_digests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("open");
+        let log = store.inbound();
+        let now = unix_now();
+        let ids: Vec<String> = (0..600).map(|i| format!("wamid.race.{i}")).collect();
+        let news = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Checkpoints keep moving digests (received two minutes ago) to the tree…
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    log.checkpoint_now().expect("checkpoint");
+                }
+            });
+            // …while three deliveries of every event race each other, each with another
+            // timestamp.
+            let recorders: Vec<_> = (0..3)
+                .map(|t| {
+                    let (ids, news) = (&ids, &news);
+                    s.spawn(move || {
+                        for id in ids {
+                            if let Recorded::New { .. } =
+                                log.record(&text_at(id, t), now - 120).expect("record")
+                            {
+                                news.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for r in recorders {
+                r.join().expect("recorder");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(news.into_inner(), ids.len());
+        log.checkpoint_now().expect("checkpoint");
+        for id in &ids {
+            assert_eq!(
+                log.record(&text_at(id, 9), now).expect("again"),
+                Recorded::Duplicate
+            );
+        }
     }
 
     #[test]
