@@ -393,11 +393,12 @@ fn message(
         raw.from_user_id.take(),
         raw.timestamp,
     );
-    let user_id = from_user_id.or_else(|| card.and_then(|c| c.user_id.clone()));
-    // The number when WhatsApp gives it, else the business-scoped user id.
+    // The number when WhatsApp gives it, else the message's own business-scoped user id (never
+    // one guessed from a contact card).
     let customer = from
-        .or_else(|| user_id.clone())
+        .or_else(|| from_user_id.clone())
         .ok_or("neither `from` nor `from_user_id`")?;
+    let user_id = from_user_id.or_else(|| card.and_then(|c| c.user_id.clone()));
     let content = content(raw);
     Ok(InboundMessage {
         id: MessageId::parse(id).map_err(|e| e.to_string())?,
