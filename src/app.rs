@@ -15,7 +15,7 @@ use crate::runtime::flows::FlowRegistry;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
 use crate::store::otp::OtpLedger;
 use crate::store::Store;
-use crate::webhook::{signature::SignatureVerifier, WebhookState};
+use crate::webhook::{signature::SignatureVerifier, OwnNumbers, WebhookState};
 use crate::whatsapp::GraphClient;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -196,6 +196,7 @@ impl Application {
             store: store.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
+            own_numbers: OwnNumbers::new(settings.phone_number_id.clone()),
         };
         // One set of dashboard logins for every worker.
         let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());

@@ -96,11 +96,50 @@ impl fmt::Display for MessageId {
 
 opaque_id!(
     /// The customer's WhatsApp id: the phone number's digits as WhatsApp reports them (`wa_id`,
-    /// `from`, `recipient_id`). Its `Debug` and `Display` are masked so that logging one can never
-    /// leak a phone number; use [`WaId::as_str`] where the full value is truly needed.
+    /// `from`, `recipient_id`) or, for a customer who chose a username and did not share their
+    /// number, their business-scoped user id (`from_user_id`, `recipient_user_id`; see
+    /// [`is_user_id`]). A customer is known by their number whenever WhatsApp gives it. Its
+    /// `Debug` and `Display` are masked so that logging one can never leak a phone number; use
+    /// [`WaId::as_str`] where the full value is truly needed.
     WaId,
     "WhatsApp id"
 );
+
+impl WaId {
+    /// Whether this customer is known only by a business-scoped user id.
+    pub fn is_user_id(&self) -> bool {
+        is_user_id(&self.0)
+    }
+}
+
+/// Longest business-scoped user id accepted (Meta: a country code, a period and up to 128
+/// alphanumeric characters; a parent id adds `ENT.`).
+const MAX_USER_ID_LEN: usize = 140;
+
+/// Whether `id` is a business-scoped user id (`US.13491208655302741918`, or a parent id
+/// `US.ENT.11815799212886844830`) rather than a phone number: two capital letters, a period,
+/// then letters, digits and periods. Phone numbers are digits, sometimes after a `+`.
+pub fn is_user_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() > 3
+        && bytes.len() <= MAX_USER_ID_LEN
+        && bytes[..2].iter().all(u8::is_ascii_uppercase)
+        && bytes[2] == b'.'
+        && bytes[3..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.')
+        && bytes[3..].iter().any(u8::is_ascii_alphanumeric)
+}
+
+/// How a customer is written for the merchant and in the session object: `+` and the digits of
+/// their phone number (E.164), or their business-scoped user id as WhatsApp gave it.
+pub fn customer_address(customer: &str) -> String {
+    if is_user_id(customer) {
+        customer.to_owned()
+    } else {
+        format!("+{}", customer.trim_start_matches('+'))
+    }
+}
 
 impl fmt::Debug for WaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,6 +181,14 @@ impl InboundEvent {
         }
     }
 
+    /// The business phone number id the event was addressed to (`metadata.phone_number_id`).
+    pub fn phone_number_id(&self) -> Option<&str> {
+        match self {
+            InboundEvent::Message(m) => m.phone_number_id.as_deref(),
+            InboundEvent::Status(s) => s.phone_number_id.as_deref(),
+        }
+    }
+
     /// Unix seconds WhatsApp stamped on the event.
     pub fn timestamp(&self) -> i64 {
         match self {
@@ -163,8 +210,11 @@ impl InboundEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
     pub id: MessageId,
+    /// The customer: their number (`from`) when WhatsApp shares it, else their business-scoped
+    /// user id (`from_user_id`).
     pub from: WaId,
-    /// Business-scoped user id (`user_id` / `from_user_id`), when WhatsApp sends one.
+    /// Business-scoped user id (`from_user_id` / the contact's `user_id`), when WhatsApp sends
+    /// one.
     pub user_id: Option<String>,
     pub profile_name: Option<String>,
     /// Unix seconds.
@@ -301,6 +351,8 @@ pub enum MediaKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryStatus {
     pub message_id: MessageId,
+    /// The customer: their number (`recipient_id`) when WhatsApp gives it, else their
+    /// business-scoped user id (`recipient_user_id`).
     pub recipient: WaId,
     pub recipient_user_id: Option<String>,
     pub status: StatusKind,
@@ -309,6 +361,10 @@ pub struct DeliveryStatus {
     pub errors: Vec<ErrorInfo>,
     /// The tracker we attached when sending (`biz_opaque_callback_data`).
     pub callback_data: Option<String>,
+    /// The business phone number id that sent the message (absent in records of earlier
+    /// versions).
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
 }
 
 /// Delivery states, in the order a message moves through them.
@@ -379,6 +435,31 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_are_told_from_phone_numbers() {
+        for id in [
+            "US.13491208655302741918",
+            "BR.1502576394655843",
+            "US.ENT.11815799212886844830",
+        ] {
+            assert!(is_user_id(id), "{id}");
+            assert_eq!(customer_address(id), id);
+        }
+        for id in [
+            "14155550101",
+            "+14155550101",
+            "",
+            "US.",
+            "us.123",
+            "U.123",
+            "US-123",
+        ] {
+            assert!(!is_user_id(id), "{id}");
+        }
+        assert_eq!(customer_address("14155550101"), "+14155550101");
+        assert_eq!(customer_address("+14155550101"), "+14155550101");
+    }
+
+    #[test]
     fn dedupe_keys_separate_messages_from_statuses() {
         let status = |kind: &str| {
             InboundEvent::Status(DeliveryStatus {
@@ -389,6 +470,7 @@ mod tests {
                 timestamp: 1,
                 errors: vec![],
                 callback_data: None,
+                phone_number_id: None,
             })
         };
         assert_ne!(status("sent").dedupe_key(), status("read").dedupe_key());

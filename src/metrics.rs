@@ -61,6 +61,8 @@ pub struct Metrics {
     pub events_deduplicated: Counter,
     /// Items in a webhook body that could not be read and were skipped.
     pub events_skipped: Counter,
+    /// Events addressed to another business phone number, acknowledged and ignored.
+    pub events_other_number: Counter,
     /// Events handed on to the runtime and finished.
     pub events_handled: Counter,
     /// Events recorded but not yet handled.
@@ -123,6 +125,12 @@ impl Metrics {
             "events_skipped",
             "Unreadable items in webhook bodies, acknowledged and skipped",
             events_skipped.clone(),
+        );
+        let events_other_number = Counter::default();
+        registry.register(
+            "events_other_number",
+            "Inbound events addressed to another business phone number, acknowledged and ignored",
+            events_other_number.clone(),
         );
         let events_handled = Counter::default();
         registry.register(
@@ -240,6 +248,7 @@ impl Metrics {
             events_recorded,
             events_deduplicated,
             events_skipped,
+            events_other_number,
             events_handled,
             inbound_pending,
             flush_batch_size,

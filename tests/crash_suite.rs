@@ -179,6 +179,8 @@ fn webhook_body(from: &str, id: &str, message: Value) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
         "field": "messages",
         "value": {"messaging_product": "whatsapp",
+                  "metadata": {"display_phone_number": "15550783881",
+                               "phone_number_id": PHONE_NUMBER_ID},
                   "contacts": [{"wa_id": from, "profile": {"name": "Crash"}}],
                   "messages": [m]}}]}]})
     .to_string()

@@ -36,7 +36,10 @@ async fn a_status_that_overtakes_the_send_answer_is_applied() {
             async move {
                 let to = body["to"].as_str().unwrap_or_default().to_owned();
                 let status = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
-                    "field": "messages", "value": {"statuses": [{
+                    "field": "messages", "value": {
+                        "metadata": {"display_phone_number": "15550783881",
+                                     "phone_number_id": e2e_support::PHONE_NUMBER_ID},
+                        "statuses": [{
                         "id": WAMID, "status": "delivered", "timestamp": "1700000000",
                         "recipient_id": to}]}}]}]})
                 .to_string();

@@ -180,6 +180,37 @@ fn recipients_are_digits_with_an_optional_plus() {
     ));
 }
 
+#[test]
+fn a_business_scoped_user_id_is_addressed_as_recipient_and_gets_no_authentication_template() {
+    for user_id in ["US.13491208655302741918", "US.ENT.11815799212886844830"] {
+        let body = SendRequest::new(user_id, Outgoing::text("hi"))
+            .graph_body()
+            .expect("valid");
+        assert_eq!(body["recipient"], user_id);
+        assert!(body.get("to").is_none(), "Meta: `to` would take precedence");
+        let template = Outgoing::Template {
+            name: "order_update".into(),
+            language: "en".into(),
+            body_parameters: vec![],
+        };
+        assert!(SendRequest::new(user_id, template).graph_body().is_ok());
+        let code = Outgoing::AuthenticationCode {
+            name: "otp_code".into(),
+            language: "en".into(),
+            code: "123456".into(),
+        };
+        assert_eq!(
+            SendRequest::new(user_id, code).graph_body(),
+            Err(MessageError::NeedsPhoneNumber)
+        );
+    }
+    let body = SendRequest::new(TO, Outgoing::text("hi"))
+        .graph_body()
+        .expect("valid");
+    assert_eq!(body["to"], TO);
+    assert!(body.get("recipient").is_none());
+}
+
 proptest! {
     #[test]
     fn a_title_is_accepted_exactly_when_it_fits(title in "[a-zA-Z0-9 éü✅]{1,30}") {

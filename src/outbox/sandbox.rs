@@ -90,7 +90,7 @@ impl SandboxRecorder {
         let seal_key = entry.session_id.clone().unwrap_or_else(|| entry.id.clone());
         let mut body = json!({
             "id": message_id,
-            "to": format!("+{}", request.to.trim_start_matches('+')),
+            "to": crate::domain::customer_address(&request.to),
             "at": now.to_rfc3339(),
             "session_id": entry.session_id,
             "type": request.message.kind(),

@@ -200,7 +200,7 @@ impl Runtime {
         let id = new_session_id();
         let mut record = SessionRecord {
             id: id.clone(),
-            to: format!("+{customer}"),
+            to: crate::domain::customer_address(customer),
             customer: customer.to_owned(),
             created_at: now,
             updated_at: now,

@@ -243,6 +243,14 @@ impl Runtime {
                     .clone()
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| record.to.clone());
+                // A chat WhatsApp identifies only by a business-scoped user id has no number to
+                // send an authentication template to (Meta refuses it, 131062): the flow takes
+                // its delivery-failure branch, as for any code that cannot be delivered.
+                if crate::domain::is_user_id(&to) {
+                    return Ok(Some(Event::DeliveryFailed {
+                        reason: "the customer shared no phone number (business-scoped user id only); a code needs one".into(),
+                    }));
+                }
                 let Ok(customer) = CustomerNumber::parse(&to) else {
                     return Ok(Some(Event::DeliveryFailed {
                         reason: "the number to send the code to is not valid".into(),

@@ -7,11 +7,15 @@
 //! on disk, in the order it was recorded, so nothing the runtime does can get ahead of the record
 //! it is acting on.
 //!
-//! Deduplication looks a 128-bit digest of the dedupe key up in memory for the last minute's
-//! events and in a sled tree (`inbound-dedupe`) for older ones: the checkpoint moves digests
-//! there once their events are on disk, so memory stays flat however long the server runs. The
-//! same sled batch records how far that has got and the oldest unhandled event, so a start-up
-//! reads only the journal segments after both, not the whole retention period.
+//! Deduplication looks a 128-bit digest of the dedupe key (the message id; the message id and
+//! status for a status) up in memory for the last minute's events and in a sled tree
+//! (`inbound-dedupe`) for older ones: the checkpoint moves digests there once their events are
+//! on disk, so memory stays flat however long the server runs. The tree is keyed by the digest
+//! alone — a redelivery is recognised whatever `timestamp` WhatsApp puts on it — with a second
+//! key per digest ordered by our receive time, so that records expire 7 days after we received
+//! the event (WhatsApp's retry period) as one range. The same sled batch records how far that
+//! has got and the oldest unhandled event, so a start-up reads only the journal segments after
+//! both, not the whole retention period.
 //!
 //! An event counts as handled once the runtime says so *and* sled has since been flushed (the
 //! checkpoint, every second), so a "handled" mark never reaches disk before the effects of
@@ -45,9 +49,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const HANDLED_PER_RECORD: usize = 4096;
 /// Dedupe digests stay in memory this long (WhatsApp's quick retries), then move to sled.
 const RECENT_SECS: i64 = 60;
-/// Keys of the dedupe tree that are not digests (digests are 16 bytes).
+/// Keys of the dedupe tree that are not digest records (those start with `d` or `e`).
 const MOVED_THROUGH: &[u8] = b"\xffmoved-through";
 const HANDLED_FLOOR: &[u8] = b"\xffhandled-floor";
+/// The layout of the dedupe tree (absent: the timestamp-keyed layout of earlier versions).
+const FORMAT: &[u8] = b"\xffformat";
+const FORMAT_BY_DIGEST: &[u8] = &[2];
+/// Dedupe records changed per sled batch when purging or converting.
+const BATCH_RECORDS: usize = 10_000;
 
 /// The outcome of recording an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,17 +217,67 @@ struct Recent {
     seq: u64,
     digest: [u8; 16],
     received_at: i64,
-    event_ts: i64,
 }
 
-/// Where a dedupe digest is kept in the tree: under WhatsApp's timestamp of the event, which
-/// every redelivery repeats. Keys then arrive in time order (sled keeps such a tree compact in
-/// memory, unlike one of random digests) and expired ones are a range at the front.
-fn index_key(event_ts: i64, digest: &[u8; 16]) -> [u8; 24] {
-    let mut k = [0; 24];
-    k[..8].copy_from_slice(&event_ts.max(0).to_be_bytes());
-    k[8..].copy_from_slice(digest);
+/// The key a recorded event is looked up by: `d` and the digest (the value is our receive
+/// time). Nothing of WhatsApp's timestamp: redeliveries do not always repeat it.
+fn seen_key(digest: &[u8; 16]) -> [u8; 17] {
+    let mut k = [b'd'; 17];
+    k[1..].copy_from_slice(digest);
     k
+}
+
+/// The key a record expires by: `e`, our receive time, the digest. Ours, not WhatsApp's, so a
+/// skewed timestamp neither shortens nor lengthens the 7 days; in time order, so expired
+/// records are one range at the front (and new keys land at the end of it).
+fn expiry_key(received_at: i64, digest: &[u8; 16]) -> [u8; 25] {
+    let mut k = [b'e'; 25];
+    k[1..9].copy_from_slice(&received_at.max(0).to_be_bytes());
+    k[9..].copy_from_slice(digest);
+    k
+}
+
+/// Converts the dedupe tree of earlier versions, keyed by WhatsApp's timestamp and the digest
+/// (24 bytes, first byte 0 for any real timestamp), to the digest-keyed layout. Each batch
+/// converts a run of records atomically; the format mark is set by the last one, so an
+/// interrupted conversion resumes at the next start.
+fn convert_dedupe_layout(index: &sled::Tree) -> Result<(), StoreError> {
+    if index.get(FORMAT)?.as_deref() == Some(FORMAT_BY_DIGEST) {
+        return Ok(());
+    }
+    let mut converted = 0usize;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in index.range([0u8]..[1u8]) {
+            let (k, v) = item?;
+            let Ok(d) = <[u8; 16]>::try_from(k.get(8..).unwrap_or_default()) else {
+                continue;
+            };
+            let received = <[u8; 8]>::try_from(v.as_ref()).map_or(0, i64::from_be_bytes);
+            batch.remove(k);
+            batch.insert(&seen_key(&d)[..], &received.to_be_bytes());
+            batch.insert(&expiry_key(received, &d)[..], &[]);
+            n += 1;
+            if n == BATCH_RECORDS {
+                break;
+            }
+        }
+        converted += n;
+        if n < BATCH_RECORDS {
+            batch.insert(FORMAT, FORMAT_BY_DIGEST);
+            index.apply_batch(batch)?;
+            break;
+        }
+        index.apply_batch(batch)?;
+    }
+    if converted > 0 {
+        tracing::info!(
+            records = converted,
+            "inbound dedupe records re-keyed by message id"
+        );
+    }
+    Ok(())
 }
 
 fn digest(dedupe_key: &[u8]) -> [u8; 16] {
@@ -251,6 +310,7 @@ impl InboundLog {
             db.drop_tree("inbound")?;
         }
         let index = db.open_tree("inbound-dedupe")?;
+        convert_dedupe_layout(&index)?;
         let moved_through = read_u64(&index, MOVED_THROUGH)?;
         let floor = read_u64(&index, HANDLED_FLOOR)?.unwrap_or(0);
         // Older events are all handled and their digests are in the tree: their segments
@@ -308,7 +368,6 @@ impl InboundLog {
                 Record::Event {
                     seq,
                     received_at,
-                    event_ts,
                     dedupe_key,
                     offset,
                     len,
@@ -321,7 +380,6 @@ impl InboundLog {
                             seq,
                             digest: d,
                             received_at,
-                            event_ts,
                         });
                     }
                     if seq >= floor {
@@ -432,19 +490,31 @@ impl InboundLog {
             event,
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Recent digests are in memory, older ones in the tree. The tree is read without the
+        // lock, so that a read missing sled's cache stalls no other request. A recorded digest
+        // is always in one of the two (the checkpoint writes it to the tree before dropping it
+        // from memory), so one not in memory at the first look is in the tree at the second.
+        {
+            let st = self.shared.lock();
+            if let Some(failed) = &st.failed {
+                return Err(StoreError::Journal(failed.clone()));
+            }
+            if st.dedupe.contains(&digest) {
+                return Ok(Recorded::Duplicate);
+            }
+        }
+        if self.shared.index.contains_key(seen_key(&digest))? {
+            return Ok(Recorded::Duplicate);
+        }
         let mut st = self.shared.lock();
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
-        let event_ts = event.timestamp();
-        if st.dedupe.contains(&digest)
-            || self
-                .shared
-                .index
-                .contains_key(index_key(event_ts, &digest))?
-        {
+        // The same event may have been recorded by a concurrent delivery meanwhile.
+        if st.dedupe.contains(&digest) {
             return Ok(Recorded::Duplicate);
         }
+        let event_ts = event.timestamp();
         let seq = st.next_seq;
         st.next_seq += 1;
         let sealed = self.shared.sealer.seal(&plain, &seal_slot(seq));
@@ -463,7 +533,6 @@ impl InboundLog {
             seq,
             digest,
             received_at: now,
-            event_ts,
         });
         st.pending.insert(seq, None);
         st.unwritten.push(Unwritten {
@@ -547,21 +616,11 @@ impl InboundLog {
         self.shared.lock().failed.is_none()
     }
 
-    /// Whether an event with this dedupe key has been recorded.
-    /// Whether an event with this dedupe key has been recorded (searches the whole dedupe
-    /// tree: for tests and operators; recording looks up by timestamp).
+    /// Whether an event with this dedupe key has been recorded (and not yet expired).
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         let d = digest(dedupe_key.as_bytes());
-        if self.shared.lock().dedupe.contains(&d) {
-            return Ok(true);
-        }
-        for item in self.shared.index.iter() {
-            let (k, _) = item?;
-            if k.len() == 24 && k[8..] == d {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let st = self.shared.lock();
+        Ok(st.dedupe.contains(&d) || self.shared.index.contains_key(seen_key(&d))?)
     }
 
     /// Closes the current segment at the next write (operators, tests).
@@ -705,20 +764,32 @@ impl InboundLog {
                 .map_err(|e| io_error("cannot remove", &segment.path, e))?;
             removed += segment.events;
         }
-        // Dedupe records in the tree: a range by WhatsApp's timestamp, each checked against
-        // our own receive time (a skewed timestamp does not shorten the 7 days).
-        let end = index_key(cutoff, &[0; 16]);
+        // Dedupe records in the tree: the range of expiry keys before the cutoff, each with its
+        // lookup key (unless that was written again later, by a conversion of the old layout
+        // that met the same digest twice).
+        let start = expiry_key(0, &[0; 16]);
+        let end = expiry_key(cutoff, &[0; 16]);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        for item in self.shared.index.range(..end.as_slice()) {
-            let (k, v) = item?;
-            let received = <[u8; 8]>::try_from(v.as_ref()).map_or(i64::MIN, i64::from_be_bytes);
-            if k.len() == 24 && received < cutoff {
-                batch.remove(k);
-                in_batch += 1;
+        for item in self.shared.index.range(start.as_slice()..end.as_slice()) {
+            let (k, _) = item?;
+            let Ok(d) = <[u8; 16]>::try_from(k.get(9..).unwrap_or_default()) else {
+                continue;
+            };
+            batch.remove(k);
+            let lookup = seen_key(&d);
+            let received = self
+                .shared
+                .index
+                .get(lookup)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map_or(i64::MIN, i64::from_be_bytes);
+            if received < cutoff {
+                batch.remove(&lookup[..]);
                 removed += 1;
             }
-            if in_batch == 10_000 {
+            in_batch += 1;
+            if in_batch == BATCH_RECORDS {
                 self.shared.index.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
             }
@@ -897,10 +968,8 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
     };
     let mut batch = sled::Batch::default();
     for r in &moving {
-        batch.insert(
-            &index_key(r.event_ts, &r.digest)[..],
-            &r.received_at.to_be_bytes(),
-        );
+        batch.insert(&seen_key(&r.digest)[..], &r.received_at.to_be_bytes());
+        batch.insert(&expiry_key(r.received_at, &r.digest)[..], &[]);
     }
     if let Some(r) = moving.last() {
         batch.insert(MOVED_THROUGH, &r.seq.to_be_bytes());
@@ -1077,6 +1146,165 @@ mod tests {
             content: MessageContent::Text { body: "hi".into() },
             errors: vec![],
         })
+    }
+
+    fn text_at(id: &str, timestamp: i64) -> InboundEvent {
+        let InboundEvent::Message(mut m) = text(id) else {
+            unreachable!()
+        };
+        m.timestamp = timestamp;
+        InboundEvent::Message(m)
+    }
+
+    #[test]
+    fn a_redelivery_with_another_timestamp_is_a_duplicate_long_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = unix_now();
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            let log = store.inbound();
+            // Received two minutes ago: the checkpoint moves its digest out of memory.
+            assert!(matches!(
+                log.record(&text_at("wamid.t", 1_700_000_000), now - 120)
+                    .expect("record"),
+                Recorded::New { .. }
+            ));
+            log.sync().expect("sync");
+            log.checkpoint_now().expect("checkpoint");
+            assert!(log.shared.lock().dedupe.is_empty(), "memory stays flat");
+            // WhatsApp delivers the same message id again with another timestamp.
+            assert_eq!(
+                log.record(&text_at("wamid.t", 1_700_000_090), now)
+                    .expect("again"),
+                Recorded::Duplicate
+            );
+            assert_eq!(
+                log.record(&text_at("wamid.t", 0), now).expect("again"),
+                Recorded::Duplicate
+            );
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        assert_eq!(
+            store
+                .inbound()
+                .record(&text_at("wamid.t", 1_800_000_000), now)
+                .expect("after restart"),
+            Recorded::Duplicate
+        );
+        assert!(store
+            .inbound()
+            .seen(&text("wamid.t").dedupe_key())
+            .expect("seen"));
+    }
+
+    #[test]
+    fn each_event_is_new_once_while_checkpoints_move_digests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("open");
+        let log = store.inbound();
+        let now = unix_now();
+        let ids: Vec<String> = (0..600).map(|i| format!("wamid.race.{i}")).collect();
+        let news = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Checkpoints keep moving digests (received two minutes ago) to the tree…
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    log.checkpoint_now().expect("checkpoint");
+                }
+            });
+            // …while three deliveries of every event race each other, each with another
+            // timestamp.
+            let recorders: Vec<_> = (0..3)
+                .map(|t| {
+                    let (ids, news) = (&ids, &news);
+                    s.spawn(move || {
+                        for id in ids {
+                            if let Recorded::New { .. } =
+                                log.record(&text_at(id, t), now - 120).expect("record")
+                            {
+                                news.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for r in recorders {
+                r.join().expect("recorder");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(news.into_inner(), ids.len());
+        log.checkpoint_now().expect("checkpoint");
+        for id in &ids {
+            assert_eq!(
+                log.record(&text_at(id, 9), now).expect("again"),
+                Recorded::Duplicate
+            );
+        }
+    }
+
+    #[test]
+    fn dedupe_expires_seven_days_after_receipt_whatever_the_timestamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("open");
+        let log = store.inbound();
+        let now = unix_now();
+        let week = 7 * 24 * 3600;
+        // Received 8 days ago but stamped far in the future; received 6 days ago but stamped
+        // in 1970: only the receive time counts.
+        log.record(&text_at("wamid.old", i64::MAX / 2), now - 8 * 24 * 3600)
+            .expect("record");
+        log.record(&text_at("wamid.young", 0), now - 6 * 24 * 3600)
+            .expect("record");
+        log.sync().expect("sync");
+        log.checkpoint_now().expect("checkpoint");
+        log.purge_before(now - week).expect("purge");
+        assert!(!log.seen(&text("wamid.old").dedupe_key()).expect("seen"));
+        assert!(log.seen(&text("wamid.young").dedupe_key()).expect("seen"));
+        assert_eq!(
+            log.record(&text_at("wamid.young", 5), now).expect("again"),
+            Recorded::Duplicate
+        );
+        assert!(matches!(
+            log.record(&text_at("wamid.old", 5), now).expect("again"),
+            Recorded::New { .. }
+        ));
+    }
+
+    #[test]
+    fn dedupe_records_of_the_timestamp_keyed_layout_are_carried_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = unix_now();
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            let index = store.db().open_tree("inbound-dedupe").expect("tree");
+            // The layout of earlier versions: WhatsApp's timestamp, then the digest; the value
+            // is our receive time.
+            let d = digest(text("wamid.legacy").dedupe_key().as_bytes());
+            let mut k = [0u8; 24];
+            k[..8].copy_from_slice(&1_700_000_000i64.to_be_bytes());
+            k[8..].copy_from_slice(&d);
+            index
+                .insert(k, &(now - 3600).to_be_bytes())
+                .expect("insert");
+            index.remove(FORMAT).expect("remove");
+            store.db().flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        assert_eq!(
+            log.record(&text_at("wamid.legacy", 1_700_000_777), now)
+                .expect("again"),
+            Recorded::Duplicate
+        );
+        let index = store.db().open_tree("inbound-dedupe").expect("tree");
+        assert!(
+            index.iter().keys().all(|k| k.expect("key").len() != 24),
+            "no key of the old layout is left"
+        );
+        log.purge_before(now).expect("purge");
+        assert!(!log.seen(&text("wamid.legacy").dedupe_key()).expect("seen"));
     }
 
     #[test]

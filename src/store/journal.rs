@@ -26,8 +26,6 @@ pub enum Record<'a> {
     Event {
         seq: u64,
         received_at: i64,
-        /// The timestamp WhatsApp put on the event (the same in every redelivery).
-        event_ts: i64,
         dedupe_key: &'a [u8],
         sealed: &'a [u8],
         /// Where the whole framed record starts in its segment, and its length.
@@ -87,14 +85,15 @@ fn parse_payload(payload: &[u8], offset: u64, len: u32) -> Option<Record<'_>> {
         EVENT => {
             let seq = u64_at(payload, 1)?;
             let received_at = u64_at(payload, 9)? as i64;
-            let event_ts = u64_at(payload, 17)? as i64;
+            // Bytes 17..25 hold WhatsApp's timestamp of the event: written for operators
+            // reading a segment by hand, not read back (deduplication is by id alone).
+            u64_at(payload, 17)?;
             let key_len = usize::from(u16::from_le_bytes(payload.get(25..27)?.try_into().ok()?));
             let dedupe_key = payload.get(27..27 + key_len)?;
             let sealed = payload.get(27 + key_len..)?;
             Some(Record::Event {
                 seq,
                 received_at,
-                event_ts,
                 dedupe_key,
                 sealed,
                 offset,

@@ -4,10 +4,15 @@
 //! event in it is recorded and flushed to disk; 401 for a bad signature (nothing stored), 413 for
 //! a body over 3 MiB, 400 for a signed body that is not a WhatsApp envelope, 500 when the
 //! database fails (WhatsApp then retries).
+//!
+//! Every phone number of a WhatsApp Business Account posts to the app's one webhook. An event
+//! addressed to a number that is not ours ([`OwnNumbers`]) is acknowledged with the rest,
+//! counted, and not recorded: it spends no attempt, opens no 24-hour window, gets no reply.
 
 pub mod payload;
 pub mod signature;
 
+use crate::domain::InboundEvent;
 use crate::metrics::Metrics;
 use crate::runtime::Inbox;
 use crate::store::Store;
@@ -32,6 +37,29 @@ pub struct WebhookState {
     pub store: Arc<Store>,
     pub inbox: Arc<Inbox>,
     pub metrics: Arc<Metrics>,
+    pub own_numbers: OwnNumbers,
+}
+
+/// The business phone numbers this server answers for.
+#[derive(Debug, Clone, Default)]
+pub struct OwnNumbers {
+    /// `WAOTP_PHONE_NUMBER_ID`; `None` (sandbox mode without one) accepts every event.
+    phone_number_id: Option<String>,
+}
+
+impl OwnNumbers {
+    pub fn new(phone_number_id: Option<String>) -> OwnNumbers {
+        OwnNumbers { phone_number_id }
+    }
+
+    /// Whether `event` was addressed to one of our numbers (`metadata.phone_number_id`). With a
+    /// number configured, an event naming no number is not ours: WhatsApp always names it.
+    pub fn owns(&self, event: &InboundEvent) -> bool {
+        match &self.phone_number_id {
+            None => true,
+            Some(ours) => event.phone_number_id() == Some(ours.as_str()),
+        }
+    }
 }
 
 /// Mounts the webhook routes.
@@ -169,6 +197,10 @@ async fn receive(
     }
     let now = chrono::Utc::now().timestamp();
     for event in parsed.events {
+        if !state.own_numbers.owns(&event) {
+            metrics.events_other_number.inc();
+            continue;
+        }
         if let Err(e) = state.inbox.accept(event, now) {
             metrics.webhook("error");
             tracing::error!(error = %e, "recording inbound event failed");

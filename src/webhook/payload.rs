@@ -5,6 +5,12 @@
 //! [`PayloadError`]) and lenient about everything inside it: unknown `field`s, message types and
 //! extra fields are acknowledged and ignored, and a single malformed item is skipped with a
 //! reason instead of failing the whole delivery — WhatsApp would otherwise retry it for a week.
+//!
+//! A customer who chose a WhatsApp username may not share their number: their messages then
+//! carry `from_user_id` (their business-scoped user id) and no `from`, their contact card a
+//! `user_id` and no `wa_id`, and statuses of messages sent to them `recipient_user_id` and no
+//! `recipient_id`. Such a customer is identified by that user id; anyone whose number is given
+//! is identified by the number.
 
 use crate::domain::{
     DeliveryStatus, ErrorInfo, InboundEvent, InboundMessage, MediaKind, MessageContent, MessageId,
@@ -131,7 +137,7 @@ fn unix_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 
 #[derive(Deserialize)]
 struct RawMessage {
-    from: String,
+    from: Option<String>,
     id: String,
     #[serde(deserialize_with = "unix_seconds")]
     timestamp: i64,
@@ -292,7 +298,7 @@ struct RawStatus {
     status: String,
     #[serde(deserialize_with = "unix_seconds")]
     timestamp: i64,
-    recipient_id: String,
+    recipient_id: Option<String>,
     recipient_user_id: Option<String>,
     #[serde(default)]
     errors: Vec<RawError>,
@@ -358,7 +364,7 @@ fn read_messages_value(value: &RawValue, out: &mut ParsedWebhook) {
     for raw in value.statuses {
         match serde_json::from_str::<RawStatus>(raw.get())
             .map_err(|e| e.to_string())
-            .and_then(status)
+            .and_then(|s| status(s, phone_number_id.clone()))
         {
             Ok(s) => out.events.push(InboundEvent::Status(s)),
             Err(reason) => out.skipped.push(format!("status: {reason}")),
@@ -373,21 +379,31 @@ fn message(
 ) -> Result<InboundMessage, String> {
     let card = contacts
         .iter()
-        .find(|c| c.wa_id.as_deref() == Some(raw.from.as_str()))
+        .find(|c| match (&raw.from, &raw.from_user_id) {
+            (Some(from), _) => c.wa_id.as_ref() == Some(from),
+            (None, Some(user_id)) => c.user_id.as_ref() == Some(user_id),
+            (None, None) => false,
+        })
         .or(contacts.first());
     let errors = std::mem::take(&mut raw.errors);
     let context = raw.context.take();
     let (id, from, from_user_id, timestamp) = (
         std::mem::take(&mut raw.id),
-        std::mem::take(&mut raw.from),
+        raw.from.take(),
         raw.from_user_id.take(),
         raw.timestamp,
     );
+    // The number when WhatsApp gives it, else the message's own business-scoped user id (never
+    // one guessed from a contact card).
+    let customer = from
+        .or_else(|| from_user_id.clone())
+        .ok_or("neither `from` nor `from_user_id`")?;
+    let user_id = from_user_id.or_else(|| card.and_then(|c| c.user_id.clone()));
     let content = content(raw);
     Ok(InboundMessage {
         id: MessageId::parse(id).map_err(|e| e.to_string())?,
-        from: WaId::parse(from).map_err(|e| e.to_string())?,
-        user_id: from_user_id.or_else(|| card.and_then(|c| c.user_id.clone())),
+        from: WaId::parse(customer).map_err(|e| e.to_string())?,
+        user_id,
         profile_name: card.and_then(|c| c.profile.as_ref()?.name.clone()),
         timestamp,
         phone_number_id,
@@ -546,15 +562,21 @@ fn kind_name(kind: MediaKind) -> &'static str {
     }
 }
 
-fn status(raw: RawStatus) -> Result<DeliveryStatus, String> {
+fn status(raw: RawStatus, phone_number_id: Option<String>) -> Result<DeliveryStatus, String> {
     Ok(DeliveryStatus {
         message_id: MessageId::parse(raw.id).map_err(|e| e.to_string())?,
-        recipient: WaId::parse(raw.recipient_id).map_err(|e| e.to_string())?,
+        recipient: WaId::parse(
+            raw.recipient_id
+                .or_else(|| raw.recipient_user_id.clone())
+                .ok_or("neither `recipient_id` nor `recipient_user_id`")?,
+        )
+        .map_err(|e| e.to_string())?,
         recipient_user_id: raw.recipient_user_id,
         status: StatusKind::parse(&raw.status),
         timestamp: raw.timestamp,
         errors: raw.errors.into_iter().map(ErrorInfo::from).collect(),
         callback_data: raw.biz_opaque_callback_data,
+        phone_number_id,
     })
 }
 
@@ -626,6 +648,52 @@ mod tests {
         let parsed = parse(body.as_bytes()).expect("envelope is fine");
         assert_eq!(parsed.events.len(), 1);
         assert_eq!(parsed.skipped.len(), 2, "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn a_customer_without_a_number_is_known_by_user_id() {
+        // Shaped as Meta documents for a user who adopted a username: no `from`, no `wa_id`.
+        let body = wrap(
+            r#"{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+            "contacts":[{"profile":{"name":"Sheena","username":"@sheena"},"user_id":"US.13491208655302741918"}],
+            "messages":[{"from_user_id":"US.13491208655302741918","id":"wamid.u1","timestamp":"1700000000","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let parsed = parse(body.as_bytes()).expect("valid");
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        let [InboundEvent::Message(m)] = parsed.events.as_slice() else {
+            panic!("one message expected, got {:?}", parsed.events)
+        };
+        assert_eq!(m.from.as_str(), "US.13491208655302741918");
+        assert!(m.from.is_user_id());
+        assert_eq!(m.user_id.as_deref(), Some("US.13491208655302741918"));
+        assert_eq!(m.profile_name.as_deref(), Some("Sheena"));
+
+        // With the number shared too, the number identifies the customer.
+        let body = wrap(
+            r#"{"contacts":[{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"US.13491208655302741918"}],
+            "messages":[{"from":"16505551234","from_user_id":"US.13491208655302741918","id":"wamid.u2","timestamp":"1700000000","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let parsed = parse(body.as_bytes()).expect("valid");
+        let [InboundEvent::Message(m)] = parsed.events.as_slice() else {
+            panic!("one message expected")
+        };
+        assert_eq!(m.from.as_str(), "16505551234");
+        assert_eq!(m.user_id.as_deref(), Some("US.13491208655302741918"));
+
+        // Statuses of messages sent to a user id name only `recipient_user_id`.
+        let body = wrap(
+            r#"{"statuses":[{"id":"wamid.s1","status":"delivered","timestamp":"1700000001","recipient_user_id":"US.13491208655302741918"},
+            {"id":"wamid.s2","status":"failed","timestamp":"1700000001","recipient_id":"16505551234"},
+            {"id":"wamid.s3","status":"sent","timestamp":"1700000001"}]}"#,
+        );
+        let parsed = parse(body.as_bytes()).expect("valid");
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        let recipients: Vec<&str> = parsed
+            .events
+            .iter()
+            .map(|e| e.customer().as_str())
+            .collect();
+        assert_eq!(recipients, ["US.13491208655302741918", "16505551234"]);
     }
 
     #[test]

@@ -54,8 +54,11 @@ pub fn template_text(value: &str) -> String {
 /// Why a message was refused before sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    #[error("recipient must be digits, optionally after a +")]
+    #[error("recipient must be a phone number (digits, optionally after a +) or a business-scoped user id")]
     InvalidRecipient,
+    /// Meta refuses authentication templates to a business-scoped user id (error 131062).
+    #[error("an authentication template needs the customer's phone number; WhatsApp gave only a business-scoped user id")]
+    NeedsPhoneNumber,
     #[error("{field} is empty")]
     Empty { field: &'static str },
     #[error("{field} has {len} characters; WhatsApp allows {max}")]

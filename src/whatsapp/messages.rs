@@ -3,6 +3,11 @@
 //! Owns [`Outgoing`] (one message) and [`SendRequest`] (a message with its recipient). Every
 //! limit in `limits` is checked in [`SendRequest::graph_body`], before any network call, so a
 //! message that Meta would refuse is refused here with a typed error.
+//!
+//! A recipient is a phone number, sent as `to`, or — for a customer who did not share their
+//! number — a business-scoped user id, sent as `recipient` with no `to` (Meta's Messages API).
+//! Authentication templates (one-tap, zero-tap, copy-code) cannot go to a user id: Meta answers
+//! 131062, so such a request is refused here ([`MessageError::NeedsPhoneNumber`]).
 //! `Debug` output hides the recipient's number and the one-time code. No I/O here.
 
 use std::fmt;
@@ -10,7 +15,7 @@ use std::fmt;
 use serde_json::{json, Value};
 
 use super::limits::*;
-use crate::domain::MessageId;
+use crate::domain::{is_user_id, MessageId};
 use crate::telemetry::Masked;
 
 /// A reply button.
@@ -140,7 +145,8 @@ impl fmt::Debug for Outgoing {
 /// A message with its recipient, ready for the Graph API.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SendRequest {
-    /// The customer's number: digits, or `+` and digits (E.164).
+    /// The customer's number (digits, or `+` and digits: E.164), or their business-scoped user
+    /// id when WhatsApp did not give their number.
     pub to: String,
     pub message: Outgoing,
     /// The customer message this one answers (shown quoted in the chat).
@@ -162,7 +168,14 @@ impl SendRequest {
 
     /// Meta's JSON for this request, or why WhatsApp would refuse it.
     pub fn graph_body(&self) -> Result<Value, MessageError> {
-        check_recipient(&self.to)?;
+        let to_user_id = is_user_id(&self.to);
+        if to_user_id {
+            if matches!(self.message, Outgoing::AuthenticationCode { .. }) {
+                return Err(MessageError::NeedsPhoneNumber);
+            }
+        } else {
+            check_recipient(&self.to)?;
+        }
         if let Some(tracker) = &self.tracker {
             check_len("tracker", tracker, TRACKER_MAX)?;
         }
@@ -170,10 +183,10 @@ impl SendRequest {
         let mut body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": self.to,
             "type": kind,
             kind: content,
         });
+        body[if to_user_id { "recipient" } else { "to" }] = json!(self.to);
         if let Some(reply_to) = &self.reply_to {
             body["context"] = json!({ "message_id": reply_to.as_str() });
         }

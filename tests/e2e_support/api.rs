@@ -155,6 +155,21 @@ impl Api {
         id
     }
 
+    /// A text message from a customer WhatsApp identifies only by their business-scoped user id
+    /// (they chose a username and did not share their number): `from_user_id` and no `from`,
+    /// `user_id` and the username in the contact card and no `wa_id`. Returns its message id.
+    pub async fn text_from_user(&self, user_id: &str, body: &str) -> String {
+        let id = new_wamid();
+        self.webhook(envelope(json!({
+            "contacts": [{"profile": {"name": "Kerry", "username": "@kerry"},
+                          "user_id": user_id}],
+            "messages": [{"from_user_id": user_id, "id": id, "timestamp": now_secs(),
+                          "type": "text", "text": {"body": body}}]
+        })))
+        .await;
+        id
+    }
+
     /// A reply-button tap answering the message WhatsApp knows as `context_id`.
     pub async fn tap(&self, from: &str, context_id: &str, id: &str, title: &str) -> String {
         let message_id = new_wamid();
@@ -208,12 +223,18 @@ impl Api {
     }
 }
 
-/// A `messages` change as WhatsApp wraps it.
+/// A `messages` change as WhatsApp wraps it, addressed to our number.
 pub fn envelope(value: Value) -> Value {
+    envelope_for(PHONE_NUMBER_ID, "15550783881", value)
+}
+
+/// A `messages` change addressed to the business number `phone_number_id` (another number of
+/// the same WhatsApp Business Account posts to the same webhook).
+pub fn envelope_for(phone_number_id: &str, display_number: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
-    value["metadata"] = json!({"display_phone_number": "15550783881",
-                               "phone_number_id": PHONE_NUMBER_ID});
+    value["metadata"] = json!({"display_phone_number": display_number,
+                               "phone_number_id": phone_number_id});
     json!({"object": "whatsapp_business_account",
            "entry": [{"id": "102290129340398",
                       "changes": [{"field": "messages", "value": value}]}]})

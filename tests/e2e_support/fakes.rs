@@ -76,12 +76,11 @@ impl Graph {
         self.http.requests().iter().map(Recorded::json).collect()
     }
 
-    /// Message sends to a customer (digits, with or without `+`).
+    /// Message sends to a customer (digits, with or without `+`, or a business-scoped user id).
     pub fn sends_to(&self, customer: &str) -> Vec<Value> {
-        let digits = customer.trim_start_matches('+');
         self.sends()
             .into_iter()
-            .filter(|b| b["to"].as_str().map(|t| t.trim_start_matches('+')) == Some(digits))
+            .filter(|b| addressed_to(b, customer))
             .collect()
     }
 
@@ -96,12 +95,11 @@ impl Graph {
 
     /// Messages the fake accepted for `customer`, with the id it gave each, oldest first.
     pub fn accepted_to(&self, customer: &str) -> Vec<(Value, String)> {
-        let digits = customer.trim_start_matches('+');
         self.accepted
             .lock()
             .expect("log")
             .iter()
-            .filter(|(b, _)| b["to"].as_str().map(|t| t.trim_start_matches('+')) == Some(digits))
+            .filter(|(b, _)| addressed_to(b, customer))
             .cloned()
             .collect()
     }
@@ -113,6 +111,15 @@ impl Graph {
             (s.len() >= n).then_some(s)
         })
         .await
+    }
+}
+
+/// Whether a send body is addressed to `customer`: a phone number in `to` (digits, with or
+/// without `+`), or a business-scoped user id in `recipient` (Meta: `to` wins when both are set).
+pub fn addressed_to(body: &Value, customer: &str) -> bool {
+    match body["to"].as_str() {
+        Some(to) => to.trim_start_matches('+') == customer.trim_start_matches('+'),
+        None => body["recipient"].as_str() == Some(customer),
     }
 }
 
