@@ -192,6 +192,7 @@ fn a_business_scoped_user_id_is_addressed_as_recipient_and_gets_no_authenticatio
             name: "order_update".into(),
             language: "en".into(),
             body_parameters: vec![],
+            quick_replies: vec![],
         };
         assert!(SendRequest::new(user_id, template).graph_body().is_ok());
         let code = Outgoing::AuthenticationCode {
