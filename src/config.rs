@@ -286,11 +286,11 @@ impl Settings {
             }
         }
         if let Some(number) = &self.business_number {
-            let digits = number.strip_prefix('+').unwrap_or(number);
-            if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            // The `+` is optional here: operators often paste the bare digits of a wa.me link.
+            if let Err(why) = crate::domain::PhoneNumber::from_wa_id(number) {
                 return Err(ConfigError::Invalid {
                     name: "WAOTP_BUSINESS_NUMBER",
-                    message: "expected an E.164 number such as +14155550100".into(),
+                    message: format!("expected an E.164 number such as +14155550100 ({why})"),
                 });
             }
         }

@@ -243,7 +243,7 @@ impl Runtime {
                     .clone()
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| record.to.clone());
-                let Ok(customer) = CustomerNumber::parse(&to) else {
+                let Ok(customer) = CustomerNumber::from_wa_id(&to) else {
                     return Ok(Some(Event::DeliveryFailed {
                         reason: "the number to send the code to is not valid".into(),
                     }));

@@ -23,7 +23,7 @@ pub(super) const LANGUAGE_MAX: usize = 15;
 /// Why a message was refused before sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    #[error("recipient must be digits, optionally after a +")]
+    #[error("recipient must be a possible E.164 number: digits, optionally after a +")]
     InvalidRecipient,
     #[error("{field} is empty")]
     Empty { field: &'static str },
@@ -45,14 +45,11 @@ pub enum MessageError {
     UntitledSection,
 }
 
+/// A send to a number that cannot exist would only come back as an error from Meta.
 pub(super) fn check_recipient(to: &str) -> Result<(), MessageError> {
-    let digits = to.strip_prefix('+').unwrap_or(to);
-    // E.164 numbers have at most 15 digits; the shortest national numbers have about 5.
-    if (5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(MessageError::InvalidRecipient)
-    }
+    crate::domain::PhoneNumber::from_wa_id(to)
+        .map(drop)
+        .map_err(|_| MessageError::InvalidRecipient)
 }
 
 /// Meta counts characters, not bytes: an emoji title of 20 characters is fine.
