@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -151,14 +151,14 @@ pub struct InFlight(Mutex<HashSet<IdempotencyKey>>);
 
 /// A key held by one request until it is answered.
 #[derive(Debug)]
-pub struct Claim<'a> {
-    set: &'a InFlight,
+pub struct Claim {
+    set: Arc<InFlight>,
     key: IdempotencyKey,
 }
 
 impl InFlight {
     /// Holds `key` for the caller, or `409 idempotency_key_in_use` while another request has it.
-    pub fn claim(&self, key: &IdempotencyKey) -> Result<Claim<'_>, ApiError> {
+    pub fn claim(self: &Arc<Self>, key: &IdempotencyKey) -> Result<Claim, ApiError> {
         let fresh = self
             .0
             .lock()
@@ -166,7 +166,7 @@ impl InFlight {
             .insert(key.clone());
         if fresh {
             Ok(Claim {
-                set: self,
+                set: self.clone(),
                 key: key.clone(),
             })
         } else {
@@ -179,7 +179,7 @@ impl InFlight {
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         self.set
             .0
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_key_is_held_by_one_request_at_a_time() {
-        let set = InFlight::default();
+        let set = Arc::new(InFlight::default());
         let key = IdempotencyKey::new(&scope(b"api key"), "k");
         let claim = set.claim(&key).expect("free");
         let other = IdempotencyKey::new(&scope(b"another api key"), "k");

@@ -67,7 +67,29 @@ async fn start(
         let body = start_session(&state, request, None).await?;
         return Ok(HttpResponse::Created().json(body));
     };
-    let _claim = state.in_flight.claim(&idempotent.key)?;
+    let claim = state.in_flight.claim(&idempotent.key)?;
+    let state = state.into_inner();
+    // Carried to the end even if the client goes away: a session whose answer was never kept
+    // would leave a retry only the session as it is, not the first answer (a reverse-OTP code).
+    let (answer, replayed) = tokio::spawn(async move {
+        let _claim = claim;
+        start_once(&state, request, idempotent).await
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(if replayed {
+        replay(answer)
+    } else {
+        HttpResponse::Created().json(answer.body)
+    })
+}
+
+/// The first answer under the key (`true`: a replay), or a new session and its answer kept.
+async fn start_once(
+    state: &ApiState,
+    request: StartRequest,
+    idempotent: Idempotent,
+) -> Result<(StoredAnswer, bool), ApiError> {
     let now = chrono::Utc::now();
     let sessions = state.runtime.sessions();
     if let Some(first) = sessions
@@ -81,7 +103,7 @@ async fn start(
             .answer(&idempotent.key, &first)
             .map_err(ApiError::internal)?
         {
-            return Ok(replay(answer));
+            return Ok((answer, true));
         }
         // The process stopped after the session's step, before its answer was kept: the
         // session as it is now is the best answer left (a reverse-OTP code is not in it).
@@ -89,13 +111,14 @@ async fn start(
             .get(&first.session_id)
             .map_err(ApiError::internal)?
         {
-            return Ok(replay(StoredAnswer {
+            let answer = StoredAnswer {
                 status: StatusCode::CREATED.as_u16(),
                 body: session_json(&record),
-            }));
+            };
+            return Ok((answer, true));
         }
     }
-    let body = start_session(&state, request, Some(idempotent.start(now))).await?;
+    let body = start_session(state, request, Some(idempotent.start(now))).await?;
     let answer = StoredAnswer {
         status: StatusCode::CREATED.as_u16(),
         body,
@@ -108,7 +131,7 @@ async fn start(
         .store_durable()
         .await
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Created().json(answer.body))
+    Ok((answer, false))
 }
 
 /// Starts the session and returns the `201` body.

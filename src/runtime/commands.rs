@@ -59,7 +59,7 @@ fn new_session_id() -> String {
 
 impl Runtime {
     /// Starts `flow` for the customer `to` (E.164) and applies its first step, which also
-    /// records `idempotency` (the caller has already looked the key up: see `api::idempotency`).
+    /// records `idempotency` (the caller has looked the key up and found it unused).
     pub async fn start(
         &self,
         flow_id: &str,

@@ -250,6 +250,12 @@ mod tests {
             "ses_old",
             start(&old, now - chrono::Duration::hours(25)),
         );
+        // Expired, then used again: its new life starts now.
+        let reused = IdempotencyKey::new(&[1; 32], "reused");
+        let day_ago = now - chrono::Duration::hours(25);
+        step(&store, "ses_r1", start(&reused, day_ago));
+        assert_eq!(store.idempotent(&reused, now).expect("read"), None);
+        step(&store, "ses_r2", start(&reused, now));
 
         let found = store.idempotent(&a, now).expect("read").expect("kept");
         assert_eq!(found.session_id, "ses_a");
@@ -272,9 +278,11 @@ mod tests {
         assert_eq!(store.purge_idempotency(now).expect("purge"), 1);
         assert!(store.tree.get(&old.storage).expect("read").is_none());
         assert!(store.idempotent(&a, now).expect("read").is_some());
+        let again = store.idempotent(&reused, now).expect("read").expect("kept");
+        assert_eq!(again.session_id, "ses_r2");
         let tomorrow = now + chrono::Duration::hours(24);
         assert_eq!(store.idempotent(&a, tomorrow).expect("read"), None);
-        assert_eq!(store.purge_idempotency(tomorrow).expect("purge"), 1);
+        assert_eq!(store.purge_idempotency(tomorrow).expect("purge"), 2);
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY]).count(), 0);
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY_TIME]).count(), 0);
     }
@@ -282,14 +290,14 @@ mod tests {
     #[test]
     fn keys_from_before_scoping_are_dropped_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let db = sled::open(dir.path()).expect("sled");
-            let tree = db.open_tree("runtime").expect("tree");
-            tree.insert(key(IDEMPOTENCY, &[b"order-1"]), b"ses_1".as_slice())
-                .expect("insert");
-            db.flush().expect("flush");
-        }
-        let (_db, store) = store(dir.path());
+        let db = sled::open(dir.path()).expect("sled");
+        // Written as earlier versions did: the bare key → session id.
+        db.open_tree("runtime")
+            .expect("tree")
+            .insert(key(IDEMPOTENCY, &[b"order-1"]), b"ses_1".as_slice())
+            .expect("insert");
+        let sealer = Arc::new(RecordSealer::new(&OtpKey::generate(&mut rand::rngs::OsRng)));
+        let store = SessionStore::open(&db, sealer).expect("open");
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY]).count(), 0);
         let now = Utc::now();
         let a = IdempotencyKey::new(&[1; 32], "order-1");
