@@ -453,4 +453,22 @@ mod tests {
             .expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
     }
+
+    #[test]
+    fn the_business_number_must_be_a_possible_number() {
+        for good in ["+15550783881", "15550783881", "+919876543210"] {
+            let s = Settings::from_vars(vars(&[("WAOTP_BUSINESS_NUMBER", good)])).expect(good);
+            assert_eq!(s.business_number.as_deref(), Some(good));
+        }
+        for bad in [
+            "+99912345678",
+            "+1555078388",
+            "+91 98765 43210",
+            "+0123456789",
+        ] {
+            let err = Settings::from_vars(vars(&[("WAOTP_BUSINESS_NUMBER", bad)]))
+                .expect_err("not a possible number");
+            assert!(err.to_string().contains("WAOTP_BUSINESS_NUMBER"), "{err}");
+        }
+    }
 }
