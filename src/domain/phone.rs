@@ -1,63 +1,56 @@
 //! [`PhoneNumber`]: a number that could exist under E.164, the one phone-number type of the
 //! project.
 //!
-//! "Possible" in libphonenumber's sense, without its metadata: the country code is one the ITU
-//! has assigned (ITU-T E.164, "List of assigned country codes"), the whole number has at most
-//! 15 digits (E.164 §6) and the national significant number is long enough to be one. Only the
-//! two single-digit codes, where every number has exactly 10 national digits (North American
-//! Numbering Plan, Russia and Kazakhstan), get an exact length; elsewhere national lengths vary
-//! within a country, and guessing them wrong would lock real customers out. Whether a number is
-//! in service only WhatsApp can tell. Pure: no I/O, no allocation beyond the digits kept.
+//! "Possible" in libphonenumber's sense, from its data but without its weight (its Rust port
+//! compiles 1 MB of XML metadata and a regex engine per country): the country code is assigned
+//! and the national significant number has a length some subscriber number under that code has
+//! (fixed-line, mobile, VoIP, personal or pager numbers; freephone, premium-rate and shared-cost
+//! codes such as +800 cannot be a customer). The table below comes from libphonenumber's
+//! `PhoneNumberMetadata.xml` (release 9.0.33), territories that share a code merged into one
+//! range, capped by E.164's 15 digits. Whether a number is in service only WhatsApp can tell.
+//! Pure: no I/O, no allocation beyond the digits kept.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// E.164 §6: at most 15 digits, country code included.
 pub const MAX_DIGITS: usize = 15;
-/// The shortest national numbers in use (Niue, Tokelau, Saint Helena) have 4 digits.
-const MIN_NATIONAL_DIGITS: usize = 4;
 
-/// Country codes the ITU has assigned, by length. Spare and reserved codes (`+999`, `+28x`,
-/// `+80x` other than 800 and 808, …) are absent, so a number using one cannot be reached.
-const ONE_DIGIT: &[u16] = &[1, 7];
-const TWO_DIGITS: &[u16] = &[
-    20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55, 56,
-    57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98,
-];
-const THREE_DIGITS: &[(u16, u16)] = &[
-    (211, 213),
-    (216, 216),
-    (218, 218),
-    (220, 258),
-    (260, 269),
-    (290, 291),
-    (297, 299),
-    (350, 359),
-    (370, 383),
-    (385, 387),
-    (389, 389),
-    (420, 421),
-    (423, 423),
-    (500, 509),
-    (590, 599),
-    (670, 670),
-    (672, 683),
-    (685, 692),
-    (800, 800),
-    (808, 808),
-    (850, 850),
-    (852, 853),
-    (855, 856),
-    (870, 870),
-    (878, 878),
-    (880, 883),
-    (886, 886),
-    (888, 888),
-    (960, 968),
-    (970, 977),
-    (979, 979),
-    (992, 996),
-    (998, 998),
+/// Country code, and the shortest and longest national significant number under it, sorted by
+/// code. Spare and reserved codes (`+999`, `+28x`, `+80x`, …) are absent.
+#[rustfmt::skip]
+const COUNTRIES: &[(u16, u8, u8)] = &[
+    (1, 10, 10), (7, 10, 10), (20, 8, 10), (27, 5, 9), (30, 10, 10), (31, 9, 11), (32, 8, 9),
+    (33, 9, 9), (34, 9, 9), (36, 8, 9), (39, 6, 12), (40, 6, 9), (41, 9, 9), (43, 4, 13),
+    (44, 9, 10), (45, 8, 8), (46, 7, 9), (47, 8, 8), (48, 6, 9), (49, 4, 13), (51, 8, 9),
+    (52, 10, 10), (53, 6, 10), (54, 10, 11), (55, 10, 11), (56, 9, 9), (57, 8, 10), (58, 10, 10),
+    (60, 8, 10), (61, 5, 9), (62, 7, 12), (63, 6, 10), (64, 8, 10), (65, 8, 8), (66, 8, 9),
+    (81, 9, 10), (82, 5, 11), (84, 9, 10), (86, 7, 11), (90, 10, 10), (91, 10, 10), (92, 9, 10),
+    (93, 9, 9), (94, 9, 9), (95, 6, 10), (98, 6, 10), (211, 9, 9), (212, 9, 9), (213, 8, 9),
+    (216, 8, 8), (218, 9, 9), (220, 7, 7), (221, 9, 9), (222, 8, 8), (223, 8, 8), (224, 8, 9),
+    (225, 10, 10), (226, 8, 8), (227, 8, 8), (228, 8, 8), (229, 8, 10), (230, 7, 8), (231, 7, 9),
+    (232, 8, 8), (233, 9, 9), (234, 10, 10), (235, 8, 8), (236, 8, 8), (237, 9, 9), (238, 7, 7),
+    (239, 7, 7), (240, 9, 9), (241, 7, 8), (242, 9, 9), (243, 7, 10), (244, 9, 9), (245, 7, 9),
+    (246, 7, 7), (247, 5, 5), (248, 7, 7), (249, 9, 9), (250, 8, 9), (251, 9, 9), (252, 6, 9),
+    (253, 8, 8), (254, 7, 9), (255, 9, 9), (256, 9, 9), (257, 8, 8), (258, 8, 9), (260, 9, 9),
+    (261, 9, 9), (262, 9, 9), (263, 5, 10), (264, 8, 9), (265, 7, 9), (266, 8, 8), (267, 7, 8),
+    (268, 8, 8), (269, 7, 7), (290, 4, 5), (291, 7, 7), (297, 7, 7), (298, 6, 6), (299, 6, 6),
+    (350, 8, 8), (351, 9, 9), (352, 4, 11), (353, 7, 10), (354, 7, 9), (355, 8, 9), (356, 8, 8),
+    (357, 8, 8), (358, 5, 10), (359, 6, 9), (370, 8, 8), (371, 8, 8), (372, 7, 8), (373, 8, 8),
+    (374, 8, 8), (375, 9, 9), (376, 6, 9), (377, 8, 9), (378, 8, 10), (380, 9, 9), (381, 7, 12),
+    (382, 8, 8), (383, 8, 12), (385, 8, 9), (386, 8, 8), (387, 8, 9), (389, 8, 8), (420, 9, 9),
+    (421, 6, 9), (423, 7, 9), (500, 5, 5), (501, 7, 7), (502, 8, 8), (503, 8, 8), (504, 8, 8),
+    (505, 8, 8), (506, 8, 8), (507, 7, 8), (508, 6, 9), (509, 8, 8), (590, 9, 9), (591, 8, 8),
+    (592, 7, 7), (593, 8, 9), (594, 9, 9), (595, 7, 9), (596, 9, 9), (597, 6, 7), (598, 8, 8),
+    (599, 7, 8), (670, 7, 8), (672, 6, 6), (673, 7, 7), (674, 7, 7), (675, 7, 8), (676, 5, 7),
+    (677, 5, 7), (678, 5, 7), (679, 7, 7), (680, 7, 7), (681, 6, 6), (682, 5, 5), (683, 4, 7),
+    (685, 5, 10), (686, 5, 8), (687, 6, 6), (688, 5, 7), (689, 8, 8), (690, 4, 7), (691, 7, 7),
+    (692, 7, 7), (850, 8, 10), (852, 8, 8), (853, 8, 8), (855, 8, 9), (856, 8, 10), (870, 9, 12),
+    (878, 12, 12), (880, 6, 10), (881, 9, 10), (882, 7, 12), (883, 8, 12), (886, 8, 11),
+    (960, 7, 7), (961, 7, 8), (962, 8, 9), (963, 8, 9), (964, 8, 10), (965, 8, 8), (966, 9, 9),
+    (967, 7, 9), (968, 8, 8), (970, 8, 9), (971, 8, 9), (972, 8, 12), (973, 8, 8), (974, 7, 8),
+    (975, 7, 8), (976, 8, 10), (977, 8, 10), (992, 9, 9), (993, 8, 8), (994, 9, 9), (995, 9, 9),
+    (996, 9, 9), (998, 9, 9),
 ];
 
 /// Why a phone number was refused.
@@ -67,7 +60,7 @@ pub enum PhoneError {
     MissingPlus,
     #[error("a phone number is digits only, with no spaces or punctuation")]
     NotDigits,
-    #[error("no country uses this country code")]
+    #[error("no subscriber number has this country code")]
     UnknownCountryCode,
     #[error("too short or too long for its country code")]
     Length,
@@ -102,14 +95,9 @@ impl PhoneNumber {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(PhoneError::NotDigits);
         }
-        let cc = country_code_len(digits).ok_or(PhoneError::UnknownCountryCode)?;
+        let (cc, min, max) = country_of(digits).ok_or(PhoneError::UnknownCountryCode)?;
         let national = digits.len() - cc;
-        let fits = match cc {
-            // NANP (+1) and +7: every number has exactly 10 national digits.
-            1 => national == 10,
-            _ => national >= MIN_NATIONAL_DIGITS && digits.len() <= MAX_DIGITS,
-        };
-        if fits {
+        if (usize::from(min)..=usize::from(max)).contains(&national) && digits.len() <= MAX_DIGITS {
             Ok(Self(digits.to_owned()))
         } else {
             Err(PhoneError::Length)
@@ -133,21 +121,18 @@ impl PhoneNumber {
     }
 }
 
-/// The length of the assigned country code `digits` starts with. E.164 country codes are a
-/// prefix code, so at most one of the three lengths matches.
-fn country_code_len(digits: &str) -> Option<usize> {
-    let prefix = |n: usize| digits.get(..n).and_then(|p| p.parse::<u16>().ok());
-    if prefix(1).is_some_and(|p| ONE_DIGIT.contains(&p)) {
-        return Some(1);
+/// The country code `digits` starts with and the national lengths it allows. E.164 country
+/// codes are a prefix code, so at most one of the three lengths matches.
+fn country_of(digits: &str) -> Option<(usize, u8, u8)> {
+    if digits.starts_with('0') {
+        return None;
     }
-    if prefix(2).is_some_and(|p| TWO_DIGITS.contains(&p)) {
-        return Some(2);
-    }
-    let three = prefix(3)?;
-    THREE_DIGITS
-        .iter()
-        .any(|(low, high)| (*low..=*high).contains(&three))
-        .then_some(3)
+    (1..=3).find_map(|n| {
+        let code = digits.get(..n)?.parse::<u16>().ok()?;
+        let i = COUNTRIES.binary_search_by_key(&code, |c| c.0).ok()?;
+        let (_, min, max) = COUNTRIES[i];
+        Some((n, min, max))
+    })
 }
 
 impl fmt::Debug for PhoneNumber {
@@ -204,6 +189,9 @@ mod tests {
             ("+3841234567", UnknownCountryCode),
             ("+6711234567", UnknownCountryCode),
             ("+9691234567", UnknownCountryCode),
+            ("+80012345678", UnknownCountryCode),
+            ("+447700900", Length),
+            ("+9198765432", Length),
             ("+12", Length),
             ("+1415555010", Length),
             ("+141555501000", Length),
@@ -241,20 +229,23 @@ mod tests {
     }
 
     #[test]
-    fn country_codes_are_prefix_free() {
-        let mut all: Vec<String> = ONE_DIGIT.iter().map(u16::to_string).collect();
-        all.extend(TWO_DIGITS.iter().map(u16::to_string));
-        for (low, high) in THREE_DIGITS {
-            assert!(low <= high);
-            all.extend((*low..=*high).map(|c| c.to_string()));
-        }
-        for a in &all {
-            for b in &all {
+    fn the_table_is_sorted_prefix_free_and_within_e164() {
+        assert!(COUNTRIES.windows(2).all(|w| w[0].0 < w[1].0));
+        let codes: Vec<String> = COUNTRIES.iter().map(|c| c.0.to_string()).collect();
+        for a in &codes {
+            for b in &codes {
                 assert!(
                     a == b || !b.starts_with(a.as_str()),
                     "{a} is a prefix of {b}"
                 );
             }
+        }
+        for (code, min, max) in COUNTRIES {
+            assert!(min <= max, "+{code}");
+            assert!(
+                code.to_string().len() + usize::from(*max) <= MAX_DIGITS,
+                "+{code}"
+            );
         }
     }
 
