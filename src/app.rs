@@ -182,6 +182,7 @@ impl Application {
             metrics: metrics.clone(),
             api_keys: Arc::new(api_keys),
             sandbox,
+            in_flight: Default::default(),
         };
         if settings.app_secret.is_none() {
             tracing::warn!("no WAOTP_APP_SECRET: every webhook POST will be refused with 401");

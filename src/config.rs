@@ -286,11 +286,11 @@ impl Settings {
             }
         }
         if let Some(number) = &self.business_number {
-            let digits = number.strip_prefix('+').unwrap_or(number);
-            if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            // The `+` is optional here: operators often paste the bare digits of a wa.me link.
+            if let Err(why) = crate::domain::PhoneNumber::from_wa_id(number) {
                 return Err(ConfigError::Invalid {
                     name: "WAOTP_BUSINESS_NUMBER",
-                    message: "expected an E.164 number such as +14155550100".into(),
+                    message: format!("expected an E.164 number such as +14155550100 ({why})"),
                 });
             }
         }
@@ -452,5 +452,23 @@ mod tests {
         let err = Settings::from_vars(vars(&[("WAOTP_CONFIG", path.to_str().expect("utf8"))]))
             .expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn the_business_number_must_be_a_possible_number() {
+        for good in ["+15550783881", "15550783881", "+919876543210"] {
+            let s = Settings::from_vars(vars(&[("WAOTP_BUSINESS_NUMBER", good)])).expect(good);
+            assert_eq!(s.business_number.as_deref(), Some(good));
+        }
+        for bad in [
+            "+99912345678",
+            "+1555078388",
+            "+91 98765 43210",
+            "+0123456789",
+        ] {
+            let err = Settings::from_vars(vars(&[("WAOTP_BUSINESS_NUMBER", bad)]))
+                .expect_err("not a possible number");
+            assert!(err.to_string().contains("WAOTP_BUSINESS_NUMBER"), "{err}");
+        }
     }
 }

@@ -1,8 +1,13 @@
-//! The project's own words for what arrives from WhatsApp.
+//! The project's own words for what arrives from WhatsApp and from the merchant.
 //!
 //! Everything past the webhook speaks these types, never Meta's JSON. Identifiers are newtypes
-//! with a private field and a `parse`, so an empty or absurd id cannot exist past the boundary.
-//! This module does no I/O and knows nothing of HTTP or storage.
+//! with a private field and a `parse`, so an empty or absurd id cannot exist past the boundary;
+//! [`PhoneNumber`] is the one type for a phone number, whoever wrote it. This module does no I/O
+//! and knows nothing of HTTP or storage.
+
+mod phone;
+
+pub use phone::{PhoneError, PhoneNumber};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

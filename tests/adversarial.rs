@@ -18,6 +18,8 @@ use waotp::store::Store;
 use waotp::{Application, Settings};
 
 const API_KEY: &str = "adversarial-key";
+/// A second merchant's key: idempotency keys are scoped to the API key.
+const OTHER_KEY: &str = "adversarial-other-merchant-key";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 struct App {
@@ -32,7 +34,8 @@ struct App {
 async fn spawn() -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vars = common::test_vars(dir.path());
-    vars.insert("WAOTP_API_KEYS".into(), API_KEY.into());
+    vars.insert("WAOTP_API_KEYS".into(), format!("{API_KEY},{OTHER_KEY}"));
+    vars.insert("WAOTP_BUSINESS_NUMBER".into(), "+15550783881".into());
     let settings = Settings::from_vars(vars).expect("settings");
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();
@@ -728,4 +731,205 @@ async fn wrong_api_keys_get_401_and_change_nothing() {
     // The right key still works, and the code was never used up by the refused checks.
     let answer = app.check(&session, &code).await;
     assert_eq!(answer["valid"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A careless merchant: retried starts, reused keys, numbers that cannot exist, oversized vars
+// ---------------------------------------------------------------------------------------------
+
+impl App {
+    /// `POST /v1/sessions` with an `Idempotency-Key` and a raw JSON body; returns status, the
+    /// `Idempotent-Replayed` header and the body.
+    async fn start_keyed(
+        &self,
+        api_key: &str,
+        idempotency_key: &str,
+        body: &str,
+    ) -> (u16, Option<String>, Value) {
+        let res = self
+            .client
+            .post(format!("{}/v1/sessions", self.base))
+            .bearer_auth(api_key)
+            .header("idempotency-key", idempotency_key)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        let replayed = res
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        (status, replayed, res.json().await.expect("JSON answer"))
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_compared_and_replay_the_first_answer_with_its_code_sealed() {
+    let app = spawn().await;
+    let body = r#"{"flow": "reverse_verification", "to": "+14155550190"}"#;
+    let (status, replayed, first) = app.start_keyed(API_KEY, "signup-42", body).await;
+    assert_eq!((status, replayed.as_deref()), (201, None), "{first}");
+    let code = first["otp"]["code"]
+        .as_str()
+        .expect("a reverse-OTP code")
+        .to_owned();
+
+    // The same request, written differently: the first answer again, code included, marked.
+    let same = r#"{ "to" : "+14155550190",
+      "flow" : "reverse_verification" }"#;
+    let (status, replayed, again) = app.start_keyed(API_KEY, "signup-42", same).await;
+    assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+    assert_eq!(again, first, "a replay is the first answer, byte for byte");
+
+    // Retries racing each other: one starts the session, the others wait their turn or replay.
+    let racer = r#"{"flow": "reverse_verification", "to": "+14155550196"}"#;
+    let racing = join_all((0..8).map(|_| app.start_keyed(API_KEY, "signup-43", racer))).await;
+    let fresh: Vec<&Value> = racing
+        .iter()
+        .filter(|(s, r, _)| *s == 201 && r.is_none())
+        .map(|(_, _, body)| body)
+        .collect();
+    assert_eq!(
+        fresh.len(),
+        1,
+        "exactly one answer is not a replay: {racing:?}"
+    );
+    for (status, replayed, answer) in &racing {
+        match (status, replayed.as_deref()) {
+            (201, _) => assert_eq!(answer, fresh[0]),
+            (409, None) => assert_eq!(answer["error"]["code"], "idempotency_key_in_use"),
+            _ => panic!("{status} {replayed:?}: {answer}"),
+        }
+    }
+
+    // The same key with another request: refused, and nothing changes.
+    app.quiesce().await;
+    let before = app.snapshot();
+    let other = r#"{"flow": "reverse_verification", "to": "+14155550191"}"#;
+    let (status, replayed, refused) = app.start_keyed(API_KEY, "signup-42", other).await;
+    assert_eq!(
+        (status, replayed, refused["error"]["code"].as_str()),
+        (422, None, Some("idempotency_key_reused"))
+    );
+    let (status, _, refused) = app.start_keyed(API_KEY, "", other).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key"))
+    );
+    app.quiesce().await;
+    assert!(
+        before == app.snapshot(),
+        "a refused request changed the store"
+    );
+
+    // Another merchant's `signup-42` is another key.
+    let (status, replayed, theirs) = app.start_keyed(OTHER_KEY, "signup-42", other).await;
+    assert_eq!((status, replayed), (201, None), "{theirs}");
+    assert_ne!(theirs["id"], first["id"]);
+
+    // The code the replay gave back is kept sealed, never in plaintext.
+    for ((tree, key), value) in app.snapshot() {
+        for needle in [format!("\"{code}\""), format!("text={code}")] {
+            let found = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert!(
+                !found(&key) && !found(&value),
+                "the code in tree {}",
+                String::from_utf8_lossy(&tree)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn numbers_that_cannot_exist_and_oversized_vars_are_refused_at_the_door() {
+    let app = spawn().await;
+    app.quiesce().await;
+    let before = app.snapshot();
+    let start = |to: &str, vars: Value| {
+        app.post(
+            "/v1/sessions",
+            Some(API_KEY),
+            json!({"flow": "signup_verification", "to": to, "vars": vars}),
+        )
+    };
+    // Unassigned country codes, and lengths no number of that country code has.
+    for to in [
+        "+99912345678",
+        "+2801234567",
+        "+8011234567",
+        "+1415555010",
+        "+79161234567890",
+        "+91987",
+    ] {
+        let (status, body) = start(to, json!({})).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_phone")),
+            "{to}: {body}"
+        );
+    }
+    let (status, body) = app
+        .post(
+            "/v1/sandbox/inbound",
+            Some(API_KEY),
+            json!({"from": "+99912345678", "text": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_phone"))
+    );
+    let res = app
+        .client
+        .get(format!(
+            "{}/v1/sandbox/messages?to=%2B99912345678",
+            app.base
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 400);
+
+    // Vars: 32 at most, names up to 64 bytes, values up to 1 KiB and 8 KiB in all (as JSON).
+    let many = |n: usize| Value::Object((0..n).map(|i| (format!("v{i}"), json!("x"))).collect());
+    let sized = |n: usize, len: usize| {
+        Value::Object(
+            (0..n)
+                .map(|i| (format!("v{i}"), json!("x".repeat(len))))
+                .collect(),
+        )
+    };
+    let one = |name: String, value: Value| Value::Object([(name, value)].into_iter().collect());
+    for vars in [
+        many(33),
+        one("n".repeat(65), json!(1)),
+        one("v".into(), json!("x".repeat(1023))),
+        one("v".into(), json!({"nested": ["x".repeat(1020)]})),
+        sized(9, 998),
+    ] {
+        let (status, body) = start("+14155550192", vars).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_vars")),
+            "{body}"
+        );
+    }
+    app.quiesce().await;
+    assert!(
+        before == app.snapshot(),
+        "a refused request changed the store"
+    );
+
+    // Right at the limits, a session starts.
+    for (to, vars) in [
+        ("+14155550193", many(32)),
+        ("+14155550194", sized(8, 998)),
+        ("+14155550195", one("n".repeat(64), json!("x".repeat(1022)))),
+    ] {
+        let (status, body) = start(to, vars).await;
+        assert_eq!(status, 201, "{to}: {body}");
+    }
 }

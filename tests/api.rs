@@ -133,8 +133,9 @@ async fn idempotency_and_one_active_session_per_customer_and_flow() {
         .expect("json");
     let again = send("order-1").await.expect("sent");
     assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: Value = again.json().await.expect("json");
-    assert_eq!(first["id"], again["id"]);
+    assert_eq!(first, again);
     // A different key for the same customer and flow: refused while the first is active.
     let other = send("order-2").await.expect("sent");
     assert_eq!(other.status(), 409);
@@ -292,4 +293,33 @@ async fn finished_sessions_are_purged_after_the_retention_period() {
     assert!(sessions.get(&id).expect("read").is_none());
     let active_id = active["id"].as_str().expect("id");
     assert!(sessions.get(active_id).expect("read").is_some());
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_forgotten_once_purged_after_a_day() {
+    let app = app().await;
+    let send = |to: &'static str| {
+        app.client
+            .post(format!("{}/v1/sessions", app.base))
+            .bearer_auth(KEY)
+            .header("idempotency-key", "order-7")
+            .json(&cod(to))
+            .send()
+    };
+    assert_eq!(send("+14155550179").await.expect("sent").status(), 201);
+    let sessions = app.store.sessions();
+    let now = chrono::Utc::now();
+    // Within the day the key is kept, and another request with it is refused.
+    sessions.purge_idempotency(now).expect("purge");
+    assert_eq!(send("+14155550180").await.expect("sent").status(), 422);
+    // A day later the purge removes it, and the key is free again.
+    assert_eq!(
+        sessions
+            .purge_idempotency(now + chrono::Duration::hours(24))
+            .expect("purge"),
+        1
+    );
+    let again = send("+14155550180").await.expect("sent");
+    assert_eq!(again.status(), 201);
+    assert!(again.headers().get("idempotent-replayed").is_none());
 }

@@ -136,6 +136,41 @@ async fn killed_after_the_start_request() {
     assert_eq!(template_sends(&rig.graph, customer, "otp_code"), 1);
 }
 
+/// A reverse-OTP start retried after a crash gets its first answer back, code included: the
+/// answer is on disk before the merchant sees it, sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_reverse_start_replays_its_code_after_a_kill() {
+    let rig = Rig::new(&[]).await;
+    let server = rig.serve();
+    let (status, replayed, first) = server
+        .api
+        .start_keyed("reverse_verification", "+14155550420", json!({}), "rev-1")
+        .await;
+    assert_eq!((status, replayed), (201, None), "{first}");
+    let code = first["otp"]["code"].as_str().expect("code").to_owned();
+    server.kill9();
+    for needle in [format!("\"{code}\""), format!("text={code}")] {
+        let found = files_containing(&rig.data(), needle.as_bytes());
+        assert!(found.is_empty(), "{needle} on disk in {found:?}");
+    }
+
+    let server = rig.serve();
+    let (status, replayed, again) = server
+        .api
+        .start_keyed("reverse_verification", "+14155550420", json!({}), "rev-1")
+        .await;
+    assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+    assert_eq!(again, first);
+    let (status, _, other) = server
+        .api
+        .start_keyed("reverse_verification", "+14155550421", json!({}), "rev-1")
+        .await;
+    assert_eq!(
+        (status, other["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_code_was_sent() {
     let rig = Rig::new(&[]).await;

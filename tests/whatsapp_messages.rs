@@ -165,6 +165,8 @@ fn recipients_are_digits_with_an_optional_plus() {
         "abc",
         "1234",
         "+1234567890123456",
+        "99912345678",
+        "+1415555010",
     ] {
         assert_eq!(
             SendRequest::new(bad, Outgoing::text("hi")).graph_body(),

@@ -9,14 +9,7 @@ use subtle::ConstantTimeEq;
 
 /// Refuses the request unless it carries one of `keys`.
 pub fn require_key(req: &HttpRequest, keys: &[SecretString]) -> Result<(), ApiError> {
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .as_bytes();
-    if is_known_key(given, keys) {
+    if is_known_key(bearer(req), keys) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -25,6 +18,16 @@ pub fn require_key(req: &HttpRequest, keys: &[SecretString]) -> Result<(), ApiEr
             "missing or unknown API key (Authorization: Bearer <key>)",
         ))
     }
+}
+
+/// The key the request presents (empty when none); check it with [`require_key`] first.
+pub fn bearer(req: &HttpRequest) -> &[u8] {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes()
 }
 
 /// Whether `given` is one of `keys`, compared in constant time against every key.

@@ -5,5 +5,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod sessions;
 pub mod stats;
+pub mod vars;

@@ -1,13 +1,15 @@
 //! The merchant API of SPEC §4: start, read, cancel a session and check a code; plus the
 //! sandbox routes of SPEC §7. Handlers translate HTTP to runtime calls and back, nothing more.
 
-use super::auth::require_key;
+use super::auth::{bearer, require_key};
 use super::error::{parse_json, ApiError};
-use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
+use super::idempotency::{replay, Idempotent, InFlight};
+use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
 use crate::metrics::Metrics;
 use crate::outbox::SandboxRecorder;
-use crate::runtime::commands::{parse_e164, StartError};
+use crate::runtime::commands::StartError;
 use crate::runtime::{session_json, Inbox, Runtime};
+use crate::store::idempotency::{IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::SecretString;
@@ -25,6 +27,8 @@ pub struct ApiState {
     pub api_keys: Arc<Vec<SecretString>>,
     /// Present in sandbox mode only.
     pub sandbox: Option<Arc<SandboxRecorder>>,
+    /// Idempotency keys of requests being answered.
+    pub in_flight: Arc<InFlight>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -53,12 +57,89 @@ async fn start(
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
     let request: StartRequest = parse_json(&body)?;
-    let idempotency_key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255);
+    super::vars::check_vars(&request.vars)?;
+    let idempotent = if req.headers().contains_key(super::idempotency::HEADER) {
+        Idempotent::of(&req, bearer(&req), &parse_json(&body)?)?
+    } else {
+        None
+    };
+    let Some(idempotent) = idempotent else {
+        let body = start_session(&state, request, None).await?;
+        return Ok(HttpResponse::Created().json(body));
+    };
+    let claim = state.in_flight.claim(&idempotent.key)?;
+    let state = state.into_inner();
+    // Carried to the end even if the client goes away: a session whose answer was never kept
+    // would leave a retry only the session as it is, not the first answer (a reverse-OTP code).
+    let (answer, replayed) = tokio::spawn(async move {
+        let _claim = claim;
+        start_once(&state, request, idempotent).await
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(if replayed {
+        replay(answer)
+    } else {
+        HttpResponse::Created().json(answer.body)
+    })
+}
+
+/// The first answer under the key (`true`: a replay), or a new session and its answer kept.
+async fn start_once(
+    state: &ApiState,
+    request: StartRequest,
+    idempotent: Idempotent,
+) -> Result<(StoredAnswer, bool), ApiError> {
+    let now = chrono::Utc::now();
+    let sessions = state.runtime.sessions();
+    if let Some(first) = sessions
+        .idempotent(&idempotent.key, now)
+        .map_err(ApiError::internal)?
+    {
+        if first.request != idempotent.request {
+            return Err(Idempotent::reused());
+        }
+        if let Some(answer) = sessions
+            .answer(&idempotent.key, &first)
+            .map_err(ApiError::internal)?
+        {
+            return Ok((answer, true));
+        }
+        // The process stopped after the session's step, before its answer was kept: the
+        // session as it is now is the best answer left (a reverse-OTP code is not in it).
+        if let Some(record) = sessions
+            .get(&first.session_id)
+            .map_err(ApiError::internal)?
+        {
+            let answer = StoredAnswer {
+                status: StatusCode::CREATED.as_u16(),
+                body: session_json(&record),
+            };
+            return Ok((answer, true));
+        }
+    }
+    let body = start_session(state, request, Some(idempotent.start(now))).await?;
+    let answer = StoredAnswer {
+        status: StatusCode::CREATED.as_u16(),
+        body,
+    };
+    sessions
+        .keep_answer(&idempotent.key, &answer)
+        .map_err(ApiError::internal)?;
+    state
+        .runtime
+        .store_durable()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((answer, false))
+}
+
+/// Starts the session and returns the `201` body.
+async fn start_session(
+    state: &ApiState,
+    request: StartRequest,
+    idempotency: Option<IdempotentStart>,
+) -> Result<Value, ApiError> {
     let started = state
         .runtime
         .start(
@@ -66,7 +147,7 @@ async fn start(
             &request.to,
             request.vars,
             request.lang.as_deref(),
-            idempotency_key,
+            idempotency,
         )
         .await
         .map_err(|e| match e {
@@ -79,7 +160,9 @@ async fn start(
                 ApiError::bad_request("invalid_var", e.to_string())
                     .with_param(format!("vars.{name}"))
             }
-            StartError::InvalidPhone(_) => ApiError::bad_request("invalid_phone", e.to_string()),
+            StartError::InvalidPhone { .. } => {
+                ApiError::bad_request("invalid_phone", e.to_string()).with_param("to")
+            }
             StartError::SessionActive { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "session_active", e.to_string())
             }
@@ -92,7 +175,7 @@ async fn start(
     if let Some((code, link)) = started.reverse {
         body["otp"] = json!({"code": code, "wa_link": link});
     }
-    Ok(HttpResponse::Created().json(body))
+    Ok(body)
 }
 
 async fn get(
@@ -192,15 +275,16 @@ async fn sandbox_messages(
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
     let recorder = sandbox_of(&state)?;
-    let customer = parse_e164(&query.to).ok_or_else(|| {
+    let customer = PhoneNumber::parse(&query.to).map_err(|why| {
         ApiError::bad_request(
             "invalid_phone",
-            "`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL)",
+            format!("`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL): {why}"),
         )
     })?;
+    let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
     let messages = recorder
-        .messages_when(&customer, query.min, wait)
+        .messages_when(customer, query.min, wait)
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
@@ -222,8 +306,11 @@ async fn sandbox_inbound(
     require_key(&req, &state.api_keys)?;
     sandbox_of(&state)?;
     let request: InboundRequest = parse_json(&body)?;
-    let customer = parse_e164(&request.from).ok_or_else(|| {
-        ApiError::bad_request("invalid_phone", "`from` must be E.164, e.g. +919876543210")
+    let customer = PhoneNumber::parse(&request.from).map_err(|why| {
+        ApiError::bad_request(
+            "invalid_phone",
+            format!("`from` must be E.164, e.g. +919876543210: {why}"),
+        )
     })?;
     let content = match (request.text, request.button) {
         (Some(body), None) => MessageContent::Text { body },
@@ -244,7 +331,7 @@ async fn sandbox_inbound(
     let id = format!("wamid.sandbox.in.{}", hex::encode(nonce));
     let event = InboundEvent::Message(InboundMessage {
         id: MessageId::parse(id.clone()).map_err(ApiError::internal)?,
-        from: WaId::parse(customer).map_err(ApiError::internal)?,
+        from: WaId::parse(customer.digits()).map_err(ApiError::internal)?,
         user_id: None,
         profile_name: None,
         timestamp: now.timestamp(),

@@ -89,7 +89,7 @@ impl RulesLedger {
     pub fn new(rng: &mut StdRng) -> Self {
         Self {
             key: OtpKey::generate(rng),
-            customer: CustomerNumber::parse(SIM_CUSTOMER)
+            customer: CustomerNumber::from_wa_id(SIM_CUSTOMER)
                 .unwrap_or_else(|_| unreachable!("valid number")),
             records: HashMap::new(),
             activity: CustomerActivity::default(),

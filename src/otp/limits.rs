@@ -4,7 +4,6 @@
 //! wrong attempts, and the service-wide sends in the current hour — and the arithmetic on them
 //! (what falls in a window, when a limit frees up). It reads no clock: every method takes `now`.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -12,45 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::DAY_WINDOW;
 
-/// A customer's phone number as the limits key it: E.164 digits without the `+`.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CustomerNumber(String);
-
-/// Not an E.164 number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not an E.164 phone number")]
-pub struct InvalidCustomerNumber;
-
-impl CustomerNumber {
-    /// Accepts `+919876543210` or `919876543210` (WhatsApp's `wa_id` has no `+`).
-    pub fn parse(text: &str) -> Result<Self, InvalidCustomerNumber> {
-        let digits = text.strip_prefix('+').unwrap_or(text);
-        let ok = (6..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if ok {
-            Ok(Self(digits.to_owned()))
-        } else {
-            Err(InvalidCustomerNumber)
-        }
-    }
-
-    pub fn digits(&self) -> &str {
-        &self.0
-    }
-
-    /// The form allowed in logs and the audit log: the last 4 digits only.
-    pub fn masked(&self) -> String {
-        let tail = &self.0[self.0.len().saturating_sub(4)..];
-        format!("…{tail}")
-    }
-}
-
-impl fmt::Debug for CustomerNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CustomerNumber({})", self.masked())
-    }
-}
+/// Not a possible E.164 number.
+pub use crate::domain::PhoneError as InvalidCustomerNumber;
+/// A customer's phone number as the limits key it: the domain's one phone-number type, whose
+/// digits (no `+`) name the customer's counters.
+pub use crate::domain::PhoneNumber as CustomerNumber;
 
 /// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first.
 ///
@@ -196,7 +161,7 @@ mod tests {
         let n = CustomerNumber::parse("+919876543210").expect("valid");
         assert_eq!(n.digits(), "919876543210");
         assert_eq!(n.masked(), "…3210");
-        assert_eq!(CustomerNumber::parse("919876543210"), Ok(n.clone()));
+        assert_eq!(CustomerNumber::from_wa_id("919876543210"), Ok(n.clone()));
         assert!(!format!("{n:?}").contains("98765"));
         for bad in [
             "",
@@ -205,6 +170,7 @@ mod tests {
             "12345",
             "+91 98765",
             "1234567890123456",
+            "+99912345678",
         ] {
             assert!(CustomerNumber::parse(bad).is_err(), "{bad}");
         }

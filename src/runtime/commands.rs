@@ -3,10 +3,12 @@
 //! Each runs as one locked, durable session step; the HTTP layer only translates.
 
 use super::core::{Runtime, RuntimeError};
+use crate::domain::PhoneNumber;
 use crate::flow::engine::{self, Event, StartError as EngineStartError};
 use crate::flow::model::VarSource;
 use crate::flow::render::{placeholders, render, value_text};
 use crate::otp::VerifyOutcome;
+use crate::store::idempotency::IdempotentStart;
 use crate::store::sessions::{SessionRecord, StepWrite};
 use crate::whatsapp::limits::{template_parameter_max, template_text};
 use chrono::Utc;
@@ -26,8 +28,11 @@ pub enum StartError {
     MissingVar(String),
     #[error("variable `{name}` {reason}")]
     InvalidVar { name: String, reason: String },
-    #[error("`{0}` is not an E.164 phone number such as +919876543210")]
-    InvalidPhone(String),
+    #[error("`{raw}` is not a possible E.164 phone number such as +919876543210: {why}")]
+    InvalidPhone {
+        raw: String,
+        why: crate::domain::PhoneError,
+    },
     #[error("the customer already has an active `{flow}` session ({id})")]
     SessionActive { flow: String, id: String },
     #[error("this flow needs WAOTP_BUSINESS_NUMBER for its wa.me link")]
@@ -41,8 +46,6 @@ pub enum StartError {
 pub struct Started {
     pub record: SessionRecord,
     pub reverse: Option<(String, String)>,
-    /// True when an `Idempotency-Key` found an earlier session.
-    pub replayed: bool,
 }
 
 /// The result of a `/check`.
@@ -51,15 +54,6 @@ pub struct Checked {
     pub valid: bool,
     pub attempts_left: u32,
     pub record: SessionRecord,
-}
-
-/// `+` and 8 to 15 digits, no leading zero (E.164).
-pub fn parse_e164(raw: &str) -> Option<String> {
-    let digits = raw.trim().strip_prefix('+')?;
-    let ok = (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    ok.then(|| digits.to_owned())
 }
 
 /// Refuses API variables that would make one of the flow's templates unsendable: WhatsApp
@@ -118,16 +112,21 @@ fn new_session_id() -> String {
 }
 
 impl Runtime {
-    /// Starts `flow` for the customer `to` (E.164) and applies its first step.
+    /// Starts `flow` for the customer `to` (E.164) and applies its first step, which also
+    /// records `idempotency` (the caller has looked the key up and found it unused).
     pub async fn start(
         &self,
         flow_id: &str,
         to: &str,
         vars: BTreeMap<String, Value>,
         lang: Option<&str>,
-        idempotency_key: Option<&str>,
+        idempotency: Option<IdempotentStart>,
     ) -> Result<Started, StartError> {
-        let customer = parse_e164(to).ok_or_else(|| StartError::InvalidPhone(to.to_owned()))?;
+        let customer = PhoneNumber::parse(to).map_err(|why| StartError::InvalidPhone {
+            raw: to.to_owned(),
+            why,
+        })?;
+        let customer = customer.digits();
         let flow = self
             .flows()
             .get(flow_id)
@@ -136,27 +135,12 @@ impl Runtime {
             return Err(StartError::NotApiStarted(flow_id.to_owned()));
         }
         check_template_vars(&flow, &vars)?;
-        // Idempotency and "one active session per customer per flow" are decided under one
-        // lock per customer and flow, so two concurrent starts cannot both create a session.
-        let _guard = self.lock_start(&customer, flow_id).await;
-        if let Some(key) = idempotency_key {
-            if let Some(id) = self
-                .sessions()
-                .by_idempotency_key(key)
-                .map_err(RuntimeError::from)?
-            {
-                if let Some(record) = self.sessions().get(&id).map_err(RuntimeError::from)? {
-                    return Ok(Started {
-                        record,
-                        reverse: None,
-                        replayed: true,
-                    });
-                }
-            }
-        }
+        // "One active session per customer per flow" is decided under one lock per customer and
+        // flow, so two concurrent starts cannot both create a session.
+        let _guard = self.lock_start(customer, flow_id).await;
         if let Some(id) = self
             .sessions()
-            .active(&customer, flow_id)
+            .active(customer, flow_id)
             .map_err(RuntimeError::from)?
         {
             return Err(StartError::SessionActive {
@@ -165,13 +149,9 @@ impl Runtime {
             });
         }
         let (record, reverse) = self
-            .open_session(&flow, &customer, vars, lang, idempotency_key, None)
+            .open_session(&flow, customer, vars, lang, idempotency, None)
             .await?;
-        Ok(Started {
-            record,
-            reverse,
-            replayed: false,
-        })
+        Ok(Started { record, reverse })
     }
 
     /// Creates a session for `customer` (digits) and applies `Event::Start`. Shared by the API
@@ -183,7 +163,7 @@ impl Runtime {
         customer: &str,
         vars: BTreeMap<String, Value>,
         lang: Option<&str>,
-        idempotency_key: Option<&str>,
+        idempotency: Option<IdempotentStart>,
         trigger: Option<(u64, &crate::domain::InboundMessage)>,
     ) -> Result<(SessionRecord, Option<(String, String)>), StartError> {
         let now = Utc::now();
@@ -219,7 +199,7 @@ impl Runtime {
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {
             activate: Some((customer.to_owned(), flow.id().as_str().to_owned())),
-            idempotency_key: idempotency_key.map(str::to_owned),
+            idempotency,
             outbox: trigger
                 .map(|(seq, m)| super::inbound::read_receipt(seq, m, now))
                 .into_iter()
@@ -318,7 +298,6 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_e164;
     use crate::metrics::Metrics;
     use crate::otp::OtpKey;
     use crate::runtime::flows::FlowRegistry;
@@ -350,23 +329,6 @@ mod tests {
             let id = format!("ses_{i:024x}");
             let taken = tokio::time::timeout(Duration::ZERO, runtime.lock(&id)).await;
             assert!(taken.is_ok(), "session lock {id} blocked by the start lock");
-        }
-    }
-
-    #[test]
-    fn e164_numbers() {
-        assert_eq!(parse_e164("+919876543210").as_deref(), Some("919876543210"));
-        assert_eq!(parse_e164(" +14155550100 ").as_deref(), Some("14155550100"));
-        for bad in [
-            "919876543210",
-            "+0123456789",
-            "+12",
-            "+1234567890123456",
-            "+91 98765",
-            "+91-9876543210",
-            "",
-        ] {
-            assert_eq!(parse_e164(bad), None, "{bad}");
         }
     }
 }

@@ -251,7 +251,7 @@ impl Runtime {
                         reason: "the customer shared no phone number (business-scoped user id only); a code needs one".into(),
                     }));
                 }
-                let Ok(customer) = CustomerNumber::parse(&to) else {
+                let Ok(customer) = CustomerNumber::from_wa_id(&to) else {
                     return Ok(Some(Event::DeliveryFailed {
                         reason: "the number to send the code to is not valid".into(),
                     }));

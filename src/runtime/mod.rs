@@ -185,14 +185,16 @@ pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Du
     }
 }
 
-/// One purge pass: dedupe records and handled events past 7 days; finished sessions, their
-/// sent outbox entries and OTP records past `retention`.
+/// One purge pass: dedupe records and handled events past 7 days; the API's idempotency keys
+/// past 24 hours; finished sessions, their sent outbox entries and OTP records past
+/// `retention`.
 pub fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
     let now = chrono::Utc::now();
     let cutoff = now.timestamp() - DEDUPE_RETENTION.as_secs() as i64;
     let mut n = runtime.store.inbound().purge_before(cutoff)?;
     let horizon = now - chrono::Duration::from_std(retention).unwrap_or_default();
     n += runtime.sessions().purge_completed_before(horizon)?;
+    n += runtime.sessions().purge_idempotency(now)?;
     n += runtime.ledger().sweep(now, retention)?;
     runtime.metrics.records_purged.inc_by(n as u64);
     Ok(n)

@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod commit;
+pub mod idempotency;
 pub mod inbound;
 mod journal;
 pub mod otp;
@@ -85,11 +86,11 @@ impl Store {
             .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput);
         let db = open_waiting_for_lock(&config)?;
-        let inbound = InboundLog::open(&db, sealer, &dir.join("inbound"))?;
+        let inbound = InboundLog::open(&db, sealer.clone(), &dir.join("inbound"))?;
         Ok(Store {
             commit: GroupCommit::start(db.clone(), Some(inbound.handled_marks()), observe),
             inbound,
-            sessions: SessionStore::open(&db)?,
+            sessions: SessionStore::open(&db, sealer)?,
             stats: stats::StatsStore::open(&db)?,
             db,
         })

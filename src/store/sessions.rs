@@ -6,7 +6,7 @@
 //! session, its outbox entries and its timers — is one atomic sled batch:
 //! - `s` session id → [`SessionRecord`]
 //! - `a` customer `\0` flow → session id, for active sessions
-//! - `i` idempotency key → session id
+//! - `i`, `d`: the merchant API's idempotency keys (see [`super::idempotency`])
 //! - `t` due (ms) ++ session id `\0` timer id → timer sequence number
 //! - `o` entry id → [`OutboxEntry`]; `q` due (ms) ++ entry id: entries waiting to be sent
 //! - `m` WhatsApp message id → [`MessageLink`]
@@ -25,6 +25,7 @@
 //! - `n` entry id: outbox entries in flight;
 //! - `k` sent (ms) ++ WhatsApp message id: delivery links.
 
+use super::idempotency::IdempotentStart;
 use super::StoreError;
 use crate::flow::engine::{OutboundMessage, SessionState, SessionStatus, TemplateRef};
 use chrono::{DateTime, Utc};
@@ -32,7 +33,6 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 const SESSION: u8 = b's';
 const ACTIVE: u8 = b'a';
-const IDEMPOTENCY: u8 = b'i';
 const TIMER: u8 = b't';
 const OUTBOX: u8 = b'o';
 const QUEUE: u8 = b'q';
@@ -169,7 +169,8 @@ pub struct StepWrite {
     pub record: Option<SessionRecord>,
     pub activate: Option<(String, String)>,
     pub deactivate: Option<(String, String)>,
-    pub idempotency_key: Option<String>,
+    /// The merchant's idempotency key of the request starting this session.
+    pub idempotency: Option<IdempotentStart>,
     pub timer_remove: Option<Vec<u8>>,
     pub timer_set: Option<(Vec<u8>, u64)>,
     pub outbox: Vec<OutboxEntry>,
@@ -178,10 +179,12 @@ pub struct StepWrite {
 /// Handle to the runtime tree.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
+    /// Seals stored answers that may carry a code.
+    pub(super) sealer: std::sync::Arc<crate::otp::RecordSealer>,
 }
 
-fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = vec![prefix];
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -192,18 +195,18 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-fn timed_key(prefix: u8, due_ms: i64, rest: &[u8]) -> Vec<u8> {
+pub(super) fn timed_key(prefix: u8, due_ms: i64, rest: &[u8]) -> Vec<u8> {
     let mut k = vec![prefix];
     k.extend_from_slice(&due_ms.max(0).to_be_bytes());
     k.extend_from_slice(rest);
     k
 }
 
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+pub(super) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -241,13 +244,18 @@ pub struct DueTimer {
 }
 
 impl SessionStore {
-    pub(super) fn open(db: &sled::Db) -> Result<SessionStore, StoreError> {
+    pub(super) fn open(
+        db: &sled::Db,
+        sealer: std::sync::Arc<crate::otp::RecordSealer>,
+    ) -> Result<SessionStore, StoreError> {
         let store = SessionStore {
             tree: db.open_tree("runtime")?,
+            sealer,
         };
         if !store.tree.contains_key(INDEXED)? {
             store.build_indexes()?;
         }
+        store.drop_unscoped_keys()?;
         Ok(store)
     }
 
@@ -292,13 +300,6 @@ impl SessionStore {
             .transpose()
     }
 
-    pub fn by_idempotency_key(&self, k: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .tree
-            .get(key(IDEMPOTENCY, &[k.as_bytes()]))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    }
-
     /// The customer's active session on `flow`, if any.
     pub fn active(&self, customer: &str, flow: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -335,8 +336,8 @@ impl SessionStore {
             if !r.is_active() {
                 batch.insert(ended_key(r), &[]);
             }
-            if let Some(k) = &w.idempotency_key {
-                batch.insert(key(IDEMPOTENCY, &[k.as_bytes()]), r.id.as_bytes());
+            if let Some(start) = &w.idempotency {
+                SessionStore::write_idempotent(&mut batch, start, &r.id)?;
             }
             if let Some((customer, flow)) = &w.deactivate {
                 batch.remove(key(ACTIVE, &[customer.as_bytes(), flow.as_bytes()]));
@@ -610,8 +611,8 @@ impl SessionStore {
     }
 
     /// Removes completed sessions last updated before `cutoff`, finished outbox entries and
-    /// delivery links older than it. An idempotency key of a purged session then finds no
-    /// session, and a retry with it starts a new one (it is older than the retention period).
+    /// delivery links older than it. (Idempotency keys have their own, shorter life:
+    /// [`SessionStore::purge_idempotency`].)
     pub fn purge_completed_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut removed = 0;
         let end = |prefix| timed_key(prefix, cutoff.timestamp_millis(), &[]);
@@ -673,6 +674,11 @@ impl SessionStore {
 mod tests {
     use super::*;
 
+    fn sealer(dir: &std::path::Path) -> std::sync::Arc<crate::otp::RecordSealer> {
+        let key = crate::otp::OtpKey::load_or_create(dir, None).expect("key");
+        std::sync::Arc::new(crate::otp::RecordSealer::new(&key))
+    }
+
     fn entry(id: &str, created_at: DateTime<Utc>) -> OutboxEntry {
         OutboxEntry {
             id: id.into(),
@@ -701,7 +707,7 @@ mod tests {
     fn in_flight_and_purge_go_through_the_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let store = SessionStore::open(&db).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
         let old = Utc::now() - chrono::Duration::days(40);
         let (mut a, mut b) = (entry("a", old), entry("b", Utc::now()));
         store
@@ -749,7 +755,7 @@ mod tests {
             tree.insert(key(LINK, &[b"wamid.f"]), enc(&link("f", old)).expect("enc"))
                 .expect("insert");
         }
-        let store = SessionStore::open(&db).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
         assert_eq!(store.in_flight().expect("in flight").len(), 1);
         let cutoff = Utc::now() - chrono::Duration::days(30);
         assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);

@@ -54,7 +54,7 @@ pub fn template_text(value: &str) -> String {
 /// Why a message was refused before sending.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    #[error("recipient must be a phone number (digits, optionally after a +) or a business-scoped user id")]
+    #[error("recipient must be a possible E.164 number (digits, optionally after a +) or a business-scoped user id")]
     InvalidRecipient,
     /// Meta refuses authentication templates to a business-scoped user id (error 131062).
     #[error("an authentication template needs the customer's phone number; WhatsApp gave only a business-scoped user id")]
@@ -79,14 +79,11 @@ pub enum MessageError {
     UntitledSection,
 }
 
+/// A send to a number that cannot exist would only come back as an error from Meta.
 pub(super) fn check_recipient(to: &str) -> Result<(), MessageError> {
-    let digits = to.strip_prefix('+').unwrap_or(to);
-    // E.164 numbers have at most 15 digits; the shortest national numbers have about 5.
-    if (5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(MessageError::InvalidRecipient)
-    }
+    crate::domain::PhoneNumber::from_wa_id(to)
+        .map(drop)
+        .map_err(|_| MessageError::InvalidRecipient)
 }
 
 /// Meta counts characters, not bytes: an emoji title of 20 characters is fine.

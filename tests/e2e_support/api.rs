@@ -43,6 +43,33 @@ impl Api {
         (status, res.json().await.expect("JSON answer"))
     }
 
+    /// `POST /v1/sessions` with an `Idempotency-Key`; returns status, the `Idempotent-Replayed`
+    /// header and body.
+    pub async fn start_keyed(
+        &self,
+        flow: &str,
+        to: &str,
+        vars: Value,
+        idempotency_key: &str,
+    ) -> (u16, Option<String>, Value) {
+        let res = self
+            .http
+            .post(format!("{}/v1/sessions", self.base))
+            .bearer_auth(API_KEY)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&json!({"flow": flow, "to": to, "vars": vars}))
+            .send()
+            .await
+            .expect("start request");
+        let status = res.status().as_u16();
+        let replayed = res
+            .headers()
+            .get("Idempotent-Replayed")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status, replayed, res.json().await.expect("JSON answer"))
+    }
+
     /// Starts a session and returns its object (expects 201).
     pub async fn start(&self, flow: &str, to: &str, vars: Value) -> Value {
         let (status, body) = self.start_raw(flow, to, vars, None).await;

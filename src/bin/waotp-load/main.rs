@@ -126,7 +126,7 @@ impl BodyMaker {
         }
         self.next += 1;
         let n = self.next;
-        let customer = format!("1555{:08}", self.rng.gen_range(0..self.customers));
+        let customer = format!("9198{:08}", self.rng.gen_range(0..self.customers));
         let ts = 1_700_000_000 + n;
         let value = match self.rng.gen_range(0..10) {
             0..=4 => format!(
