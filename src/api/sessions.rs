@@ -157,7 +157,7 @@ async fn start_session(
             StartError::MissingVar(ref name) => ApiError::bad_request("missing_var", e.to_string())
                 .with_param(format!("vars.{name}")),
             StartError::InvalidVar { ref name, .. } => {
-                ApiError::bad_request("invalid_var", e.to_string())
+                ApiError::bad_request("invalid_vars", e.to_string())
                     .with_param(format!("vars.{name}"))
             }
             StartError::InvalidPhone { .. } => {

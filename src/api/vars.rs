@@ -35,9 +35,13 @@ pub fn check_vars(vars: &BTreeMap<String, Value>) -> Result<(), ApiError> {
         }
         let len = value.to_string().len();
         if len > MAX_VALUE_BYTES {
-            return refuse(format!(
-                "var `{name}` is {len} bytes as JSON; at most {MAX_VALUE_BYTES} are allowed"
-            ));
+            return Err(ApiError::bad_request(
+                "invalid_vars",
+                format!(
+                    "var `{name}` is {len} bytes as JSON; at most {MAX_VALUE_BYTES} are allowed"
+                ),
+            )
+            .with_param(format!("vars.{name}")));
         }
         // `"name":value,` as JSON.
         total += name.len() + 4 + len;
