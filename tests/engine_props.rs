@@ -183,7 +183,7 @@ proptest! {
                     Action::OtpResend => Event::OtpResendRequested,
                     Action::OtpRefused => Event::OtpRefused,
                     Action::OtpTooSoon(secs) => Event::OtpResendTooSoon { wait_secs: *secs },
-                    Action::DeliveryFailed => Event::DeliveryFailed { reason: "x".to_owned() },
+                    Action::DeliveryFailed => Event::DeliveryFailed { reason: "x".to_owned(), elsewhere: false },
                     Action::HookOk(found) => {
                         let mut fields = serde_json::Map::new();
                         fields.insert("found".to_owned(), Value::Bool(*found));

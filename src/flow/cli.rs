@@ -226,9 +226,7 @@ pub fn chat(
                 let _ = writeln!(out, "{CHAT_HELP}");
             }
             "/tap" => sim.apply(Event::Reply { id: arg.to_owned() }),
-            "/fail" => sim.apply(Event::DeliveryFailed {
-                reason: "simulated".to_owned(),
-            }),
+            "/fail" => sim.fail_last(),
             "/cancel" => sim.apply(Event::CancelFromApi),
             "/check" => sim.check_via_api(arg),
             "/otp" | "/code" => {

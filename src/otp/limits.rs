@@ -52,7 +52,9 @@ impl fmt::Debug for CustomerNumber {
     }
 }
 
-/// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first.
+/// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first, and the
+/// codes sent to the number at other people's request (kept apart, so that a flood of those
+/// never uses up the limits of the codes the customer asks for).
 ///
 /// Exact timestamps rather than fixed buckets, so "5 per 10 minutes" holds for every 10-minute
 /// span. The lists stay short: entries older than a day are dropped on every update, and the
@@ -61,6 +63,8 @@ impl fmt::Debug for CustomerNumber {
 pub struct CustomerActivity {
     sends: Vec<DateTime<Utc>>,
     wrong_attempts: Vec<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    third_party_sends: Vec<DateTime<Utc>>,
 }
 
 impl CustomerActivity {
@@ -87,9 +91,30 @@ impl CustomerActivity {
         frees_at(&self.wrong_attempts, limit, DAY_WINDOW, now)
     }
 
+    pub fn third_party_sends_within(&self, window: Duration, now: DateTime<Utc>) -> usize {
+        in_window(&self.third_party_sends, window, now).len()
+    }
+
+    /// When fewer than `limit` codes asked by others fall within a day; `None` if they do.
+    pub fn third_party_limit_frees_at(
+        &self,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        frees_at(&self.third_party_sends, limit, DAY_WINDOW, now)
+    }
+
     /// Whether nothing falls within the last 24 hours, so the record can be dropped.
     pub fn is_idle(&self, now: DateTime<Utc>) -> bool {
-        self.sends_within(DAY_WINDOW, now) == 0 && self.wrong_within(DAY_WINDOW, now) == 0
+        self.sends_within(DAY_WINDOW, now) == 0
+            && self.wrong_within(DAY_WINDOW, now) == 0
+            && self.third_party_sends_within(DAY_WINDOW, now) == 0
+    }
+
+    /// Counts a code sent to this number at someone else's request.
+    pub fn record_third_party_send(&mut self, now: DateTime<Utc>) {
+        self.prune(now);
+        insert_sorted(&mut self.third_party_sends, now);
     }
 
     pub fn record_send(&mut self, now: DateTime<Utc>) {
@@ -106,6 +131,7 @@ impl CustomerActivity {
         let cutoff = now - delta(DAY_WINDOW);
         self.sends.retain(|t| *t > cutoff);
         self.wrong_attempts.retain(|t| *t > cutoff);
+        self.third_party_sends.retain(|t| *t > cutoff);
     }
 }
 

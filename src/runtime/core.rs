@@ -238,15 +238,20 @@ impl Runtime {
                 }
                 record.otp_purpose = Some(req.purpose.clone());
                 record.otp_bound = req.bound.keys().cloned().collect();
-                let to = req
-                    .send_to
-                    .clone()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| record.to.clone());
-                let Ok(customer) = CustomerNumber::parse(&to) else {
+                let Ok(requester) = CustomerNumber::parse(&record.customer) else {
                     return Ok(Some(Event::DeliveryFailed {
-                        reason: "the number to send the code to is not valid".into(),
+                        reason: "the session's number is not valid".into(),
+                        elsewhere: false,
                     }));
+                };
+                // Another number to send to that is not a phone number cannot get the code: it
+                // becomes a decoy, charged like the real one, so this chat sees no difference.
+                let send_to = req.send_to.as_deref().filter(|s| !s.is_empty());
+                let target = send_to.map(CustomerNumber::parse);
+                let decoy = (!req.deliver && !req.reverse) || matches!(target, Some(Err(_)));
+                let customer = match target {
+                    Some(Ok(number)) if !decoy => number,
+                    _ => requester.clone(),
                 };
                 let policy = OtpPolicy {
                     code_length: u8::try_from(req.length).unwrap_or(6),
@@ -265,6 +270,8 @@ impl Runtime {
                         subject: &subject,
                         flow: record.engine.flow_id.as_str(),
                         customer: &customer,
+                        requester: &requester,
+                        decoy,
                         policy: &policy,
                     },
                     kind,
@@ -303,7 +310,8 @@ impl Runtime {
                 };
                 // A decoy (`deliver = false`, no such account) keeps its code unsent, so every
                 // guess is wrong and the customer-visible answers match the real path.
-                if let Some(issued) = info.filter(|_| req.deliver && !req.reverse) {
+                // A withheld third-party code (target capped or not allowed) is a decoy too.
+                if let Some(issued) = info.filter(|i| !decoy && !req.reverse && !i.withheld) {
                     let e = self.entry(
                         record,
                         index,
@@ -477,6 +485,19 @@ impl Runtime {
             }
         };
         Ok((event, verdict))
+    }
+
+    /// Whether a failed message to `failed_to` (digits) went to another number than the
+    /// session's customer: a code sent to a third party, whose failure the chat must not see.
+    pub fn failed_elsewhere(
+        &self,
+        session_id: &str,
+        failed_to: &str,
+    ) -> Result<bool, RuntimeError> {
+        Ok(self
+            .sessions()
+            .get(session_id)?
+            .is_some_and(|r| r.customer != failed_to.trim_start_matches('+')))
     }
 
     /// Replaces `{NAME}` in a flow's URL by the setting or environment variable NAME.

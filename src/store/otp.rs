@@ -67,7 +67,7 @@ pub enum LedgerError {
 /// What an issue transaction decided.
 enum Decided {
     Replayed(IssuedCode),
-    Granted(OtpRecord),
+    Granted(OtpRecord, bool),
     Refused(IssueRefusal),
 }
 
@@ -154,7 +154,12 @@ impl OtpLedger {
                 return Ok(Decided::Replayed(IssuedCode::of(p)));
             }
             let activity: CustomerActivity =
-                get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default();
+                get(customers, CUSTOMERS_TREE, req.requester.digits())?.unwrap_or_default();
+            let target: CustomerActivity = if req.is_third_party() {
+                get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default()
+            } else {
+                activity.clone()
+            };
             let sends: GlobalSends =
                 get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
             let entry = |kind, outcome| {
@@ -164,14 +169,26 @@ impl OtpLedger {
                     .with_customer(req.customer)
             };
             let decide = if resend { decide_resend } else { decide_issue };
-            match decide(req, prev.as_ref(), &activity, &sends, digest.clone(), now) {
+            let decided = decide(
+                req,
+                prev.as_ref(),
+                &activity,
+                &target,
+                &sends,
+                digest.clone(),
+                now,
+            );
+            match decided {
                 Ok(mut grant) => {
                     grant.record.set_issue_step(step);
                     put(codes, session_id, &grant.record)?;
-                    put(customers, req.customer.digits(), &grant.activity)?;
+                    put(customers, req.requester.digits(), &grant.activity)?;
+                    if let Some(target) = &grant.target_activity {
+                        put(customers, req.customer.digits(), target)?;
+                    }
                     put(global, GLOBAL_SENDS_KEY, &grant.global)?;
                     let generation = grant.record.codes_sent();
-                    match &sealed {
+                    match sealed.as_ref().filter(|_| !grant.withheld) {
                         Some(sealed) => {
                             let sealed = sealed.clone();
                             put(outgoing, session_id, &Outgoing { generation, sealed })?;
@@ -180,13 +197,13 @@ impl OtpLedger {
                             outgoing.remove(session_id.as_bytes())?;
                         }
                     }
-                    let reason = if grant.replaced {
-                        "replaced previous code"
-                    } else {
-                        "new code"
+                    let reason = match (grant.withheld, grant.replaced) {
+                        (true, _) => "withheld: third-party limit or country",
+                        (false, true) => "replaced previous code",
+                        (false, false) => "new code",
                     };
                     append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
-                    Ok(Decided::Granted(grant.record))
+                    Ok(Decided::Granted(grant.record, grant.withheld))
                 }
                 Err(refusal) => {
                     let refused = if refusal.is_limit_breach() {
@@ -205,10 +222,11 @@ impl OtpLedger {
                 tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
                 IssueOutcome::AlreadyIssued(info)
             }
-            Decided::Granted(record) => {
-                let info = IssuedCode::of(&record);
+            Decided::Granted(record, withheld) => {
+                let mut info = IssuedCode::of(&record);
+                info.withheld = withheld;
                 tracing::info!(
-                    session_id, flow = req.flow, %customer, generation = info.generation, "otp issued"
+                    session_id, flow = req.flow, %customer, generation = info.generation, withheld, "otp issued"
                 );
                 IssueOutcome::Issued(Issued { code, info })
             }
@@ -254,9 +272,11 @@ impl OtpLedger {
             if let Some(outcome) = replayed {
                 return Ok(outcome);
             }
+            // Guesses are charged to the chat that made them, never to a third party's number
+            // the code went to: nobody can lock someone else out by guessing badly.
             let activity: CustomerActivity = match &record {
                 Some(r) => {
-                    get(customers, CUSTOMERS_TREE, r.customer().digits())?.unwrap_or_default()
+                    get(customers, CUSTOMERS_TREE, r.requester().digits())?.unwrap_or_default()
                 }
                 None => CustomerActivity::default(),
             };
@@ -270,7 +290,7 @@ impl OtpLedger {
                 }
                 put(codes, session_id, &next)?;
                 if let Some(activity) = &decision.activity {
-                    put(customers, r.customer().digits(), activity)?;
+                    put(customers, r.requester().digits(), activity)?;
                 }
                 if next.status() != CodeStatus::Active {
                     outgoing.remove(session_id.as_bytes())?;

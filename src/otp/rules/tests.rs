@@ -51,9 +51,19 @@ impl World {
             subject: &subject,
             flow: "signup_verification",
             customer: &self.customer,
+            requester: &self.customer,
+            decoy: false,
             policy: &self.policy,
         };
-        let grant = decide_issue(req, prev, &self.activity, &self.global, digest, now)?;
+        let grant = decide_issue(
+            req,
+            prev,
+            &self.activity,
+            &self.activity,
+            &self.global,
+            digest,
+            now,
+        )?;
         self.activity = grant.activity;
         self.global = grant.global;
         Ok(grant.record)
@@ -184,9 +194,11 @@ fn resend_is_refused_for_missing_locked_or_used_codes() {
         subject: &subject,
         flow: "f",
         customer: &w.customer,
+        requester: &w.customer,
+        decoy: false,
         policy: &w.policy,
     };
-    let none = decide_resend(req, None, &w.activity, &w.global, digest, t(0));
+    let none = decide_resend(req, None, &w.activity, &w.activity, &w.global, digest, t(0));
     assert_eq!(none, Err(IssueRefusal::NotIssued));
     let mut r = w.issue("s1", None, "123456", t(0)).expect("granted");
     w.verify(&mut r, "000000", t(1));

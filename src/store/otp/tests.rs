@@ -189,6 +189,8 @@ fn replayed_steps_issue_nothing_new() {
         subject: &subject,
         flow: "signup_verification",
         customer: &customer,
+        requester: &customer,
+        decoy: false,
         policy: &policy,
     };
     let run = |kind, step: &str, now| ledger.issue(req, kind, step, now).expect("ledger works");
@@ -234,6 +236,8 @@ fn transaction_codes_only_approve_the_shown_amount_and_payee() {
         subject: &shown,
         flow: "transaction_authorization",
         customer: &customer,
+        requester: &customer,
+        decoy: false,
         policy: &policy,
     };
     let IssueOutcome::Issued(issued) = ledger
