@@ -289,7 +289,8 @@ fn act(sim: &mut Simulation<'_>, step: &Step) -> Result<bool, String> {
         });
     } else if let Some(right) = step.api_check {
         let code = sim.last_code().ok_or("no code was issued")?.to_owned();
-        sim.check_via_api(&if right { code } else { wrong(&code) });
+        sim.check_via_api(&if right { code } else { wrong(&code) })
+            .map_err(|e| format!("`/check` refused: {e}"))?;
     } else if step.api_cancel {
         sim.apply(Event::CancelFromApi);
     } else if step.fail {

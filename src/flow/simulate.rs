@@ -453,8 +453,13 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
         self.now = until;
     }
 
-    /// Checks a code as the merchant's `/check` call would.
-    pub fn check_via_api(&mut self, code: &str) {
+    /// Checks a code as the merchant's `/check` call would; refused like the server refuses
+    /// it (a chat-only or reverse-OTP state, or a string that is not a code).
+    pub fn check_via_api(&mut self, code: &str) -> Result<(), String> {
+        engine::api_check_allowed(self.flow, &self.session).map_err(|e| e.to_string())?;
+        if otp::normalize_attempt(code).is_none() {
+            return Err("not a code: 4 to 10 digits".to_owned());
+        }
         let event = match self.ledger.verify(SESSION_ID, code, self.now) {
             Verdict::Correct => Event::OtpCorrect,
             Verdict::Wrong { left } => Event::OtpWrong {
@@ -464,6 +469,7 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
             Verdict::Locked => Event::OtpLocked,
         };
         self.apply(event);
+        Ok(())
     }
 
     /// Output since the last call.
