@@ -67,7 +67,7 @@ pub enum LedgerError {
 /// What an issue transaction decided.
 enum Decided {
     Replayed(IssuedCode),
-    Granted(OtpRecord, bool),
+    Granted(IssuedCode),
     Refused(IssueRefusal),
 }
 
@@ -203,7 +203,9 @@ impl OtpLedger {
                         (false, false) => "new code",
                     };
                     append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
-                    Ok(Decided::Granted(grant.record, grant.withheld))
+                    let mut info = IssuedCode::of(&grant.record);
+                    info.withheld = grant.withheld;
+                    Ok(Decided::Granted(info))
                 }
                 Err(refusal) => {
                     let refused = if refusal.is_limit_breach() {
@@ -222,11 +224,9 @@ impl OtpLedger {
                 tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
                 IssueOutcome::AlreadyIssued(info)
             }
-            Decided::Granted(record, withheld) => {
-                let mut info = IssuedCode::of(&record);
-                info.withheld = withheld;
+            Decided::Granted(info) => {
                 tracing::info!(
-                    session_id, flow = req.flow, %customer, generation = info.generation, withheld, "otp issued"
+                    session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
                 );
                 IssueOutcome::Issued(Issued { code, info })
             }
