@@ -120,11 +120,14 @@ pub fn normalize_attempt(text: &str) -> Option<OtpCode> {
 }
 
 /// The code attempt in a customer's chat message: the whole message as [`normalize_attempt`]
-/// reads it, or else one stretch of digits and separators inside it holding exactly `length`
-/// digits, for prefilled `wa.me` texts and habits such as "Verify 123456" or "code: ١٢٣٤٥٦.".
-/// The chat therefore takes every attempt `/check` takes, and a little more.
+/// reads it, or else one stretch of digits and separators inside it, for prefilled `wa.me`
+/// texts and habits such as "Verify 123456" or "code: ١٢٣٤٥٦.". Either must hold exactly
+/// `length` digits: in a chat, six digits typed for an eight-digit code are more likely a slip
+/// (another message's number) than a guess, so they get a hint instead of costing an attempt.
+/// The chat therefore takes every attempt of the right length that `/check` takes, and a
+/// little more.
 pub fn find_attempt(text: &str, length: usize) -> Option<OtpCode> {
-    if let Some(code) = normalize_attempt(text) {
+    if let Some(code) = normalize_attempt(text).filter(|c| c.len() == length) {
         return Some(code);
     }
     let mut found = None;
@@ -325,7 +328,8 @@ mod tests {
             ("\u{200F}١٢٣٤٥٦\u{200F}", Some("123456")),
             ("１２３－４５６", Some("123456")),
             ("๑๒๓๔๕๖", Some("123456")),
-            ("12345", Some("12345")),
+            ("12345", None),
+            ("1234 5678", None),
             ("order 12 code 654321", Some("654321")),
             ("call 555 1234", None),
             ("hello", None),
@@ -367,8 +371,19 @@ mod tests {
 
         #[test]
         fn the_chat_takes_whatever_check_takes(text in ".{0,24}", length in 4usize..=10) {
-            if let Some(code) = normalize_attempt(&text) {
+            if let Some(code) = normalize_attempt(&text).filter(|c| c.len() == length) {
                 prop_assert_eq!(find_attempt(&text, length), Some(code));
+            }
+        }
+
+        #[test]
+        fn the_chat_takes_whatever_check_takes_for_typed_codes(
+            digits in "[0-9０-９٠-٩०-९]{4,10}",
+            seps in "[ .-]{0,3}",
+        ) {
+            let typed = format!("{seps}{digits}{seps}");
+            if let Some(code) = normalize_attempt(&typed) {
+                prop_assert_eq!(find_attempt(&typed, code.len()), Some(code));
             }
         }
 
