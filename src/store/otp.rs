@@ -1,9 +1,11 @@
 //! The OTP ledger: SPEC §9 state in sled, changed only by single atomic transactions.
 //!
 //! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
-//! session's current [`OtpRecord`] (the keyed digest, never the code), each customer's recent
-//! sends and wrong attempts, the service-wide hourly send count and the sealed copy of a code
-//! awaiting delivery. Every state-changing call reads what it needs, asks the pure rules in
+//! session's current [`OtpRecord`] (the keyed digest, never the code), each number's recent
+//! sends, wrong attempts and codes received at others' request, the service-wide hourly send
+//! count and the sealed copy of a code awaiting delivery. Sends and wrong attempts are written
+//! under the number that asked for the code (the session's own), never under a third party's
+//! number the code went to; that number only counts the code against its third-party cap. Every state-changing call reads what it needs, asks the pure rules in
 //! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
 //! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
 //! change or none of it.
