@@ -481,35 +481,48 @@ fn codes_others_trigger_are_capped_per_target_and_withheld_silently() {
     assert!(!withheld);
 }
 
-#[test]
-fn a_decoy_is_charged_to_the_requester_exactly_like_a_real_code() {
-    let policy = OtpPolicy::default();
-    for (sends, wrong) in [(0, 0), (4, 0), (5, 0), (10, 0), (0, 9), (0, 10)] {
+proptest! {
+    /// Whatever the requester's history, a decoy and a third party's real code get the same
+    /// answer and leave the requester's counters and the global count in the same state.
+    #[test]
+    fn a_decoy_is_charged_to_the_requester_exactly_like_a_real_code(
+        sends in proptest::collection::vec(0i64..86_400, 0..12),
+        wrong in proptest::collection::vec(0i64..86_400, 0..12),
+        recipient_had in 0u32..8,
+        guesses in 0usize..7,
+    ) {
         let mut outcomes = Vec::new();
         for decoy in [false, true] {
             let mut p = Pair::new();
             let (alice, mallory) = (p.alice.clone(), p.mallory.clone());
             let mut history = CustomerActivity::default();
-            for _ in 0..sends {
-                history.record_send(t(-60));
+            for ago in &sends {
+                history.record_send(t(-ago));
             }
-            for _ in 0..wrong {
-                history.record_wrong_attempt(t(-60));
+            for ago in &wrong {
+                history.record_wrong_attempt(t(-ago));
             }
             p.activity.insert(mallory.clone(), history);
-            let to = if decoy {
-                mallory.clone()
-            } else {
-                alice.clone()
-            };
-            let issued = p
-                .issue("s", &to, &mallory, decoy, t(0))
-                .map(|(r, w)| (r.attempts_left(), r.expires_at(), r.next_resend_at(), w));
-            outcomes.push((issued, p.of(&mallory), p.global.count_at(t(0))));
+            // What the recipient went through must not matter to the requester either.
+            let mut theirs = CustomerActivity::default();
+            for _ in 0..recipient_had {
+                theirs.record_third_party_send(t(-60));
+                theirs.record_wrong_attempt(t(-60));
+            }
+            p.activity.insert(alice.clone(), theirs);
+            let to = if decoy { mallory.clone() } else { alice.clone() };
+            let issued = p.issue("s", &to, &mallory, decoy, t(0));
+            let mut verdicts = Vec::new();
+            if let Ok((mut record, _)) = issued.clone() {
+                for i in 0..guesses {
+                    verdicts.push(p.guess_wrong(&mut record, t(1 + i as i64)));
+                }
+            }
+            let seen = issued.map(|(r, _)| (r.attempts_left(), r.expires_at(), r.next_resend_at()));
+            outcomes.push((seen, verdicts, p.of(&mallory), p.global.count_at(t(0))));
         }
-        assert_eq!(outcomes[0], outcomes[1], "{sends} sends, {wrong} wrong");
+        prop_assert_eq!(&outcomes[0], &outcomes[1]);
     }
-    assert_eq!(policy.sends_per_10_min, 5);
 }
 
 #[test]
