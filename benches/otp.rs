@@ -76,6 +76,8 @@ impl Bench {
             subject: &subject,
             flow: "signup_verification",
             customer: &customer,
+            requester: &customer,
+            decoy: false,
             policy: &self.policy,
         };
         match self

@@ -1,8 +1,11 @@
 //! Hostile input against the real server: bodies built to hurt a parser, floods of wrong codes,
-//! slow clients and wrong API keys. Each case checks the answer *and* the store: a refusal must
-//! leave no trace, and the OTP limits of SPEC §9 must hold however the guesses arrive.
+//! slow clients and wrong API keys, and customers who use the identity flows against someone
+//! else. Each case checks the answer *and* the store: a refusal must leave no trace, the OTP
+//! limits must hold however the guesses arrive, nobody can lock another customer out or flood
+//! them with codes, and the identity flows never reveal whether an account exists.
 
 mod common;
+mod e2e_support;
 
 use chrono::Utc;
 use common::{sign, APP_SECRET};
@@ -932,4 +935,422 @@ async fn numbers_that_cannot_exist_and_oversized_vars_are_refused_at_the_door() 
         let (status, body) = start(to, vars).await;
         assert_eq!(status, 201, "{to}: {body}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity checks asked from someone else's chat: no oracle, no lockout, no flood
+// ---------------------------------------------------------------------------------------------
+
+use e2e_support::{auth_code, wait_for, E2e, KNOWN_ACCOUNT};
+
+/// The number the fake merchant registers on the known account.
+const ALICE: &str = "447700900123";
+
+/// Waits until every recorded event is handled and every queued send went out.
+async fn settle(e: &E2e) {
+    wait_for("the server to go idle", || {
+        let sessions = e.store.sessions();
+        let idle = e.store.inbound().pending_len() == 0
+            && sessions.outbox_depth() == 0
+            && sessions.in_flight().expect("store").is_empty();
+        idle.then_some(())
+    })
+    .await;
+}
+
+/// Exactly what a customer was shown: each accepted message's type and content (texts,
+/// buttons, lists, templates), without the recipient and tracking ids.
+fn chat_of(e: &E2e, customer: &str) -> Vec<String> {
+    e.graph
+        .accepted_to(customer)
+        .iter()
+        .map(|(body, _)| {
+            let kind = body["type"].as_str().unwrap_or("?");
+            format!("{kind}: {}", body[kind])
+        })
+        .collect()
+}
+
+/// Codes (authentication templates) sent to `number`.
+fn codes_to(e: &E2e, number: &str) -> usize {
+    e.graph
+        .accepted_to(number)
+        .iter()
+        .filter(|(b, _)| b["type"] == "template" && auth_code(b).is_some())
+        .count()
+}
+
+/// `customer` starts `flow` by `keyword` and names `account`; returns the session and how many
+/// messages the customer had been sent before.
+async fn ask_for_code(
+    e: &E2e,
+    customer: &str,
+    keyword: &str,
+    flow: &str,
+    account: &str,
+) -> (String, usize) {
+    settle(e).await;
+    let before = e.graph.accepted_to(customer).len();
+    e.api.text(customer, keyword).await;
+    let id = wait_for("the keyword's session", || {
+        e.store.sessions().active(customer, flow).expect("store")
+    })
+    .await;
+    e.api.text(customer, account).await;
+    settle(e).await;
+    (id, before)
+}
+
+/// `customer` types `guesses` wrong codes; returns the chat from `before` on once the session
+/// has ended and everything was sent.
+async fn guess_until_done(
+    e: &E2e,
+    customer: &str,
+    id: &str,
+    before: usize,
+    guesses: usize,
+) -> Vec<String> {
+    for _ in 0..guesses {
+        e.api.text(customer, "000000").await;
+    }
+    e.api.wait_completed(id).await;
+    settle(e).await;
+    chat_of(e, customer)[before..].to_vec()
+}
+
+const IDENTITY_FLOWS: [(&str, &str); 2] = [
+    ("account_recovery", "recover"),
+    ("support_identity", "support"),
+];
+
+/// The requester used up its own limits before asking: 5 codes in 10 minutes, or 10 wrong
+/// guesses today, all in its own sign-ups.
+async fn exhaust(e: &E2e, number: &str, wrong_guesses: bool) {
+    let to = format!("+{number}");
+    for round in 0..if wrong_guesses { 2 } else { 5 } {
+        let id = e.api.start("signup_verification", &to, json!({})).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        e.graph.wait_accepted(number, round + 1).await;
+        if wrong_guesses {
+            for guess in ["0000000", "1111111", "2222222", "3333333", "4444444"] {
+                e.api.check(&id, guess).await;
+            }
+        } else {
+            e.api.cancel(&id).await;
+        }
+        settle(e).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_checks_read_the_same_when_the_requester_is_at_its_limits() {
+    let e = E2e::start().await;
+    let mut n = 0;
+    for wrong_guesses in [false, true] {
+        for (flow, keyword) in IDENTITY_FLOWS {
+            let mut chats = Vec::new();
+            for account in [KNOWN_ACCOUNT, "nobody@example.com"] {
+                n += 1;
+                let requester = format!("1415555{n:04}");
+                exhaust(&e, &requester, wrong_guesses).await;
+                let (id, before) = ask_for_code(&e, &requester, keyword, flow, account).await;
+                chats.push(guess_until_done(&e, &requester, &id, before, 0).await);
+            }
+            assert_eq!(
+                chats[0], chats[1],
+                "{flow}: known and unknown accounts differ (wrong guesses used up: {wrong_guesses})"
+            );
+            assert!(
+                chats[0].iter().any(|m| m.contains("No code can be sent")),
+                "{flow}: {:?}",
+                chats[0]
+            );
+        }
+    }
+    // The account's number was never sent a code for these refused requests.
+    assert_eq!(codes_to(&e, ALICE), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_checks_read_the_same_when_the_accounts_number_is_undeliverable() {
+    // account_recovery: WhatsApp refuses the code at once (131026 from the send call).
+    // support_identity: WhatsApp accepts it, then reports it failed (a 131026 status).
+    for (i, (flow, keyword)) in IDENTITY_FLOWS.into_iter().enumerate() {
+        let e = E2e::start().await;
+        let synchronous = i == 0;
+        let mut chats = Vec::new();
+        for (j, account) in [KNOWN_ACCOUNT, "nobody@example.com"]
+            .into_iter()
+            .enumerate()
+        {
+            let requester = format!("1415556{i}{j}00");
+            if synchronous {
+                e.graph.set_undeliverable(ALICE);
+            }
+            let (id, before) = ask_for_code(&e, &requester, keyword, flow, account).await;
+            // One guess before the failure is known, four after it.
+            e.api.text(&requester, "000000").await;
+            settle(&e).await;
+            if !synchronous && account == KNOWN_ACCOUNT {
+                let sent = e.graph.wait_accepted(ALICE, 1).await;
+                let (_, message_id) = sent.last().expect("the code's message");
+                e.api
+                    .status(message_id, ALICE, "failed", Some(131026))
+                    .await;
+                settle(&e).await;
+            }
+            chats.push(guess_until_done(&e, &requester, &id, before, 4).await);
+        }
+        assert_eq!(
+            chats[0], chats[1],
+            "{flow}: known and unknown accounts differ"
+        );
+        assert!(
+            chats[0]
+                .last()
+                .expect("an answer")
+                .contains("Too many wrong codes"),
+            "{flow}: {:?}",
+            chats[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_can_neither_lock_out_nor_flood_the_accounts_owner() {
+    let e = E2e::start().await;
+    // Mallory runs two recoveries of Alice's account and guesses wrong five times in each.
+    let mallory = "14155557001";
+    for _ in 0..2 {
+        let (id, before) =
+            ask_for_code(&e, mallory, "recover", "account_recovery", KNOWN_ACCOUNT).await;
+        let chat = guess_until_done(&e, mallory, &id, before, 5).await;
+        assert!(chat
+            .last()
+            .expect("answer")
+            .contains("Too many wrong codes"));
+    }
+    assert_eq!(codes_to(&e, ALICE), 2);
+
+    // Alice's own password reset starts normally, and her code works.
+    let reset = e
+        .api
+        .start("password_reset", &format!("+{ALICE}"), json!({}))
+        .await;
+    assert_eq!(reset["status"], "active", "{reset}");
+    let id = reset["id"].as_str().expect("id");
+    let sent = e.graph.wait_accepted(ALICE, 3).await;
+    let code = sent
+        .iter()
+        .rev()
+        .find_map(|(b, _)| auth_code(b))
+        .expect("Alice's code");
+    let checked = e.api.check(id, &code).await;
+    assert_eq!(checked["valid"], true, "{checked}");
+    assert_eq!(checked["session"]["outcome"], "verified");
+
+    // Mallory, not Alice, is the one blocked now.
+    let (id, before) =
+        ask_for_code(&e, mallory, "recover", "account_recovery", KNOWN_ACCOUNT).await;
+    let chat = guess_until_done(&e, mallory, &id, before, 0).await;
+    assert!(
+        chat.iter().any(|m| m.contains("No code can be sent")),
+        "{chat:?}"
+    );
+    assert_eq!(codes_to(&e, ALICE), 3);
+
+    // Other strangers: codes that others trigger stop reaching Alice at the per-target cap (5
+    // a day), without their chats showing any difference from an unknown account's.
+    let mut chats = Vec::new();
+    for k in 0..5 {
+        let stranger = format!("1415557{k:04}");
+        let (_, before) =
+            ask_for_code(&e, &stranger, "recover", "account_recovery", KNOWN_ACCOUNT).await;
+        chats.push(chat_of(&e, &stranger)[before..].to_vec());
+    }
+    let nobody = "14155579999";
+    let (_, before) = ask_for_code(
+        &e,
+        nobody,
+        "recover",
+        "account_recovery",
+        "nobody@example.com",
+    )
+    .await;
+    let unknown = chat_of(&e, nobody)[before..].to_vec();
+    assert!(
+        chats.iter().all(|c| *c == unknown),
+        "{chats:?} vs {unknown:?}"
+    );
+    assert_eq!(
+        codes_to(&e, ALICE),
+        3 + 3,
+        "2 + 3 codes asked by others, 1 by Alice"
+    );
+
+    // Alice still gets the codes she asks for herself.
+    e.api
+        .start("signup_verification", &format!("+{ALICE}"), json!({}))
+        .await;
+    settle(&e).await;
+    assert_eq!(codes_to(&e, ALICE), 7, "{:?}", chat_of(&e, ALICE));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codes typed as people type them; `check` modes and reverse OTP
+// ---------------------------------------------------------------------------------------------
+
+/// `code` written in the digit block starting at `zero`, with `sep` after the third digit.
+fn in_script(code: &str, zero: u32, sep: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in code.bytes().enumerate() {
+        if i == 3 {
+            out.push_str(sep);
+        }
+        out.push(char::from_u32(zero + u32::from(b - b'0')).expect("digit"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn codes_typed_in_other_digit_scripts_verify_in_the_chat() {
+    let app = spawn().await;
+    let vars = json!({"customer_name": "Asha", "order_id": "A-1", "total": "₹499"});
+    // Full-width with a full-width dash, Arabic-Indic between right-to-left marks, Persian with a
+    // space, Devanagari with a dot, Bengali, Thai.
+    let scripts: [(u32, &str, &str); 6] = [
+        (0xFF10, "－", ""),
+        (0x660, "", "\u{200F}"),
+        (0x6F0, " ", ""),
+        (0x966, ".", ""),
+        (0x9E6, "-", ""),
+        (0xE50, "", ""),
+    ];
+    for (i, (zero, sep, mark)) in scripts.into_iter().enumerate() {
+        let to = format!("+1555600{i:04}");
+        let session = app.start("cod_confirmation", &to, vars.clone()).await;
+        app.inbound(&to, json!({"button": "confirm"})).await;
+        let code = app.sandbox_code(&to, &session).await;
+        let typed = format!("{mark}{}{mark}", in_script(&code, zero, sep));
+        app.inbound(&to, json!({ "text": typed })).await;
+        app.quiesce().await;
+        assert_eq!(
+            outcome(&app.session(&session)).as_deref(),
+            Some("confirmed"),
+            "{typed:?}"
+        );
+        assert_eq!(app.wrong_today(&to), 0);
+    }
+}
+
+#[tokio::test]
+async fn check_follows_the_flows_check_mode_and_refuses_non_codes_silently() {
+    let app = spawn().await;
+    // `check = "chat"`: the merchant's /check is refused with a reason, nothing is counted.
+    let to = "+15556100001";
+    let vars = json!({"customer_name": "Asha", "order_id": "A-1", "total": "₹499"});
+    let session = app.start("cod_confirmation", to, vars).await;
+    app.inbound(to, json!({"button": "confirm"})).await;
+    let code = app.sandbox_code(to, &session).await;
+    app.quiesce().await;
+    let before = app.snapshot();
+    let check = format!("/v1/sessions/{session}/check");
+    let (status, body) = app
+        .post(&check, Some(API_KEY), json!({ "code": code }))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "check_in_chat");
+    app.quiesce().await;
+    assert!(
+        before == app.snapshot(),
+        "a refused /check changed the store"
+    );
+    // The customer's own code still works in the chat.
+    app.inbound(to, json!({ "text": code })).await;
+    app.quiesce().await;
+    assert_eq!(
+        outcome(&app.session(&session)).as_deref(),
+        Some("confirmed")
+    );
+
+    // A string that is not a code is a 400 and the customer is sent nothing.
+    let to = "+15556100002";
+    let session = app.start("signup_verification", to, json!({})).await;
+    app.sandbox_code(to, &session).await;
+    app.quiesce().await;
+    let before = app.snapshot();
+    let check = format!("/v1/sessions/{session}/check");
+    for junk in ["hello", "12ab34", "123", "", "12345678901", "１２"] {
+        let (status, body) = app
+            .post(&check, Some(API_KEY), json!({ "code": junk }))
+            .await;
+        assert_eq!(status, 400, "{junk:?}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_code");
+    }
+    app.quiesce().await;
+    assert!(
+        before == app.snapshot(),
+        "a non-code /check changed the store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_code_verifies_only_from_the_customers_own_number() {
+    let e = E2e::start().await;
+    let customer = "14155558101";
+    let started = e
+        .api
+        .start("reverse_verification", &format!("+{customer}"), json!({}))
+        .await;
+    let id = started["id"].as_str().expect("id").to_owned();
+    let code = started["otp"]["code"].as_str().expect("code").to_owned();
+    // The merchant cannot verify it itself...
+    let (status, body) = e.api.check_raw(&id, &code).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "reverse_otp");
+    // ...nor can anyone who learnt the code, from another number...
+    e.api.text("14155558102", &code).await;
+    settle(&e).await;
+    assert_eq!(e.api.session(&id).await["status"], "active");
+    // ...only the customer's own message.
+    e.api.text(customer, &format!("Verify {code}")).await;
+    assert_eq!(e.api.wait_completed(&id).await["outcome"], "verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_api_codes_typed_in_the_chat_get_a_hint_not_a_verdict() {
+    let e = E2e::with_flows(&[(
+        "signup_verification.toml",
+        "check = \"both\"",
+        "check = \"api\"",
+    )])
+    .await;
+    let customer = "14155558001";
+    e.api.text(customer, "hi").await;
+    let started = e
+        .api
+        .start("signup_verification", &format!("+{customer}"), json!({}))
+        .await;
+    let id = started["id"].as_str().expect("id").to_owned();
+    settle(&e).await;
+    let code = e
+        .graph
+        .accepted_to(customer)
+        .iter()
+        .find_map(|(b, _)| auth_code(b))
+        .expect("code sent");
+    let before = e.graph.accepted_to(customer).len();
+    e.api.text(customer, &code).await;
+    settle(&e).await;
+    let chat = chat_of(&e, customer)[before..].to_vec();
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    assert!(
+        chat[0].contains("enter the code on the website"),
+        "{chat:?}"
+    );
+    assert_eq!(e.api.session(&id).await["status"], "active");
+    let checked = e.api.check(&id, &code).await;
+    assert_eq!(checked["valid"], true, "{checked}");
 }

@@ -183,7 +183,7 @@ proptest! {
                     Action::OtpResend => Event::OtpResendRequested,
                     Action::OtpRefused => Event::OtpRefused,
                     Action::OtpTooSoon(secs) => Event::OtpResendTooSoon { wait_secs: *secs },
-                    Action::DeliveryFailed => Event::DeliveryFailed { reason: "x".to_owned() },
+                    Action::DeliveryFailed => Event::DeliveryFailed { reason: "x".to_owned(), elsewhere: false },
                     Action::HookOk(found) => {
                         let mut fields = serde_json::Map::new();
                         fields.insert("found".to_owned(), Value::Bool(*found));
@@ -197,6 +197,12 @@ proptest! {
                     Action::Start => Event::Start,
                     Action::Wait(secs) => { now += Duration::seconds(*secs); continue; }
                 };
+                // A failed code that went to another number never shows in the chat, in any
+                // state the session can reach.
+                let elsewhere = Event::DeliveryFailed { reason: "x".to_owned(), elsewhere: true };
+                let (same, none) = engine::step(&flow, &session, elsewhere, now, &mut rng);
+                prop_assert!(none.is_empty(), "a failure elsewhere acted: {none:?}");
+                prop_assert_eq!(&same, &session);
                 let (s, fx) = engine::step(&flow, &session, event, now, &mut rng);
                 if completed {
                     prop_assert!(fx.is_empty(), "a completed session still acted: {fx:?}");

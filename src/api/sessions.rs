@@ -7,7 +7,7 @@ use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
 use crate::metrics::Metrics;
 use crate::outbox::SandboxRecorder;
-use crate::runtime::commands::StartError;
+use crate::runtime::commands::{CheckError, StartError};
 use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
@@ -233,7 +233,16 @@ async fn check(
         .runtime
         .check(&id, &request.code)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            CheckError::NotACode => ApiError::bad_request(
+                "invalid_code",
+                "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
+            ),
+            CheckError::NotHere(refusal) => {
+                ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
+            }
+            CheckError::Runtime(e) => ApiError::internal(e),
+        })?;
     match checked {
         Some(c) => Ok(HttpResponse::Ok().json(json!({
             "valid": c.valid,

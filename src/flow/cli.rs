@@ -226,11 +226,13 @@ pub fn chat(
                 let _ = writeln!(out, "{CHAT_HELP}");
             }
             "/tap" => sim.apply(Event::Reply { id: arg.to_owned() }),
-            "/fail" => sim.apply(Event::DeliveryFailed {
-                reason: "simulated".to_owned(),
-            }),
+            "/fail" => sim.fail_last(),
             "/cancel" => sim.apply(Event::CancelFromApi),
-            "/check" => sim.check_via_api(arg),
+            "/check" => {
+                if let Err(e) = sim.check_via_api(arg) {
+                    let _ = writeln!(out, "(/check refused: {e})");
+                }
+            }
             "/otp" | "/code" => {
                 let _ = writeln!(out, "(last code: {})", sim.last_code().unwrap_or("none"));
             }

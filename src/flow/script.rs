@@ -47,6 +47,12 @@ pub struct Case {
     /// Another case of this script whose customer-visible chat must be identical (codes aside).
     #[serde(default)]
     pub same_chat_as: Option<String>,
+    /// Codes sent to this chat's number in the minute before the case (to reach its limits).
+    #[serde(default)]
+    pub codes_before: u32,
+    /// Wrong codes typed from this chat's number in the minute before the case.
+    #[serde(default)]
+    pub wrong_codes_before: u32,
     /// The steps.
     pub steps: Vec<Step>,
 }
@@ -73,6 +79,9 @@ pub struct Step {
     /// WhatsApp reports the last message as undeliverable.
     #[serde(default)]
     pub fail: bool,
+    /// WhatsApp reports the last code as undeliverable (wherever it was sent).
+    #[serde(default)]
+    pub fail_code: bool,
     /// The clock moves on (e.g. `10m`).
     #[serde(default)]
     pub wait: Option<String>,
@@ -157,11 +166,13 @@ fn run_case(flow: &super::load::Flow, case: &Case) -> (Vec<String>, Vec<String>)
         .iter()
         .map(|(k, v)| (k.clone(), to_json(v)))
         .collect();
-    let mut sim = match Simulation::start(
+    let mut sim = match Simulation::with_history(
         flow,
         vars,
         case.lang.as_deref().unwrap_or("en"),
         case.seed.unwrap_or(7),
+        case.codes_before,
+        case.wrong_codes_before,
     ) {
         Ok(sim) => sim,
         Err(e) => return (vec![format!("cannot start: {e}")], Vec::new()),
@@ -278,13 +289,14 @@ fn act(sim: &mut Simulation<'_>, step: &Step) -> Result<bool, String> {
         });
     } else if let Some(right) = step.api_check {
         let code = sim.last_code().ok_or("no code was issued")?.to_owned();
-        sim.check_via_api(&if right { code } else { wrong(&code) });
+        sim.check_via_api(&if right { code } else { wrong(&code) })
+            .map_err(|e| format!("`/check` refused: {e}"))?;
     } else if step.api_cancel {
         sim.apply(Event::CancelFromApi);
     } else if step.fail {
-        sim.apply(Event::DeliveryFailed {
-            reason: "131026 undeliverable".to_owned(),
-        });
+        sim.fail_last();
+    } else if step.fail_code {
+        sim.fail_code();
     } else if let Some(d) = &step.wait {
         let d: Duration = parse_duration(d)?;
         sim.advance(d);

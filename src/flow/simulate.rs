@@ -53,6 +53,24 @@ pub enum Refusal {
     Locked,
 }
 
+/// A code the simulated ledger issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimCode {
+    /// The digits.
+    pub code: String,
+    /// A third party's code the rules withheld (its target's cap or country): never sent.
+    pub withheld: bool,
+}
+
+/// Who a simulated code is for.
+#[derive(Debug, Clone, Copy)]
+pub struct SimTarget<'a> {
+    /// Another number the code goes to (`send_to`), when not the chat's own.
+    pub to: Option<&'a str>,
+    /// A code that is never sent (`deliver = false`).
+    pub decoy: bool,
+}
+
 /// Issues and checks codes for simulated sessions.
 pub trait CodeLedger {
     /// Issues a code for `session`, replacing any earlier one; wrong attempts carry over when the
@@ -62,25 +80,26 @@ pub trait CodeLedger {
         &mut self,
         session: &str,
         purpose: &str,
+        target: SimTarget<'_>,
         length: u32,
         lifetime: Duration,
         attempts: u32,
         now: DateTime<Utc>,
         rng: &mut StdRng,
-    ) -> Result<String, Refusal>;
+    ) -> Result<SimCode, Refusal>;
 
     /// Checks a typed code.
     fn verify(&mut self, session: &str, attempt: &str, now: DateTime<Utc>) -> Verdict;
 }
 
 /// The production OTP rules (`crate::otp::rules`: keyed digests, attempt counting, resend
-/// cooldown, per-customer limits) with their state in memory instead of sled.
+/// cooldown, per-customer and third-party limits) with their state in memory instead of sled.
 #[derive(Debug)]
 pub struct RulesLedger {
     key: OtpKey,
     customer: CustomerNumber,
     records: HashMap<String, (OtpRecord, OtpSubject)>,
-    activity: CustomerActivity,
+    activity: HashMap<CustomerNumber, CustomerActivity>,
     global: GlobalSends,
 }
 
@@ -92,9 +111,26 @@ impl RulesLedger {
             customer: CustomerNumber::from_wa_id(SIM_CUSTOMER)
                 .unwrap_or_else(|_| unreachable!("valid number")),
             records: HashMap::new(),
-            activity: CustomerActivity::default(),
+            activity: HashMap::new(),
             global: GlobalSends::default(),
         }
+    }
+
+    /// Gives the simulated chat's number a history: `sent` codes sent to it and `wrong` wrong
+    /// guesses made from it, all at `at`.
+    pub fn with_history(mut self, sent: u32, wrong: u32, at: DateTime<Utc>) -> Self {
+        let activity = self.activity.entry(self.customer.clone()).or_default();
+        for _ in 0..sent {
+            activity.record_send(at);
+        }
+        for _ in 0..wrong {
+            activity.record_wrong_attempt(at);
+        }
+        self
+    }
+
+    fn activity_of(&self, number: &CustomerNumber) -> CustomerActivity {
+        self.activity.get(number).cloned().unwrap_or_default()
     }
 }
 
@@ -103,12 +139,13 @@ impl CodeLedger for RulesLedger {
         &mut self,
         session: &str,
         purpose: &str,
+        target: SimTarget<'_>,
         length: u32,
         lifetime: Duration,
         attempts: u32,
         now: DateTime<Utc>,
         rng: &mut StdRng,
-    ) -> Result<String, Refusal> {
+    ) -> Result<SimCode, Refusal> {
         let policy = OtpPolicy {
             code_length: u8::try_from(length).unwrap_or(6),
             lifetime: lifetime.to_std().unwrap_or_default(),
@@ -123,19 +160,33 @@ impl CodeLedger for RulesLedger {
             .get(session)
             .filter(|(r, _)| r.purpose() == purpose)
             .map(|(r, _)| r);
+        let recipient = match target.to.filter(|_| !target.decoy) {
+            Some(to) => CustomerNumber::parse(to).map_err(|_| Refusal::Limited)?,
+            None => self.customer.clone(),
+        };
         let req = IssueRequest {
             subject: &subject,
             flow: "simulation",
-            customer: &self.customer,
+            customer: &recipient,
+            requester: &self.customer,
+            decoy: target.decoy,
             policy: &policy,
         };
-        match decide_issue(req, prev, &self.activity, &self.global, digest, now) {
+        let mine = self.activity_of(&self.customer);
+        let theirs = self.activity_of(&recipient);
+        match decide_issue(req, prev, &mine, &theirs, &self.global, digest, now) {
             Ok(grant) => {
-                self.activity = grant.activity;
+                self.activity.insert(self.customer.clone(), grant.activity);
+                if let Some(theirs) = grant.target_activity {
+                    self.activity.insert(recipient, theirs);
+                }
                 self.global = grant.global;
                 self.records
                     .insert(session.to_owned(), (grant.record, subject));
-                Ok(code.expose().to_owned())
+                Ok(SimCode {
+                    code: code.expose().to_owned(),
+                    withheld: grant.withheld,
+                })
             }
             Err(IssueRefusal::Cooldown { retry_after }) => Err(Refusal::TooSoon {
                 wait_secs: retry_after.as_secs().max(1),
@@ -155,14 +206,15 @@ impl CodeLedger for RulesLedger {
             };
         };
         let key = &self.key;
-        let decision = decide_verify(Some(&record), &self.activity, now, |stored| {
+        let activity = self.activity_of(record.requester());
+        let decision = decide_verify(Some(&record), &activity, now, |stored| {
             key.verify(&subject, &attempt, stored)
         });
         if let Some(next) = decision.record {
             self.records.insert(session.to_owned(), (next, subject));
         }
         if let Some(activity) = decision.activity {
-            self.activity = activity;
+            self.activity.insert(record.requester().clone(), activity);
         }
         match decision.outcome {
             VerifyOutcome::Correct => Verdict::Correct,
@@ -225,6 +277,8 @@ pub struct Simulation<'f, L: CodeLedger = RulesLedger> {
     timer: Option<(String, DateTime<Utc>, u64)>,
     pending_hook: Option<String>,
     last_code: Option<String>,
+    // Whether the last code was sent to another number than the chat's.
+    last_code_elsewhere: bool,
     output: Vec<Output>,
 }
 
@@ -246,7 +300,24 @@ impl<'f> Simulation<'f, RulesLedger> {
         lang: &str,
         seed: u64,
     ) -> Result<Self, StartError> {
-        let ledger = RulesLedger::new(&mut StdRng::seed_from_u64(seed ^ 0x5eed));
+        Self::with_history(flow, vars, lang, seed, 0, 0)
+    }
+
+    /// [`start`](Self::start) for a chat whose number was sent `sent` codes and made `wrong`
+    /// wrong guesses in the minute before.
+    pub fn with_history(
+        flow: &'f Flow,
+        vars: BTreeMap<String, Value>,
+        lang: &str,
+        seed: u64,
+        sent: u32,
+        wrong: u32,
+    ) -> Result<Self, StartError> {
+        let ledger = RulesLedger::new(&mut StdRng::seed_from_u64(seed ^ 0x5eed)).with_history(
+            sent,
+            wrong,
+            epoch() - Duration::minutes(1),
+        );
         Self::with_ledger(flow, vars, lang, seed, ledger)
     }
 }
@@ -271,6 +342,7 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
             timer: None,
             pending_hook: None,
             last_code: None,
+            last_code_elsewhere: false,
             output: Vec::new(),
         };
         sim.apply(Event::Start);
@@ -296,16 +368,21 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
         match effect {
             Effect::Send(m) => self.output.push(Output::Message(m)),
             Effect::IssueOtp(req) => {
+                let send_to = req.send_to.clone().filter(|s| !s.is_empty());
                 let issued = self.ledger.issue(
                     SESSION_ID,
                     &req.purpose,
+                    SimTarget {
+                        to: send_to.as_deref(),
+                        decoy: !req.deliver && !req.reverse,
+                    },
                     req.length,
                     Duration::seconds(req.lifetime_secs),
                     req.max_attempts,
                     self.now,
                     &mut self.rng,
                 );
-                let code = match issued {
+                let SimCode { code, withheld } = match issued {
                     Ok(code) => code,
                     Err(Refusal::TooSoon { wait_secs }) => {
                         return Some(Event::OtpResendTooSoon { wait_secs })
@@ -314,11 +391,13 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
                     Err(Refusal::Limited) => return Some(Event::OtpRefused),
                 };
                 self.last_code = Some(code.clone());
+                let delivered = req.deliver && !withheld;
+                self.last_code_elsewhere = delivered && !req.reverse && send_to.is_some();
                 self.output.push(Output::Code {
                     code,
                     template: req.template.map(|t| t.name),
-                    to: req.send_to.filter(|s| !s.is_empty()),
-                    delivered: req.deliver,
+                    to: send_to,
+                    delivered,
                     reverse: req.reverse,
                 });
             }
@@ -347,6 +426,22 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
         None
     }
 
+    /// WhatsApp reports the last message in this chat as undeliverable (`131026`).
+    pub fn fail_last(&mut self) {
+        self.apply(Event::DeliveryFailed {
+            reason: "131026 undeliverable".to_owned(),
+            elsewhere: false,
+        });
+    }
+
+    /// WhatsApp reports the last code sent as undeliverable (`131026`), wherever it went.
+    pub fn fail_code(&mut self) {
+        self.apply(Event::DeliveryFailed {
+            reason: "131026 undeliverable".to_owned(),
+            elsewhere: self.last_code_elsewhere,
+        });
+    }
+
     /// Moves the fake clock forward, firing due timers in order.
     pub fn advance(&mut self, by: Duration) {
         let until = self.now + by;
@@ -358,8 +453,13 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
         self.now = until;
     }
 
-    /// Checks a code as the merchant's `/check` call would.
-    pub fn check_via_api(&mut self, code: &str) {
+    /// Checks a code as the merchant's `/check` call would; refused like the server refuses
+    /// it (a chat-only or reverse-OTP state, or a string that is not a code).
+    pub fn check_via_api(&mut self, code: &str) -> Result<(), String> {
+        engine::api_check_allowed(self.flow, &self.session).map_err(|e| e.to_string())?;
+        if otp::normalize_attempt(code).is_none() {
+            return Err("not a code: 4 to 10 digits".to_owned());
+        }
         let event = match self.ledger.verify(SESSION_ID, code, self.now) {
             Verdict::Correct => Event::OtpCorrect,
             Verdict::Wrong { left } => Event::OtpWrong {
@@ -369,6 +469,7 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
             Verdict::Locked => Event::OtpLocked,
         };
         self.apply(event);
+        Ok(())
     }
 
     /// Output since the last call.

@@ -100,10 +100,12 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
     Ok(OtpCode(digits))
 }
 
-/// Reads a code the way a customer may type it: surrounding and inner spaces, dashes and dots
-/// are ignored ("123 456", "123-456"), and digits from the scripts customers commonly type in
-/// (Arabic-Indic, Persian, Devanagari, Bengali, full-width) count as ASCII digits. Anything
-/// else, or a digit count outside 4–10, is not a code attempt.
+/// Reads a code the way a customer may type it, in the chat or on the merchant's site (the one
+/// reading both `/check` and the chat use): surrounding and inner spaces, dashes and dots are
+/// ignored ("123 456", "123-456", "12.34.56"), as are the invisible direction marks phones add
+/// around digits in right-to-left text, and the decimal digits of every Unicode script
+/// (Arabic-Indic, Persian, Devanagari, Bengali, Thai, full-width, …) count as ASCII digits.
+/// Anything else, or a digit count outside 4–10, is not a code attempt.
 pub fn normalize_attempt(text: &str) -> Option<OtpCode> {
     let mut digits = String::with_capacity(text.len());
     for ch in text.chars() {
@@ -117,19 +119,75 @@ pub fn normalize_attempt(text: &str) -> Option<OtpCode> {
     OtpCode::from_digits(digits)
 }
 
-fn is_separator(ch: char) -> bool {
-    ch.is_whitespace() || matches!(ch, '-' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}')
+/// The code attempt in a customer's chat message: the whole message as [`normalize_attempt`]
+/// reads it, or else one stretch of digits and separators inside it, for prefilled `wa.me`
+/// texts and habits such as "Verify 123456" or "code: ١٢٣٤٥٦.". Either must hold exactly
+/// `length` digits: in a chat, six digits typed for an eight-digit code are more likely a slip
+/// (another message's number) than a guess, so they get a hint instead of costing an attempt.
+/// The chat therefore takes every attempt of the right length that `/check` takes, and a
+/// little more.
+pub fn find_attempt(text: &str, length: usize) -> Option<OtpCode> {
+    if let Some(code) = normalize_attempt(text).filter(|c| c.len() == length) {
+        return Some(code);
+    }
+    let mut found = None;
+    let mut run = String::new();
+    let flush = |run: &mut String, found: &mut Option<OtpCode>| {
+        if found.is_none() && run.len() == length {
+            *found = OtpCode::from_digits(std::mem::take(run));
+        }
+        run.zeroize();
+    };
+    for ch in text.chars() {
+        if let Some(digit) = digit_value(ch) {
+            run.push(char::from(b'0' + digit));
+        } else if !is_separator(ch) {
+            flush(&mut run, &mut found);
+        }
+    }
+    flush(&mut run, &mut found);
+    found
 }
 
+fn is_separator(ch: char) -> bool {
+    ch.is_whitespace()
+        || matches!(
+            ch,
+            '-' | '.'
+                | '\u{2010}'..='\u{2015}'
+                | '\u{2212}'
+                | '\u{FF0D}'
+                | '\u{FF0E}'
+                // Zero-width space, direction marks and isolates, the Arabic letter mark and
+                // the byte-order mark: invisible, and added by phones around digits in
+                // right-to-left text.
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{061C}'
+                | '\u{FEFF}'
+        )
+}
+
+/// The zero of every block of Unicode decimal digits (general category Nd, Unicode 15): each
+/// block is ten consecutive code points, zero to nine.
+const DIGIT_ZEROS: [u32; 68] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650,
+    0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x11F50, 0x16A60, 0x16AC0,
+    0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E950,
+    0x1FBF0,
+];
+
 fn digit_value(ch: char) -> Option<u8> {
-    // Zero code points of the decimal digit blocks accepted; each block is ten consecutive
-    // code points, so the digit is the offset from its zero.
-    const ZEROS: [u32; 6] = [0x30, 0x660, 0x6F0, 0x966, 0x9E6, 0xFF10];
     let cp = u32::from(ch);
-    ZEROS
-        .iter()
-        .find(|&&zero| (zero..zero + 10).contains(&cp))
-        .and_then(|&zero| u8::try_from(cp - zero).ok())
+    let block = DIGIT_ZEROS
+        .partition_point(|&zero| zero <= cp)
+        .checked_sub(1)?;
+    u8::try_from(cp - DIGIT_ZEROS[block])
+        .ok()
+        .filter(|d| *d < 10)
 }
 
 #[cfg(test)]
@@ -243,7 +301,100 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_listed_digit_block_is_unicode_digits_zero_to_nine() {
+        assert!(
+            DIGIT_ZEROS.windows(2).all(|w| w[0] + 10 <= w[1]),
+            "sorted, apart"
+        );
+        for zero in DIGIT_ZEROS {
+            for d in 0..10 {
+                let ch = char::from_u32(zero + d).expect("a char");
+                assert!(ch.is_numeric(), "{:#x}", zero + d);
+                assert_eq!(digit_value(ch), Some(d as u8));
+            }
+        }
+        for not_digit in ['a', '²', '½', 'Ⅻ', '٫', '/', '\u{9}'] {
+            assert_eq!(digit_value(not_digit), None, "{not_digit:?}");
+        }
+    }
+
+    #[test]
+    fn codes_are_found_in_chat_messages() {
+        let cases = [
+            ("Verify 123456", Some("123456")),
+            ("my code is 123 456.", Some("123456")),
+            ("code: ١٢٣٤٥٦", Some("123456")),
+            ("\u{200F}١٢٣٤٥٦\u{200F}", Some("123456")),
+            ("１２３－４５６", Some("123456")),
+            ("๑๒๓๔๕๖", Some("123456")),
+            ("12345", None),
+            ("1234 5678", None),
+            ("order 12 code 654321", Some("654321")),
+            ("call 555 1234", None),
+            ("hello", None),
+            ("1234567 is not it", None),
+        ];
+        for (typed, want) in cases {
+            let got = find_attempt(typed, 6);
+            assert_eq!(got.as_ref().map(OtpCode::expose), want, "{typed:?}");
+        }
+    }
+
+    /// A code written in one digit script with separators and direction marks around it.
+    fn typed_as(code: &str, zero: u32, seps: &[&str]) -> String {
+        let mut out = String::from(seps[0]);
+        for (i, b) in code.bytes().enumerate() {
+            out.push(char::from_u32(zero + u32::from(b - b'0')).expect("a digit"));
+            out.push_str(seps[(i + 1) % seps.len()]);
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn any_script_and_separators_read_back_the_code(
+            length in 4u8..=10,
+            seed in any::<u64>(),
+            zero in prop::sample::select(DIGIT_ZEROS.to_vec()),
+            seps in prop::collection::vec(
+                prop::sample::select(vec!["", "", " ", "-", ".", "\u{200E}", "\u{2009}", "\u{FF0D}"]),
+                1..4,
+            ),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let code = generate(length, &mut rng).expect("valid length");
+            let typed = typed_as(code.expose(), zero, &seps);
+            prop_assert_eq!(normalize_attempt(&typed), Some(code.clone()));
+            prop_assert_eq!(find_attempt(&typed, code.len()), Some(code));
+        }
+
+        #[test]
+        fn the_chat_takes_whatever_check_takes(text in ".{0,24}", length in 4usize..=10) {
+            if let Some(code) = normalize_attempt(&text).filter(|c| c.len() == length) {
+                prop_assert_eq!(find_attempt(&text, length), Some(code));
+            }
+        }
+
+        #[test]
+        fn the_chat_takes_whatever_check_takes_for_typed_codes(
+            digits in "[0-9０-９٠-٩०-९]{4,10}",
+            seps in "[ .-]{0,3}",
+        ) {
+            let typed = format!("{seps}{digits}{seps}");
+            if let Some(code) = normalize_attempt(&typed) {
+                prop_assert_eq!(find_attempt(&typed, code.len()), Some(code));
+            }
+        }
+
+        #[test]
+        fn a_code_inside_a_sentence_is_found(seed in any::<u64>(), before in "[a-zA-Z :]{0,12}", after in "[a-zA-Z !]{0,12}") {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let code = generate(6, &mut rng).expect("valid length");
+            let typed = format!("{before} {} {after}", code.expose());
+            prop_assert_eq!(find_attempt(&typed, 6), Some(code));
+        }
+
         #[test]
         fn generated_codes_have_requested_length(length in 4u8..=10, seed in any::<u64>()) {
             let mut rng = StdRng::seed_from_u64(seed);

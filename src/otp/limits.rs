@@ -11,13 +11,64 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::DAY_WINDOW;
 
+use crate::domain::{is_user_id, PhoneNumber};
+
 /// Not a possible E.164 number.
 pub use crate::domain::PhoneError as InvalidCustomerNumber;
-/// A customer's phone number as the limits key it: the domain's one phone-number type, whose
-/// digits (no `+`) name the customer's counters.
-pub use crate::domain::PhoneNumber as CustomerNumber;
 
-/// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first.
+/// Who a code's limits count against: a customer's phone number (checked by the domain's one
+/// phone-number type and kept as its digits, no `+`), or, for a chat whose customer shared no
+/// number, their business-scoped user id. Its `Debug` shows only the last 4 characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerNumber(String);
+
+impl CustomerNumber {
+    /// A number a merchant, a hook or an operator wrote: `+` and the digits.
+    pub fn parse(raw: &str) -> Result<Self, InvalidCustomerNumber> {
+        PhoneNumber::parse(raw).map(Self::from)
+    }
+
+    /// The customer's WhatsApp id: the digits of their number (a `+` allowed), or their
+    /// business-scoped user id.
+    pub fn from_wa_id(raw: &str) -> Result<Self, InvalidCustomerNumber> {
+        if is_user_id(raw) {
+            return Ok(Self(raw.to_owned()));
+        }
+        PhoneNumber::from_wa_id(raw).map(Self::from)
+    }
+
+    /// The key the counters are stored under, which is also the WhatsApp recipient: the phone
+    /// number's digits, or the user id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form allowed in logs and the audit log: the last 4 characters only.
+    pub fn masked(&self) -> String {
+        let tail: String = {
+            let chars: Vec<char> = self.0.chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        };
+        format!("…{tail}")
+    }
+}
+
+impl From<PhoneNumber> for CustomerNumber {
+    fn from(number: PhoneNumber) -> Self {
+        Self(number.digits().to_owned())
+    }
+}
+
+impl std::fmt::Debug for CustomerNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomerNumber({})", self.masked())
+    }
+}
+
+/// A customer's OTP sends and wrong attempts within the last 24 hours, oldest first, and the
+/// codes sent to the number at other people's request (kept apart, so that a flood of those
+/// never uses up the limits of the codes the customer asks for).
 ///
 /// Exact timestamps rather than fixed buckets, so "5 per 10 minutes" holds for every 10-minute
 /// span. The lists stay short: entries older than a day are dropped on every update, and the
@@ -26,6 +77,8 @@ pub use crate::domain::PhoneNumber as CustomerNumber;
 pub struct CustomerActivity {
     sends: Vec<DateTime<Utc>>,
     wrong_attempts: Vec<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    third_party_sends: Vec<DateTime<Utc>>,
 }
 
 impl CustomerActivity {
@@ -52,9 +105,30 @@ impl CustomerActivity {
         frees_at(&self.wrong_attempts, limit, DAY_WINDOW, now)
     }
 
+    pub fn third_party_sends_within(&self, window: Duration, now: DateTime<Utc>) -> usize {
+        in_window(&self.third_party_sends, window, now).len()
+    }
+
+    /// When fewer than `limit` codes asked by others fall within a day; `None` if they do.
+    pub fn third_party_limit_frees_at(
+        &self,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        frees_at(&self.third_party_sends, limit, DAY_WINDOW, now)
+    }
+
     /// Whether nothing falls within the last 24 hours, so the record can be dropped.
     pub fn is_idle(&self, now: DateTime<Utc>) -> bool {
-        self.sends_within(DAY_WINDOW, now) == 0 && self.wrong_within(DAY_WINDOW, now) == 0
+        self.sends_within(DAY_WINDOW, now) == 0
+            && self.wrong_within(DAY_WINDOW, now) == 0
+            && self.third_party_sends_within(DAY_WINDOW, now) == 0
+    }
+
+    /// Counts a code sent to this number at someone else's request.
+    pub fn record_third_party_send(&mut self, now: DateTime<Utc>) {
+        self.prune(now);
+        insert_sorted(&mut self.third_party_sends, now);
     }
 
     pub fn record_send(&mut self, now: DateTime<Utc>) {
@@ -71,6 +145,7 @@ impl CustomerActivity {
         let cutoff = now - delta(DAY_WINDOW);
         self.sends.retain(|t| *t > cutoff);
         self.wrong_attempts.retain(|t| *t > cutoff);
+        self.third_party_sends.retain(|t| *t > cutoff);
     }
 }
 
@@ -159,7 +234,7 @@ mod tests {
     #[test]
     fn customer_numbers() {
         let n = CustomerNumber::parse("+919876543210").expect("valid");
-        assert_eq!(n.digits(), "919876543210");
+        assert_eq!(n.as_str(), "919876543210");
         assert_eq!(n.masked(), "…3210");
         assert_eq!(CustomerNumber::from_wa_id("919876543210"), Ok(n.clone()));
         assert!(!format!("{n:?}").contains("98765"));
@@ -174,6 +249,12 @@ mod tests {
         ] {
             assert!(CustomerNumber::parse(bad).is_err(), "{bad}");
         }
+        // A chat without a number counts under its business-scoped user id; a merchant's
+        // number is never one.
+        let user = CustomerNumber::from_wa_id("US.13491208655302741918").expect("user id");
+        assert_eq!(user.as_str(), "US.13491208655302741918");
+        assert!(!format!("{user:?}").contains("1349120865"));
+        assert!(CustomerNumber::parse("US.13491208655302741918").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod record_seal;
 pub mod rules;
 pub mod seal;
 
-pub use code::{generate, normalize_attempt, InvalidCodeLength, OtpCode};
+pub use code::{find_attempt, generate, normalize_attempt, InvalidCodeLength, OtpCode};
 pub use hash::{OtpDigest, OtpSubject};
 pub use key::{KeyError, OtpKey};
 pub use limits::{CustomerActivity, CustomerNumber, InvalidCustomerNumber};

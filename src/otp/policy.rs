@@ -23,6 +23,10 @@ pub const GLOBAL_CEILING_RANGE: RangeInclusive<u32> = 1..=1_000_000;
 /// The global ceiling unless configured (`WAOTP_OTP_SENDS_PER_HOUR`).
 pub const DEFAULT_GLOBAL_SENDS_PER_HOUR: u32 = 1000;
 
+/// Codes a number may be sent per day at other people's request: one recovery with both its
+/// resends (3 codes) and room for a second try.
+pub const DEFAULT_THIRD_PARTY_SENDS_PER_DAY: u32 = 5;
+
 /// The short per-customer send window ("5 per 10 minutes").
 pub const SHORT_SEND_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// The long per-customer windows: sends per day and wrong attempts per 24 hours.
@@ -46,7 +50,14 @@ pub struct OtpPolicy {
     /// Codes one customer may be sent per 24 hours, across flows.
     pub sends_per_day: u32,
     /// Wrong attempts one customer may make per 24 hours across sessions before OTP is refused.
+    /// Guesses count against the number of the chat (or API session) that asked for the code,
+    /// never against a third party's number the code was sent to.
     pub wrong_attempts_per_day: u32,
+    /// Codes one number may be sent per 24 hours at other people's request (an account
+    /// recovery asked from another chat), counted apart from the codes it asks for itself.
+    /// Past it such codes are silently withheld, so nobody can flood a number with codes, and
+    /// the requester cannot tell.
+    pub third_party_sends_per_day: u32,
     /// Codes the whole service may send per clock hour: a breaker against SMS-pumping style
     /// abuse running up the merchant's bill.
     pub global_sends_per_hour: u32,
@@ -65,6 +76,7 @@ impl Default for OtpPolicy {
             sends_per_10_min: 5,
             sends_per_day: 10,
             wrong_attempts_per_day: 10,
+            third_party_sends_per_day: DEFAULT_THIRD_PARTY_SENDS_PER_DAY,
             global_sends_per_hour: DEFAULT_GLOBAL_SENDS_PER_HOUR,
             allowed_prefixes: Vec::new(),
         }
@@ -136,6 +148,7 @@ impl OtpPolicy {
             ("sends_per_10_min", self.sends_per_10_min),
             ("sends_per_day", self.sends_per_day),
             ("wrong_attempts_per_day", self.wrong_attempts_per_day),
+            ("third_party_sends_per_day", self.third_party_sends_per_day),
         ] {
             check(
                 CUSTOMER_LIMIT_RANGE.contains(&value),
@@ -206,6 +219,7 @@ mod tests {
         assert_eq!(p.resend_cooldown, Duration::from_secs(60));
         assert_eq!((p.sends_per_10_min, p.sends_per_day), (5, 10));
         assert_eq!(p.wrong_attempts_per_day, 10);
+        assert_eq!(p.third_party_sends_per_day, 5);
         assert_eq!(p.validate(), Ok(()));
     }
 
@@ -227,6 +241,7 @@ mod tests {
             sends_per_10_min: 20,
             sends_per_day: 10,
             wrong_attempts_per_day: 0,
+            third_party_sends_per_day: 5,
             global_sends_per_hour: 0,
             allowed_prefixes: vec!["91".into(), "+".into(), "+44".into()],
         };

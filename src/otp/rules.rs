@@ -22,6 +22,11 @@ pub struct OtpRecord {
     flow: String,
     purpose: String,
     customer: CustomerNumber,
+    // The number of the chat that asked for the code, when another than `customer`'s: its
+    // wrong guesses are charged there, never to the number the code went to. Absent in
+    // records written before third-party codes were told apart, and for self-requested codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requester: Option<CustomerNumber>,
     digest: OtpDigest,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -72,8 +77,14 @@ impl OtpRecord {
     pub fn purpose(&self) -> &str {
         &self.purpose
     }
+    /// The number the code went to.
     pub fn customer(&self) -> &CustomerNumber {
         &self.customer
+    }
+    /// The number of the chat that asked for the code and whose guesses count: the
+    /// customer's own unless a third party asked for a code to be sent to them.
+    pub fn requester(&self) -> &CustomerNumber {
+        self.requester.as_ref().unwrap_or(&self.customer)
     }
     pub fn status(&self) -> CodeStatus {
         self.status
@@ -139,8 +150,23 @@ impl OtpRecord {
 pub struct IssueRequest<'a> {
     pub subject: &'a OtpSubject,
     pub flow: &'a str,
+    /// The number the code goes to.
     pub customer: &'a CustomerNumber,
+    /// The number of the chat (or API session) asking for it. When it differs from
+    /// `customer` the code is a third party's request: its sends and wrong guesses are
+    /// charged to the requester, and the target only counts it against its third-party cap.
+    pub requester: &'a CustomerNumber,
+    /// A code that is never sent (a decoy standing in for a third party's code): charged to
+    /// the requester exactly like the real one, but no target limit applies to it.
+    pub decoy: bool,
     pub policy: &'a OtpPolicy,
+}
+
+impl IssueRequest<'_> {
+    /// Whether someone other than the code's recipient asked for it.
+    pub fn is_third_party(&self) -> bool {
+        !self.decoy && self.customer != self.requester
+    }
 }
 
 /// Why no code was issued. Customers are told as little as possible about which limit hit.
@@ -236,10 +262,18 @@ impl VerifyOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueGrant {
     pub record: OtpRecord,
+    /// The requester's activity, with this send counted.
     pub activity: CustomerActivity,
+    /// For a third party's code, the target's activity with this send counted against its
+    /// third-party cap (written under the target's number).
+    pub target_activity: Option<CustomerActivity>,
     pub global: GlobalSends,
     /// Whether this code replaced an unused one of the same session.
     pub replaced: bool,
+    /// A third party's code that must not be sent: the target is outside the allowed
+    /// countries or has had its third-party cap of codes. The requester is told nothing
+    /// (telling would reveal that the target exists); the code works as a decoy.
+    pub withheld: bool,
 }
 
 /// What a check writes back; `None` fields are left unchanged.
@@ -253,19 +287,23 @@ pub struct VerifyDecision {
 /// Decides a first code for a session. A session whose code is still unused gets the
 /// resend rules instead (cooldown, attempts carried over), so re-entering an OTP step can
 /// never reset the attempt counter.
+///
+/// `activity` is the requester's; `target` the recipient's, read only for a third party's
+/// code (pass the requester's again otherwise).
 pub fn decide_issue(
     req: IssueRequest<'_>,
     prev: Option<&OtpRecord>,
     activity: &CustomerActivity,
+    target: &CustomerActivity,
     global: &GlobalSends,
     digest: OtpDigest,
     now: DateTime<Utc>,
 ) -> Result<IssueGrant, IssueRefusal> {
     match prev {
         Some(p) if p.status == CodeStatus::Active || p.status == CodeStatus::Locked => {
-            decide_resend(req, prev, activity, global, digest, now)
+            decide_resend(req, prev, activity, target, global, digest, now)
         }
-        _ => grant(req, None, activity, global, digest, now),
+        _ => grant(req, None, activity, target, global, digest, now),
     }
 }
 
@@ -274,6 +312,7 @@ pub fn decide_resend(
     req: IssueRequest<'_>,
     prev: Option<&OtpRecord>,
     activity: &CustomerActivity,
+    target: &CustomerActivity,
     global: &GlobalSends,
     digest: OtpDigest,
     now: DateTime<Utc>,
@@ -289,19 +328,26 @@ pub fn decide_resend(
             retry_after: until(prev.next_resend_at, now),
         });
     }
-    grant(req, Some(prev), activity, global, digest, now)
+    grant(req, Some(prev), activity, target, global, digest, now)
 }
 
+// The requester's limits and the global ceiling refuse openly: the requester's own history
+// decides them, identically whether the code is real, a third party's or a decoy. What only
+// the target's number decides (its country, its third-party cap) never shows: the code is
+// withheld and answers like a decoy.
 fn grant(
     req: IssueRequest<'_>,
     prev: Option<&OtpRecord>,
     activity: &CustomerActivity,
+    target: &CustomerActivity,
     global: &GlobalSends,
     digest: OtpDigest,
     now: DateTime<Utc>,
 ) -> Result<IssueGrant, IssueRefusal> {
     let policy = req.policy;
-    if !policy.allows_number(req.customer.digits()) {
+    let third_party = req.is_third_party();
+    let allowed = policy.allows_number(req.customer.as_str());
+    if !allowed && !third_party && !req.decoy {
         return Err(IssueRefusal::CountryNotAllowed);
     }
     if let Some(at) = activity.wrong_limit_frees_at(policy.wrong_attempts_per_day, now) {
@@ -329,11 +375,17 @@ fn grant(
         ),
         None => (0, policy.max_attempts, 1),
     };
+    let withheld = third_party
+        && (!allowed
+            || target
+                .third_party_limit_frees_at(policy.third_party_sends_per_day, now)
+                .is_some());
     let record = OtpRecord {
         session_id: req.subject.session_id().to_owned(),
         flow: req.flow.to_owned(),
         purpose: req.subject.purpose().to_owned(),
         customer: req.customer.clone(),
+        requester: (req.requester != req.customer).then(|| req.requester.clone()),
         digest,
         issued_at: now,
         expires_at: now + delta(policy.lifetime),
@@ -348,13 +400,20 @@ fn grant(
     };
     let mut activity = activity.clone();
     activity.record_send(now);
+    let target_activity = (third_party && !withheld).then(|| {
+        let mut target = target.clone();
+        target.record_third_party_send(now);
+        target
+    });
     let mut global = *global;
     global.record_send(now);
     Ok(IssueGrant {
         record,
         activity,
+        target_activity,
         global,
         replaced: prev.is_some(),
+        withheld,
     })
 }
 
@@ -364,7 +423,8 @@ pub fn resend_cooldown(base: Duration, codes_sent: u32) -> Duration {
     base.saturating_mul(1 << doublings).min(MAX_RESEND_COOLDOWN)
 }
 
-/// Decides one attempt. `matches` compares the attempt with the stored digest (in constant
+/// Decides one attempt. `activity` is the record's requester's (see [`OtpRecord::requester`]):
+/// a wrong guess is charged to the chat that typed it. `matches` compares the attempt with the stored digest (in constant
 /// time); it is only called when the attempt may count, so refused attempts cost no hashing.
 pub fn decide_verify(
     record: Option<&OtpRecord>,

@@ -478,11 +478,18 @@ impl Outbox {
             self.runtime.outbox_wake.notify_one();
         }
         if let Some((session_id, reason)) = failed_session {
+            let record = self.runtime.sessions().get(&session_id).ok().flatten();
+            // Queued with the session's own customer (the code may have gone to another number),
+            // in order with what that customer sends.
+            let customer = record
+                .as_ref()
+                .map_or(entry.to.as_str(), |r| r.customer.as_str());
+            let elsewhere = customer != entry.to.trim_start_matches('+');
             self.inbox.submit(
-                &entry.to,
+                customer,
                 Work::Session {
                     session_id,
-                    event: Event::DeliveryFailed { reason },
+                    event: Event::DeliveryFailed { reason, elsewhere },
                 },
             );
         }

@@ -4,10 +4,10 @@
 
 use super::core::{Runtime, RuntimeError};
 use crate::domain::PhoneNumber;
-use crate::flow::engine::{self, Event, StartError as EngineStartError};
+use crate::flow::engine::{self, ApiCheckRefusal, Event, StartError as EngineStartError};
 use crate::flow::model::VarSource;
 use crate::flow::render::{placeholders, render, value_text};
-use crate::otp::VerifyOutcome;
+use crate::otp::{normalize_attempt, VerifyOutcome};
 use crate::store::idempotency::IdempotentStart;
 use crate::store::sessions::{SessionRecord, StepWrite};
 use crate::whatsapp::limits::{template_parameter_max, template_text};
@@ -46,6 +46,20 @@ pub enum StartError {
 pub struct Started {
     pub record: SessionRecord,
     pub reverse: Option<(String, String)>,
+}
+
+/// Why a `/check` was refused without looking at the code.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The string is not a code (4 to 10 digits, separators aside): nothing is counted and
+    /// the customer is told nothing.
+    #[error("a code is 4 to 10 digits")]
+    NotACode,
+    /// The session's code may not be checked over the API.
+    #[error(transparent)]
+    NotHere(#[from] ApiCheckRefusal),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
 }
 
 /// The result of a `/check`.
@@ -258,10 +272,15 @@ impl Runtime {
     }
 
     /// Checks a code typed on the merchant's site, through the same path as a code typed in
-    /// the chat. `None` when there is no such session.
-    pub async fn check(&self, id: &str, code: &str) -> Result<Option<Checked>, RuntimeError> {
+    /// the chat. `None` when there is no such session. A string that is not a code, a state
+    /// that takes codes in the chat only and a reverse-OTP code are refused before anything
+    /// is counted or sent.
+    pub async fn check(&self, id: &str, code: &str) -> Result<Option<Checked>, CheckError> {
+        if normalize_attempt(code).is_none() {
+            return Err(CheckError::NotACode);
+        }
         let _guard = self.lock(id).await;
-        let Some(mut record) = self.sessions().get(id)? else {
+        let Some(mut record) = self.sessions().get(id).map_err(RuntimeError::from)? else {
             return Ok(None);
         };
         if !record.is_active() {
@@ -272,6 +291,7 @@ impl Runtime {
             }));
         }
         let flow = self.flow_of(&record)?;
+        engine::api_check_allowed(&flow, &record.engine)?;
         let now = Utc::now();
         let (event, verdict) = self.verify_attempt(&record, code, now)?;
         self.step(&mut record, &flow, event, now, StepWrite::default())
@@ -280,7 +300,8 @@ impl Runtime {
             VerifyOutcome::Wrong { attempts_left } => u32::from(attempts_left),
             _ => self
                 .ledger()
-                .record(&record.id)?
+                .record(&record.id)
+                .map_err(RuntimeError::from)?
                 .map(|r| u32::from(r.attempts_left()))
                 .unwrap_or(0),
         };

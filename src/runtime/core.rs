@@ -7,6 +7,7 @@
 //! timers and hook answers additionally arrive in per-customer order (see [`super::ordering`]).
 
 use super::flows::FlowRegistry;
+use crate::domain::is_user_id;
 use crate::flow::engine::{self, Effect, Event, SessionStatus};
 use crate::flow::render::value_text;
 use crate::flow::Flow;
@@ -238,23 +239,30 @@ impl Runtime {
                 }
                 record.otp_purpose = Some(req.purpose.clone());
                 record.otp_bound = req.bound.keys().cloned().collect();
-                let to = req
-                    .send_to
-                    .clone()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| record.to.clone());
+                let send_to = req.send_to.as_deref().filter(|s| !s.is_empty());
                 // A chat WhatsApp identifies only by a business-scoped user id has no number to
-                // send an authentication template to (Meta refuses it, 131062): the flow takes
-                // its delivery-failure branch, as for any code that cannot be delivered.
-                if crate::domain::is_user_id(&to) {
+                // send an authentication template to (Meta refuses it, 131062): unless the code
+                // goes to another number, the flow takes its delivery-failure branch.
+                if send_to.is_none() && req.deliver && !req.reverse && is_user_id(&record.customer)
+                {
                     return Ok(Some(Event::DeliveryFailed {
                         reason: "the customer shared no phone number (business-scoped user id only); a code needs one".into(),
+                        elsewhere: false,
                     }));
                 }
-                let Ok(customer) = CustomerNumber::from_wa_id(&to) else {
+                let Ok(requester) = CustomerNumber::from_wa_id(&record.customer) else {
                     return Ok(Some(Event::DeliveryFailed {
-                        reason: "the number to send the code to is not valid".into(),
+                        reason: "the session's number is not valid".into(),
+                        elsewhere: false,
                     }));
+                };
+                // Another number to send to that is not a phone number cannot get the code: it
+                // becomes a decoy, charged like the real one, so this chat sees no difference.
+                let target = send_to.map(CustomerNumber::parse);
+                let decoy = (!req.deliver && !req.reverse) || matches!(target, Some(Err(_)));
+                let customer = match target {
+                    Some(Ok(number)) if !decoy => number,
+                    _ => requester.clone(),
                 };
                 let policy = OtpPolicy {
                     code_length: u8::try_from(req.length).unwrap_or(6),
@@ -273,6 +281,8 @@ impl Runtime {
                         subject: &subject,
                         flow: record.engine.flow_id.as_str(),
                         customer: &customer,
+                        requester: &requester,
+                        decoy,
                         policy: &policy,
                     },
                     kind,
@@ -311,11 +321,12 @@ impl Runtime {
                 };
                 // A decoy (`deliver = false`, no such account) keeps its code unsent, so every
                 // guess is wrong and the customer-visible answers match the real path.
-                if let Some(issued) = info.filter(|_| req.deliver && !req.reverse) {
+                // A withheld third-party code (target capped or not allowed) is a decoy too.
+                if let Some(issued) = info.filter(|i| !decoy && !req.reverse && !i.withheld) {
                     let e = self.entry(
                         record,
                         index,
-                        customer.digits().to_owned(),
+                        customer.as_str().to_owned(),
                         OutboxPayload::Code {
                             template: req.template.clone(),
                             text: None,
@@ -485,6 +496,19 @@ impl Runtime {
             }
         };
         Ok((event, verdict))
+    }
+
+    /// Whether a failed message to `failed_to` (digits) went to another number than the
+    /// session's customer: a code sent to a third party, whose failure the chat must not see.
+    pub fn failed_elsewhere(
+        &self,
+        session_id: &str,
+        failed_to: &str,
+    ) -> Result<bool, RuntimeError> {
+        Ok(self
+            .sessions()
+            .get(session_id)?
+            .is_some_and(|r| r.customer != failed_to.trim_start_matches('+')))
     }
 
     /// Replaces `{NAME}` in a flow's URL by the setting or environment variable NAME.

@@ -291,7 +291,12 @@ impl Runtime {
                     Some(e) => format!("WhatsApp error {}", e.code),
                     None => "WhatsApp reported the message failed".to_owned(),
                 };
-                self.apply_event(session_id, Event::DeliveryFailed { reason })
+                let failed_to = self.sessions().outbox_entry(&link.entry_id)?.map(|e| e.to);
+                let elsewhere = match failed_to {
+                    Some(to) => self.failed_elsewhere(session_id, &to)?,
+                    None => false,
+                };
+                self.apply_event(session_id, Event::DeliveryFailed { reason, elsewhere })
                     .await?;
                 return Ok(());
             }

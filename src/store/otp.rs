@@ -1,9 +1,11 @@
 //! The OTP ledger: SPEC §9 state in sled, changed only by single atomic transactions.
 //!
 //! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
-//! session's current [`OtpRecord`] (the keyed digest, never the code), each customer's recent
-//! sends and wrong attempts, the service-wide hourly send count and the sealed copy of a code
-//! awaiting delivery. Every state-changing call reads what it needs, asks the pure rules in
+//! session's current [`OtpRecord`] (the keyed digest, never the code), each number's recent
+//! sends, wrong attempts and codes received at others' request, the service-wide hourly send
+//! count and the sealed copy of a code awaiting delivery. Sends and wrong attempts are written
+//! under the number that asked for the code (the session's own), never under a third party's
+//! number the code went to; that number only counts the code against its third-party cap. Every state-changing call reads what it needs, asks the pure rules in
 //! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
 //! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
 //! change or none of it.
@@ -67,7 +69,7 @@ pub enum LedgerError {
 /// What an issue transaction decided.
 enum Decided {
     Replayed(IssuedCode),
-    Granted(OtpRecord),
+    Granted(IssuedCode),
     Refused(IssueRefusal),
 }
 
@@ -154,7 +156,12 @@ impl OtpLedger {
                 return Ok(Decided::Replayed(IssuedCode::of(p)));
             }
             let activity: CustomerActivity =
-                get(customers, CUSTOMERS_TREE, req.customer.digits())?.unwrap_or_default();
+                get(customers, CUSTOMERS_TREE, req.requester.as_str())?.unwrap_or_default();
+            let target: CustomerActivity = if req.is_third_party() {
+                get(customers, CUSTOMERS_TREE, req.customer.as_str())?.unwrap_or_default()
+            } else {
+                activity.clone()
+            };
             let sends: GlobalSends =
                 get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
             let entry = |kind, outcome| {
@@ -164,14 +171,26 @@ impl OtpLedger {
                     .with_customer(req.customer)
             };
             let decide = if resend { decide_resend } else { decide_issue };
-            match decide(req, prev.as_ref(), &activity, &sends, digest.clone(), now) {
+            let decided = decide(
+                req,
+                prev.as_ref(),
+                &activity,
+                &target,
+                &sends,
+                digest.clone(),
+                now,
+            );
+            match decided {
                 Ok(mut grant) => {
                     grant.record.set_issue_step(step);
                     put(codes, session_id, &grant.record)?;
-                    put(customers, req.customer.digits(), &grant.activity)?;
+                    put(customers, req.requester.as_str(), &grant.activity)?;
+                    if let Some(target) = &grant.target_activity {
+                        put(customers, req.customer.as_str(), target)?;
+                    }
                     put(global, GLOBAL_SENDS_KEY, &grant.global)?;
                     let generation = grant.record.codes_sent();
-                    match &sealed {
+                    match sealed.as_ref().filter(|_| !grant.withheld) {
                         Some(sealed) => {
                             let sealed = sealed.clone();
                             put(outgoing, session_id, &Outgoing { generation, sealed })?;
@@ -180,13 +199,15 @@ impl OtpLedger {
                             outgoing.remove(session_id.as_bytes())?;
                         }
                     }
-                    let reason = if grant.replaced {
-                        "replaced previous code"
-                    } else {
-                        "new code"
+                    let reason = match (grant.withheld, grant.replaced) {
+                        (true, _) => "withheld: third-party limit or country",
+                        (false, true) => "replaced previous code",
+                        (false, false) => "new code",
                     };
                     append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
-                    Ok(Decided::Granted(grant.record))
+                    let mut info = IssuedCode::of(&grant.record);
+                    info.withheld = grant.withheld;
+                    Ok(Decided::Granted(info))
                 }
                 Err(refusal) => {
                     let refused = if refusal.is_limit_breach() {
@@ -205,10 +226,9 @@ impl OtpLedger {
                 tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
                 IssueOutcome::AlreadyIssued(info)
             }
-            Decided::Granted(record) => {
-                let info = IssuedCode::of(&record);
+            Decided::Granted(info) => {
                 tracing::info!(
-                    session_id, flow = req.flow, %customer, generation = info.generation, "otp issued"
+                    session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
                 );
                 IssueOutcome::Issued(Issued { code, info })
             }
@@ -254,9 +274,11 @@ impl OtpLedger {
             if let Some(outcome) = replayed {
                 return Ok(outcome);
             }
+            // Guesses are charged to the chat that made them, never to a third party's number
+            // the code went to: nobody can lock someone else out by guessing badly.
             let activity: CustomerActivity = match &record {
                 Some(r) => {
-                    get(customers, CUSTOMERS_TREE, r.customer().digits())?.unwrap_or_default()
+                    get(customers, CUSTOMERS_TREE, r.requester().as_str())?.unwrap_or_default()
                 }
                 None => CustomerActivity::default(),
             };
@@ -270,7 +292,7 @@ impl OtpLedger {
                 }
                 put(codes, session_id, &next)?;
                 if let Some(activity) = &decision.activity {
-                    put(customers, r.customer().digits(), activity)?;
+                    put(customers, r.requester().as_str(), activity)?;
                 }
                 if next.status() != CodeStatus::Active {
                     outgoing.remove(session_id.as_bytes())?;
@@ -368,7 +390,7 @@ impl OtpLedger {
         &self,
         customer: &CustomerNumber,
     ) -> Result<CustomerActivity, LedgerError> {
-        Ok(read(&self.customers, CUSTOMERS_TREE, customer.digits())?.unwrap_or_default())
+        Ok(read(&self.customers, CUSTOMERS_TREE, customer.as_str())?.unwrap_or_default())
     }
 }
 

@@ -119,6 +119,13 @@ impl Api {
     }
 
     pub async fn check(&self, id: &str, code: &str) -> Value {
+        let (status, body) = self.check_raw(id, code).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `POST /v1/sessions/{id}/check`; returns status and body.
+    pub async fn check_raw(&self, id: &str, code: &str) -> (u16, Value) {
         let res = self
             .http
             .post(format!("{}/v1/sessions/{id}/check", self.base))
@@ -127,8 +134,8 @@ impl Api {
             .send()
             .await
             .expect("check");
-        assert_eq!(res.status(), 200);
-        res.json().await.expect("JSON")
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("JSON"))
     }
 
     pub async fn cancel(&self, id: &str) -> Value {

@@ -13,6 +13,7 @@ pub struct Graph {
     pub http: HttpFake,
     down: Arc<AtomicBool>,
     accepted: Arc<Mutex<Vec<(Value, String)>>>,
+    undeliverable: Arc<Mutex<Vec<String>>>,
 }
 
 impl Graph {
@@ -22,12 +23,22 @@ impl Graph {
         let n = Arc::new(AtomicU64::new(0));
         let accepted: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
         let log = accepted.clone();
+        let undeliverable: Arc<Mutex<Vec<String>>> = Arc::default();
+        let dead = undeliverable.clone();
         let http = HttpFake::start(move |r: &Recorded| {
             if is_down.load(Ordering::SeqCst) {
                 return graph_error(503, 2);
             }
             if r.json().get("status").is_some() {
                 return Answer::json(200, json!({"success": true}));
+            }
+            let to = r.json()["to"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches('+')
+                .to_owned();
+            if dead.lock().expect("numbers").contains(&to) {
+                return graph_error(400, 131026);
             }
             let id = format!("wamid.e2e.{}", n.fetch_add(1, Ordering::SeqCst) + 1);
             log.lock().expect("log").push((r.json(), id.clone()));
@@ -43,7 +54,15 @@ impl Graph {
             http,
             down,
             accepted,
+            undeliverable,
         }
+    }
+
+    /// From now on every message to `number` is refused at once with Meta's 131026
+    /// (message undeliverable), as for a number that is not on WhatsApp.
+    pub fn set_undeliverable(&self, number: &str) {
+        let digits = number.trim_start_matches('+').to_owned();
+        self.undeliverable.lock().expect("numbers").push(digits);
     }
 
     pub fn url(&self) -> String {

@@ -22,6 +22,7 @@ pub use self::types::{
 };
 use crate::flow::ids::StateId;
 use crate::flow::load::Flow;
+use crate::flow::model::OtpCheck;
 
 /// Errors creating a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +100,47 @@ pub fn possible_outcomes(flow: &Flow) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Why the merchant's `/check` may not verify a session's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApiCheckRefusal {
+    /// The state's code is typed in the chat only (`check = "chat"`).
+    #[error("this session's code is checked in the WhatsApp chat only (check = \"chat\")")]
+    ChatOnly,
+    /// A reverse-OTP code proves the customer's number only when it arrives from that number.
+    #[error("a reverse-OTP code is verified only by the customer's own WhatsApp message")]
+    Reverse,
+}
+
+impl ApiCheckRefusal {
+    /// Stable reason code for API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ChatOnly => "check_in_chat",
+            Self::Reverse => "reverse_otp",
+        }
+    }
+}
+
+/// Whether the merchant's `/check` may verify `session`'s code now: not when the waiting OTP
+/// state takes codes in the chat only, nor for a reverse-OTP code. (A state that is not
+/// waiting for a code gives `Ok`: the check then finds no code.)
+pub fn api_check_allowed(flow: &Flow, session: &SessionState) -> Result<(), ApiCheckRefusal> {
+    let otp = flow
+        .file()
+        .states
+        .get(session.state.as_str())
+        .filter(|s| *s.kind.get() == crate::flow::model::StateKind::Otp)
+        .and_then(|s| s.otp.as_ref());
+    let Some(otp) = otp else { return Ok(()) };
+    if otp.reverse {
+        return Err(ApiCheckRefusal::Reverse);
+    }
+    match otp.check.as_ref().map_or(OtpCheck::Chat, |c| *c.get()) {
+        OtpCheck::Chat => Err(ApiCheckRefusal::ChatOnly),
+        OtpCheck::Api | OtpCheck::Both => Ok(()),
+    }
 }
 
 /// Whether a customer's message should start `flow`: one of its `[start] keywords` appears in

@@ -281,17 +281,8 @@ fn choice_named<'s>(state: &'s State, typed: &str) -> Option<&'s str> {
         })
 }
 
-/// The code in a customer's message: the whole message without spaces and dashes, or else a
-/// run of exactly `length` digits inside it (prefilled `wa.me` texts such as "Verify 123456").
+/// The code in a customer's message, read exactly as `/check` reads one (see
+/// [`crate::otp::find_attempt`]); only its ASCII digits leave here.
 pub(super) fn find_code(body: &str, length: usize) -> Option<String> {
-    let compact: String = body
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .collect();
-    if compact.len() == length && compact.chars().all(|c| c.is_ascii_digit()) {
-        return Some(compact);
-    }
-    body.split(|c: char| !c.is_ascii_digit())
-        .find(|run| run.len() == length)
-        .map(str::to_owned)
+    crate::otp::find_attempt(body, length).map(|code| code.expose().to_owned())
 }

@@ -114,6 +114,12 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
                 );
             }
             Event::TimerFired { id, seq } => self.timer_fired(state, &id, seq),
+            // A code that went to someone else's number and failed tells this chat nothing
+            // (had the number not existed, no code would have gone anywhere): the session keeps
+            // waiting for a code nobody has, so the same limits end it as they end a decoy.
+            Event::DeliveryFailed {
+                elsewhere: true, ..
+            } => {}
             Event::DeliveryFailed { .. } => {
                 let target = self.flow.on_delivery_failure.as_ref().map(|t| t.as_str());
                 if target.is_some() {

@@ -295,3 +295,49 @@ fn reverse_mode_issues_without_sending_and_reads_codes_inside_text() {
         }]
     );
 }
+
+#[test]
+fn codes_typed_in_any_digit_script_reach_the_ledger_as_ascii() {
+    let (f, s) = cod();
+    let mut rng = StdRng::seed_from_u64(3);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let confirm = Event::Reply {
+        id: "confirm".to_owned(),
+    };
+    let (s, _) = step(&f, &s, confirm, t0(), &mut rng);
+    for typed in [
+        "１２３４５６",
+        "١٢٣-٤٥٦",
+        "\u{200F}۱۲۳۴۵۶\u{200F}",
+        "१२३ ४५६",
+        "๑๒๓.๔๕๖",
+    ] {
+        let body = typed.to_owned();
+        let (next, effects) = step(&f, &s, Event::Text { body }, t0(), &mut rng);
+        assert_eq!(
+            effects,
+            vec![Effect::VerifyOtp {
+                code: "123456".to_owned()
+            }],
+            "{typed:?}"
+        );
+        assert_eq!(next.retries, 0, "{typed:?} was re-prompted");
+    }
+}
+
+#[test]
+fn a_failed_code_sent_to_another_number_changes_nothing_in_the_chat() {
+    let f = flow("signup_verification");
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let mut rng = StdRng::seed_from_u64(4);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let failed = |elsewhere| Event::DeliveryFailed {
+        reason: "WhatsApp error 131026".to_owned(),
+        elsewhere,
+    };
+    let (same, effects) = step(&f, &s, failed(true), t0(), &mut rng);
+    assert_eq!((same, effects), (s.clone(), vec![]));
+    // The same failure in the chat itself takes the flow's delivery-failure path.
+    let (moved, _) = step(&f, &s, failed(false), t0(), &mut rng);
+    assert_eq!(moved.state.as_str(), "undeliverable");
+}

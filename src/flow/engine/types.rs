@@ -131,6 +131,10 @@ pub enum Event {
     DeliveryFailed {
         /// Error text for logs and the merchant.
         reason: String,
+        /// The failed message was a code sent to another number than the customer's (a third
+        /// party's, e.g. an account's registered number): nothing changes in this chat.
+        #[serde(default)]
+        elsewhere: bool,
     },
     /// A hook answered with a 2xx JSON object.
     HookOk {

@@ -51,9 +51,19 @@ impl World {
             subject: &subject,
             flow: "signup_verification",
             customer: &self.customer,
+            requester: &self.customer,
+            decoy: false,
             policy: &self.policy,
         };
-        let grant = decide_issue(req, prev, &self.activity, &self.global, digest, now)?;
+        let grant = decide_issue(
+            req,
+            prev,
+            &self.activity,
+            &self.activity,
+            &self.global,
+            digest,
+            now,
+        )?;
         self.activity = grant.activity;
         self.global = grant.global;
         Ok(grant.record)
@@ -184,9 +194,11 @@ fn resend_is_refused_for_missing_locked_or_used_codes() {
         subject: &subject,
         flow: "f",
         customer: &w.customer,
+        requester: &w.customer,
+        decoy: false,
         policy: &w.policy,
     };
-    let none = decide_resend(req, None, &w.activity, &w.global, digest, t(0));
+    let none = decide_resend(req, None, &w.activity, &w.activity, &w.global, digest, t(0));
     assert_eq!(none, Err(IssueRefusal::NotIssued));
     let mut r = w.issue("s1", None, "123456", t(0)).expect("granted");
     w.verify(&mut r, "000000", t(1));
@@ -340,4 +352,190 @@ proptest! {
             prop_assert!(in_span(86_400) <= 10);
         }
     }
+}
+
+/// Two numbers' counters: Mallory's chat asks for codes, some of them sent to Alice.
+struct Pair {
+    key: OtpKey,
+    policy: OtpPolicy,
+    alice: CustomerNumber,
+    mallory: CustomerNumber,
+    activity: std::collections::HashMap<CustomerNumber, CustomerActivity>,
+    global: GlobalSends,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self {
+            key: OtpKey::generate(&mut StdRng::seed_from_u64(11)),
+            policy: OtpPolicy::default(),
+            alice: CustomerNumber::parse("+447700900123").expect("valid"),
+            mallory: CustomerNumber::parse("+14155550100").expect("valid"),
+            activity: Default::default(),
+            global: GlobalSends::default(),
+        }
+    }
+
+    fn of(&self, n: &CustomerNumber) -> CustomerActivity {
+        self.activity.get(n).cloned().unwrap_or_default()
+    }
+
+    /// Issues a code sent to `to` at `from`'s request (`decoy`: sent nowhere).
+    fn issue(
+        &mut self,
+        session: &str,
+        to: &CustomerNumber,
+        from: &CustomerNumber,
+        decoy: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(OtpRecord, bool), IssueRefusal> {
+        let subject = World::subject(session);
+        let digest = self
+            .key
+            .digest(&subject, &normalize_attempt("123456").expect("code"));
+        let req = IssueRequest {
+            subject: &subject,
+            flow: "account_recovery",
+            customer: to,
+            requester: from,
+            decoy,
+            policy: &self.policy,
+        };
+        let (mine, theirs) = (self.of(from), self.of(to));
+        let g = decide_issue(req, None, &mine, &theirs, &self.global, digest, now)?;
+        self.activity.insert(from.clone(), g.activity);
+        if let Some(theirs) = g.target_activity {
+            self.activity.insert(to.clone(), theirs);
+        }
+        self.global = g.global;
+        Ok((g.record, g.withheld))
+    }
+
+    fn guess_wrong(&mut self, record: &mut OtpRecord, now: DateTime<Utc>) -> VerifyOutcome {
+        let activity = self.of(record.requester());
+        let d = decide_verify(Some(record), &activity, now, |_| false);
+        if let Some(a) = d.activity {
+            self.activity.insert(record.requester().clone(), a);
+        }
+        if let Some(r) = d.record {
+            *record = r;
+        }
+        d.outcome
+    }
+}
+
+#[test]
+fn wrong_guesses_in_a_strangers_chat_never_lock_the_codes_owner_out() {
+    let mut p = Pair::new();
+    let (alice, mallory) = (p.alice.clone(), p.mallory.clone());
+    // Two recoveries of Alice's account from Mallory's chat, five wrong guesses each.
+    for (i, session) in ["r1", "r2"].into_iter().enumerate() {
+        let at = t(i as i64 * 60);
+        let (mut r, withheld) = p.issue(session, &alice, &mallory, false, at).expect("sent");
+        assert!(!withheld);
+        assert_eq!(r.requester(), &mallory);
+        for _ in 0..5 {
+            p.guess_wrong(&mut r, at);
+        }
+    }
+    assert_eq!(p.of(&mallory).wrong_within(DAY_WINDOW, t(120)), 10);
+    assert_eq!(p.of(&alice).wrong_within(DAY_WINDOW, t(120)), 0);
+    // Alice's own code is issued, and the stranger is the one blocked.
+    let (r, _) = p
+        .issue("own", &alice, &alice, false, t(120))
+        .expect("Alice's own code");
+    assert_eq!(r.requester(), &alice);
+    assert!(matches!(
+        p.issue("r3", &alice, &mallory, false, t(120)),
+        Err(IssueRefusal::CustomerBlocked { .. })
+    ));
+    // Codes others asked for did not use up Alice's own send limits.
+    assert_eq!(p.of(&alice).sends_within(DAY_WINDOW, t(120)), 1);
+    assert_eq!(p.of(&alice).third_party_sends_within(DAY_WINDOW, t(120)), 2);
+}
+
+#[test]
+fn codes_others_trigger_are_capped_per_target_and_withheld_silently() {
+    let mut p = Pair::new();
+    let alice = p.alice.clone();
+    let cap = p.policy.third_party_sends_per_day;
+    let mut sent = 0;
+    for i in 0..cap + 3 {
+        let requester = CustomerNumber::parse(&format!("+1415555{i:04}")).expect("valid");
+        let (_, withheld) = p
+            .issue(&format!("s{i}"), &alice, &requester, false, t(i64::from(i)))
+            .expect("granted: the requester sees no refusal");
+        sent += u32::from(!withheld);
+        // Each requester is charged the same either way.
+        assert_eq!(p.of(&requester).sends_within(DAY_WINDOW, t(100)), 1);
+    }
+    assert_eq!(sent, cap);
+    // Alice's own codes are not counted against, nor stopped by, the cap.
+    let (_, withheld) = p.issue("own", &alice, &alice, false, t(100)).expect("own");
+    assert!(!withheld);
+    // A day later the cap frees up.
+    let later = t(86_400 + 100);
+    let (_, withheld) = p
+        .issue("late", &alice, &p.mallory.clone(), false, later)
+        .expect("ok");
+    assert!(!withheld);
+}
+
+proptest! {
+    /// Whatever the requester's history, a decoy and a third party's real code get the same
+    /// answer and leave the requester's counters and the global count in the same state.
+    #[test]
+    fn a_decoy_is_charged_to_the_requester_exactly_like_a_real_code(
+        sends in proptest::collection::vec(0i64..86_400, 0..12),
+        wrong in proptest::collection::vec(0i64..86_400, 0..12),
+        recipient_had in 0u32..8,
+        guesses in 0usize..7,
+    ) {
+        let mut outcomes = Vec::new();
+        for decoy in [false, true] {
+            let mut p = Pair::new();
+            let (alice, mallory) = (p.alice.clone(), p.mallory.clone());
+            let mut history = CustomerActivity::default();
+            for ago in &sends {
+                history.record_send(t(-ago));
+            }
+            for ago in &wrong {
+                history.record_wrong_attempt(t(-ago));
+            }
+            p.activity.insert(mallory.clone(), history);
+            // What the recipient went through must not matter to the requester either.
+            let mut theirs = CustomerActivity::default();
+            for _ in 0..recipient_had {
+                theirs.record_third_party_send(t(-60));
+                theirs.record_wrong_attempt(t(-60));
+            }
+            p.activity.insert(alice.clone(), theirs);
+            let to = if decoy { mallory.clone() } else { alice.clone() };
+            let issued = p.issue("s", &to, &mallory, decoy, t(0));
+            let mut verdicts = Vec::new();
+            if let Ok((mut record, _)) = issued.clone() {
+                for i in 0..guesses {
+                    verdicts.push(p.guess_wrong(&mut record, t(1 + i as i64)));
+                }
+            }
+            let seen = issued.map(|(r, _)| (r.attempts_left(), r.expires_at(), r.next_resend_at()));
+            outcomes.push((seen, verdicts, p.of(&mallory), p.global.count_at(t(0))));
+        }
+        prop_assert_eq!(&outcomes[0], &outcomes[1]);
+    }
+}
+
+#[test]
+fn a_third_party_code_to_a_number_outside_the_allowed_countries_is_withheld() {
+    let mut p = Pair::new();
+    p.policy.allowed_prefixes = vec!["+1".into()];
+    let (alice, mallory) = (p.alice.clone(), p.mallory.clone());
+    let (_, withheld) = p
+        .issue("s", &alice, &mallory, false, t(0))
+        .expect("granted");
+    assert!(withheld);
+    assert_eq!(
+        p.issue("own", &alice, &alice, false, t(0)),
+        Err(IssueRefusal::CountryNotAllowed)
+    );
 }

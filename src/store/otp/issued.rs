@@ -50,6 +50,9 @@ pub struct IssuedCode {
     pub expires_at: DateTime<Utc>,
     pub next_resend_at: DateTime<Utc>,
     pub attempts_left: u8,
+    /// A third party's code that must not be sent (see `IssueGrant::withheld`): no sealed
+    /// copy is kept, and the caller queues nothing.
+    pub withheld: bool,
 }
 
 impl IssuedCode {
@@ -59,6 +62,7 @@ impl IssuedCode {
             expires_at: record.expires_at(),
             next_resend_at: record.next_resend_at(),
             attempts_left: record.attempts_left(),
+            withheld: false,
         }
     }
 }

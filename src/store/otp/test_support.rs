@@ -42,6 +42,8 @@ pub(super) fn issue(
         subject: &subject,
         flow: "signup_verification",
         customer: &customer,
+        requester: &customer,
+        decoy: false,
         policy,
     };
     // Every call is a new step; replays are tested with the ledger directly.

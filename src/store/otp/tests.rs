@@ -189,6 +189,8 @@ fn replayed_steps_issue_nothing_new() {
         subject: &subject,
         flow: "signup_verification",
         customer: &customer,
+        requester: &customer,
+        decoy: false,
         policy: &policy,
     };
     let run = |kind, step: &str, now| ledger.issue(req, kind, step, now).expect("ledger works");
@@ -234,6 +236,8 @@ fn transaction_codes_only_approve_the_shown_amount_and_payee() {
         subject: &shown,
         flow: "transaction_authorization",
         customer: &customer,
+        requester: &customer,
+        decoy: false,
         policy: &policy,
     };
     let IssueOutcome::Issued(issued) = ledger
@@ -333,4 +337,65 @@ fn a_replayed_step_gets_its_verdict_again_without_spending_an_attempt() {
     assert_eq!(verify(&right, "s1:5", 7), VerifyOutcome::Consumed);
     let record = ledger.record("s1").expect("read").expect("record");
     assert_eq!(record.attempts_left(), 4);
+}
+
+#[test]
+fn third_party_codes_charge_the_requester_and_stop_at_the_recipients_cap() {
+    let db = temp_db();
+    let ledger = OtpLedger::open(&db, key()).expect("open");
+    let policy = OtpPolicy::default();
+    let alice = customer();
+    let strangers: Vec<CustomerNumber> = (0..policy.third_party_sends_per_day + 1)
+        .map(|i| CustomerNumber::parse(&format!("+1415555{i:04}")).expect("valid"))
+        .collect();
+    let mut issued = Vec::new();
+    for (i, stranger) in strangers.iter().enumerate() {
+        let session = format!("r{i}");
+        let subject = OtpSubject::new(session.as_str(), "account_recovery/send_code");
+        let req = IssueRequest {
+            subject: &subject,
+            flow: "account_recovery",
+            customer: &alice,
+            requester: stranger,
+            decoy: false,
+            policy: &policy,
+        };
+        let IssueOutcome::Issued(code) = ledger
+            .issue(req, IssueKind::First, &format!("event-{i}"), t(0))
+            .expect("ledger works")
+        else {
+            panic!("a requester never sees the recipient's cap")
+        };
+        // A withheld code has no sealed copy: the outbox has nothing to send.
+        let sendable = ledger.code_for_sending(&session).expect("read").is_some();
+        assert_eq!(sendable, !code.info.withheld, "{session}");
+        issued.push((session, subject, code));
+    }
+    let withheld: Vec<bool> = issued.iter().map(|(_, _, c)| c.info.withheld).collect();
+    let cap = policy.third_party_sends_per_day as usize;
+    assert!(
+        withheld[..cap].iter().all(|w| !w) && withheld[cap],
+        "{withheld:?}"
+    );
+
+    // Wrong guesses in the strangers' sessions count against the strangers only.
+    let wrong = crate::otp::normalize_attempt("0000000").expect("code");
+    for (_, subject, _) in &issued {
+        for _ in 0..5 {
+            ledger.verify(subject, &wrong, t(1)).expect("ledger works");
+        }
+    }
+    let activity = |n: &CustomerNumber| ledger.customer_activity(n).expect("read");
+    let day = Duration::from_secs(86_400);
+    assert_eq!(activity(&alice).wrong_within(day, t(1)), 0);
+    assert_eq!(activity(&alice).sends_within(day, t(1)), 0);
+    assert_eq!(activity(&alice).third_party_sends_within(day, t(1)), cap);
+    for stranger in &strangers {
+        assert_eq!(activity(stranger).wrong_within(day, t(1)), 5);
+        assert_eq!(activity(stranger).sends_within(day, t(1)), 1);
+    }
+    // Alice's own code is issued and sent as usual.
+    let own = issue(&ledger, "own", &policy, IssueKind::First, t(2)).expect("granted");
+    assert!(!own.info.withheld);
+    assert!(ledger.code_for_sending("own").expect("read").is_some());
 }
