@@ -196,6 +196,9 @@ impl Application {
             store: store.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
+            unverified: Arc::new(crate::webhook::intake::UnverifiedBudget::new(
+                settings.webhook_buffer_bytes,
+            )),
         };
         // One set of dashboard logins for every worker.
         let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());
