@@ -180,7 +180,7 @@ impl Application {
             runtime: runtime.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            api_keys: Arc::new(api_keys),
+            api_keys: Arc::new(crate::api::auth::ApiKeys::new(api_keys)),
             sandbox,
         };
         if settings.app_secret.is_none() {

@@ -267,3 +267,157 @@ async fn two_hundred_slow_unsigned_bodies_cannot_exhaust_memory_and_it_is_return
     assert_eq!(res.status(), 200);
     drop(child);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Wrong keys
+// ---------------------------------------------------------------------------------------------
+
+const API_KEY: &str = "surface-api-key";
+/// Wrong keys a client may try before it is slowed down.
+const FREE_WRONG_KEYS: usize = 10;
+
+/// An HTTP client whose connections come from `ip` (any 127.x.y.z address is this machine), so
+/// that one test can play several clients.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// `GET /v1/sessions/ses_none` with `key`: 404 means the key was accepted.
+async fn api_get(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Response {
+    client
+        .get(format!("{base}/v1/sessions/ses_none"))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn dashboard_login(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/dashboard/login"))
+        .form(&[("key", key)])
+        .send()
+        .await
+        .expect("sent")
+}
+
+fn retry_after(res: &reqwest::Response) -> u64 {
+    res.headers()
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{} without Retry-After", res.status()))
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("Retry-After in seconds")
+}
+
+/// Sends wrong keys from `client` until one is answered 429; returns that answer. The first
+/// [`FREE_WRONG_KEYS`] must each be an ordinary 401.
+async fn guess_until_throttled(
+    client: &reqwest::Client,
+    base: &str,
+    dashboard: bool,
+) -> reqwest::Response {
+    for attempt in 0..FREE_WRONG_KEYS + 2 {
+        let wrong = format!("wrong-key-{attempt}");
+        let res = if dashboard {
+            dashboard_login(client, base, &wrong).await
+        } else {
+            api_get(client, base, &wrong).await
+        };
+        if res.status() == 429 {
+            assert!(
+                attempt >= FREE_WRONG_KEYS,
+                "throttled after only {attempt} wrong keys"
+            );
+            return res;
+        }
+        assert_eq!(res.status(), 401, "wrong key {attempt}");
+    }
+    panic!(
+        "{} wrong keys in a row and never a 429",
+        FREE_WRONG_KEYS + 2
+    );
+}
+
+#[tokio::test]
+async fn wrong_api_keys_from_one_client_are_slowed_down_never_the_right_key_from_another() {
+    let app = common::spawn_app_with(&[("WAOTP_API_KEYS", API_KEY)]).await;
+    let attacker = client_from("127.0.0.2");
+    let merchant = client_from("127.0.0.3");
+
+    let throttled = guess_until_throttled(&attacker, &app.base, false).await;
+    let first_wait = retry_after(&throttled);
+    assert!(first_wait >= 1);
+    let body: serde_json::Value = throttled.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+
+    // While it waits, the attacker learns nothing, not even from the right key ...
+    let res = api_get(&attacker, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 429);
+    assert!(retry_after(&res) >= 1);
+    // ... and its dashboard logins wait too.
+    let res = dashboard_login(&attacker, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("set-cookie").is_none());
+    // The merchant, elsewhere, is served as usual, on the API and on the dashboard.
+    for _ in 0..3 {
+        assert_eq!(api_get(&merchant, &app.base, API_KEY).await.status(), 404);
+    }
+    let res = dashboard_login(&merchant, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 303);
+    assert!(res.headers().get("set-cookie").is_some());
+    // Requests that present no key at all are not guesses, and not refused as such.
+    let res = merchant
+        .get(format!("{}/v1/sessions/ses_none", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 401);
+
+    // Once the wait is over, the right key works from the attacker's address too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = api_get(&attacker, &app.base, API_KEY).await;
+        if res.status() != 429 {
+            assert_eq!(res.status(), 404);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still throttled after 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // But it is not forgiven: the next wrong key makes it wait again, longer.
+    assert_eq!(
+        api_get(&attacker, &app.base, "wrong-again").await.status(),
+        401
+    );
+    let res = api_get(&attacker, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 429);
+    assert!(retry_after(&res) > first_wait, "the wait did not grow");
+}
+
+#[tokio::test]
+async fn wrong_dashboard_logins_are_slowed_down_per_client() {
+    let app = common::spawn_app_with(&[("WAOTP_API_KEYS", API_KEY)]).await;
+    let attacker = client_from("127.0.0.4");
+    let colleague = client_from("127.0.0.5");
+
+    let throttled = guess_until_throttled(&attacker, &app.base, true).await;
+    assert!(retry_after(&throttled) >= 1);
+    assert!(throttled.headers().get("set-cookie").is_none());
+    let page = throttled.text().await.expect("page");
+    assert!(page.contains("Too many wrong keys"), "{page}");
+
+    // The right key from the throttled client waits too; from another client it logs in.
+    let res = dashboard_login(&attacker, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("set-cookie").is_none());
+    let res = dashboard_login(&colleague, &app.base, API_KEY).await;
+    assert_eq!(res.status(), 303);
+    // And the throttled client's bearer key on the API waits as well: one count per client.
+    assert_eq!(api_get(&attacker, &app.base, API_KEY).await.status(), 429);
+}

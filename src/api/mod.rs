@@ -7,3 +7,4 @@ pub mod error;
 pub mod health;
 pub mod sessions;
 pub mod stats;
+pub mod throttle;
