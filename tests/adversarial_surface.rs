@@ -260,6 +260,17 @@ async fn two_hundred_slow_unsigned_bodies_cannot_exhaust_memory_and_it_is_return
     }
     eprintln!("settled at {} MiB", now / MIB);
 
+    // Each refusal for the budget is counted as such.
+    let metrics = common::metrics(&client, &base).await;
+    let overloaded = format!(
+        "waotp_webhook_requests_total{{result=\"overloaded\"}} {}",
+        by_status.get("503").copied().unwrap_or(0)
+    );
+    assert!(
+        metrics.contains(&overloaded),
+        "{overloaded} not in {metrics}"
+    );
+
     // And the server still takes a genuine delivery.
     let body = legit("wamid.after-burst");
     let res = client

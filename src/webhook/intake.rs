@@ -157,7 +157,12 @@ where
         body = match body {
             Gathered::Nothing => Gathered::One(piece),
             Gathered::One(first) => {
-                let mut spool = Vec::with_capacity(SPOOL_RESERVE);
+                // Address space only, but a system that does not overcommit may refuse it: that
+                // is an overload like any other, not a reason to abort.
+                let mut spool = Vec::new();
+                spool
+                    .try_reserve_exact(SPOOL_RESERVE)
+                    .map_err(|_| Refusal::OverBudget)?;
                 spool.extend_from_slice(&first);
                 spool.extend_from_slice(&piece);
                 Gathered::Spooled(spool)
