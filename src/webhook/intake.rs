@@ -9,9 +9,9 @@
 //!
 //! Bodies are hashed as they come. One that arrives in a single piece (the usual WhatsApp
 //! delivery) is kept as the server read it, without a copy; a longer one is gathered in a buffer
-//! whose pages go back to the system when it is dropped (see [`SPOOL_RESERVE`]), so a burst of
-//! refused bodies leaves no memory behind in the allocator. No buffer is sized from the declared
-//! `Content-Length`, and the budget is charged in whole pages.
+//! whose pages go back to the system when it is dropped (see [`SPOOL_RESERVE`]), so the bodies
+//! of a refused burst do not stay behind in the allocator's heap. No buffer is sized from the
+//! declared `Content-Length`, and the budget is charged in whole pages.
 //! Owns nothing else: what the bytes mean is [`super::payload`]'s business.
 
 use super::signature::{PendingSignature, SignatureError};
