@@ -2,6 +2,10 @@
 //! server's memory, and repeated wrong keys against the merchant API and the dashboard login.
 //! Memory is read from the real server run as a child process (`/proc/<pid>/status`); every
 //! wait is a poll with a deadline, and nothing asserts how long anything took.
+//!
+//! Linux only: memory is read from `/proc`, and the clients play different machines from
+//! different loopback addresses (all of 127.0.0.0/8 is local there).
+#![cfg(target_os = "linux")]
 
 mod common;
 
