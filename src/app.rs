@@ -180,7 +180,7 @@ impl Application {
             runtime: runtime.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            api_keys: Arc::new(api_keys),
+            api_keys: Arc::new(crate::api::auth::ApiKeys::new(api_keys)),
             sandbox,
             in_flight: Default::default(),
         };
@@ -198,6 +198,9 @@ impl Application {
             inbox: inbox.clone(),
             metrics: metrics.clone(),
             own_numbers: OwnNumbers::new(settings.phone_number_id.clone()),
+            unverified: Arc::new(crate::webhook::intake::UnverifiedBudget::new(
+                settings.webhook_buffer_bytes,
+            )),
         };
         // One set of dashboard logins for every worker.
         let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());

@@ -16,6 +16,8 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 /// Default service-wide ceiling on codes sent per hour.
 pub const DEFAULT_OTP_SENDS_PER_HOUR: u32 = crate::otp::policy::DEFAULT_GLOBAL_SENDS_PER_HOUR;
+/// Allowed sizes of the unverified-body budget, in MiB: at least one largest body (3 MiB).
+pub const WEBHOOK_BUFFER_MIB_RANGE: std::ops::RangeInclusive<usize> = 3..=4096;
 /// Meta's default throughput for a business number …
 pub const DEFAULT_SENDS_PER_SECOND: u32 = 80;
 /// … and the most it is ever upgraded to.
@@ -50,6 +52,8 @@ pub struct Settings {
     pub otp_allowed_prefixes: Vec<String>,
     /// How long finished sessions and their records are kept.
     pub retention: std::time::Duration,
+    /// Bytes that webhook bodies not yet verified may hold at once, across all connections.
+    pub webhook_buffer_bytes: usize,
 }
 
 /// A configuration problem, naming the setting at fault.
@@ -87,6 +91,7 @@ struct FileSettings {
     sends_per_second: Option<u32>,
     otp_allowed_prefixes: Option<StringOrList>,
     retention_days: Option<u32>,
+    webhook_buffer_mib: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +144,10 @@ impl FileSettings {
         put(
             "SENDS_PER_SECOND",
             self.sends_per_second.map(|n| n.to_string()),
+        );
+        put(
+            "WEBHOOK_BUFFER_MIB",
+            self.webhook_buffer_mib.map(|n| n.to_string()),
         );
         put(
             "OTP_ALLOWED_PREFIXES",
@@ -252,6 +261,22 @@ impl Settings {
                         message: format!("`{n}` is not a number of days from 1 to 3650"),
                     })?,
                 None => std::time::Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400),
+            },
+            webhook_buffer_bytes: match get("WAOTP_WEBHOOK_BUFFER_MIB") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| WEBHOOK_BUFFER_MIB_RANGE.contains(n))
+                    .map(|mib| mib * 1024 * 1024)
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_WEBHOOK_BUFFER_MIB",
+                        message: format!(
+                            "`{n}` is not a number of MiB from {} to {}",
+                            WEBHOOK_BUFFER_MIB_RANGE.start(),
+                            WEBHOOK_BUFFER_MIB_RANGE.end()
+                        ),
+                    })?,
+                None => crate::webhook::intake::DEFAULT_BUDGET_BYTES,
             },
         };
         settings.check()?;
@@ -434,6 +459,22 @@ mod tests {
                 .expect_err("out of range");
             assert!(
                 err.to_string().contains("WAOTP_OTP_SENDS_PER_HOUR"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_unverified_body_budget_defaults_to_64_mib_and_holds_one_body_at_least() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults");
+        assert_eq!(s.webhook_buffer_bytes, 64 * 1024 * 1024);
+        let s = Settings::from_vars(vars(&[("WAOTP_WEBHOOK_BUFFER_MIB", "3")])).expect("valid");
+        assert_eq!(s.webhook_buffer_bytes, 3 * 1024 * 1024);
+        for bad in ["2", "0", "4097", "lots"] {
+            let err = Settings::from_vars(vars(&[("WAOTP_WEBHOOK_BUFFER_MIB", bad)]))
+                .expect_err("out of range");
+            assert!(
+                err.to_string().contains("WAOTP_WEBHOOK_BUFFER_MIB"),
                 "{err}"
             );
         }

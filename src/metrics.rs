@@ -53,7 +53,8 @@ pub struct OutboundLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Webhook POSTs by result: accepted, unauthorized, bad_request, too_large, error.
+    /// Webhook POSTs by result: accepted, unauthorized, bad_request, too_large, timeout,
+    /// overloaded (the budget for unverified bodies was spent), error.
     pub webhook_requests: Family<ResultLabel, Counter>,
     /// Events recorded for the first time, by kind (message type or status).
     pub events_recorded: Family<KindLabel, Counter>,

@@ -692,12 +692,21 @@ async fn wrong_api_keys_get_401_and_change_nothing() {
             Value::Null,
         ),
     ];
-    for key in &near_misses {
+    // Each near miss comes from its own address (127.0.0.0/8 is all this machine): a client
+    // that keeps presenting wrong keys is made to wait, and this test is about the 401s.
+    let from = |n: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+            .build()
+            .expect("client")
+    };
+    for (n, key) in near_misses.iter().enumerate() {
+        let client = from(10 + n as u8);
         for (method, path, body) in &routes {
             let url = format!("{}{path}", app.base);
             let mut req = match *method {
-                "GET" => app.client.get(&url),
-                _ => app.client.post(&url).json(body),
+                "GET" => client.get(&url),
+                _ => client.post(&url).json(body),
             };
             if let Some(key) = key {
                 req = req.header("authorization", format!("Bearer {key}"));
@@ -715,8 +724,7 @@ async fn wrong_api_keys_get_401_and_change_nothing() {
         API_KEY.to_owned(),
         format!("Bearer  {API_KEY}"),
     ] {
-        let res = app
-            .client
+        let res = from(20)
             .post(format!("{}/v1/sessions/{session}/check", app.base))
             .header("authorization", header.clone())
             .json(&json!({"code": code}))

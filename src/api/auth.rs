@@ -1,22 +1,96 @@
 //! Merchant API keys: `Authorization: Bearer <key>`, compared in constant time against every
-//! configured key (no early exit, so timing does not tell which key was close).
+//! configured key (no early exit, so timing does not tell which key was close). Wrong keys are
+//! counted per client and a client that keeps presenting them is made to wait (see
+//! [`super::throttle`]); the dashboard's login form goes through the same count.
 
 use super::error::ApiError;
+use super::throttle::AuthThrottle;
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use secrecy::{ExposeSecret, SecretString};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
+/// The configured keys and the count of wrong ones, shared by every worker.
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    keys: Vec<SecretString>,
+    throttle: AuthThrottle,
+}
+
+/// What became of a presented key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    Accepted,
+    Refused,
+    /// The client must wait this long before a key of its is looked at again.
+    Wait(Duration),
+}
+
+impl ApiKeys {
+    pub fn new(keys: Vec<SecretString>) -> ApiKeys {
+        ApiKeys {
+            keys,
+            throttle: AuthThrottle::default(),
+        }
+    }
+
+    pub fn keys(&self) -> &[SecretString] {
+        &self.keys
+    }
+
+    /// Checks `given`, presented by the client at `req`'s peer address. An empty key is refused
+    /// without being counted: it guesses nothing.
+    pub fn check(&self, req: &HttpRequest, given: &[u8]) -> KeyCheck {
+        if given.is_empty() {
+            return KeyCheck::Refused;
+        }
+        let client = req.peer_addr().map(|a| a.ip());
+        let now = Instant::now();
+        if let Err(wait) = self.throttle.admit(client, now) {
+            return KeyCheck::Wait(wait);
+        }
+        if is_known_key(given, &self.keys) {
+            KeyCheck::Accepted
+        } else {
+            if let Some(wait) = self.throttle.failed(client, now) {
+                tracing::warn!(
+                    client = ?client,
+                    wait_seconds = wait.as_secs(),
+                    "repeated wrong API keys: client throttled"
+                );
+            }
+            KeyCheck::Refused
+        }
+    }
+}
+
+/// Whole seconds to announce in `Retry-After` for `wait` (at least one).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// The 429 of a client that must wait.
+pub fn too_many_attempts(wait: Duration) -> ApiError {
+    let secs = retry_after_secs(wait);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many wrong API keys from this address; try again in {secs} s"),
+    )
+    .retry_after(secs)
+}
+
 /// Refuses the request unless it carries one of `keys`.
-pub fn require_key(req: &HttpRequest, keys: &[SecretString]) -> Result<(), ApiError> {
-    if is_known_key(bearer(req), keys) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+pub fn require_key(req: &HttpRequest, keys: &ApiKeys) -> Result<(), ApiError> {
+    match keys.check(req, bearer(req)) {
+        KeyCheck::Accepted => Ok(()),
+        KeyCheck::Wait(wait) => Err(too_many_attempts(wait)),
+        KeyCheck::Refused => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or unknown API key (Authorization: Bearer <key>)",
-        ))
+        )),
     }
 }
 

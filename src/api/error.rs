@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, e.g. `vars.order_id`.
     pub param: Option<String>,
+    /// Seconds for a `Retry-After` header, when the caller should come back later.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,12 +24,19 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
     /// Names the request field at fault.
     pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
         self.param = Some(param.into());
+        self
+    }
+
+    /// Adds `Retry-After: secs` to the answer.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
         self
     }
 
@@ -60,7 +69,11 @@ impl ResponseError for ApiError {
         if let Some(param) = &self.param {
             error["param"] = serde_json::json!(param);
         }
-        HttpResponse::build(self.status).json(serde_json::json!({ "error": error }))
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        res.json(serde_json::json!({ "error": error }))
     }
 }
 

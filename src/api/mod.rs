@@ -8,4 +8,5 @@ pub mod health;
 pub mod idempotency;
 pub mod sessions;
 pub mod stats;
+pub mod throttle;
 pub mod vars;

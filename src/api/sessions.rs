@@ -1,7 +1,7 @@
 //! The merchant API of SPEC §4: start, read, cancel a session and check a code; plus the
 //! sandbox routes of SPEC §7. Handlers translate HTTP to runtime calls and back, nothing more.
 
-use super::auth::{bearer, require_key};
+use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
@@ -12,7 +12,6 @@ use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -24,7 +23,8 @@ pub struct ApiState {
     pub runtime: Arc<Runtime>,
     pub inbox: Arc<Inbox>,
     pub metrics: Arc<Metrics>,
-    pub api_keys: Arc<Vec<SecretString>>,
+    /// The merchant keys, with the count of wrong ones (shared by every worker).
+    pub api_keys: Arc<ApiKeys>,
     /// Present in sandbox mode only.
     pub sandbox: Option<Arc<SandboxRecorder>>,
     /// Idempotency keys of requests being answered.

@@ -2,13 +2,15 @@
 //!
 //! The only HTTP code that sees Meta's inbound JSON. A POST is answered 200 only after every
 //! event in it is recorded and flushed to disk; 401 for a bad signature (nothing stored), 413 for
-//! a body over 3 MiB, 400 for a signed body that is not a WhatsApp envelope, 500 when the
+//! a body over 3 MiB, 503 with `Retry-After` when the bytes allowed for bodies not yet verified
+//! are in use ([`intake`]), 400 for a signed body that is not a WhatsApp envelope, 500 when the
 //! database fails (WhatsApp then retries).
 //!
 //! Every phone number of a WhatsApp Business Account posts to the app's one webhook. An event
 //! addressed to a number that is not ours ([`OwnNumbers`]) is acknowledged with the rest,
 //! counted, and not recorded: it spends no attempt, opens no 24-hour window, gets no reply.
 
+pub mod intake;
 pub mod payload;
 pub mod signature;
 
@@ -18,7 +20,6 @@ use crate::runtime::Inbox;
 use crate::store::Store;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use signature::SignatureVerifier;
@@ -38,6 +39,8 @@ pub struct WebhookState {
     pub inbox: Arc<Inbox>,
     pub metrics: Arc<Metrics>,
     pub own_numbers: OwnNumbers,
+    /// Bytes that bodies not yet verified may hold, shared by every worker.
+    pub unverified: Arc<intake::UnverifiedBudget>,
 }
 
 /// The business phone numbers this server answers for.
@@ -111,6 +114,54 @@ async fn subscribe(query: web::Query<Handshake>, state: web::Data<WebhookState>)
     }
 }
 
+/// The answer to a body that was not taken in.
+fn refused(metrics: &Metrics, refusal: intake::Refusal) -> HttpResponse {
+    use intake::Refusal;
+    match refusal {
+        Refusal::TooLarge => {
+            metrics.webhook("too_large");
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "body over 3 MiB",
+            )
+        }
+        Refusal::OverBudget => {
+            metrics.webhook("overloaded");
+            // By then every body held now has been verified, refused or cut off by its deadline.
+            let mut res = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                &refusal.to_string(),
+            );
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(
+                    crate::request_deadline::BODY_DEADLINE.as_secs(),
+                ),
+            );
+            res
+        }
+        Refusal::Timeout(message) => {
+            metrics.webhook("timeout");
+            error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message)
+        }
+        Refusal::Unreadable(message) => {
+            metrics.webhook("bad_request");
+            error(StatusCode::BAD_REQUEST, "unreadable_body", &message)
+        }
+        Refusal::Signature(e) => {
+            metrics.webhook("unauthorized");
+            tracing::warn!(reason = %e, "webhook signature refused");
+            error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                &e.to_string(),
+            )
+        }
+    }
+}
+
 /// A WhatsApp delivery: verify, parse, record once, make durable, acknowledge.
 async fn receive(
     req: HttpRequest,
@@ -130,14 +181,17 @@ async fn receive(
         .headers()
         .get("x-hub-signature-256")
         .map(|h| h.as_bytes());
-    if header.is_none() {
-        metrics.webhook("unauthorized");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            "missing X-Hub-Signature-256",
-        );
-    }
+    let check = match verifier.begin(header) {
+        Ok(check) => check,
+        Err(e) => {
+            metrics.webhook("unauthorized");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                &e.to_string(),
+            );
+        }
+    };
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -150,40 +204,10 @@ async fn receive(
             "body over 3 MiB",
         );
     }
-    let mut bytes = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(MAX_BODY_BYTES));
-    loop {
-        match body.next().await {
-            None => break,
-            Some(Ok(chunk)) => {
-                if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-                    metrics.webhook("too_large");
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "body over 3 MiB",
-                    );
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Some(Err(e)) if crate::request_deadline::is_deadline(&e) => {
-                metrics.webhook("timeout");
-                return error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &e.to_string());
-            }
-            Some(Err(e)) => {
-                metrics.webhook("bad_request");
-                return error(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string());
-            }
-        }
-    }
-    if let Err(e) = verifier.verify(header, &bytes) {
-        metrics.webhook("unauthorized");
-        tracing::warn!(reason = %e, "webhook signature refused");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            &e.to_string(),
-        );
-    }
+    let bytes = match intake::read_signed(&mut body, check, &state.unverified).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refused(metrics, refusal),
+    };
     let parsed = match payload::parse(&bytes) {
         Ok(p) => p,
         Err(e) => {

@@ -44,16 +44,24 @@ impl SignatureVerifier {
 
     /// Checks `header` (the raw header value, if any) against `body`.
     pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+        let mut check = self.begin(header)?;
+        check.update(body);
+        check.finish()
+    }
+
+    /// Starts checking a body that arrives in pieces: the header is read now (a malformed one
+    /// is refused before any of the body is), the body is hashed as it comes.
+    pub fn begin(&self, header: Option<&[u8]>) -> Result<PendingSignature, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
         let hex_part = header
             .strip_prefix(b"sha256=")
             .ok_or(SignatureError::WrongScheme)?;
         let mut expected = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut expected).map_err(|_| SignatureError::Malformed)?;
-        let mut mac = self.keyed.clone();
-        mac.update(body);
-        mac.verify_slice(&expected)
-            .map_err(|_| SignatureError::Mismatch)
+        Ok(PendingSignature {
+            mac: self.keyed.clone(),
+            expected,
+        })
     }
 
     /// The header value WhatsApp would send for `body`; used by tests and the load generator,
@@ -62,6 +70,33 @@ impl SignatureVerifier {
         let mut mac = self.keyed.clone();
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// A signature being checked against a body that is still arriving.
+#[derive(Clone)]
+pub struct PendingSignature {
+    mac: HmacSha256,
+    expected: [u8; 32],
+}
+
+impl std::fmt::Debug for PendingSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingSignature(..)")
+    }
+}
+
+impl PendingSignature {
+    /// Hashes the next piece of the body.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.mac.update(piece);
+    }
+
+    /// Whether the body hashed so far is the one signed, compared in constant time.
+    pub fn finish(self) -> Result<(), SignatureError> {
+        self.mac
+            .verify_slice(&self.expected)
+            .map_err(|_| SignatureError::Mismatch)
     }
 }
 
@@ -107,6 +142,24 @@ mod tests {
         assert_eq!(
             v.sign(b"The quick brown fox jumps over the lazy dog"),
             "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn a_body_checked_in_pieces_is_the_same_body() {
+        let v = SignatureVerifier::new(b"secret");
+        let good = v.sign(BODY);
+        let mut check = v.begin(Some(good.as_bytes())).expect("well-formed");
+        for piece in BODY.chunks(7) {
+            check.update(piece);
+        }
+        assert_eq!(check.finish(), Ok(()));
+        let mut short = v.begin(Some(good.as_bytes())).expect("well-formed");
+        short.update(&BODY[..BODY.len() - 1]);
+        assert_eq!(short.finish(), Err(SignatureError::Mismatch));
+        assert_eq!(
+            v.begin(Some(b"sha256=abc")).map(|_| ()),
+            Err(SignatureError::Malformed)
         );
     }
 

@@ -10,7 +10,7 @@ pub mod access;
 pub mod page;
 pub mod svg;
 
-use super::auth::{is_known_key, require_key};
+use super::auth::{require_key, retry_after_secs, KeyCheck};
 use super::error::ApiError;
 use super::sessions::ApiState;
 use crate::api::stats::HourRange;
@@ -52,9 +52,21 @@ fn session_token(req: &HttpRequest) -> Option<String> {
     cookie_value(header, COOKIE).map(str::to_owned)
 }
 
-fn authorized(req: &HttpRequest, state: &ApiState, access: &DashboardAccess) -> bool {
-    session_token(req).is_some_and(|t| access.session_valid(&t))
-        || require_key(req, &state.api_keys).is_ok()
+/// Whether the request holds a live session or a key; a client made to wait for its wrong keys
+/// gets its 429.
+fn authorized(
+    req: &HttpRequest,
+    state: &ApiState,
+    access: &DashboardAccess,
+) -> Result<bool, ApiError> {
+    if session_token(req).is_some_and(|t| access.session_valid(&t)) {
+        return Ok(true);
+    }
+    match require_key(req, &state.api_keys) {
+        Ok(()) => Ok(true),
+        Err(e) if e.status == actix_web::http::StatusCode::TOO_MANY_REQUESTS => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 /// A new session cookie and a redirect to the page.
@@ -74,7 +86,7 @@ async fn show(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> Result<HttpResponse, ApiError> {
-    if !authorized(&req, &state, &access) {
+    if !authorized(&req, &state, &access)? {
         return Ok(login_form(actix_web::http::StatusCode::UNAUTHORIZED, None));
     }
     let now = Utc::now();
@@ -122,13 +134,24 @@ async fn login(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> HttpResponse {
-    if is_known_key(form.key.trim().as_bytes(), &state.api_keys) {
-        enter(&req, &access)
-    } else {
-        login_form(
+    match state.api_keys.check(&req, form.key.trim().as_bytes()) {
+        KeyCheck::Accepted => enter(&req, &access),
+        KeyCheck::Refused => login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("That API key is not valid."),
-        )
+        ),
+        KeyCheck::Wait(wait) => {
+            let secs = retry_after_secs(wait);
+            let mut res = login_form(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many wrong keys from your address. Try again in {secs} seconds."
+                )),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            res
+        }
     }
 }
 
