@@ -134,6 +134,9 @@ struct State {
     dedupe: HashSet<[u8; 16]>,
     /// … in recording order, for moving them.
     recent: VecDeque<Recent>,
+    /// How many times digests have been moved from memory to the tree: a recorder that saw
+    /// this change between its two looks must look in the tree again.
+    moves: u64,
     /// Every event up to this sequence number is on disk in the journal.
     written_through: Option<u64>,
     /// A rotation asked for by an operator or a test.
@@ -320,6 +323,7 @@ impl InboundLog {
             next_seq: moved_through.map_or(0, |m| m + 1).max(floor),
             dedupe: Default::default(),
             recent: Default::default(),
+            moves: 0,
             written_through: None,
             rotate: false,
             floor_written: None,
@@ -492,9 +496,9 @@ impl InboundLog {
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // Recent digests are in memory, older ones in the tree. The tree is read without the
         // lock, so that a read missing sled's cache stalls no other request. A recorded digest
-        // is always in one of the two (the checkpoint writes it to the tree before dropping it
-        // from memory), so one not in memory at the first look is in the tree at the second.
-        {
+        // is always in one of the two: the checkpoint writes it to the tree before dropping it
+        // from memory, under the lock, and counts each such move.
+        let moves_seen = {
             let st = self.shared.lock();
             if let Some(failed) = &st.failed {
                 return Err(StoreError::Journal(failed.clone()));
@@ -502,7 +506,8 @@ impl InboundLog {
             if st.dedupe.contains(&digest) {
                 return Ok(Recorded::Duplicate);
             }
-        }
+            st.moves
+        };
         if self.shared.index.contains_key(seen_key(&digest))? {
             return Ok(Recorded::Duplicate);
         }
@@ -510,8 +515,13 @@ impl InboundLog {
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
-        // The same event may have been recorded by a concurrent delivery meanwhile.
+        // The same event may have been recorded by a concurrent delivery meanwhile…
         if st.dedupe.contains(&digest) {
+            return Ok(Recorded::Duplicate);
+        }
+        // …and, rarely, moved to the tree after the look there: then look again, under the
+        // lock, which no further move can pass.
+        if st.moves != moves_seen && self.shared.index.contains_key(seen_key(&digest))? {
             return Ok(Recorded::Duplicate);
         }
         let event_ts = event.timestamp();
@@ -986,6 +996,9 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
     let mut st = shared.lock();
     for r in &moving {
         st.dedupe.remove(&r.digest);
+    }
+    if !moving.is_empty() {
+        st.moves += 1;
     }
     Ok(())
 }
