@@ -186,7 +186,8 @@ async fn each_error_code_gets_its_class() {
         ),
         (400, 131047, ErrorClass::UseTemplate),
         (400, 131026, ErrorClass::Fail),
-        (400, 132001, ErrorClass::Fail),
+        (400, 132001, ErrorClass::TemplateProblem),
+        (400, 132015, ErrorClass::TemplateProblem),
         (401, 190, ErrorClass::Alert),
         (500, 131000, retry),
     ];
@@ -215,14 +216,18 @@ async fn answers_without_meta_error_json_are_classified_by_status() {
     assert_eq!(error, GraphError::Http { status: 502 });
     assert!(matches!(error.class(), ErrorClass::Retry { .. }));
 
+    // A 2xx that names no message: Meta may have taken it, so the send is in doubt.
     fake.answer_raw(200, "not json");
     let error = send().await.expect_err("unreadable");
     assert!(matches!(error, GraphError::BadResponse(_)));
-    assert_eq!(error.class(), ErrorClass::Alert);
+    assert_eq!(error.class(), ErrorClass::InDoubt);
+    fake.answer_raw(200, r#"{"messaging_product":"whatsapp","messages":[]}"#);
+    let error = send().await.expect_err("no message id");
+    assert_eq!(error.class(), ErrorClass::InDoubt);
 }
 
 #[tokio::test]
-async fn timeouts_and_refused_connections_are_retried() {
+async fn timeouts_are_in_doubt_and_refused_connections_are_retried() {
     let fake = GraphFake::start().await;
     fake.hang();
     let error = fake
@@ -230,8 +235,9 @@ async fn timeouts_and_refused_connections_are_retried() {
         .send(&SendRequest::new(TO, Outgoing::text("hi")))
         .await
         .expect_err("no answer");
+    // The request was written: Meta may have accepted it, so it is not simply retried.
     assert_eq!(error, GraphError::Timeout);
-    assert!(matches!(error.class(), ErrorClass::Retry { .. }));
+    assert_eq!(error.class(), ErrorClass::InDoubt);
 
     let down = GraphClient::new(
         &refused_address(),

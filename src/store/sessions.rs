@@ -17,6 +17,9 @@
 //! - `r` customer → when they last got the default reply (ms)
 //! - `f` flow hash → the flow file's name and text, so a session keeps its version across
 //!   restarts even after the file changed
+//! - `e` entry id → the WhatsApp message id a status webhook reported for it (echoing the entry
+//!   id in `biz_opaque_callback_data`): proof that WhatsApp accepted a send whose answer we lost
+//! - `p` customer → until when (ms) sends to them wait after Meta's pair rate limit
 //!
 //! Time-ordered indexes let the purge and the start-up read only what they need, so that a
 //! million idle sessions are never scanned (a full scan would also pull every node into memory):
@@ -46,6 +49,8 @@ const ENDED: u8 = b'x';
 const FINISHED: u8 = b'y';
 const IN_FLIGHT: u8 = b'n';
 const LINK_TIME: u8 = b'k';
+const ECHO: u8 = b'e';
+const PAIR_PAUSE: u8 = b'p';
 /// Present once the time-ordered indexes cover every record (built once for older stores).
 const INDEXED: &[u8] = b"\0indexed-v2";
 
@@ -117,6 +122,11 @@ pub enum OutboxState {
     Pending,
     /// Claimed by a sender; if the process died here, whether the other side got it is unknown.
     InFlight,
+    /// Sent, but no answer said whether WhatsApp accepted it (timeout, connection lost, a 2xx
+    /// without a message id, a crash mid-send). Queued at the end of the in-doubt wait: a status
+    /// webhook echoing the entry id settles it as sent before then; otherwise it is sent once
+    /// more.
+    InDoubt,
     Done,
     Failed {
         reason: String,
@@ -139,6 +149,16 @@ pub struct OutboxEntry {
     /// Set once the free-form message was swapped for its template (outside 24 hours).
     #[serde(default)]
     pub use_template: bool,
+    /// Set once the entry was sent again after being in doubt; it is never sent a third time.
+    #[serde(default)]
+    pub resent: bool,
+}
+
+impl OutboxEntry {
+    /// Whether the entry waits in the queue (to be sent, or to be settled after a doubt).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.state, OutboxState::Pending | OutboxState::InDoubt)
+    }
 }
 
 /// Delivery states in the order a message moves through them; `failed` is final.
@@ -462,7 +482,7 @@ impl SessionStore {
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
-        if entry.state == OutboxState::Pending {
+        if entry.is_queued() {
             batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
@@ -479,6 +499,39 @@ impl SessionStore {
         }
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Records that a status webhook named `message_id` as the message WhatsApp made of entry
+    /// `entry_id` (the entry id came back in `biz_opaque_callback_data`).
+    pub fn note_echo(&self, entry_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(ECHO, &[entry_id.as_bytes()]), message_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// The WhatsApp message id a status webhook reported for an entry, if any did.
+    pub fn echo(&self, entry_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(ECHO, &[entry_id.as_bytes()]))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Holds sends to `customer` until `until_ms` (Meta's pair rate limit).
+    pub fn pause_recipient(&self, customer: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.tree.insert(
+            key(PAIR_PAUSE, &[customer.as_bytes()]),
+            &until_ms.to_be_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Until when (ms) sends to `customer` are held, if a pause was ever set.
+    pub fn recipient_paused_until(&self, customer: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(PAIR_PAUSE, &[customer.as_bytes()]))?
+            .and_then(|b| b.as_ref().try_into().ok().map(i64::from_be_bytes)))
     }
 
     pub fn link(&self, message_id: &str) -> Result<Option<MessageLink>, StoreError> {
@@ -641,9 +694,18 @@ impl SessionStore {
                 .is_some_and(|e| matches!(e.state, OutboxState::Done | OutboxState::Failed { .. }))
             {
                 batch.remove(key(OUTBOX, &[id.as_bytes()]));
+                batch.remove(key(ECHO, &[id.as_bytes()]));
                 removed += 1;
             }
             self.tree.apply_batch(batch)?;
+        }
+        // Pair-rate pauses long over.
+        for item in self.tree.scan_prefix([PAIR_PAUSE]) {
+            let (k, v) = item?;
+            let until = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
+            if until < cutoff.timestamp_millis() {
+                self.tree.remove(k)?;
+            }
         }
         // Statuses parked for messages whose link never came (not ours, or long gone): a day is
         // far longer than a send call can take.
@@ -684,6 +746,7 @@ mod tests {
             due_ms: created_at.timestamp_millis(),
             state: OutboxState::Pending,
             use_template: false,
+            resent: false,
         }
     }
 
