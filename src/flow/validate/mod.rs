@@ -6,6 +6,7 @@
 mod graph;
 mod states;
 mod texts;
+mod window;
 mod words;
 
 use std::ops::Range;
@@ -49,6 +50,7 @@ pub fn validate(file: &FlowFile) -> Vec<Issue> {
     states::check_states(&mut cx);
     texts::check_texts(&mut cx);
     graph::check_graph(&mut cx);
+    window::check_window(&mut cx);
     words::check_words(&mut cx);
     cx.issues
 }
