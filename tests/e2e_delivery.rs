@@ -598,3 +598,22 @@ async fn a_late_window_error_without_a_template_keeps_the_session_waiting() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_window_error_for_the_code_template_ends_undeliverable_with_the_reason() {
+    let e = E2e::start().await;
+    let customer = "14155550220";
+    let id = start(&e, "signup_verification", &format!("+{customer}")).await;
+    let accepted = e.graph.wait_accepted(customer, 1).await;
+    e.api
+        .status(&accepted[0].1, customer, "failed", Some(131047))
+        .await;
+    let done = e.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "undeliverable");
+    let cb = e.merchant.completed(&id).await;
+    let reason = cb["session"]["delivery_failure"]
+        .as_str()
+        .expect("the reason is in the callback");
+    assert!(reason.contains("131047"), "{reason}");
+    assert_eq!(e.graph.sends_to(customer).len(), 1);
+}

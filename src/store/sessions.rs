@@ -438,10 +438,17 @@ impl SessionStore {
             if skip.contains(id.as_ref()) {
                 continue;
             }
-            if let Some(e) = self.outbox_entry(&id)? {
-                out.push(e);
-            } else {
-                self.tree.remove(k)?;
+            let due = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes);
+            match self.outbox_entry(&id)? {
+                // A status webhook and the sender may both move an entry in doubt; a key the
+                // loser left behind names an entry that is no longer queued there.
+                Some(e) if e.is_queued() && Some(e.due_ms.max(0)) == due => out.push(e),
+                _ => {
+                    self.tree.remove(k)?;
+                }
             }
         }
         Ok(out)
@@ -699,11 +706,11 @@ impl SessionStore {
             }
             self.tree.apply_batch(batch)?;
         }
-        // Pair-rate pauses long over.
+        // Pair-rate pauses that are over.
         for item in self.tree.scan_prefix([PAIR_PAUSE]) {
             let (k, v) = item?;
             let until = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
-            if until < cutoff.timestamp_millis() {
+            if until < Utc::now().timestamp_millis() {
                 self.tree.remove(k)?;
             }
         }
@@ -818,6 +825,33 @@ mod tests {
         assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
         assert!(store.outbox_entry("f").expect("read").is_none());
         assert!(store.outbox_entry("a").expect("read").is_some());
+    }
+
+    #[test]
+    fn a_queue_key_left_behind_by_a_race_is_dropped_not_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let store = SessionStore::open(&db).expect("open");
+        let created = Utc::now() - chrono::Duration::seconds(10);
+        let mut e = entry("a", created);
+        store
+            .apply(StepWrite {
+                outbox: vec![e.clone()],
+                ..StepWrite::default()
+            })
+            .expect("apply");
+        // A writer that did not know the queued due time: the old key stays behind.
+        let first_due = e.due_ms;
+        e.state = OutboxState::InDoubt;
+        e.due_ms = first_due + 1;
+        store
+            .update_outbox(&e, first_due - 5, None)
+            .expect("update");
+        assert_eq!(store.outbox_depth(), 2);
+        let due = store.due_outbox(Utc::now(), 10).expect("due");
+        assert_eq!(due, vec![e.clone()], "the entry once, at its own due time");
+        assert_eq!(store.outbox_depth(), 1, "the stale key is gone");
+        assert!(e.is_queued());
     }
 
     #[test]
