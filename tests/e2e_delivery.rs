@@ -617,3 +617,26 @@ async fn a_late_window_error_for_the_code_template_ends_undeliverable_with_the_r
     assert!(reason.contains("131047"), "{reason}");
     assert_eq!(e.graph.sends_to(customer).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_problem_is_logged_naming_the_template() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = Graph::start().await;
+    let merchant = Merchant::start().await;
+    let vars = server_vars(
+        &dir.path().join("data"),
+        &bundled_flows(),
+        &graph,
+        &merchant,
+    );
+    let server = ChildServer::start(&vars, "info");
+    graph.fail_next(400, 132015);
+    server
+        .api
+        .start("signup_verification", "+14155550221", json!({}))
+        .await;
+    let line = server
+        .wait_log(&["OPERATOR ALERT", "otp_code", "132015"])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
+}
