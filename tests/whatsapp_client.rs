@@ -370,3 +370,56 @@ async fn neither_the_code_nor_the_token_reaches_a_log() {
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("6505551234"), "{logs}");
 }
+
+#[tokio::test]
+async fn a_connection_lost_after_the_request_was_written_is_in_doubt() {
+    use std::io::Read;
+    // A server that reads the whole request, then hangs up without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).expect("read");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        drop(socket);
+        request
+    });
+    let client = GraphClient::new(
+        &format!("http://{address}"),
+        PHONE_NUMBER_ID,
+        SecretString::from(TOKEN),
+    )
+    .expect("client builds");
+    let error = client
+        .send(&SendRequest::new(TO, Outgoing::text("hi")))
+        .await
+        .expect_err("no answer");
+    let request = server.join().expect("server");
+    assert!(
+        String::from_utf8_lossy(&request).contains("\"hi\""),
+        "the request was written"
+    );
+    assert!(matches!(error, GraphError::Interrupted(_)), "{error:?}");
+    assert_eq!(error.class(), ErrorClass::InDoubt);
+}

@@ -189,10 +189,15 @@ impl Outbox {
                 OutboxPayload::Message { .. }
                 | OutboxPayload::Code { .. }
                 | OutboxPayload::Text { .. } => {
-                    tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
-                    self.runtime.metrics.outbound_message("in_doubt", None);
                     entry.state = OutboxState::InDoubt;
-                    entry.due_ms = self.in_doubt_due();
+                    if sessions.echo(&entry.id)?.is_some() {
+                        // Its status came before the stop: settled as sent at once.
+                        entry.due_ms = Utc::now().timestamp_millis();
+                    } else {
+                        tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
+                        self.runtime.metrics.outbound_message("in_doubt", None);
+                        entry.due_ms = self.in_doubt_due();
+                    }
                 }
             }
             sessions.update_outbox(&entry, due, None)?;
