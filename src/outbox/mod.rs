@@ -11,6 +11,7 @@
 //! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
 //! deduplicates by event id — are simply retried.
 
+mod doubt;
 mod sandbox;
 
 pub use sandbox::SandboxRecorder;
@@ -19,7 +20,7 @@ use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
-use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use crate::whatsapp::{
     backoff, Button, ErrorClass, GraphClient, GraphError, Outgoing, Row, SendRequest,
 };
@@ -205,11 +206,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// The due time of an entry that falls in doubt now.
-    fn in_doubt_due(&self) -> i64 {
-        (Utc::now() + Span::from_std(self.in_doubt_wait).unwrap_or_default()).timestamp_millis()
-    }
-
     /// Starts a delivery task for every recipient with due entries and none running. Returns
     /// how many it started; a task that ends wakes the dispatcher again, so a recipient's later
     /// entries follow as soon as their predecessors are settled, with no pass-wide barrier.
@@ -331,75 +327,6 @@ impl Outbox {
                 held_until = retry_at;
             }
         }
-    }
-
-    /// An entry whose wait in doubt is over. A status that echoed it settles it as sent; else it
-    /// is sent once more (true: go on and send it), and after a second doubt it is given up.
-    async fn resend_in_doubt(&self, entry: &mut OutboxEntry) -> bool {
-        let echoed = match self.runtime.sessions().echo(&entry.id) {
-            Ok(echoed) => echoed,
-            Err(e) => {
-                tracing::error!(entry = %entry.id, error = %e, "cannot read an outbox entry's status echo");
-                return false;
-            }
-        };
-        if let Some(message_id) = echoed {
-            let (outcome, link) = self.accepted(entry, message_id, None, Utc::now());
-            self.settle(entry.clone(), outcome, link).await;
-            return false;
-        }
-        if entry.resent {
-            self.runtime.metrics.outbound_message("unconfirmed", None);
-            let reason = "sent twice without an answer or a status from WhatsApp; delivery unknown";
-            tracing::warn!(entry = %entry.id, reason, "message given up");
-            let old_due = entry.due_ms;
-            entry.state = OutboxState::Failed {
-                reason: reason.into(),
-            };
-            if let Err(e) = self.runtime.sessions().update_outbox(entry, old_due, None) {
-                tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
-            }
-            return false;
-        }
-        tracing::warn!(entry = %entry.id, "no status came for a send in doubt; sending it once more");
-        self.runtime.metrics.outbound_message("resent", None);
-        entry.resent = true;
-        entry.state = OutboxState::Pending;
-        true
-    }
-
-    /// The outcome and link of a send WhatsApp accepted as `message_id`.
-    fn accepted(
-        &self,
-        entry: &OutboxEntry,
-        message_id: String,
-        generation: Option<u32>,
-        now: DateTime<Utc>,
-    ) -> (Outcome, Option<(String, MessageLink)>) {
-        self.runtime.metrics.outbound_message("accepted", None);
-        if let (OutboxPayload::Code { .. }, Some(session_id)) = (&entry.payload, &entry.session_id)
-        {
-            let generation = match (generation, &entry.payload) {
-                (Some(g), _) => g,
-                (None, OutboxPayload::Code { generation, .. }) => *generation,
-                (None, _) => 0,
-            };
-            if let Err(e) = self
-                .runtime
-                .ledger()
-                .confirm_sent(session_id, generation, now)
-            {
-                tracing::error!(error = %e, "cannot drop the sealed code after sending");
-            }
-        }
-        let link = MessageLink {
-            session_id: entry.session_id.clone(),
-            entry_id: entry.id.clone(),
-            delivery: Delivery::Accepted,
-            sent_at: now,
-            tracked: entry.session_id.is_some(),
-        };
-        (Outcome::Done, Some((message_id, link)))
     }
 
     /// One attempt; returns the new due time when the entry waits for a retry.
