@@ -175,6 +175,7 @@ impl Application {
             transport,
             merchant,
             settings.sends_per_second,
+            settings.in_doubt_wait,
         ));
         let api = ApiState {
             runtime: runtime.clone(),

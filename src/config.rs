@@ -22,6 +22,13 @@ pub const WEBHOOK_BUFFER_MIB_RANGE: std::ops::RangeInclusive<usize> = 3..=4096;
 pub const DEFAULT_SENDS_PER_SECOND: u32 = 80;
 /// … and the most it is ever upgraded to.
 pub const MAX_SENDS_PER_SECOND: u32 = 1000;
+/// How long a send in doubt waits for a status webhook before it is sent once more …
+pub const DEFAULT_IN_DOUBT_SECONDS: u64 = 120;
+/// … at most an hour, and against Meta's own Graph API at least 30 seconds: a shorter wait
+/// would resend messages whose status is only a little late. (Local fakes of the API may use
+/// down to 1 second.)
+pub const MAX_IN_DOUBT_SECONDS: u64 = 3600;
+pub const MIN_IN_DOUBT_SECONDS_AT_META: u64 = 30;
 
 /// Everything the server needs to know, resolved and checked.
 #[derive(Debug, Clone)]
@@ -54,6 +61,8 @@ pub struct Settings {
     pub retention: std::time::Duration,
     /// Bytes that webhook bodies not yet verified may hold at once, across all connections.
     pub webhook_buffer_bytes: usize,
+    /// How long a send whose answer never came waits for a status before it is sent once more.
+    pub in_doubt_wait: std::time::Duration,
 }
 
 /// A configuration problem, naming the setting at fault.
@@ -92,6 +101,7 @@ struct FileSettings {
     otp_allowed_prefixes: Option<StringOrList>,
     retention_days: Option<u32>,
     webhook_buffer_mib: Option<u32>,
+    in_doubt_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +151,10 @@ impl FileSettings {
             self.otp_sends_per_hour.map(|n| n.to_string()),
         );
         put("RETENTION_DAYS", self.retention_days.map(|n| n.to_string()));
+        put(
+            "IN_DOUBT_SECONDS",
+            self.in_doubt_seconds.map(|n| n.to_string()),
+        );
         put(
             "SENDS_PER_SECOND",
             self.sends_per_second.map(|n| n.to_string()),
@@ -278,6 +292,20 @@ impl Settings {
                     })?,
                 None => crate::webhook::intake::DEFAULT_BUDGET_BYTES,
             },
+            in_doubt_wait: match get("WAOTP_IN_DOUBT_SECONDS") {
+                Some(n) => n
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_IN_DOUBT_SECONDS).contains(n))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_IN_DOUBT_SECONDS",
+                        message: format!(
+                            "`{n}` is not a number of seconds from 1 to {MAX_IN_DOUBT_SECONDS}"
+                        ),
+                    })?,
+                None => std::time::Duration::from_secs(DEFAULT_IN_DOUBT_SECONDS),
+            },
         };
         settings.check()?;
         Ok(settings)
@@ -309,6 +337,17 @@ impl Settings {
                     });
                 }
             }
+        }
+        if self.in_doubt_wait.as_secs() < MIN_IN_DOUBT_SECONDS_AT_META
+            && !self.sandbox()
+            && is_meta_graph_url(&self.graph_url)
+        {
+            return Err(ConfigError::Invalid {
+                name: "WAOTP_IN_DOUBT_SECONDS",
+                message: format!(
+                    "at least {MIN_IN_DOUBT_SECONDS_AT_META} seconds against Meta's Graph API"
+                ),
+            });
         }
         if let Some(number) = &self.business_number {
             // The `+` is optional here: operators often paste the bare digits of a wa.me link.
@@ -372,6 +411,16 @@ fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
         message: e.to_string(),
     })?;
     Ok(file.into_pairs())
+}
+
+/// Whether the Graph API base URL is Meta's own (`graph.facebook.com` or a subdomain).
+fn is_meta_graph_url(url: &str) -> bool {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .to_ascii_lowercase();
+    let host = rest.split(['/', ':', '?']).next().unwrap_or("");
+    host == "facebook.com" || host.ends_with(".facebook.com")
 }
 
 #[cfg(test)]
@@ -440,6 +489,37 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:9000");
         assert_eq!(s.api_keys.len(), 2);
         assert_eq!(s.log, "warn");
+    }
+
+    #[test]
+    fn the_in_doubt_wait_has_a_floor_against_meta_only() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults");
+        assert_eq!(s.in_doubt_wait.as_secs(), DEFAULT_IN_DOUBT_SECONDS);
+        for bad in ["0", "3601", "soon"] {
+            let err = Settings::from_vars(vars(&[("WAOTP_IN_DOUBT_SECONDS", bad)]))
+                .expect_err("out of range");
+            assert!(err.to_string().contains("WAOTP_IN_DOUBT_SECONDS"), "{err}");
+        }
+        // Meta's API (the default URL) keeps statuses a fair chance to arrive …
+        let err = Settings::from_vars(vars(&[
+            ("WAOTP_IN_DOUBT_SECONDS", "5"),
+            ("WAOTP_ACCESS_TOKEN", "t"),
+        ]))
+        .expect_err("too short against Meta");
+        assert!(err.to_string().contains("WAOTP_IN_DOUBT_SECONDS"), "{err}");
+        // … while a local fake of it may be fast.
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_IN_DOUBT_SECONDS", "1"),
+            ("WAOTP_GRAPH_URL", "http://127.0.0.1:9/v23.0"),
+        ]))
+        .expect("a fake may use a short wait");
+        assert_eq!(s.in_doubt_wait.as_secs(), 1);
+        // The sandbox sends nothing to Meta.
+        Settings::from_vars(vars(&[("WAOTP_IN_DOUBT_SECONDS", "1")])).expect("sandbox");
+        assert!(is_meta_graph_url("https://graph.facebook.com/v23.0"));
+        assert!(!is_meta_graph_url(
+            "https://graph.facebook.com.evil.example/v23.0"
+        ));
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct OutboundLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabel {
+    pub template: String,
+    pub code: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -90,8 +96,10 @@ pub struct Metrics {
     pub step_seconds: Histogram,
     pub callback_attempts: Counter,
     pub callback_failures: Counter,
-    /// Token or permission problems reported by the Graph API.
+    /// Token, permission or template problems reported by the Graph API.
     pub operator_alerts: Counter,
+    /// Sends refused because of the template itself (Meta's 132xxx codes), by template and code.
+    pub template_errors: Family<TemplateLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -228,8 +236,14 @@ impl Metrics {
         let operator_alerts = Counter::default();
         registry.register(
             "operator_alerts",
-            "Graph API token or permission problems needing an operator",
+            "Graph API token, permission or template problems needing an operator",
             operator_alerts.clone(),
+        );
+        let template_errors = Family::<TemplateLabel, Counter>::default();
+        registry.register(
+            "template_errors",
+            "Sends refused because of the template itself, by template and Meta error code",
+            template_errors.clone(),
         );
         Metrics {
             sessions_started,
@@ -244,6 +258,7 @@ impl Metrics {
             callback_attempts,
             callback_failures,
             operator_alerts,
+            template_errors,
             registry,
             webhook_requests,
             events_recorded,
@@ -301,6 +316,16 @@ impl Metrics {
         self.outbound
             .get_or_create(&OutboundLabel {
                 status,
+                code: code.map(|c| c.to_string()).unwrap_or_default(),
+            })
+            .inc();
+    }
+
+    /// A send refused because of its template (never on the webhook's hot path).
+    pub fn template_error(&self, template: &str, code: Option<i64>) {
+        self.template_errors
+            .get_or_create(&TemplateLabel {
+                template: template.to_owned(),
                 code: code.map(|c| c.to_string()).unwrap_or_default(),
             })
             .inc();

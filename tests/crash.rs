@@ -1,8 +1,11 @@
 //! Durability across a real crash: the server process is killed with SIGKILL right after it
 //! answered 200, and the acknowledged events are still there when the database is reopened —
-//! and are handled by the next run.
+//! and are handled by the next run. And a message whose send was in flight at the kill is
+//! neither lost nor silently sent twice: the next run holds it in doubt, settles it as sent when
+//! WhatsApp's status webhook echoes its entry id, and else sends it once more after the wait.
 
 mod common;
+mod support;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -85,4 +88,171 @@ async fn acknowledged_events_survive_sigkill() {
     assert!(status.success());
     let exit = child.wait().expect("exit");
     assert!(exit.success(), "graceful shutdown exited with {exit}");
+}
+
+const API_KEY: &str = "crash-key";
+
+/// A production-mode server talking to `graph`, with a short in-doubt wait.
+fn graph_vars(
+    dir: &std::path::Path,
+    graph: &support::graph_fake::GraphFake,
+    in_doubt_secs: u64,
+) -> std::collections::HashMap<String, String> {
+    let mut vars = common::test_vars(dir);
+    for (k, v) in [
+        ("WAOTP_ACCESS_TOKEN", support::graph_fake::TOKEN.to_owned()),
+        (
+            "WAOTP_PHONE_NUMBER_ID",
+            support::graph_fake::PHONE_NUMBER_ID.to_owned(),
+        ),
+        ("WAOTP_GRAPH_URL", graph.base_url()),
+        ("WAOTP_API_KEYS", API_KEY.to_owned()),
+        ("WAOTP_CALLBACK_SECRET", "crash-callback-secret".to_owned()),
+        ("WAOTP_IN_DOUBT_SECONDS", in_doubt_secs.to_string()),
+    ] {
+        vars.insert(k.to_owned(), v);
+    }
+    vars
+}
+
+/// The message sends (not read receipts) the fake Graph API received.
+fn graph_sends(graph: &support::graph_fake::GraphFake) -> Vec<serde_json::Value> {
+    graph
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b.get("status").is_none())
+        .collect()
+}
+
+/// Starts a sign-up verification whose code send never gets an answer, and kills the server
+/// with SIGKILL while that send is in flight. Returns the session id and the send's body.
+async fn killed_mid_send(
+    dir: &std::path::Path,
+    graph: &support::graph_fake::GraphFake,
+    client: &reqwest::Client,
+) -> (String, serde_json::Value) {
+    graph.hang();
+    let (mut child, address) = common::spawn_serve(graph_vars(dir, graph, 1));
+    let started: serde_json::Value = client
+        .post(format!("http://{address}/v1/sessions"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"flow": "signup_verification", "to": "+14155550301"}))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("session");
+    let id = started["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sent = loop {
+        if let Some(sent) = graph_sends(graph).pop() {
+            break sent;
+        }
+        assert!(Instant::now() < deadline, "the code was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    (id, sent)
+}
+
+/// Waits until the server at `address` has nothing left in its outbox.
+async fn outbox_empty(client: &reqwest::Client, address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = common::metrics(client, &format!("http://{address}")).await;
+        if metrics.contains("waotp_outbox_depth 0\n") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "outbox never emptied: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn check_code(client: &reqwest::Client, address: &str, id: &str, code: &str) -> bool {
+    let answer: serde_json::Value = client
+        .post(format!("http://{address}/v1/sessions/{id}/check"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .expect("check")
+        .json()
+        .await
+        .expect("answer");
+    answer["valid"] == true
+}
+
+fn code_of(body: &serde_json::Value) -> String {
+    body["template"]["components"][0]["parameters"][0]["text"]
+        .as_str()
+        .expect("the code")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_flight_at_sigkill_is_sent_once_more_when_no_status_comes() {
+    let graph = support::graph_fake::GraphFake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let (id, first) = killed_mid_send(dir.path(), &graph, &client).await;
+
+    // WhatsApp never reports a status for it: after the wait it goes once more, the same code.
+    let (mut child, address) = common::spawn_serve(graph_vars(dir.path(), &graph, 1));
+    outbox_empty(&client, &address).await;
+    let sends = graph_sends(&graph);
+    assert_eq!(sends.len(), 2, "sent once more, and only once: {sends:?}");
+    assert_eq!(sends[1], first);
+    assert!(check_code(&client, &address, &id, &code_of(&first)).await);
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_flight_at_sigkill_is_not_sent_again_once_its_status_came() {
+    let graph = support::graph_fake::GraphFake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let (id, first) = killed_mid_send(dir.path(), &graph, &client).await;
+    let tracker = first["biz_opaque_callback_data"]
+        .as_str()
+        .expect("the send carries its entry id")
+        .to_owned();
+
+    // Meta had taken it: its status webhook, echoing the entry id, reaches the next run well
+    // within the (here generous) wait.
+    let (mut child, address) = common::spawn_serve(graph_vars(dir.path(), &graph, 20));
+    let status = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "statuses": [{"id": "wamid.meta.1", "status": "sent",
+                          "timestamp": chrono::Utc::now().timestamp().to_string(),
+                          "recipient_id": "14155550301",
+                          "biz_opaque_callback_data": tracker}]}}]}]})
+    .to_string();
+    let res = client
+        .post(format!("http://{address}/webhook"))
+        .header("x-hub-signature-256", common::sign(status.as_bytes()))
+        .body(status)
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(res.status(), 200);
+    outbox_empty(&client, &address).await;
+    assert_eq!(graph_sends(&graph).len(), 1, "not sent a second time");
+    assert!(check_code(&client, &address, &id, &code_of(&first)).await);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("SIGTERM");
+    assert!(status.success());
+    assert!(child.wait().expect("exit").success());
+    let store = Store::open(&dir.path().join("data"), |_| {}).expect("reopen");
+    let link = store
+        .sessions()
+        .link("wamid.meta.1")
+        .expect("read")
+        .expect("the reported message id is linked");
+    assert_eq!(link.entry_id, tracker);
 }

@@ -6,7 +6,7 @@ mod e2e_support;
 
 use e2e_support::*;
 use serde_json::json;
-use waotp::store::sessions::Delivery;
+use waotp::store::sessions::{Delivery, OutboxState};
 
 /// Starts `flow` for `to` with no vars and returns the session id.
 async fn start(e: &E2e, flow: &str, to: &str) -> String {
@@ -321,4 +321,322 @@ async fn a_throttled_message_keeps_its_place_before_the_next_one() {
     assert_eq!(accepted[0].0["template"]["name"], "transaction_summary");
     assert!(auth_code(&accepted[1].0).is_some());
     assert_eq!(e.graph.sends_to("4915112345604").len(), 3);
+}
+
+/// Waits until `/metrics` contains `needle`.
+async fn metric(e: &E2e, needle: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = e.api.metrics().await;
+        if metrics.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{needle}` in {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn cod_vars() -> serde_json::Value {
+    json!({"customer_name": "Asha", "order_id": "A-7", "total": "₹9"})
+}
+
+/// The customer writes first (the 24-hour window is open) and gets the default reply.
+async fn open_window(e: &E2e, customer: &str) {
+    e.api.text(customer, "hi").await;
+    e.graph.wait_accepted(customer, 1).await;
+}
+
+/// A 2xx without a message id: Meta may have taken the message.
+const NO_MESSAGE_ID: &str =
+    r#"{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_answered_without_a_message_id_is_settled_by_its_echoed_status() {
+    let e = E2e::start().await;
+    let customer = "14155550212";
+    e.graph
+        .http
+        .push(http_fake::Answer::raw(200, NO_MESSAGE_ID));
+    let id = start(&e, "signup_verification", &format!("+{customer}")).await;
+    let sent = e.graph.wait_sends(customer, 1).await;
+    let tracker = sent[0]["biz_opaque_callback_data"]
+        .as_str()
+        .expect("every send carries its entry id")
+        .to_owned();
+    let entry = wait_for("the entry in doubt", || {
+        let entry = e.store.sessions().outbox_entry(&tracker).expect("store")?;
+        (entry.state == OutboxState::InDoubt).then_some(entry)
+    })
+    .await;
+    assert!(!entry.resent);
+    // Meta did take it: its status webhook echoes the entry id.
+    e.api
+        .status_echo("wamid.doubt.1", customer, "sent", &tracker)
+        .await;
+    wait_for("the entry settled as sent", || {
+        let entry = e.store.sessions().outbox_entry(&tracker).expect("store")?;
+        (entry.state == OutboxState::Done).then_some(())
+    })
+    .await;
+    let link = e
+        .store
+        .sessions()
+        .link("wamid.doubt.1")
+        .expect("store")
+        .expect("the message id of the status is linked to the session");
+    assert_eq!(link.session_id.as_deref(), Some(id.as_str()));
+    assert_eq!(link.delivery, Delivery::Sent);
+    // Status tracking continues on that message id.
+    e.api
+        .status("wamid.doubt.1", customer, "delivered", None)
+        .await;
+    settled(&e).await;
+    assert_eq!(
+        e.store
+            .sessions()
+            .link("wamid.doubt.1")
+            .expect("store")
+            .expect("link")
+            .delivery,
+        Delivery::Delivered
+    );
+    assert_eq!(e.store.sessions().outbox_depth(), 0, "nothing left to send");
+    assert_eq!(e.graph.sends_to(customer).len(), 1, "sent once, not twice");
+    let code = auth_code(&sent[0]).expect("code");
+    assert_eq!(e.api.check(&id, &code).await["valid"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_doubt_without_any_status_is_sent_once_more_after_the_wait() {
+    let e = E2e::with_settings(&[], &[("WAOTP_IN_DOUBT_SECONDS", "1")]).await;
+    let customer = "14155550213";
+    e.graph
+        .http
+        .push(http_fake::Answer::raw(200, NO_MESSAGE_ID));
+    let id = start(&e, "signup_verification", &format!("+{customer}")).await;
+    let accepted = e.graph.wait_accepted(customer, 1).await;
+    wait_for("an empty outbox", || {
+        (e.store.sessions().outbox_depth() == 0).then_some(())
+    })
+    .await;
+    let sends = e.graph.sends_to(customer);
+    assert_eq!(sends.len(), 2, "sent once more, and only once");
+    assert_eq!(
+        sends[0]["biz_opaque_callback_data"], sends[1]["biz_opaque_callback_data"],
+        "the same entry"
+    );
+    assert_eq!(sends[0], sends[1], "the same message, the same code");
+    let tracker = sends[0]["biz_opaque_callback_data"]
+        .as_str()
+        .expect("tracker");
+    let entry = e
+        .store
+        .sessions()
+        .outbox_entry(tracker)
+        .expect("store")
+        .expect("entry");
+    assert_eq!(entry.state, OutboxState::Done);
+    assert!(entry.resent);
+    metric(
+        &e,
+        r#"waotp_outbound_messages_total{status="resent",code=""} 1"#,
+    )
+    .await;
+    let code = auth_code(&accepted[0].0).expect("code");
+    assert_eq!(e.api.check(&id, &code).await["valid"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pair_rate_limit_holds_that_customer_for_six_seconds() {
+    let e = E2e::start().await;
+    let customer = "14155550214";
+    let before = chrono::Utc::now().timestamp_millis();
+    e.graph.fail_next(400, 131056);
+    start(&e, "signup_verification", &format!("+{customer}")).await;
+    let until = wait_for("the pause of this customer", || {
+        e.store
+            .sessions()
+            .recipient_paused_until(customer)
+            .expect("store")
+    })
+    .await;
+    assert!(
+        until >= before + 6_000,
+        "the next send waits at least 6 s: paused {} ms",
+        until - before
+    );
+    // Another customer is not held.
+    start(&e, "signup_verification", "+14155550215").await;
+    e.graph.wait_accepted("14155550215", 1).await;
+    // The refused message goes once the pause is over.
+    e.graph.wait_accepted(customer, 1).await;
+    assert_eq!(e.graph.sends_to(customer).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_problems_alert_the_operator_and_tell_the_merchant() {
+    let e = E2e::start().await;
+    e.graph.fail_next(400, 132001);
+    let id = start(&e, "signup_verification", "+14155550216").await;
+    let done = e.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "undeliverable");
+    metric(&e, "waotp_operator_alerts_total 1").await;
+    metric(
+        &e,
+        r#"waotp_template_errors_total{template="otp_code",code="132001"} 1"#,
+    )
+    .await;
+    let notice = wait_for("the merchant's template notice", || {
+        e.merchant
+            .callbacks()
+            .into_iter()
+            .find(|r| r.json()["type"] == "session.template_failed")
+    })
+    .await;
+    let body = verify_callback(&notice);
+    assert_eq!(body["session"]["id"], id.as_str());
+    assert_eq!(body["message"]["template"], "otp_code");
+    assert_eq!(body["message"]["error"]["code"], 132001);
+    assert_eq!(e.graph.sends_to("14155550216").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_error_on_the_code_template_ends_undeliverable_with_the_reason() {
+    let e = E2e::start().await;
+    e.graph.fail_next(400, 131047);
+    let id = start(&e, "signup_verification", "+14155550217").await;
+    let done = e.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "undeliverable");
+    let cb = e.merchant.completed(&id).await;
+    assert_eq!(cb["session"]["outcome"], "undeliverable");
+    let reason = cb["session"]["delivery_failure"]
+        .as_str()
+        .expect("the reason is in the callback");
+    assert!(reason.contains("131047"), "{reason}");
+    // The code already went as a template: no second attempt.
+    assert_eq!(e.graph.sends_to("14155550217").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_window_error_resends_the_prompt_as_its_template() {
+    let e = E2e::start().await;
+    let customer = "919800000218";
+    open_window(&e, customer).await;
+    let id = e
+        .api
+        .start("cod_confirmation", &format!("+{customer}"), cod_vars())
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let accepted = e.graph.wait_accepted(customer, 2).await;
+    assert_eq!(accepted[1].0["type"], "interactive");
+    // Meta took the buttons, then found the window closed.
+    e.api
+        .status(&accepted[1].1, customer, "failed", Some(131047))
+        .await;
+    let accepted = e.graph.wait_accepted(customer, 3).await;
+    assert_eq!(accepted[2].0["template"]["name"], "cod_order_summary");
+    settled(&e).await;
+    let session = e.api.session(&id).await;
+    assert_eq!(session["status"], "active", "{session}");
+    assert_eq!(session["state"], "summary");
+    metric(
+        &e,
+        r#"waotp_outbound_messages_total{status="outside_window",code="131047"} 1"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_window_error_without_a_template_keeps_the_session_waiting() {
+    let e = E2e::start().await;
+    let customer = "919800000219";
+    open_window(&e, customer).await;
+    let id = e
+        .api
+        .start("cod_confirmation", &format!("+{customer}"), cod_vars())
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let accepted = e.graph.wait_accepted(customer, 2).await;
+    e.api
+        .tap(customer, &accepted[1].1, "confirm", "Confirm")
+        .await;
+    let accepted = e.graph.wait_accepted(customer, 4).await;
+    let (prompt, prompt_id) = accepted
+        .iter()
+        .find(|(b, _)| text_of(b).is_some_and(|t| t.contains("We sent you")))
+        .expect("the code prompt");
+    assert!(prompt.get("template").is_none());
+    e.api
+        .status(prompt_id, customer, "failed", Some(131047))
+        .await;
+    let notice = wait_for("the merchant's window notice", || {
+        e.merchant
+            .callbacks()
+            .into_iter()
+            .find(|r| r.json()["type"] == "session.outside_window")
+    })
+    .await;
+    let body = verify_callback(&notice);
+    assert_eq!(body["session"]["id"], id.as_str());
+    assert!(body["message"]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("131047")));
+    settled(&e).await;
+    let session = e.api.session(&id).await;
+    assert_eq!(session["status"], "active", "not undeliverable: {session}");
+    assert_eq!(session["state"], "send_code");
+    metric(
+        &e,
+        r#"waotp_outbound_messages_total{status="outside_window",code="131047"} 1"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_window_error_for_the_code_template_ends_undeliverable_with_the_reason() {
+    let e = E2e::start().await;
+    let customer = "14155550220";
+    let id = start(&e, "signup_verification", &format!("+{customer}")).await;
+    let accepted = e.graph.wait_accepted(customer, 1).await;
+    e.api
+        .status(&accepted[0].1, customer, "failed", Some(131047))
+        .await;
+    let done = e.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "undeliverable");
+    let cb = e.merchant.completed(&id).await;
+    let reason = cb["session"]["delivery_failure"]
+        .as_str()
+        .expect("the reason is in the callback");
+    assert!(reason.contains("131047"), "{reason}");
+    assert_eq!(e.graph.sends_to(customer).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_problem_is_logged_naming_the_template() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = Graph::start().await;
+    let merchant = Merchant::start().await;
+    let vars = server_vars(
+        &dir.path().join("data"),
+        &bundled_flows(),
+        &graph,
+        &merchant,
+    );
+    let server = ChildServer::start(&vars, "info");
+    graph.fail_next(400, 132015);
+    server
+        .api
+        .start("signup_verification", "+14155550221", json!({}))
+        .await;
+    let line = server
+        .wait_log(&["OPERATOR ALERT", "otp_code", "132015"])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
 }

@@ -624,3 +624,35 @@ async fn a_tap_on_an_ended_sessions_message_does_not_answer_another_session() {
     let s = e.api.session(&new_id).await;
     assert_eq!(s["state"], "summary", "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_during_the_cooldown_answers_only_the_wait_notice() {
+    let e = E2e::start().await;
+    let customer = "919876543220";
+    open_window(&e, customer).await;
+    e.api
+        .start("cod_confirmation", "+919876543220", COD_VARS())
+        .await;
+    let sent = e.graph.wait_accepted(customer, 2).await;
+    e.api.tap(customer, &sent[1].1, "confirm", "Confirm").await;
+    e.graph.wait_accepted(customer, 4).await;
+    // Right after the code: the resend cooldown refuses a new one.
+    e.api.text(customer, "RESEND").await;
+    let sent = e.graph.wait_accepted(customer, 5).await;
+    let notice = text_of(&sent[4].0).expect("text");
+    assert!(notice.contains("Please wait"), "{notice}");
+    let prompts = e
+        .graph
+        .accepted_to(customer)
+        .iter()
+        .filter(|(b, _)| text_of(b).is_some_and(|t| t.contains("We sent you")))
+        .count();
+    assert_eq!(prompts, 1, "no \"we sent you a code\" without a code");
+    let codes = e
+        .graph
+        .accepted_to(customer)
+        .iter()
+        .filter(|(b, _)| auth_code(b).is_some())
+        .count();
+    assert_eq!(codes, 1);
+}

@@ -16,6 +16,8 @@ struct Rig {
     merchant: Merchant,
     dir: tempfile::TempDir,
     flows: PathBuf,
+    /// `WAOTP_IN_DOUBT_SECONDS` of the servers.
+    in_doubt_secs: u64,
 }
 
 impl Rig {
@@ -27,6 +29,22 @@ impl Rig {
             merchant: Merchant::start().await,
             dir,
             flows,
+            in_doubt_secs: 1,
+        }
+    }
+
+    /// A send in flight at a kill waits this long for its status before it is sent once more.
+    fn with_in_doubt_secs(mut self, secs: u64) -> Rig {
+        self.in_doubt_secs = secs;
+        self
+    }
+
+    /// What Meta does and the fake does not: a `sent` status webhook, echoing the entry id, for
+    /// every message the fake accepted for `customer`.
+    async fn report_statuses(&self, api: &Api, customer: &str) {
+        for (body, id) in self.graph.accepted_to(customer) {
+            let tracker = body["biz_opaque_callback_data"].as_str().expect("tracker");
+            api.status_echo(&id, customer, "sent", tracker).await;
         }
     }
 
@@ -35,7 +53,14 @@ impl Rig {
     }
 
     fn vars(&self) -> std::collections::HashMap<String, String> {
-        server_vars(&self.data(), &self.flows, &self.graph, &self.merchant)
+        let mut vars = server_vars(&self.data(), &self.flows, &self.graph, &self.merchant);
+        // A send in flight at a kill is in doubt at the restart: settled by its status webhook,
+        // or sent once more after this wait.
+        vars.insert(
+            "WAOTP_IN_DOUBT_SECONDS".into(),
+            self.in_doubt_secs.to_string(),
+        );
+        vars
     }
 
     fn serve(&self) -> ChildServer {
@@ -131,8 +156,22 @@ async fn killed_after_the_start_request() {
     assert_eq!(server.api.wait_completed(id).await["outcome"], "confirmed");
     rig.merchant.completed(id).await;
     outbox_empty(&server.api).await;
-    // Sent once, in the first run; its result unknown, it is not sent again.
+    // Sent in the first run with no answer and, no status ever coming for it, sent once more
+    // (free-form by then: the customer has written since).
     assert_eq!(template_sends(&rig.graph, customer, "cod_order_summary"), 1);
+    let summaries = rig
+        .graph
+        .sends_to(customer)
+        .iter()
+        .filter(|b| {
+            text_of(b).is_some_and(|t| t.contains("Please confirm"))
+                || b["template"]["name"] == "cod_order_summary"
+        })
+        .count();
+    assert_eq!(
+        summaries, 2,
+        "the summary in doubt was sent once more, and only once"
+    );
     assert_eq!(template_sends(&rig.graph, customer, "otp_code"), 1);
 }
 
@@ -224,7 +263,8 @@ async fn killed_while_a_timer_is_pending() {
         "timeout = \"24h\"",
         "timeout = \"3s\"",
     )])
-    .await;
+    .await
+    .with_in_doubt_secs(20);
     let customer = "919800000302";
     let server = rig.serve();
     server.api.text(customer, "hi").await;
@@ -239,6 +279,9 @@ async fn killed_while_a_timer_is_pending() {
     server.kill9();
 
     let server = rig.serve();
+    // The summary may have been accepted just before the kill, before its result was on disk:
+    // its status settles it.
+    rig.report_statuses(&server.api, customer).await;
     let done = server.api.wait_completed(&id).await;
     assert_eq!(done["outcome"], "expired");
     assert_eq!(
@@ -375,7 +418,7 @@ async fn no_plaintext_code_on_disk_or_in_trace_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_keyword_is_not_taken_as_the_first_answer() {
-    let rig = Rig::new(&[]).await;
+    let rig = Rig::new(&[]).await.with_in_doubt_secs(20);
     let customer = "14155550307";
     let server = rig.serve();
     server.api.text(customer, "recover").await;
@@ -405,6 +448,7 @@ async fn a_replayed_keyword_is_not_taken_as_the_first_answer() {
     };
 
     let server = rig.serve();
+    rig.report_statuses(&server.api, customer).await;
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let m = server.api.metrics().await;
@@ -449,9 +493,9 @@ async fn a_message_waiting_its_turn_at_a_kill_is_still_sent() {
     let code = auth_code(&accepted[0].0).expect("the code is sent after the restart");
     assert_eq!(server.api.check(&id, &code).await["valid"], true);
     outbox_empty(&server.api).await;
-    // The summary, whose fate is unknown, went once.
+    // The summary, in doubt with no status ever coming, went once more — and only once.
     assert_eq!(
         template_sends(&rig.graph, customer, "transaction_summary"),
-        1
+        2
     );
 }

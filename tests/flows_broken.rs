@@ -56,7 +56,19 @@ fn every_check_fires() {
         ),
         (
             "first message outside the 24-hour window",
-            "first_message_without_template.toml:29:11: message `prompt` can be the first one",
+            "first_message_without_template.toml:29:11: message `prompt` can go out 24 hours or more after the customer last wrote (an API-started session",
+        ),
+        (
+            "end message reached by a long timeout",
+            "window_after_long_waits.toml:43:11: message `late` can go out 24 hours or more after the customer last wrote (after the timeout of state `ask`)",
+        ),
+        (
+            "reminder after a day",
+            "window_after_long_waits.toml:37:12: reminder `nudge` can go out 24 hours or more after the customer last wrote (after the 30h reminder",
+        ),
+        (
+            "message after long waits on another path",
+            "message `bye` can go out 24 hours or more after the customer last wrote (after the timeout of state `checked`)",
         ),
         (
             "unresolved state",

@@ -205,7 +205,8 @@ async fn each_error_code_gets_its_class() {
         ),
         (400, 131047, ErrorClass::UseTemplate),
         (400, 131026, ErrorClass::Fail),
-        (400, 132001, ErrorClass::Fail),
+        (400, 132001, ErrorClass::TemplateProblem),
+        (400, 132015, ErrorClass::TemplateProblem),
         (401, 190, ErrorClass::Alert),
         (500, 131000, retry),
     ];
@@ -234,14 +235,18 @@ async fn answers_without_meta_error_json_are_classified_by_status() {
     assert_eq!(error, GraphError::Http { status: 502 });
     assert!(matches!(error.class(), ErrorClass::Retry { .. }));
 
+    // A 2xx that names no message: Meta may have taken it, so the send is in doubt.
     fake.answer_raw(200, "not json");
     let error = send().await.expect_err("unreadable");
     assert!(matches!(error, GraphError::BadResponse(_)));
-    assert_eq!(error.class(), ErrorClass::Alert);
+    assert_eq!(error.class(), ErrorClass::InDoubt);
+    fake.answer_raw(200, r#"{"messaging_product":"whatsapp","messages":[]}"#);
+    let error = send().await.expect_err("no message id");
+    assert_eq!(error.class(), ErrorClass::InDoubt);
 }
 
 #[tokio::test]
-async fn timeouts_and_refused_connections_are_retried() {
+async fn timeouts_are_in_doubt_and_refused_connections_are_retried() {
     let fake = GraphFake::start().await;
     fake.hang();
     let error = fake
@@ -249,8 +254,9 @@ async fn timeouts_and_refused_connections_are_retried() {
         .send(&SendRequest::new(TO, Outgoing::text("hi")))
         .await
         .expect_err("no answer");
+    // The request was written: Meta may have accepted it, so it is not simply retried.
     assert_eq!(error, GraphError::Timeout);
-    assert!(matches!(error.class(), ErrorClass::Retry { .. }));
+    assert_eq!(error.class(), ErrorClass::InDoubt);
 
     let down = GraphClient::new(
         &refused_address(),
@@ -439,4 +445,57 @@ async fn neither_the_code_nor_the_token_reaches_a_log() {
     assert!(!logs.contains("482913"), "{logs}");
     assert!(!logs.contains(TOKEN), "{logs}");
     assert!(!logs.contains("6505551234"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_the_request_was_written_is_in_doubt() {
+    use std::io::Read;
+    // A server that reads the whole request, then hangs up without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).expect("read");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        drop(socket);
+        request
+    });
+    let client = GraphClient::new(
+        &format!("http://{address}"),
+        PHONE_NUMBER_ID,
+        SecretString::from(TOKEN),
+    )
+    .expect("client builds");
+    let error = client
+        .send(&SendRequest::new(TO, Outgoing::text("hi")))
+        .await
+        .expect_err("no answer");
+    let request = server.join().expect("server");
+    assert!(
+        String::from_utf8_lossy(&request).contains("\"hi\""),
+        "the request was written"
+    );
+    assert!(matches!(error, GraphError::Interrupted(_)), "{error:?}");
+    assert_eq!(error.class(), ErrorClass::InDoubt);
 }

@@ -400,6 +400,9 @@ impl<'f, L: CodeLedger> Simulation<'f, L> {
                     delivered,
                     reverse: req.reverse,
                 });
+                if req.resend {
+                    return Some(Event::OtpResent);
+                }
             }
             Effect::VerifyOtp { code } => {
                 return Some(match self.ledger.verify(SESSION_ID, &code, self.now) {

@@ -3,10 +3,15 @@
 //!
 //! Entries are written in the same atomic step as the session change that made them and are
 //! taken from the store, never from memory, so a crash loses none. Before a WhatsApp send the
-//! entry is durably marked in flight; an entry found in flight after a crash is not sent again
-//! (WhatsApp has no idempotency key, and SPEC §10 forbids a second copy), while callbacks and
-//! hooks — which the merchant deduplicates by event id — are retried.
+//! entry is durably marked in flight. WhatsApp has no idempotency key, so a send whose answer
+//! never came (no answer in time, connection lost, a 2xx without a message id, a crash between
+//! claim and answer) is *in doubt*: neither failed nor retried at once. Every send carries its
+//! entry id in `biz_opaque_callback_data`; a status webhook echoing it settles the entry as sent.
+//! An entry still in doubt after the in-doubt wait (stored as its due time, so it survives
+//! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
+//! deduplicates by event id — are simply retried.
 
+mod doubt;
 mod sandbox;
 
 pub use sandbox::SandboxRecorder;
@@ -15,7 +20,7 @@ use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
-use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use crate::whatsapp::{
     backoff, Button, ErrorClass, GraphClient, GraphError, Outgoing, Row, SendRequest,
 };
@@ -30,6 +35,9 @@ const CALLBACK_RETRY_FOR: Span = Span::hours(25);
 const ALERT_RETRY: Duration = Duration::from_secs(300);
 /// Free-form messages are allowed this long after the customer's last message.
 const WINDOW: Span = Span::hours(24);
+/// How long a send in doubt waits for a status webhook before it is sent once more. Meta's
+/// first status (`sent`) normally follows an accepted send within seconds.
+pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 
 /// Where WhatsApp messages go.
 #[derive(Debug)]
@@ -88,6 +96,8 @@ pub struct Outbox {
     busy: std::sync::Mutex<Busy>,
     /// When the outbox depth gauge was last counted.
     depth_counted: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long a send in doubt waits for a status before it is sent once more.
+    in_doubt_wait: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +111,8 @@ enum Outcome {
     Done,
     Retry(Duration),
     Failed(String),
+    /// Sent, with no answer saying whether WhatsApp accepted it.
+    InDoubt,
     /// Not sendable by our own rules (WhatsApp never saw it): recorded as failed, but not a
     /// delivery failure of the flow's.
     Skipped(String),
@@ -122,6 +134,7 @@ impl Outbox {
         transport: Transport,
         merchant: MerchantClient,
         sends_per_second: u32,
+        in_doubt_wait: Duration,
     ) -> Outbox {
         Outbox {
             runtime,
@@ -132,6 +145,7 @@ impl Outbox {
             parallel: Arc::new(Semaphore::new(32)),
             busy: Default::default(),
             depth_counted: Default::default(),
+            in_doubt_wait,
         }
     }
 
@@ -167,11 +181,24 @@ impl Outbox {
                 OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
                     entry.state = OutboxState::Pending;
                 }
-                _ => {
-                    tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; not sent again");
+                // Best effort: a lost read receipt changes nothing.
+                OutboxPayload::ReadReceipt { .. } => {
                     entry.state = OutboxState::Failed {
-                        reason: "interrupted while sending; delivery unknown".into(),
+                        reason: "interrupted while sending".into(),
                     };
+                }
+                OutboxPayload::Message { .. }
+                | OutboxPayload::Code { .. }
+                | OutboxPayload::Text { .. } => {
+                    entry.state = OutboxState::InDoubt;
+                    if sessions.echo(&entry.id)?.is_some() {
+                        // Its status came before the stop: settled as sent at once.
+                        entry.due_ms = Utc::now().timestamp_millis();
+                    } else {
+                        tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
+                        self.runtime.metrics.outbound_message("in_doubt", None);
+                        entry.due_ms = self.in_doubt_due();
+                    }
                 }
             }
             sessions.update_outbox(&entry, due, None)?;
@@ -210,8 +237,21 @@ impl Outbox {
         // order: sent concurrently, a step's summary and its code could reach the customer in
         // either order.
         let mut by_recipient: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
+        let now_ms = Utc::now().timestamp_millis();
+        let mut paused = std::collections::HashSet::new();
         for entry in due {
-            if entry.state != OutboxState::Pending || busy.contains(&entry.to) {
+            if !entry.is_queued() || busy.contains(&entry.to) || paused.contains(&entry.to) {
+                continue;
+            }
+            // Meta's pair rate limit: nothing goes to this customer until the pause is over,
+            // not even a message queued after the refused one.
+            let new_recipient = !by_recipient.iter().any(|(to, _)| *to == entry.to);
+            if new_recipient
+                && sessions
+                    .recipient_paused_until(&entry.to)?
+                    .is_some_and(|until| until > now_ms)
+            {
+                paused.insert(entry.to.clone());
                 continue;
             }
             match by_recipient.iter_mut().find(|(to, _)| *to == entry.to) {
@@ -252,6 +292,9 @@ impl Outbox {
         let mut held_until: Option<i64> = None;
         for mut entry in entries {
             let whatsapp = is_whatsapp(&entry.payload);
+            if entry.state == OutboxState::InDoubt && !self.resend_in_doubt(&mut entry).await {
+                continue;
+            }
             if let (Some(after), true) = (held_until, whatsapp) {
                 let old_due = entry.due_ms;
                 entry.due_ms = after + 1;
@@ -365,31 +408,26 @@ impl Outbox {
                     }
                     match self.send(&entry, &request).await {
                         Ok(message_id) => {
-                            self.runtime.metrics.outbound_message("accepted", None);
-                            if let (Some(generation), Some(session_id)) =
-                                (generation, &entry.session_id)
-                            {
-                                if let Err(e) = self
-                                    .runtime
-                                    .ledger()
-                                    .confirm_sent(session_id, generation, now)
-                                {
-                                    tracing::error!(error = %e, "cannot drop the sealed code after sending");
-                                }
-                            }
-                            link = Some((
-                                message_id,
-                                MessageLink {
-                                    session_id: entry.session_id.clone(),
-                                    entry_id: entry.id.clone(),
-                                    delivery: Delivery::Accepted,
-                                    sent_at: now,
-                                    tracked: entry.session_id.is_some(),
-                                },
-                            ));
-                            Outcome::Done
+                            let (outcome, accepted) =
+                                self.accepted(&entry, message_id, generation, now);
+                            link = accepted;
+                            outcome
                         }
-                        Err(e) => self.classify(&mut entry, &e),
+                        Err(e) if e.class() == ErrorClass::InDoubt => {
+                            self.runtime.metrics.outbound_message("in_doubt", None);
+                            tracing::warn!(entry = %entry.id, error = %e, "send in doubt: WhatsApp may have accepted it; waiting for a status");
+                            // A status may have overtaken the lost answer.
+                            match self.runtime.sessions().echo(&entry.id) {
+                                Ok(Some(message_id)) => {
+                                    let (outcome, accepted) =
+                                        self.accepted(&entry, message_id, generation, now);
+                                    link = accepted;
+                                    outcome
+                                }
+                                _ => Outcome::InDoubt,
+                            }
+                        }
+                        Err(e) => self.classify(&mut entry, &request, &e).await,
                     }
                 }
             },
@@ -397,12 +435,38 @@ impl Outbox {
         self.settle(entry, outcome, link).await
     }
 
-    fn classify(&self, entry: &mut OutboxEntry, e: &GraphError) -> Outcome {
+    async fn classify(
+        &self,
+        entry: &mut OutboxEntry,
+        request: &SendRequest,
+        e: &GraphError,
+    ) -> Outcome {
         self.runtime.metrics.outbound_message("error", e.code());
         match e.class() {
-            ErrorClass::Retry { per_recipient } => {
-                tracing::warn!(entry = %entry.id, error = %e, per_recipient, "send throttled or failed; retrying");
+            ErrorClass::Retry {
+                per_recipient: false,
+            } => {
+                tracing::warn!(entry = %entry.id, error = %e, "send throttled or failed; retrying");
                 Outcome::Retry(backoff(entry.attempts, &mut rand::thread_rng()))
+            }
+            ErrorClass::Retry {
+                per_recipient: true,
+            } => {
+                let wait = pair_rate_wait(entry.attempts, &mut rand::thread_rng());
+                let until =
+                    (Utc::now() + Span::from_std(wait).unwrap_or_default()).timestamp_millis();
+                if let Err(e) = self.runtime.sessions().pause_recipient(&entry.to, until) {
+                    tracing::error!(entry = %entry.id, error = %e, "cannot record the pair rate pause");
+                }
+                tracing::warn!(entry = %entry.id, error = %e, wait_secs = wait.as_secs(), "pair rate limit: this customer's messages wait");
+                Outcome::Retry(wait)
+            }
+            // The code already goes in a template: another template cannot help.
+            ErrorClass::UseTemplate if matches!(entry.payload, OutboxPayload::Code { .. }) => {
+                self.runtime.stats_send_failed(entry, e.code());
+                Outcome::Failed(format!(
+                    "WhatsApp error 131047: the code's template was refused outside the 24-hour window ({e})"
+                ))
             }
             ErrorClass::UseTemplate if !entry.use_template => {
                 entry.use_template = true;
@@ -412,11 +476,33 @@ impl Outbox {
                 self.runtime.stats_send_failed(entry, e.code());
                 Outcome::Failed(e.to_string())
             }
+            ErrorClass::TemplateProblem => {
+                let template = template_name(&request.message).unwrap_or("(none)");
+                self.runtime.metrics.operator_alerts.inc();
+                self.runtime.metrics.template_error(template, e.code());
+                tracing::error!(entry = %entry.id, template, code = ?e.code(), error = %e, "OPERATOR ALERT: WhatsApp refused the template; fix it in WhatsApp Manager or the flow file");
+                self.runtime.stats_send_failed(entry, e.code());
+                let details = serde_json::json!({
+                    "entry_id": entry.id,
+                    "template": template,
+                    "error": { "code": e.code(), "message": e.to_string() },
+                });
+                if let Err(err) = self
+                    .runtime
+                    .notify_delivery_problem(entry, "template_failed", details)
+                    .await
+                {
+                    tracing::error!(entry = %entry.id, error = %err, "cannot queue the merchant's template notice");
+                }
+                Outcome::Failed(e.to_string())
+            }
             ErrorClass::Alert => {
                 self.runtime.metrics.operator_alerts.inc();
                 tracing::error!(entry = %entry.id, error = %e, "OPERATOR ALERT: the Graph API refused our token or permissions; message kept");
                 Outcome::Retry(ALERT_RETRY)
             }
+            // Answered before `classify` by the caller.
+            ErrorClass::InDoubt => Outcome::InDoubt,
         }
     }
 
@@ -435,9 +521,26 @@ impl Outbox {
                 entry.due_ms =
                     (Utc::now() + Span::from_std(after).unwrap_or_default()).timestamp_millis();
             }
+            Outcome::InDoubt => {
+                entry.state = OutboxState::InDoubt;
+                entry.due_ms = self.in_doubt_due();
+            }
             Outcome::Skipped(reason) => {
                 tracing::info!(entry = %entry.id, %reason, "message not sent");
                 self.runtime.metrics.outbound_message("dropped", None);
+                if matches!(entry.payload, OutboxPayload::Message { .. }) {
+                    self.runtime
+                        .metrics
+                        .outbound_message("outside_window", None);
+                    let details = serde_json::json!({ "entry_id": entry.id, "reason": reason });
+                    if let Err(e) = self
+                        .runtime
+                        .notify_delivery_problem(&entry, "outside_window", details)
+                        .await
+                    {
+                        tracing::error!(entry = %entry.id, error = %e, "cannot queue the merchant's window notice");
+                    }
+                }
                 entry.state = OutboxState::Failed { reason };
             }
             Outcome::Failed(reason) => {
@@ -575,6 +678,20 @@ impl Outbox {
     }
 }
 
+/// How long a customer's messages wait after Meta's pair rate limit: the backoff, but never less
+/// than Meta's pace of one message every 6 seconds to one customer.
+fn pair_rate_wait(attempts: u32, rng: &mut impl rand::Rng) -> Duration {
+    backoff(attempts, rng).max(crate::whatsapp::PAIR_RATE_LIMIT_WAIT)
+}
+
+/// The template a request sends, for operator logs.
+fn template_name(message: &Outgoing) -> Option<&str> {
+    match message {
+        Outgoing::Template { name, .. } | Outgoing::AuthenticationCode { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
 /// Whether an entry goes to WhatsApp (and so takes its place in the customer's message order).
 fn is_whatsapp(payload: &OutboxPayload) -> bool {
     matches!(
@@ -619,5 +736,23 @@ fn template_of(t: &TemplateRef) -> Outgoing {
         language: t.language.clone(),
         body_parameters: t.parameters.clone(),
         quick_replies: t.quick_replies.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_pair_rate_limit_holds_a_customer_for_at_least_six_seconds() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempts in 0..12 {
+            let wait = pair_rate_wait(attempts, &mut rng);
+            assert!(
+                wait >= Duration::from_secs(6),
+                "attempt {attempts}: {wait:?}"
+            );
+        }
     }
 }

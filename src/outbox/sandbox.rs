@@ -86,6 +86,17 @@ impl SandboxRecorder {
     /// Records what would have been sent; returns a made-up WhatsApp message id.
     pub fn record(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, StoreError> {
         let message_id = format!("wamid.sandbox.{}", entry.id.replace(':', "."));
+        // A send in doubt sent once more: the sandbox, unlike WhatsApp, knows whether it
+        // already took the first one.
+        if entry.resent
+            && self
+                .sessions
+                .sandbox_messages(&request.to)?
+                .iter()
+                .any(|m| m["id"] == message_id.as_str())
+        {
+            return Ok(message_id);
+        }
         let now = Utc::now();
         let seal_key = entry.session_id.clone().unwrap_or_else(|| entry.id.clone());
         let mut body = json!({

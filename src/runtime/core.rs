@@ -208,6 +208,7 @@ impl Runtime {
             due_ms: now.timestamp_millis(),
             state: OutboxState::Pending,
             use_template: false,
+            resent: false,
         }
     }
 
@@ -335,6 +336,9 @@ impl Runtime {
                         now,
                     );
                     write.outbox.push(e);
+                }
+                if req.resend {
+                    return Ok(Some(Event::OtpResent));
                 }
             }
             Effect::VerifyOtp { code } => {
@@ -537,7 +541,7 @@ impl Runtime {
 /// The session object of SPEC §4.
 pub fn session_json(r: &SessionRecord) -> Value {
     let vars: BTreeMap<&String, &Value> = r.engine.vars.iter().collect();
-    json!({
+    let mut json = json!({
         "id": r.id,
         "flow": r.engine.flow_id.as_str(),
         "flow_version": r.engine.flow_version,
@@ -548,5 +552,9 @@ pub fn session_json(r: &SessionRecord) -> Value {
         "vars": vars,
         "created_at": r.created_at.to_rfc3339(),
         "updated_at": r.updated_at.to_rfc3339(),
-    })
+    });
+    if let Some(reason) = &r.engine.delivery_failure {
+        json["delivery_failure"] = json!(reason);
+    }
+    json
 }

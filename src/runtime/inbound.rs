@@ -2,7 +2,9 @@
 //! (WhatsApp's `context.id`), else to the customer's most recent active session, else starts a
 //! flow whose keyword it contains, else gets the default reply. A delivery status moves the
 //! sent message's state forward only, and a failed prompt or code becomes the flow's
-//! delivery-failure event.
+//! delivery-failure event — except Meta's 131047 for a prompt (the 24-hour window, reported
+//! late), which is handled like the same refusal at send time. A status that echoes an outbox
+//! entry whose send is in doubt proves WhatsApp accepted it, and settles it.
 
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
@@ -59,6 +61,7 @@ pub(super) fn read_receipt(seq: u64, m: &InboundMessage, now: DateTime<Utc>) -> 
         due_ms: now.timestamp_millis(),
         state: OutboxState::Pending,
         use_template: false,
+        resent: false,
     }
 }
 
@@ -183,6 +186,7 @@ impl Runtime {
                     due_ms: now.timestamp_millis(),
                     state: OutboxState::Pending,
                     use_template: false,
+                    resent: false,
                 }],
                 ..StepWrite::default()
             })?;
@@ -203,9 +207,22 @@ impl Runtime {
         let Some(entry_id) = &s.callback_data else {
             return Ok(None);
         };
-        let Some(entry) = self.sessions().outbox_entry(entry_id)? else {
+        let Some(mut entry) = self.sessions().outbox_entry(entry_id)? else {
             return Ok(None);
         };
+        // WhatsApp accepted this entry's send, whatever the sender heard (or did not): noted so
+        // that a send in doubt is settled as sent instead of being sent again.
+        if matches!(entry.state, OutboxState::InFlight | OutboxState::InDoubt) {
+            self.sessions()
+                .note_echo(&entry.id, s.message_id.as_str())?;
+        }
+        if entry.state == OutboxState::InDoubt {
+            // Due now: the sender settles it with this message id at once.
+            let old_due = entry.due_ms;
+            entry.due_ms = Utc::now().timestamp_millis();
+            self.sessions().update_outbox(&entry, old_due, None)?;
+            self.outbox_wake.notify_one();
+        }
         if !matches!(
             entry.payload,
             OutboxPayload::Message { .. } | OutboxPayload::Code { .. }
@@ -288,7 +305,10 @@ impl Runtime {
         if next == Delivery::Failed && link.tracked {
             if let Some(session_id) = &link.session_id {
                 let reason = match s.errors.first() {
-                    Some(e) => format!("WhatsApp error {}", e.code),
+                    Some(e) => match e.title.as_deref().or(e.message.as_deref()) {
+                        Some(title) => format!("WhatsApp error {}: {title}", e.code),
+                        None => format!("WhatsApp error {}", e.code),
+                    },
                     None => "WhatsApp reported the message failed".to_owned(),
                 };
                 let failed_to = self.sessions().outbox_entry(&link.entry_id)?.map(|e| e.to);
@@ -296,6 +316,13 @@ impl Runtime {
                     Some(to) => self.failed_elsewhere(session_id, &to)?,
                     None => false,
                 };
+                if !elsewhere
+                    && code == Some(131047)
+                    && self.window_closed_late(&link, &reason).await?
+                {
+                    self.store.durable().await?;
+                    return Ok(());
+                }
                 self.apply_event(session_id, Event::DeliveryFailed { reason, elsewhere })
                     .await?;
                 return Ok(());

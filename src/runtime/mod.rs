@@ -10,6 +10,7 @@ pub mod commands;
 pub mod core;
 pub mod flows;
 pub mod inbound;
+mod notices;
 pub mod ordering;
 mod stats;
 pub mod timers;

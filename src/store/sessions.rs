@@ -17,6 +17,9 @@
 //! - `r` customer → when they last got the default reply (ms)
 //! - `f` flow hash → the flow file's name and text, so a session keeps its version across
 //!   restarts even after the file changed
+//! - `e` entry id → the WhatsApp message id a status webhook reported for it (echoing the entry
+//!   id in `biz_opaque_callback_data`): proof that WhatsApp accepted a send whose answer we lost
+//! - `p` customer → until when (ms) sends to them wait after Meta's pair rate limit
 //!
 //! Time-ordered indexes let the purge and the start-up read only what they need, so that a
 //! million idle sessions are never scanned (a full scan would also pull every node into memory):
@@ -46,6 +49,8 @@ const ENDED: u8 = b'x';
 const FINISHED: u8 = b'y';
 const IN_FLIGHT: u8 = b'n';
 const LINK_TIME: u8 = b'k';
+const ECHO: u8 = b'e';
+const PAIR_PAUSE: u8 = b'p';
 /// Present once the time-ordered indexes cover every record (built once for older stores).
 const INDEXED: &[u8] = b"\0indexed-v2";
 
@@ -117,6 +122,11 @@ pub enum OutboxState {
     Pending,
     /// Claimed by a sender; if the process died here, whether the other side got it is unknown.
     InFlight,
+    /// Sent, but no answer said whether WhatsApp accepted it (timeout, connection lost, a 2xx
+    /// without a message id, a crash mid-send). Queued at the end of the in-doubt wait: a status
+    /// webhook echoing the entry id settles it as sent before then; otherwise it is sent once
+    /// more.
+    InDoubt,
     Done,
     Failed {
         reason: String,
@@ -139,6 +149,16 @@ pub struct OutboxEntry {
     /// Set once the free-form message was swapped for its template (outside 24 hours).
     #[serde(default)]
     pub use_template: bool,
+    /// Set once the entry was sent again after being in doubt; it is never sent a third time.
+    #[serde(default)]
+    pub resent: bool,
+}
+
+impl OutboxEntry {
+    /// Whether the entry waits in the queue (to be sent, or to be settled after a doubt).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.state, OutboxState::Pending | OutboxState::InDoubt)
+    }
 }
 
 /// Delivery states in the order a message moves through them; `failed` is final.
@@ -419,10 +439,17 @@ impl SessionStore {
             if skip.contains(id.as_ref()) {
                 continue;
             }
-            if let Some(e) = self.outbox_entry(&id)? {
-                out.push(e);
-            } else {
-                self.tree.remove(k)?;
+            let due = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes);
+            match self.outbox_entry(&id)? {
+                // A status webhook and the sender may both move an entry in doubt; a key the
+                // loser left behind names an entry that is no longer queued there.
+                Some(e) if e.is_queued() && Some(e.due_ms.max(0)) == due => out.push(e),
+                _ => {
+                    self.tree.remove(k)?;
+                }
             }
         }
         Ok(out)
@@ -463,7 +490,7 @@ impl SessionStore {
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
-        if entry.state == OutboxState::Pending {
+        if entry.is_queued() {
             batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
@@ -480,6 +507,39 @@ impl SessionStore {
         }
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Records that a status webhook named `message_id` as the message WhatsApp made of entry
+    /// `entry_id` (the entry id came back in `biz_opaque_callback_data`).
+    pub fn note_echo(&self, entry_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(ECHO, &[entry_id.as_bytes()]), message_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// The WhatsApp message id a status webhook reported for an entry, if any did.
+    pub fn echo(&self, entry_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(ECHO, &[entry_id.as_bytes()]))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Holds sends to `customer` until `until_ms` (Meta's pair rate limit).
+    pub fn pause_recipient(&self, customer: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.tree.insert(
+            key(PAIR_PAUSE, &[customer.as_bytes()]),
+            &until_ms.to_be_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Until when (ms) sends to `customer` are held, if a pause was ever set.
+    pub fn recipient_paused_until(&self, customer: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(PAIR_PAUSE, &[customer.as_bytes()]))?
+            .and_then(|b| b.as_ref().try_into().ok().map(i64::from_be_bytes)))
     }
 
     pub fn link(&self, message_id: &str) -> Result<Option<MessageLink>, StoreError> {
@@ -642,9 +702,18 @@ impl SessionStore {
                 .is_some_and(|e| matches!(e.state, OutboxState::Done | OutboxState::Failed { .. }))
             {
                 batch.remove(key(OUTBOX, &[id.as_bytes()]));
+                batch.remove(key(ECHO, &[id.as_bytes()]));
                 removed += 1;
             }
             self.tree.apply_batch(batch)?;
+        }
+        // Pair-rate pauses that are over.
+        for item in self.tree.scan_prefix([PAIR_PAUSE]) {
+            let (k, v) = item?;
+            let until = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(0);
+            if until < Utc::now().timestamp_millis() {
+                self.tree.remove(k)?;
+            }
         }
         // Statuses parked for messages whose link never came (not ours, or long gone): a day is
         // far longer than a send call can take.
@@ -690,6 +759,7 @@ mod tests {
             due_ms: created_at.timestamp_millis(),
             state: OutboxState::Pending,
             use_template: false,
+            resent: false,
         }
     }
 
@@ -761,6 +831,33 @@ mod tests {
         assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
         assert!(store.outbox_entry("f").expect("read").is_none());
         assert!(store.outbox_entry("a").expect("read").is_some());
+    }
+
+    #[test]
+    fn a_queue_key_left_behind_by_a_race_is_dropped_not_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let created = Utc::now() - chrono::Duration::seconds(10);
+        let mut e = entry("a", created);
+        store
+            .apply(StepWrite {
+                outbox: vec![e.clone()],
+                ..StepWrite::default()
+            })
+            .expect("apply");
+        // A writer that did not know the queued due time: the old key stays behind.
+        let first_due = e.due_ms;
+        e.state = OutboxState::InDoubt;
+        e.due_ms = first_due + 1;
+        store
+            .update_outbox(&e, first_due - 5, None)
+            .expect("update");
+        assert_eq!(store.outbox_depth(), 2);
+        let due = store.due_outbox(Utc::now(), 10).expect("due");
+        assert_eq!(due, vec![e.clone()], "the entry once, at its own due time");
+        assert_eq!(store.outbox_depth(), 1, "the stale key is gone");
+        assert!(e.is_queued());
     }
 
     #[test]

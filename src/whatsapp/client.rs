@@ -158,7 +158,16 @@ impl GraphClient {
             .await
             .map_err(transport_error)?;
         let status = response.status();
-        let bytes = read_capped(response).await?;
+        let bytes = match read_capped(response).await {
+            Ok(bytes) => bytes,
+            // A refusal whose body broke off is still a refusal.
+            Err(_) if !status.is_success() => {
+                return Err(GraphError::Http {
+                    status: status.as_u16(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if status.is_success() {
             Ok(bytes)
         } else {
@@ -201,11 +210,16 @@ fn oversized(status: StatusCode) -> GraphError {
     }
 }
 
+/// A call that got no answer. Only a failure to connect proves the request never left; once
+/// connected, a timeout or a broken connection may come after Meta took the message.
 fn transport_error(error: reqwest::Error) -> GraphError {
-    if error.is_timeout() {
+    // The URL holds no secret, but it is noise in every log line.
+    let text = |e: reqwest::Error| e.without_url().to_string();
+    if error.is_connect() {
+        GraphError::Network(text(error))
+    } else if error.is_timeout() {
         GraphError::Timeout
     } else {
-        // The URL holds no secret, but it is noise in every log line.
-        GraphError::Network(error.without_url().to_string())
+        GraphError::Interrupted(text(error))
     }
 }

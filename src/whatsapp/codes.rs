@@ -1,21 +1,32 @@
 //! Meta's error codes and what each means for a send: retry later, switch to the template, give
-//! up on this message, or wake an operator.
+//! up on this message, wake an operator, or treat the send as in doubt.
 //!
 //! The table follows Meta's Cloud API error-code reference; a code it does not list is kept as
 //! [`GraphCode::Unknown`] and classified by HTTP status in `errors`. Pure.
+
+/// Meta's pair rate limit: about one message every 6 seconds from a business number to one
+/// customer. After a 131056 the next send to that customer waits at least this long.
+pub const PAIR_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// What the sender should do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Try again after a backoff. With `per_recipient`, only messages to the same customer have to
-    /// wait (Meta's pair rate limit); others may go now.
+    /// wait (Meta's pair rate limit, at least [`PAIR_RATE_LIMIT_WAIT`]); others may go now.
     Retry { per_recipient: bool },
     /// The customer's 24-hour window is closed: send the step's template instead.
     UseTemplate,
     /// This message will never go out as it is: report a failed delivery to the flow.
     Fail,
+    /// The approved template itself is refused (missing, paused, disabled, wrong parameters):
+    /// the delivery fails as with [`ErrorClass::Fail`], and an operator must fix the template.
+    TemplateProblem,
     /// Our token, permissions or account are broken: alert the operator and keep the message.
     Alert,
+    /// The request may have reached WhatsApp but no answer says whether it was accepted (no
+    /// answer in time, connection lost after the request was written, a 2xx without a message
+    /// id). Neither failed nor to be retried blindly: a second send could deliver it twice.
+    InDoubt,
 }
 
 /// Meta's error codes that waotp tells apart, named after Meta's titles.
@@ -195,14 +206,17 @@ impl GraphCode {
             | UnsupportedMessageType
             | MediaDownloadError
             | MediaUploadError
-            | TemplateParameterCountMismatch
+            | NumberInExperiment => ErrorClass::Fail,
+            // 132000/132001/132005/132007/132012/132015/132016: the template (its name,
+            // language, parameters, approval or quality state) is what Meta refuses; every send
+            // of it fails until someone fixes it in WhatsApp Manager or the flow file.
+            TemplateParameterCountMismatch
             | TemplateDoesNotExist
             | TemplateTextTooLong
             | TemplatePolicyViolated
             | TemplateParameterFormatMismatch
             | TemplatePaused
-            | TemplateDisabled
-            | NumberInExperiment => ErrorClass::Fail,
+            | TemplateDisabled => ErrorClass::TemplateProblem,
             // Expired or revoked token, missing permission, locked account, unpaid bill, policy
             // block, or our own business number not registered with the Cloud API: no message can
             // go until a human fixes it, so keep the message and alert rather than fail every

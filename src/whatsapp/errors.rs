@@ -51,9 +51,13 @@ pub enum GraphError {
     /// A non-2xx answer without Meta's error JSON (a proxy or load balancer answered).
     #[error("Graph API answered HTTP {status} without an error object")]
     Http { status: u16 },
-    /// No answer: connection refused or reset, DNS, TLS.
+    /// No connection: refused, DNS, TLS, or no connection within the connect timeout. The
+    /// request never left, so sending it again is safe.
     #[error("Graph API unreachable: {0}")]
     Network(String),
+    /// The connection broke after the request may have been written (reset, closed early).
+    #[error("Graph API connection lost before the answer: {0}")]
+    Interrupted(String),
     /// No answer within the request timeout.
     #[error("Graph API did not answer in time")]
     Timeout,
@@ -93,12 +97,14 @@ impl GraphError {
                 .known_class()
                 .unwrap_or_else(|| class_of_status(*status)),
             GraphError::Http { status } => class_of_status(*status),
-            GraphError::Network(_) | GraphError::Timeout => ErrorClass::Retry {
+            GraphError::Network(_) => ErrorClass::Retry {
                 per_recipient: false,
             },
-            // Meta may have accepted the message; sending it again could deliver it twice, so
-            // a human looks first.
-            GraphError::BadResponse(_) => ErrorClass::Alert,
+            // Meta may have accepted the message: sending it again at once could deliver it
+            // twice, dropping it could leave the customer without it.
+            GraphError::Interrupted(_) | GraphError::Timeout | GraphError::BadResponse(_) => {
+                ErrorClass::InDoubt
+            }
             GraphError::Invalid(_) => ErrorClass::Fail,
         }
     }
@@ -147,10 +153,16 @@ mod tests {
         );
         assert_eq!(api(400, 131047).class(), ErrorClass::UseTemplate);
         for code in [
-            131026, 131021, 131051, 131052, 131053, 100, 131008, 131009, 132000, 132001, 132005,
-            132007, 132012, 132015, 132016, 130472, 131049,
+            131026, 131021, 131051, 131052, 131053, 100, 131008, 131009, 130472, 131049,
         ] {
             assert_eq!(api(400, code).class(), ErrorClass::Fail, "code {code}");
+        }
+        for code in [132000, 132001, 132005, 132007, 132012, 132015, 132016] {
+            assert_eq!(
+                api(400, code).class(),
+                ErrorClass::TemplateProblem,
+                "code {code}"
+            );
         }
         for code in [
             0, 3, 10, 190, 200, 250, 299, 131005, 131031, 131042, 368, 133010,

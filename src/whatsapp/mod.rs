@@ -16,7 +16,7 @@ pub mod messages;
 
 pub use backoff::{backoff, Backoff};
 pub use client::{GraphClient, GraphSetupError, GraphTimeouts};
-pub use codes::{ErrorClass, GraphCode};
+pub use codes::{ErrorClass, GraphCode, PAIR_RATE_LIMIT_WAIT};
 pub use errors::GraphError;
 pub use limits::MessageError;
 pub use messages::{Button, Outgoing, Row, Section, SendRequest};

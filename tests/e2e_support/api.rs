@@ -257,6 +257,16 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A status webhook echoing the `biz_opaque_callback_data` we sent, as Meta does.
+    pub async fn status_echo(&self, message_id: &str, to: &str, status: &str, tracker: &str) {
+        self.webhook(envelope(json!({"statuses": [{
+            "id": message_id, "status": status, "timestamp": now_secs(),
+            "recipient_id": to, "biz_opaque_callback_data": tracker}]})))
+            .await;
+    }
+}
+
 /// A `messages` change as WhatsApp wraps it, addressed to our number.
 pub fn envelope(value: Value) -> Value {
     envelope_for(PHONE_NUMBER_ID, "15550783881", value)

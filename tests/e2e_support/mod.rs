@@ -131,6 +131,11 @@ impl E2e {
 
     /// A copy of the bundled flows with `(file, from, to)` text edits.
     pub async fn with_flows(edits: &[(&str, &str, &str)]) -> E2e {
+        E2e::with_settings(edits, &[]).await
+    }
+
+    /// Like [`E2e::with_flows`], with extra `WAOTP_*` settings.
+    pub async fn with_settings(edits: &[(&str, &str, &str)], extra: &[(&str, &str)]) -> E2e {
         let dir = tempfile::tempdir().expect("tempdir");
         let flows = if edits.is_empty() {
             bundled_flows()
@@ -139,7 +144,12 @@ impl E2e {
         };
         let graph = Graph::start().await;
         let merchant = Merchant::start().await;
-        let vars = server_vars(&dir.path().join("data"), &flows, &graph, &merchant);
+        let mut vars = server_vars(&dir.path().join("data"), &flows, &graph, &merchant);
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let settings = Settings::from_vars(vars).expect("settings");
         let app = Application::build(settings).await.expect("server builds");
         let api = Api::new(format!("http://{}", app.address()));

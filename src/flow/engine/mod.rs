@@ -73,6 +73,7 @@ pub fn new_session(
         resends: 0,
         timer: None,
         timer_seq: 0,
+        delivery_failure: None,
     })
 }
 

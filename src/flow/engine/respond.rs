@@ -194,11 +194,16 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             return;
         }
         self.s.resends += 1;
+        // The prompt waits for `OtpResent`: the OTP rules may refuse the code (cooldown), and
+        // then the customer hears only why, not "we sent you a code".
         self.issue_otp(state, true);
+    }
+
+    /// The new code asked for is on its way: the prompt again, and the code's full lifetime.
+    pub(super) fn code_resent(&mut self, state: &State) {
         if let Some(m) = &state.message {
             self.send(m.as_str(), state);
         }
-        // The new code gets its full lifetime.
         self.s.entered_at = self.now;
         self.s.reminders_sent = 0;
         self.cancel_timer();

@@ -106,6 +106,7 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
                 );
                 self.goto(state.on_locked.as_ref().map(|n| n.as_str()));
             }
+            Event::OtpResent if kind == StateKind::Otp => self.code_resent(state),
             Event::OtpResendTooSoon { wait_secs } if kind == StateKind::Otp => {
                 self.s.resends = self.s.resends.saturating_sub(1);
                 self.builtin(
@@ -120,9 +121,10 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             Event::DeliveryFailed {
                 elsewhere: true, ..
             } => {}
-            Event::DeliveryFailed { .. } => {
+            Event::DeliveryFailed { reason, .. } => {
                 let target = self.flow.on_delivery_failure.as_ref().map(|t| t.as_str());
                 if target.is_some() {
+                    self.s.delivery_failure = Some(reason);
                     self.goto(target);
                 }
             }
@@ -153,6 +155,7 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             | Event::OtpExpired
             | Event::OtpLocked
             | Event::OtpResendRequested
+            | Event::OtpResent
             | Event::OtpRefused
             | Event::OtpResendTooSoon { .. }
             | Event::HookOk { .. }

@@ -341,3 +341,50 @@ fn a_failed_code_sent_to_another_number_changes_nothing_in_the_chat() {
     let (moved, _) = step(&f, &s, failed(false), t0(), &mut rng);
     assert_eq!(moved.state.as_str(), "undeliverable");
 }
+
+#[test]
+fn resend_tells_the_customer_only_once_the_new_code_is_issued() {
+    let (f, s) = cod();
+    let mut rng = StdRng::seed_from_u64(3);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let confirm = Event::Reply {
+        id: "confirm".to_owned(),
+    };
+    let (s, _) = step(&f, &s, confirm, t0(), &mut rng);
+    let later = t0() + Duration::minutes(2);
+    let resend = Event::Text {
+        body: "RESEND".to_owned(),
+    };
+    let (asked, fx) = step(&f, &s, resend, later, &mut rng);
+    // Only the request for a code: the rules may still refuse it (cooldown).
+    assert!(
+        matches!(fx.as_slice(), [Effect::IssueOtp(r)] if r.resend),
+        "{fx:?}"
+    );
+    let wait = Event::OtpResendTooSoon { wait_secs: 40 };
+    let (refused, fx) = step(&f, &asked, wait, later, &mut rng);
+    let texts: Vec<String> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(m) => Some(m.body.text().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["Please wait 40 seconds before asking for a new code."]
+    );
+    assert_eq!(refused.resends, 0, "a refused resend does not count");
+    assert_eq!(
+        refused.entered_at, s.entered_at,
+        "the old code keeps its time"
+    );
+    // Issued: now the prompt again, and the new code's full lifetime.
+    let (issued, fx) = step(&f, &asked, Event::OtpResent, later, &mut rng);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Send(m) if m.message_id == "enter_code")));
+    assert!(fx.iter().any(|e| matches!(e, Effect::SetTimer { .. })));
+    assert_eq!(issued.entered_at, later);
+    assert_eq!(issued.resends, 1);
+}

@@ -68,6 +68,10 @@ pub struct SessionState {
     pub timer: Option<PendingTimer>,
     /// Last timer sequence number handed out.
     pub timer_seq: u64,
+    /// Why the session took the flow's delivery-failure branch (WhatsApp's error), for the
+    /// merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_failure: Option<String>,
 }
 
 /// Something that happened to a session.
@@ -115,6 +119,9 @@ pub enum Event {
     OtpResendRequested,
     /// The OTP rules refused to issue a code (per-customer send or failure limits).
     OtpRefused,
+    /// A new code asked for by the customer was issued (and queued for sending): only now is
+    /// the customer told a code is on its way.
+    OtpResent,
     /// The OTP rules refused a new code because the resend cooldown has not passed.
     OtpResendTooSoon {
         /// Seconds until a new code may be asked for.

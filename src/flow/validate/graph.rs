@@ -88,44 +88,6 @@ pub(super) fn check_graph(cx: &mut Checker<'_>) {
         }
     }
     check_spin_loops(cx);
-    check_first_messages(cx);
-}
-
-/// A session started over the API usually falls outside the customer's 24-hour window, where
-/// WhatsApp accepts only templates: every message sent before the customer can answer needs one.
-fn check_first_messages(cx: &mut Checker<'_>) {
-    let file = cx.file;
-    if !file.start.api {
-        return;
-    }
-    let mut seen = BTreeSet::new();
-    let mut queue = VecDeque::from([file.start.state.as_str()]);
-    while let Some(id) = queue.pop_front() {
-        let Some(s) = file.states.get(id).filter(|_| seen.insert(id)) else {
-            continue;
-        };
-        let kind = *s.kind.get();
-        if let Some(m) = &s.message {
-            // An otp state's template carries the code, not its prompt message.
-            if s.template.is_none() || kind == StateKind::Otp {
-                cx.error(
-                    m.span(),
-                    format!("message `{}` can be the first one of an API-started session, which is outside the 24-hour window: give the state a `template` (or move the text into one)", m.as_str()),
-                );
-            }
-        }
-        // Reminders go out while the customer still has not answered.
-        if let (Some(r), None, false) = (&s.reminder, &s.reminder_template, s.reminders.is_empty())
-        {
-            cx.error(
-                r.span(),
-                format!("reminder `{}` can go out before the customer ever answers, outside the 24-hour window: add a `reminder_template` (or drop `reminder` to resend the templated message)", r.as_str()),
-            );
-        }
-        if kind == StateKind::Say {
-            queue.extend(own_targets(s));
-        }
-    }
 }
 
 fn closure<'a>(

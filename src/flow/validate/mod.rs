@@ -7,6 +7,7 @@ mod graph;
 mod states;
 mod templates;
 mod texts;
+mod window;
 mod words;
 
 use std::ops::Range;
@@ -51,6 +52,7 @@ pub fn validate(file: &FlowFile) -> Vec<Issue> {
     templates::check_templates(&mut cx);
     texts::check_texts(&mut cx);
     graph::check_graph(&mut cx);
+    window::check_window(&mut cx);
     words::check_words(&mut cx);
     cx.issues
 }

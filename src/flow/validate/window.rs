@@ -1,0 +1,252 @@
+//! The 24-hour window over every path of a flow: WhatsApp delivers a free-form message only
+//! within 24 hours of the customer's last message, and only templates after that. For each state
+//! this finds how old the customer's last message can be when the state is entered — unknown for
+//! a session started over the API, zero after an answer in the chat, growing with every wait that
+//! ends without the customer (a timeout, a reminder, a code's lifetime, a code checked on the
+//! merchant's site, a hook) — and refuses each message that can then go out without a template.
+//!
+//! A fixpoint over the state graph: ages only grow and saturate at "24 hours or more", so loops
+//! end. Pure.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::Checker;
+use crate::flow::duration::parse_duration;
+use crate::flow::located::Located;
+use crate::flow::model::{OtpCheck, State, StateKind};
+
+/// The window, in seconds.
+const WINDOW: i64 = 86_400;
+/// The engine's defaults for waits a state leaves unset.
+const DEFAULT_ASK_TIMEOUT: i64 = 86_400;
+const DEFAULT_OTP_LIFETIME: i64 = 600;
+const DEFAULT_HOOK_TIMEOUT: i64 = 60;
+
+/// How old the customer's last message can be: under 24 hours, or possibly 24 hours or more
+/// (with why, for the error message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Age {
+    Within(i64),
+    Closed(String),
+}
+
+impl Age {
+    fn rank(&self) -> i64 {
+        match self {
+            Age::Within(secs) => *secs,
+            Age::Closed(_) => WINDOW,
+        }
+    }
+
+    /// The age after a wait of `secs`; `why` names the wait if it is what closes the window.
+    fn after(&self, secs: i64, why: impl FnOnce() -> String) -> Age {
+        match self {
+            Age::Within(a) if a + secs < WINDOW => Age::Within(a + secs),
+            Age::Within(_) => Age::Closed(why()),
+            closed @ Age::Closed(_) => closed.clone(),
+        }
+    }
+}
+
+fn seconds(l: Option<&Located<String>>, default: i64) -> i64 {
+    l.and_then(|l| parse_duration(l.as_str()).ok())
+        .map_or(default, |d| d.num_seconds())
+}
+
+/// How long a session can stay in a state before it moves on without the customer.
+fn longest_wait(s: &State) -> i64 {
+    match s.kind.get() {
+        StateKind::Ask => seconds(s.timeout.as_ref(), DEFAULT_ASK_TIMEOUT),
+        StateKind::Otp => lifetime(s),
+        StateKind::Hook => seconds(s.timeout.as_ref(), DEFAULT_HOOK_TIMEOUT),
+        StateKind::Say | StateKind::End => 0,
+    }
+}
+
+fn lifetime(s: &State) -> i64 {
+    seconds(
+        s.otp.as_ref().and_then(|o| o.lifetime.as_ref()),
+        DEFAULT_OTP_LIFETIME,
+    )
+}
+
+/// Where a state can go by itself, and how old the customer's last message is on arrival.
+fn moves<'s>(id: &str, s: &'s State, age: &Age) -> Vec<(&'s str, Age)> {
+    let fresh = Age::Within(0);
+    let mut out: Vec<(&str, Age)> = Vec::new();
+    let mut add = |targets: Vec<&'s str>, age: Age| {
+        out.extend(targets.into_iter().map(|t| (t, age.clone())));
+    };
+    let all = |l: &'s Option<Located<String>>| l.iter().map(|l| l.as_str()).collect::<Vec<_>>();
+    let waited =
+        |secs: i64, what: &str| age.after(secs, || format!("after {what} of state `{id}`"));
+    match s.kind.get() {
+        StateKind::Ask => {
+            // Taps, typed answers and unusable answers all come from the customer.
+            let mut answered: Vec<&str> = s.buttons.iter().map(|b| b.goto.as_str()).collect();
+            answered.extend(s.list.iter().flat_map(|l| &l.rows).map(|r| r.goto.as_str()));
+            answered.extend(all(&s.on_text));
+            answered.extend(all(&s.on_retries_exhausted));
+            add(answered, fresh.clone());
+            let timeout = seconds(s.timeout.as_ref(), DEFAULT_ASK_TIMEOUT);
+            add(all(&s.on_timeout), waited(timeout, "the timeout"));
+        }
+        StateKind::Say => {
+            let mut next = all(&s.next);
+            next.extend(s.branches.iter().map(|b| b.goto.as_str()));
+            add(next, age.clone());
+        }
+        StateKind::Otp => {
+            let otp = s.otp.as_ref();
+            let reverse = otp.is_some_and(|o| o.reverse);
+            let check = otp
+                .and_then(|o| o.check.as_ref())
+                .map_or(OtpCheck::Chat, |c| *c.get());
+            let life = lifetime(s);
+            // A code typed in the chat is a customer message; one checked on the merchant's
+            // site may come at any time of its lifetime, the customer silent in the chat.
+            let checked = if reverse || check == OtpCheck::Chat {
+                fresh.clone()
+            } else {
+                waited(life, "a code checked over the API")
+            };
+            let mut decided = all(&s.next);
+            decided.extend(all(&s.on_locked));
+            add(decided, checked);
+            add(all(&s.on_expired), waited(life, "the code's lifetime"));
+            add(all(&s.on_retries_exhausted), fresh.clone());
+        }
+        StateKind::Hook => {
+            let timeout = seconds(s.timeout.as_ref(), DEFAULT_HOOK_TIMEOUT);
+            let mut answered = all(&s.next);
+            answered.extend(s.branches.iter().map(|b| b.goto.as_str()));
+            answered.extend(all(&s.on_error));
+            add(answered, waited(timeout, "waiting for the hook"));
+        }
+        StateKind::End => {}
+    }
+    out
+}
+
+/// Spreads arrival ages from `seeds` along every move until nothing gets older.
+fn spread<'f>(
+    file: &'f crate::flow::model::FlowFile,
+    ages: &mut BTreeMap<&'f str, Age>,
+    seeds: Vec<(&str, Age)>,
+) {
+    // Interrupt words and answers that exhaust the retries come from the customer.
+    let customer: Vec<&str> = file
+        .interrupts
+        .values()
+        .filter_map(|i| i.goto.as_ref())
+        .chain(&file.on_retries_exhausted)
+        .map(|l| l.as_str())
+        .collect();
+    let mut queue: VecDeque<(&str, Age)> = seeds.into_iter().collect();
+    while let Some((target, arrival)) = queue.pop_front() {
+        let Some((id, s)) = file.states.get_key_value(target) else {
+            continue;
+        };
+        let older = ages
+            .get(id.as_str())
+            .map_or(true, |known| arrival.rank() > known.rank());
+        if !older {
+            continue;
+        }
+        ages.insert(id.as_str(), arrival.clone());
+        queue.extend(moves(id, s, &arrival));
+        if s.kind.get().is_waiting() {
+            queue.extend(customer.iter().map(|t| (*t, Age::Within(0))));
+        }
+    }
+}
+
+pub(super) fn check_window(cx: &mut Checker<'_>) {
+    let file = cx.file;
+    let start_age = if file.start.api {
+        Age::Closed("an API-started session begins before the customer has written".to_owned())
+    } else {
+        Age::Within(0)
+    };
+    let mut ages: BTreeMap<&str, Age> = BTreeMap::new();
+    spread(
+        file,
+        &mut ages,
+        vec![(file.start.state.as_str(), start_age)],
+    );
+    // A delivery failure can be reported at any time a state waits; the flow's failure branch
+    // is then entered as late as the latest of them.
+    if let Some(target) = &file.on_delivery_failure {
+        let latest = ages
+            .iter()
+            .filter_map(|(id, age)| {
+                let s = file.states.get(*id)?;
+                s.kind.get().is_waiting().then(|| {
+                    age.after(longest_wait(s), || {
+                        format!("after a delivery failure reported late in state `{id}`")
+                    })
+                })
+            })
+            .max_by_key(Age::rank);
+        if let Some(latest) = latest {
+            spread(file, &mut ages, vec![(target.as_str(), latest)]);
+        }
+    }
+
+    for (id, s) in &file.states {
+        let Some(age) = ages.get(id.as_str()) else {
+            continue;
+        };
+        let kind = *s.kind.get();
+        if let (Some(m), Age::Closed(why)) = (&s.message, age) {
+            // An otp state's template carries the code, never its prompt.
+            if s.template.is_none() || kind == StateKind::Otp {
+                let fix = if kind == StateKind::Otp {
+                    "reach this otp state only from the customer's answers, or drop its prompt (the code's template is what the customer gets)"
+                } else {
+                    "give the state a `template` (or move the text into one)"
+                };
+                cx.error(
+                    m.span(),
+                    format!("message `{}` can go out 24 hours or more after the customer last wrote ({why}), when WhatsApp accepts only templates: {fix}", m.as_str()),
+                );
+            }
+        }
+        check_reminders(cx, id, s, age);
+    }
+}
+
+/// Reminders go out while the customer is silent: each one's age is the state's plus its offset.
+fn check_reminders(cx: &mut Checker<'_>, id: &str, s: &State, age: &Age) {
+    if s.reminder_template.is_some() {
+        return;
+    }
+    let wait = longest_wait(s);
+    for r in &s.reminders {
+        let Ok(offset) = parse_duration(r.as_str()).map(|d| d.num_seconds()) else {
+            continue;
+        };
+        if offset >= wait {
+            continue;
+        }
+        let Age::Closed(why) = age.after(offset, || {
+            format!("after the {} reminder of state `{id}`", r.as_str())
+        }) else {
+            continue;
+        };
+        match (&s.reminder, &s.template) {
+            (Some(m), _) => cx.error(
+                m.span(),
+                format!("reminder `{}` can go out 24 hours or more after the customer last wrote ({why}), when WhatsApp accepts only templates: add a `reminder_template` (or drop `reminder` to resend the templated message)", m.as_str()),
+            ),
+            // The state's own message is sent again, with the state's template if it has one.
+            (None, None) if s.message.is_some() && *s.kind.get() != StateKind::Otp => cx.error(
+                r.span(),
+                format!("reminder `{}` resends the state's message 24 hours or more after the customer last wrote ({why}), when WhatsApp accepts only templates: give the state a `template` or add a `reminder_template`", r.as_str()),
+            ),
+            _ => {}
+        }
+        // One error per reminder field is enough.
+        return;
+    }
+}
