@@ -159,14 +159,31 @@ async fn killed_mid_send(
 }
 
 /// Waits until the server at `address` has nothing left in its outbox.
+/// Waits until the outbox is empty. The depth gauge is recounted twice a second and reads 0
+/// before its first count, so it must read 0 on two looks more than a count apart.
 async fn outbox_empty(client: &reqwest::Client, address: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut empty_since: Option<Instant> = None;
     loop {
         let metrics = common::metrics(client, &format!("http://{address}")).await;
         if metrics.contains("waotp_outbox_depth 0\n") {
-            return;
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(1200) {
+                return;
+            }
+        } else {
+            empty_since = None;
         }
         assert!(Instant::now() < deadline, "outbox never emptied: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the Graph fake has taken `n` sends.
+async fn sends_reach(graph: &support::graph_fake::GraphFake, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while graph_sends(graph).len() < n {
+        assert!(Instant::now() < deadline, "only {:?}", graph_sends(graph));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -201,6 +218,7 @@ async fn a_send_in_flight_at_sigkill_is_sent_once_more_when_no_status_comes() {
 
     // WhatsApp never reports a status for it: after the wait it goes once more, the same code.
     let (mut child, address) = common::spawn_serve(graph_vars(dir.path(), &graph, 1));
+    sends_reach(&graph, 2).await;
     outbox_empty(&client, &address).await;
     let sends = graph_sends(&graph);
     assert_eq!(sends.len(), 2, "sent once more, and only once: {sends:?}");
@@ -226,6 +244,8 @@ async fn a_send_in_flight_at_sigkill_is_not_sent_again_once_its_status_came() {
     let (mut child, address) = common::spawn_serve(graph_vars(dir.path(), &graph, 20));
     let status = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
         "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881",
+                         "phone_number_id": support::graph_fake::PHONE_NUMBER_ID},
             "statuses": [{"id": "wamid.meta.1", "status": "sent",
                           "timestamp": chrono::Utc::now().timestamp().to_string(),
                           "recipient_id": "14155550301",

@@ -298,6 +298,8 @@ fn report_statuses(
                     .trim_start_matches('+');
                 let status = json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
                     "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+                        "metadata": {"display_phone_number": "15550783881",
+                                     "phone_number_id": support::graph_fake::PHONE_NUMBER_ID},
                         "statuses": [{"id": format!("wamid.fake.{}", n + 1), "status": "sent",
                                       "timestamp": Utc::now().timestamp().to_string(),
                                       "recipient_id": to,

@@ -164,7 +164,14 @@ async fn a_code_for_a_user_id_only_chat_takes_the_delivery_failure_path() {
         (
             "signup_verification.toml",
             "outcome = \"undeliverable\"",
-            "outcome = \"undeliverable\"\nmessage = \"no_number\"",
+            "outcome = \"undeliverable\"\nmessage = \"no_number\"\ntemplate = \"no_number\"",
+        ),
+        (
+            // The flow may also be started over the API, so the notice needs a template for
+            // when the customer has not written within 24 hours.
+            "signup_verification.toml",
+            "[templates.signup_verified]",
+            "[templates.no_number]\nname = \"signup_no_number\"\nlanguage = \"en\"\ncategory = \"utility\"\n\n[templates.signup_verified]",
         ),
         (
             "signup_verification.toml",
