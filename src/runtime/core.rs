@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
 use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
-use crate::store::sessions::{OutboxEntry, OutboxPayload, OutboxState, SessionRecord, StepWrite};
+use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use crate::store::{SessionStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
@@ -198,18 +198,7 @@ impl Runtime {
     ) -> OutboxEntry {
         let id = format!("{}:{}:{}", record.id, record.step, index);
         *index += 1;
-        OutboxEntry {
-            id,
-            session_id: Some(record.id.clone()),
-            to,
-            payload,
-            attempts: 0,
-            created_at: now,
-            due_ms: now.timestamp_millis(),
-            state: OutboxState::Pending,
-            use_template: false,
-            resent: false,
-        }
+        OutboxEntry::pending(id, Some(record.id.clone()), to, payload, now)
     }
 
     /// Carries out one effect. Returns the event it leads to at once (an OTP verdict).

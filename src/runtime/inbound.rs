@@ -49,20 +49,15 @@ fn event_of(content: &MessageContent) -> Option<Event> {
 /// before it (`read:` sorts before `ses_`): the customer sees "read" and "typing…" while the
 /// answer goes out.
 pub(super) fn read_receipt(seq: u64, m: &InboundMessage, now: DateTime<Utc>) -> OutboxEntry {
-    OutboxEntry {
-        id: format!("read:{seq}"),
-        session_id: None,
-        to: m.from.as_str().to_owned(),
-        payload: OutboxPayload::ReadReceipt {
+    OutboxEntry::pending(
+        format!("read:{seq}"),
+        None,
+        m.from.as_str().to_owned(),
+        OutboxPayload::ReadReceipt {
             message_id: m.id.as_str().to_owned(),
         },
-        attempts: 0,
-        created_at: now,
-        due_ms: now.timestamp_millis(),
-        state: OutboxState::Pending,
-        use_template: false,
-        resent: false,
-    }
+        now,
+    )
 }
 
 impl Runtime {
@@ -174,20 +169,15 @@ impl Runtime {
         if !recently && self.sessions().outbox_entry(&id)?.is_none() {
             self.sessions().note_default_reply(customer, now)?;
             self.sessions().apply(StepWrite {
-                outbox: vec![OutboxEntry {
+                outbox: vec![OutboxEntry::pending(
                     id,
-                    session_id: None,
-                    to: customer.to_owned(),
-                    payload: OutboxPayload::Text {
+                    None,
+                    customer.to_owned(),
+                    OutboxPayload::Text {
                         text: self.config().default_reply.clone(),
                     },
-                    attempts: 0,
-                    created_at: now,
-                    due_ms: now.timestamp_millis(),
-                    state: OutboxState::Pending,
-                    use_template: false,
-                    resent: false,
-                }],
+                    now,
+                )],
                 ..StepWrite::default()
             })?;
             self.store.durable().await?;

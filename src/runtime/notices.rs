@@ -42,22 +42,17 @@ impl Runtime {
             "session": session_json(&record),
             "message": details,
         });
-        let notice = OutboxEntry {
+        let notice = OutboxEntry::pending(
             id,
-            session_id: Some(session_id.clone()),
-            to: entry.to.clone(),
-            payload: OutboxPayload::Callback {
+            Some(session_id.clone()),
+            entry.to.clone(),
+            OutboxPayload::Callback {
                 url,
                 event_id,
                 body,
             },
-            attempts: 0,
-            created_at: now,
-            due_ms: now.timestamp_millis(),
-            state: OutboxState::Pending,
-            use_template: false,
-            resent: false,
-        };
+            now,
+        );
         self.queue(notice).await
     }
 

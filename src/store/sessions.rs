@@ -155,6 +155,28 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
+    /// A new entry, due now and not yet tried.
+    pub fn pending(
+        id: String,
+        session_id: Option<String>,
+        to: String,
+        payload: OutboxPayload,
+        now: DateTime<Utc>,
+    ) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            session_id,
+            to,
+            payload,
+            attempts: 0,
+            created_at: now,
+            due_ms: now.timestamp_millis(),
+            state: OutboxState::Pending,
+            use_template: false,
+            resent: false,
+        }
+    }
+
     /// Whether the entry waits in the queue (to be sent, or to be settled after a doubt).
     pub fn is_queued(&self) -> bool {
         matches!(self.state, OutboxState::Pending | OutboxState::InDoubt)
