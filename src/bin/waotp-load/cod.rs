@@ -160,7 +160,7 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let measure_from = start + opts.warmup;
     let end = measure_from + opts.duration;
-    let run_id: u32 = rand::random::<u32>() % 100_000;
+    let run_id: u32 = rand::random::<u32>() % 1_000;
     let mut workers = Vec::new();
     for w in 0..opts.concurrency {
         let (driver, latency, ok, failed) =
@@ -169,8 +169,9 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
             let mut n = 0u64;
             while Instant::now() < end {
                 n += 1;
-                // A fresh customer per flow: one active session per customer per flow.
-                let to = format!("+1{:05}{:03}{:04}", run_id, w % 1000, n % 10_000);
+                // A fresh customer per flow: one active session per customer per flow. A possible
+                // Indian mobile number (+91 and ten digits), as the API accepts only those.
+                let to = format!("+919{:03}{:02}{:04}", run_id, w % 100, n % 10_000);
                 let t1 = Instant::now();
                 let result = driver.one(&to).await;
                 // A flow that fails counts if it began in the window, however late it ends, so
