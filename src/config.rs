@@ -1,4 +1,5 @@
-//! Settings: the `WAOTP_*` environment variables of SPEC §2, optionally backed by a TOML file.
+//! Settings: the `WAOTP_*` environment variables, optionally backed by a TOML file. Every setting
+//! is documented in docs/configuration.md (`tests/docs.rs` checks that the two agree).
 //!
 //! Owns parsing and checking the configuration, nothing else. Secrets are held as
 //! `SecretString`, whose `Debug` prints a placeholder, so no log line can carry them. A missing
@@ -38,7 +39,7 @@ pub struct Settings {
     pub flows_dir: PathBuf,
     pub verify_token: Option<SecretString>,
     pub app_secret: Option<SecretString>,
-    /// `None` means sandbox mode (SPEC §7).
+    /// `None` means sandbox mode (see docs/configuration.md).
     pub access_token: Option<SecretString>,
     pub phone_number_id: Option<String>,
     pub business_number: Option<String>,
@@ -311,7 +312,7 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Sandbox mode: no access token, so nothing is sent to WhatsApp (SPEC §7).
+    /// Sandbox mode: no access token, so nothing is sent to WhatsApp (see docs/configuration.md).
     pub fn sandbox(&self) -> bool {
         self.access_token.is_none()
     }

@@ -1,4 +1,5 @@
-//! Signed calls from waotp to the merchant (SPEC §5): session callbacks and flow hooks.
+//! Signed calls from waotp to the merchant: session callbacks and flow hooks (see
+//! docs/callbacks-and-hooks.md).
 //!
 //! Owns the HTTP side only: the raw JSON body, its `X-Waotp-Signature` (HMAC-SHA256 of exactly
 //! the bytes sent, keyed with `WAOTP_CALLBACK_SECRET`), the timeout, and turning every answer into
@@ -35,8 +36,9 @@ pub enum CallbackError {
 }
 
 impl CallbackError {
-    /// Whether trying again later may succeed. SPEC §5 retries every non-2xx answer: a merchant
-    /// mid-deploy answers 404 or 502 as readily as it times out.
+    /// Whether trying again later may succeed. Every non-2xx answer is retried (see
+    /// docs/callbacks-and-hooks.md, "Retries"): a merchant mid-deploy answers 404 or 502 as
+    /// readily as it times out.
     pub fn retryable(&self) -> bool {
         !matches!(self, CallbackError::InvalidUrl)
     }

@@ -1,6 +1,6 @@
-//! SPEC §6: no code on disk in plaintext — including the copy a customer sends back when they
-//! type the code into the chat, which arrives as an ordinary WhatsApp message and is kept in the
-//! inbound log before anyone knows it is a code.
+//! No code on disk in plaintext (docs/durability.md) — including the copy a customer sends back
+//! when they type the code into the chat, which arrives as an ordinary WhatsApp message and is
+//! kept in the inbound log before anyone knows it is a code.
 
 mod e2e_support;
 

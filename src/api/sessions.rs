@@ -1,5 +1,6 @@
-//! The merchant API of SPEC §4: start, read, cancel a session and check a code; plus the
-//! sandbox routes of SPEC §7. Handlers translate HTTP to runtime calls and back, nothing more.
+//! The merchant API: start, read, cancel a session and check a code; plus the sandbox routes
+//! (both described in docs/http-api.md). Handlers translate HTTP to runtime calls and back,
+//! nothing more.
 
 use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, ApiError};

@@ -12,7 +12,7 @@ use rand::{CryptoRng, RngCore};
 use secrecy::zeroize::Zeroize;
 use subtle::ConstantTimeEq;
 
-/// Code lengths SPEC §9 allows.
+/// Code lengths allowed (docs/otp-rules.md).
 pub const CODE_LENGTH_RANGE: RangeInclusive<u8> = 4..=10;
 
 /// A one-time code: 4 to 10 ASCII digits.

@@ -1,4 +1,5 @@
-//! One-time passwords: SPEC §9 as pure rules plus keyed hashing and sealing.
+//! One-time passwords: the rules of docs/otp-rules.md as pure functions, plus keyed hashing and
+//! sealing.
 //!
 //! Everything here is free of storage and clock reads: callers pass the time and a random
 //! source (`rand::rngs::OsRng` in production). The sled-backed ledger that applies these rules

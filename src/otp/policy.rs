@@ -1,8 +1,8 @@
-//! The tunable OTP rules of SPEC §9 and their allowed ranges.
+//! The tunable OTP rules and their allowed ranges (documented in docs/otp-rules.md).
 //!
 //! This module owns [`OtpPolicy`]: defaults, the stricter transaction preset, and validation
-//! against the ranges SPEC §9 allows. The range constants are public so the flow validator
-//! reports the same limits this module enforces. It holds no state and applies no rule itself.
+//! against the allowed ranges. The range constants are public so the flow validator reports the
+//! same limits this module enforces. It holds no state and applies no rule itself.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 pub use super::code::CODE_LENGTH_RANGE;
 
-/// Code lifetimes SPEC §9 allows, in minutes.
+/// Code lifetimes allowed, in minutes.
 pub const LIFETIME_MINUTES_RANGE: RangeInclusive<u64> = 1..=90;
-/// Wrong attempts per code SPEC §9 allows.
+/// Wrong attempts per code allowed.
 pub const MAX_ATTEMPTS_RANGE: RangeInclusive<u8> = 1..=10;
-/// Base resend cooldowns accepted, in seconds (SPEC §9 fixes only the 60 s default).
+/// Base resend cooldowns accepted, in seconds (the default is 60 s).
 pub const RESEND_COOLDOWN_SECS_RANGE: RangeInclusive<u64> = 10..=3600;
 /// Per-customer counts accepted for send and wrong-attempt limits.
 pub const CUSTOMER_LIMIT_RANGE: RangeInclusive<u32> = 1..=1000;
@@ -83,7 +83,7 @@ impl Default for OtpPolicy {
     }
 }
 
-/// One policy value outside what SPEC §9 allows.
+/// One policy value outside its allowed range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("otp {field} is {value}, but must be {allowed}")]
 pub struct PolicyError {

@@ -2,10 +2,10 @@
 //!
 //! A customer answers an OTP prompt by sending the code as a WhatsApp message, and every inbound
 //! message is kept (for replay after a crash and for deduplication) before anyone knows whether
-//! it is a code. SPEC §6 forbids a code on disk in plaintext, so those records are sealed with
-//! ChaCha20-Poly1305 under a key derived from the OTP key (its own HKDF label), a random nonce,
-//! and the record's storage key as associated data so a sealed record cannot be moved. This
-//! module owns no storage and never logs.
+//! it is a code. No code may be on disk in plaintext (docs/durability.md), so those records are
+//! sealed with ChaCha20-Poly1305 under a key derived from the OTP key (its own HKDF label), a
+//! random nonce, and the record's storage key as associated data so a sealed record cannot be
+//! moved. This module owns no storage and never logs.
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};

@@ -1,5 +1,5 @@
-//! The SPEC §9 decisions — may a code be issued or resent, is an attempt right — as pure
-//! functions of a stored record, the counters and the time.
+//! The OTP decisions of docs/otp-rules.md — may a code be issued or resent, is an attempt
+//! right — as pure functions of a stored record, the counters and the time.
 //!
 //! This module owns [`OtpRecord`], the per-session state the ledger persists (the keyed digest,
 //! never the code), and the outcome enums the runtime maps to flow events. It performs no I/O

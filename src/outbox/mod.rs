@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
 
-/// Callbacks are retried at least this long (SPEC §5).
+/// Callbacks are retried at least this long (docs/callbacks-and-hooks.md promises 24 hours).
 const CALLBACK_RETRY_FOR: Span = Span::hours(25);
 /// An operator problem (token, permissions) is retried this often until fixed.
 const ALERT_RETRY: Duration = Duration::from_secs(300);

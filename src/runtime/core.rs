@@ -527,7 +527,7 @@ impl Runtime {
     }
 }
 
-/// The session object of SPEC §4.
+/// The session object of the merchant API and callbacks (see docs/http-api.md).
 pub fn session_json(r: &SessionRecord) -> Value {
     let vars: BTreeMap<&String, &Value> = r.engine.vars.iter().collect();
     let mut json = json!({

@@ -71,7 +71,7 @@ impl AuditEntry {
         self
     }
 
-    /// The customer, stored masked to the last 4 digits (SPEC §11).
+    /// The customer, stored masked to the last 4 digits (see docs/durability.md).
     pub fn with_customer(mut self, customer: &CustomerNumber) -> Self {
         self.customer = Some(customer.masked());
         self

@@ -1,4 +1,5 @@
-//! The OTP ledger: SPEC §9 state in sled, changed only by single atomic transactions.
+//! The OTP ledger: the state behind docs/otp-rules.md in sled, changed only by single atomic
+//! transactions.
 //!
 //! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
 //! session's current [`OtpRecord`] (the keyed digest, never the code), each number's recent

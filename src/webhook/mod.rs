@@ -26,7 +26,7 @@ use signature::SignatureVerifier;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Largest body accepted (SPEC §3).
+/// Largest body accepted (see docs/http-api.md, "The webhook").
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// What the webhook routes need.

@@ -17,7 +17,8 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// SPEC §5/§6: first retry after about a second, doubling, at most ten minutes.
+    /// First retry after about a second, doubling, at most ten minutes (see
+    /// docs/callbacks-and-hooks.md and docs/whatsapp.md).
     fn default() -> Self {
         Backoff {
             first: Duration::from_secs(1),

@@ -89,7 +89,7 @@ pub fn step<R: RngCore + ?Sized>(
 }
 
 /// Outcomes a session of `flow` can end with: its end states' outcomes plus `cancelled`, which
-/// a merchant's API cancel always produces (SPEC §4).
+/// a merchant's API cancel always produces (see docs/http-api.md).
 pub fn possible_outcomes(flow: &Flow) -> Vec<String> {
     let mut out: Vec<String> = flow
         .file()

@@ -13,7 +13,7 @@ use crate::flow::render::value_text;
 
 /// Hooks that never answer are treated as failed after this long unless the state says otherwise.
 const DEFAULT_HOOK_TIMEOUT: i64 = 60;
-/// Default code lifetime (SPEC §9).
+/// Default code lifetime (see docs/otp-rules.md).
 const DEFAULT_OTP_LIFETIME: i64 = 600;
 
 pub(super) struct Run<'a, R: RngCore + ?Sized> {

@@ -192,7 +192,7 @@ pub enum OtpCheck {
     Both,
 }
 
-/// `[states.ID.otp]`: settings of the code (ranges per SPEC §9).
+/// `[states.ID.otp]`: settings of the code (ranges in docs/otp-rules.md).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtpSettings {

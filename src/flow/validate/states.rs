@@ -1,5 +1,5 @@
 //! Per-state checks: which fields each kind needs and may use, references, timers, guards,
-//! WhatsApp interactive limits and OTP ranges (SPEC §9).
+//! WhatsApp interactive limits and OTP ranges (docs/otp-rules.md).
 
 use std::collections::BTreeSet;
 

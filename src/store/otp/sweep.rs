@@ -1,6 +1,7 @@
 //! Background clean-up of ledger entries that no rule needs any more.
 //!
-//! Owns only deletion of stale entries (SPEC §10: the database must not grow without bound);
+//! Owns only deletion of stale entries (the database must not grow without bound; retention in
+//! docs/durability.md);
 //! it never changes a live record, so it cannot weaken any limit still in force.
 
 use chrono::{DateTime, Utc};
