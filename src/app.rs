@@ -11,7 +11,7 @@ use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
 use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
 use crate::outbox::{Outbox, SandboxRecorder, Transport};
-use crate::runtime::flows::FlowRegistry;
+use crate::runtime::flows::{FlowRegistry, UrlNames};
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
 use crate::store::otp::OtpLedger;
 use crate::store::Store;
@@ -68,6 +68,21 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens the store, replays what the last run left unhandled and binds `settings.listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Outside sandbox mode a flow URL naming an unset variable (`{WAOTP_HOOK_BASE_URL}`) is
+        // a configuration error; the sandbox starts without one, and such calls fail.
+        let url_names = UrlNames {
+            hook_base_url: settings.hook_base_url.clone(),
+            callback_url: settings.callback_url.clone(),
+            required: !settings.sandbox(),
+        };
+        let flows = Arc::new(
+            FlowRegistry::load(&settings.flows_dir, url_names).map_err(|e| {
+                ConfigurationError(format!(
+                    "invalid flows in {}:\n{e}",
+                    settings.flows_dir.display()
+                ))
+            })?,
+        );
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
         let store = Arc::new(
@@ -91,12 +106,6 @@ impl Application {
                 )),
             })?,
         );
-        let flows = Arc::new(FlowRegistry::load(&settings.flows_dir).map_err(|e| {
-            ConfigurationError(format!(
-                "invalid flows in {}:\n{e}",
-                settings.flows_dir.display()
-            ))
-        })?);
         let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
             .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
         let sandbox_sealer = CodeSealer::new(&key);

@@ -25,6 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook and merchant API server (configured by WAOTP_* variables).
+    #[command(after_help = crate::config::help_text())]
     Serve,
     /// Check every flow file in DIR; prints file:line:col errors and exits 2 on any.
     Validate {

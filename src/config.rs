@@ -12,6 +12,10 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_FLOWS_DIR: &str = "./flows";
+pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v23.0";
 /// Default retention of finished sessions, in days.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
@@ -30,6 +34,67 @@ pub const DEFAULT_IN_DOUBT_SECONDS: u64 = 120;
 /// down to 1 second.)
 pub const MAX_IN_DOUBT_SECONDS: u64 = 3600;
 pub const MIN_IN_DOUBT_SECONDS_AT_META: u64 = 30;
+
+/// One `WAOTP_*` setting as `waotp serve --help` shows it: the help is generated from this
+/// table, and a test holds it to every name this module reads and to the defaults it applies.
+#[derive(Debug, Clone)]
+pub struct SettingDoc {
+    pub name: &'static str,
+    /// The value used when the setting is unset; `None` when unset means "not used".
+    pub default: Option<String>,
+    pub meaning: &'static str,
+}
+
+/// Every setting, in the order an operator reads them.
+pub fn documented() -> Vec<SettingDoc> {
+    let s = |name, default: Option<String>, meaning| SettingDoc {
+        name,
+        default,
+        meaning,
+    };
+    let n = |v: &dyn std::fmt::Display| Some(v.to_string());
+    vec![
+        s("WAOTP_CONFIG", None, "TOML file setting the same keys in lower case without the prefix; the environment wins"),
+        s("WAOTP_LISTEN", n(&DEFAULT_LISTEN), "address to bind; port 0 picks a free port (the bound address is logged)"),
+        s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the sled database, the inbound journal and the generated OTP key"),
+        s("WAOTP_FLOWS_DIR", n(&DEFAULT_FLOWS_DIR), "flow files"),
+        s("WAOTP_VERIFY_TOKEN", None, "token for the webhook GET handshake (required outside sandbox mode)"),
+        s("WAOTP_APP_SECRET", None, "Meta App Secret, key of X-Hub-Signature-256; unset refuses every webhook POST (required outside sandbox mode)"),
+        s("WAOTP_ACCESS_TOKEN", None, "Graph API token; unset means sandbox mode: nothing is sent to WhatsApp"),
+        s("WAOTP_PHONE_NUMBER_ID", None, "business phone number id: the send URL and the only number whose events are acted on (required outside sandbox mode)"),
+        s("WAOTP_BUSINESS_NUMBER", None, "the business's own E.164 number, for reverse-OTP wa.me links"),
+        s("WAOTP_GRAPH_URL", n(&DEFAULT_GRAPH_URL), "Graph API base URL"),
+        s("WAOTP_API_KEYS", None, "comma-separated merchant API keys (required outside sandbox mode; the sandbox generates one)"),
+        s("WAOTP_CALLBACK_URL", None, "default merchant callback URL"),
+        s("WAOTP_CALLBACK_SECRET", None, "key of X-Waotp-Signature on callbacks and hooks (required outside sandbox mode)"),
+        s("WAOTP_HOOK_BASE_URL", None, "base URL of the bundled flows' hooks; flows naming {WAOTP_HOOK_BASE_URL} need it outside sandbox mode"),
+        s("WAOTP_OTP_KEY", None, "key for hashing OTPs at rest (at least 32 characters); unset: generated in the data directory"),
+        s("WAOTP_OTP_SENDS_PER_HOUR", n(&DEFAULT_OTP_SENDS_PER_HOUR), "service-wide ceiling on codes sent per clock hour, 1 to 1000000"),
+        s("WAOTP_SENDS_PER_SECOND", n(&DEFAULT_SENDS_PER_SECOND), "messages per second sent to the Graph API, 1 to 1000"),
+        s("WAOTP_OTP_ALLOWED_PREFIXES", None, "comma-separated number prefixes that may receive codes, e.g. +91,+971; unset allows all"),
+        s("WAOTP_IN_DOUBT_SECONDS", n(&DEFAULT_IN_DOUBT_SECONDS), "wait for a status webhook before a send whose answer never came is sent once more, 1 to 3600 (at least 30 against Meta)"),
+        s("WAOTP_RETENTION_DAYS", n(&DEFAULT_RETENTION_DAYS), "days finished sessions and their records are kept, 1 to 3650"),
+        s("WAOTP_WEBHOOK_BUFFER_MIB", n(&(crate::webhook::intake::DEFAULT_BUDGET_BYTES / (1024 * 1024))), "MiB that webhook bodies not yet verified may hold at once, 3 to 4096"),
+        s("WAOTP_LOG", n(&DEFAULT_LOG), "tracing filter, e.g. waotp=debug,info; an invalid one stops start-up"),
+        s("WAOTP_LOG_FORMAT", n(&"pretty"), "pretty or json"),
+    ]
+}
+
+/// The settings part of `waotp serve --help`.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "Settings (environment variables; a TOML file named by WAOTP_CONFIG may set the same \
+         keys in lower case without the prefix, and the environment wins):\n",
+    );
+    for doc in documented() {
+        let default = doc.default.as_deref().unwrap_or("unset");
+        out.push_str(&format!(
+            "  {:<27} [default: {default}]\n      {}\n",
+            doc.name, doc.meaning
+        ));
+    }
+    out
+}
 
 /// Everything the server needs to know, resolved and checked.
 #[derive(Debug, Clone)]
@@ -194,12 +259,12 @@ impl Settings {
         let secret = |key: &str| get(key).map(SecretString::from);
 
         let settings = Settings {
-            listen: get("WAOTP_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            listen: get("WAOTP_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
             data_dir: get("WAOTP_DATA_DIR")
-                .unwrap_or_else(|| "./data".into())
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
                 .into(),
             flows_dir: get("WAOTP_FLOWS_DIR")
-                .unwrap_or_else(|| "./flows".into())
+                .unwrap_or_else(|| DEFAULT_FLOWS_DIR.into())
                 .into(),
             verify_token: secret("WAOTP_VERIFY_TOKEN"),
             app_secret: secret("WAOTP_APP_SECRET"),
@@ -220,7 +285,18 @@ impl Settings {
             callback_secret: secret("WAOTP_CALLBACK_SECRET"),
             hook_base_url: get("WAOTP_HOOK_BASE_URL"),
             otp_key: secret("WAOTP_OTP_KEY"),
-            log: get("WAOTP_LOG").unwrap_or_else(|| "info".into()),
+            log: match get("WAOTP_LOG") {
+                Some(filter) => {
+                    crate::telemetry::check_filter(&filter).map_err(|message| {
+                        ConfigError::Invalid {
+                            name: "WAOTP_LOG",
+                            message,
+                        }
+                    })?;
+                    filter
+                }
+                None => DEFAULT_LOG.into(),
+            },
             log_format: match get("WAOTP_LOG_FORMAT") {
                 Some(f) => f.parse().map_err(|message| ConfigError::Invalid {
                     name: "WAOTP_LOG_FORMAT",
@@ -592,5 +668,46 @@ mod tests {
                 .expect_err("not a possible number");
             assert!(err.to_string().contains("WAOTP_BUSINESS_NUMBER"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_ones_applied() {
+        let defaults = format!(
+            "{:?}",
+            Settings::from_vars(HashMap::new()).expect("defaults")
+        );
+        let docs = documented();
+        for doc in &docs {
+            let Some(default) = &doc.default else {
+                continue;
+            };
+            let explicit = Settings::from_vars(vars(&[(doc.name, default)]))
+                .unwrap_or_else(|e| panic!("{}={default}: {e}", doc.name));
+            assert_eq!(format!("{explicit:?}"), defaults, "{}", doc.name);
+        }
+        // Every documented name is one this module reads, once.
+        let source = include_str!("config.rs");
+        let source = &source[..source.find("#[cfg(test)]").expect("tests")];
+        for doc in &docs {
+            assert!(
+                source.matches(&format!("\"{}\"", doc.name)).count() > 1,
+                "{} is documented but never read",
+                doc.name
+            );
+        }
+        let mut names: Vec<_> = docs.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), docs.len());
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_named() {
+        for bad in ["waotp=loud", "info,[{", "=debug"] {
+            let err = Settings::from_vars(vars(&[("WAOTP_LOG", bad)])).expect_err(bad);
+            assert!(err.to_string().contains("WAOTP_LOG"), "{err}");
+        }
+        let s = Settings::from_vars(vars(&[("WAOTP_LOG", "waotp=debug,info")])).expect("valid");
+        assert_eq!(s.log, "waotp=debug,info");
     }
 }

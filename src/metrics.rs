@@ -9,11 +9,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,8 +99,12 @@ pub struct Metrics {
     pub timers_due: Gauge,
     /// Seconds one session step takes, flush included.
     pub step_seconds: Histogram,
+    /// Merchant callbacks (`session.*` events) sent, and those not accepted.
     pub callback_attempts: Counter,
     pub callback_failures: Counter,
+    /// Flow hook calls made, and those that failed (the flow took its error branch).
+    pub hook_attempts: Counter,
+    pub hook_failures: Counter,
     /// Token, permission or template problems reported by the Graph API.
     pub operator_alerts: Counter,
     /// Sends refused because of the template itself (Meta's 132xxx codes), by template and code.
@@ -111,6 +120,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("waotp");
+        // `waotp_build_info{version} 1`: which build is running, for joins and upgrade graphs.
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running build of waotp", build_info);
         let webhook_requests = Family::<ResultLabel, Counter>::default();
         registry.register(
             "webhook_requests",
@@ -160,9 +177,10 @@ impl Metrics {
             flush_batch_size.clone(),
         );
         let flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
-        registry.register(
-            "store_flush_seconds",
+        registry.register_with_unit(
+            "store_flush",
             "Duration of one group flush",
+            Unit::Seconds,
             flush_seconds.clone(),
         );
         let records_purged = Counter::default();
@@ -198,9 +216,10 @@ impl Metrics {
             outbound.clone(),
         );
         let delivery_latency = Histogram::new(exponential_buckets(0.1, 2.0, 14));
-        registry.register(
-            "delivery_latency_seconds",
-            "Seconds from sent to delivered",
+        registry.register_with_unit(
+            "delivery_latency",
+            "Time from sent to delivered",
+            Unit::Seconds,
             delivery_latency.clone(),
         );
         let outbox_depth = Gauge::default();
@@ -216,22 +235,35 @@ impl Metrics {
             timers_due.clone(),
         );
         let step_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
-        registry.register(
-            "step_seconds",
+        registry.register_with_unit(
+            "step",
             "Duration of one session step",
+            Unit::Seconds,
             step_seconds.clone(),
         );
         let callback_attempts = Counter::default();
         registry.register(
             "callback_attempts",
-            "Merchant callback and hook attempts",
+            "Merchant callbacks sent (hooks are counted apart)",
             callback_attempts.clone(),
         );
         let callback_failures = Counter::default();
         registry.register(
             "callback_failures",
-            "Merchant callback and hook failures",
+            "Merchant callbacks not accepted (hooks are counted apart)",
             callback_failures.clone(),
+        );
+        let hook_attempts = Counter::default();
+        registry.register(
+            "hook_attempts",
+            "Flow hook calls made to the merchant",
+            hook_attempts.clone(),
+        );
+        let hook_failures = Counter::default();
+        registry.register(
+            "hook_failures",
+            "Flow hook calls that failed",
+            hook_failures.clone(),
         );
         let operator_alerts = Counter::default();
         registry.register(
@@ -257,6 +289,8 @@ impl Metrics {
             step_seconds,
             callback_attempts,
             callback_failures,
+            hook_attempts,
+            hook_failures,
             operator_alerts,
             template_errors,
             registry,

@@ -29,7 +29,15 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber once; later calls (as in tests) are ignored.
+/// Checks a `WAOTP_LOG` filter; the error says what is wrong with it.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::try_new(filter).map(drop).map_err(|e| {
+        format!("`{filter}` is not a log filter such as `info` or `waotp=debug,info`: {e}")
+    })
+}
+
+/// Installs the global subscriber once; later calls (as in tests) are ignored. The filter was
+/// checked with [`check_filter`] when the settings were read.
 pub fn init(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

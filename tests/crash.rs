@@ -109,6 +109,8 @@ fn graph_vars(
         ("WAOTP_API_KEYS", API_KEY.to_owned()),
         ("WAOTP_CALLBACK_SECRET", "crash-callback-secret".to_owned()),
         ("WAOTP_IN_DOUBT_SECONDS", in_doubt_secs.to_string()),
+        // The bundled identity flows name it; these runs drive no hook.
+        ("WAOTP_HOOK_BASE_URL", "http://127.0.0.1:9/hooks".to_owned()),
     ] {
         vars.insert(k.to_owned(), v);
     }

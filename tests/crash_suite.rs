@@ -348,6 +348,7 @@ async fn graph_kill_nine_sends_nothing_twice_and_calls_back_every_outcome() {
         ),
         ("WAOTP_GRAPH_URL".to_owned(), graph.base_url()),
         ("WAOTP_CALLBACK_URL".to_owned(), merchant.url("/callbacks")),
+        ("WAOTP_HOOK_BASE_URL".to_owned(), merchant.url("/hooks")),
         (
             "WAOTP_CALLBACK_SECRET".to_owned(),
             "crash-callback-secret".to_owned(),
@@ -427,6 +428,11 @@ async fn graph_kill_nine_without_statuses_sends_every_message_at_most_twice() {
         (
             "WAOTP_CALLBACK_SECRET".to_owned(),
             "crash-callback-secret".to_owned(),
+        ),
+        // The bundled identity flows name it; this run drives no hook.
+        (
+            "WAOTP_HOOK_BASE_URL".to_owned(),
+            "http://127.0.0.1:9/hooks".to_owned(),
         ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");

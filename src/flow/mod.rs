@@ -18,6 +18,7 @@ pub mod render;
 pub mod script;
 pub mod simulate;
 pub mod transcript;
+pub mod urls;
 pub mod validate;
 pub mod versions;
 pub mod words;

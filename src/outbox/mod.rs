@@ -360,11 +360,11 @@ impl Outbox {
                 }
             }
             OutboxPayload::Hook { hook, url, body } => {
-                self.runtime.metrics.callback_attempts.inc();
+                self.runtime.metrics.hook_attempts.inc();
                 let event = match self.merchant.call_hook(&url, &body).await {
                     Ok(fields) => Event::HookOk { hook, fields },
                     Err(e) => {
-                        self.runtime.metrics.callback_failures.inc();
+                        self.runtime.metrics.hook_failures.inc();
                         tracing::warn!(entry = %entry.id, error = %e, "hook failed");
                         Event::HookError {
                             hook,

@@ -340,7 +340,7 @@ mod tests {
         let runtime = Runtime::new(
             store,
             ledger,
-            Arc::new(FlowRegistry::load(&flows).expect("flows")),
+            Arc::new(FlowRegistry::load(&flows, Default::default()).expect("flows")),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),
         );

@@ -506,24 +506,12 @@ impl Runtime {
 
     /// Replaces `{NAME}` in a flow's URL by the setting or environment variable NAME.
     pub(super) fn resolve_url(&self, url: &str) -> String {
-        let mut out = String::with_capacity(url.len());
-        let mut rest = url;
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                break;
-            };
-            out.push_str(&rest[..start]);
-            let name = &rest[start + 1..start + len];
-            let value = match name {
-                "WAOTP_HOOK_BASE_URL" => self.config.hook_base_url.clone(),
-                "WAOTP_CALLBACK_URL" => self.config.callback_url.clone(),
-                _ => std::env::var(name).ok(),
-            };
-            out.push_str(value.as_deref().unwrap_or_default().trim_end_matches('/'));
-            rest = &rest[start + len + 1..];
-        }
-        out.push_str(rest);
-        out
+        let names = super::flows::UrlNames {
+            hook_base_url: self.config.hook_base_url.clone(),
+            callback_url: self.config.callback_url.clone(),
+            required: false,
+        };
+        crate::flow::urls::resolve(url, |name| names.value(name))
     }
 }
 

@@ -5,6 +5,10 @@
 //! otherwise every error is logged and the old set stays. A session keeps the exact file it
 //! started on: versions are kept by content hash, in memory and in the store, so they survive
 //! both reloads and restarts.
+//!
+//! `{NAME}` references in the flows' URLs are checked on every load ([`UrlNames`]): outside
+//! sandbox mode a name without a value fails the load like an invalid file (at start-up: exit
+//! code 2); in sandbox mode it is logged as a warning and the call fails when it is made.
 
 use crate::flow::engine::SessionState;
 use crate::flow::{load_dir, parse_flow, Flow, FlowSet, FlowVersions, LoadError};
@@ -13,10 +17,57 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+/// What `{NAME}` in a flow's URL stands for: two settings by name (they may come from the
+/// config file), any other name from the process environment; an empty value counts as unset.
+#[derive(Debug, Clone, Default)]
+pub struct UrlNames {
+    pub hook_base_url: Option<String>,
+    pub callback_url: Option<String>,
+    /// Whether a name without a value refuses the load (outside sandbox mode).
+    pub required: bool,
+}
+
+impl UrlNames {
+    /// The value `{name}` stands for.
+    pub fn value(&self, name: &str) -> Option<String> {
+        match name {
+            "WAOTP_HOOK_BASE_URL" => self.hook_base_url.clone(),
+            "WAOTP_CALLBACK_URL" => self.callback_url.clone(),
+            _ => std::env::var(name).ok(),
+        }
+        .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Checks every flow of `set`: the unset references when they are required, else `Ok` after
+    /// a warning for each.
+    fn check(&self, set: &FlowSet) -> Result<(), String> {
+        let mut unset: Vec<_> = set
+            .iter()
+            .flat_map(|flow| crate::flow::urls::unresolved(flow, |n| self.value(n)))
+            .collect();
+        unset.sort();
+        if unset.is_empty() {
+            return Ok(());
+        }
+        if self.required {
+            return Err(unset
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"));
+        }
+        for d in &unset {
+            tracing::warn!(%d, "sandbox mode: this flow URL has an unset name; calls to it will fail");
+        }
+        Ok(())
+    }
+}
+
 /// The loaded flows.
 #[derive(Debug)]
 pub struct FlowRegistry {
     dir: PathBuf,
+    urls: UrlNames,
     versions: RwLock<FlowVersions>,
     fingerprint: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
 }
@@ -51,11 +102,14 @@ fn describe(error: LoadError) -> String {
 }
 
 impl FlowRegistry {
-    /// Loads `dir`; an invalid directory is an error with every message (`file:line:col`).
-    pub fn load(dir: &Path) -> Result<FlowRegistry, String> {
+    /// Loads `dir`; an invalid directory, or a URL naming something `urls` has no value for
+    /// when one is required, is an error with every message (`file:line:col`).
+    pub fn load(dir: &Path, urls: UrlNames) -> Result<FlowRegistry, String> {
         let set = load_dir(dir).map_err(describe)?;
+        urls.check(&set)?;
         Ok(FlowRegistry {
             dir: dir.to_owned(),
+            urls,
             versions: RwLock::new(FlowVersions::new(set)),
             fingerprint: RwLock::new(fingerprint(dir)),
         })
@@ -102,7 +156,10 @@ impl FlowRegistry {
     /// set was replaced.
     pub fn reload(&self) -> bool {
         *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint(&self.dir);
-        match load_dir(&self.dir) {
+        match load_dir(&self.dir)
+            .map_err(describe)
+            .and_then(|set| self.urls.check(&set).map(|()| set))
+        {
             Ok(set) => {
                 let n = set.len();
                 self.versions
@@ -113,7 +170,7 @@ impl FlowRegistry {
                 true
             }
             Err(e) => {
-                for line in describe(e).lines() {
+                for line in e.lines() {
                     tracing::error!(%line, "flow reload refused; keeping the previous flows");
                 }
                 false
@@ -168,8 +225,46 @@ mod tests {
             "id = \"broken\"\nversion = \"1\"\ncolour = \"red\"\n",
         )
         .expect("write");
-        let error = FlowRegistry::load(dir.path()).expect_err("invalid flow");
+        let error = FlowRegistry::load(dir.path(), UrlNames::default()).expect_err("invalid flow");
         let file = path.display().to_string();
         assert!(error.contains(&format!("{file}:3:1")), "{error}");
+    }
+
+    #[test]
+    fn a_url_naming_an_unset_variable_fails_a_load_and_a_reload_when_required() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/support_identity.toml");
+        let text = std::fs::read_to_string(bundled).expect("bundled flow");
+        let path = dir.path().join("support_identity.toml");
+        std::fs::write(&path, &text).expect("write");
+        let production = UrlNames {
+            required: true,
+            ..UrlNames::default()
+        };
+        let error = FlowRegistry::load(dir.path(), production.clone()).expect_err("unset");
+        assert!(error.contains("support_identity.toml:"), "{error}");
+        assert!(error.contains("WAOTP_HOOK_BASE_URL"), "{error}");
+        // The sandbox starts anyway (and says so in a warning).
+        FlowRegistry::load(dir.path(), UrlNames::default()).expect("sandbox");
+
+        let set = UrlNames {
+            hook_base_url: Some("http://127.0.0.1:9/hooks".into()),
+            ..production
+        };
+        let registry = FlowRegistry::load(dir.path(), set).expect("set");
+        std::fs::write(
+            &path,
+            text.replace("version = \"1\"", "version = \"2\"")
+                .replace("{WAOTP_HOOK_BASE_URL}", "{WAOTP_TEST_NEVER_SET}"),
+        )
+        .expect("write");
+        assert!(
+            !registry.reload(),
+            "a reload naming an unset variable was taken"
+        );
+        assert_eq!(
+            registry.get("support_identity").expect("flow").version(),
+            "1"
+        );
     }
 }

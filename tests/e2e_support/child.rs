@@ -94,3 +94,39 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `waotp serve` with exactly `vars` and waits (polling, up to [`DEADLINE`]) for it to
+/// stop on its own; returns its exit code and stderr. A server that starts instead of stopping
+/// is killed, and `None` is returned.
+pub fn serve_until_exit(vars: &HashMap<String, String>) -> Option<(i32, String)> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .arg("serve")
+        .env_clear()
+        .envs(vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start waotp");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let text = reader.join().expect("stderr reader");
+    status.map(|s| (s.code().unwrap_or(-1), text))
+}
