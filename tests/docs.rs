@@ -69,12 +69,20 @@ fn every_setting_the_code_reads_is_documented_and_only_those() {
 fn registered_metrics() -> BTreeSet<String> {
     let source = read("src/metrics.rs");
     let mut names = BTreeSet::new();
-    for call in without_tests(&source).split(".register(").skip(1) {
-        let name = call
-            .split('"')
-            .nth(1)
-            .unwrap_or_else(|| panic!("a register call without a name: {call}"));
-        names.insert(format!("waotp_{name}"));
+    let source = without_tests(&source);
+    // `register_with_unit` adds the unit to the exported name, e.g. `_seconds`.
+    for (call, suffix) in [(".register(", ""), (".register_with_unit(", "_seconds")] {
+        for registration in source.split(call).skip(1) {
+            let name = registration
+                .split('"')
+                .nth(1)
+                .unwrap_or_else(|| panic!("a register call without a name: {registration}"));
+            if suffix.is_empty() || registration.contains("Unit::Seconds") {
+                names.insert(format!("waotp_{name}{suffix}"));
+            } else {
+                panic!("a unit other than seconds: {registration}");
+            }
+        }
     }
     names
 }
