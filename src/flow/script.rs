@@ -227,11 +227,16 @@ fn run_case(flow: &super::load::Flow, case: &Case) -> (Vec<String>, Vec<String>)
             }
         }
         if let Some(outcome) = &step.outcome {
-            if sim.session().outcome.as_deref() != Some(outcome.as_str()) {
-                failures.push(format!(
-                    "step {n}: expected outcome `{outcome}`, got {:?}",
-                    sim.session().outcome
-                ));
+            let session = sim.session();
+            match session.outcome.as_deref() {
+                Some(got) if got == outcome => {}
+                Some(got) => failures.push(format!(
+                    "step {n}: expected outcome `{outcome}`, the session ended with `{got}`"
+                )),
+                None => failures.push(format!(
+                    "step {n}: expected outcome `{outcome}`, the session has not ended (state `{}`)",
+                    session.state
+                )),
             }
         }
     }
