@@ -46,6 +46,10 @@ fn every_check_fires() {
         ),
         ("unknown value", "unknown value `asq`; did you mean `ask`?"),
         (
+            "an unknown value does not hide the other errors",
+            "unknown_value.toml:13:46: unknown state `dne`; did you mean `done`?",
+        ),
+        (
             "placeholder in a multi-line string",
             "multiline_text.toml:11:6: undeclared variable `name`",
         ),

@@ -251,13 +251,13 @@ impl Edits {
     }
 }
 
-/// Deserialises a flow file. serde stops at the first error, so after an unknown key the
-/// parse is retried without it, to list every unknown key at once and still check the rest of
-/// the file. A key with a close known name (`timout`) is read as that name, so the state does
-/// not also look as if it had no `timeout`; other unknown keys are commented out (same byte
-/// length, so positions stay right). Any other error ends the search: after an edit it could
-/// be an artefact of the edit rather than the author's mistake, so the file is then not
-/// checked further.
+/// Deserialises a flow file. serde stops at the first error, so after an unknown key or value
+/// the parse is retried without it, to list every one at once and still check the rest of the
+/// file. A key with a close known name (`timout`) is read as that name, so the state does not
+/// also look as if it had no `timeout`; other unknown keys are commented out (same byte length,
+/// so positions stay right). An unknown value with a close known one (`kind = "asq"`) is read
+/// as that one. Any other error ends the search: after an edit it could be an artefact of the
+/// edit rather than the author's mistake, so the file is then not checked further.
 fn parse_toml(text: &str) -> Parsed {
     const MAX_REPORTED: usize = 50;
     let mut text = text.to_owned();
@@ -267,9 +267,10 @@ fn parse_toml(text: &str) -> Parsed {
         edits: Edits::default(),
         text: String::new(),
     };
-    // The text before the last rename, and the renamed key's offset: toml refuses a rename to
-    // a key the table already has, and the key is then commented out instead.
-    let mut renamed: Option<(String, usize)> = None;
+    // The text before the last rename and, for a key, its offset: toml refuses a rename to a
+    // key the table already has (or a value of another type), and the key is then commented
+    // out instead; a refused value ends the search.
+    let mut renamed: Option<(String, Option<usize>)> = None;
     while parsed.errors.len() < MAX_REPORTED {
         let e = match toml::from_str::<FlowFile>(&text) {
             Ok(file) => {
@@ -280,50 +281,71 @@ fn parse_toml(text: &str) -> Parsed {
             Err(e) => e,
         };
         let unknown_key = e.message().starts_with("unknown field");
-        if let Some((before, start)) = renamed.take() {
-            if !unknown_key {
+        let unknown_value = e.message().starts_with("unknown variant");
+        if let Some((before, key_at)) = renamed.take() {
+            if !unknown_key && !unknown_value {
                 text = before;
                 parsed.edits.0.pop();
-                text.replace_range(start..=start, "#");
-                continue;
+                match key_at {
+                    Some(start) => {
+                        text.replace_range(start..=start, "#");
+                        continue;
+                    }
+                    None => break,
+                }
             }
         }
         let start = e.span().map_or(0, |s| s.start);
-        if !unknown_key && !parsed.errors.is_empty() {
+        if !unknown_key && !unknown_value && !parsed.errors.is_empty() {
             break;
         }
         let original = parsed.edits.original(start);
         parsed
             .errors
             .push((original, tidy_toml_message(e.message())));
-        let ascii_key = text
-            .as_bytes()
-            .get(start)
-            .is_some_and(u8::is_ascii_alphanumeric);
-        if !unknown_key || !ascii_key {
-            break;
-        }
-        match unknown_key_hint(e.message()) {
-            Some((key, close)) if text[start..].starts_with(key.as_str()) => {
-                renamed = Some((text.clone(), start));
-                text.replace_range(start..start + key.len(), &close);
-                parsed.edits.0.push((start, key.len(), close.len()));
+        let hint = unknown_hint(e.message());
+        if unknown_key
+            && text
+                .as_bytes()
+                .get(start)
+                .is_some_and(u8::is_ascii_alphanumeric)
+        {
+            match hint {
+                Some((key, close)) if text[start..].starts_with(key.as_str()) => {
+                    renamed = Some((text.clone(), Some(start)));
+                    text.replace_range(start..start + key.len(), &close);
+                    parsed.edits.0.push((start, key.len(), close.len()));
+                }
+                _ => text.replace_range(start..=start, "#"),
             }
-            _ => text.replace_range(start..=start, "#"),
+            continue;
+        }
+        match hint {
+            // A basic string: the value sits between the quotes at `start`.
+            Some((value, close))
+                if unknown_value && text[start..].starts_with(&format!("\"{value}\"")) =>
+            {
+                renamed = Some((text.clone(), None));
+                text.replace_range(start + 1..start + 1 + value.len(), &close);
+                parsed.edits.0.push((start + 1, value.len(), close.len()));
+            }
+            _ => break,
         }
     }
     parsed.file = None;
     parsed
 }
 
-/// The unknown key of toml's "unknown field `x`, expected ..." message and the known key close
-/// to it, if one is.
-fn unknown_key_hint(message: &str) -> Option<(String, String)> {
+/// The unknown key or value of toml's "unknown field `x`, expected ..." (or "unknown variant")
+/// message and the known one close to it, if one is.
+fn unknown_hint(message: &str) -> Option<(String, String)> {
     let message = message.trim().replace('\n', " ");
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, expected) = rest.split_once("`, expected ")?;
-    let close = closest(field, expected)?;
-    Some((field.to_owned(), close.to_owned()))
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (name, expected) = rest.split_once("`, expected ")?;
+    let close = closest(name, expected)?;
+    Some((name.to_owned(), close.to_owned()))
 }
 
 /// The candidate of toml's "expected `a`, `b` or `c`" list closest to `name`, if one is close.
