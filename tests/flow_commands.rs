@@ -113,6 +113,29 @@ fn a_failing_script_fails_the_command() {
 }
 
 #[test]
+fn a_chat_that_differs_from_another_case_says_where() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
+    std::fs::copy(
+        "flows/signup_verification.toml",
+        dir.path().join("signup_verification.toml"),
+    )
+    .expect("copy a flow");
+    std::fs::write(
+        dir.path().join("tests/differ.toml"),
+        "flow = \"signup_verification\"\n[[case]]\nname = \"right code\"\nsteps = [{ code = true }]\n[[case]]\nname = \"wrong code\"\nsame_chat_as = \"right code\"\nsteps = [{ code = false }]\n",
+    )
+    .expect("write a script");
+    let (code, out, _) = run(|o, e| cli::test(dir.path(), o, e));
+    assert_eq!(code, cli::FAILED);
+    assert!(
+        out.contains("customer-visible chat differs from case `right code` at message "),
+        "{out}"
+    );
+    assert!(!out.contains("[\""), "{out}");
+}
+
+#[test]
 fn chat_plays_a_conversation_with_slash_commands() {
     let input = "hello\n/tap confirm\n/otp\n/wait 10m\n";
     let vars = [
