@@ -27,20 +27,22 @@ pub enum Command {
     /// Run the webhook and merchant API server (configured by WAOTP_* variables).
     #[command(after_help = crate::config::help_text())]
     Serve,
-    /// Check every flow file in DIR; prints file:line:col errors and exits 2 on any.
+    /// Check every flow file in DIR; prints every file:line:col error and exits 2 on any
+    /// (1 when DIR cannot be read).
     Validate {
         /// Flows directory.
         #[arg(default_value = "flows")]
         dir: PathBuf,
     },
-    /// Run the scripted conversations stored beside the flows (DIR/tests); exits 1 on a failure.
+    /// Run the scripted conversations stored beside the flows (DIR/tests); exits 1 on a failed
+    /// case, 2 on invalid flow files.
     Test {
         /// Flows directory.
         #[arg(default_value = "flows")]
         dir: PathBuf,
     },
     /// Talk to a flow in the terminal, with a fake clock (/tap ID, /wait 10m, /hook NAME {json},
-    /// /code, /quit).
+    /// /hookerror NAME, /fail, /otp, /check CODE, /cancel, /state, /help, /quit).
     Chat {
         /// Flow id.
         flow: String,
@@ -86,6 +88,15 @@ fn parse_var(raw: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("`{raw}` is not NAME=VALUE"))
+}
+
+/// The `--help` text of `waotp validate`.
+pub fn validate_help() -> String {
+    use clap::CommandFactory;
+    Cli::command()
+        .find_subcommand_mut("validate")
+        .map(|c| c.render_long_help().to_string())
+        .unwrap_or_default()
 }
 
 /// Parses the arguments and runs the chosen command.

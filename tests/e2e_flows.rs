@@ -656,3 +656,37 @@ async fn resend_during_the_cooldown_answers_only_the_wait_notice() {
         .count();
     assert_eq!(codes, 1);
 }
+
+/// A `notify` is a signed `session.<notify>` callback sent where the flow's outcome goes: the
+/// flow's own `callback_url` when it has one, not `WAOTP_CALLBACK_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_goes_to_the_flows_own_callback_url() {
+    let e = E2e::with_flows(&[(
+        "account_recovery.toml",
+        "on_retries_exhausted = \"cancelled\"\n",
+        "on_retries_exhausted = \"cancelled\"\ncallback_url = \"{WAOTP_CALLBACK_URL}/recovery\"\n",
+    )])
+    .await;
+    let customer = "14155550131";
+    e.api.text(customer, "I forgot my password").await;
+    let id = wait_for("the keyword's session", || {
+        e.store
+            .sessions()
+            .active(customer, "account_recovery")
+            .expect("store")
+    })
+    .await;
+    e.graph.wait_accepted(customer, 1).await;
+    e.api.text(customer, "human").await;
+    let r = wait_for("the agent_requested callback", || {
+        e.merchant
+            .callbacks()
+            .into_iter()
+            .find(|r| r.json()["type"] == "session.agent_requested")
+    })
+    .await;
+    assert_eq!(r.path, "/callbacks/recovery");
+    let body = verify_callback(&r);
+    assert_eq!(body["session"]["id"], id.as_str());
+    assert_eq!(body["session"]["status"], "active");
+}

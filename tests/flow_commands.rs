@@ -21,11 +21,51 @@ fn validate_accepts_the_bundled_flows_and_rejects_the_broken_ones() {
     assert_eq!(code, cli::OK);
     assert!(out.contains("7 flow(s) valid"), "{out}");
     let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/flows_broken"), o, e));
-    assert_eq!(code, cli::FAILED);
+    // Invalid configuration, like an invalid flow directory at start-up.
+    assert_eq!(code, 2);
+    assert_eq!(code, cli::INVALID);
     assert!(
         err.contains("tests/flows_broken/unknown_key.toml:16:1: unknown key `mesage`"),
         "{err}"
     );
+}
+
+#[test]
+fn validate_exits_1_only_when_it_cannot_read_the_directory() {
+    let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/no_such_directory"), o, e));
+    assert_eq!(code, cli::FAILED);
+    assert!(err.contains("cannot read tests/no_such_directory"), "{err}");
+}
+
+#[test]
+fn the_validate_exit_codes_are_documented_as_they_are() {
+    let readme = std::fs::read_to_string("README.md").expect("README");
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `waotp validate"))
+        .expect("validate row");
+    assert!(
+        row.contains("exit 2 on any invalid file, 1 when the directory cannot be read"),
+        "{row}"
+    );
+    let help = waotp::cli::validate_help();
+    assert!(help.contains("exits 2 on any"), "{help}");
+    assert!(help.contains("1 when DIR cannot be read"), "{help}");
+}
+
+#[test]
+fn the_readme_lists_the_chat_commands_the_chat_knows() {
+    let readme = std::fs::read_to_string("README.md").expect("README");
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `waotp chat"))
+        .expect("chat row");
+    let listed: Vec<&str> = row.split('`').filter(|s| s.starts_with('/')).collect();
+    let known: Vec<&str> = cli::CHAT_COMMANDS.iter().map(|(c, _)| *c).collect();
+    assert_eq!(listed, known, "README: {row}");
+    for (command, _) in cli::CHAT_COMMANDS {
+        assert!(cli::chat_help().contains(command), "{command}");
+    }
 }
 
 #[test]
@@ -65,7 +105,34 @@ fn a_failing_script_fails_the_command() {
     .expect("write a script");
     let (code, out, _) = run(|o, e| cli::test(dir.path(), o, e));
     assert_eq!(code, cli::FAILED);
-    assert!(out.contains("expected outcome `locked`"), "{out}");
+    assert!(
+        out.contains("expected outcome `locked`, the session ended with `verified`"),
+        "{out}"
+    );
+    assert!(!out.contains("Some("), "{out}");
+}
+
+#[test]
+fn a_chat_that_differs_from_another_case_says_where() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
+    std::fs::copy(
+        "flows/signup_verification.toml",
+        dir.path().join("signup_verification.toml"),
+    )
+    .expect("copy a flow");
+    std::fs::write(
+        dir.path().join("tests/differ.toml"),
+        "flow = \"signup_verification\"\n[[case]]\nname = \"right code\"\nsteps = [{ code = true }]\n[[case]]\nname = \"wrong code\"\nsame_chat_as = \"right code\"\nsteps = [{ code = false }]\n",
+    )
+    .expect("write a script");
+    let (code, out, _) = run(|o, e| cli::test(dir.path(), o, e));
+    assert_eq!(code, cli::FAILED);
+    assert!(
+        out.contains("customer-visible chat differs from case `right code` at message "),
+        "{out}"
+    );
+    assert!(!out.contains("[\""), "{out}");
 }
 
 #[test]
@@ -121,6 +188,10 @@ fn graph_draws_a_mermaid_diagram() {
     assert!(out.starts_with("stateDiagram-v2"));
     assert!(
         out.contains("lookup --> send_code : found == true"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ask_account --> ask_account : reminder after 5m"),
         "{out}"
     );
     let (code, _, err) = run(|o, e| cli::graph(Path::new("flows"), "acount_recovery", o, e));

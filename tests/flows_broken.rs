@@ -46,6 +46,10 @@ fn every_check_fires() {
         ),
         ("unknown value", "unknown value `asq`; did you mean `ask`?"),
         (
+            "an unknown value does not hide the other errors",
+            "unknown_value.toml:13:46: unknown state `dne`; did you mean `done`?",
+        ),
+        (
             "placeholder in a multi-line string",
             "multiline_text.toml:11:6: undeclared variable `name`",
         ),
@@ -168,6 +172,26 @@ fn every_check_fires() {
             "quick replies sent by a state that cannot answer them",
             "which only an `ask` state can answer",
         ),
+        (
+            "a word standing for two choices",
+            "title_synonym.toml:18:48: `yes!` stands for choices `correct` and `wrong` of state `ask`",
+        ),
+        (
+            "an interrupt word that starts another flow",
+            "interrupt_starts_other_flow.toml:11:10: `I want to recover` (interrupt `help`) also starts flow `keyword_clash` (its keyword `recover`, tests/flows_broken/keyword_clash.toml:7:13) when typed outside a session",
+        ),
+        (
+            "an unknown key does not hide the other errors",
+            "all_at_once.toml:21:1: unknown key `timout`; did you mean `timeout`?",
+        ),
+        (
+            "the bad goto behind the unknown key",
+            "all_at_once.toml:18:37: unknown state `confrim`; did you mean `confirm`?",
+        ),
+        (
+            "unreachable once, naming the line that cuts it off",
+            "all_at_once.toml:25:8: state `confirm` is unreachable from the start state `ask` because of line 18 (`confrim`); so is every state only reachable through it",
+        ),
     ];
     let missing: Vec<&str> = checks
         .iter()
@@ -178,4 +202,25 @@ fn every_check_fires() {
         missing.is_empty(),
         "checks that did not fire: {missing:?}\n{all}"
     );
+}
+
+#[test]
+fn no_error_is_a_consequence_of_another() {
+    let all = messages();
+    for (file, consequence) in [
+        // A title or id repeated among its own synonyms is the same word for the same choice.
+        ("title_synonym.toml", "`Correct`"),
+        ("title_synonym.toml", "`correct` stands for"),
+        // `thanks` is only unreachable because `confirm` is.
+        ("all_at_once.toml", "`thanks`"),
+        // The misspelt `timout` is read as `timeout`, so the state has its timer.
+        ("all_at_once.toml", "timer"),
+        ("all_at_once.toml", "needs `timeout`"),
+    ] {
+        let found: Vec<&String> = all
+            .iter()
+            .filter(|m| m.contains(file) && m.contains(consequence))
+            .collect();
+        assert!(found.is_empty(), "reported: {found:?}");
+    }
 }

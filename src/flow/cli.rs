@@ -1,6 +1,6 @@
 //! The flow author's commands — `validate`, `test`, `chat`, `schema`, `graph` — as library
-//! functions that return a process exit code (0 ok, 1 failure, 2 bad usage). The command-line
-//! parser only forwards to these.
+//! functions that return a process exit code (0 ok, 1 failure, 2 bad usage or invalid flow
+//! files). The command-line parser only forwards to these.
 //!
 //! Reads flow files and the given input, writes to the given output; never the network.
 
@@ -19,42 +19,49 @@ use super::transcript::describe;
 
 /// Exit code: success.
 pub const OK: u8 = 0;
-/// Exit code: invalid flows, failed tests, runtime error.
+/// Exit code: failed tests, runtime error (such as an unreadable directory).
 pub const FAILED: u8 = 1;
 /// Exit code: bad usage.
 pub const USAGE: u8 = 2;
+/// Exit code: invalid flow files — invalid configuration, as when the server refuses to start
+/// on them.
+pub const INVALID: u8 = 2;
 
-fn load(dir: &Path, err: &mut dyn Write) -> Option<super::load::FlowSet> {
+/// The flows of `dir`, or the exit code after printing why not: [`INVALID`] for invalid files,
+/// [`FAILED`] when they cannot be read.
+fn load(dir: &Path, err: &mut dyn Write) -> Result<super::load::FlowSet, u8> {
     match load_dir(dir) {
-        Ok(set) => Some(set),
+        Ok(set) => Ok(set),
         Err(LoadError::Invalid(diags)) => {
             for d in &diags {
                 let _ = writeln!(err, "{d}");
             }
-            None
+            Err(INVALID)
         }
         Err(e) => {
             let _ = writeln!(err, "{e}");
-            None
+            Err(FAILED)
         }
     }
 }
 
-/// `waotp validate [DIR]`: every error of every flow file, `file:line:col: message`.
+/// `waotp validate [DIR]`: every error of every flow file, `file:line:col: message`; exits
+/// [`INVALID`] on any, [`FAILED`] when a file cannot be read.
 pub fn validate(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match load(dir, err) {
-        Some(set) => {
+        Ok(set) => {
             let _ = writeln!(out, "{} flow(s) valid in {}", set.len(), dir.display());
             OK
         }
-        None => FAILED,
+        Err(code) => code,
     }
 }
 
 /// `waotp test [DIR]`: runs `DIR/tests/*.toml` scripts against the flows in `DIR`.
 pub fn test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let Some(flows) = load(dir, err) else {
-        return FAILED;
+    let flows = match load(dir, err) {
+        Ok(flows) => flows,
+        Err(code) => return code,
     };
     let tests = dir.join("tests");
     let mut paths: Vec<_> = match std::fs::read_dir(&tests) {
@@ -128,7 +135,7 @@ fn find_flow(dir: &Path, flow: &str, err: &mut dyn Write) -> Option<Arc<Flow>> {
             }
         };
     }
-    let set = load(dir, err)?;
+    let set = load(dir, err).ok()?;
     let found = set.get(flow).cloned();
     if found.is_none() {
         let ids: Vec<&str> = set.iter().map(|f| f.id().as_str()).collect();
@@ -164,7 +171,32 @@ pub fn graph(dir: &Path, flow: &str, out: &mut dyn Write, err: &mut dyn Write) -
     }
 }
 
-const CHAT_HELP: &str = "type as the customer, or: /tap ID, /wait 10m, /hook NAME {json}, /hookerror NAME, /fail, /otp (show the code), /check CODE (merchant API), /cancel (merchant API), /state, /quit";
+/// The commands of `waotp chat`, as written and what they do, in the order they are listed.
+pub const CHAT_COMMANDS: &[(&str, &str)] = &[
+    ("/tap ID", "tap a button or list row"),
+    ("/wait 10m", "move the clock on"),
+    ("/hook NAME {json}", "answer the hook"),
+    ("/hookerror NAME", "fail the hook"),
+    (
+        "/fail",
+        "WhatsApp reports the last message as undeliverable",
+    ),
+    ("/otp", "show the last code"),
+    ("/check CODE", "check a code as the merchant's site does"),
+    ("/cancel", "cancel as the merchant API does"),
+    ("/state", "show the state, status, clock and next timer"),
+    ("/help", "this list"),
+    ("/quit", "leave"),
+];
+
+/// The chat's one-line help: every command of [`CHAT_COMMANDS`].
+pub fn chat_help() -> String {
+    let commands: Vec<String> = CHAT_COMMANDS
+        .iter()
+        .map(|(command, what)| format!("{command} ({what})"))
+        .collect();
+    format!("type as the customer, or: {}", commands.join(", "))
+}
 
 /// `waotp chat FLOW`: an offline conversation with a fake clock.
 pub fn chat(
@@ -193,9 +225,10 @@ pub fn chat(
     };
     let _ = writeln!(
         out,
-        "chatting with `{}` v{} — {CHAT_HELP}",
+        "chatting with `{}` v{} — {}",
         flow.id(),
-        flow.version()
+        flow.version(),
+        chat_help()
     );
     let print = |sim: &mut Simulation<'_>, out: &mut dyn Write| {
         for o in sim.take_output() {
@@ -221,9 +254,9 @@ pub fn chat(
             .map_or((text, ""), |(c, a)| (c, a.trim()));
         match cmd {
             "" => continue,
-            "/quit" | "/exit" => return OK,
+            "/quit" => return OK,
             "/help" => {
-                let _ = writeln!(out, "{CHAT_HELP}");
+                let _ = writeln!(out, "{}", chat_help());
             }
             "/tap" => sim.apply(Event::Reply { id: arg.to_owned() }),
             "/fail" => sim.fail_last(),
@@ -233,7 +266,7 @@ pub fn chat(
                     let _ = writeln!(out, "(/check refused: {e})");
                 }
             }
-            "/otp" | "/code" => {
+            "/otp" => {
                 let _ = writeln!(out, "(last code: {})", sim.last_code().unwrap_or("none"));
             }
             "/state" => {
@@ -273,7 +306,7 @@ pub fn chat(
                 reason: "simulated".to_owned(),
             }),
             c if c.starts_with('/') => {
-                let _ = writeln!(out, "(unknown command; {CHAT_HELP})");
+                let _ = writeln!(out, "(unknown command; {})", chat_help());
             }
             _ => sim.apply(Event::Text {
                 body: text.to_owned(),

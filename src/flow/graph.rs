@@ -1,6 +1,7 @@
 //! Mermaid state diagrams of flows (`waotp graph FLOW`), for authors to see their flow.
 //!
-//! Pure text generation from a loaded flow.
+//! Pure text generation from a loaded flow. Every way a state can move is drawn as an edge, and
+//! reminders as an edge from the waiting state to itself (the session stays where it is).
 
 use std::fmt::Write as _;
 
@@ -51,6 +52,14 @@ pub fn mermaid(flow: &Flow) -> String {
             if let Some(t) = target {
                 edge(t.as_str(), label);
             }
+        }
+        if !s.reminders.is_empty() {
+            let at: Vec<&str> = s.reminders.iter().map(|r| r.as_str()).collect();
+            let what = s
+                .reminder
+                .as_ref()
+                .map_or("the message again", |m| m.as_str());
+            edge(id, &format!("reminder after {} ({what})", at.join(", ")));
         }
         for b in &s.branches {
             edge(

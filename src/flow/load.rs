@@ -12,9 +12,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::ids::FlowId;
-use super::located::line_col;
+use super::located::{line_col, Located};
 use super::model::FlowFile;
 use super::validate::{validate, Issue};
+use super::words::words;
 
 /// A loaded, validated flow: what the engine runs.
 #[derive(Debug, Clone)]
@@ -161,6 +162,9 @@ impl FlowSet {
 }
 
 /// Parses and validates one file's text. `name` is how the file is named in messages.
+///
+/// Every problem is reported at once: an unknown key does not hide the checks of the rest of
+/// the file (see [`parse_toml`]).
 pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
     let at = |span_start: usize, message: String| {
         let lc = line_col(text, span_start);
@@ -171,11 +175,16 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
             message,
         }
     };
-    let file = match parse_toml(text) {
-        Ok(f) => f,
-        Err(errors) => return Err(errors.into_iter().map(|(start, m)| at(start, m)).collect()),
+    let parsed = parse_toml(text);
+    let mut diags: Vec<Diagnostic> = parsed
+        .errors
+        .into_iter()
+        .map(|(start, m)| at(start, m))
+        .collect();
+    let Some(file) = parsed.file else {
+        return Err(diags);
     };
-    let mut issues = validate(&file);
+    let mut issues = validate(&file, &parsed.text);
     let stem = Path::new(name).file_stem().and_then(|s| s.to_str());
     if let Some(stem) = stem.filter(|_| name.ends_with(".toml")) {
         if file.id.as_str() != stem {
@@ -188,11 +197,12 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
             });
         }
     }
-    if !issues.is_empty() {
-        let mut diags: Vec<Diagnostic> = issues
+    diags.extend(
+        issues
             .into_iter()
-            .map(|Issue { span, message }| at(span.start, message))
-            .collect();
+            .map(|Issue { span, message }| at(parsed.edits.original(span.start), message)),
+    );
+    if !diags.is_empty() {
         diags.sort();
         diags.dedup();
         return Err(diags);
@@ -209,36 +219,141 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
     })
 }
 
-/// Deserialises a flow file. serde stops at the first error, so after an unknown key the key
-/// is commented out (same byte length, so positions stay right) and parsing is retried, to list
-/// every unknown key at once. Any other error ends the search: after an edit it could be an
-/// artefact of the edit rather than the author's mistake.
-fn parse_toml(text: &str) -> Result<FlowFile, Vec<(usize, String)>> {
+/// What [`parse_toml`] made of a file.
+struct Parsed {
+    /// The file as read once every unknown key was dealt with; `None` when it cannot be read.
+    file: Option<FlowFile>,
+    /// Structural errors, at byte offsets of the original text.
+    errors: Vec<(usize, String)>,
+    /// The edits made to read `file`, to map its spans back to the original text.
+    edits: Edits,
+    /// The text `file` was read from (the original with the edits), which its spans index.
+    text: String,
+}
+
+/// Renames made to a text, in order: `(offset, old length, new length)`, each offset in the
+/// text as it was when that edit was made.
+#[derive(Default)]
+struct Edits(Vec<(usize, usize, usize)>);
+
+impl Edits {
+    /// The offset in the original text of `at`, an offset in the edited text; inside a renamed
+    /// key, the key's start.
+    fn original(&self, mut at: usize) -> usize {
+        for &(pos, old, new) in self.0.iter().rev() {
+            if at >= pos + new {
+                at = at - new + old;
+            } else if at > pos {
+                at = pos;
+            }
+        }
+        at
+    }
+}
+
+/// Deserialises a flow file. serde stops at the first error, so after an unknown key or value
+/// the parse is retried without it, to list every one at once and still check the rest of the
+/// file. A key with a close known name (`timout`) is read as that name, so the state does not
+/// also look as if it had no `timeout`; other unknown keys are commented out (same byte length,
+/// so positions stay right). An unknown value with a close known one (`kind = "asq"`) is read
+/// as that one. Any other error ends the search: after an edit it could be an artefact of the
+/// edit rather than the author's mistake, so the file is then not checked further.
+fn parse_toml(text: &str) -> Parsed {
     const MAX_REPORTED: usize = 50;
     let mut text = text.to_owned();
-    let mut errors = Vec::new();
-    while errors.len() < MAX_REPORTED {
+    let mut parsed = Parsed {
+        file: None,
+        errors: Vec::new(),
+        edits: Edits::default(),
+        text: String::new(),
+    };
+    // The text before the last rename and, for a key, its offset: toml refuses a rename to a
+    // key the table already has (or a value of another type), and the key is then commented
+    // out instead; a refused value ends the search.
+    let mut renamed: Option<(String, Option<usize>)> = None;
+    while parsed.errors.len() < MAX_REPORTED {
         let e = match toml::from_str::<FlowFile>(&text) {
-            Ok(file) if errors.is_empty() => return Ok(file),
-            Ok(_) => break,
+            Ok(file) => {
+                parsed.file = Some(file);
+                parsed.text = text;
+                return parsed;
+            }
             Err(e) => e,
         };
-        let start = e.span().map_or(0, |s| s.start);
         let unknown_key = e.message().starts_with("unknown field");
-        if !unknown_key && !errors.is_empty() {
+        let unknown_value = e.message().starts_with("unknown variant");
+        if let Some((before, key_at)) = renamed.take() {
+            if !unknown_key && !unknown_value {
+                text = before;
+                parsed.edits.0.pop();
+                match key_at {
+                    Some(start) => {
+                        text.replace_range(start..=start, "#");
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let start = e.span().map_or(0, |s| s.start);
+        if !unknown_key && !unknown_value && !parsed.errors.is_empty() {
             break;
         }
-        errors.push((start, tidy_toml_message(e.message())));
-        let ascii_key = text
-            .as_bytes()
-            .get(start)
-            .is_some_and(u8::is_ascii_alphanumeric);
-        if !unknown_key || !ascii_key {
-            break;
+        let original = parsed.edits.original(start);
+        parsed
+            .errors
+            .push((original, tidy_toml_message(e.message())));
+        let hint = unknown_hint(e.message());
+        if unknown_key
+            && text
+                .as_bytes()
+                .get(start)
+                .is_some_and(u8::is_ascii_alphanumeric)
+        {
+            match hint {
+                Some((key, close)) if text[start..].starts_with(key.as_str()) => {
+                    renamed = Some((text.clone(), Some(start)));
+                    text.replace_range(start..start + key.len(), &close);
+                    parsed.edits.0.push((start, key.len(), close.len()));
+                }
+                _ => text.replace_range(start..=start, "#"),
+            }
+            continue;
         }
-        text.replace_range(start..=start, "#");
+        match hint {
+            // A basic string: the value sits between the quotes at `start`.
+            Some((value, close))
+                if unknown_value && text[start..].starts_with(&format!("\"{value}\"")) =>
+            {
+                renamed = Some((text.clone(), None));
+                text.replace_range(start + 1..start + 1 + value.len(), &close);
+                parsed.edits.0.push((start + 1, value.len(), close.len()));
+            }
+            _ => break,
+        }
     }
-    Err(errors)
+    parsed.file = None;
+    parsed
+}
+
+/// The unknown key or value of toml's "unknown field `x`, expected ..." (or "unknown variant")
+/// message and the known one close to it, if one is.
+fn unknown_hint(message: &str) -> Option<(String, String)> {
+    let message = message.trim().replace('\n', " ");
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (name, expected) = rest.split_once("`, expected ")?;
+    let close = closest(name, expected)?;
+    Some((name.to_owned(), close.to_owned()))
+}
+
+/// The candidate of toml's "expected `a`, `b` or `c`" list closest to `name`, if one is close.
+fn closest<'e>(name: &str, expected: &'e str) -> Option<&'e str> {
+    let candidates = expected
+        .split(['`', ',', ' '])
+        .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or");
+    super::validate::closest(name, candidates)
 }
 
 fn tidy_toml_message(message: &str) -> String {
@@ -250,15 +365,10 @@ fn tidy_toml_message(message: &str) -> String {
             continue;
         };
         if let Some((field, expected)) = rest.split_once("`, expected ") {
-            let candidates: Vec<&str> = expected
-                .split(['`', ',', ' '])
-                .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
-                .collect();
-            let hint = super::validate::did_you_mean(field, candidates.iter().copied());
-            if hint.is_empty() {
-                return format!("unknown {what} `{field}`; expected {expected}");
-            }
-            return format!("unknown {what} `{field}`{hint}");
+            return match closest(field, expected) {
+                Some(close) => format!("unknown {what} `{field}`; did you mean `{close}`?"),
+                None => format!("unknown {what} `{field}`; expected {expected}"),
+            };
         }
     }
     message
@@ -298,26 +408,80 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, LoadError> {
     }
 }
 
-/// A customer message must start at most one flow, so two flows may not share a keyword.
+/// Where `span_start` of `flow`'s file is, as `file:line:col`.
+fn position(flow: &Flow, span_start: usize) -> (String, usize, usize) {
+    let lc = line_col(&flow.source, span_start);
+    (flow.path.display().to_string(), lc.line, lc.col)
+}
+
+/// Clashes between flows, each reported with both places: a customer message must start at
+/// most one flow, so two flows may not share a keyword; and an interrupt word of one flow must
+/// not start another, or the same word that acts inside a session (e.g. `agent` asking for a
+/// person) silently starts the other flow once the session has ended.
 fn keyword_clashes(set: &FlowSet) -> Vec<Diagnostic> {
-    let mut owner: BTreeMap<String, &FlowId> = BTreeMap::new();
+    let mut owner: BTreeMap<String, (&Flow, &Located<String>)> = BTreeMap::new();
     let mut diags = Vec::new();
+    let diag = |flow: &Flow, at: usize, message: String| {
+        let (file, line, col) = position(flow, at);
+        Diagnostic {
+            file,
+            line,
+            col,
+            message,
+        }
+    };
     for flow in set.iter() {
         for k in &flow.file.start.keywords {
-            let key = k.as_str().trim().to_lowercase();
+            let key = words(k.as_str()).join(" ");
+            if key.is_empty() {
+                continue;
+            }
             match owner.get(&key) {
-                Some(other) => {
-                    let text = std::fs::read_to_string(&flow.path).unwrap_or_default();
-                    let lc = line_col(&text, k.span().start);
-                    diags.push(Diagnostic {
-                        file: flow.path.display().to_string(),
-                        line: lc.line,
-                        col: lc.col,
-                        message: format!("keyword `{}` also starts flow `{other}`", k.as_str()),
-                    });
+                Some((other, theirs)) => {
+                    let (file, line, col) = position(other, theirs.span().start);
+                    diags.push(diag(
+                        flow,
+                        k.span().start,
+                        format!(
+                            "keyword `{}` also starts flow `{}` ({file}:{line}:{col})",
+                            k.as_str(),
+                            other.id
+                        ),
+                    ));
                 }
                 None => {
-                    owner.insert(key, &flow.id);
+                    owner.insert(key, (flow, k));
+                }
+            }
+        }
+    }
+    for flow in set.iter() {
+        for (name, interrupt) in &flow.file.interrupts {
+            for word in &interrupt.words {
+                let started = set
+                    .iter()
+                    .filter(|other| other.id != flow.id)
+                    .find_map(|other| {
+                        other
+                            .file
+                            .start
+                            .keywords
+                            .iter()
+                            .find(|k| super::engine::keyword_in(k.as_str(), word.as_str()))
+                            .map(|k| (other, k))
+                    });
+                if let Some((other, k)) = started {
+                    let (file, line, col) = position(other, k.span().start);
+                    diags.push(diag(
+                        flow,
+                        word.span().start,
+                        format!(
+                            "`{}` (interrupt `{name}`) also starts flow `{}` (its keyword `{}`, {file}:{line}:{col}) when typed outside a session",
+                            word.as_str(),
+                            other.id,
+                            k.as_str()
+                        ),
+                    ));
                 }
             }
         }

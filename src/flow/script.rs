@@ -140,9 +140,9 @@ pub fn run_script(flows: &FlowSet, text: &str) -> Result<Vec<CaseResult>, Script
         let (mut failures, chat) = run_case(flow, case);
         if let Some(other) = &case.same_chat_as {
             match chats.get(other) {
-                Some(theirs) if *theirs != chat => failures.push(format!(
-                    "customer-visible chat differs from case `{other}`:\n    this: {chat:?}\n    that: {theirs:?}"
-                )),
+                Some(theirs) if *theirs != chat => {
+                    failures.push(chat_difference(other, &chat, theirs))
+                }
                 Some(_) => {}
                 None => failures.push(format!("`same_chat_as`: no earlier case named `{other}`")),
             }
@@ -154,6 +154,23 @@ pub fn run_script(flows: &FlowSet, text: &str) -> Result<Vec<CaseResult>, Script
         });
     }
     Ok(results)
+}
+
+/// Where two customer-visible chats part: the first line that differs, then both chats.
+fn chat_difference(other: &str, this: &[String], that: &[String]) -> String {
+    let n = this.iter().zip(that).take_while(|(a, b)| a == b).count();
+    let line = |chat: &[String]| {
+        chat.get(n)
+            .map_or_else(|| "(nothing more)".to_owned(), |l| format!("`{l}`"))
+    };
+    format!(
+        "customer-visible chat differs from case `{other}` at message {}: {} here, {} there\n  this chat:\n{}\n  that chat:\n{}",
+        n + 1,
+        line(this),
+        line(that),
+        indent(&this.join("\n")),
+        indent(&that.join("\n"))
+    )
 }
 
 fn to_json(v: &toml::Value) -> Value {
@@ -227,11 +244,16 @@ fn run_case(flow: &super::load::Flow, case: &Case) -> (Vec<String>, Vec<String>)
             }
         }
         if let Some(outcome) = &step.outcome {
-            if sim.session().outcome.as_deref() != Some(outcome.as_str()) {
-                failures.push(format!(
-                    "step {n}: expected outcome `{outcome}`, got {:?}",
-                    sim.session().outcome
-                ));
+            let session = sim.session();
+            match session.outcome.as_deref() {
+                Some(got) if got == outcome => {}
+                Some(got) => failures.push(format!(
+                    "step {n}: expected outcome `{outcome}`, the session ended with `{got}`"
+                )),
+                None => failures.push(format!(
+                    "step {n}: expected outcome `{outcome}`, the session has not ended (state `{}`)",
+                    session.state
+                )),
             }
         }
     }

@@ -10,6 +10,15 @@ pub fn normalize(text: &str) -> String {
         .to_lowercase()
 }
 
+/// The words of a text for keyword matching: runs of letters and digits, lowercased, so
+/// "I'm locked-out!" is `i`, `m`, `locked`, `out`.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

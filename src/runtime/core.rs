@@ -386,8 +386,15 @@ impl Runtime {
                     write.outbox.push(e);
                 }
             }
-            Effect::NotifyMerchant { event, event_id } => {
-                if let Some(url) = self.config.callback_url.clone() {
+            Effect::NotifyMerchant {
+                event,
+                event_id,
+                callback_url,
+            } => {
+                if let Some(url) = callback_url
+                    .map(|u| self.resolve_url(&u))
+                    .or_else(|| self.config.callback_url.clone())
+                {
                     let e = self.callback(record, record, index, url, event_id, &event, now);
                     write.outbox.push(e);
                 }

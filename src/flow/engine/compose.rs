@@ -105,9 +105,10 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         }));
     }
 
-    pub(super) fn push_builtin(&mut self, body: MessageBody) {
+    /// A re-prompt: never templated, it answers a message the customer has just sent.
+    pub(super) fn push_reprompt(&mut self, message_id: String, body: MessageBody) {
         self.fx.push(Effect::Send(OutboundMessage {
-            message_id: "reprompt".to_owned(),
+            message_id,
             body,
             template: None,
         }));

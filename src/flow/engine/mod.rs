@@ -23,6 +23,7 @@ pub use self::types::{
 use crate::flow::ids::StateId;
 use crate::flow::load::Flow;
 use crate::flow::model::OtpCheck;
+use crate::flow::words::words;
 
 /// Errors creating a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,17 +148,21 @@ pub fn api_check_allowed(flow: &Flow, session: &SessionState) -> Result<(), ApiC
 /// Whether a customer's message should start `flow`: one of its `[start] keywords` appears in
 /// it as whole words (case and punctuation ignored), so "I forgot my password" matches `forgot`.
 pub fn keyword_matches(flow: &Flow, text: &str) -> bool {
-    let words = |t: &str| -> Vec<String> {
-        t.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect()
-    };
     let said = words(text);
-    flow.file().start.keywords.iter().any(|k| {
-        let k = words(k.as_str());
-        !k.is_empty() && said.windows(k.len()).any(|w| w == k.as_slice())
-    })
+    flow.file()
+        .start
+        .keywords
+        .iter()
+        .any(|k| contains_words(&said, &words(k.as_str())))
+}
+
+/// Whether `keyword` appears in `text` as whole words, as [`keyword_matches`] reads it.
+pub fn keyword_in(keyword: &str, text: &str) -> bool {
+    contains_words(&words(text), &words(keyword))
+}
+
+fn contains_words(said: &[String], keyword: &[String]) -> bool {
+    !keyword.is_empty() && said.windows(keyword.len()).any(|w| w == keyword)
 }
 
 #[cfg(test)]

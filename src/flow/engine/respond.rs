@@ -110,12 +110,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             self.send(m.as_str(), state);
         }
         if let Some(event) = &interrupt.notify {
-            let mut bytes = [0u8; 16];
-            self.rng_fill(&mut bytes);
-            self.fx.push(Effect::NotifyMerchant {
-                event: event.as_str().to_owned(),
-                event_id: hex::encode(bytes),
-            });
+            self.notify(event.as_str());
         }
         if let Some(goto) = &interrupt.goto {
             self.enter(goto.as_str());
@@ -138,36 +133,20 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             self.goto(target.map(|t| t.as_str()));
             return;
         }
-        if let Some(m) = &state.reprompt {
-            self.send(m.as_str(), state);
-            return;
-        }
-        let hint = match state.kind.get() {
-            StateKind::Otp => {
-                let length = state
-                    .otp
-                    .as_ref()
-                    .and_then(|o| o.length.as_ref())
-                    .map_or(6, |l| *l.get());
-                format!("Please type the {length}-digit code we sent you.")
-            }
-            _ if !state.buttons.is_empty() || state.list.is_some() => {
-                "Sorry, I didn't get that. Please choose one of the options.".to_owned()
-            }
-            _ => "Sorry, I didn't get that. Please try again.".to_owned(),
+        // The state's own reprompt text or a built-in hint; either way the choices come again,
+        // so a customer who typed something unusable can still tap.
+        let (message_id, text) = match &state.reprompt {
+            Some(m) => (m.as_str().to_owned(), self.text_of(m.as_str())),
+            None => ("reprompt".to_owned(), builtin_hint(state)),
         };
-        match self.prompt_body(state) {
-            Some(MessageBody::Buttons { buttons, .. }) => self.push_builtin(MessageBody::Buttons {
-                text: hint,
-                buttons,
-            }),
-            Some(MessageBody::List { button, rows, .. }) => self.push_builtin(MessageBody::List {
-                text: hint,
-                button,
-                rows,
-            }),
-            _ => self.builtin("reprompt", hint),
-        }
+        let body = match self.prompt_body(state) {
+            Some(MessageBody::Buttons { buttons, .. }) => MessageBody::Buttons { text, buttons },
+            Some(MessageBody::List { button, rows, .. }) => {
+                MessageBody::List { text, button, rows }
+            }
+            _ => MessageBody::Text { text },
+        };
+        self.push_reprompt(message_id, body);
     }
 
     pub(super) fn wrong_code(&mut self, state: &State, attempts_left: u32) {
@@ -238,6 +217,24 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             resend,
         };
         self.fx.push(Effect::IssueOtp(request));
+    }
+}
+
+/// What the engine says to an unusable answer when the state has no `reprompt` of its own.
+fn builtin_hint(state: &State) -> String {
+    match state.kind.get() {
+        StateKind::Otp => {
+            let length = state
+                .otp
+                .as_ref()
+                .and_then(|o| o.length.as_ref())
+                .map_or(6, |l| *l.get());
+            format!("Please type the {length}-digit code we sent you.")
+        }
+        _ if !state.buttons.is_empty() || state.list.is_some() => {
+            "Sorry, I didn't get that. Please choose one of the options.".to_owned()
+        }
+        _ => "Sorry, I didn't get that. Please try again.".to_owned(),
     }
 }
 

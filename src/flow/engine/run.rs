@@ -206,11 +206,7 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             self.s.reminders_sent = 0;
             self.s.resends = 0;
             if let Some(event) = &state.notify {
-                let event_id = self.event_id();
-                self.fx.push(Effect::NotifyMerchant {
-                    event: event.as_str().to_owned(),
-                    event_id,
-                });
+                self.notify(event.as_str());
             }
             match state.kind.get() {
                 StateKind::Ask => {
@@ -296,8 +292,20 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
         });
     }
 
-    pub(super) fn rng_fill(&mut self, bytes: &mut [u8]) {
-        self.rng.fill_bytes(bytes);
+    /// A `session.<event>` callback to the flow's callback URL (else the server's), like the
+    /// outcome's.
+    pub(super) fn notify(&mut self, event: &str) {
+        let event_id = self.event_id();
+        let callback_url = self
+            .flow
+            .callback_url
+            .as_ref()
+            .map(|c| c.as_str().to_owned());
+        self.fx.push(Effect::NotifyMerchant {
+            event: event.to_owned(),
+            event_id,
+            callback_url,
+        });
     }
 
     fn event_id(&mut self) -> String {

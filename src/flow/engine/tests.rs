@@ -388,3 +388,108 @@ fn resend_tells_the_customer_only_once_the_new_code_is_issued() {
     assert_eq!(issued.entered_at, later);
     assert_eq!(issued.resends, 1);
 }
+
+/// A flow whose `ask` state has buttons and its own `reprompt` text.
+const CUSTOM_REPROMPT: &str = r#"
+id = "custom_reprompt"
+version = "1"
+on_retries_exhausted = "done"
+
+[start]
+state = "ask"
+keywords = ["go on"]
+
+[messages.question]
+en = "Shall we go on?"
+
+[messages.again]
+en = "Please tap Yes or No."
+
+[states.ask]
+kind = "ask"
+message = "question"
+reprompt = "again"
+buttons = [
+  { id = "yes", title = "Yes", goto = "done" },
+  { id = "no", title = "No", goto = "done" },
+]
+timeout = "1h"
+on_timeout = "done"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#;
+
+#[test]
+fn a_custom_reprompt_shows_the_choices_again() {
+    let f = parse_flow("custom_reprompt.toml", CUSTOM_REPROMPT).expect("valid flow");
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let mut rng = StdRng::seed_from_u64(9);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let (_, effects) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: "maybe".to_owned(),
+        },
+        t0() + Duration::minutes(1),
+        &mut rng,
+    );
+    let sent: Vec<&OutboundMessage> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "{effects:?}");
+    assert_eq!(sent[0].message_id, "again");
+    let MessageBody::Buttons { text, buttons } = &sent[0].body else {
+        panic!("the custom reprompt lost its buttons: {:?}", sent[0].body);
+    };
+    assert_eq!(text, "Please tap Yes or No.");
+    let ids: Vec<&str> = buttons.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["yes", "no"]);
+}
+
+#[test]
+fn notify_events_go_to_the_flows_own_callback_url() {
+    let text = CUSTOM_REPROMPT
+        .replace(
+            "on_retries_exhausted = \"done\"\n",
+            "on_retries_exhausted = \"done\"\ncallback_url = \"https://shop.example/waotp\"\n",
+        )
+        .replace(
+            "[messages.question]",
+            "[interrupts.agent]\nwords = [\"agent\"]\nnotify = \"agent_requested\"\n\n[messages.question]",
+        );
+    let f = parse_flow("custom_reprompt.toml", &text).expect("valid flow");
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let mut rng = StdRng::seed_from_u64(9);
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let (_, effects) = step(
+        &f,
+        &s,
+        Event::Text {
+            body: "Agent!".to_owned(),
+        },
+        t0() + Duration::minutes(1),
+        &mut rng,
+    );
+    let notified: Vec<(&str, Option<&str>)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::NotifyMerchant {
+                event,
+                callback_url,
+                ..
+            } => Some((event.as_str(), callback_url.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notified,
+        [("agent_requested", Some("https://shop.example/waotp"))]
+    );
+}

@@ -310,11 +310,14 @@ pub enum Effect {
         /// Unique event id for the callback (merchants drop duplicates by it).
         event_id: String,
     },
-    /// Tell the merchant something (e.g. an agent was asked for).
+    /// Tell the merchant something (e.g. an agent was asked for): a `session.<event>` callback.
     NotifyMerchant {
         /// Event name.
         event: String,
         /// Unique event id.
         event_id: String,
+        /// The flow's callback URL, if it has its own (else the server's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        callback_url: Option<String>,
     },
 }

@@ -69,8 +69,10 @@ pub struct Start {
     /// Whether the merchant API (`POST /v1/sessions`) may start it.
     #[serde(default)]
     pub api: bool,
-    /// Customer messages that start it (matched case-insensitively as the whole message or a
-    /// phrase inside it).
+    /// Customer messages that start it: a keyword matches when its words appear in the message
+    /// as whole words, in order, case and punctuation ignored (`forgot` matches "I forgot my
+    /// password", not "unforgotten"). No two flows may share one, and no interrupt word of
+    /// another flow may contain one.
     #[serde(default)]
     pub keywords: Vec<Located<String>>,
 }
@@ -146,7 +148,8 @@ pub struct Hook {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interrupt {
-    /// Words or phrases (the whole message, case-insensitive).
+    /// Words or phrases; one fires when it is the whole message (case, spacing and surrounding
+    /// punctuation ignored).
     pub words: Vec<Located<String>>,
     /// State to go to.
     #[serde(default)]
@@ -154,7 +157,8 @@ pub struct Interrupt {
     /// Message sent when the interrupt fires (useful when the session stays where it is).
     #[serde(default)]
     pub message: Option<Located<String>>,
-    /// Event name sent to the merchant (e.g. `agent_requested`).
+    /// Event sent to the merchant as a `session.<notify>` callback (e.g. `agent_requested` →
+    /// `session.agent_requested`).
     #[serde(default)]
     pub notify: Option<Located<String>>,
 }

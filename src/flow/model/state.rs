@@ -51,8 +51,8 @@ pub struct State {
     /// Message sent when the state is entered (for `otp`: the prompt sent after the code).
     #[serde(default)]
     pub message: Option<Located<String>>,
-    /// Template sent instead of `message` outside the 24-hour window; for `otp` states the
-    /// authentication template that carries the code.
+    /// Template sent instead of `message` outside the 24-hour window (`ask`, `say` and `end`
+    /// states); for `otp` states the authentication template that carries the code.
     #[serde(default)]
     pub template: Option<Located<String>>,
     /// Reply buttons (at most 3) for `ask` states.
@@ -104,7 +104,8 @@ pub struct State {
     /// Template sent instead of `reminder` outside the 24-hour window.
     #[serde(default)]
     pub reminder_template: Option<Located<String>>,
-    /// Message sent when the answer cannot be used (default: a generic hint and the choices again).
+    /// Message sent when the answer cannot be used, with the state's buttons or list again
+    /// (default: a generic hint with the choices).
     #[serde(default)]
     pub reprompt: Option<Located<String>>,
     /// How many unusable answers are re-prompted before `on_retries_exhausted` (default 3).
@@ -113,7 +114,8 @@ pub struct State {
     /// State entered after `max_retries` unusable answers.
     #[serde(default)]
     pub on_retries_exhausted: Option<Located<String>>,
-    /// Event name sent to the merchant when the state is entered (e.g. `agent_handoff`).
+    /// Event sent to the merchant as a `session.<notify>` callback when the state is entered
+    /// (e.g. `agent_handoff` → `session.agent_handoff`).
     #[serde(default)]
     pub notify: Option<Located<String>>,
     /// For `end` states: the outcome reported to the merchant.
@@ -132,7 +134,7 @@ pub struct Button {
     pub id: Located<String>,
     /// Text on the button (at most 20 characters).
     pub title: Located<String>,
-    /// Typed words that count as tapping it (case-insensitive).
+    /// Typed words that count as tapping it, besides its title and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.
@@ -160,7 +162,7 @@ pub struct ListRow {
     /// Optional second line (at most 72 characters).
     #[serde(default)]
     pub description: Option<Located<String>>,
-    /// Typed words that count as choosing it.
+    /// Typed words that count as choosing it, besides its title and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.

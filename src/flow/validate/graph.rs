@@ -1,14 +1,18 @@
 //! Whole-flow checks on the state graph: unreachable states, states with no way to an end,
-//! and loops made only of states that do not wait (which would spin forever).
+//! and loops made only of states that do not wait (which would spin forever). One mistake is
+//! reported once: the states behind an unreachable one, and a state cut off from the end only
+//! by a reference to a missing state, add no error of their own.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::Checker;
+use crate::flow::located::Located;
 use crate::flow::model::{FlowFile, State, StateKind};
 
-/// Every state a state can move to by itself (not counting flow-wide interrupts).
-pub fn own_targets(s: &State) -> Vec<&str> {
-    let mut out: Vec<&str> = [
+/// Every state reference a state makes itself (not counting flow-wide interrupts), where it is
+/// written.
+fn own_target_refs(s: &State) -> Vec<&Located<String>> {
+    let mut out: Vec<&Located<String>> = [
         &s.on_text,
         &s.next,
         &s.on_error,
@@ -19,54 +23,121 @@ pub fn own_targets(s: &State) -> Vec<&str> {
     ]
     .into_iter()
     .flatten()
-    .map(|l| l.as_str())
     .collect();
-    out.extend(s.buttons.iter().map(|b| b.goto.as_str()));
-    out.extend(s.list.iter().flat_map(|l| &l.rows).map(|r| r.goto.as_str()));
-    out.extend(s.branches.iter().map(|b| b.goto.as_str()));
+    out.extend(s.buttons.iter().map(|b| &b.goto));
+    out.extend(s.list.iter().flat_map(|l| &l.rows).map(|r| &r.goto));
+    out.extend(s.branches.iter().map(|b| &b.goto));
     out
 }
 
+/// Every state a state can move to by itself (not counting flow-wide interrupts).
+pub fn own_targets(s: &State) -> Vec<&str> {
+    own_target_refs(s)
+        .into_iter()
+        .map(Located::as_str)
+        .collect()
+}
+
 /// Targets shared by every waiting state: interrupts, delivery failure, retries exhausted.
-fn global_targets(file: &FlowFile) -> Vec<&str> {
+fn global_target_refs(file: &FlowFile) -> Vec<&Located<String>> {
     file.interrupts
         .values()
         .filter_map(|i| i.goto.as_ref())
         .chain(&file.on_delivery_failure)
         .chain(&file.on_retries_exhausted)
-        .map(|l| l.as_str())
         .collect()
 }
 
+/// Every reference a state makes, its own and (for waiting states) the flow-wide ones.
+fn target_refs<'f>(file: &'f FlowFile, s: &'f State) -> Vec<&'f Located<String>> {
+    let mut t = own_target_refs(s);
+    if s.kind.get().is_waiting() {
+        t.extend(global_target_refs(file));
+    }
+    t
+}
+
 fn edges(file: &FlowFile) -> BTreeMap<&str, Vec<&str>> {
-    let global = global_targets(file);
     file.states
         .iter()
         .map(|(id, s)| {
-            let mut t = own_targets(s);
-            if s.kind.get().is_waiting() {
-                t.extend(global.iter().copied());
-            }
+            let mut t: Vec<&str> = target_refs(file, s)
+                .into_iter()
+                .map(Located::as_str)
+                .collect();
             t.retain(|t| file.states.contains_key(*t));
             (id.as_str(), t)
         })
         .collect()
 }
 
+/// Unreachable states, each region once: a state only reachable through another unreachable
+/// state is a consequence, not a second mistake. When a misspelt reference is what cuts a state
+/// off (its closest state name is that state), the message names its line.
 pub(super) fn check_graph(cx: &mut Checker<'_>) {
     let file = cx.file;
     let edges = edges(file);
     let start = file.start.state.as_str();
     let reachable = closure([start], &edges);
-    for (id, s) in &file.states {
-        if !reachable.contains(id.as_str()) {
-            cx.error(
-                s.kind.span(),
-                format!("state `{id}` is unreachable from the start state `{start}`"),
-            );
+    // References to missing states (reported where they are written) from states that run.
+    let dangling: Vec<&Located<String>> = std::iter::once(&file.start.state)
+        .chain(
+            file.states
+                .iter()
+                .filter(|(id, _)| reachable.contains(id.as_str()))
+                .flat_map(|(_, s)| target_refs(file, s)),
+        )
+        .filter(|t| !file.states.contains_key(t.as_str()))
+        .collect();
+    let unreachable: BTreeSet<&str> = file
+        .states
+        .keys()
+        .map(String::as_str)
+        .filter(|id| !reachable.contains(id))
+        .collect();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    // Heads first (no unreachable state leads to them), then whatever is left: loops.
+    let entered: BTreeSet<&str> = unreachable
+        .iter()
+        .flat_map(|from| {
+            edges
+                .get(from)
+                .into_iter()
+                .flatten()
+                .filter(move |to| *to != from)
+        })
+        .copied()
+        .collect();
+    let heads = unreachable
+        .iter()
+        .filter(|id| !entered.contains(*id))
+        .chain(unreachable.iter())
+        .copied();
+    for head in heads {
+        if covered.contains(head) {
+            continue;
         }
+        let behind = closure([head], &edges);
+        let more = behind
+            .iter()
+            .any(|s| *s != head && unreachable.contains(s) && !covered.contains(s));
+        covered.extend(behind.iter().filter(|s| unreachable.contains(*s)));
+        let cause = dangling.iter().find(|t| {
+            super::closest(t.as_str(), file.states.keys().map(String::as_str)) == Some(head)
+        });
+        let mut message = format!("state `{head}` is unreachable from the start state `{start}`");
+        if let Some(t) = cause {
+            let line = cx.line_of(t.span().start);
+            message.push_str(&format!(" because of line {line} (`{}`)", t.as_str()));
+        }
+        if more {
+            message.push_str("; so is every state only reachable through it");
+        }
+        let span = file.states.get(head).map_or(0..0, |s| s.kind.span());
+        cx.error(span, message);
     }
-    // Reverse reachability from the end states: who can still finish?
+    // Reverse reachability from the end states: who can still finish? A state that can reach a
+    // missing state may be cut off from the end only by that mistake, already reported.
     let mut reverse: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (from, tos) in &edges {
         for to in tos {
@@ -79,8 +150,20 @@ pub(super) fn check_graph(cx: &mut Checker<'_>) {
         .filter(|(_, s)| s.kind.get() == &StateKind::End)
         .map(|(id, _)| id.as_str());
     let can_finish = closure(ends, &reverse);
+    let leads_to_dangling = closure(
+        file.states
+            .iter()
+            .filter(|(_, s)| {
+                target_refs(file, s)
+                    .iter()
+                    .any(|t| !file.states.contains_key(t.as_str()))
+            })
+            .map(|(id, _)| id.as_str()),
+        &reverse,
+    );
     for (id, s) in &file.states {
-        if reachable.contains(id.as_str()) && !can_finish.contains(id.as_str()) {
+        let id = id.as_str();
+        if reachable.contains(id) && !can_finish.contains(id) && !leads_to_dangling.contains(id) {
             cx.error(
                 s.kind.span(),
                 format!("state `{id}` has no way out: no end state can be reached from it"),

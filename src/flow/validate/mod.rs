@@ -41,10 +41,12 @@ pub struct Issue {
     pub message: String,
 }
 
-/// Every problem in `file`; empty when it is valid.
-pub fn validate(file: &FlowFile) -> Vec<Issue> {
+/// Every problem in `file`, read from `text` (its spans are offsets into it); empty when it is
+/// valid.
+pub fn validate(file: &FlowFile, text: &str) -> Vec<Issue> {
     let mut cx = Checker {
         file,
+        text,
         issues: Vec::new(),
     };
     cx.check_header();
@@ -59,23 +61,38 @@ pub fn validate(file: &FlowFile) -> Vec<Issue> {
 
 /// `"; did you mean `x`?"` when a candidate is close to `name`, else an empty string.
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match closest(name, candidates) {
+        Some(c) => format!("; did you mean `{c}`?"),
+        None => String::new(),
+    }
+}
+
+/// The candidate closest to `name` (but not `name` itself) when one is close enough to be what
+/// was meant: at most a third of the longer name's characters apart, plus one.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let best = candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
         .filter(|(d, c)| *d <= (name.chars().count().max(c.chars().count()) / 3).max(1) + 1)
         .min();
     match best {
-        Some((_, c)) if c != name => format!("; did you mean `{c}`?"),
-        _ => String::new(),
+        Some((_, c)) if c != name => Some(c),
+        _ => None,
     }
 }
 
 pub(crate) struct Checker<'a> {
     file: &'a FlowFile,
+    text: &'a str,
     issues: Vec<Issue>,
 }
 
 impl<'a> Checker<'a> {
+    /// The 1-based line of a byte offset, for messages that point at a second place.
+    fn line_of(&self, offset: usize) -> usize {
+        super::located::line_col(self.text, offset).line
+    }
+
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.issues.push(Issue {
             span,

@@ -1,7 +1,7 @@
 //! Per-state checks: which fields each kind needs and may use, references, timers, guards,
 //! WhatsApp interactive limits and OTP ranges (docs/otp-rules.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     Checker, MAX_BUTTONS, MAX_BUTTON_TITLE, MAX_LIST_ROWS, MAX_ROW_DESCRIPTION, MAX_ROW_TITLE,
@@ -10,6 +10,7 @@ use crate::flow::duration::parse_duration;
 use crate::flow::guard::Guard;
 use crate::flow::located::Located;
 use crate::flow::model::{State, StateKind, TemplateCategory, VarSource};
+use crate::flow::words::normalize;
 
 pub(super) fn check_states(cx: &mut Checker<'_>) {
     for (id, state) in &cx.file.states {
@@ -293,7 +294,6 @@ fn check_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
         );
     }
     let mut seen = BTreeSet::new();
-    let mut words = BTreeSet::new();
     let too_long = |cx: &mut Checker<'_>, t: &Located<String>, max: usize, what: &str| {
         let n = t.as_str().chars().count();
         if n > max {
@@ -314,18 +314,8 @@ fn check_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
                 format!("duplicate choice id `{}` in state `{id}`", b.id.as_str()),
             );
         }
-        for w in b.synonyms.iter().chain([&b.title]) {
-            if !words.insert(w.as_str().to_lowercase()) {
-                cx.error(
-                    w.span(),
-                    format!(
-                        "synonym `{}` is used by two choices in state `{id}`",
-                        w.as_str()
-                    ),
-                );
-            }
-        }
     }
+    check_words_of_choices(cx, id, s);
     if let Some(list) = &s.list {
         too_long(cx, &list.button, MAX_BUTTON_TITLE, "list button");
         if list.rows.len() > MAX_LIST_ROWS {
@@ -353,6 +343,50 @@ fn check_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
                     r.id.span(),
                     format!("duplicate choice id `{}` in state `{id}`", r.id.as_str()),
                 );
+            }
+        }
+    }
+}
+
+/// A typed word picks the choice whose title, id or synonym it is (compared as the engine
+/// compares them), so one word must not stand for two choices. A choice repeating its own title
+/// or id among its synonyms is harmless: the word still means that one choice.
+fn check_words_of_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
+    let buttons = s.buttons.iter().map(|b| (&b.id, &b.title, &b.synonyms));
+    let rows = s
+        .list
+        .iter()
+        .flat_map(|l| &l.rows)
+        .map(|r| (&r.id, &r.title, &r.synonyms));
+    let choices: Vec<_> = buttons.chain(rows).collect();
+    // Ids first: a word equal to another choice's id is reported on the word, where the author
+    // wrote the clash.
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for (choice, _, _) in &choices {
+        owner
+            .entry(normalize(choice.as_str()))
+            .or_insert(choice.as_str());
+    }
+    for (choice, title, synonyms) in choices {
+        let choice = choice.as_str();
+        let mut own = BTreeSet::new();
+        for w in [title].into_iter().chain(synonyms) {
+            let word = normalize(w.as_str());
+            if !own.insert(word.clone()) {
+                continue;
+            }
+            match owner.get(&word) {
+                Some(first) if *first != choice => cx.error(
+                    w.span(),
+                    format!(
+                        "`{}` stands for choices `{first}` and `{choice}` of state `{id}`",
+                        w.as_str()
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    owner.insert(word, choice);
+                }
             }
         }
     }

@@ -10,12 +10,13 @@ use crate::flow::render::placeholders;
 pub(super) fn check_texts(cx: &mut Checker<'_>) {
     let file = cx.file;
     let default = cx.default_language();
-    // Messages shown with buttons or a list are interactive bodies, which have a lower limit.
+    // Messages shown with buttons or a list (a state's message and its reprompt) are
+    // interactive bodies, which have a lower limit.
     let interactive: Vec<&str> = file
         .states
         .values()
         .filter(|s| s.kind.get() == &StateKind::Ask && (!s.buttons.is_empty() || s.list.is_some()))
-        .filter_map(|s| s.message.as_ref().map(|m| m.as_str()))
+        .flat_map(|s| s.message.iter().chain(&s.reprompt).map(|m| m.as_str()))
         .collect();
     for (id, texts) in &file.messages {
         if !texts.contains_key(default) {
