@@ -6,6 +6,7 @@ use rand::RngCore;
 use super::run::Run;
 use super::types::{Effect, MessageBody, OtpRequest};
 use crate::flow::duration::parse_duration;
+use crate::flow::located::Located;
 use crate::flow::model::{OtpCheck, State, StateKind};
 use crate::flow::words::normalize;
 
@@ -238,49 +239,45 @@ fn builtin_hint(state: &State) -> String {
     }
 }
 
-/// The state a button or list row with this exact id leads to.
-fn choice_with_id<'s>(state: &'s State, id: &str) -> Option<&'s str> {
-    state
+/// A state's choices, buttons first and then list rows, as the words that stand for each
+/// (title, id, synonyms) and the state it leads to.
+fn choices(state: &State) -> impl Iterator<Item = (ChoiceWords<'_>, &str)> {
+    let buttons = state
         .buttons
         .iter()
-        .find(|b| b.id.as_str() == id)
-        .map(|b| b.goto.as_str())
-        .or_else(|| {
-            state
-                .list
-                .iter()
-                .flat_map(|l| &l.rows)
-                .find(|r| r.id.as_str() == id)
-                .map(|r| r.goto.as_str())
-        })
+        .map(|b| ((&b.id, &b.title, b.synonyms.as_slice()), b.goto.as_str()));
+    let rows = state
+        .list
+        .iter()
+        .flat_map(|l| &l.rows)
+        .map(|r| ((&r.id, &r.title, r.synonyms.as_slice()), r.goto.as_str()));
+    buttons.chain(rows)
+}
+
+type ChoiceWords<'s> = (
+    &'s Located<String>,
+    &'s Located<String>,
+    &'s [Located<String>],
+);
+
+/// The state a button or list row with this exact id leads to.
+fn choice_with_id<'s>(state: &'s State, id: &str) -> Option<&'s str> {
+    choices(state)
+        .find(|((choice_id, _, _), _)| choice_id.as_str() == id)
+        .map(|(_, goto)| goto)
 }
 
 /// The state a button or list row leads to whose title, id or a synonym is `typed` (already
 /// normalised): case, spacing and surrounding punctuation do not matter.
 fn choice_named<'s>(state: &'s State, typed: &str) -> Option<&'s str> {
-    state
-        .buttons
-        .iter()
-        .find(|b| {
-            [&b.title, &b.id]
+    choices(state)
+        .find(|((id, title, synonyms), _)| {
+            [*title, *id]
                 .into_iter()
-                .chain(&b.synonyms)
+                .chain(synonyms.iter())
                 .any(|w| normalize(w.as_str()) == typed)
         })
-        .map(|b| b.goto.as_str())
-        .or_else(|| {
-            state
-                .list
-                .iter()
-                .flat_map(|l| &l.rows)
-                .find(|r| {
-                    [&r.title, &r.id]
-                        .into_iter()
-                        .chain(&r.synonyms)
-                        .any(|w| normalize(w.as_str()) == typed)
-                })
-                .map(|r| r.goto.as_str())
-        })
+        .map(|(_, goto)| goto)
 }
 
 /// The code in a customer's message, read exactly as `/check` reads one (see
