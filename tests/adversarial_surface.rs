@@ -175,13 +175,7 @@ async fn two_hundred_slow_unsigned_bodies_cannot_exhaust_memory_and_it_is_return
     let legit = |id: &str| common::text_message(id, "15551230000", "hi");
     for i in 0..3 {
         let body = legit(&format!("wamid.warm-{i}"));
-        let res = client
-            .post(format!("{base}/webhook"))
-            .header("x-hub-signature-256", common::sign(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .expect("sent");
+        let res = common::post_signed(&client, &base, body).await;
         assert_eq!(res.status(), 200);
         let res = client
             .post(format!("{base}/webhook"))
@@ -277,13 +271,7 @@ async fn two_hundred_slow_unsigned_bodies_cannot_exhaust_memory_and_it_is_return
 
     // And the server still takes a genuine delivery.
     let body = legit("wamid.after-burst");
-    let res = client
-        .post(format!("{base}/webhook"))
-        .header("x-hub-signature-256", common::sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
+    let res = common::post_signed(&client, &base, body).await;
     assert_eq!(res.status(), 200);
     drop(child);
 }

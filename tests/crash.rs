@@ -25,13 +25,7 @@ async fn acknowledged_events_survive_sigkill() {
     for i in 0..20 {
         let id = format!("wamid.crash-{i}");
         let body = common::text_message(&id, &format!("1555000{:04}", i % 3), "before the crash");
-        let res = client
-            .post(format!("http://{address}/webhook"))
-            .header("x-hub-signature-256", common::sign(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .expect("sent");
+        let res = common::post_signed(&client, &format!("http://{address}"), body).await;
         assert_eq!(res.status(), 200);
         acknowledged.push(id);
     }
@@ -56,13 +50,7 @@ async fn acknowledged_events_survive_sigkill() {
     // The next run handles whatever the killed one had not, and redeliveries stay deduplicated.
     let (mut child, address) = start_server(dir.path());
     let body = common::text_message(&acknowledged[0], "15550000000", "before the crash");
-    let res = client
-        .post(format!("http://{address}/webhook"))
-        .header("x-hub-signature-256", common::sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
+    let res = common::post_signed(&client, &format!("http://{address}"), body).await;
     assert_eq!(res.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -253,13 +241,7 @@ async fn a_send_in_flight_at_sigkill_is_not_sent_again_once_its_status_came() {
                           "recipient_id": "14155550301",
                           "biz_opaque_callback_data": tracker}]}}]}]})
     .to_string();
-    let res = client
-        .post(format!("http://{address}/webhook"))
-        .header("x-hub-signature-256", common::sign(status.as_bytes()))
-        .body(status)
-        .send()
-        .await
-        .expect("status");
+    let res = common::post_signed(&client, &format!("http://{address}"), status).await;
     assert_eq!(res.status(), 200);
     outbox_empty(&client, &address).await;
     assert_eq!(graph_sends(&graph).len(), 1, "not sent a second time");

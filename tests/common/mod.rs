@@ -162,6 +162,18 @@ pub fn spawn_serve(vars: HashMap<String, String>) -> (std::process::Child, Strin
     (child, address)
 }
 
+/// POSTs `body` to the webhook of a server at `base` (`http://host:port`), signed with
+/// [`APP_SECRET`] as Meta signs it.
+pub async fn post_signed(client: &reqwest::Client, base: &str, body: String) -> reqwest::Response {
+    client
+        .post(format!("{base}/webhook"))
+        .header("x-hub-signature-256", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
 /// The `/metrics` text of a server at `base` (`http://host:port`).
 pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
     client
