@@ -156,3 +156,127 @@ impl SessionStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::engine::{self, SessionStatus};
+    use crate::store::sessions::StepWrite;
+    use crate::store::Store;
+    use chrono::Duration;
+
+    fn record(id: &str, customer: &str, created_at: DateTime<Utc>) -> SessionRecord {
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let registry =
+            crate::runtime::flows::FlowRegistry::load(&flows, Default::default()).expect("flows");
+        let flow = registry.get("signup_verification").expect("flow");
+        let engine =
+            engine::new_session(&flow, Default::default(), "en", created_at).expect("session");
+        SessionRecord {
+            id: id.to_owned(),
+            to: format!("+{customer}"),
+            customer: customer.to_owned(),
+            created_at,
+            updated_at: created_at,
+            step: 1,
+            engine,
+            timer_key: None,
+            otp_purpose: None,
+            otp_bound: Vec::new(),
+            last_inbound: 0,
+            otp_refused: None,
+        }
+    }
+
+    fn write(store: &SessionStore, r: &SessionRecord) {
+        store
+            .apply(StepWrite {
+                record: Some(r.clone()),
+                ..StepWrite::default()
+            })
+            .expect("write");
+    }
+
+    fn ids(page: &SessionPage) -> Vec<&str> {
+        page.sessions.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    fn all(limit: usize) -> SessionQuery {
+        SessionQuery {
+            limit,
+            ..SessionQuery::default()
+        }
+    }
+
+    #[test]
+    fn pages_follow_creation_newest_first_and_the_purge_takes_the_index_entry_along() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("store");
+        let sessions = store.sessions();
+        let t0 = Utc::now() - Duration::days(30);
+        for (i, id) in ["ses_a", "ses_b", "ses_c"].iter().enumerate() {
+            write(
+                sessions,
+                &record(id, "447700900001", t0 + Duration::minutes(i as i64)),
+            );
+        }
+        // A later step of a session does not list it twice.
+        let mut later = record("ses_b", "447700900001", t0 + Duration::minutes(1));
+        later.step = 2;
+        write(sessions, &later);
+        let page = sessions.list(&all(50)).expect("list");
+        assert_eq!(ids(&page), ["ses_c", "ses_b", "ses_a"]);
+        assert!(page.next_cursor.is_none());
+
+        let first = sessions.list(&all(2)).expect("list");
+        assert_eq!(ids(&first), ["ses_c", "ses_b"]);
+        let cursor = first.next_cursor.expect("more");
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor.clone()));
+        let rest = sessions
+            .list(&SessionQuery {
+                starting_after: Some(cursor),
+                ..all(2)
+            })
+            .expect("list");
+        assert_eq!(ids(&rest), ["ses_a"]);
+        assert!(rest.next_cursor.is_none());
+
+        // The oldest ends and is purged: gone from the listing, index entry included.
+        let mut ended = record("ses_a", "447700900001", t0);
+        ended.step = 2;
+        ended.engine.status = SessionStatus::Completed;
+        write(sessions, &ended);
+        assert_eq!(
+            sessions.purge_completed_before(Utc::now()).expect("purge"),
+            1
+        );
+        assert_eq!(
+            ids(&sessions.list(&all(50)).expect("list")),
+            ["ses_c", "ses_b"]
+        );
+        assert_eq!(sessions.tree.scan_prefix([CREATED]).count(), 2);
+    }
+
+    #[test]
+    fn a_store_from_before_the_creation_index_is_indexed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Utc::now();
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("store");
+            let sessions = store.sessions();
+            write(sessions, &record("ses_old", "447700900002", t0));
+            // As an older version left it: no index entry, no marker.
+            for item in sessions.tree.scan_prefix([CREATED]) {
+                sessions.tree.remove(item.expect("key").0).expect("remove");
+            }
+            sessions.tree.remove(INDEXED_CREATED).expect("remove");
+            assert!(sessions.list(&all(50)).expect("list").sessions.is_empty());
+            store.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        assert_eq!(
+            ids(&store.sessions().list(&all(50)).expect("list")),
+            ["ses_old"]
+        );
+    }
+}
