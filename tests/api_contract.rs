@@ -210,6 +210,13 @@ async fn live_answers_and_refusals_match_the_description() {
         assert_described("post", "/v1/sessions", &refused);
     }
 
+    let huge =
+        json!({"flow": "signup_verification", "to": to, "vars": {"x": "y".repeat(70 * 1024)}});
+    let too_large = call(&app, "POST", "/v1/sessions", Some(huge)).await;
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.body["error"]["code"], "payload_too_large");
+    assert_described("post", "/v1/sessions", &too_large);
+
     let read = call(&app, "GET", &format!("/v1/sessions/{id}"), None).await;
     assert_eq!(read.status, 200);
     assert_described("get", "/v1/sessions/{id}", &read);

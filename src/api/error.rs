@@ -37,6 +37,8 @@ const fn code(code: &'static str, status: u16, meaning: &'static str) -> ErrorCo
 pub const CATALOGUE: &[ErrorCode] = &[
     code("unauthorized", 401, "The API key is missing or unknown: send `Authorization: Bearer <key>` with one of `WAOTP_API_KEYS`."),
     code("too_many_attempts", 429, "Too many wrong API keys came from this address: wait `retry_after` seconds."),
+    code("payload_too_large", 413, "The body is over 64 KiB."),
+    code("body_timeout", 408, "The body did not arrive within 10 seconds of the request's head."),
     code("invalid_json", 400, "The body is not the JSON object the route takes (syntax, a missing or unknown field)."),
     code("invalid_idempotency_key", 400, "`Idempotency-Key` must be 1 to 255 printable ASCII characters."),
     code("idempotency_key_reused", 422, "This `Idempotency-Key` came first with another request: use a new key."),
@@ -190,6 +192,40 @@ impl ResponseError for ApiError {
         }
         res.json(self.body())
     }
+}
+
+/// The largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`], refusing in the API's own shape what
+/// the framework's extractor would answer in its own (a body too large, too slow or cut off).
+pub async fn read_body(
+    mut payload: actix_web::web::Payload,
+) -> Result<actix_web::web::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut body = actix_web::web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            if crate::request_deadline::is_deadline(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the body did not arrive in time",
+                )
+            } else {
+                ApiError::bad_request("invalid_json", format!("request body: {e}"))
+            }
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a request body is at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Parses a JSON body into `T`, with a clear 400 on failure.

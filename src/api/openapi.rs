@@ -88,6 +88,8 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             body: Some(g.request::<StartRequest>()),
             ok: (201, "The session, started.", g.answer::<StartAnswer>()),
             errors: &[
+                "payload_too_large",
+                "body_timeout",
                 "invalid_json",
                 "invalid_idempotency_key",
                 "idempotency_key_reused",
@@ -180,6 +182,8 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             body: Some(g.request::<CheckRequest>()),
             ok: (200, "The verdict; a wrong code is counted as in the chat.", g.answer::<CheckAnswer>()),
             errors: &[
+                "payload_too_large",
+                "body_timeout",
                 "invalid_json",
                 "invalid_code",
                 "not_found",
@@ -227,7 +231,14 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             params: vec![],
             body: Some(g.request::<InboundRequest>()),
             ok: (200, "The message, recorded and flushed.", g.answer::<SandboxInbound>()),
-            errors: &["not_sandbox", "invalid_json", "invalid_phone", "invalid_message"],
+            errors: &[
+                "not_sandbox",
+                "payload_too_large",
+                "body_timeout",
+                "invalid_json",
+                "invalid_phone",
+                "invalid_message",
+            ],
         },
         Operation {
             method: "get",

@@ -3,7 +3,7 @@
 //! nothing more.
 
 use super::auth::{bearer, require_key, ApiKeys};
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, read_body, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
 use crate::metrics::Metrics;
@@ -111,10 +111,11 @@ pub(super) struct SandboxInbound {
 
 async fn start(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     let request: StartRequest = parse_json(&body)?;
     super::vars::check_vars(&request.vars)?;
     let idempotent = if req.headers().contains_key(super::idempotency::HEADER) {
@@ -308,10 +309,11 @@ pub(super) struct CheckRequest {
 async fn check(
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     let request: CheckRequest = parse_json(&body)?;
     if request.code.len() > 64 {
         return Err(ApiError::bad_request(
@@ -407,10 +409,11 @@ pub(super) struct InboundRequest {
 
 async fn sandbox_inbound(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     sandbox_of(&state)?;
     let request: InboundRequest = parse_json(&body)?;
     let customer = PhoneNumber::parse(&request.from).map_err(|why| {
