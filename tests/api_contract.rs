@@ -232,6 +232,7 @@ async fn live_answers_and_refusals_match_the_description() {
     )
     .await;
     assert_eq!(checked.body["error"]["code"], "invalid_code");
+    assert_eq!(checked.body["error"]["param"], "code");
     assert_described("post", "/v1/sessions/{id}/check", &checked);
     let wrong = call(
         &app,

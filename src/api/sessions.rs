@@ -316,10 +316,10 @@ async fn check(
     let body = read_body(payload).await?;
     let request: CheckRequest = parse_json(&body)?;
     if request.code.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_code",
-            "a code is at most 64 characters",
-        ));
+        return Err(
+            ApiError::bad_request("invalid_code", "a code is at most 64 characters")
+                .with_param("code"),
+        );
     }
     let checked = state
         .runtime
@@ -329,7 +329,8 @@ async fn check(
             CheckError::NotACode => ApiError::bad_request(
                 "invalid_code",
                 "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
-            ),
+            )
+            .with_param("code"),
             CheckError::NotHere(refusal) => {
                 ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
             }
@@ -386,6 +387,7 @@ async fn sandbox_messages(
             "invalid_phone",
             format!("`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL): {why}"),
         )
+        .with_param("to")
     })?;
     let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
@@ -421,6 +423,7 @@ async fn sandbox_inbound(
             "invalid_phone",
             format!("`from` must be E.164, e.g. +919876543210: {why}"),
         )
+        .with_param("from")
     })?;
     let content = match (request.text, request.button) {
         (Some(body), None) => MessageContent::Text { body },
