@@ -238,6 +238,7 @@ impl Application {
                 .configure(crate::api::sessions::routes)
                 .configure(crate::api::stats::routes)
                 .configure(crate::api::dashboard::routes)
+                .default_service(web::to(crate::api::error::route_not_found))
         })
         // A client gets this long to send its request head and, once answered, to hang up;
         // the body has its own deadline (`request_deadline`). Without these a slow client
@@ -308,15 +309,22 @@ impl Application {
     }
 }
 
-/// A span per request naming method and path. The query string is left out on purpose: the
+/// A span per request naming method, path and request id, and the `X-Request-Id` header on
+/// every answer (see [`crate::request_id`]). The query string is left out on purpose: the
 /// webhook handshake carries the verify token there.
 async fn trace_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let span = tracing::debug_span!("http", method = %req.method(), path = %req.path());
+    let id = crate::request_id::of(req.headers());
+    let span =
+        tracing::info_span!("http", method = %req.method(), path = %req.path(), request_id = %id);
     let started = Instant::now();
-    let res = next.call(req).instrument(span.clone()).await?;
+    // Handlers' errors arrive here as responses; only a middleware's own error passes by.
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert(crate::request_id::HEADER, value);
+    }
     tracing::debug!(
         parent: &span,
         status = res.status().as_u16(),

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod otp;
 pub mod outbox;
 pub mod request_deadline;
+pub mod request_id;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -510,34 +510,58 @@ async fn concurrent_wrong_codes_take_each_attempt_once_then_lock() {
         for shift in 1..=9 {
             let guess = wrong(&codes[i], shift);
             let session = &sessions[i];
-            guesses.push(async move { (i, app.check(session, &guess).await) });
+            guesses.push(async move {
+                let path = format!("/v1/sessions/{session}/check");
+                (
+                    i,
+                    app.post(&path, Some(API_KEY), json!({ "code": guess }))
+                        .await,
+                )
+            });
         }
     }
     let answers = join_all(guesses).await;
     for (i, to) in customers.iter().enumerate() {
-        let mine: Vec<&Value> = answers
+        let mine: Vec<&(u16, Value)> = answers
             .iter()
             .filter(|(j, _)| *j == i)
             .map(|(_, a)| a)
             .collect();
-        assert!(mine.iter().all(|a| a["valid"] == false));
         // The five counted guesses saw 4, 3, 2, 1, 0 attempts left, each exactly once; the four
-        // that came too late were refused with 0 left.
-        let mut left: Vec<u64> = mine
+        // that came too late found the session ended.
+        let counted: Vec<&Value> = mine
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, a)| a)
+            .collect();
+        assert!(counted.iter().all(|a| a["valid"] == false));
+        let mut left: Vec<u64> = counted
             .iter()
             .filter_map(|a| a["attempts_left"].as_u64())
             .collect();
         left.sort_unstable();
-        assert_eq!(left, [0, 0, 0, 0, 0, 1, 2, 3, 4], "{mine:?}");
+        assert_eq!(left, [0, 1, 2, 3, 4], "{mine:?}");
+        let late = mine
+            .iter()
+            .filter(|(status, a)| *status == 409 && a["error"]["code"] == "session_completed")
+            .count();
+        assert_eq!(late, 4, "{mine:?}");
         let record = app.session(&sessions[i]);
         assert_eq!(outcome(&record).as_deref(), Some("locked"));
         assert_eq!(app.wrong_today(to), 5, "{to}");
         let otp = app.ledger.record(&sessions[i]).expect("read").expect("otp");
         assert_eq!(otp.status(), CodeStatus::Locked);
         assert_eq!(otp.attempts_left(), 0);
-        // The right code is worthless now.
-        let late = app.check(&sessions[i], &codes[i]).await;
-        assert_eq!(late["valid"], false);
+        // The right code is worthless now: the session has ended.
+        let (status, late) = app
+            .post(
+                &format!("/v1/sessions/{}/check", sessions[i]),
+                Some(API_KEY),
+                json!({ "code": codes[i] }),
+            )
+            .await;
+        assert_eq!(status, 409, "{late}");
+        assert_eq!(late["error"]["code"], "session_completed");
         assert_eq!(app.wrong_today(to), 5);
     }
 
@@ -591,14 +615,28 @@ async fn one_customer_is_blocked_after_ten_wrong_codes_across_sessions() {
     let record = app.session(&signup);
     assert_eq!(outcome(&record).as_deref(), Some("locked"));
     assert_eq!(app.wrong_today(to), 10, "a blocked guess is not counted");
-    // And no new code is issued to them while blocked.
-    let again = app.start("signup_verification", to, json!({})).await;
-    app.quiesce().await;
+    // And no new code is issued to them while blocked: a start that would send one is
+    // refused with the limit's own code and when to come back, and creates nothing.
+    let (status, refused) = app
+        .post(
+            "/v1/sessions",
+            Some(API_KEY),
+            json!({"flow": "signup_verification", "to": to, "vars": {}}),
+        )
+        .await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "customer_blocked");
+    assert!(refused["error"]["retry_after"]
+        .as_u64()
+        .is_some_and(|s| s > 0));
     assert!(
-        app.ledger.record(&again).expect("read").is_none(),
-        "a code was issued to a blocked customer"
+        app.store
+            .sessions()
+            .active(&to[1..], "signup_verification")
+            .expect("read")
+            .is_none(),
+        "the refused start left a session"
     );
-    assert_eq!(outcome(&app.session(&again)).as_deref(), Some("locked"));
 }
 
 #[tokio::test]

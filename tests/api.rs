@@ -141,6 +141,7 @@ async fn idempotency_and_one_active_session_per_customer_and_flow() {
     assert_eq!(other.status(), 409);
     let other: Value = other.json().await.expect("json");
     assert_eq!(other["error"]["code"], "session_active");
+    assert_eq!(other["error"]["session_id"], first["id"], "{other}");
 
     let id = first["id"].as_str().expect("id");
     let (status, cancelled) = post(
@@ -235,14 +236,16 @@ async fn check_counts_wrong_codes_and_accepts_the_right_one() {
     assert_eq!(right["valid"], true, "{right}");
     assert_eq!(right["session"]["outcome"], "verified");
     // Single use: the same code never verifies again.
-    let (_, reuse) = post(
+    let (status, reuse) = post(
         &app,
         &format!("/v1/sessions/{id}/check"),
         Some(KEY),
         json!({"code": code}),
     )
     .await;
-    assert_eq!(reuse["valid"], false);
+    assert_eq!(status, 409, "{reuse}");
+    assert_eq!(reuse["error"]["code"], "session_completed");
+    assert_eq!(reuse["error"]["session_id"], id.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 //!   documents no setting the code does not read;
 //! - every metric `src/metrics.rs` registers is in `docs/metrics.md`, and the page names no
 //!   metric that is not registered;
+//! - every error code of the API's catalogue (`src/api/error.rs`) has its row, anchor and status
+//!   in the error table of `docs/http-api.md`, which lists no other code;
 //! - no source, test or doc cites a contract document from outside the repository: comments
 //!   point to `docs/` instead, and every `docs/….md` they point to exists, as does every
 //!   relative link between the pages.
@@ -259,10 +261,10 @@ fn markdown_links(text: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// The anchors Markdown renderers give a page's headings: lower case, punctuation dropped,
-/// spaces turned into hyphens.
+/// spaces turned into hyphens; and the explicit `<a id="…">` anchors.
 fn heading_anchors(page: &str) -> BTreeSet<String> {
     let mut in_code = false;
-    let mut anchors = BTreeSet::new();
+    let mut anchors = explicit_anchors(page);
     for line in page.lines() {
         if line.starts_with("```") {
             in_code = !in_code;
@@ -283,4 +285,45 @@ fn heading_anchors(page: &str) -> BTreeSet<String> {
         anchors.insert(anchor);
     }
     anchors
+}
+
+/// The `<a id="…">` anchors of a page.
+fn explicit_anchors(page: &str) -> BTreeSet<String> {
+    page.split("<a id=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_api_error_code_is_in_the_error_table_and_only_those() {
+    let page = read("docs/http-api.md");
+    let documented = explicit_anchors(&page);
+    for code in waotp::api::error::CATALOGUE {
+        let row = page
+            .lines()
+            .find(|l| l.starts_with(&format!("| <a id=\"{}\"></a>", code.code)))
+            .unwrap_or_else(|| panic!("`{}` has no row in docs/http-api.md", code.code));
+        assert!(
+            row.contains(&format!("| {} |", code.status)),
+            "`{}` is answered with {}, its row says otherwise: {row}",
+            code.code,
+            code.status
+        );
+        // The address every refusal of this code points to.
+        let url = waotp::api::error::doc_url(code.code);
+        let (file, anchor) = url.split_once('#').expect("an anchor");
+        assert_eq!(file, "docs/http-api.md");
+        assert!(documented.contains(anchor), "{url}");
+    }
+    let catalogued: BTreeSet<String> = waotp::api::error::CATALOGUE
+        .iter()
+        .map(|c| c.code.to_owned())
+        .collect();
+    let unknown: Vec<_> = documented.difference(&catalogued).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/http-api.md documents codes the API never answers: {unknown:?}"
+    );
 }

@@ -260,8 +260,9 @@ async fn signup_verification_check_api_and_chat_lock() {
         "{texts:?}"
     );
     assert!(texts.last().expect("sent").contains("Too many wrong codes"));
-    let checked = e.api.check(&id, &code).await;
-    assert_eq!(checked["valid"], false, "a locked session accepts no code");
+    let (status, checked) = e.api.check_raw(&id, &code).await;
+    assert_eq!(status, 409, "a locked session accepts no code: {checked}");
+    assert_eq!(checked["error"]["code"], "session_completed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,3 +225,26 @@ async fn metrics_carry_build_info_units_and_hooks_apart_from_callbacks() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_id_is_in_the_log_lines_written_while_answering_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut vars = sandbox_vars(dir.path(), &bundled_flows());
+    vars.insert("WAOTP_API_KEYS".into(), API_KEY.into());
+    let server = ChildServer::start(&vars, "info");
+    let res = server
+        .api
+        .http
+        .post(format!("{}/v1/sessions", server.api.base))
+        .bearer_auth(API_KEY)
+        .header("x-request-id", "trace-4f1c9a")
+        .json(&serde_json::json!({"flow": "signup_verification", "to": "+447700900777"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["x-request-id"], "trace-4f1c9a");
+    let line = server.wait_log(&["session started", "trace-4f1c9a"]).await;
+    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(line["span"]["request_id"], "trace-4f1c9a", "{line}");
+}

@@ -6,6 +6,8 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod list;
+pub mod openapi;
 pub mod sessions;
 pub mod stats;
 pub mod throttle;

@@ -3,18 +3,21 @@
 //! nothing more.
 
 use super::auth::{bearer, require_key, ApiKeys};
-use super::error::{parse_json, ApiError};
+use super::error::{parse_json, read_body, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
 use crate::metrics::Metrics;
+use crate::otp::IssueRefusal;
 use crate::outbox::SandboxRecorder;
 use crate::runtime::commands::{CheckError, StartError};
+use crate::runtime::session_object::SessionObject;
 use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,6 +37,8 @@ pub struct ApiState {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/sessions", web::post().to(start))
+        .route("/v1/sessions", web::get().to(super::list::list))
+        .route("/v1/openapi.json", web::get().to(super::openapi::serve))
         .route("/v1/sessions/{id}", web::get().to(get))
         .route("/v1/sessions/{id}/cancel", web::post().to(cancel))
         .route("/v1/sessions/{id}/check", web::post().to(check))
@@ -41,22 +46,76 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/sandbox/inbound", web::post().to(sandbox_inbound));
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sessions`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StartRequest {
+pub(super) struct StartRequest {
+    /// The flow's id (its file name without `.toml`).
     flow: String,
+    /// The customer's number, E.164 with `+`.
     to: String,
+    /// The flow's API variables: at most 32, each at most 1,024 bytes as JSON, 8 KiB in all.
     #[serde(default)]
     vars: BTreeMap<String, Value>,
+    /// A language the flow's templates have; the flow's default otherwise.
     lang: Option<String>,
+}
+
+/// The answer to a start: the session, and for a reverse-OTP flow the code to show.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct StartAnswer {
+    #[serde(flatten)]
+    session: SessionObject,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otp: Option<ReverseOtp>,
+}
+
+/// A reverse-OTP code: the customer sends it to the business number from their WhatsApp.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct ReverseOtp {
+    code: String,
+    /// `https://wa.me/<business number>?text=<code>`.
+    wa_link: String,
+}
+
+/// The answer to a `/check`.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct CheckAnswer {
+    valid: bool,
+    /// Wrong codes the session's code still takes (0 once valid or locked).
+    attempts_left: u32,
+    session: SessionObject,
+}
+
+/// A page of `GET /v1/sessions`.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct SessionList {
+    /// Newest first.
+    pub(super) sessions: Vec<SessionObject>,
+    /// Pass as `starting_after` for the next page; `null` when no session follows.
+    pub(super) next_cursor: Option<String>,
+}
+
+/// What `GET /v1/sandbox/messages` answers.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct SandboxMessages {
+    /// What the bot sent the number, oldest first, as recorded in sandbox mode.
+    messages: Vec<Value>,
+}
+
+/// What `POST /v1/sandbox/inbound` answers: the id the message was recorded under.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct SandboxInbound {
+    id: String,
 }
 
 async fn start(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     let request: StartRequest = parse_json(&body)?;
     super::vars::check_vars(&request.vars)?;
     let idempotent = if req.headers().contains_key(super::idempotency::HEADER) {
@@ -164,19 +223,47 @@ async fn start_session(
             StartError::InvalidPhone { .. } => {
                 ApiError::bad_request("invalid_phone", e.to_string()).with_param("to")
             }
-            StartError::SessionActive { .. } => {
+            StartError::SessionActive { ref id, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "session_active", e.to_string())
+                    .with_session(id.clone())
             }
+            StartError::OtpRefused(refusal) => otp_refused(refusal, e.to_string()),
             StartError::BusinessNumberUnset => {
                 ApiError::bad_request("business_number_unset", e.to_string())
             }
             StartError::Runtime(e) => ApiError::internal(e),
         })?;
-    let mut body = session_json(&started.record);
-    if let Some((code, link)) = started.reverse {
-        body["otp"] = json!({"code": code, "wa_link": link});
-    }
-    Ok(body)
+    let answer = StartAnswer {
+        session: SessionObject::from(&started.record),
+        otp: started
+            .reverse
+            .map(|(code, wa_link)| ReverseOtp { code, wa_link }),
+    };
+    serde_json::to_value(answer).map_err(ApiError::internal)
+}
+
+/// The refusal of a start whose first code an anti-abuse limit refused: the limit's own code,
+/// `429` with `retry_after` for the limits that lift with time.
+fn otp_refused(refusal: IssueRefusal, message: String) -> ApiError {
+    let wait = match refusal {
+        IssueRefusal::CustomerRateLimited { retry_after }
+        | IssueRefusal::CustomerBlocked { retry_after }
+        | IssueRefusal::GlobalCeiling { retry_after } => retry_after,
+        IssueRefusal::CountryNotAllowed => {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "country_not_allowed",
+                message,
+            )
+            .with_param("to")
+        }
+        // Not limits: a session's first code never meets them.
+        other => {
+            return ApiError::internal(format!("unexpected refusal at start: {}", other.as_str()))
+        }
+    };
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.as_str(), message)
+        .retry_after(super::auth::retry_after_secs(wait))
 }
 
 async fn get(
@@ -211,24 +298,28 @@ async fn cancel(
         .ok_or_else(ApiError::not_found)
 }
 
-#[derive(Deserialize)]
-struct CheckRequest {
+/// `POST /v1/sessions/{id}/check`.
+#[derive(Deserialize, JsonSchema)]
+pub(super) struct CheckRequest {
+    /// What the customer typed: 4 to 10 digits; spaces, dashes and dots are ignored.
+    #[schemars(length(max = 64))]
     code: String,
 }
 
 async fn check(
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     let request: CheckRequest = parse_json(&body)?;
     if request.code.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_code",
-            "a code is at most 64 characters",
-        ));
+        return Err(
+            ApiError::bad_request("invalid_code", "a code is at most 64 characters")
+                .with_param("code"),
+        );
     }
     let checked = state
         .runtime
@@ -238,18 +329,23 @@ async fn check(
             CheckError::NotACode => ApiError::bad_request(
                 "invalid_code",
                 "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
-            ),
+            )
+            .with_param("code"),
             CheckError::NotHere(refusal) => {
                 ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
+            }
+            CheckError::Completed { ref id, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "session_completed", e.to_string())
+                    .with_session(id.clone())
             }
             CheckError::Runtime(e) => ApiError::internal(e),
         })?;
     match checked {
-        Some(c) => Ok(HttpResponse::Ok().json(json!({
-            "valid": c.valid,
-            "attempts_left": c.attempts_left,
-            "session": session_json(&c.record),
-        }))),
+        Some(c) => Ok(HttpResponse::Ok().json(CheckAnswer {
+            valid: c.valid,
+            attempts_left: c.attempts_left,
+            session: SessionObject::from(&c.record),
+        })),
         None => Err(ApiError::not_found()),
     }
 }
@@ -280,16 +376,18 @@ const MAX_LISTING_WAIT_SECS: u64 = 30;
 
 async fn sandbox_messages(
     req: HttpRequest,
-    query: web::Query<MessagesQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
     let recorder = sandbox_of(&state)?;
+    let query = web::Query::<MessagesQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))?;
     let customer = PhoneNumber::parse(&query.to).map_err(|why| {
         ApiError::bad_request(
             "invalid_phone",
             format!("`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL): {why}"),
         )
+        .with_param("to")
     })?;
     let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
@@ -297,23 +395,27 @@ async fn sandbox_messages(
         .messages_when(customer, query.min, wait)
         .await
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+    Ok(HttpResponse::Ok().json(SandboxMessages { messages }))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sandbox/inbound`: a customer message; exactly one of `text` and `button`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InboundRequest {
+pub(super) struct InboundRequest {
+    /// The customer's number, E.164 with `+`.
     from: String,
     text: Option<String>,
+    /// The id of a reply button the customer tapped.
     button: Option<String>,
 }
 
 async fn sandbox_inbound(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
+    let body = read_body(payload).await?;
     sandbox_of(&state)?;
     let request: InboundRequest = parse_json(&body)?;
     let customer = PhoneNumber::parse(&request.from).map_err(|why| {
@@ -321,6 +423,7 @@ async fn sandbox_inbound(
             "invalid_phone",
             format!("`from` must be E.164, e.g. +919876543210: {why}"),
         )
+        .with_param("from")
     })?;
     let content = match (request.text, request.button) {
         (Some(body), None) => MessageContent::Text { body },
@@ -356,5 +459,5 @@ async fn sandbox_inbound(
         .accept(event, now.timestamp())
         .map_err(ApiError::internal)?;
     state.inbox.durable().await.map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(json!({ "id": id })))
+    Ok(HttpResponse::Ok().json(SandboxInbound { id }))
 }

@@ -71,6 +71,7 @@ fn parse_instant(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
                     "`{name}` must be an RFC 3339 time such as 2026-01-31T09:00:00Z ({e}; write + as %2B in a URL)"
                 ),
             )
+            .with_param(name)
         })
 }
 

@@ -7,7 +7,7 @@ use crate::domain::PhoneNumber;
 use crate::flow::engine::{self, ApiCheckRefusal, Event, StartError as EngineStartError};
 use crate::flow::model::VarSource;
 use crate::flow::render::{placeholders, render, value_text};
-use crate::otp::{normalize_attempt, VerifyOutcome};
+use crate::otp::{normalize_attempt, IssueRefusal, VerifyOutcome};
 use crate::store::idempotency::IdempotentStart;
 use crate::store::sessions::{SessionRecord, StepWrite};
 use crate::whatsapp::limits::{template_parameter_max, template_text};
@@ -37,8 +37,35 @@ pub enum StartError {
     SessionActive { flow: String, id: String },
     #[error("this flow needs WAOTP_BUSINESS_NUMBER for its wa.me link")]
     BusinessNumberUnset,
+    /// An anti-abuse limit refused the first code of a session started through the API: no
+    /// session was created and the customer was sent nothing.
+    #[error("{}", refusal_text(*.0))]
+    OtpRefused(IssueRefusal),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+fn refusal_text(refusal: IssueRefusal) -> String {
+    let wait = |d: std::time::Duration| d.as_secs().max(1);
+    match refusal {
+        IssueRefusal::CountryNotAllowed => {
+            "codes are not sent to this number's country or prefix (WAOTP_OTP_ALLOWED_PREFIXES)"
+                .into()
+        }
+        IssueRefusal::CustomerRateLimited { retry_after } => format!(
+            "this customer was sent too many codes; try again in {} s",
+            wait(retry_after)
+        ),
+        IssueRefusal::CustomerBlocked { retry_after } => format!(
+            "this customer typed too many wrong codes in 24 hours; try again in {} s",
+            wait(retry_after)
+        ),
+        IssueRefusal::GlobalCeiling { retry_after } => format!(
+            "the service's hourly ceiling of codes is reached; try again in {} s",
+            wait(retry_after)
+        ),
+        other => format!("no code can be issued ({})", other.as_str()),
+    }
 }
 
 /// A started session and, for reverse-OTP flows, the code and link for the customer.
@@ -58,6 +85,9 @@ pub enum CheckError {
     /// The session's code may not be checked over the API.
     #[error(transparent)]
     NotHere(#[from] ApiCheckRefusal),
+    /// The session has ended: nothing is counted.
+    #[error("session {id} has ended (outcome `{}`)", outcome.as_deref().unwrap_or("none"))]
+    Completed { id: String, outcome: Option<String> },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -209,6 +239,7 @@ impl Runtime {
             // older one must not land in it.
             last_inbound: trigger
                 .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
+            otp_refused: None,
         };
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {
@@ -222,9 +253,16 @@ impl Runtime {
         };
         let _guard = self.lock(&id).await;
         let started = Instant::now();
-        let report = self
-            .step(&mut record, flow, Event::Start, now, write)
-            .await?;
+        let mut write = write;
+        let report = self.advance(&mut record, flow, Event::Start, now, &mut write)?;
+        // The merchant asked for a code that a limit refuses: it is told so (and when to come
+        // back) instead of getting a session that ends at once; the customer is sent nothing.
+        if trigger.is_none() {
+            if let Some(refusal) = report.otp_refusal {
+                return Err(StartError::OtpRefused(refusal));
+            }
+        }
+        self.persist(&mut record, false, now, write).await?;
         self.metrics
             .step_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -284,11 +322,10 @@ impl Runtime {
             return Ok(None);
         };
         if !record.is_active() {
-            return Ok(Some(Checked {
-                valid: false,
-                attempts_left: 0,
-                record,
-            }));
+            return Err(CheckError::Completed {
+                id: record.id,
+                outcome: record.engine.outcome,
+            });
         }
         let flow = self.flow_of(&record)?;
         engine::api_check_allowed(&flow, &record.engine)?;

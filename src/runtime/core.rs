@@ -7,6 +7,7 @@
 //! timers and hook answers additionally arrive in per-customer order (see [`super::ordering`]).
 
 use super::flows::FlowRegistry;
+pub use super::session_object::session_json;
 use crate::domain::is_user_id;
 use crate::flow::engine::{self, Effect, Event, SessionStatus};
 use crate::flow::render::value_text;
@@ -19,8 +20,8 @@ use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrit
 use crate::store::{SessionStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use serde_json::json;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -72,6 +73,8 @@ pub struct Runtime {
 pub struct StepReport {
     /// A reverse-OTP code for the API answer (never stored in plaintext).
     pub reverse_code: Option<String>,
+    /// An anti-abuse limit refused the step's code (country, rate, block, service ceiling).
+    pub otp_refusal: Option<crate::otp::IssueRefusal>,
 }
 
 impl Runtime {
@@ -151,6 +154,21 @@ impl Runtime {
         mut write: StepWrite,
     ) -> Result<StepReport, RuntimeError> {
         let was_active = record.is_active() && record.engine.status != SessionStatus::New;
+        let report = self.advance(record, flow, first, now, &mut write)?;
+        self.persist(record, was_active, now, write).await?;
+        Ok(report)
+    }
+
+    /// Runs the engine on `first` and every OTP verdict it leads to, collecting what the step
+    /// writes; nothing is stored yet (an API start refused by an OTP limit stores nothing).
+    pub(super) fn advance(
+        &self,
+        record: &mut SessionRecord,
+        flow: &Flow,
+        first: Event,
+        now: DateTime<Utc>,
+        write: &mut StepWrite,
+    ) -> Result<StepReport, RuntimeError> {
         let mut report = StepReport::default();
         let mut queue = VecDeque::from([first]);
         let mut index = 0usize;
@@ -159,12 +177,24 @@ impl Runtime {
             record.engine = next;
             for effect in effects {
                 if let Some(follow) =
-                    self.carry_out(record, effect, now, &mut write, &mut index, &mut report)?
+                    self.carry_out(record, effect, now, write, &mut index, &mut report)?
                 {
                     queue.push_back(follow);
                 }
             }
         }
+        Ok(report)
+    }
+
+    /// Writes what [`Runtime::advance`] collected in one atomic write and waits until it is on
+    /// disk. `was_active`: the session was running before this step.
+    pub(super) async fn persist(
+        &self,
+        record: &mut SessionRecord,
+        was_active: bool,
+        now: DateTime<Utc>,
+        mut write: StepWrite,
+    ) -> Result<(), RuntimeError> {
         record.step += 1;
         record.updated_at = now;
         let flow_id = record.engine.flow_id.as_str().to_owned();
@@ -185,7 +215,7 @@ impl Runtime {
         if queued_outbox {
             self.outbox_wake.notify_one();
         }
-        Ok(report)
+        Ok(())
     }
 
     fn entry(
@@ -295,6 +325,10 @@ impl Runtime {
                         self.metrics.limit_breach(refusal.as_str());
                         self.stats_limit(record, refusal.as_str(), now);
                         tracing::warn!(session_id = %record.id, reason = refusal.as_str(), "OTP refused by limits");
+                        if refusal.is_limit_breach() {
+                            report.otp_refusal = Some(refusal);
+                            record.otp_refused = Some(refusal.as_str().to_owned());
+                        }
                         // The customer is told no more than the flow's refusal message says.
                         return Ok(Some(match refusal {
                             R::Cooldown { retry_after } => Event::OtpResendTooSoon {
@@ -520,25 +554,4 @@ impl Runtime {
         };
         crate::flow::urls::resolve(url, |name| names.value(name))
     }
-}
-
-/// The session object of the merchant API and callbacks (see docs/http-api.md).
-pub fn session_json(r: &SessionRecord) -> Value {
-    let vars: BTreeMap<&String, &Value> = r.engine.vars.iter().collect();
-    let mut json = json!({
-        "id": r.id,
-        "flow": r.engine.flow_id.as_str(),
-        "flow_version": r.engine.flow_version,
-        "to": r.to,
-        "status": if r.is_active() { "active" } else { "completed" },
-        "outcome": r.engine.outcome,
-        "state": r.engine.state.as_str(),
-        "vars": vars,
-        "created_at": r.created_at.to_rfc3339(),
-        "updated_at": r.updated_at.to_rfc3339(),
-    });
-    if let Some(reason) = &r.engine.delivery_failure {
-        json["delivery_failure"] = json!(reason);
-    }
-    json
 }

@@ -12,6 +12,7 @@ pub mod flows;
 pub mod inbound;
 mod notices;
 pub mod ordering;
+pub mod session_object;
 mod stats;
 pub mod timers;
 

@@ -12,6 +12,7 @@ mod commit;
 pub mod idempotency;
 pub mod inbound;
 mod journal;
+pub mod listing;
 pub mod otp;
 pub mod sessions;
 pub mod stats;

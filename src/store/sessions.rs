@@ -26,7 +26,9 @@
 //! - `x` updated (ms) ++ session id: sessions that have ended;
 //! - `y` created (ms) ++ entry id: outbox entries that are finished (sent, failed, skipped);
 //! - `n` entry id: outbox entries in flight;
-//! - `k` sent (ms) ++ WhatsApp message id: delivery links.
+//! - `k` sent (ms) ++ WhatsApp message id: delivery links;
+//! - `c` created (ms) ++ session id: every session, for the API's listing
+//!   (see [`super::listing`]).
 
 use super::idempotency::IdempotentStart;
 use super::StoreError;
@@ -34,7 +36,7 @@ use crate::flow::engine::{OutboundMessage, SessionState, SessionStatus, Template
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-const SESSION: u8 = b's';
+pub(super) const SESSION: u8 = b's';
 const ACTIVE: u8 = b'a';
 const TIMER: u8 = b't';
 const OUTBOX: u8 = b'o';
@@ -51,6 +53,7 @@ const IN_FLIGHT: u8 = b'n';
 const LINK_TIME: u8 = b'k';
 const ECHO: u8 = b'e';
 const PAIR_PAUSE: u8 = b'p';
+pub(super) const CREATED: u8 = b'c';
 /// Present once the time-ordered indexes cover every record (built once for older stores).
 const INDEXED: &[u8] = b"\0indexed-v2";
 
@@ -76,6 +79,11 @@ pub struct SessionRecord {
     /// crash never applies one twice.
     #[serde(default)]
     pub last_inbound: u64,
+    /// The anti-abuse limit that last refused this session a code (`country_not_allowed`,
+    /// `customer_rate_limited`, `customer_blocked`, `global_ceiling`), so an ending that the
+    /// flow calls `locked` still says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp_refused: Option<String>,
 }
 
 impl SessionRecord {
@@ -298,6 +306,7 @@ impl SessionStore {
             store.build_indexes()?;
         }
         store.drop_unscoped_keys()?;
+        store.index_created()?;
         Ok(store)
     }
 
@@ -375,6 +384,9 @@ impl SessionStore {
         }
         if let Some(r) = &w.record {
             batch.insert(key(SESSION, &[r.id.as_bytes()]), enc(r)?);
+            if r.step == 1 {
+                batch.insert(super::listing::created_key(r), &[]);
+            }
             if !r.is_active() {
                 batch.insert(ended_key(r), &[]);
             }
@@ -704,11 +716,12 @@ impl SessionStore {
             let mut batch = sled::Batch::default();
             batch.remove(&k);
             // A session written again since has a later index entry of its own.
-            if self
+            if let Some(r) = self
                 .get(&id)?
-                .is_some_and(|r| !r.is_active() && r.updated_at < cutoff)
+                .filter(|r| !r.is_active() && r.updated_at < cutoff)
             {
                 batch.remove(key(SESSION, &[id.as_bytes()]));
+                batch.remove(super::listing::created_key(&r));
                 removed += 1;
             }
             self.tree.apply_batch(batch)?;

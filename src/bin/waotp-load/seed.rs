@@ -54,6 +54,7 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
             otp_purpose: None,
             otp_bound: Vec::new(),
             last_inbound: 0,
+            otp_refused: None,
         };
         sessions.apply(StepWrite {
             record: Some(record),

@@ -1,0 +1,282 @@
+//! Listing sessions for the merchant API: newest first, filtered, a page at a time.
+//!
+//! The order comes from an index in the `runtime` tree, `c` created (ms) ++ session id, written
+//! in the same batch as a session's first step (so a listed session always exists and every
+//! session is listed) and removed with the session by the purge. A page is a reverse range scan
+//! of that index, so a cursor is simply the index key of the last session a page held: sessions
+//! started later sort above it and never shift what comes after it.
+//!
+//! Filters other than the creation time are applied to the records read; a page reads at most
+//! [`MAX_SCANNED`] index entries, so a rare filter costs bounded work per request: the page may
+//! then hold fewer sessions than asked, with a cursor to go on from. A query is one merchant's
+//! today (there is one); a merchant id would be one more filter here and a prefix of the key.
+
+use super::sessions::{dec, key, timed_key, SessionRecord, SessionStore, CREATED, SESSION};
+use super::StoreError;
+use chrono::{DateTime, Utc};
+
+/// Index entries one page may read.
+pub const MAX_SCANNED: usize = 10_000;
+/// Present once every session is in the creation index (built once for older stores).
+const INDEXED_CREATED: &[u8] = b"\0indexed-created-v1";
+
+/// Whether a session is running or has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Active,
+    Completed,
+}
+
+/// Which sessions to list, and where to start.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub flow: Option<String>,
+    pub status: Option<Liveness>,
+    pub outcome: Option<String>,
+    /// The customer's WhatsApp id: digits of the number, or a business-scoped user id.
+    pub customer: Option<String>,
+    /// Created strictly after / before these instants (millisecond precision).
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only sessions after this one in the listing's order.
+    pub starting_after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// A position in the listing: the creation index key of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(Vec<u8>);
+
+impl Cursor {
+    /// The opaque text handed to callers.
+    pub fn encode(&self) -> String {
+        format!("cur_{}", hex::encode(&self.0))
+    }
+
+    /// A cursor given out by [`Cursor::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let bytes = hex::decode(text.strip_prefix("cur_")?).ok()?;
+        (bytes.len() > 9 && bytes[0] == CREATED).then_some(Cursor(bytes))
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRecord>,
+    /// Where the next page starts; `None` once no session can follow.
+    pub next_cursor: Option<Cursor>,
+}
+
+pub(super) fn created_key(r: &SessionRecord) -> Vec<u8> {
+    timed_key(CREATED, r.created_at.timestamp_millis(), r.id.as_bytes())
+}
+
+/// Whether `wanted` is unset or `holds` for it.
+fn unset_or<T>(wanted: Option<T>, holds: impl FnOnce(T) -> bool) -> bool {
+    match wanted {
+        None => true,
+        Some(w) => holds(w),
+    }
+}
+
+impl SessionQuery {
+    fn admits(&self, r: &SessionRecord) -> bool {
+        let liveness = if r.is_active() {
+            Liveness::Active
+        } else {
+            Liveness::Completed
+        };
+        unset_or(self.flow.as_deref(), |f| r.engine.flow_id.as_str() == f)
+            && unset_or(self.status, |s| s == liveness)
+            && unset_or(self.outcome.as_deref(), |o| {
+                r.engine.outcome.as_deref() == Some(o)
+            })
+            && unset_or(self.customer.as_deref(), |c| r.customer == c)
+    }
+}
+
+impl SessionStore {
+    /// Adds every session of a store written before the creation index existed (one full
+    /// scan, once).
+    pub(super) fn index_created(&self) -> Result<(), StoreError> {
+        if self.tree.contains_key(INDEXED_CREATED)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.tree.scan_prefix([SESSION]) {
+            let (_, v) = item?;
+            let r: SessionRecord = dec(&v)?;
+            batch.insert(created_key(&r), &[]);
+        }
+        batch.insert(INDEXED_CREATED, &[]);
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// One page of sessions matching `query`, newest first (ties by id, descending).
+    pub fn list(&self, query: &SessionQuery) -> Result<SessionPage, StoreError> {
+        let low = match query.created_after {
+            Some(t) => timed_key(CREATED, t.timestamp_millis().saturating_add(1), &[]),
+            None => vec![CREATED],
+        };
+        let mut high = match query.created_before {
+            Some(t) => timed_key(CREATED, t.timestamp_millis(), &[]),
+            None => vec![CREATED + 1],
+        };
+        if let Some(Cursor(at)) = &query.starting_after {
+            high = high.min(at.clone());
+        }
+        let mut sessions = Vec::new();
+        let mut last = None;
+        if low < high {
+            for item in self.tree.range(low.clone()..high).rev().take(MAX_SCANNED) {
+                let (k, _) = item?;
+                last = Some(k.to_vec());
+                let Some(v) = self.tree.get(key(SESSION, &[&k[9..]]))? else {
+                    continue;
+                };
+                let r: SessionRecord = dec(&v)?;
+                if query.admits(&r) {
+                    sessions.push(r);
+                    if sessions.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+        }
+        // Another page only when an index entry is left below the last one read.
+        let next_cursor = match last {
+            Some(at) if self.tree.range(low..at.clone()).next_back().is_some() => Some(Cursor(at)),
+            _ => None,
+        };
+        Ok(SessionPage {
+            sessions,
+            next_cursor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::engine::{self, SessionStatus};
+    use crate::store::sessions::StepWrite;
+    use crate::store::Store;
+    use chrono::Duration;
+
+    fn record(id: &str, customer: &str, created_at: DateTime<Utc>) -> SessionRecord {
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let registry =
+            crate::runtime::flows::FlowRegistry::load(&flows, Default::default()).expect("flows");
+        let flow = registry.get("signup_verification").expect("flow");
+        let engine =
+            engine::new_session(&flow, Default::default(), "en", created_at).expect("session");
+        SessionRecord {
+            id: id.to_owned(),
+            to: format!("+{customer}"),
+            customer: customer.to_owned(),
+            created_at,
+            updated_at: created_at,
+            step: 1,
+            engine,
+            timer_key: None,
+            otp_purpose: None,
+            otp_bound: Vec::new(),
+            last_inbound: 0,
+            otp_refused: None,
+        }
+    }
+
+    fn write(store: &SessionStore, r: &SessionRecord) {
+        store
+            .apply(StepWrite {
+                record: Some(r.clone()),
+                ..StepWrite::default()
+            })
+            .expect("write");
+    }
+
+    fn ids(page: &SessionPage) -> Vec<&str> {
+        page.sessions.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    fn all(limit: usize) -> SessionQuery {
+        SessionQuery {
+            limit,
+            ..SessionQuery::default()
+        }
+    }
+
+    #[test]
+    fn pages_follow_creation_newest_first_and_the_purge_takes_the_index_entry_along() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("store");
+        let sessions = store.sessions();
+        let t0 = Utc::now() - Duration::days(30);
+        for (i, id) in ["ses_a", "ses_b", "ses_c"].iter().enumerate() {
+            write(
+                sessions,
+                &record(id, "447700900001", t0 + Duration::minutes(i as i64)),
+            );
+        }
+        // A later step of a session does not list it twice.
+        let mut later = record("ses_b", "447700900001", t0 + Duration::minutes(1));
+        later.step = 2;
+        write(sessions, &later);
+        let page = sessions.list(&all(50)).expect("list");
+        assert_eq!(ids(&page), ["ses_c", "ses_b", "ses_a"]);
+        assert!(page.next_cursor.is_none());
+
+        let first = sessions.list(&all(2)).expect("list");
+        assert_eq!(ids(&first), ["ses_c", "ses_b"]);
+        let cursor = first.next_cursor.expect("more");
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor.clone()));
+        let rest = sessions
+            .list(&SessionQuery {
+                starting_after: Some(cursor),
+                ..all(2)
+            })
+            .expect("list");
+        assert_eq!(ids(&rest), ["ses_a"]);
+        assert!(rest.next_cursor.is_none());
+
+        // The oldest ends and is purged: gone from the listing, index entry included.
+        let mut ended = record("ses_a", "447700900001", t0);
+        ended.step = 2;
+        ended.engine.status = SessionStatus::Completed;
+        write(sessions, &ended);
+        assert_eq!(
+            sessions.purge_completed_before(Utc::now()).expect("purge"),
+            1
+        );
+        assert_eq!(
+            ids(&sessions.list(&all(50)).expect("list")),
+            ["ses_c", "ses_b"]
+        );
+        assert_eq!(sessions.tree.scan_prefix([CREATED]).count(), 2);
+    }
+
+    #[test]
+    fn a_store_from_before_the_creation_index_is_indexed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Utc::now();
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("store");
+            let sessions = store.sessions();
+            write(sessions, &record("ses_old", "447700900002", t0));
+            // As an older version left it: no index entry, no marker.
+            for item in sessions.tree.scan_prefix([CREATED]) {
+                sessions.tree.remove(item.expect("key").0).expect("remove");
+            }
+            sessions.tree.remove(INDEXED_CREATED).expect("remove");
+            assert!(sessions.list(&all(50)).expect("list").sessions.is_empty());
+            store.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        assert_eq!(
+            ids(&store.sessions().list(&all(50)).expect("list")),
+            ["ses_old"]
+        );
+    }
+}
