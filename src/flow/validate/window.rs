@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::Checker;
-use crate::flow::duration::parse_duration;
+use crate::flow::duration::{parse_deadline_reminder, parse_duration};
 use crate::flow::located::Located;
 use crate::flow::model::{OtpCheck, State, StateKind};
 
@@ -125,6 +125,8 @@ fn moves<'s>(id: &str, s: &'s State, age: &Age) -> Vec<(&'s str, Age)> {
         }
         StateKind::End => {}
     }
+    // A used-up state gives way to its `on_max_visits` state the moment it is entered.
+    add(all(&s.on_max_visits), age.clone());
     out
 }
 
@@ -174,23 +176,38 @@ pub(super) fn check_window(cx: &mut Checker<'_>) {
         &mut ages,
         vec![(file.start.state.as_str(), start_age)],
     );
-    // A delivery failure can be reported at any time a state waits; the flow's failure branch
-    // is then entered as late as the latest of them.
-    if let Some(target) = &file.on_delivery_failure {
-        let latest = ages
-            .iter()
-            .filter_map(|(id, age)| {
-                let s = file.states.get(*id)?;
-                s.kind.get().is_waiting().then(|| {
-                    age.after(longest_wait(s), || {
-                        format!("after a delivery failure reported late in state `{id}`")
-                    })
-                })
-            })
-            .max_by_key(Age::rank);
-        if let Some(latest) = latest {
-            spread(file, &mut ages, vec![(target.as_str(), latest)]);
+    let deadline = file
+        .start
+        .deadline
+        .as_ref()
+        .and_then(|d| parse_duration(d.as_str()).ok())
+        .map(|d| d.num_seconds());
+    // Branches taken from whichever state waits (a late delivery failure, the deadline) are
+    // entered as late as the latest of them; what they lead to can wait again, so repeat
+    // until no age grows.
+    loop {
+        let before = ages.clone();
+        let mut seeds = Vec::new();
+        // A delivery failure can be reported at any time a state waits.
+        if let Some(target) = &file.on_delivery_failure {
+            let latest = latest_while_waiting(file, &ages, deadline, None, |id| {
+                format!("after a delivery failure reported late in state `{id}`")
+            });
+            seeds.extend(latest.map(|age| (target.as_str(), age)));
         }
+        if let (Some(target), Some(length)) = (&file.start.on_deadline, deadline) {
+            let latest = latest_while_waiting(file, &ages, deadline, Some(length), |id| {
+                format!("at the deadline, waiting in state `{id}`")
+            });
+            seeds.extend(latest.map(|age| (target.as_str(), age)));
+        }
+        spread(file, &mut ages, seeds);
+        if ages == before {
+            break;
+        }
+    }
+    if let Some(length) = deadline {
+        check_deadline_reminders(cx, &ages, length);
     }
 
     for (id, s) in &file.states {
@@ -213,6 +230,68 @@ pub(super) fn check_window(cx: &mut Checker<'_>) {
             }
         }
         check_reminders(cx, id, s, age);
+    }
+}
+
+/// How old the customer's last message can be at a moment `at` seconds after the session's
+/// start (`None`: any moment) while some state waits: the oldest over every waiting state.
+/// When the customer's message started the session, it is never older than `at`.
+fn latest_while_waiting(
+    file: &crate::flow::model::FlowFile,
+    ages: &BTreeMap<&str, Age>,
+    deadline: Option<i64>,
+    at: Option<i64>,
+    why: impl Fn(&str) -> String,
+) -> Option<Age> {
+    ages.iter()
+        .filter_map(|(id, age)| {
+            let s = file.states.get(*id)?;
+            if !s.kind.get().is_waiting() {
+                return None;
+            }
+            let mut wait = longest_wait(s);
+            for bound in [deadline, at].into_iter().flatten() {
+                wait = wait.min(bound);
+            }
+            let late = age.after(wait, || why(id));
+            Some(match at {
+                Some(at) if !file.start.api && at < WINDOW && late.rank() > at => Age::Within(at),
+                _ => late,
+            })
+        })
+        .max_by_key(Age::rank)
+}
+
+/// Deadline reminders go out while any state waits, each at its time after the start.
+fn check_deadline_reminders(cx: &mut Checker<'_>, ages: &BTreeMap<&str, Age>, length: i64) {
+    let start = &cx.file.start;
+    let (Some(m), None) = (&start.deadline_reminder, &start.deadline_reminder_template) else {
+        return;
+    };
+    for r in &start.deadline_reminders {
+        let Ok(offset) = parse_deadline_reminder(r.as_str(), chrono::Duration::seconds(length))
+        else {
+            continue;
+        };
+        let late = latest_while_waiting(
+            cx.file,
+            ages,
+            Some(length),
+            Some(offset.num_seconds()),
+            |id| {
+                format!(
+                    "at the {} deadline reminder, waiting in state `{id}`",
+                    r.as_str()
+                )
+            },
+        );
+        if let Some(Age::Closed(why)) = late {
+            cx.error(
+                m.span(),
+                format!("deadline reminder `{}` can go out 24 hours or more after the customer last wrote ({why}), when WhatsApp accepts only templates: add a `deadline_reminder_template`", m.as_str()),
+            );
+            return;
+        }
     }
 }
 

@@ -1,0 +1,116 @@
+//! The settings that bound a session as a whole: the `[start]` deadline with its reminders,
+//! and each state's `max_visits`. Their place in the state graph (loops, reachability) and in
+//! the 24-hour window is checked by `graph` and `window`; this checks the settings themselves.
+
+use super::Checker;
+use crate::flow::duration::{
+    parse_deadline_reminder, parse_duration, MAX_DEADLINE_SECS, MIN_DEADLINE_SECS,
+};
+use crate::flow::model::StateKind;
+
+/// Most times a state may be entered in one session.
+pub const MAX_VISITS: u32 = 100;
+
+pub(super) fn check_bounds(cx: &mut Checker<'_>) {
+    check_deadline(cx);
+    for (id, s) in &cx.file.states {
+        match (&s.max_visits, &s.on_max_visits) {
+            (Some(max), _) if !(1..=MAX_VISITS).contains(max.get()) => cx.error(
+                max.span(),
+                format!(
+                    "`max_visits` in state `{id}` is {}; it must be 1 to {MAX_VISITS}",
+                    max.get()
+                ),
+            ),
+            (Some(max), None) if s.kind.get() != &StateKind::End => cx.error(
+                max.span(),
+                format!("`max_visits` in state `{id}` needs `on_max_visits`: the state entered instead once it is used up"),
+            ),
+            (None, Some(instead)) => cx.error(
+                instead.span(),
+                format!("`on_max_visits` in state `{id}` needs `max_visits`"),
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn check_deadline(cx: &mut Checker<'_>) {
+    let start = &cx.file.start;
+    let length = match &start.deadline {
+        Some(d) => match parse_duration(d.as_str()) {
+            Ok(length)
+                if (MIN_DEADLINE_SECS..=MAX_DEADLINE_SECS).contains(&length.num_seconds()) =>
+            {
+                Some(length)
+            }
+            Ok(_) => {
+                cx.error(
+                    d.span(),
+                    format!(
+                        "`deadline` `{}` must be 1m to {}d",
+                        d.as_str(),
+                        MAX_DEADLINE_SECS / 86_400
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                cx.error(d.span(), e);
+                None
+            }
+        },
+        None => None,
+    };
+    match (&start.deadline, &start.on_deadline) {
+        (Some(d), None) => cx.error(
+            d.span(),
+            "`deadline` needs `on_deadline`: the state the session goes to when it passes",
+        ),
+        (None, Some(t)) => cx.error(t.span(), "`on_deadline` needs `deadline`"),
+        (_, Some(t)) => {
+            cx.state_ref(t);
+        }
+        (None, None) => {}
+    }
+    if let Some(m) = &start.deadline_reminder {
+        cx.message_ref(m);
+    }
+    if let Some(t) = &start.deadline_reminder_template {
+        cx.reference("template", t, cx.file.templates.keys());
+    }
+    match (start.deadline_reminders.first(), &start.deadline_reminder) {
+        (Some(r), None) => cx.error(
+            r.span(),
+            "`deadline_reminders` needs `deadline_reminder`: the message they send",
+        ),
+        (None, Some(m)) => cx.error(
+            m.span(),
+            "`deadline_reminder` is never sent: give the times in `deadline_reminders`",
+        ),
+        _ => {}
+    }
+    if let (None, Some(t)) = (&start.deadline_reminder, &start.deadline_reminder_template) {
+        cx.error(
+            t.span(),
+            "`deadline_reminder_template` needs `deadline_reminder`",
+        );
+    }
+    let Some(first) = start.deadline_reminders.first() else {
+        return;
+    };
+    let Some(length) = length else {
+        if start.deadline.is_none() {
+            cx.error(
+                first.span(),
+                "`deadline_reminders` needs a `deadline` in [start]",
+            );
+        }
+        return;
+    };
+    for r in &start.deadline_reminders {
+        if let Err(e) = parse_deadline_reminder(r.as_str(), length) {
+            cx.error(r.span(), e);
+        }
+    }
+}
