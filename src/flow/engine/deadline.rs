@@ -61,6 +61,8 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
                 self.set_timer(state);
             }
             DeadlineDue::End => {
+                // Passed once and for all: the states after `on_deadline` keep their own timers.
+                self.s.deadline_at = None;
                 let target = self.flow.start.on_deadline.as_ref().map(|t| t.as_str());
                 self.goto(target);
             }

@@ -135,6 +135,7 @@ fn spread<'f>(
     file: &'f crate::flow::model::FlowFile,
     ages: &mut BTreeMap<&'f str, Age>,
     seeds: Vec<(&str, Age)>,
+    cap: Option<i64>,
 ) {
     // Interrupt words and answers that exhaust the retries come from the customer.
     let customer: Vec<&str> = file
@@ -148,6 +149,10 @@ fn spread<'f>(
     while let Some((target, arrival)) = queue.pop_front() {
         let Some((id, s)) = file.states.get_key_value(target) else {
             continue;
+        };
+        let arrival = match cap {
+            Some(cap) if arrival.rank() > cap => Age::Within(cap),
+            _ => arrival,
         };
         let older = ages
             .get(id.as_str())
@@ -170,18 +175,20 @@ pub(super) fn check_window(cx: &mut Checker<'_>) {
     } else {
         Age::Within(0)
     };
-    let mut ages: BTreeMap<&str, Age> = BTreeMap::new();
-    spread(
-        file,
-        &mut ages,
-        vec![(file.start.state.as_str(), start_age)],
-    );
     let deadline = file
         .start
         .deadline
         .as_ref()
         .and_then(|d| parse_duration(d.as_str()).ok())
         .map(|d| d.num_seconds());
+    let cap = deadline.filter(|d| *d < WINDOW && !file.start.api && ends_at_deadline(file));
+    let mut ages: BTreeMap<&str, Age> = BTreeMap::new();
+    spread(
+        file,
+        &mut ages,
+        vec![(file.start.state.as_str(), start_age)],
+        cap,
+    );
     // Branches taken from whichever state waits (a late delivery failure, the deadline) are
     // entered as late as the latest of them; what they lead to can wait again, so repeat
     // until no age grows.
@@ -201,7 +208,7 @@ pub(super) fn check_window(cx: &mut Checker<'_>) {
             });
             seeds.extend(latest.map(|age| (target.as_str(), age)));
         }
-        spread(file, &mut ages, seeds);
+        spread(file, &mut ages, seeds, cap);
         if ages == before {
             break;
         }
@@ -231,6 +238,36 @@ pub(super) fn check_window(cx: &mut Checker<'_>) {
         }
         check_reminders(cx, id, s, age);
     }
+}
+
+/// Whether a session always ends once its deadline passes: no waiting state follows
+/// `on_deadline`. Then, in a session the customer's message started, nothing is ever sent
+/// later than the deadline after that message: a deadline under 24 hours bounds every age,
+/// however many waits (a loop bounded by `max_visits`, say) come before it.
+fn ends_at_deadline(file: &crate::flow::model::FlowFile) -> bool {
+    let Some(target) = &file.start.on_deadline else {
+        return false;
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut queue = vec![target.as_str()];
+    while let Some(id) = queue.pop() {
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let Some(s) = file.states.get(id) else {
+            continue;
+        };
+        if s.kind.get().is_waiting() {
+            return false;
+        }
+        if s.kind.get() == &StateKind::Say {
+            queue.extend(s.next.iter().map(|n| n.as_str()));
+            queue.extend(s.branches.iter().map(|b| b.goto.as_str()));
+        }
+        queue.extend(s.on_max_visits.iter().map(|n| n.as_str()));
+    }
+    true
 }
 
 /// How old the customer's last message can be at a moment `at` seconds after the session's
