@@ -246,7 +246,7 @@ fn every_check_fires() {
         ),
         (
             "deadline out of range",
-            "deadline_range.toml:9:12: `deadline` `40d` must be 1m to 30d",
+            "deadline_range.toml:9:12: `deadline` `40d` is longer than 30d",
         ),
         (
             "deadline reminder outside the window",

@@ -48,8 +48,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Longest session deadline a flow may set.
 pub const MAX_DEADLINE_SECS: i64 = 30 * 86_400;
-/// Shortest session deadline a flow may set.
-pub const MIN_DEADLINE_SECS: i64 = 60;
 
 /// Reads a deadline reminder as its time after the session's start: `-1h` is one hour before a
 /// `deadline` that long after the start, `20h` is 20 hours after the start. It must fall

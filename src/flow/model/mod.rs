@@ -75,7 +75,7 @@ pub struct Start {
     /// another flow may contain one.
     #[serde(default)]
     pub keywords: Vec<Located<String>>,
-    /// How long a session may run at most, counted from its start (e.g. `24h`, 1 minute to 30
+    /// How long a session may run at most, counted from its start (e.g. `24h`, at most 30
     /// days): once it passes, the session goes to `on_deadline` whatever state it waits in.
     /// A state's own `timeout` that comes earlier still wins.
     #[serde(default)]
