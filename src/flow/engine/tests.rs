@@ -795,3 +795,48 @@ outcome = "done"
     let (s, _) = fire_timer(&f, &s, &mut rng);
     assert_eq!(s.outcome.as_deref(), Some("done"));
 }
+
+#[test]
+fn once_passed_the_deadline_leaves_the_states_after_it_their_own_timers() {
+    let f = inline_flow(
+        "after",
+        r#"
+[start]
+state = "ask"
+keywords = ["after"]
+deadline = "1h"
+on_deadline = "last_chance"
+
+[messages.ask]
+en = "Anything?"
+
+[states.ask]
+kind = "ask"
+message = "ask"
+on_text = "done"
+
+[states.last_chance]
+kind = "ask"
+message = "ask"
+on_text = "done"
+timeout = "10m"
+on_timeout = "done"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#,
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.state.as_str(), "last_chance");
+    assert_eq!(s.deadline_at, None);
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::hours(1) + Duration::minutes(10))
+    );
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.outcome.as_deref(), Some("done"));
+}

@@ -1,5 +1,6 @@
 //! Whole-flow checks on the state graph: unreachable states, states with no way to an end,
-//! and loops made only of states that do not wait (which would spin forever). One mistake is
+//! and loops that would spin forever: made only of states that do not wait, with no state
+//! whose `max_visits` counts each round. One mistake is
 //! reported once: the states behind an unreachable one, and a state cut off from the end only
 //! by a reference to a missing state, add no error of their own.
 

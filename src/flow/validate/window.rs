@@ -3,7 +3,8 @@
 //! this finds how old the customer's last message can be when the state is entered — unknown for
 //! a session started over the API, zero after an answer in the chat, growing with every wait that
 //! ends without the customer (a timeout, a reminder, a code's lifetime, a code checked on the
-//! merchant's site, a hook) — and refuses each message that can then go out without a template.
+//! merchant's site, a hook, the session's deadline) — and refuses each message that can then go
+//! out without a template, deadline reminders included.
 //!
 //! A fixpoint over the state graph: ages only grow and saturate at "24 hours or more", so loops
 //! end. Pure.
