@@ -227,6 +227,26 @@ fn graph_draws_a_mermaid_diagram() {
 }
 
 #[test]
+fn graph_draws_the_deadline_reminders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flow = std::fs::read_to_string("flows/account_recovery.toml").expect("bundled flow");
+    let flow = flow.replacen(
+        "on_deadline = \"expired\"\n",
+        "on_deadline = \"expired\"\ndeadline_reminders = [\"-10m\", \"20m\"]\ndeadline_reminder = \"ask_reminder\"\n",
+        1,
+    );
+    std::fs::write(dir.path().join("account_recovery.toml"), flow).expect("write the flow");
+    let (code, out, err) = run(|o, e| cli::graph(dir.path(), "account_recovery", o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(
+        out.contains(
+            "any_waiting_state --> any_waiting_state : deadline reminder at -10m, 20m (ask_reminder)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_committed_schema_is_the_generated_one() {
     let committed = std::fs::read_to_string("schema/flow.schema.json").expect("committed schema");
     assert_eq!(
