@@ -253,6 +253,10 @@ fn every_check_fires() {
             "deadline_window.toml:12:21: deadline reminder `hurry` can go out 24 hours or more after the customer last wrote (at the -1h deadline reminder, waiting in state `ask`), when WhatsApp accepts only templates: add a `deadline_reminder_template`",
         ),
         (
+            "a state after the deadline waiting for ever",
+            "deadline_window.toml:39:8: waiting state `after` can be reached after the deadline (`on_deadline`), so it needs its own `timeout` and `on_timeout`",
+        ),
+        (
             "deadline end outside the window",
             "deadline_window.toml:30:11: message `late` can go out 24 hours or more after the customer last wrote (at the deadline, waiting in state `ask`)",
         ),

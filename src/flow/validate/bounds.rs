@@ -2,6 +2,8 @@
 //! and each state's `max_visits`. Their place in the state graph (loops, reachability) and in
 //! the 24-hour window is checked by `graph` and `window`; this checks the settings themselves.
 
+use std::collections::BTreeSet;
+
 use super::Checker;
 use crate::flow::duration::{parse_deadline_reminder, parse_duration, MAX_DEADLINE_SECS};
 use crate::flow::model::StateKind;
@@ -11,6 +13,7 @@ pub const MAX_VISITS: u32 = 100;
 
 pub(super) fn check_bounds(cx: &mut Checker<'_>) {
     check_deadline(cx);
+    check_after_deadline(cx);
     for (id, s) in &cx.file.states {
         match (&s.max_visits, &s.on_max_visits) {
             (Some(max), _) if !(1..=MAX_VISITS).contains(max.get()) => cx.error(
@@ -105,6 +108,48 @@ fn check_deadline(cx: &mut Checker<'_>) {
     for r in &start.deadline_reminders {
         if let Err(e) = parse_deadline_reminder(r.as_str(), length) {
             cx.error(r.span(), e);
+        }
+    }
+}
+
+/// An `ask` state may leave its wait to the deadline, but not one the session can reach once
+/// the deadline has passed: that one would wait for ever.
+fn check_after_deadline(cx: &mut Checker<'_>) {
+    let file = cx.file;
+    let (Some(_), Some(target)) = (&file.start.deadline, &file.start.on_deadline) else {
+        return;
+    };
+    let global: Vec<&str> = file
+        .interrupts
+        .values()
+        .filter_map(|i| i.goto.as_ref())
+        .chain(&file.on_delivery_failure)
+        .chain(&file.on_retries_exhausted)
+        .map(|t| t.as_str())
+        .collect();
+    let mut after: BTreeSet<&str> = BTreeSet::new();
+    let mut queue = vec![target.as_str()];
+    while let Some(id) = queue.pop() {
+        let Some((id, s)) = file.states.get_key_value(id) else {
+            continue;
+        };
+        if !after.insert(id.as_str()) {
+            continue;
+        }
+        queue.extend(super::graph::own_targets(s));
+        if s.kind.get().is_waiting() {
+            queue.extend(global.iter().copied());
+        }
+    }
+    for id in after {
+        let Some(s) = file.states.get(id) else {
+            continue;
+        };
+        if s.kind.get() == &StateKind::Ask && s.timeout.is_none() && s.on_timeout.is_none() {
+            cx.error(
+                s.kind.span(),
+                format!("waiting state `{id}` can be reached after the deadline (`on_deadline`), so it needs its own `timeout` and `on_timeout`"),
+            );
         }
     }
 }

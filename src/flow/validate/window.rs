@@ -18,7 +18,8 @@ use crate::flow::model::{FlowFile, OtpCheck, State, StateKind};
 
 /// The window, in seconds.
 const WINDOW: i64 = 86_400;
-/// The engine's defaults for waits a state leaves unset.
+/// The engine's defaults for waits a state leaves unset. An `ask` state without `timeout`
+/// (allowed under a deadline, which bounds it) is taken to wait a day at most.
 const DEFAULT_ASK_TIMEOUT: i64 = 86_400;
 const DEFAULT_OTP_LIFETIME: i64 = 600;
 const DEFAULT_HOOK_TIMEOUT: i64 = 60;
