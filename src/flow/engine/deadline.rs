@@ -29,12 +29,12 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             .deadline
             .as_ref()
             .and_then(|d| parse_duration(d.as_str()).ok())?;
-        let started = at - length;
+        let started = at.checked_sub_signed(length)?;
         let mut reminders: Vec<DateTime<Utc>> = start
             .deadline_reminders
             .iter()
             .filter_map(|r| parse_deadline_reminder(r.as_str(), length).ok())
-            .map(|offset| started + offset)
+            .filter_map(|offset| started.checked_add_signed(offset))
             .collect();
         reminders.sort();
         Some(

@@ -65,7 +65,7 @@ pub fn new_session(
         .deadline
         .as_ref()
         .and_then(|d| crate::flow::duration::parse_duration(d.as_str()).ok())
-        .map(|d| now + d);
+        .and_then(|d| now.checked_add_signed(d));
     Ok(SessionState {
         flow_id: flow.id().clone(),
         flow_version: flow.version().to_owned(),
