@@ -506,7 +506,7 @@ fn verify_hook(r: &http_fake::Recorded) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn account_recovery_reminder_and_expiry_by_timers() {
+async fn account_recovery_reminder_and_expiry_at_the_deadline_by_timers() {
     let e = E2e::with_flows(&[
         (
             "account_recovery.toml",
@@ -515,8 +515,8 @@ async fn account_recovery_reminder_and_expiry_by_timers() {
         ),
         (
             "account_recovery.toml",
-            "timeout = \"30m\"",
-            "timeout = \"2s\"",
+            "deadline = \"45m\"",
+            "deadline = \"2s\"",
         ),
     ])
     .await;

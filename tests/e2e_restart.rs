@@ -307,6 +307,50 @@ async fn killed_while_a_timer_is_pending() {
     assert_eq!(completions, 1);
 }
 
+/// The session deadline and its reminder are stored with the session: a process that never
+/// saw the session start still sends the reminder and ends the session at the deadline,
+/// counted from the start in the first process (the waiting state has no timer of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_a_session_deadline_is_pending() {
+    let rig = Rig::new(&[(
+        "account_recovery.toml",
+        "deadline = \"45m\"",
+        "deadline = \"4s\"\ndeadline_reminders = [\"-2s\"]\ndeadline_reminder = \"ask_reminder\"",
+    )])
+    .await
+    .with_in_doubt_secs(20);
+    let customer = "919800000303";
+    let server = rig.serve();
+    server.api.text(customer, "recover").await;
+    rig.graph.wait_accepted(customer, 1).await;
+    server.kill9();
+    let id = Store::open(&rig.data(), |_| {})
+        .expect("reopen")
+        .sessions()
+        .active(customer, "account_recovery")
+        .expect("store")
+        .expect("the keyword started a session");
+
+    let server = rig.serve();
+    rig.report_statuses(&server.api, customer).await;
+    let done = server.api.wait_completed(&id).await;
+    assert_eq!(done["outcome"], "expired");
+    assert_eq!(
+        rig.merchant.completed(&id).await["session"]["outcome"],
+        "expired"
+    );
+    outbox_empty(&server.api).await;
+    let texts: Vec<String> = rig
+        .graph
+        .accepted_to(customer)
+        .iter()
+        .filter_map(|(b, _)| text_of(b))
+        .collect();
+    assert_eq!(texts.len(), 3, "prompt, deadline reminder, end: {texts:?}");
+    assert!(texts[1].starts_with("Still there?"), "{texts:?}");
+    assert!(texts[2].contains("has expired"), "{texts:?}");
+}
+
 /// Entry states of the outbox as the killed process left them.
 fn outbox_states(data: &Path) -> Vec<(String, OutboxState)> {
     let store = Store::open(data, |_| {}).expect("reopen after the crash");

@@ -162,6 +162,25 @@ fn chat_plays_a_conversation_with_slash_commands() {
 }
 
 #[test]
+fn chat_state_shows_the_visit_counts_and_the_deadline() {
+    let input = "asha@example.com\n/hookerror lookup_account\n/state\n";
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "account_recovery",
+            &[],
+            "en",
+            &mut Cursor::new(input),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("(state `lookup`, status Active"), "{out}");
+    assert!(out.contains(", visits `lookup` 2, deadline "), "{out}");
+}
+
+#[test]
 fn chat_refuses_a_missing_required_variable() {
     let (code, _, err) = run(|o, e| {
         cli::chat(
@@ -194,9 +213,37 @@ fn graph_draws_a_mermaid_diagram() {
         out.contains("ask_account --> ask_account : reminder after 5m"),
         "{out}"
     );
+    assert!(
+        out.contains("lookup --> unavailable : entered after 2 visits (max_visits)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("any_waiting_state --> expired : deadline 45m after the start"),
+        "{out}"
+    );
     let (code, _, err) = run(|o, e| cli::graph(Path::new("flows"), "acount_recovery", o, e));
     assert_eq!(code, cli::USAGE);
     assert!(err.contains("did you mean `account_recovery`"), "{err}");
+}
+
+#[test]
+fn graph_draws_the_deadline_reminders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flow = std::fs::read_to_string("flows/account_recovery.toml").expect("bundled flow");
+    let flow = flow.replacen(
+        "on_deadline = \"expired\"\n",
+        "on_deadline = \"expired\"\ndeadline_reminders = [\"-10m\", \"20m\"]\ndeadline_reminder = \"ask_reminder\"\n",
+        1,
+    );
+    std::fs::write(dir.path().join("account_recovery.toml"), flow).expect("write the flow");
+    let (code, out, err) = run(|o, e| cli::graph(dir.path(), "account_recovery", o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(
+        out.contains(
+            "any_waiting_state --> any_waiting_state : deadline reminder at -10m, 20m (ask_reminder)"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

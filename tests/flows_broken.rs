@@ -189,6 +189,78 @@ fn every_check_fires() {
             "all_at_once.toml:18:37: unknown state `confrim`; did you mean `confirm`?",
         ),
         (
+            "a loop bounded by max_visits but for its uncounted way on",
+            "bounded_loops.toml:29:8: states `ask` → `bounce` form a loop that never waits for anything; once `ask` has used up its `max_visits`, entering it goes on to `on_max_visits` uncounted",
+        ),
+        (
+            "an unbounded loop names the two ways to bound it",
+            "bounded_loops.toml:76:8: states `spin` → `spin_more` form a loop that never waits for anything; make one of them wait, or give one `max_visits` and `on_max_visits`",
+        ),
+        (
+            "on_max_visits without max_visits",
+            "bounded_loops.toml:53:17: `on_max_visits` in state `half` needs `max_visits`",
+        ),
+        (
+            "max_visits out of range",
+            "bounded_loops.toml:59:14: `max_visits` in state `zero` is 0; it must be 1 to 100",
+        ),
+        (
+            "max_visits without on_max_visits",
+            "bounded_loops.toml:66:14: `max_visits` in state `no_exit` needs `on_max_visits`",
+        ),
+        (
+            "unknown on_max_visits target",
+            "bounded_loops.toml:73:17: unknown state `dne`; did you mean `done`?",
+        ),
+        (
+            "max_visits on an end state",
+            "bounded_loops.toml:88:14: `max_visits` is not used by `end` states (state `done`)",
+        ),
+        (
+            "unknown on_deadline target",
+            "deadline.toml:10:15: unknown state `gone`; did you mean `done`?",
+        ),
+        (
+            "deadline reminder before the start",
+            "deadline.toml:11:23: deadline reminder `-50d` must fall after the start and before the deadline (1d after the start)",
+        ),
+        (
+            "deadline reminder that is no duration",
+            "deadline.toml:11:31: `soon` is not a duration",
+        ),
+        (
+            "deadline reminders without their message",
+            "deadline.toml:11:23: `deadline_reminders` needs `deadline_reminder`",
+        ),
+        (
+            "deadline reminder template without the message",
+            "deadline.toml:12:30: `deadline_reminder_template` needs `deadline_reminder`",
+        ),
+        (
+            "on_deadline without deadline",
+            "deadline_pairs.toml:9:15: `on_deadline` needs `deadline`",
+        ),
+        (
+            "deadline reminders without deadline",
+            "deadline_pairs.toml:10:23: `deadline_reminders` needs a `deadline` in [start]",
+        ),
+        (
+            "deadline out of range",
+            "deadline_range.toml:9:12: `deadline` `40d` is longer than 30d",
+        ),
+        (
+            "deadline reminder outside the window",
+            "deadline_window.toml:12:21: deadline reminder `hurry` can go out 24 hours or more after the customer last wrote (at the -1h deadline reminder, waiting in state `ask`), when WhatsApp accepts only templates: add a `deadline_reminder_template`",
+        ),
+        (
+            "a state after the deadline waiting for ever",
+            "deadline_window.toml:39:8: waiting state `after` can be reached after the deadline (`on_deadline`), so it needs its own `timeout` and `on_timeout`",
+        ),
+        (
+            "deadline end outside the window",
+            "deadline_window.toml:30:11: message `late` can go out 24 hours or more after the customer last wrote (at the deadline, waiting in state `ask`)",
+        ),
+        (
             "unreachable once, naming the line that cuts it off",
             "all_at_once.toml:25:8: state `confirm` is unreachable from the start state `ask` because of line 18 (`confrim`); so is every state only reachable through it",
         ),

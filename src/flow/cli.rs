@@ -184,7 +184,10 @@ pub const CHAT_COMMANDS: &[(&str, &str)] = &[
     ("/otp", "show the last code"),
     ("/check CODE", "check a code as the merchant's site does"),
     ("/cancel", "cancel as the merchant API does"),
-    ("/state", "show the state, status, clock and next timer"),
+    (
+        "/state",
+        "show the state, status, clock, next timer, visit counts and deadline",
+    ),
     ("/help", "this list"),
     ("/quit", "leave"),
 ];
@@ -275,9 +278,21 @@ pub fn chat(
                     .next_timer()
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "-".to_owned());
+                let mut extra = String::new();
+                if !s.visits.is_empty() {
+                    let visits: Vec<String> = s
+                        .visits
+                        .iter()
+                        .map(|(state, n)| format!("`{state}` {n}"))
+                        .collect();
+                    extra.push_str(&format!(", visits {}", visits.join(", ")));
+                }
+                if let Some(deadline) = s.deadline_at {
+                    extra.push_str(&format!(", deadline {}", deadline.to_rfc3339()));
+                }
                 let _ = writeln!(
                     out,
-                    "(state `{}`, status {:?}, clock {}, next timer {at})",
+                    "(state `{}`, status {:?}, clock {}, next timer {at}{extra})",
                     s.state,
                     s.status,
                     sim.now().to_rfc3339()

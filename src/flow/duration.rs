@@ -46,6 +46,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::seconds(total))
 }
 
+/// Longest session deadline a flow may set.
+pub const MAX_DEADLINE_SECS: i64 = 30 * 86_400;
+
+/// Reads a deadline reminder as its time after the session's start: `-1h` is one hour before a
+/// `deadline` that long after the start, `20h` is 20 hours after the start. It must fall
+/// strictly between the start and the deadline.
+pub fn parse_deadline_reminder(text: &str, deadline: Duration) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let offset = match trimmed.strip_prefix('-') {
+        Some(before) => deadline - parse_duration(before)?,
+        None => parse_duration(trimmed)?,
+    };
+    if offset <= Duration::zero() || offset >= deadline {
+        return Err(format!(
+            "deadline reminder `{text}` must fall after the start and before the deadline ({} after the start)",
+            format_duration(deadline)
+        ));
+    }
+    Ok(offset)
+}
+
 /// Formats a duration the way flow files write it.
 pub fn format_duration(d: Duration) -> String {
     let mut s = d.num_seconds();
@@ -73,6 +94,16 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::minutes(90)));
         assert_eq!(parse_duration("2d"), Ok(Duration::days(2)));
         assert_eq!(format_duration(Duration::minutes(90)), "1h30m");
+    }
+
+    #[test]
+    fn deadline_reminders_count_back_from_the_deadline_or_on_from_the_start() {
+        let day = Duration::hours(24);
+        assert_eq!(parse_deadline_reminder("-1h", day), Ok(Duration::hours(23)));
+        assert_eq!(parse_deadline_reminder("20h", day), Ok(Duration::hours(20)));
+        for bad in ["-24h", "-2d", "24h", "30h", "-", "-x"] {
+            assert!(parse_deadline_reminder(bad, day).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Mermaid state diagrams of flows (`waotp graph FLOW`), for authors to see their flow.
 //!
 //! Pure text generation from a loaded flow. Every way a state can move is drawn as an edge, and
-//! reminders as an edge from the waiting state to itself (the session stays where it is).
+//! reminders as an edge from the waiting state to itself (the session stays where it is). What
+//! any waiting state can do (interrupts, the session's deadline and its reminders) is drawn
+//! from one "any waiting state" node.
 
 use std::fmt::Write as _;
 
@@ -53,6 +55,12 @@ pub fn mermaid(flow: &Flow) -> String {
                 edge(t.as_str(), label);
             }
         }
+        if let (Some(max), Some(instead)) = (&s.max_visits, &s.on_max_visits) {
+            edge(
+                instead.as_str(),
+                &format!("entered after {} visits (max_visits)", max.get()),
+            );
+        }
         if !s.reminders.is_empty() {
             let at: Vec<&str> = s.reminders.iter().map(|r| r.as_str()).collect();
             let what = s
@@ -90,11 +98,38 @@ pub fn mermaid(flow: &Flow) -> String {
                 .as_ref()
                 .map(|t| ("retries exhausted".to_owned(), t.as_str())),
         )
+        .chain(f.start.on_deadline.as_ref().map(|t| {
+            let after = f.start.deadline.as_ref().map_or("", |d| d.as_str());
+            (format!("deadline {after} after the start"), t.as_str())
+        }))
         .collect();
-    if !globals.is_empty() {
+    let deadline_reminders = (!f.start.deadline_reminders.is_empty()).then(|| {
+        let at: Vec<&str> = f
+            .start
+            .deadline_reminders
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        let what = f
+            .start
+            .deadline_reminder
+            .as_ref()
+            .map_or("", |m| m.as_str());
+        format!("deadline reminder at {} ({what})", at.join(", "))
+    });
+    if !globals.is_empty() || deadline_reminders.is_some() {
         line("state \"any waiting state\" as any_waiting_state".to_owned());
         for (label, to) in globals {
-            line(format!("any_waiting_state --> {to} : {label}"));
+            line(format!(
+                "any_waiting_state --> {to} : {}",
+                label.replace([':', '"'], " ")
+            ));
+        }
+        if let Some(label) = deadline_reminders {
+            line(format!(
+                "any_waiting_state --> any_waiting_state : {}",
+                label.replace([':', '"'], " ")
+            ));
         }
     }
     let _ = writeln!(out);

@@ -6,6 +6,7 @@
 //! nothing rather than panicking.
 
 mod compose;
+mod deadline;
 mod respond;
 mod run;
 mod types;
@@ -59,6 +60,12 @@ pub fn new_session(
         return Err(StartError::MissingVar(name.clone()));
     }
     let state = StateId::parse(file.start.state.as_str()).map_err(|_| StartError::BadStart)?;
+    let deadline_at = file
+        .start
+        .deadline
+        .as_ref()
+        .and_then(|d| crate::flow::duration::parse_duration(d.as_str()).ok())
+        .and_then(|d| now.checked_add_signed(d));
     Ok(SessionState {
         flow_id: flow.id().clone(),
         flow_version: flow.version().to_owned(),
@@ -74,6 +81,9 @@ pub fn new_session(
         resends: 0,
         timer: None,
         timer_seq: 0,
+        deadline_at,
+        deadline_reminders_sent: 0,
+        visits: BTreeMap::new(),
         delivery_failure: None,
     })
 }

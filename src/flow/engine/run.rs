@@ -188,14 +188,38 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
         }
     }
 
-    /// Enters `target` and keeps going through states that do not wait.
+    /// Enters `target` and keeps going through states that do not wait. A state entered its
+    /// `max_visits` times already gives way to its `on_max_visits` state (counted only when
+    /// the state is really entered).
     pub(super) fn enter(&mut self, target: &str) {
         let mut target = target.to_owned();
-        // A validated flow has no loop of non-waiting states; the bound only guards bad input.
-        for _ in 0..=self.flow.states.len() {
+        // A validated flow has no loop of non-waiting states that does not pass through a
+        // counted entry, so at most every state once between two counted entries; the bound
+        // only guards bad input.
+        let counted: u64 = self
+            .flow
+            .states
+            .values()
+            .filter_map(|s| s.max_visits.as_ref().map(|m| u64::from(*m.get())))
+            .sum();
+        let steps = (counted + 1).saturating_mul(self.flow.states.len() as u64 + 1);
+        for _ in 0..steps {
             let Some(state) = self.flow.states.get(&target) else {
                 return;
             };
+            if let Some(max) = &state.max_visits {
+                let visits = self.s.visits.get(&target).copied().unwrap_or(0);
+                if visits >= *max.get() {
+                    match &state.on_max_visits {
+                        Some(instead) => {
+                            target = instead.as_str().to_owned();
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+                self.s.visits.insert(target.clone(), visits + 1);
+            }
             let Ok(id) = StateId::parse(&target) else {
                 return;
             };
@@ -314,40 +338,59 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
         hex::encode(bytes)
     }
 
-    /// Reminder offsets (sorted) and the time after which the state gives up.
-    fn schedule(&self, state: &State) -> (Vec<Duration>, Duration) {
+    /// Reminder offsets (sorted) and the time after which the state gives up; an `ask` state
+    /// without `timeout` (allowed when the flow's deadline bounds the wait) never gives up
+    /// by itself.
+    fn schedule(&self, state: &State) -> (Vec<Duration>, Option<Duration>) {
         let parse = |l: Option<&crate::flow::located::Located<String>>, default: i64| {
             l.and_then(|l| parse_duration(l.as_str()).ok())
                 .unwrap_or(Duration::seconds(default))
         };
         let timeout = match state.kind.get() {
-            StateKind::Otp => parse(
+            StateKind::Otp => Some(parse(
                 state.otp.as_ref().and_then(|o| o.lifetime.as_ref()),
                 DEFAULT_OTP_LIFETIME,
-            ),
-            StateKind::Hook => parse(state.timeout.as_ref(), DEFAULT_HOOK_TIMEOUT),
-            _ => parse(state.timeout.as_ref(), 86_400),
+            )),
+            StateKind::Hook => Some(parse(state.timeout.as_ref(), DEFAULT_HOOK_TIMEOUT)),
+            _ => state
+                .timeout
+                .as_ref()
+                .and_then(|t| parse_duration(t.as_str()).ok()),
         };
         let mut reminders: Vec<Duration> = state
             .reminders
             .iter()
             .filter_map(|r| parse_duration(r.as_str()).ok())
-            .filter(|r| *r < timeout)
+            .filter(|r| timeout.map_or(true, |t| *r < t))
             .collect();
         reminders.sort();
         (reminders, timeout)
     }
 
-    pub(super) fn set_timer(&mut self, state: &State) {
+    /// When the state's own next reminder or timeout is due, if it has one left.
+    fn state_due(&self, state: &State) -> Option<DateTime<Utc>> {
         let (reminders, timeout) = self.schedule(state);
-        let offset = reminders
+        reminders
             .get(self.s.reminders_sent as usize)
             .copied()
-            .unwrap_or(timeout);
+            .or(timeout)
+            .map(|offset| self.s.entered_at + offset)
+    }
+
+    /// Sets the session's one timer for whichever comes first: the state's next reminder or
+    /// timeout, or the deadline's next reminder or the deadline itself (the deadline on a tie).
+    pub(super) fn set_timer(&mut self, state: &State) {
+        let at = match (self.state_due(state), self.deadline_due()) {
+            (Some(own), Some((deadline, _))) => own.min(deadline),
+            (own, deadline) => match own.or(deadline.map(|(at, _)| at)) {
+                Some(at) => at,
+                None => return,
+            },
+        };
         self.s.timer_seq += 1;
         let timer = PendingTimer {
             id: STATE_TIMER.to_owned(),
-            at: self.s.entered_at + offset,
+            at,
             seq: self.s.timer_seq,
         };
         self.fx.push(Effect::SetTimer {
@@ -374,6 +417,12 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             return;
         }
         self.s.timer = None;
+        if let Some((at, due)) = self.deadline_due() {
+            if self.state_due(state).map_or(true, |own| at <= own) {
+                self.deadline_fired(state, due);
+                return;
+            }
+        }
         let (reminders, _) = self.schedule(state);
         if (self.s.reminders_sent as usize) < reminders.len() {
             self.s.reminders_sent += 1;

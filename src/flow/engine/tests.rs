@@ -493,3 +493,350 @@ fn notify_events_go_to_the_flows_own_callback_url() {
         [("agent_requested", Some("https://shop.example/waotp"))]
     );
 }
+
+/// A flow written here, checked like a bundled one.
+fn inline_flow(id: &str, body: &str) -> Flow {
+    let text = format!("id = \"{id}\"\nversion = \"1\"\non_retries_exhausted = \"done\"\n{body}");
+    parse_flow(&format!("{id}.toml"), &text).expect("valid flow")
+}
+
+/// Fires the session's pending timer at its time, after a round trip through the session's
+/// stored form (as a restart between the two would).
+fn fire_timer(f: &Flow, s: &SessionState, rng: &mut StdRng) -> (SessionState, Vec<Effect>) {
+    let stored = serde_json::to_string(s).expect("session serialises");
+    let s: SessionState = serde_json::from_str(&stored).expect("session reads back");
+    let timer = s.timer.clone().expect("a pending timer");
+    step(
+        f,
+        &s,
+        Event::TimerFired {
+            id: timer.id,
+            seq: timer.seq,
+        },
+        timer.at,
+        rng,
+    )
+}
+
+fn sent(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send(m) => Some(m.message_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const READBACK: &str = r#"
+[start]
+state = "ask_new"
+keywords = ["change"]
+
+[vars.number]
+source = "customer"
+
+[messages.ask_new]
+en = "Your new number?"
+
+[messages.readback]
+en = "You typed {{number}}. Right?"
+
+[messages.give_up]
+en = "Let us stop here."
+
+[states.ask_new]
+kind = "ask"
+message = "ask_new"
+on_text = "readback"
+save_as = "number"
+timeout = "1h"
+on_timeout = "done"
+max_visits = 3
+on_max_visits = "give_up"
+
+[states.readback]
+kind = "ask"
+message = "readback"
+buttons = [
+  { id = "yes", title = "Yes", goto = "done" },
+  { id = "no", title = "No", goto = "ask_new" },
+]
+timeout = "1h"
+on_timeout = "done"
+
+[states.give_up]
+kind = "end"
+message = "give_up"
+outcome = "gave_up"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#;
+
+#[test]
+fn max_visits_sends_the_fourth_entry_to_on_max_visits() {
+    let f = inline_flow("readback", READBACK);
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (mut s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    for round in 1..=3u32 {
+        assert_eq!(s.state.as_str(), "ask_new");
+        assert_eq!(s.visits.get("ask_new"), Some(&round));
+        let text = Event::Text {
+            body: format!("+9198765432{round:02}"),
+        };
+        let (next, _) = step(&f, &s, text, t0(), &mut rng);
+        assert_eq!(next.state.as_str(), "readback");
+        // The count is part of the stored session.
+        let stored = serde_json::to_string(&next).expect("serialises");
+        let next: SessionState = serde_json::from_str(&stored).expect("reads back");
+        let no = Event::Reply {
+            id: "no".to_owned(),
+        };
+        let (after, fx) = step(&f, &next, no, t0(), &mut rng);
+        s = after;
+        if round == 3 {
+            assert_eq!(sent(&fx), ["give_up"]);
+        }
+    }
+    assert_eq!(s.status, SessionStatus::Completed);
+    assert_eq!(s.outcome.as_deref(), Some("gave_up"));
+    assert_eq!(s.visits.get("ask_new"), Some(&3));
+    // States without max_visits are not counted.
+    assert!(!s.visits.contains_key("readback"));
+}
+
+#[test]
+fn a_loop_of_say_states_bounded_by_max_visits_runs_exactly_that_often() {
+    let f = inline_flow(
+        "tick",
+        r#"
+[start]
+state = "tick"
+keywords = ["tick"]
+
+[messages.tick]
+en = "tick"
+
+[states.tick]
+kind = "say"
+message = "tick"
+next = "tock"
+max_visits = 4
+on_max_visits = "done"
+
+[states.tock]
+kind = "say"
+message = "tick"
+next = "tick"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#,
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, fx) = step(&f, &s, Event::Start, t0(), &mut rng);
+    assert_eq!(sent(&fx).len(), 8, "{fx:?}");
+    assert_eq!(s.outcome.as_deref(), Some("done"));
+}
+
+const DEADLINE: &str = r#"
+[start]
+state = "first"
+keywords = ["deadline"]
+deadline = "1h"
+on_deadline = "late"
+deadline_reminders = ["-15m"]
+deadline_reminder = "hurry"
+
+[messages.first]
+en = "First question?"
+
+[messages.second]
+en = "Second question?"
+
+[messages.hurry]
+en = "15 minutes left."
+
+[messages.late]
+en = "Too late."
+
+[states.first]
+kind = "ask"
+message = "first"
+on_text = "second"
+reminders = ["10m"]
+timeout = "2h"
+on_timeout = "slow"
+
+[states.second]
+kind = "ask"
+message = "second"
+on_text = "done"
+timeout = "5m"
+on_timeout = "slow"
+
+[states.slow]
+kind = "end"
+outcome = "slow"
+
+[states.late]
+kind = "end"
+message = "late"
+outcome = "expired"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#;
+
+#[test]
+fn the_deadline_and_its_reminder_fire_whatever_state_waits_and_the_earlier_timer_wins() {
+    let f = inline_flow("deadline", DEADLINE);
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    assert_eq!(s.deadline_at, Some(t0() + Duration::hours(1)));
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    // The state's own reminder at 10m comes first.
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::minutes(10))
+    );
+    let (s, fx) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(sent(&fx), ["first"]);
+    // Then the deadline reminder at 45m, before the state's 2h timeout.
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::minutes(45))
+    );
+    let (s, fx) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(sent(&fx), ["hurry"]);
+    assert_eq!(s.state.as_str(), "first");
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::hours(1))
+    );
+    let (s, fx) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(sent(&fx), ["late"]);
+    assert_eq!(s.outcome.as_deref(), Some("expired"));
+
+    // In a state whose own timeout comes first, that timeout wins; the deadline counts from
+    // the session's start, not from the state's entry.
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let answer = Event::Text {
+        body: "one".to_owned(),
+    };
+    let (s, _) = step(&f, &s, answer, t0() + Duration::minutes(30), &mut rng);
+    assert_eq!(s.state.as_str(), "second");
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::minutes(35))
+    );
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.outcome.as_deref(), Some("slow"));
+
+    // Entered at 58m, the deadline at 1h comes before the state's 5m timeout (the reminder
+    // time has passed meanwhile: it goes out first, at once).
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let answer = Event::Text {
+        body: "one".to_owned(),
+    };
+    let (s, _) = step(&f, &s, answer, t0() + Duration::minutes(58), &mut rng);
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::minutes(45))
+    );
+    let (s, fx) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(sent(&fx), ["hurry"]);
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::hours(1))
+    );
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.outcome.as_deref(), Some("expired"));
+}
+
+#[test]
+fn an_ask_state_without_timeout_waits_for_the_deadline() {
+    let f = inline_flow(
+        "patient",
+        r#"
+[start]
+state = "ask"
+keywords = ["patient"]
+deadline = "3d"
+on_deadline = "done"
+
+[messages.ask]
+en = "Whenever you like."
+
+[states.ask]
+kind = "ask"
+message = "ask"
+on_text = "done"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#,
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::days(3))
+    );
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.outcome.as_deref(), Some("done"));
+}
+
+#[test]
+fn once_passed_the_deadline_leaves_the_states_after_it_their_own_timers() {
+    let f = inline_flow(
+        "after",
+        r#"
+[start]
+state = "ask"
+keywords = ["after"]
+deadline = "1h"
+on_deadline = "last_chance"
+
+[messages.ask]
+en = "Anything?"
+
+[states.ask]
+kind = "ask"
+message = "ask"
+on_text = "done"
+
+[states.last_chance]
+kind = "ask"
+message = "ask"
+on_text = "done"
+timeout = "10m"
+on_timeout = "done"
+
+[states.done]
+kind = "end"
+outcome = "done"
+"#,
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let s = new_session(&f, BTreeMap::new(), "en", t0()).expect("session");
+    let (s, _) = step(&f, &s, Event::Start, t0(), &mut rng);
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.state.as_str(), "last_chance");
+    assert_eq!(s.deadline_at, None);
+    assert_eq!(
+        s.timer.as_ref().map(|t| t.at),
+        Some(t0() + Duration::hours(1) + Duration::minutes(10))
+    );
+    let (s, _) = fire_timer(&f, &s, &mut rng);
+    assert_eq!(s.outcome.as_deref(), Some("done"));
+}

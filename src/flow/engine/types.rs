@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::flow::ids::{FlowId, StateId};
 use crate::flow::model::{OtpCheck, TemplateCategory};
 
-/// The id of the one timer a session may have pending (a waiting state's reminder or timeout).
+/// The id of the one timer a session may have pending (a waiting state's reminder or timeout,
+/// or the session's deadline or a deadline reminder, whichever is due first).
 pub const STATE_TIMER: &str = "state";
 
 /// Whether a session is still running.
@@ -29,7 +30,8 @@ pub enum SessionStatus {
 /// A pending timer as the session sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingTimer {
-    /// Timer id (always [`STATE_TIMER`] today).
+    /// Timer id (always [`STATE_TIMER`]: one timer serves the state's waits and the session's
+    /// deadline, set for whichever comes first).
     pub id: String,
     /// When it fires.
     pub at: DateTime<Utc>,
@@ -68,10 +70,24 @@ pub struct SessionState {
     pub timer: Option<PendingTimer>,
     /// Last timer sequence number handed out.
     pub timer_seq: u64,
+    /// When the flow's `[start] deadline` passes for this session (set at creation, so it
+    /// survives restarts and flow reloads with the session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Deadline reminders already sent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deadline_reminders_sent: u32,
+    /// How many times each state with `max_visits` has been entered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub visits: BTreeMap<String, u32>,
     /// Why the session took the flow's delivery-failure branch (WhatsApp's error), for the
     /// merchant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_failure: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Something that happened to a session.

@@ -75,6 +75,24 @@ pub struct Start {
     /// another flow may contain one.
     #[serde(default)]
     pub keywords: Vec<Located<String>>,
+    /// How long a session may run at most, counted from its start (e.g. `24h`, at most 30
+    /// days): once it passes, the session goes to `on_deadline` whatever state it waits in.
+    /// A state's own `timeout` that comes earlier still wins.
+    #[serde(default)]
+    pub deadline: Option<Located<String>>,
+    /// State entered when `deadline` passes.
+    #[serde(default)]
+    pub on_deadline: Option<Located<String>>,
+    /// When `deadline_reminder` is sent while the session waits: `-1h` is one hour before the
+    /// deadline, `20h` is 20 hours after the start.
+    #[serde(default)]
+    pub deadline_reminders: Vec<Located<String>>,
+    /// Message sent at each of `deadline_reminders`.
+    #[serde(default)]
+    pub deadline_reminder: Option<Located<String>>,
+    /// Template sent instead of `deadline_reminder` outside the 24-hour window.
+    #[serde(default)]
+    pub deadline_reminder_template: Option<Located<String>>,
 }
 
 /// Where a variable's value comes from.

@@ -114,6 +114,13 @@ pub struct State {
     /// State entered after `max_retries` unusable answers.
     #[serde(default)]
     pub on_retries_exhausted: Option<Located<String>>,
+    /// How many times a session may enter this state (1–100); entering it once more goes to
+    /// `on_max_visits` instead. Bounds loops such as "ask again, at most twice".
+    #[serde(default)]
+    pub max_visits: Option<Located<u32>>,
+    /// State entered instead of this one once it has been entered `max_visits` times.
+    #[serde(default)]
+    pub on_max_visits: Option<Located<String>>,
     /// Event sent to the merchant as a `session.<notify>` callback when the state is entered
     /// (e.g. `agent_handoff` → `session.agent_handoff`).
     #[serde(default)]

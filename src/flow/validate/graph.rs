@@ -1,5 +1,6 @@
 //! Whole-flow checks on the state graph: unreachable states, states with no way to an end,
-//! and loops made only of states that do not wait (which would spin forever). One mistake is
+//! and loops that would spin forever: made only of states that do not wait, with no state
+//! whose `max_visits` counts each round. One mistake is
 //! reported once: the states behind an unreachable one, and a state cut off from the end only
 //! by a reference to a missing state, add no error of their own.
 
@@ -20,6 +21,7 @@ fn own_target_refs(s: &State) -> Vec<&Located<String>> {
         &s.on_expired,
         &s.on_timeout,
         &s.on_retries_exhausted,
+        &s.on_max_visits,
     ]
     .into_iter()
     .flatten()
@@ -38,13 +40,15 @@ pub fn own_targets(s: &State) -> Vec<&str> {
         .collect()
 }
 
-/// Targets shared by every waiting state: interrupts, delivery failure, retries exhausted.
+/// Targets shared by every waiting state: interrupts, delivery failure, retries exhausted,
+/// the session's deadline.
 fn global_target_refs(file: &FlowFile) -> Vec<&Located<String>> {
     file.interrupts
         .values()
         .filter_map(|i| i.goto.as_ref())
         .chain(&file.on_delivery_failure)
         .chain(&file.on_retries_exhausted)
+        .chain(&file.start.on_deadline)
         .collect()
 }
 
@@ -187,44 +191,64 @@ fn closure<'a>(
     seen
 }
 
+/// Loops the engine would run through without waiting. Entering a state either waits (a
+/// waiting state), is counted (a state with `max_visits`: at most that many times) or moves on
+/// at once: a `say` state to its next state, and a used-up state with `max_visits` to its
+/// `on_max_visits` state, uncounted. Only moves of the last sort can repeat without end, so a
+/// loop made only of them is an error; any loop through a waiting or counted entry ends.
 fn check_spin_loops(cx: &mut Checker<'_>) {
     let file = cx.file;
-    // Only `say` states move on without waiting.
-    let say: BTreeMap<&str, Vec<&str>> = file
+    let moves_on: BTreeMap<&str, Vec<&str>> = file
         .states
         .iter()
-        .filter(|(_, s)| s.kind.get() == &StateKind::Say)
         .map(|(id, s)| {
-            let next = own_targets(s)
+            let targets = match (&s.on_max_visits, s.max_visits.is_some(), s.kind.get()) {
+                (Some(instead), true, _) => vec![instead.as_str()],
+                (_, false, StateKind::Say) => own_targets(s),
+                _ => Vec::new(),
+            };
+            let targets = targets
                 .into_iter()
-                .filter(|t| {
-                    file.states
-                        .get(*t)
-                        .is_some_and(|n| n.kind.get() == &StateKind::Say)
-                })
+                .filter(|t| file.states.contains_key(*t))
                 .collect();
-            (id.as_str(), next)
+            (id.as_str(), targets)
         })
         .collect();
     let mut reported = BTreeSet::new();
-    for &root in say.keys() {
+    for &root in moves_on.keys() {
         if reported.contains(root) {
             continue;
         }
-        if let Some(cycle) = find_cycle(root, &say) {
+        if let Some(cycle) = find_cycle(root, &moves_on) {
             if cycle.first() == Some(&root) {
                 reported.extend(cycle.iter().copied());
                 let span = file.states.get(root).map_or(0..0, |s| s.kind.span());
+                let names = cycle
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(" → ");
+                let used_up: Vec<String> = cycle
+                    .iter()
+                    .filter(|id| {
+                        file.states
+                            .get(**id)
+                            .is_some_and(|s| s.max_visits.is_some())
+                    })
+                    .map(|id| format!("`{id}`"))
+                    .collect();
+                let why = if used_up.is_empty() {
+                    "; make one of them wait, or give one `max_visits` and `on_max_visits`"
+                        .to_owned()
+                } else {
+                    format!(
+                        "; once {} used up its `max_visits`, entering it goes on to `on_max_visits` uncounted, so the loop must also pass through a waiting state or another state with `max_visits`",
+                        used_up.join(" and ") + if used_up.len() == 1 { " has" } else { " have" }
+                    )
+                };
                 cx.error(
                     span,
-                    format!(
-                        "states {} form a loop that never waits for anything",
-                        cycle
-                            .iter()
-                            .map(|s| format!("`{s}`"))
-                            .collect::<Vec<_>>()
-                            .join(" → ")
-                    ),
+                    format!("states {names} form a loop that never waits for anything{why}"),
                 );
             }
         }

@@ -3,6 +3,7 @@
 //! Pure: takes a [`FlowFile`], returns [`Issue`]s. It must not read files (that is `load`) and
 //! must not depend on the engine; the engine may rely on everything checked here.
 
+mod bounds;
 mod graph;
 mod states;
 mod templates;
@@ -51,6 +52,7 @@ pub fn validate(file: &FlowFile, text: &str) -> Vec<Issue> {
     };
     cx.check_header();
     states::check_states(&mut cx);
+    bounds::check_bounds(&mut cx);
     templates::check_templates(&mut cx);
     texts::check_texts(&mut cx);
     graph::check_graph(&mut cx);

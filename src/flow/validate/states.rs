@@ -33,7 +33,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
     // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 22] = [
+    let optional: [FieldUse<'_>; 24] = [
         ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
         ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
         ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
@@ -73,6 +73,16 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
             "max_retries",
             s.max_retries.as_ref().map(Located::span),
             &[Ask, Otp],
+        ),
+        (
+            "max_visits",
+            s.max_visits.as_ref().map(Located::span),
+            &[Ask, Say, Otp, Hook],
+        ),
+        (
+            "on_max_visits",
+            span(s.on_max_visits.as_ref()),
+            &[Ask, Say, Otp, Hook],
         ),
         ("outcome", span(s.outcome.as_ref()), &[End]),
         ("callback_url", span(s.callback_url.as_ref()), &[End]),
@@ -162,6 +172,7 @@ fn check_refs(cx: &mut Checker<'_>, id: &str, s: &State) {
         &s.on_expired,
         &s.on_timeout,
         &s.on_retries_exhausted,
+        &s.on_max_visits,
     ];
     for t in targets.into_iter().flatten() {
         cx.state_ref(t);
@@ -228,9 +239,11 @@ fn check_timer(cx: &mut Checker<'_>, id: &str, s: &State) {
     }
     if s.kind.get() == &StateKind::Ask {
         match (&s.timeout, &s.on_timeout) {
+            // The flow's deadline ends the wait.
+            (None, None) if cx.file.start.deadline.is_some() => {}
             (None, None) => cx.error(
                 s.kind.span(),
-                format!("waiting state `{id}` has no timer: add `timeout` and `on_timeout`"),
+                format!("waiting state `{id}` has no timer: add `timeout` and `on_timeout` (or a `deadline` in [start])"),
             ),
             (Some(t), None) => cx.error(
                 t.span(),
