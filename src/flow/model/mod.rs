@@ -6,6 +6,7 @@
 //! not check cross-references (that is `validate`) or run anything (that is `engine`).
 
 mod state;
+mod text;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use self::state::{Branch, Button, ListMenu, ListRow, OtpCheck, OtpSettings, State, StateKind};
+pub use self::text::LocalText;
+
 use super::located::Located;
 
 /// A whole flow file.
@@ -47,6 +50,11 @@ pub struct FlowFile {
     /// Message texts by id, then by language code: `[messages.summary] en = "…"`.
     #[serde(default)]
     pub messages: BTreeMap<String, BTreeMap<String, Located<String>>>,
+    /// The flow's own wording of built-in texts (re-prompts, wrong code, resend notices…), by
+    /// text id, then by language code: `[texts.wrong_code] hi = "…"`. Texts not given here come
+    /// from the translations waotp ships (listed in the flow guide).
+    #[serde(default)]
+    pub texts: BTreeMap<String, BTreeMap<String, Located<String>>>,
     /// WhatsApp templates, sent instead of free-form text outside the 24-hour window.
     #[serde(default)]
     pub templates: BTreeMap<String, Template>,
@@ -144,13 +152,30 @@ pub struct Hook {
     pub send: Vec<Located<String>>,
 }
 
+/// How an interrupt's words are found in a customer's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptMatch {
+    /// The word is the whole message (case, spacing and surrounding punctuation ignored).
+    #[default]
+    Whole,
+    /// The word also fires inside a longer message, as whole words in order, the way `[start]
+    /// keywords` match ("I want an agent please" → `agent`), when the message is no answer the
+    /// state can use (a choice, a resend word, a code) — and never in a free-text state, whose
+    /// answer it is.
+    Word,
+}
+
 /// `[interrupts.NAME]`: words that act in every waiting state.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interrupt {
     /// Words or phrases; one fires when it is the whole message (case, spacing and surrounding
-    /// punctuation ignored).
+    /// punctuation ignored), or with `match = "word"` also inside a longer message.
     pub words: Vec<Located<String>>,
+    /// `whole` (default) or `word`: how the words are found in a message.
+    #[serde(default, rename = "match")]
+    pub matching: Option<Located<InterruptMatch>>,
     /// State to go to.
     #[serde(default)]
     pub goto: Option<Located<String>>,

@@ -6,6 +6,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::LocalText;
 use crate::flow::located::Located;
 
 /// What a state does.
@@ -132,9 +133,10 @@ pub struct State {
 pub struct Button {
     /// Id WhatsApp sends back when tapped.
     pub id: Located<String>,
-    /// Text on the button (at most 20 characters).
-    pub title: Located<String>,
-    /// Typed words that count as tapping it, besides its title and id (case-insensitive).
+    /// Text on the button (at most 20 characters in each language): a string, or a table by
+    /// language (`{ en = "Confirm", hi = "पुष्टि करें" }`). A typed title in any language picks it.
+    pub title: Located<LocalText>,
+    /// Typed words that count as tapping it, besides its titles and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.
@@ -145,8 +147,9 @@ pub struct Button {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListMenu {
-    /// Text of the button that opens the list (at most 20 characters).
-    pub button: Located<String>,
+    /// Text of the button that opens the list (at most 20 characters in each language); a
+    /// string or a table by language.
+    pub button: Located<LocalText>,
     /// The rows.
     pub rows: Vec<ListRow>,
 }
@@ -157,12 +160,14 @@ pub struct ListMenu {
 pub struct ListRow {
     /// Id WhatsApp sends back when chosen.
     pub id: Located<String>,
-    /// Row title (at most 24 characters).
-    pub title: Located<String>,
-    /// Optional second line (at most 72 characters).
+    /// Row title (at most 24 characters in each language); a string or a table by language. A
+    /// typed title in any language picks it.
+    pub title: Located<LocalText>,
+    /// Optional second line (at most 72 characters in each language); a string or a table by
+    /// language.
     #[serde(default)]
-    pub description: Option<Located<String>>,
-    /// Typed words that count as choosing it, besides its title and id (case-insensitive).
+    pub description: Option<Located<LocalText>>,
+    /// Typed words that count as choosing it, besides its titles and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.

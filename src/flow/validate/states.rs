@@ -9,7 +9,7 @@ use super::{
 use crate::flow::duration::parse_duration;
 use crate::flow::guard::Guard;
 use crate::flow::located::Located;
-use crate::flow::model::{State, StateKind, TemplateCategory, VarSource};
+use crate::flow::model::{LocalText, State, StateKind, TemplateCategory, VarSource};
 use crate::flow::words::normalize;
 
 pub(super) fn check_states(cx: &mut Checker<'_>) {
@@ -294,17 +294,8 @@ fn check_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
         );
     }
     let mut seen = BTreeSet::new();
-    let too_long = |cx: &mut Checker<'_>, t: &Located<String>, max: usize, what: &str| {
-        let n = t.as_str().chars().count();
-        if n > max {
-            cx.error(
-                t.span(),
-                format!(
-                    "{what} `{}` is {n} characters; WhatsApp allows at most {max}",
-                    t.as_str()
-                ),
-            );
-        }
+    let too_long = |cx: &mut Checker<'_>, t: &Located<LocalText>, max: usize, what: &str| {
+        check_local_text(cx, t, max, what);
     };
     for b in &s.buttons {
         too_long(cx, &b.title, MAX_BUTTON_TITLE, "button title");
@@ -370,7 +361,9 @@ fn check_words_of_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
     for (choice, title, synonyms) in choices {
         let choice = choice.as_str();
         let mut own = BTreeSet::new();
-        for w in [title].into_iter().chain(synonyms) {
+        // Titles in every language are typed words too.
+        let titles = title.variants().into_iter().map(|(_, t)| t);
+        for w in titles.chain(synonyms.iter().cloned()) {
             let word = normalize(w.as_str());
             if !own.insert(word.clone()) {
                 continue;
@@ -390,6 +383,68 @@ fn check_words_of_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
             }
         }
     }
+}
+
+/// An inline text (a title, a row description, the list button) in each of its languages:
+/// within WhatsApp's limit, and, as a table by language, in every language the flow's messages
+/// are written in (else that customer would get another language's title next to their own
+/// message). A plain string is one text for every language: allowed, with a warning when the
+/// flow's messages come in several languages.
+fn check_local_text(cx: &mut Checker<'_>, t: &Located<LocalText>, max: usize, what: &str) {
+    for (lang, text) in t.variants() {
+        let n = text.as_str().chars().count();
+        if n > max {
+            let lang = lang.map_or(String::new(), |l| format!(" (`{l}`)"));
+            cx.error(
+                text.span(),
+                format!(
+                    "{what} `{}`{lang} is {n} characters; WhatsApp allows at most {max}",
+                    text.as_str()
+                ),
+            );
+        }
+    }
+    let languages = cx.message_languages();
+    match t.get() {
+        LocalText::PerLanguage(texts) => {
+            let missing: Vec<&str> = languages
+                .iter()
+                .copied()
+                .filter(|l| !texts.contains_key(*l))
+                .collect();
+            if !missing.is_empty() {
+                let shown = t.in_language(cx.default_language(), cx.default_language());
+                cx.error(
+                    t.span(),
+                    format!(
+                        "{what} `{shown}` has no text in {}, a language of the flow's messages",
+                        list(&missing)
+                    ),
+                );
+            }
+        }
+        LocalText::Plain(text) if languages.len() > 1 => {
+            let langs: Vec<&str> = languages.iter().copied().collect();
+            cx.warning(
+                t.span(),
+                format!(
+                    "{what} `{text}` is shown in every language, but the flow's messages are in {}: write it as a table by language, `{{ {} = \"…\" }}`",
+                    list(&langs),
+                    langs.join(" = \"…\", ")
+                ),
+            );
+        }
+        LocalText::Plain(_) => {}
+    }
+}
+
+/// `` `hi` `` or `` `hi`, `es` ``.
+fn list(langs: &[&str]) -> String {
+    langs
+        .iter()
+        .map(|l| format!("`{l}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_otp(cx: &mut Checker<'_>, id: &str, s: &State) {
