@@ -75,6 +75,7 @@ fn the_bundled_flow_scripts_pass() {
     assert!(out.contains(" 0 failed"), "{out}");
     for flow in [
         "cod_confirmation",
+        "cod_confirmation_hi",
         "signup_verification",
         "password_reset",
         "transaction_authorization",
