@@ -57,7 +57,11 @@ pub enum Command {
         lang: String,
     },
     /// Print the JSON Schema of the flow file format.
-    Schema,
+    Schema {
+        /// Print the flow guide's reference tables (Markdown) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print a running server's verification funnel (GET /v1/stats) as a table.
     Stats {
         /// Only this flow (default: all flows).
@@ -131,7 +135,8 @@ pub fn run() -> ExitCode {
             out,
             err,
         ),
-        Command::Schema => flow_cli::schema(out),
+        Command::Schema { markdown: false } => flow_cli::schema(out),
+        Command::Schema { markdown: true } => flow_cli::schema_markdown(out),
         Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
         Command::Stats {
             flow,

@@ -210,3 +210,22 @@ fn the_committed_schema_is_the_generated_one() {
     );
     assert!(committed.contains("\"additionalProperties\": false"));
 }
+
+/// The flow guide's reference tables are the generated ones: a doc comment changed in the model
+/// (or a field added) without regenerating the block fails here.
+#[test]
+fn the_flow_guide_reference_is_the_generated_one() {
+    let readme = std::fs::read_to_string("flows/README.md").expect("flow guide");
+    let generated = cli::reference_markdown();
+    let begin = readme
+        .find(waotp::flow::reference::BEGIN)
+        .expect("the begin marker in flows/README.md");
+    let end = readme
+        .find(waotp::flow::reference::END)
+        .expect("the end marker in flows/README.md");
+    let block = &readme[begin..end + waotp::flow::reference::END.len() + 1];
+    assert_eq!(
+        block, generated,
+        "run `waotp schema --markdown` and put its output between the markers of flows/README.md"
+    );
+}

@@ -165,6 +165,25 @@ pub fn schema(out: &mut dyn Write) -> u8 {
     OK
 }
 
+/// `waotp schema --markdown`: the flow guide's reference tables, generated from the same
+/// definitions as the JSON Schema.
+pub fn schema_markdown(out: &mut dyn Write) -> u8 {
+    let _ = write!(out, "{}", reference_markdown());
+    OK
+}
+
+/// The reference tables as `flows/README.md` carries them, markers included.
+pub fn reference_markdown() -> String {
+    let schema =
+        serde_json::to_value(schemars::schema_for!(super::model::FlowFile)).unwrap_or_default();
+    format!(
+        "{}\n\n{}\n{}\n",
+        super::reference::BEGIN,
+        super::reference::markdown(&schema),
+        super::reference::END
+    )
+}
+
 /// The JSON Schema text, derived from the model types.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(super::model::FlowFile);

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod load;
 pub mod located;
 pub mod model;
+pub mod reference;
 pub mod render;
 pub mod script;
 pub mod simulate;

@@ -5,6 +5,7 @@
 
 mod graph;
 mod states;
+pub use states::STATE_FIELDS;
 mod templates;
 mod texts;
 mod window;

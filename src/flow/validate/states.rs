@@ -25,58 +25,76 @@ pub(super) fn check_states(cx: &mut Checker<'_>) {
     }
 }
 
-/// A field's name, where it is written (if it is), and the kinds that use it.
-type FieldUse<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [StateKind]);
+/// The optional fields of a state and the kinds that use them; a field written on a state of
+/// another kind is an error. The flow guide's state tables are generated from this list.
+pub const STATE_FIELDS: &[(&str, &[StateKind])] = {
+    use StateKind::{Ask, End, Hook, Otp, Say};
+    &[
+        ("message", &[Ask, Say, Otp, End]),
+        ("template", &[Ask, Say, Otp, End]),
+        ("buttons", &[Ask]),
+        ("list", &[Ask]),
+        ("on_text", &[Ask]),
+        ("save_as", &[Ask]),
+        ("next", &[Say, Otp, Hook]),
+        ("branches", &[Say, Hook]),
+        ("hook", &[Hook]),
+        ("on_error", &[Hook]),
+        ("otp", &[Otp]),
+        ("on_locked", &[Otp]),
+        ("on_expired", &[Otp]),
+        ("timeout", &[Ask, Hook]),
+        ("on_timeout", &[Ask]),
+        ("reminders", &[Ask, Otp]),
+        ("reminder", &[Ask, Otp]),
+        ("reminder_template", &[Ask, Otp]),
+        ("reprompt", &[Ask, Otp]),
+        ("on_retries_exhausted", &[Ask, Otp]),
+        ("max_retries", &[Ask, Otp]),
+        ("outcome", &[End]),
+        ("callback_url", &[End]),
+    ]
+};
 
 fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
-    use StateKind::{Ask, End, Hook, Otp, Say};
+    use StateKind::Otp;
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
-    // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 22] = [
-        ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
-        ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
-        ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
-        ("list", s.list.as_ref().map(|l| l.button.span()), &[Ask]),
-        ("on_text", span(s.on_text.as_ref()), &[Ask]),
-        ("save_as", span(s.save_as.as_ref()), &[Ask]),
-        ("next", span(s.next.as_ref()), &[Say, Otp, Hook]),
-        (
-            "branches",
-            s.branches.first().map(|b| b.goto.span()),
-            &[Say, Hook],
-        ),
-        ("hook", span(s.hook.as_ref()), &[Hook]),
-        ("on_error", span(s.on_error.as_ref()), &[Hook]),
-        ("on_locked", span(s.on_locked.as_ref()), &[Otp]),
-        ("on_expired", span(s.on_expired.as_ref()), &[Otp]),
-        ("timeout", span(s.timeout.as_ref()), &[Ask, Hook]),
-        ("on_timeout", span(s.on_timeout.as_ref()), &[Ask]),
-        (
-            "reminders",
-            s.reminders.first().map(Located::span),
-            &[Ask, Otp],
-        ),
-        ("reminder", span(s.reminder.as_ref()), &[Ask, Otp]),
-        (
-            "reminder_template",
-            span(s.reminder_template.as_ref()),
-            &[Ask, Otp],
-        ),
-        ("reprompt", span(s.reprompt.as_ref()), &[Ask, Otp]),
+    // (field, where it is written if present)
+    let written: [(&str, Option<std::ops::Range<usize>>); 22] = [
+        ("message", span(s.message.as_ref())),
+        ("template", span(s.template.as_ref())),
+        ("buttons", s.buttons.first().map(|b| b.id.span())),
+        ("list", s.list.as_ref().map(|l| l.button.span())),
+        ("on_text", span(s.on_text.as_ref())),
+        ("save_as", span(s.save_as.as_ref())),
+        ("next", span(s.next.as_ref())),
+        ("branches", s.branches.first().map(|b| b.goto.span())),
+        ("hook", span(s.hook.as_ref())),
+        ("on_error", span(s.on_error.as_ref())),
+        ("on_locked", span(s.on_locked.as_ref())),
+        ("on_expired", span(s.on_expired.as_ref())),
+        ("timeout", span(s.timeout.as_ref())),
+        ("on_timeout", span(s.on_timeout.as_ref())),
+        ("reminders", s.reminders.first().map(Located::span)),
+        ("reminder", span(s.reminder.as_ref())),
+        ("reminder_template", span(s.reminder_template.as_ref())),
+        ("reprompt", span(s.reprompt.as_ref())),
         (
             "on_retries_exhausted",
             span(s.on_retries_exhausted.as_ref()),
-            &[Ask, Otp],
         ),
-        (
-            "max_retries",
-            s.max_retries.as_ref().map(Located::span),
-            &[Ask, Otp],
-        ),
-        ("outcome", span(s.outcome.as_ref()), &[End]),
-        ("callback_url", span(s.callback_url.as_ref()), &[End]),
+        ("max_retries", s.max_retries.as_ref().map(Located::span)),
+        ("outcome", span(s.outcome.as_ref())),
+        ("callback_url", span(s.callback_url.as_ref())),
     ];
+    let optional = written.into_iter().map(|(field, at)| {
+        let kinds = STATE_FIELDS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or(&[][..], |(_, k)| *k);
+        (field, at, kinds)
+    });
     for (field, at, kinds) in optional {
         if let Some(at) = at {
             if !kinds.contains(&kind) {
@@ -96,6 +114,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
             format!("state `{id}` has an [otp] table but is not `kind = \"otp\"`"),
         );
     }
+    use StateKind::{Ask, End, Hook, Say};
     let missing = |cx: &mut Checker<'_>, field: &str| {
         cx.error(
             s.kind.span(),
