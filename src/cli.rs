@@ -28,7 +28,7 @@ pub enum Command {
     #[command(after_help = crate::config::help_text())]
     Serve,
     /// Check every flow file in DIR; prints every file:line:col error and exits 2 on any
-    /// (1 when DIR cannot be read).
+    /// (1 when DIR cannot be read). Warnings are printed too and leave the exit code 0.
     Validate {
         /// Flows directory.
         #[arg(default_value = "flows")]

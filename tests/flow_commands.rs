@@ -31,6 +31,27 @@ fn validate_accepts_the_bundled_flows_and_rejects_the_broken_ones() {
 }
 
 #[test]
+fn validate_lists_warnings_and_still_accepts_the_flow() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::copy(
+        "tests/flows_broken/warnings.toml",
+        dir.path().join("warnings.toml"),
+    )
+    .expect("copy a flow with warnings");
+    let (code, out, err) = run(|o, e| cli::validate(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(
+        out.contains("1 flow(s) valid") && out.contains(", 2 warning(s)"),
+        "{out}"
+    );
+    assert_eq!(err.matches(": warning: ").count(), 2, "{err}");
+    assert!(
+        err.contains("warnings.toml:39:11: warning: state `describe` takes any text"),
+        "{err}"
+    );
+}
+
+#[test]
 fn validate_exits_1_only_when_it_cannot_read_the_directory() {
     let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/no_such_directory"), o, e));
     assert_eq!(code, cli::FAILED);
