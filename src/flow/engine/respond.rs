@@ -8,7 +8,7 @@ use super::run::Run;
 use super::types::{Effect, MessageBody, OtpRequest};
 use crate::flow::duration::parse_duration;
 use crate::flow::located::Located;
-use crate::flow::model::{InterruptMatch, LocalText, OtpCheck, State, StateKind};
+use crate::flow::model::{Interrupt, InterruptMatch, LocalText, OtpCheck, State, StateKind};
 use crate::flow::words::{normalize, words};
 use serde_json::Value;
 
@@ -59,15 +59,20 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
     /// message (whatever its `match`); with `inside` true, a `match = "word"` interrupt whose
     /// words appear in the message as whole words, in order, as `[start] keywords` do.
     fn interrupt_in(&self, body: &str, typed: &str, inside: bool) -> Option<String> {
+        let by_word = |i: &Interrupt| {
+            i.matching
+                .as_ref()
+                .is_some_and(|m| m.get() == &InterruptMatch::Word)
+        };
+        if inside && !self.flow.interrupts.values().any(by_word) {
+            return None;
+        }
         let said = if inside { words(body) } else { Vec::new() };
         self.flow
             .interrupts
             .iter()
             .find(|(_, i)| {
-                let by_word = i
-                    .matching
-                    .as_ref()
-                    .is_some_and(|m| m.get() == &InterruptMatch::Word);
+                let by_word = by_word(i);
                 i.words.iter().any(|w| {
                     if inside {
                         by_word && contains_words(&said, &words(w.as_str()))
