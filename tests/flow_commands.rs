@@ -184,6 +184,35 @@ fn chat_plays_a_conversation_with_slash_commands() {
 }
 
 #[test]
+fn chat_in_hindi_shows_hindi_buttons_reprompt_and_resend_wait_notice() {
+    let input = "क्या?\nपुष्टि करें\nदोबारा भेजें\n";
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "cod_confirmation",
+            &vars,
+            "hi",
+            &mut Cursor::new(input),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("[confirm] पुष्टि करें"), "{out}");
+    assert!(
+        out.contains("माफ़ कीजिए, मैं समझ नहीं पाया। कृपया दिए गए विकल्पों में से एक चुनें।"),
+        "{out}"
+    );
+    assert!(out.contains("सेकंड प्रतीक्षा करें।"), "{out}");
+    assert!(!out.contains("Please"), "{out}");
+}
+
+#[test]
 fn chat_refuses_a_missing_required_variable() {
     let (code, _, err) = run(|o, e| {
         cli::chat(
