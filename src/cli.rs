@@ -28,7 +28,7 @@ pub enum Command {
     #[command(after_help = crate::config::help_text())]
     Serve,
     /// Check every flow file in DIR; prints every file:line:col error and exits 2 on any
-    /// (1 when DIR cannot be read).
+    /// (1 when DIR cannot be read). Warnings are printed too and leave the exit code 0.
     Validate {
         /// Flows directory.
         #[arg(default_value = "flows")]
@@ -57,7 +57,11 @@ pub enum Command {
         lang: String,
     },
     /// Print the JSON Schema of the flow file format.
-    Schema,
+    Schema {
+        /// Print the flow guide's reference tables (Markdown) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print a running server's verification funnel (GET /v1/stats) as a table.
     Stats {
         /// Only this flow (default: all flows).
@@ -131,7 +135,8 @@ pub fn run() -> ExitCode {
             out,
             err,
         ),
-        Command::Schema => flow_cli::schema(out),
+        Command::Schema { markdown: false } => flow_cli::schema(out),
+        Command::Schema { markdown: true } => flow_cli::schema_markdown(out),
         Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
         Command::Stats {
             flow,

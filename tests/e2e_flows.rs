@@ -658,6 +658,49 @@ async fn resend_during_the_cooldown_answers_only_the_wait_notice() {
     assert_eq!(codes, 1);
 }
 
+/// A session started with `lang = "hi"` hears everything in Hindi on the wire: the buttons, the
+/// built-in re-prompt (with the Hindi buttons again) and the resend wait notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hindi_session_gets_hindi_buttons_reprompt_and_resend_wait_notice() {
+    let e = E2e::start().await;
+    let customer = "919876543230";
+    open_window(&e, customer).await;
+    e.api
+        .start_in("cod_confirmation", "+919876543230", COD_VARS(), "hi")
+        .await;
+    let titles = |b: &Value| -> Vec<String> {
+        b["interactive"]["action"]["buttons"]
+            .as_array()
+            .expect("buttons")
+            .iter()
+            .map(|b| b["reply"]["title"].as_str().expect("title").to_owned())
+            .collect()
+    };
+    let sent = e.graph.wait_accepted(customer, 2).await;
+    let summary = &sent[1].0;
+    assert!(text_of(summary).expect("body").starts_with("नमस्ते Asha"));
+    assert_eq!(titles(summary), ["पुष्टि करें", "रद्द करें"]);
+
+    e.api.text(customer, "क्या?").await;
+    let sent = e.graph.wait_accepted(customer, 3).await;
+    let reprompt = &sent[2].0;
+    assert_eq!(
+        text_of(reprompt).expect("body"),
+        "माफ़ कीजिए, मैं समझ नहीं पाया। कृपया दिए गए विकल्पों में से एक चुनें।"
+    );
+    assert_eq!(titles(reprompt), ["पुष्टि करें", "रद्द करें"]);
+
+    e.api.tap(customer, &sent[1].1, "confirm", "पुष्टि करें").await;
+    e.graph.wait_accepted(customer, 5).await;
+    e.api.text(customer, "दोबारा भेजें").await;
+    let sent = e.graph.wait_accepted(customer, 6).await;
+    let notice = text_of(&sent[5].0).expect("text");
+    assert!(
+        notice.starts_with("नया कोड माँगने से पहले कृपया ") && notice.ends_with(" सेकंड प्रतीक्षा करें।"),
+        "{notice}"
+    );
+}
+
 /// A `notify` is a signed `session.<notify>` callback sent where the flow's outcome goes: the
 /// flow's own `callback_url` when it has one, not `WAOTP_CALLBACK_URL`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,12 +81,22 @@ fn vocabulary(flow: &Flow) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut ids = vec!["resend".to_owned(), "nonsense".to_owned()];
     for s in f.states.values() {
         for b in &s.buttons {
-            words.push(b.title.as_str().to_owned());
+            words.extend(
+                b.title
+                    .variants()
+                    .into_iter()
+                    .map(|(_, t)| t.as_str().to_owned()),
+            );
             words.extend(b.synonyms.iter().map(|w| w.as_str().to_owned()));
             ids.push(b.id.as_str().to_owned());
         }
         for r in s.list.iter().flat_map(|l| &l.rows) {
-            words.push(r.title.as_str().to_owned());
+            words.extend(
+                r.title
+                    .variants()
+                    .into_iter()
+                    .map(|(_, t)| t.as_str().to_owned()),
+            );
             ids.push(r.id.as_str().to_owned());
         }
     }

@@ -31,6 +31,27 @@ fn validate_accepts_the_bundled_flows_and_rejects_the_broken_ones() {
 }
 
 #[test]
+fn validate_lists_warnings_and_still_accepts_the_flow() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::copy(
+        "tests/flows_broken/warnings.toml",
+        dir.path().join("warnings.toml"),
+    )
+    .expect("copy a flow with warnings");
+    let (code, out, err) = run(|o, e| cli::validate(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(
+        out.contains("1 flow(s) valid") && out.contains(", 2 warning(s)"),
+        "{out}"
+    );
+    assert_eq!(err.matches(": warning: ").count(), 2, "{err}");
+    assert!(
+        err.contains("warnings.toml:39:11: warning: state `describe` takes any text"),
+        "{err}"
+    );
+}
+
+#[test]
 fn validate_exits_1_only_when_it_cannot_read_the_directory() {
     let (code, _, err) = run(|o, e| cli::validate(Path::new("tests/no_such_directory"), o, e));
     assert_eq!(code, cli::FAILED);
@@ -75,6 +96,7 @@ fn the_bundled_flow_scripts_pass() {
     assert!(out.contains(" 0 failed"), "{out}");
     for flow in [
         "cod_confirmation",
+        "cod_confirmation_hi",
         "signup_verification",
         "password_reset",
         "transaction_authorization",
@@ -181,6 +203,35 @@ fn chat_state_shows_the_visit_counts_and_the_deadline() {
 }
 
 #[test]
+fn chat_in_hindi_shows_hindi_buttons_reprompt_and_resend_wait_notice() {
+    let input = "क्या?\nपुष्टि करें\nदोबारा भेजें\n";
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "cod_confirmation",
+            &vars,
+            "hi",
+            &mut Cursor::new(input),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("[confirm] पुष्टि करें"), "{out}");
+    assert!(
+        out.contains("माफ़ कीजिए, मैं समझ नहीं पाया। कृपया दिए गए विकल्पों में से एक चुनें।"),
+        "{out}"
+    );
+    assert!(out.contains("सेकंड प्रतीक्षा करें।"), "{out}");
+    assert!(!out.contains("Please"), "{out}");
+}
+
+#[test]
 fn chat_refuses_a_missing_required_variable() {
     let (code, _, err) = run(|o, e| {
         cli::chat(
@@ -255,4 +306,23 @@ fn the_committed_schema_is_the_generated_one() {
         "run `waotp schema > schema/flow.schema.json`"
     );
     assert!(committed.contains("\"additionalProperties\": false"));
+}
+
+/// The flow guide's reference tables are the generated ones: a doc comment changed in the model
+/// (or a field added) without regenerating the block fails here.
+#[test]
+fn the_flow_guide_reference_is_the_generated_one() {
+    let readme = std::fs::read_to_string("flows/README.md").expect("flow guide");
+    let generated = cli::reference_markdown();
+    let begin = readme
+        .find(waotp::flow::reference::BEGIN)
+        .expect("the begin marker in flows/README.md");
+    let end = readme
+        .find(waotp::flow::reference::END)
+        .expect("the end marker in flows/README.md");
+    let block = &readme[begin..end + waotp::flow::reference::END.len() + 1];
+    assert_eq!(
+        block, generated,
+        "run `waotp schema --markdown` and put its output between the markers of flows/README.md"
+    );
 }

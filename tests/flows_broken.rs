@@ -261,6 +261,26 @@ fn every_check_fires() {
             "deadline_window.toml:30:11: message `late` can go out 24 hours or more after the customer last wrote (at the deadline, waiting in state `ask`)",
         ),
         (
+            "unknown built-in text",
+            "local_texts.toml:19:6: unknown built-in text `wrong_cod` in [texts]; did you mean `wrong_code`?",
+        ),
+        (
+            "a built-in text's own placeholders",
+            "local_texts.toml:22:13: undeclared variable `wait_seconds`; did you mean `wait_secs`?",
+        ),
+        (
+            "title length per language",
+            "local_texts.toml:28:44: button title `हाँ, मैं इस ऑर्डर की पुष्टि करता हूँ` (`hi`) is 36 characters; WhatsApp allows at most 20",
+        ),
+        (
+            "title without a language of the messages",
+            "local_texts.toml:29:24: button title `No` has no text in `hi`, a language of the flow's messages",
+        ),
+        (
+            "row description length per language",
+            "list row description `पहला विकल्प",
+        ),
+        (
             "unreachable once, naming the line that cuts it off",
             "all_at_once.toml:25:8: state `confirm` is unreachable from the start state `ask` because of line 18 (`confrim`); so is every state only reachable through it",
         ),
@@ -295,4 +315,20 @@ fn no_error_is_a_consequence_of_another() {
             .collect();
         assert!(found.is_empty(), "reported: {found:?}");
     }
+}
+
+/// Warnings leave a flow valid (it loads and runs) and are positioned like errors.
+#[test]
+fn warnings_are_positioned_and_do_not_refuse_the_flow() {
+    let name = "tests/flows_broken/warnings.toml";
+    let text = std::fs::read_to_string(name).expect("fixture");
+    let flow = waotp::flow::parse_flow(name, &text).expect("a flow with only warnings loads");
+    let warnings: Vec<String> = flow.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "tests/flows_broken/warnings.toml:30:25: warning: button title `OK` is shown in every language, but the flow's messages are in `en`, `hi`: write it as a table by language, `{ en = \"…\", hi = \"…\" }`",
+            "tests/flows_broken/warnings.toml:39:11: warning: state `describe` takes any text as its answer, so a message with `agent` among other words (\"… agent …\") is that answer, not interrupt `agent` (match = \"word\"); only `agent` alone reaches it here",
+        ]
+    );
 }

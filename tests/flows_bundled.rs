@@ -1,11 +1,19 @@
-//! The bundled flows in `flows/` load and validate cleanly.
+//! The bundled flows in `flows/` load and validate cleanly, without warnings.
 
 use std::path::Path;
 
 #[test]
 fn bundled_flows_are_valid() {
     match waotp::flow::load_dir(Path::new("flows")) {
-        Ok(set) => assert!(!set.is_empty()),
+        Ok(set) => {
+            assert!(!set.is_empty());
+            let warnings: Vec<String> = set
+                .iter()
+                .flat_map(|f| f.warnings())
+                .map(ToString::to_string)
+                .collect();
+            assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+        }
         Err(waotp::flow::LoadError::Invalid(diags)) => {
             let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
             panic!("invalid bundled flows:\n{}", text.join("\n"));

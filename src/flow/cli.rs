@@ -46,11 +46,22 @@ fn load(dir: &Path, err: &mut dyn Write) -> Result<super::load::FlowSet, u8> {
 }
 
 /// `waotp validate [DIR]`: every error of every flow file, `file:line:col: message`; exits
-/// [`INVALID`] on any, [`FAILED`] when a file cannot be read.
+/// [`INVALID`] on any, [`FAILED`] when a file cannot be read. Warnings
+/// (`file:line:col: warning: message`) are listed on valid flows and leave the exit code 0.
 pub fn validate(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match load(dir, err) {
         Ok(set) => {
-            let _ = writeln!(out, "{} flow(s) valid in {}", set.len(), dir.display());
+            // Warnings do not make a flow invalid: they are listed, and the exit code stays 0.
+            let mut warned = 0;
+            for d in set.iter().flat_map(|f| f.warnings()) {
+                let _ = writeln!(err, "{d}");
+                warned += 1;
+            }
+            let _ = write!(out, "{} flow(s) valid in {}", set.len(), dir.display());
+            let _ = match warned {
+                0 => writeln!(out),
+                n => writeln!(out, ", {n} warning(s)"),
+            };
             OK
         }
         Err(code) => code,
@@ -152,6 +163,25 @@ fn find_flow(dir: &Path, flow: &str, err: &mut dyn Write) -> Option<Arc<Flow>> {
 pub fn schema(out: &mut dyn Write) -> u8 {
     let _ = writeln!(out, "{}", schema_json());
     OK
+}
+
+/// `waotp schema --markdown`: the flow guide's reference tables, generated from the same
+/// definitions as the JSON Schema.
+pub fn schema_markdown(out: &mut dyn Write) -> u8 {
+    let _ = write!(out, "{}", reference_markdown());
+    OK
+}
+
+/// The reference tables as `flows/README.md` carries them, markers included.
+pub fn reference_markdown() -> String {
+    let schema =
+        serde_json::to_value(schemars::schema_for!(super::model::FlowFile)).unwrap_or_default();
+    format!(
+        "{}\n\n{}\n{}\n",
+        super::reference::BEGIN,
+        super::reference::markdown(&schema),
+        super::reference::END
+    )
 }
 
 /// The JSON Schema text, derived from the model types.

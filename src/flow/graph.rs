@@ -21,6 +21,7 @@ pub fn mermaid(flow: &Flow) -> String {
     };
     line(format!("%% flow {} version {}", flow.id(), flow.version()));
     line(format!("[*] --> {}", f.start.state.as_str()));
+    let default = f.default_language.as_ref().map_or("en", |l| l.as_str());
     for (id, s) in &f.states {
         let kind = s.kind.get();
         line(format!("{id} : {id} ({})", kind.as_str()));
@@ -29,10 +30,10 @@ pub fn mermaid(flow: &Flow) -> String {
             line(format!("{id} --> {to} : {label}"));
         };
         for b in &s.buttons {
-            edge(b.goto.as_str(), b.title.as_str());
+            edge(b.goto.as_str(), b.title.in_language(default, default));
         }
         for r in s.list.iter().flat_map(|l| &l.rows) {
-            edge(r.goto.as_str(), r.title.as_str());
+            edge(r.goto.as_str(), r.title.in_language(default, default));
         }
         let labelled = [
             (&s.on_text, "text"),

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::ids::FlowId;
 use super::located::{line_col, Located};
 use super::model::FlowFile;
-use super::validate::{validate, Issue};
+use super::validate::{check, Issue};
 use super::words::words;
 
 /// A loaded, validated flow: what the engine runs.
@@ -25,6 +25,7 @@ pub struct Flow {
     path: PathBuf,
     hash: String,
     source: String,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Flow {
@@ -67,6 +68,12 @@ impl Flow {
             .iter()
             .filter(|(_, d)| d.required)
             .map(|(name, _)| name.as_str())
+    }
+
+    /// What the validator warns about in the file (it loads all the same), each as
+    /// `file:line:col: warning: …`.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
     }
 
     /// Where the flow was read from.
@@ -184,7 +191,7 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
     let Some(file) = parsed.file else {
         return Err(diags);
     };
-    let mut issues = validate(&file, &parsed.text);
+    let (mut issues, warnings) = check(&file, &parsed.text);
     let stem = Path::new(name).file_stem().and_then(|s| s.to_str());
     if let Some(stem) = stem.filter(|_| name.ends_with(".toml")) {
         if file.id.as_str() != stem {
@@ -209,6 +216,17 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
     }
     let id = FlowId::parse(file.id.as_str())
         .map_err(|e| vec![at(file.id.span().start, e.to_string())])?;
+    let mut warnings: Vec<Diagnostic> = warnings
+        .into_iter()
+        .map(|Issue { span, message }| {
+            at(
+                parsed.edits.original(span.start),
+                format!("warning: {message}"),
+            )
+        })
+        .collect();
+    warnings.sort();
+    warnings.dedup();
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(Flow {
         id,
@@ -216,6 +234,7 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
         path: PathBuf::from(name),
         hash,
         source: text.to_owned(),
+        warnings,
     })
 }
 

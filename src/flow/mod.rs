@@ -5,6 +5,7 @@
 //! read files or the terminal. The runtime owns persistence and delivery and calls
 //! [`engine::step`] with the current time.
 
+pub mod builtin_texts;
 pub mod cli;
 pub mod duration;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod load;
 pub mod located;
 pub mod model;
+pub mod reference;
 pub mod render;
 pub mod script;
 pub mod simulate;

@@ -101,12 +101,20 @@ fn describe(error: LoadError) -> String {
     }
 }
 
+/// The validator's warnings (a flow with them still runs), once per load.
+fn log_warnings(set: &FlowSet) {
+    for d in set.iter().flat_map(|f| f.warnings()) {
+        tracing::warn!(warning = %d, "flow file warning");
+    }
+}
+
 impl FlowRegistry {
     /// Loads `dir`; an invalid directory, or a URL naming something `urls` has no value for
     /// when one is required, is an error with every message (`file:line:col`).
     pub fn load(dir: &Path, urls: UrlNames) -> Result<FlowRegistry, String> {
         let set = load_dir(dir).map_err(describe)?;
         urls.check(&set)?;
+        log_warnings(&set);
         Ok(FlowRegistry {
             dir: dir.to_owned(),
             urls,
@@ -162,6 +170,7 @@ impl FlowRegistry {
         {
             Ok(set) => {
                 let n = set.len();
+                log_warnings(&set);
                 self.versions
                     .write()
                     .unwrap_or_else(|p| p.into_inner())

@@ -70,6 +70,20 @@ impl Api {
         (status, replayed, res.json().await.expect("JSON answer"))
     }
 
+    /// Starts a session in language `lang` and returns its object (expects 201).
+    pub async fn start_in(&self, flow: &str, to: &str, vars: Value, lang: &str) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/v1/sessions", self.base))
+            .bearer_auth(API_KEY)
+            .json(&json!({"flow": flow, "to": to, "vars": vars, "lang": lang}))
+            .send()
+            .await
+            .expect("start request");
+        assert_eq!(res.status().as_u16(), 201);
+        res.json().await.expect("JSON answer")
+    }
+
     /// Starts a session and returns its object (expects 201).
     pub async fn start(&self, flow: &str, to: &str, vars: Value) -> Value {
         let (status, body) = self.start_raw(flow, to, vars, None).await;

@@ -2,10 +2,13 @@
 //! in, buttons and lists, and the template that stands in outside the 24-hour window.
 
 use rand::RngCore;
+use serde_json::Value;
 
 use super::run::Run;
 use super::types::{Choice, Effect, MessageBody, OutboundMessage, TemplateRef};
-use crate::flow::model::{State, StateKind};
+use crate::flow::builtin_texts::text_for;
+use crate::flow::located::Located;
+use crate::flow::model::{LocalText, State, StateKind};
 use crate::flow::render::render;
 
 impl<R: RngCore + ?Sized> Run<'_, R> {
@@ -37,7 +40,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
                 .iter()
                 .map(|b| Choice {
                     id: b.id.as_str().to_owned(),
-                    title: b.title.as_str().to_owned(),
+                    title: self.local(&b.title),
                     description: None,
                 })
                 .collect();
@@ -49,13 +52,13 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
                 .iter()
                 .map(|r| Choice {
                     id: r.id.as_str().to_owned(),
-                    title: r.title.as_str().to_owned(),
-                    description: r.description.as_ref().map(|d| d.as_str().to_owned()),
+                    title: self.local(&r.title),
+                    description: r.description.as_ref().map(|d| self.local(d)),
                 })
                 .collect();
             return Some(MessageBody::List {
                 text,
-                button: list.button.as_str().to_owned(),
+                button: self.local(&list.button),
                 rows,
             });
         }
@@ -97,12 +100,41 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         }));
     }
 
-    pub(super) fn builtin(&mut self, id: &str, text: String) {
+    /// Sends built-in text `id` (see [`crate::flow::builtin_texts`]) in the session's language.
+    pub(super) fn builtin(&mut self, id: &str, params: &[(&str, Value)]) {
+        let text = self.builtin_text(id, params);
         self.fx.push(Effect::Send(OutboundMessage {
             message_id: id.to_owned(),
             body: MessageBody::Text { text },
             template: None,
         }));
+    }
+
+    /// Built-in text `id` in the session's language (the flow's `[texts]` first), rendered with
+    /// the session's variables and the engine's `params`.
+    pub(super) fn builtin_text(&self, id: &str, params: &[(&str, Value)]) -> String {
+        let text = text_for(self.flow, id, &self.s.lang);
+        if params.is_empty() {
+            return render(text, &self.s.vars);
+        }
+        let mut vars = self.s.vars.clone();
+        for (name, value) in params {
+            vars.insert((*name).to_owned(), value.clone());
+        }
+        render(text, &vars)
+    }
+
+    /// A title, row description or list button in the session's language.
+    fn local(&self, text: &Located<LocalText>) -> String {
+        text.in_language(&self.s.lang, self.default_language())
+            .to_owned()
+    }
+
+    fn default_language(&self) -> &str {
+        self.flow
+            .default_language
+            .as_ref()
+            .map_or("en", |l| l.as_str())
     }
 
     /// A re-prompt: never templated, it answers a message the customer has just sent.
@@ -119,11 +151,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         let Some(texts) = self.flow.messages.get(id) else {
             return String::new();
         };
-        let default = self
-            .flow
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str());
+        let default = self.default_language();
         let text = texts
             .get(&self.s.lang)
             .or_else(|| texts.get(default))

@@ -177,3 +177,6 @@ fn contains_words(said: &[String], keyword: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lang_tests;

@@ -3,12 +3,14 @@
 
 use rand::RngCore;
 
+use super::contains_words;
 use super::run::Run;
 use super::types::{Effect, MessageBody, OtpRequest};
 use crate::flow::duration::parse_duration;
 use crate::flow::located::Located;
-use crate::flow::model::{OtpCheck, State, StateKind};
-use crate::flow::words::normalize;
+use crate::flow::model::{Interrupt, InterruptMatch, LocalText, OtpCheck, State, StateKind};
+use crate::flow::words::{normalize, words};
+use serde_json::Value;
 
 /// Unusable answers re-prompted before giving up, unless a state says otherwise.
 const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -16,15 +18,13 @@ const DEFAULT_MAX_RETRIES: u32 = 3;
 const DEFAULT_MAX_RESENDS: u32 = 2;
 
 impl<R: RngCore + ?Sized> Run<'_, R> {
+    /// A typed message, in this order: an interrupt word that is the whole message; the
+    /// state's own answers (a choice's title in any language, id or synonym; a resend word; a
+    /// code); in a free-text state, the message as the answer; an interrupt with `match =
+    /// "word"` whose words appear inside the message; else a re-prompt.
     pub(super) fn text(&mut self, state: &State, body: &str) {
         let typed = normalize(body);
-        let interrupt = self
-            .flow
-            .interrupts
-            .iter()
-            .find(|(_, i)| i.words.iter().any(|w| normalize(w.as_str()) == typed))
-            .map(|(name, _)| name.clone());
-        if let Some(name) = interrupt {
+        if let Some(name) = self.interrupt_in(body, &typed, false) {
             self.interrupt_named(&name);
             return;
         }
@@ -39,19 +39,56 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
                             .insert(var.as_str().to_owned(), body.trim().into());
                     }
                     self.enter(target.as_str());
-                } else {
+                } else if !self.word_interrupt(body, &typed) {
                     self.reprompt(state);
                 }
             }
             StateKind::Otp => self.code_typed(state, body, &typed),
             StateKind::Hook => {
                 // The answer is on its way; say so once rather than re-prompting.
-                if self.s.retries == 0 {
+                if !self.word_interrupt(body, &typed) && self.s.retries == 0 {
                     self.s.retries = 1;
-                    self.builtin("busy", "One moment, please…".to_owned());
+                    self.builtin("busy", &[]);
                 }
             }
             StateKind::Say | StateKind::End => {}
+        }
+    }
+
+    /// The interrupt a message calls for: with `inside` false, one of whose words is the whole
+    /// message (whatever its `match`); with `inside` true, a `match = "word"` interrupt whose
+    /// words appear in the message as whole words, in order, as `[start] keywords` do.
+    fn interrupt_in(&self, body: &str, typed: &str, inside: bool) -> Option<String> {
+        let by_word = |i: &Interrupt| {
+            i.matching
+                .as_ref()
+                .is_some_and(|m| m.get() == &InterruptMatch::Word)
+        };
+        if inside && !self.flow.interrupts.values().any(by_word) {
+            return None;
+        }
+        let said = if inside { words(body) } else { Vec::new() };
+        self.flow
+            .interrupts
+            .iter()
+            .find(|(_, i)| {
+                let by_word = by_word(i);
+                i.words.iter().any(|w| {
+                    if inside {
+                        by_word && contains_words(&said, &words(w.as_str()))
+                    } else {
+                        normalize(w.as_str()) == typed
+                    }
+                })
+            })
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Applies a `match = "word"` interrupt found inside the message; false when none is.
+    fn word_interrupt(&mut self, body: &str, typed: &str) -> bool {
+        match self.interrupt_in(body, typed, true) {
+            Some(name) => self.interrupt_named(&name),
+            None => false,
         }
     }
 
@@ -69,14 +106,13 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         let check = otp.check.as_ref().map_or(OtpCheck::Chat, |c| *c.get());
         let code = find_code(body, length);
         match (code, check) {
-            (Some(_), OtpCheck::Api) if !otp.reverse => {
-                self.builtin(
-                    "use_site",
-                    "Please enter the code on the website where you asked for it.".to_owned(),
-                );
-            }
+            (Some(_), OtpCheck::Api) if !otp.reverse => self.builtin("use_site", &[]),
             (Some(code), _) => self.fx.push(Effect::VerifyOtp { code }),
-            (None, _) => self.reprompt(state),
+            (None, _) => {
+                if !self.word_interrupt(body, typed) {
+                    self.reprompt(state);
+                }
+            }
         }
     }
 
@@ -138,7 +174,10 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         // so a customer who typed something unusable can still tap.
         let (message_id, text) = match &state.reprompt {
             Some(m) => (m.as_str().to_owned(), self.text_of(m.as_str())),
-            None => ("reprompt".to_owned(), builtin_hint(state)),
+            None => {
+                let (id, params) = builtin_hint(state);
+                ("reprompt".to_owned(), self.builtin_text(id, &params))
+            }
         };
         let body = match self.prompt_body(state) {
             Some(MessageBody::Buttons { buttons, .. }) => MessageBody::Buttons { text, buttons },
@@ -155,7 +194,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             Some(m) => self.send(m.as_str(), state),
             None => self.builtin(
                 "wrong_code",
-                format!("That code is not right. {attempts_left} attempt(s) left."),
+                &[("attempts_left", Value::from(attempts_left))],
             ),
         }
     }
@@ -167,10 +206,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
             .and_then(|o| o.max_resends.as_ref())
             .map_or(DEFAULT_MAX_RESENDS, |m| *m.get());
         if self.s.resends >= max {
-            self.builtin(
-                "no_resend",
-                "No more new codes can be sent for this request.".to_owned(),
-            );
+            self.builtin("no_resend", &[]);
             return;
         }
         self.s.resends += 1;
@@ -221,8 +257,9 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
     }
 }
 
-/// What the engine says to an unusable answer when the state has no `reprompt` of its own.
-fn builtin_hint(state: &State) -> String {
+/// The built-in text (and its parameters) for an unusable answer when the state has no
+/// `reprompt` of its own.
+fn builtin_hint(state: &State) -> (&'static str, Vec<(&'static str, Value)>) {
     match state.kind.get() {
         StateKind::Otp => {
             let length = state
@@ -230,12 +267,10 @@ fn builtin_hint(state: &State) -> String {
                 .as_ref()
                 .and_then(|o| o.length.as_ref())
                 .map_or(6, |l| *l.get());
-            format!("Please type the {length}-digit code we sent you.")
+            ("reprompt_code", vec![("length", Value::from(length))])
         }
-        _ if !state.buttons.is_empty() || state.list.is_some() => {
-            "Sorry, I didn't get that. Please choose one of the options.".to_owned()
-        }
-        _ => "Sorry, I didn't get that. Please try again.".to_owned(),
+        _ if !state.buttons.is_empty() || state.list.is_some() => ("reprompt_choices", vec![]),
+        _ => ("reprompt_text", vec![]),
     }
 }
 
@@ -256,7 +291,7 @@ fn choices(state: &State) -> impl Iterator<Item = (ChoiceWords<'_>, &str)> {
 
 type ChoiceWords<'s> = (
     &'s Located<String>,
-    &'s Located<String>,
+    &'s Located<LocalText>,
     &'s [Located<String>],
 );
 
@@ -267,17 +302,24 @@ fn choice_with_id<'s>(state: &'s State, id: &str) -> Option<&'s str> {
         .map(|(_, goto)| goto)
 }
 
-/// The state a button or list row leads to whose title, id or a synonym is `typed` (already
-/// normalised): case, spacing and surrounding punctuation do not matter.
+/// The state a button or list row leads to whose title in any of the flow's languages, id or a
+/// synonym is `typed` (already normalised): case, spacing and surrounding punctuation do not
+/// matter, and a Hindi customer typing the English title is understood too.
 fn choice_named<'s>(state: &'s State, typed: &str) -> Option<&'s str> {
     choices(state)
         .find(|((id, title, synonyms), _)| {
-            [*title, *id]
-                .into_iter()
-                .chain(synonyms.iter())
-                .any(|w| normalize(w.as_str()) == typed)
+            normalize(id.as_str()) == typed
+                || synonyms.iter().any(|w| normalize(w.as_str()) == typed)
+                || title_is(title, typed)
         })
         .map(|(_, goto)| goto)
+}
+
+fn title_is(title: &Located<LocalText>, typed: &str) -> bool {
+    match title.get() {
+        LocalText::Plain(t) => normalize(t) == typed,
+        LocalText::PerLanguage(texts) => texts.values().any(|t| normalize(t.as_str()) == typed),
+    }
 }
 
 /// The code in a customer's message, read exactly as `/check` reads one (see

@@ -100,19 +100,13 @@ impl<'a, R: RngCore + ?Sized> Run<'a, R> {
             }
             Event::OtpResendRequested if kind == StateKind::Otp => self.resend(state),
             Event::OtpRefused if kind == StateKind::Otp => {
-                self.builtin(
-                    "otp_refused",
-                    "No code can be sent right now. Please try again later.".to_owned(),
-                );
+                self.builtin("otp_refused", &[]);
                 self.goto(state.on_locked.as_ref().map(|n| n.as_str()));
             }
             Event::OtpResent if kind == StateKind::Otp => self.code_resent(state),
             Event::OtpResendTooSoon { wait_secs } if kind == StateKind::Otp => {
                 self.s.resends = self.s.resends.saturating_sub(1);
-                self.builtin(
-                    "resend_too_soon",
-                    format!("Please wait {wait_secs} seconds before asking for a new code."),
-                );
+                self.builtin("resend_too_soon", &[("wait_secs", Value::from(wait_secs))]);
             }
             Event::TimerFired { id, seq } => self.timer_fired(state, &id, seq),
             // A code that went to someone else's number and failed tells this chat nothing

@@ -6,6 +6,7 @@
 //! not check cross-references (that is `validate`) or run anything (that is `engine`).
 
 mod state;
+mod text;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use self::state::{Branch, Button, ListMenu, ListRow, OtpCheck, OtpSettings, State, StateKind};
+pub use self::text::LocalText;
+
 use super::located::Located;
 
 /// A whole flow file.
@@ -21,7 +24,8 @@ use super::located::Located;
 pub struct FlowFile {
     /// Flow id, e.g. `cod_confirmation`: lowercase letters, digits and `_`. Must match the file name.
     pub id: Located<String>,
-    /// Free-form version label; running sessions stay on the version they started with.
+    /// Free-form version label. A running session stays on the exact file it started with (its
+    /// SHA-256 is recorded), whatever the label.
     pub version: Located<String>,
     /// What the flow is for, for people reading the file.
     #[serde(default)]
@@ -31,10 +35,14 @@ pub struct FlowFile {
     pub default_language: Option<Located<String>>,
     /// How sessions of this flow start.
     pub start: Start,
-    /// Callback URL for outcomes; overrides `WAOTP_CALLBACK_URL`. End states may override it.
+    /// Callback URL for outcomes; overrides `WAOTP_CALLBACK_URL` (an end state may override it
+    /// again); may name `{ENV_VAR}`s like hook URLs.
     #[serde(default)]
     pub callback_url: Option<Located<String>>,
-    /// State entered when WhatsApp reports that a message of this flow could not be delivered.
+    /// State entered when WhatsApp reports a message of the session as failed, or when a code
+    /// cannot be sent at all (an invalid number, or a chat whose customer shared no phone number
+    /// and the `otp` state has no `send_to`); not for a code sent to another number with
+    /// `send_to`: the chat must not learn that, so the session just keeps waiting.
     #[serde(default)]
     pub on_delivery_failure: Option<Located<String>>,
     /// State entered when a customer keeps answering something the flow cannot use; a state's
@@ -44,9 +52,15 @@ pub struct FlowFile {
     /// Variables the flow uses in messages, guards and hooks.
     #[serde(default)]
     pub vars: BTreeMap<String, VarDecl>,
-    /// Message texts by id, then by language code: `[messages.summary] en = "…"`.
+    /// Message texts by id, then by language code: `[messages.summary] en = "Hi
+    /// {{customer_name}} 👋"`. `{{attempts_left}}` is built in.
     #[serde(default)]
     pub messages: BTreeMap<String, BTreeMap<String, Located<String>>>,
+    /// The flow's own wording of built-in texts (re-prompts, wrong code, resend notices…), by
+    /// text id, then by language code: `[texts.wrong_code] hi = "…"`. Texts not given here come
+    /// from the translations waotp ships (listed in the flow guide).
+    #[serde(default)]
+    pub texts: BTreeMap<String, BTreeMap<String, Located<String>>>,
     /// WhatsApp templates, sent instead of free-form text outside the 24-hour window.
     #[serde(default)]
     pub templates: BTreeMap<String, Template>,
@@ -72,7 +86,8 @@ pub struct Start {
     /// Customer messages that start it: a keyword matches when its words appear in the message
     /// as whole words, in order, case and punctuation ignored (`forgot` matches "I forgot my
     /// password", not "unforgotten"). No two flows may share one, and no interrupt word of
-    /// another flow may contain one.
+    /// another flow may contain one, or typing it after that flow's session ended would start
+    /// this one.
     #[serde(default)]
     pub keywords: Vec<Located<String>>,
     /// How long a session may run at most, counted from its start (e.g. `24h`, at most 30
@@ -155,11 +170,27 @@ pub struct Template {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
-    /// URL; `{ENV_NAME}` is replaced by that environment variable when the server runs.
+    /// URL; `{ENV_NAME}` is replaced by that environment variable when the server runs (outside
+    /// sandbox mode an unset one stops the server's start, and a reload, naming the file and
+    /// variable).
     pub url: Located<String>,
     /// Variables sent in the request's `vars` object.
     #[serde(default)]
     pub send: Vec<Located<String>>,
+}
+
+/// How an interrupt's words are found in a customer's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptMatch {
+    /// The word is the whole message (case, spacing and surrounding punctuation ignored).
+    #[default]
+    Whole,
+    /// The word also fires inside a longer message, as whole words in order, the way `[start]
+    /// keywords` match ("I want an agent please" → `agent`), when the message is no answer the
+    /// state can use (a choice, a resend word, a code) — and never in a free-text state, whose
+    /// answer it is.
+    Word,
 }
 
 /// `[interrupts.NAME]`: words that act in every waiting state.
@@ -167,8 +198,11 @@ pub struct Hook {
 #[serde(deny_unknown_fields)]
 pub struct Interrupt {
     /// Words or phrases; one fires when it is the whole message (case, spacing and surrounding
-    /// punctuation ignored).
+    /// punctuation ignored), or with `match = "word"` also inside a longer message.
     pub words: Vec<Located<String>>,
+    /// `whole` (default) or `word`: how the words are found in a message.
+    #[serde(default, rename = "match")]
+    pub matching: Option<Located<InterruptMatch>>,
     /// State to go to.
     #[serde(default)]
     pub goto: Option<Located<String>>,

@@ -6,6 +6,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::LocalText;
 use crate::flow::located::Located;
 
 /// What a state does.
@@ -42,7 +43,7 @@ impl StateKind {
     }
 }
 
-/// `[states.ID]`.
+/// `[states.ID]`: one state; the kinds column says which kinds use a field.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
@@ -52,7 +53,9 @@ pub struct State {
     #[serde(default)]
     pub message: Option<Located<String>>,
     /// Template sent instead of `message` outside the 24-hour window (`ask`, `say` and `end`
-    /// states); for `otp` states the authentication template that carries the code.
+    /// states; required where the message can go out 24 hours or more after the customer last
+    /// wrote); for `otp` states the **authentication** template that carries the code — a code
+    /// never goes into a free-form message.
     #[serde(default)]
     pub template: Option<Located<String>>,
     /// Reply buttons (at most 3) for `ask` states.
@@ -88,8 +91,9 @@ pub struct State {
     /// For `otp` states: state entered when the code's lifetime passes.
     #[serde(default)]
     pub on_expired: Option<Located<String>>,
-    /// Waiting time before `on_timeout` (e.g. `30m`, `1h30m`, `2d`); `otp` states use the code's
-    /// lifetime instead, `hook` states default to 1 minute.
+    /// Waiting time before `on_timeout` (e.g. `30m`, `1h30m`, `2d`); an `ask` state needs it
+    /// (with `on_timeout`), `otp` states use the code's lifetime instead, `hook` states default
+    /// to 1 minute (then `on_error`).
     #[serde(default)]
     pub timeout: Option<Located<String>>,
     /// State entered when `timeout` passes.
@@ -105,7 +109,7 @@ pub struct State {
     #[serde(default)]
     pub reminder_template: Option<Located<String>>,
     /// Message sent when the answer cannot be used, with the state's buttons or list again
-    /// (default: a generic hint with the choices).
+    /// (default: the built-in `reprompt_choices`, `reprompt_text` or `reprompt_code` text).
     #[serde(default)]
     pub reprompt: Option<Located<String>>,
     /// How many unusable answers are re-prompted before `on_retries_exhausted` (default 3).
@@ -125,7 +129,7 @@ pub struct State {
     /// (e.g. `agent_handoff` → `session.agent_handoff`).
     #[serde(default)]
     pub notify: Option<Located<String>>,
-    /// For `end` states: the outcome reported to the merchant.
+    /// For `end` states (required there): the outcome reported to the merchant.
     #[serde(default)]
     pub outcome: Option<Located<String>>,
     /// For `end` states: a callback URL overriding the flow's.
@@ -139,9 +143,10 @@ pub struct State {
 pub struct Button {
     /// Id WhatsApp sends back when tapped.
     pub id: Located<String>,
-    /// Text on the button (at most 20 characters).
-    pub title: Located<String>,
-    /// Typed words that count as tapping it, besides its title and id (case-insensitive).
+    /// Text on the button (at most 20 characters in each language): a string, or a table by
+    /// language (`{ en = "Confirm", hi = "पुष्टि करें" }`). A typed title in any language picks it.
+    pub title: Located<LocalText>,
+    /// Typed words that count as tapping it, besides its titles and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.
@@ -152,8 +157,9 @@ pub struct Button {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListMenu {
-    /// Text of the button that opens the list (at most 20 characters).
-    pub button: Located<String>,
+    /// Text of the button that opens the list (at most 20 characters in each language); a
+    /// string or a table by language.
+    pub button: Located<LocalText>,
     /// The rows.
     pub rows: Vec<ListRow>,
 }
@@ -164,12 +170,14 @@ pub struct ListMenu {
 pub struct ListRow {
     /// Id WhatsApp sends back when chosen.
     pub id: Located<String>,
-    /// Row title (at most 24 characters).
-    pub title: Located<String>,
-    /// Optional second line (at most 72 characters).
+    /// Row title (at most 24 characters in each language); a string or a table by language. A
+    /// typed title in any language picks it.
+    pub title: Located<LocalText>,
+    /// Optional second line (at most 72 characters in each language); a string or a table by
+    /// language.
     #[serde(default)]
-    pub description: Option<Located<String>>,
-    /// Typed words that count as choosing it, besides its title and id (case-insensitive).
+    pub description: Option<Located<LocalText>>,
+    /// Typed words that count as choosing it, besides its titles and id (case-insensitive).
     #[serde(default)]
     pub synonyms: Vec<Located<String>>,
     /// State to go to.
@@ -214,7 +222,8 @@ pub struct OtpSettings {
     /// Wrong attempts allowed, 1–10 (default 5).
     #[serde(default)]
     pub attempts: Option<Located<u32>>,
-    /// Where the code is typed.
+    /// Where the code is typed (default `chat`; `/check` answers `409` for a chat-only or
+    /// reverse code).
     #[serde(default)]
     pub check: Option<Located<OtpCheck>>,
     /// Reverse mode: the merchant shows the code and the customer sends it to the bot.
@@ -223,11 +232,13 @@ pub struct OtpSettings {
     /// Variables the code is bound to (e.g. amount, currency, payee for transactions).
     #[serde(default)]
     pub bind: Vec<Located<String>>,
-    /// Variable holding the number the code goes to (default: the session's customer).
+    /// Variable holding the number the code goes to (default: the session's customer), e.g. an
+    /// account's: this chat's sends and wrong codes are charged for it, the recipient only
+    /// counts it against its cap of codes asked by others.
     #[serde(default)]
     pub send_to: Option<Located<String>>,
-    /// `false` issues a code without sending it, so a flow can answer identically whether or not
-    /// an account exists.
+    /// `false` issues a code without sending it (a decoy, charged exactly like a real code), so
+    /// a flow can answer identically whether or not an account exists.
     #[serde(default)]
     pub deliver: Option<bool>,
     /// Words that ask for a new code.
@@ -236,7 +247,8 @@ pub struct OtpSettings {
     /// How many new codes may be asked for (default 2).
     #[serde(default)]
     pub max_resends: Option<Located<u32>>,
-    /// Message after a wrong code (`{{attempts_left}}` is available).
+    /// Message after a wrong code (`{{attempts_left}}` is available; default: the built-in
+    /// `wrong_code` text).
     #[serde(default)]
     pub wrong_code: Option<Located<String>>,
 }

@@ -6,6 +6,7 @@
 mod bounds;
 mod graph;
 mod states;
+pub use states::STATE_FIELDS;
 mod templates;
 mod texts;
 mod window;
@@ -45,10 +46,17 @@ pub struct Issue {
 /// Every problem in `file`, read from `text` (its spans are offsets into it); empty when it is
 /// valid.
 pub fn validate(file: &FlowFile, text: &str) -> Vec<Issue> {
+    check(file, text).0
+}
+
+/// Every problem in `file`, and every warning: what is valid but likely not what the author
+/// meant (the flow still loads).
+pub fn check(file: &FlowFile, text: &str) -> (Vec<Issue>, Vec<Issue>) {
     let mut cx = Checker {
         file,
         text,
         issues: Vec::new(),
+        warnings: Vec::new(),
     };
     cx.check_header();
     states::check_states(&mut cx);
@@ -58,7 +66,7 @@ pub fn validate(file: &FlowFile, text: &str) -> Vec<Issue> {
     graph::check_graph(&mut cx);
     window::check_window(&mut cx);
     words::check_words(&mut cx);
-    cx.issues
+    (cx.issues, cx.warnings)
 }
 
 /// `"; did you mean `x`?"` when a candidate is close to `name`, else an empty string.
@@ -87,6 +95,7 @@ pub(crate) struct Checker<'a> {
     file: &'a FlowFile,
     text: &'a str,
     issues: Vec<Issue>,
+    warnings: Vec<Issue>,
 }
 
 impl<'a> Checker<'a> {
@@ -100,6 +109,23 @@ impl<'a> Checker<'a> {
             span,
             message: message.into(),
         });
+    }
+
+    fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.warnings.push(Issue {
+            span,
+            message: message.into(),
+        });
+    }
+
+    /// The languages the flow's messages are written in, and its default language.
+    fn message_languages(&self) -> std::collections::BTreeSet<&'a str> {
+        let file = self.file;
+        file.messages
+            .values()
+            .flat_map(|texts| texts.keys().map(String::as_str))
+            .chain([self.default_language()])
+            .collect()
     }
 
     /// Reports `what` named by `name` unless `known` contains it.

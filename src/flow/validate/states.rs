@@ -9,7 +9,7 @@ use super::{
 use crate::flow::duration::parse_duration;
 use crate::flow::guard::Guard;
 use crate::flow::located::Located;
-use crate::flow::model::{State, StateKind, TemplateCategory, VarSource};
+use crate::flow::model::{LocalText, State, StateKind, TemplateCategory, VarSource};
 use crate::flow::words::normalize;
 
 pub(super) fn check_states(cx: &mut Checker<'_>) {
@@ -25,68 +25,80 @@ pub(super) fn check_states(cx: &mut Checker<'_>) {
     }
 }
 
-/// A field's name, where it is written (if it is), and the kinds that use it.
-type FieldUse<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [StateKind]);
+/// The optional fields of a state and the kinds that use them; a field written on a state of
+/// another kind is an error. The flow guide's state tables are generated from this list.
+pub const STATE_FIELDS: &[(&str, &[StateKind])] = {
+    use StateKind::{Ask, End, Hook, Otp, Say};
+    &[
+        ("message", &[Ask, Say, Otp, End]),
+        ("template", &[Ask, Say, Otp, End]),
+        ("buttons", &[Ask]),
+        ("list", &[Ask]),
+        ("on_text", &[Ask]),
+        ("save_as", &[Ask]),
+        ("next", &[Say, Otp, Hook]),
+        ("branches", &[Say, Hook]),
+        ("hook", &[Hook]),
+        ("on_error", &[Hook]),
+        ("otp", &[Otp]),
+        ("on_locked", &[Otp]),
+        ("on_expired", &[Otp]),
+        ("timeout", &[Ask, Hook]),
+        ("on_timeout", &[Ask]),
+        ("reminders", &[Ask, Otp]),
+        ("reminder", &[Ask, Otp]),
+        ("reminder_template", &[Ask, Otp]),
+        ("reprompt", &[Ask, Otp]),
+        ("on_retries_exhausted", &[Ask, Otp]),
+        ("max_retries", &[Ask, Otp]),
+        ("max_visits", &[Ask, Say, Otp, Hook]),
+        ("on_max_visits", &[Ask, Say, Otp, Hook]),
+        ("outcome", &[End]),
+        ("callback_url", &[End]),
+    ]
+};
 
 fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
-    use StateKind::{Ask, End, Hook, Otp, Say};
+    use StateKind::Otp;
     let kind = *s.kind.get();
     let span = |l: Option<&Located<String>>| l.map(Located::span);
-    // (field, where it is written if present, kinds that use it)
-    let optional: [FieldUse<'_>; 24] = [
-        ("message", span(s.message.as_ref()), &[Ask, Say, Otp, End]),
-        ("template", span(s.template.as_ref()), &[Ask, Say, Otp, End]),
-        ("buttons", s.buttons.first().map(|b| b.id.span()), &[Ask]),
-        ("list", s.list.as_ref().map(|l| l.button.span()), &[Ask]),
-        ("on_text", span(s.on_text.as_ref()), &[Ask]),
-        ("save_as", span(s.save_as.as_ref()), &[Ask]),
-        ("next", span(s.next.as_ref()), &[Say, Otp, Hook]),
-        (
-            "branches",
-            s.branches.first().map(|b| b.goto.span()),
-            &[Say, Hook],
-        ),
-        ("hook", span(s.hook.as_ref()), &[Hook]),
-        ("on_error", span(s.on_error.as_ref()), &[Hook]),
-        ("on_locked", span(s.on_locked.as_ref()), &[Otp]),
-        ("on_expired", span(s.on_expired.as_ref()), &[Otp]),
-        ("timeout", span(s.timeout.as_ref()), &[Ask, Hook]),
-        ("on_timeout", span(s.on_timeout.as_ref()), &[Ask]),
-        (
-            "reminders",
-            s.reminders.first().map(Located::span),
-            &[Ask, Otp],
-        ),
-        ("reminder", span(s.reminder.as_ref()), &[Ask, Otp]),
-        (
-            "reminder_template",
-            span(s.reminder_template.as_ref()),
-            &[Ask, Otp],
-        ),
-        ("reprompt", span(s.reprompt.as_ref()), &[Ask, Otp]),
+    // (field, where it is written if present)
+    let written: [(&str, Option<std::ops::Range<usize>>); 24] = [
+        ("message", span(s.message.as_ref())),
+        ("template", span(s.template.as_ref())),
+        ("buttons", s.buttons.first().map(|b| b.id.span())),
+        ("list", s.list.as_ref().map(|l| l.button.span())),
+        ("on_text", span(s.on_text.as_ref())),
+        ("save_as", span(s.save_as.as_ref())),
+        ("next", span(s.next.as_ref())),
+        ("branches", s.branches.first().map(|b| b.goto.span())),
+        ("hook", span(s.hook.as_ref())),
+        ("on_error", span(s.on_error.as_ref())),
+        ("on_locked", span(s.on_locked.as_ref())),
+        ("on_expired", span(s.on_expired.as_ref())),
+        ("timeout", span(s.timeout.as_ref())),
+        ("on_timeout", span(s.on_timeout.as_ref())),
+        ("reminders", s.reminders.first().map(Located::span)),
+        ("reminder", span(s.reminder.as_ref())),
+        ("reminder_template", span(s.reminder_template.as_ref())),
+        ("reprompt", span(s.reprompt.as_ref())),
         (
             "on_retries_exhausted",
             span(s.on_retries_exhausted.as_ref()),
-            &[Ask, Otp],
         ),
-        (
-            "max_retries",
-            s.max_retries.as_ref().map(Located::span),
-            &[Ask, Otp],
-        ),
-        (
-            "max_visits",
-            s.max_visits.as_ref().map(Located::span),
-            &[Ask, Say, Otp, Hook],
-        ),
-        (
-            "on_max_visits",
-            span(s.on_max_visits.as_ref()),
-            &[Ask, Say, Otp, Hook],
-        ),
-        ("outcome", span(s.outcome.as_ref()), &[End]),
-        ("callback_url", span(s.callback_url.as_ref()), &[End]),
+        ("max_retries", s.max_retries.as_ref().map(Located::span)),
+        ("max_visits", s.max_visits.as_ref().map(Located::span)),
+        ("on_max_visits", span(s.on_max_visits.as_ref())),
+        ("outcome", span(s.outcome.as_ref())),
+        ("callback_url", span(s.callback_url.as_ref())),
     ];
+    let optional = written.into_iter().map(|(field, at)| {
+        let kinds = STATE_FIELDS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or(&[][..], |(_, k)| *k);
+        (field, at, kinds)
+    });
     for (field, at, kinds) in optional {
         if let Some(at) = at {
             if !kinds.contains(&kind) {
@@ -106,6 +118,7 @@ fn check_fields(cx: &mut Checker<'_>, id: &str, s: &State) {
             format!("state `{id}` has an [otp] table but is not `kind = \"otp\"`"),
         );
     }
+    use StateKind::{Ask, End, Hook, Say};
     let missing = |cx: &mut Checker<'_>, field: &str| {
         cx.error(
             s.kind.span(),
@@ -307,17 +320,8 @@ fn check_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
         );
     }
     let mut seen = BTreeSet::new();
-    let too_long = |cx: &mut Checker<'_>, t: &Located<String>, max: usize, what: &str| {
-        let n = t.as_str().chars().count();
-        if n > max {
-            cx.error(
-                t.span(),
-                format!(
-                    "{what} `{}` is {n} characters; WhatsApp allows at most {max}",
-                    t.as_str()
-                ),
-            );
-        }
+    let too_long = |cx: &mut Checker<'_>, t: &Located<LocalText>, max: usize, what: &str| {
+        check_local_text(cx, t, max, what);
     };
     for b in &s.buttons {
         too_long(cx, &b.title, MAX_BUTTON_TITLE, "button title");
@@ -383,7 +387,9 @@ fn check_words_of_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
     for (choice, title, synonyms) in choices {
         let choice = choice.as_str();
         let mut own = BTreeSet::new();
-        for w in [title].into_iter().chain(synonyms) {
+        // Titles in every language are typed words too.
+        let titles = title.variants().into_iter().map(|(_, t)| t);
+        for w in titles.chain(synonyms.iter().cloned()) {
             let word = normalize(w.as_str());
             if !own.insert(word.clone()) {
                 continue;
@@ -403,6 +409,68 @@ fn check_words_of_choices(cx: &mut Checker<'_>, id: &str, s: &State) {
             }
         }
     }
+}
+
+/// An inline text (a title, a row description, the list button) in each of its languages:
+/// within WhatsApp's limit, and, as a table by language, in every language the flow's messages
+/// are written in (else that customer would get another language's title next to their own
+/// message). A plain string is one text for every language: allowed, with a warning when the
+/// flow's messages come in several languages.
+fn check_local_text(cx: &mut Checker<'_>, t: &Located<LocalText>, max: usize, what: &str) {
+    for (lang, text) in t.variants() {
+        let n = text.as_str().chars().count();
+        if n > max {
+            let lang = lang.map_or(String::new(), |l| format!(" (`{l}`)"));
+            cx.error(
+                text.span(),
+                format!(
+                    "{what} `{}`{lang} is {n} characters; WhatsApp allows at most {max}",
+                    text.as_str()
+                ),
+            );
+        }
+    }
+    let languages = cx.message_languages();
+    match t.get() {
+        LocalText::PerLanguage(texts) => {
+            let missing: Vec<&str> = languages
+                .iter()
+                .copied()
+                .filter(|l| !texts.contains_key(*l))
+                .collect();
+            if !missing.is_empty() {
+                let shown = t.in_language(cx.default_language(), cx.default_language());
+                cx.error(
+                    t.span(),
+                    format!(
+                        "{what} `{shown}` has no text in {}, a language of the flow's messages",
+                        list(&missing)
+                    ),
+                );
+            }
+        }
+        LocalText::Plain(text) if languages.len() > 1 => {
+            let langs: Vec<&str> = languages.iter().copied().collect();
+            cx.warning(
+                t.span(),
+                format!(
+                    "{what} `{text}` is shown in every language, but the flow's messages are in {}: write it as a table by language, `{{ {} = \"…\" }}`",
+                    list(&langs),
+                    langs.join(" = \"…\", ")
+                ),
+            );
+        }
+        LocalText::Plain(_) => {}
+    }
+}
+
+/// `` `hi` `` or `` `hi`, `es` ``.
+fn list(langs: &[&str]) -> String {
+    langs
+        .iter()
+        .map(|l| format!("`{l}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_otp(cx: &mut Checker<'_>, id: &str, s: &State) {

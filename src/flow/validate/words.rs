@@ -1,10 +1,12 @@
 //! Checks of typed words: an interrupt word must not also mean a choice that goes elsewhere,
-//! and two interrupts must not share a word (the engine would silently pick one).
+//! two interrupts must not share a word (the engine would silently pick one), and a warning
+//! where a free-text answer keeps an interrupt that matches inside messages from firing.
 
 use std::collections::BTreeMap;
 
 use super::Checker;
 use crate::flow::located::Located;
+use crate::flow::model::{InterruptMatch, StateKind};
 use crate::flow::words::normalize;
 
 pub(super) fn check_words(cx: &mut Checker<'_>) {
@@ -35,7 +37,8 @@ pub(super) fn check_words(cx: &mut Checker<'_>) {
             .flat_map(|l| &l.rows)
             .map(|r| (&r.title, &r.synonyms, &r.goto));
         for (title, synonyms, goto) in buttons.chain(rows) {
-            for w in std::iter::once(title).chain(synonyms) {
+            let titles = title.variants().into_iter().map(|(_, t)| t);
+            for w in titles.chain(synonyms.iter().cloned()) {
                 let Some((name, target)) = interrupt_words.get(&normalize(w.as_str())) else {
                     continue;
                 };
@@ -46,6 +49,39 @@ pub(super) fn check_words(cx: &mut Checker<'_>) {
                     );
                 }
             }
+        }
+    }
+    free_text_keeps_word_interrupts(cx);
+}
+
+/// In a free-text state (`on_text`) every message the state cannot otherwise use is the
+/// answer, so an interrupt with `match = "word"` fires there only when its word is the whole
+/// message: "I want an agent" is saved as the answer. Not wrong, but worth knowing where.
+fn free_text_keeps_word_interrupts(cx: &mut Checker<'_>) {
+    let file = cx.file;
+    let by_word: Vec<(&String, &Located<String>)> = file
+        .interrupts
+        .iter()
+        .filter(|(_, i)| {
+            i.matching
+                .as_ref()
+                .is_some_and(|m| m.get() == &InterruptMatch::Word)
+        })
+        .filter_map(|(name, i)| i.words.first().map(|w| (name, w)))
+        .collect();
+    for (id, s) in &file.states {
+        let Some(on_text) = &s.on_text else { continue };
+        if s.kind.get() != &StateKind::Ask {
+            continue;
+        }
+        for (name, word) in &by_word {
+            let word = word.as_str();
+            cx.warning(
+                on_text.span(),
+                format!(
+                    "state `{id}` takes any text as its answer, so a message with `{word}` among other words (\"… {word} …\") is that answer, not interrupt `{name}` (match = \"word\"); only `{word}` alone reaches it here"
+                ),
+            );
         }
     }
 }
