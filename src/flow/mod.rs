@@ -17,6 +17,7 @@ pub mod model;
 pub mod render;
 pub mod script;
 pub mod simulate;
+pub mod template_content;
 pub mod transcript;
 pub mod urls;
 pub mod validate;
