@@ -17,6 +17,7 @@ pub mod request_deadline;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod webhook;
 pub mod whatsapp;
 
