@@ -608,6 +608,17 @@ impl Outbox {
         }
     }
 
+    /// Refuses a template WhatsApp has paused or disabled (as last reported): sending it would
+    /// only fail, so the session takes its delivery-failure path with the reason
+    /// `template_paused` or `template_disabled`.
+    fn check_template(&self, name: &str, language: &str) -> Result<(), NotSent> {
+        let status = self.runtime.templates().get(name, language);
+        match status.as_ref().and_then(|s| s.blocked_reason()) {
+            Some(reason) => Err(NotSent::Failed(reason.to_owned())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether free-form messages may go to `customer` now.
     fn window_open(&self, customer: &str, now: DateTime<Utc>) -> bool {
         matches!(self.runtime.sessions().last_customer_message(customer), Ok(Some(at)) if now - at < WINDOW)
@@ -632,7 +643,10 @@ impl Outbox {
                 let use_template = entry.use_template || !self.window_open(&entry.to, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
-                    (true, Some(t)) => template_of(t),
+                    (true, Some(t)) => {
+                        self.check_template(&t.name, &t.language)?;
+                        template_of(t)
+                    }
                     (true, None) => return Err(NotSent::OutsideWindow),
                 };
                 Ok(Some((request(outgoing), None)))
@@ -657,11 +671,14 @@ impl Outbox {
                     return Ok(None);
                 }
                 let outgoing = match (template, text) {
-                    (Some(t), _) => Outgoing::AuthenticationCode {
-                        name: t.name.clone(),
-                        language: t.language.clone(),
-                        code: code.expose().to_owned(),
-                    },
+                    (Some(t), _) => {
+                        self.check_template(&t.name, &t.language)?;
+                        Outgoing::AuthenticationCode {
+                            name: t.name.clone(),
+                            language: t.language.clone(),
+                            code: code.expose().to_owned(),
+                        }
+                    }
                     (None, Some(text)) => Outgoing::text(format!("{text} {}", code.expose())),
                     (None, None) => {
                         return Err(NotSent::Failed(

@@ -3,10 +3,12 @@
 //! and the verdict for each — the same comparison behind `waotp templates check/push` and the
 //! server's start-up check.
 //!
-//! [`cli`] is the `waotp templates` command. The Graph calls themselves are
+//! [`cli`] is the `waotp templates` command; [`status`] is the server's check at start and its
+//! handling of template status webhooks. The Graph calls themselves are
 //! [`crate::whatsapp::templates`].
 
 pub mod cli;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::fmt;
