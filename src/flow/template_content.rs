@@ -248,12 +248,7 @@ fn components(file: &FlowFile, key: &str, tpl: &Template, language: &str) -> Val
     };
     let header = text_in(file, tpl.header.as_ref().map(|h| h.as_str()), language);
     if let Some(text) = header {
-        let (text, names) = positional(text);
-        let mut c = json!({ "type": "HEADER", "format": "TEXT", "text": text });
-        if !names.is_empty() {
-            c["example"] = json!({ "header_text": examples(&names) });
-        }
-        out.push(c);
+        out.push(json!({ "type": "HEADER", "format": "TEXT", "text": text }));
     }
     let body = text_in(file, tpl.body.as_ref().map(|b| b.as_str()), language);
     if let Some(text) = body {
@@ -273,21 +268,7 @@ fn components(file: &FlowFile, key: &str, tpl: &Template, language: &str) -> Val
         buttons.push(json!({ "type": "QUICK_REPLY", "text": title }));
     }
     for b in &tpl.url_buttons {
-        let (url, names) = positional(b.url.as_str());
-        let mut c = json!({ "type": "URL", "text": b.title.as_str(), "url": url });
-        if !names.is_empty() {
-            let vars: BTreeMap<String, Value> = names
-                .iter()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        Value::from(example(file, tpl, n).unwrap_or_default()),
-                    )
-                })
-                .collect();
-            c["example"] = json!([render(b.url.as_str(), &vars)]);
-        }
-        buttons.push(c);
+        buttons.push(json!({ "type": "URL", "text": b.title.as_str(), "url": b.url.as_str() }));
     }
     if !buttons.is_empty() {
         out.push(json!({ "type": "BUTTONS", "buttons": buttons }));
@@ -327,22 +308,27 @@ fn authentication_components(tpl: &Template) -> Value {
     Value::Array(out)
 }
 
-/// The text a customer sees for `key` sent in `language` with `vars`, as the sandbox and
-/// `waotp chat` show it; `None` when the flow file does not give the content.
-pub fn rendered(
+/// The text a customer sees when template `name` is sent in `language` with the body
+/// `parameters` (in order), as the sandbox and `waotp chat` show it: header, body, footer and
+/// buttons; `None` when the flow file does not give the template's content in that language.
+/// An authentication template shows WhatsApp's wording with `code` (dots without one).
+pub fn customer_text(
     file: &FlowFile,
-    key: &str,
+    name: &str,
     language: &str,
-    vars: &BTreeMap<String, Value>,
+    parameters: &[String],
     code: Option<&str>,
 ) -> Option<String> {
-    let tpl = file.templates.get(key)?;
+    let (key, tpl) = file
+        .templates
+        .iter()
+        .find(|(_, t)| t.name.as_str() == name)?;
     if !has_content(tpl) {
         return None;
     }
     let mut out = String::new();
     if tpl.category.get() == &TemplateCategory::Authentication {
-        // WhatsApp's fixed wording; it translates it into the template's language itself.
+        // WhatsApp's wording (it translates it into the template's language itself).
         out.push_str(&format!(
             "*{}* is your verification code.",
             code.unwrap_or("······")
@@ -364,14 +350,18 @@ pub fn rendered(
         });
         return Some(out);
     }
-    let part = |m: &Option<super::located::Located<String>>| {
-        text_in(file, m.as_ref().map(|m| m.as_str()), language).map(|t| render(t, vars))
-    };
-    if let Some(h) = part(&tpl.header) {
+    let body = text_in(file, tpl.body.as_ref().map(|b| b.as_str()), language)?;
+    if let Some(h) = text_in(file, tpl.header.as_ref().map(|h| h.as_str()), language) {
         out.push_str(&format!("*{h}*\n"));
     }
-    out.push_str(&part(&tpl.body).unwrap_or_default());
-    if let Some(f) = part(&tpl.footer) {
+    let (positional_body, _) = positional(body);
+    let numbered: BTreeMap<String, Value> = parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((i + 1).to_string(), Value::from(p.as_str())))
+        .collect();
+    out.push_str(&render(&positional_body, &numbered));
+    if let Some(f) = text_in(file, tpl.footer.as_ref().map(|f| f.as_str()), language) {
         out.push_str(&format!("\n_{f}_"));
     }
     let mut titles: Vec<String> = tpl
@@ -389,14 +379,9 @@ pub fn rendered(
             .map(|b| format!("{} ↗", b.title.as_str())),
     );
     if !titles.is_empty() {
+        let buttons: Vec<String> = titles.iter().map(|t| format!("[{t}]")).collect();
         out.push('\n');
-        out.push_str(
-            &titles
-                .iter()
-                .map(|t| format!("[{t}]"))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+        out.push_str(&buttons.join(" "));
     }
     Some(out)
 }
@@ -411,5 +396,50 @@ mod tests {
         assert_eq!(text, "Hi {{1}}, order {{2}} of {{3}}.");
         assert_eq!(names, ["name", "id", "total"]);
         assert_eq!(positional("no placeholders").0, "no placeholders");
+    }
+
+    #[test]
+    fn the_customer_sees_the_body_with_the_parameters_sent() {
+        let text = r#"
+id = "t"
+version = "1"
+[start]
+state = "ask"
+api = true
+[vars.order_id]
+source = "api"
+[messages.body]
+en = "Order {{order_id}} is ready."
+[messages.foot]
+en = "Reply STOP to stop"
+[templates.ready]
+name = "order_ready"
+category = "utility"
+body = "body"
+footer = "foot"
+quick_replies = ["ok"]
+[templates.code]
+name = "otp_code"
+category = "authentication"
+code_expiration_minutes = 10
+[states.ask]
+kind = "ask"
+message = "body"
+template = "ready"
+buttons = [{ id = "ok", title = "OK", goto = "done" }]
+[states.done]
+kind = "end"
+outcome = "done"
+"#;
+        let file: FlowFile = toml::from_str(text).expect("parses");
+        assert_eq!(
+            customer_text(&file, "order_ready", "en", &["A-7".to_owned()], None).as_deref(),
+            Some("Order A-7 is ready.\n_Reply STOP to stop_\n[OK]")
+        );
+        assert_eq!(customer_text(&file, "order_ready", "fr", &[], None), None);
+        assert_eq!(
+            customer_text(&file, "otp_code", "en", &[], Some("123456")).as_deref(),
+            Some("*123456* is your verification code.\nThis code expires in 10 minutes.\n[Copy code]")
+        );
     }
 }

@@ -603,9 +603,38 @@ impl Outbox {
         match &self.transport {
             Transport::Graph(client) => client.send(request).await.map(|id| id.as_str().to_owned()),
             Transport::Sandbox(recorder) => recorder
-                .record(entry, request)
+                .record(
+                    entry,
+                    request,
+                    self.template_text(entry, request).as_deref(),
+                )
                 .map_err(|e| GraphError::Network(e.to_string())),
         }
+    }
+
+    /// What the customer would see of a templated send, for the sandbox: the session's flow
+    /// file has the template's content.
+    fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
+        let (name, language, parameters) = match &request.message {
+            Outgoing::Template {
+                name,
+                language,
+                body_parameters,
+                ..
+            } => (name, language, body_parameters.clone()),
+            Outgoing::AuthenticationCode { name, language, .. } => (name, language, Vec::new()),
+            _ => return None,
+        };
+        let record = self
+            .runtime
+            .sessions()
+            .get(entry.session_id.as_ref()?)
+            .ok()??;
+        let flow = self
+            .runtime
+            .flows()
+            .version(&record.engine, self.runtime.sessions())?;
+        crate::flow::template_content::customer_text(flow.file(), name, language, &parameters, None)
     }
 
     /// Refuses a template WhatsApp has paused or disabled (as last reported): sending it would

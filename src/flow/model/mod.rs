@@ -147,7 +147,8 @@ pub struct Template {
     /// Message whose texts are the template's body, one template language per message language.
     #[serde(default)]
     pub body: Option<Located<String>>,
-    /// Message whose texts are the template's text header (at most one placeholder).
+    /// Message whose texts are the template's text header (no placeholder: waotp sends body
+    /// parameters only).
     #[serde(default)]
     pub header: Option<Located<String>>,
     /// Message whose texts are the template's footer (no placeholders).
@@ -182,7 +183,7 @@ pub struct Template {
 pub struct UrlButton {
     /// The button's text (at most 25 characters).
     pub title: Located<String>,
-    /// `https://` URL; it may end with one `{{var}}` placeholder.
+    /// A fixed `https://` URL (no placeholder: waotp sends body parameters only).
     pub url: Located<String>,
 }
 

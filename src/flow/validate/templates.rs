@@ -268,32 +268,25 @@ fn check_content(cx: &mut Checker<'_>, name: &str, tpl: &Template) {
             );
         }
     }
+    // WhatsApp allows one header placeholder, but waotp sends body parameters only.
     check_side_text(
         cx,
         name,
-        tpl,
         "header",
         tpl.header.as_ref(),
         MAX_HEADER,
-        1,
-        &mut used,
+        "waotp fills in body placeholders only",
     );
     check_side_text(
         cx,
         name,
-        tpl,
         "footer",
         tpl.footer.as_ref(),
         MAX_FOOTER,
-        0,
-        &mut used,
+        "WhatsApp's rule",
     );
     for (key, ex) in &tpl.examples {
-        let in_urls = tpl
-            .url_buttons
-            .iter()
-            .any(|b| placeholders(b.url.as_str()).iter().any(|(_, v)| v == key));
-        if !used.contains(key) && !in_urls {
+        if !used.contains(key) {
             let hint = super::did_you_mean(key, used.iter().map(String::as_str));
             cx.error(
                 ex.span(),
@@ -306,16 +299,13 @@ fn check_content(cx: &mut Checker<'_>, name: &str, tpl: &Template) {
     check_buttons(cx, name, tpl);
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_side_text(
     cx: &mut Checker<'_>,
     name: &str,
-    tpl: &Template,
     what: &str,
     message: Option<&Located<String>>,
     max: usize,
-    max_placeholders: usize,
-    used: &mut BTreeSet<String>,
+    why: &str,
 ) {
     let file = cx.file;
     let Some(texts) = message.and_then(|m| file.messages.get(m.as_str())) else {
@@ -323,34 +313,18 @@ fn check_side_text(
     };
     for (lang, text) in texts {
         let t = text.as_str();
-        let (positional, _) = content::positional(t);
-        let len = positional.chars().count();
+        let len = t.chars().count();
         if len > max {
             cx.error(
                 text.span(),
                 format!("the {what} of template `{name}` in `{lang}` is {len} characters; WhatsApp allows at most {max}"),
             );
         }
-        let found = placeholders(t);
-        if found.len() > max_placeholders {
-            let (offset, _) = found[max_placeholders];
-            let allowed = if max_placeholders == 0 {
-                "no placeholder".to_owned()
-            } else {
-                format!("at most {max_placeholders} placeholder")
-            };
+        if let Some((offset, _)) = placeholders(t).first() {
             cx.error(
-                placeholder_span(t, &text.span(), offset),
-                format!("the {what} of template `{name}` may have {allowed} (WhatsApp's rule)"),
+                placeholder_span(t, &text.span(), *offset),
+                format!("the {what} of template `{name}` may have no placeholder ({why})"),
             );
-        }
-        for (offset, var) in found.into_iter().take(max_placeholders) {
-            if used.insert(var.to_owned()) && content::example(file, tpl, var).is_none() {
-                cx.error(
-                    placeholder_span(t, &text.span(), offset),
-                    format!("placeholder `{{{{{var}}}}}` of template `{name}` needs an example value for WhatsApp's review: add `example = \"…\"` to `[vars.{var}]` or `examples.{var}` to the template"),
-                );
-            }
         }
     }
 }
@@ -408,30 +382,13 @@ fn check_buttons(cx: &mut Checker<'_>, name: &str, tpl: &Template) {
         if url.chars().count() > MAX_URL {
             cx.error(b.url.span(), format!("URL button `{}` of template `{name}` has a URL longer than {MAX_URL} characters", b.title.as_str()));
         }
-        let found = placeholders(url);
-        let last_at_end = found.last().is_some_and(|(o, _)| {
-            url.get(*o..)
-                .and_then(|r| r.find("}}"))
-                .is_some_and(|c| o + c + 2 == url.len())
-        });
-        if found.len() > 1 || (found.len() == 1 && !last_at_end) {
-            let (offset, _) = found[0];
+        // WhatsApp allows one placeholder at the end of the URL, but waotp sends body
+        // parameters only.
+        if let Some((offset, _)) = placeholders(url).first() {
             cx.error(
-                placeholder_span(url, &b.url.span(), offset),
-                format!("URL button `{}` of template `{name}` may have one placeholder, only at the end of the URL (WhatsApp's rule)", b.title.as_str()),
+                placeholder_span(url, &b.url.span(), *offset),
+                format!("URL button `{}` of template `{name}` may have no placeholder (waotp fills in body placeholders only)", b.title.as_str()),
             );
-        }
-        for (offset, var) in found {
-            if !cx.file.vars.contains_key(var) {
-                let span = placeholder_span(url, &b.url.span(), offset);
-                let hint = super::did_you_mean(var, cx.file.vars.keys().map(String::as_str));
-                cx.error(span, format!("undeclared variable `{var}`{hint}"));
-            } else if content::example(cx.file, tpl, var).is_none() {
-                cx.error(
-                    placeholder_span(url, &b.url.span(), offset),
-                    format!("placeholder `{{{{{var}}}}}` of template `{name}` needs an example value for WhatsApp's review: add `example = \"…\"` to `[vars.{var}]` or `examples.{var}` to the template"),
-                );
-            }
         }
     }
 }
