@@ -106,6 +106,22 @@ async fn a_paused_template_is_stored_exported_called_back_and_ends_sessions_afte
     assert!(metrics.contains(
         r#"waotp_template_status{template="cod_order_summary",language="en",state="approved"} 0"#
     ));
+    let dashboard = server
+        .api
+        .http
+        .get(format!("{}/dashboard", server.api.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("dashboard")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        dashboard
+            .contains("<tr class=\"bad\"><td>cod_order_summary</td><td>en</td><td>paused</td>"),
+        "{dashboard}"
+    );
 
     // The status survives a crash: the next start does not ask Meta (no account id), yet knows.
     server.kill9();
