@@ -808,6 +808,47 @@ mod tests {
     }
 
     #[test]
+    fn template_status_and_quality_changes_are_read_as_meta_sends_them() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","time":1751247548,"changes":[
+            {"field":"message_template_status_update","value":{"event":"REJECTED","message_template_id":1689556908129835,"message_template_name":"abandoned_cart","message_template_language":"en","reason":"INVALID_FORMAT","message_template_category":"MARKETING","rejection_info":{"reason":"Parameters side by side.","recommendation":"Separate them."}}},
+            {"field":"message_template_quality_update","value":{"previous_quality_score":"GREEN","new_quality_score":"YELLOW","message_template_id":"806312974732579","message_template_name":"welcome_template","message_template_language":"en_US"}},
+            {"field":"message_template_status_update","value":{"message_template_name":"no_id"}}]}]}"#;
+        let parsed = parse(body.as_bytes()).expect("envelope");
+        assert_eq!(
+            parsed.templates,
+            vec![
+                TemplateUpdate {
+                    template_id: "1689556908129835".into(),
+                    name: "abandoned_cart".into(),
+                    language: "en".into(),
+                    time: 1751247548,
+                    change: TemplateChange::Status {
+                        event: "REJECTED".into(),
+                        reason: Some("INVALID_FORMAT".into()),
+                        detail: Some("Parameters side by side.".into()),
+                    },
+                },
+                TemplateUpdate {
+                    template_id: "806312974732579".into(),
+                    name: "welcome_template".into(),
+                    language: "en_US".into(),
+                    time: 1751247548,
+                    change: TemplateChange::Quality {
+                        previous: "GREEN".into(),
+                        new: "YELLOW".into(),
+                    },
+                },
+            ]
+        );
+        assert_eq!(
+            parsed.skipped.len(),
+            1,
+            "a malformed change is skipped, not fatal"
+        );
+        assert!(parsed.events.is_empty());
+    }
+
+    #[test]
     fn unknown_fields_and_types_are_acknowledged() {
         let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
             {"field":"account_update","value":{"event":"X"}},
