@@ -142,6 +142,11 @@ impl Application {
                 "replaying events left unhandled by the last run"
             );
         }
+        if !settings.sandbox() {
+            crate::templates::status::check_at_start(&settings, &flows.current(), &store, &metrics)
+                .await
+                .map_err(ConfigurationError)?;
+        }
         let mut api_keys = settings.api_keys.clone();
         let mut sandbox_key = None;
         let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
@@ -198,6 +203,12 @@ impl Application {
             tracing::warn!("no WAOTP_APP_SECRET: every webhook POST will be refused with 401");
         }
 
+        let template_watch = Arc::new(crate::templates::status::TemplateWatch::new(
+            store.clone(),
+            metrics.clone(),
+            settings.callback_url.clone(),
+            runtime.outbox_wake.clone(),
+        ));
         let webhook = WebhookState {
             verifier: settings
                 .app_secret
@@ -211,6 +222,7 @@ impl Application {
             unverified: Arc::new(crate::webhook::intake::UnverifiedBudget::new(
                 settings.webhook_buffer_bytes,
             )),
+            templates: template_watch,
         };
         // One set of dashboard logins for every worker.
         let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());

@@ -77,6 +77,12 @@ pub enum Command {
         #[arg(long, env = "WAOTP_API_KEYS", hide_env_values = true)]
         key: Option<String>,
     },
+    /// The flows' WhatsApp templates: list them as Meta's JSON, check them against the WhatsApp
+    /// Business Account, create the missing ones.
+    Templates {
+        #[command(subcommand)]
+        action: TemplatesCommand,
+    },
     /// Print a flow as a Mermaid state diagram.
     Graph {
         /// Flow id.
@@ -85,6 +91,65 @@ pub enum Command {
         #[arg(long, default_value = "flows")]
         dir: PathBuf,
     },
+}
+
+/// `waotp templates …`.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Print every template the flows need, per language, as the JSON body of Meta's
+    /// `POST /{WABA-ID}/message_templates` (templates whose content is missing are named on
+    /// stderr).
+    List {
+        /// Flows directory.
+        #[arg(default_value = "flows")]
+        dir: PathBuf,
+    },
+    /// Compare the flows' templates with the WhatsApp Business Account's: missing, pending,
+    /// approved, rejected (with Meta's reason), paused, disabled or different, per template and
+    /// language. Exits 1 when a flow cannot run.
+    Check {
+        /// Flows directory.
+        #[arg(default_value = "flows")]
+        dir: PathBuf,
+        #[command(flatten)]
+        account: AccountArgs,
+    },
+    /// Create the templates the account is missing (a second run creates nothing). Templates
+    /// that exist are never edited without --update.
+    Push {
+        /// Flows directory.
+        #[arg(default_value = "flows")]
+        dir: PathBuf,
+        /// Also edit existing templates whose content differs from the flow files.
+        #[arg(long)]
+        update: bool,
+        #[command(flatten)]
+        account: AccountArgs,
+    },
+}
+
+/// The WhatsApp Business Account `check` and `push` talk to.
+#[derive(Debug, clap::Args)]
+pub struct AccountArgs {
+    /// WhatsApp Business Account id.
+    #[arg(long, env = "WAOTP_WABA_ID")]
+    waba_id: Option<String>,
+    /// Graph API base URL.
+    #[arg(long, env = "WAOTP_GRAPH_URL", default_value = crate::config::DEFAULT_GRAPH_URL)]
+    graph_url: String,
+    /// Graph API token (read from the environment only).
+    #[arg(skip = std::env::var("WAOTP_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
+    token: Option<String>,
+}
+
+impl AccountArgs {
+    fn account(&self) -> crate::templates::cli::Account<'_> {
+        crate::templates::cli::Account {
+            graph_url: &self.graph_url,
+            waba_id: self.waba_id.as_deref(),
+            token: self.token.as_deref(),
+        }
+    }
 }
 
 fn parse_var(raw: &str) -> Result<(String, String), String> {
@@ -138,6 +203,17 @@ pub fn run() -> ExitCode {
         Command::Schema { markdown: false } => flow_cli::schema(out),
         Command::Schema { markdown: true } => flow_cli::schema_markdown(out),
         Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
+        Command::Templates { action } => match action {
+            TemplatesCommand::List { dir } => crate::templates::cli::list(&dir, out, err),
+            TemplatesCommand::Check { dir, account } => {
+                crate::templates::cli::check(&dir, &account.account(), out, err)
+            }
+            TemplatesCommand::Push {
+                dir,
+                update,
+                account,
+            } => crate::templates::cli::push(&dir, &account.account(), update, out, err),
+        },
         Command::Stats {
             flow,
             since,

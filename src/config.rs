@@ -64,6 +64,8 @@ pub fn documented() -> Vec<SettingDoc> {
         s("WAOTP_PHONE_NUMBER_ID", None, "business phone number id: the send URL and the only number whose events are acted on (required outside sandbox mode)"),
         s("WAOTP_BUSINESS_NUMBER", None, "the business's own E.164 number, for reverse-OTP wa.me links"),
         s("WAOTP_GRAPH_URL", n(&DEFAULT_GRAPH_URL), "Graph API base URL"),
+        s("WAOTP_WABA_ID", None, "WhatsApp Business Account id: its message templates are checked at start and by `waotp templates`"),
+        s("WAOTP_REQUIRE_APPROVED_TEMPLATES", n(&false), "true: refuse to start (exit 2) while a flow's template is not approved (needs WAOTP_WABA_ID)"),
         s("WAOTP_API_KEYS", None, "comma-separated merchant API keys (required outside sandbox mode; the sandbox generates one)"),
         s("WAOTP_CALLBACK_URL", None, "default merchant callback URL"),
         s("WAOTP_CALLBACK_SECRET", None, "key of X-Waotp-Signature on callbacks and hooks (required outside sandbox mode)"),
@@ -109,6 +111,10 @@ pub struct Settings {
     pub phone_number_id: Option<String>,
     pub business_number: Option<String>,
     pub graph_url: String,
+    /// The WhatsApp Business Account whose templates are checked at start.
+    pub waba_id: Option<String>,
+    /// Refuse to start while a flow's template is not approved (instead of warning).
+    pub require_approved_templates: bool,
     pub api_keys: Vec<SecretString>,
     pub callback_url: Option<String>,
     pub callback_secret: Option<SecretString>,
@@ -155,6 +161,8 @@ struct FileSettings {
     phone_number_id: Option<String>,
     business_number: Option<String>,
     graph_url: Option<String>,
+    waba_id: Option<String>,
+    require_approved_templates: Option<bool>,
     api_keys: Option<StringOrList>,
     callback_url: Option<String>,
     callback_secret: Option<String>,
@@ -205,6 +213,11 @@ impl FileSettings {
         put("PHONE_NUMBER_ID", self.phone_number_id);
         put("BUSINESS_NUMBER", self.business_number);
         put("GRAPH_URL", self.graph_url);
+        put("WABA_ID", self.waba_id);
+        put(
+            "REQUIRE_APPROVED_TEMPLATES",
+            self.require_approved_templates.map(|b| b.to_string()),
+        );
         put("API_KEYS", self.api_keys.map(StringOrList::joined));
         put("CALLBACK_URL", self.callback_url);
         put("CALLBACK_SECRET", self.callback_secret);
@@ -272,6 +285,17 @@ impl Settings {
             phone_number_id: get("WAOTP_PHONE_NUMBER_ID"),
             business_number: get("WAOTP_BUSINESS_NUMBER"),
             graph_url: get("WAOTP_GRAPH_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into()),
+            waba_id: get("WAOTP_WABA_ID"),
+            require_approved_templates: match get("WAOTP_REQUIRE_APPROVED_TEMPLATES").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "WAOTP_REQUIRE_APPROVED_TEMPLATES",
+                        message: format!("`{other}` is not true or false"),
+                    })
+                }
+            },
             api_keys: get("WAOTP_API_KEYS")
                 .map(|keys| {
                     keys.split(',')
@@ -435,6 +459,14 @@ impl Settings {
                 });
             }
         }
+        if let Some(id) = &self.waba_id {
+            if !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ConfigError::Invalid {
+                    name: "WAOTP_WABA_ID",
+                    message: "must be letters and digits only".into(),
+                });
+            }
+        }
         for prefix in &self.otp_allowed_prefixes {
             if crate::otp::policy::prefix_digits(prefix).is_none() {
                 return Err(ConfigError::Invalid {
@@ -469,6 +501,9 @@ impl Settings {
         }
         if self.callback_secret.is_none() {
             missing.push("WAOTP_CALLBACK_SECRET");
+        }
+        if self.require_approved_templates && self.waba_id.is_none() {
+            missing.push("WAOTP_WABA_ID");
         }
         if missing.is_empty() {
             Ok(())

@@ -18,6 +18,7 @@ pub mod request_id;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod webhook;
 pub mod whatsapp;
 

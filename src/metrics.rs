@@ -61,6 +61,14 @@ pub struct TemplateLabel {
 }
 
 /// Every metric the server exports.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateStateLabel {
+    pub template: String,
+    pub language: String,
+    /// A status (`approved`, `paused`, …) or a quality score (`green`, `yellow`, …).
+    pub state: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -109,6 +117,10 @@ pub struct Metrics {
     pub operator_alerts: Counter,
     /// Sends refused because of the template itself (Meta's 132xxx codes), by template and code.
     pub template_errors: Family<TemplateLabel, Counter>,
+    /// 1 for each template's current WhatsApp status, 0 for its earlier ones.
+    pub template_status: Family<TemplateStateLabel, Gauge>,
+    /// 1 for each template's current quality score, 0 for its earlier ones.
+    pub template_quality: Family<TemplateStateLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -277,7 +289,21 @@ impl Metrics {
             "Sends refused because of the template itself, by template and Meta error code",
             template_errors.clone(),
         );
+        let template_status = Family::<TemplateStateLabel, Gauge>::default();
+        registry.register(
+            "template_status",
+            "1 for the current WhatsApp status of each template and language (0 for earlier ones)",
+            template_status.clone(),
+        );
+        let template_quality = Family::<TemplateStateLabel, Gauge>::default();
+        registry.register(
+            "template_quality",
+            "1 for the current WhatsApp quality score of each template and language (0 for earlier ones)",
+            template_quality.clone(),
+        );
         Metrics {
+            template_status,
+            template_quality,
             sessions_started,
             sessions_completed,
             otps,
@@ -305,6 +331,32 @@ impl Metrics {
             flush_seconds,
             records_purged,
         }
+    }
+
+    /// Sets a template's current status (or quality score, with `quality`) to 1 and the one it
+    /// replaces to 0.
+    pub fn template_state(
+        &self,
+        quality: bool,
+        template: &str,
+        language: &str,
+        state: &str,
+        previous: Option<&str>,
+    ) {
+        let family = if quality {
+            &self.template_quality
+        } else {
+            &self.template_status
+        };
+        let label = |state: &str| TemplateStateLabel {
+            template: template.to_owned(),
+            language: language.to_owned(),
+            state: state.to_ascii_lowercase(),
+        };
+        if let Some(previous) = previous.filter(|p| !p.eq_ignore_ascii_case(state)) {
+            family.get_or_create(&label(previous)).set(0);
+        }
+        family.get_or_create(&label(state)).set(1);
     }
 
     /// Counts one webhook request by its result.

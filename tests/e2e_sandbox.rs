@@ -95,6 +95,14 @@ async fn cod_confirmation_in_sandbox_mode() {
         .map(|b| b["id"].as_str().expect("id"))
         .collect();
     assert_eq!(buttons, ["confirm", "cancel"]);
+    // The first message of an API-started session is the template: the sandbox shows its text
+    // as the customer would read it, from the flow file's content.
+    assert_eq!(
+        first[0]["template"]["text"],
+        "Hi Asha 👋 Please confirm your cash-on-delivery order A-1 of ₹1.\n[Confirm] [Cancel]",
+        "{}",
+        first[0]
+    );
 
     let (status, _) = sandbox
         .post(
@@ -109,6 +117,17 @@ async fn cod_confirmation_in_sandbox_mode() {
         .find_map(|m| m["code"].as_str())
         .expect("the sandbox shows the code")
         .to_owned();
+    let auth = messages
+        .iter()
+        .find(|m| m["code"].is_string())
+        .expect("the code message");
+    assert!(
+        auth["template"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("*······* is your verification code.")
+                && t.contains("This code expires in 10 minutes.")),
+        "{auth}"
+    );
     let (status, _) = sandbox
         .post(
             "/v1/sandbox/inbound",

@@ -210,3 +210,40 @@ async fn vars_a_template_could_not_carry_are_refused_with_their_name() {
     let sent = e.graph.wait_accepted("919800000107", 1).await;
     assert_eq!(body_parameters(&sent[0].0)[0], "A".repeat(1000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_goes_in_the_sessions_language_when_it_has_it() {
+    let e = E2e::start().await;
+    let start = |to: &'static str, lang: &'static str| {
+        e.api
+            .http
+            .post(format!("{}/v1/sessions", e.api.base))
+            .bearer_auth(API_KEY)
+            .json(&json!({"flow": "cod_confirmation", "to": to, "vars": COD_VARS(), "lang": lang}))
+            .send()
+    };
+    assert_eq!(
+        start("+919800000301", "hi").await.expect("start").status(),
+        201
+    );
+    let hindi = e.graph.wait_accepted("919800000301", 1).await;
+    assert_eq!(hindi[0].0["template"]["name"], "cod_order_summary");
+    assert_eq!(
+        hindi[0].0["template"]["language"]["code"], "hi",
+        "{}",
+        hindi[0].0
+    );
+    assert_eq!(body_parameters(&hindi[0].0), ["Asha", "A-1001", "₹1,499"]);
+
+    // A language the template lacks falls back to the flow's default language.
+    assert_eq!(
+        start("+919800000302", "fr").await.expect("start").status(),
+        201
+    );
+    let french = e.graph.wait_accepted("919800000302", 1).await;
+    assert_eq!(
+        french[0].0["template"]["language"]["code"], "en",
+        "{}",
+        french[0].0
+    );
+}

@@ -266,6 +266,35 @@ pub fn chat(
     let print = |sim: &mut Simulation<'_>, out: &mut dyn Write| {
         for o in sim.take_output() {
             let _ = writeln!(out, "{}", describe(&o));
+            // What the customer would see of the template, when the flow gives its content.
+            let template = match &o {
+                super::simulate::Output::Message(m) => m.template.as_ref().and_then(|t| {
+                    super::template_content::customer_text(
+                        flow.file(),
+                        &t.name,
+                        &t.language,
+                        &t.parameters,
+                        None,
+                    )
+                }),
+                super::simulate::Output::Code {
+                    template: Some(name),
+                    code,
+                    delivered: true,
+                    reverse: false,
+                    ..
+                } => {
+                    super::template_content::customer_text(flow.file(), name, lang, &[], Some(code))
+                }
+                _ => None,
+            };
+            if let Some(text) = template {
+                let _ = writeln!(
+                    out,
+                    "     as the template: {}",
+                    text.replace('\n', "\n       ")
+                );
+            }
         }
     };
     print(&mut sim, out);

@@ -214,6 +214,8 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
         diags.dedup();
         return Err(diags);
     }
+    let mut file = file;
+    super::template_content::fill_parameters(&mut file);
     let id = FlowId::parse(file.id.as_str())
         .map_err(|e| vec![at(file.id.span().start, e.to_string())])?;
     let mut warnings: Vec<Diagnostic> = warnings

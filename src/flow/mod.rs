@@ -19,6 +19,7 @@ pub mod reference;
 pub mod render;
 pub mod script;
 pub mod simulate;
+pub mod template_content;
 pub mod transcript;
 pub mod urls;
 pub mod validate;

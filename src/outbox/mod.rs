@@ -603,8 +603,48 @@ impl Outbox {
         match &self.transport {
             Transport::Graph(client) => client.send(request).await.map(|id| id.as_str().to_owned()),
             Transport::Sandbox(recorder) => recorder
-                .record(entry, request)
+                .record(
+                    entry,
+                    request,
+                    self.template_text(entry, request).as_deref(),
+                )
                 .map_err(|e| GraphError::Network(e.to_string())),
+        }
+    }
+
+    /// What the customer would see of a templated send, for the sandbox: the session's flow
+    /// file has the template's content.
+    fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
+        let (name, language, parameters) = match &request.message {
+            Outgoing::Template {
+                name,
+                language,
+                body_parameters,
+                ..
+            } => (name, language, body_parameters.clone()),
+            Outgoing::AuthenticationCode { name, language, .. } => (name, language, Vec::new()),
+            _ => return None,
+        };
+        let record = self
+            .runtime
+            .sessions()
+            .get(entry.session_id.as_ref()?)
+            .ok()??;
+        let flow = self
+            .runtime
+            .flows()
+            .version(&record.engine, self.runtime.sessions())?;
+        crate::flow::template_content::customer_text(flow.file(), name, language, &parameters, None)
+    }
+
+    /// Refuses a template WhatsApp has paused or disabled (as last reported): sending it would
+    /// only fail, so the session takes its delivery-failure path with the reason
+    /// `template_paused` or `template_disabled`.
+    fn check_template(&self, name: &str, language: &str) -> Result<(), NotSent> {
+        let status = self.runtime.templates().get(name, language);
+        match status.as_ref().and_then(|s| s.blocked_reason()) {
+            Some(reason) => Err(NotSent::Failed(reason.to_owned())),
+            None => Ok(()),
         }
     }
 
@@ -632,7 +672,10 @@ impl Outbox {
                 let use_template = entry.use_template || !self.window_open(&entry.to, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
-                    (true, Some(t)) => template_of(t),
+                    (true, Some(t)) => {
+                        self.check_template(&t.name, &t.language)?;
+                        template_of(t)
+                    }
                     (true, None) => return Err(NotSent::OutsideWindow),
                 };
                 Ok(Some((request(outgoing), None)))
@@ -657,11 +700,14 @@ impl Outbox {
                     return Ok(None);
                 }
                 let outgoing = match (template, text) {
-                    (Some(t), _) => Outgoing::AuthenticationCode {
-                        name: t.name.clone(),
-                        language: t.language.clone(),
-                        code: code.expose().to_owned(),
-                    },
+                    (Some(t), _) => {
+                        self.check_template(&t.name, &t.language)?;
+                        Outgoing::AuthenticationCode {
+                            name: t.name.clone(),
+                            language: t.language.clone(),
+                            code: code.expose().to_owned(),
+                        }
+                    }
                     (None, Some(text)) => Outgoing::text(format!("{text} {}", code.expose())),
                     (None, None) => {
                         return Err(NotSent::Failed(

@@ -84,7 +84,13 @@ impl SandboxRecorder {
     }
 
     /// Records what would have been sent; returns a made-up WhatsApp message id.
-    pub fn record(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, StoreError> {
+    /// Records one send; `template_text` is what the customer would see of a templated send.
+    pub fn record(
+        &self,
+        entry: &OutboxEntry,
+        request: &SendRequest,
+        template_text: Option<&str>,
+    ) -> Result<String, StoreError> {
         let message_id = format!("wamid.sandbox.{}", entry.id.replace(':', "."));
         // A send in doubt sent once more: the sandbox, unlike WhatsApp, knows whether it
         // already took the first one.
@@ -147,6 +153,9 @@ impl SandboxRecorder {
                 if !quick_replies.is_empty() {
                     body["template"]["quick_replies"] = json!(quick_replies);
                 }
+                if let Some(text) = template_text {
+                    body["template"]["text"] = json!(text);
+                }
                 // What the flow would say in the chat, for a developer reading along.
                 if let OutboxPayload::Message { message } = &entry.payload {
                     body["text"] = json!(message.body.text());
@@ -165,6 +174,9 @@ impl SandboxRecorder {
                 code,
             } => {
                 body["template"] = json!({"name": name, "language": language});
+                if let Some(text) = template_text {
+                    body["template"]["text"] = json!(text);
+                }
                 if let Some(code) = normalize_attempt(code) {
                     body["sealed_code"] =
                         serde_json::to_value(self.sealer.seal(&seal_key, &code, &mut OsRng))

@@ -102,6 +102,11 @@ impl Runtime {
         self.store.sessions()
     }
 
+    /// What WhatsApp last said about each message template.
+    pub fn templates(&self) -> &crate::store::templates::TemplateStatusStore {
+        self.store.templates()
+    }
+
     pub fn flows(&self) -> &FlowRegistry {
         &self.flows
     }

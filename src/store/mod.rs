@@ -16,6 +16,7 @@ pub mod listing;
 pub mod otp;
 pub mod sessions;
 pub mod stats;
+pub mod templates;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;
@@ -54,6 +55,7 @@ pub struct Store {
     inbound: InboundLog,
     sessions: SessionStore,
     stats: stats::StatsStore,
+    templates: templates::TemplateStatusStore,
     db: sled::Db,
 }
 
@@ -93,6 +95,7 @@ impl Store {
             inbound,
             sessions: SessionStore::open(&db, sealer)?,
             stats: stats::StatsStore::open(&db)?,
+            templates: templates::TemplateStatusStore::open(&db)?,
             db,
         })
     }
@@ -110,6 +113,11 @@ impl Store {
     /// Funnel aggregates per flow and hour.
     pub fn stats(&self) -> &stats::StatsStore {
         &self.stats
+    }
+
+    /// What WhatsApp last said about each message template.
+    pub fn templates(&self) -> &templates::TemplateStatusStore {
+        &self.templates
     }
 
     /// The underlying database, for sibling store modules that keep their own trees.

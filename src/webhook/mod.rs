@@ -9,6 +9,9 @@
 //! Every phone number of a WhatsApp Business Account posts to the app's one webhook. An event
 //! addressed to a number that is not ours ([`OwnNumbers`]) is acknowledged with the rest,
 //! counted, and not recorded: it spends no attempt, opens no 24-hour window, gets no reply.
+//!
+//! Changes to the account's message templates (`message_template_status_update`,
+//! `message_template_quality_update`) go to [`crate::templates::status::TemplateWatch`].
 
 pub mod intake;
 pub mod payload;
@@ -41,6 +44,8 @@ pub struct WebhookState {
     pub own_numbers: OwnNumbers,
     /// Bytes that bodies not yet verified may hold, shared by every worker.
     pub unverified: Arc<intake::UnverifiedBudget>,
+    /// Where template status and quality changes go.
+    pub templates: Arc<crate::templates::status::TemplateWatch>,
 }
 
 /// The business phone numbers this server answers for.
@@ -228,6 +233,27 @@ async fn receive(
         if let Err(e) = state.inbox.accept(event, now) {
             metrics.webhook("error");
             tracing::error!(error = %e, "recording inbound event failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                "try again",
+            );
+        }
+    }
+    // Template changes are rare and not a customer's: stored in sled (and flushed) here, only
+    // when a body carries one.
+    if !parsed.templates.is_empty() {
+        let now = chrono::Utc::now();
+        let stored = parsed
+            .templates
+            .iter()
+            .try_for_each(|u| state.templates.apply(u, now));
+        if let Err(e) = match stored {
+            Ok(()) => state.templates.durable().await,
+            Err(e) => Err(e),
+        } {
+            metrics.webhook("error");
+            tracing::error!(error = %e, "recording a template change failed");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",

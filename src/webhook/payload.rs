@@ -1,4 +1,4 @@
-//! Meta's inbound webhook JSON, turned into [`InboundEvent`]s.
+//! Meta's inbound webhook JSON, turned into [`InboundEvent`]s and [`TemplateUpdate`]s.
 //!
 //! This is the only code that knows the shape of WhatsApp's webhook bodies. It is strict about
 //! the envelope (not JSON, or not a `whatsapp_business_account` object with an `entry` list, is a
@@ -32,8 +32,10 @@ pub enum PayloadError {
 #[derive(Debug, Default)]
 pub struct ParsedWebhook {
     pub events: Vec<InboundEvent>,
-    /// Changes whose `field` we do not act on (template, account, call updates…).
+    /// Changes whose `field` we do not act on (account, call updates…).
     pub ignored_changes: usize,
+    /// `message_template_status_update` and `message_template_quality_update` changes.
+    pub templates: Vec<TemplateUpdate>,
     /// Items that could not be read, with the reason; acknowledged all the same.
     pub skipped: Vec<String>,
 }
@@ -49,6 +51,104 @@ struct Envelope<'a> {
 struct Entry<'a> {
     #[serde(default, borrow)]
     changes: Vec<Change<'a>>,
+    /// Unix seconds of the entry, which names a template change among its repeats.
+    #[serde(default)]
+    time: Option<i64>,
+}
+
+/// What WhatsApp reported about one of the account's message templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateUpdate {
+    /// Meta's template id (a number in the JSON, kept as text).
+    pub template_id: String,
+    pub name: String,
+    pub language: String,
+    /// The entry's `time` (Unix seconds), 0 when absent.
+    pub time: i64,
+    pub change: TemplateChange,
+}
+
+/// The change itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateChange {
+    /// `message_template_status_update`: `event` is the new status (`APPROVED`, `REJECTED`,
+    /// `PAUSED`, `DISABLED`, `FLAGGED`, `PENDING_DELETION`, …), `reason` Meta's reason
+    /// (`NONE` when it gave none), with the rejection's explanation when there is one.
+    Status {
+        event: String,
+        reason: Option<String>,
+        detail: Option<String>,
+    },
+    /// `message_template_quality_update`.
+    Quality { previous: String, new: String },
+}
+
+#[derive(Deserialize)]
+struct RawTemplateValue {
+    #[serde(deserialize_with = "id_text")]
+    message_template_id: String,
+    message_template_name: String,
+    message_template_language: String,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    rejection_info: Option<RawRejection>,
+    #[serde(default)]
+    previous_quality_score: Option<String>,
+    #[serde(default)]
+    new_quality_score: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRejection {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Meta sends template ids as JSON numbers (beyond what a double holds exactly), at times as
+/// strings; both are kept as their digits.
+fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Number(n) => n.to_string(),
+        Id::Text(s) => s,
+    })
+}
+
+fn template_update(field: &str, value: &RawValue, time: i64) -> Result<TemplateUpdate, String> {
+    let raw: RawTemplateValue =
+        serde_json::from_str(value.get()).map_err(|e| format!("unreadable {field} change: {e}"))?;
+    let change = if field == "message_template_quality_update" {
+        TemplateChange::Quality {
+            previous: raw.previous_quality_score.unwrap_or_default(),
+            new: raw
+                .new_quality_score
+                .ok_or_else(|| format!("{field} change without new_quality_score"))?,
+        }
+    } else {
+        TemplateChange::Status {
+            event: raw
+                .event
+                .ok_or_else(|| format!("{field} change without event"))?
+                .to_ascii_uppercase(),
+            reason: raw.reason,
+            detail: raw.rejection_info.and_then(|r| r.reason),
+        }
+    };
+    Ok(TemplateUpdate {
+        template_id: raw.message_template_id,
+        name: raw.message_template_name,
+        language: raw.message_template_language,
+        time,
+        change,
+    })
 }
 
 #[derive(Deserialize)]
@@ -325,9 +425,20 @@ pub fn parse(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
         )));
     }
     let mut out = ParsedWebhook::default();
-    for change in envelope.entry.iter().flat_map(|e| &e.changes) {
+    for (change, time) in envelope
+        .entry
+        .iter()
+        .flat_map(|e| e.changes.iter().map(|c| (c, e.time.unwrap_or(0))))
+    {
         match (change.field.as_str(), change.value) {
             ("messages", Some(value)) => read_messages_value(value, &mut out),
+            (
+                field @ ("message_template_status_update" | "message_template_quality_update"),
+                Some(value),
+            ) => match template_update(field, value, time) {
+                Ok(update) => out.templates.push(update),
+                Err(reason) => out.skipped.push(reason),
+            },
             _ => out.ignored_changes += 1,
         }
     }
@@ -694,6 +805,47 @@ mod tests {
             .map(|e| e.customer().as_str())
             .collect();
         assert_eq!(recipients, ["US.13491208655302741918", "16505551234"]);
+    }
+
+    #[test]
+    fn template_status_and_quality_changes_are_read_as_meta_sends_them() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","time":1751247548,"changes":[
+            {"field":"message_template_status_update","value":{"event":"REJECTED","message_template_id":1689556908129835,"message_template_name":"abandoned_cart","message_template_language":"en","reason":"INVALID_FORMAT","message_template_category":"MARKETING","rejection_info":{"reason":"Parameters side by side.","recommendation":"Separate them."}}},
+            {"field":"message_template_quality_update","value":{"previous_quality_score":"GREEN","new_quality_score":"YELLOW","message_template_id":"806312974732579","message_template_name":"welcome_template","message_template_language":"en_US"}},
+            {"field":"message_template_status_update","value":{"message_template_name":"no_id"}}]}]}"#;
+        let parsed = parse(body.as_bytes()).expect("envelope");
+        assert_eq!(
+            parsed.templates,
+            vec![
+                TemplateUpdate {
+                    template_id: "1689556908129835".into(),
+                    name: "abandoned_cart".into(),
+                    language: "en".into(),
+                    time: 1751247548,
+                    change: TemplateChange::Status {
+                        event: "REJECTED".into(),
+                        reason: Some("INVALID_FORMAT".into()),
+                        detail: Some("Parameters side by side.".into()),
+                    },
+                },
+                TemplateUpdate {
+                    template_id: "806312974732579".into(),
+                    name: "welcome_template".into(),
+                    language: "en_US".into(),
+                    time: 1751247548,
+                    change: TemplateChange::Quality {
+                        previous: "GREEN".into(),
+                        new: "YELLOW".into(),
+                    },
+                },
+            ]
+        );
+        assert_eq!(
+            parsed.skipped.len(),
+            1,
+            "a malformed change is skipped, not fatal"
+        );
+        assert!(parsed.events.is_empty());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum GraphSetupError {
     BaseUrl,
     #[error("WAOTP_PHONE_NUMBER_ID must be letters and digits only")]
     PhoneNumberId,
+    #[error("WAOTP_WABA_ID must be letters and digits only")]
+    WabaId,
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }

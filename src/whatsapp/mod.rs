@@ -3,7 +3,8 @@
 //!
 //! [`messages`] turns waotp's own message types into Meta's request bodies within the
 //! [`limits`] WhatsApp enforces, [`client`] posts them, [`errors`] reads Meta's error answers,
-//! [`codes`] says what each error code means for the send, and [`backoff`] spaces out retries. It knows nothing of sessions, flows or storage: the outbox decides what to
+//! [`codes`] says what each error code means for the send, [`backoff`] spaces out retries, and
+//! [`templates`] reads and registers the business account's message templates. It knows nothing of sessions, flows or storage: the outbox decides what to
 //! send and when, and records the outcome.
 
 pub mod backoff;
@@ -13,6 +14,7 @@ pub mod errors;
 pub mod explain;
 pub mod limits;
 pub mod messages;
+pub mod templates;
 
 pub use backoff::{backoff, Backoff};
 pub use client::{GraphClient, GraphSetupError, GraphTimeouts};

@@ -1,8 +1,9 @@
 //! Local fakes of the parties waotp calls, real HTTP servers in the test process: the Graph API
-//! (accepting, refusing or down) and the merchant (hooks and callbacks, signatures checked).
+//! (accepting, refusing or down; with a WhatsApp Business Account's message templates, paged
+//! with cursors as Meta pages them) and the merchant (hooks and callbacks, signatures checked).
 
 use super::http_fake::{Answer, HttpFake, Recorded};
-use super::{wait_for, CALLBACK_SECRET, KNOWN_ACCOUNT, RECOVERY_URL};
+use super::{wait_for, CALLBACK_SECRET, KNOWN_ACCOUNT, RECOVERY_URL, WABA_ID};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,117 @@ pub struct Graph {
     down: Arc<AtomicBool>,
     accepted: Arc<Mutex<Vec<(Value, String)>>>,
     undeliverable: Arc<Mutex<Vec<String>>>,
+    /// The business account's message templates.
+    pub account: Arc<Mutex<TemplateAccount>>,
+}
+
+/// A WhatsApp Business Account's templates as the Graph API serves them:
+/// `GET /{WABA-ID}/message_templates` in pages of `page_size` with `paging.cursors` and
+/// `paging.next` (absent on the last page), `POST /{WABA-ID}/message_templates` to create
+/// (Meta's error 100 / subcode 2388023 when the name and language exist), `POST /{id}` to edit.
+#[derive(Debug, Default)]
+pub struct TemplateAccount {
+    pub templates: Vec<Value>,
+    pub page_size: usize,
+    /// Names whose creation Meta refuses (error 100, a variable at the end of the body).
+    pub refuse: Vec<String>,
+    next_id: u64,
+}
+
+impl TemplateAccount {
+    /// Adds a template as the account would hold it; returns its id.
+    pub fn add(&mut self, name: &str, language: &str, status: &str, body: Value) -> String {
+        self.next_id += 1;
+        let id = format!("{}", 9_000_000 + self.next_id);
+        let mut t = body;
+        t["id"] = json!(id);
+        t["name"] = json!(name);
+        t["language"] = json!(language);
+        t["status"] = json!(status);
+        self.templates.push(t);
+        id
+    }
+
+    pub fn find(&self, name: &str, language: &str) -> Option<&Value> {
+        self.templates
+            .iter()
+            .find(|t| t["name"] == name && t["language"] == language)
+    }
+
+    pub fn find_mut(&mut self, name: &str, language: &str) -> Option<&mut Value> {
+        self.templates
+            .iter_mut()
+            .find(|t| t["name"] == name && t["language"] == language)
+    }
+
+    fn answer(&mut self, r: &Recorded) -> Option<Answer> {
+        let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+        let list = format!("/v23.0/{WABA_ID}/message_templates");
+        if path == list && r.method == "GET" {
+            let after: usize = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("after=cursor"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let size = self.page_size.max(1);
+            let page: Vec<Value> = self
+                .templates
+                .iter()
+                .skip(after)
+                .take(size)
+                .cloned()
+                .collect();
+            let end = after + page.len();
+            let mut paging = json!({"cursors": {"before": format!("cursor{after}"), "after": format!("cursor{end}")}});
+            if end < self.templates.len() {
+                paging["next"] = json!(format!("https://graph.facebook.com/v23.0/{WABA_ID}/message_templates?limit={size}&after=cursor{end}"));
+            }
+            return Some(Answer::json(200, json!({"data": page, "paging": paging})));
+        }
+        if path == list && r.method == "POST" {
+            let body = r.json();
+            let (name, language) = (
+                body["name"].as_str().unwrap_or_default().to_owned(),
+                body["language"].as_str().unwrap_or_default().to_owned(),
+            );
+            if self.refuse.contains(&name) {
+                return Some(Answer::json(
+                    400,
+                    json!({"error": {
+                    "message": "Invalid parameter", "type": "OAuthException", "code": 100,
+                    "error_subcode": 2388299, "is_transient": false,
+                    "error_user_title": "Variables can't be at the start or end of the template",
+                    "error_user_msg": "Variables can't be at the start or end of the template.",
+                    "fbtrace_id": "E2E"}}),
+                ));
+            }
+            if self.find(&name, &language).is_some() {
+                return Some(Answer::json(
+                    400,
+                    json!({"error": {
+                    "message": "Invalid parameter", "type": "OAuthException", "code": 100,
+                    "error_subcode": 2388023, "is_transient": false,
+                    "error_user_title": "Message template already exists",
+                    "error_user_msg": "There is already English (US) content for this template.",
+                    "fbtrace_id": "E2E"}}),
+                ));
+            }
+            let category = body["category"].clone();
+            let id = self.add(&name, &language, "PENDING", body);
+            return Some(Answer::json(
+                200,
+                json!({"id": id, "status": "PENDING", "category": category}),
+            ));
+        }
+        let id = path.strip_prefix("/v23.0/")?;
+        if r.method == "POST" && !id.contains('/') {
+            let body = r.json();
+            let t = self.templates.iter_mut().find(|t| t["id"] == id)?;
+            t["components"] = body["components"].clone();
+            return Some(Answer::json(200, json!({"success": true})));
+        }
+        None
+    }
 }
 
 impl Graph {
@@ -25,9 +137,16 @@ impl Graph {
         let log = accepted.clone();
         let undeliverable: Arc<Mutex<Vec<String>>> = Arc::default();
         let dead = undeliverable.clone();
+        let account: Arc<Mutex<TemplateAccount>> = Arc::default();
+        let templates = account.clone();
         let http = HttpFake::start(move |r: &Recorded| {
             if is_down.load(Ordering::SeqCst) {
                 return graph_error(503, 2);
+            }
+            if !r.path.ends_with("/messages") {
+                if let Some(answer) = templates.lock().expect("account").answer(r) {
+                    return answer;
+                }
             }
             if r.json().get("status").is_some() {
                 return Answer::json(200, json!({"success": true}));
@@ -55,6 +174,7 @@ impl Graph {
             down,
             accepted,
             undeliverable,
+            account,
         }
     }
 
@@ -92,7 +212,12 @@ impl Graph {
 
     /// Every call of the messages endpoint (sends and read receipts), oldest first.
     pub fn calls(&self) -> Vec<Value> {
-        self.http.requests().iter().map(Recorded::json).collect()
+        self.http
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/messages"))
+            .map(Recorded::json)
+            .collect()
     }
 
     /// Message sends to a customer (digits, with or without `+`, or a business-scoped user id).

@@ -32,6 +32,7 @@ pub const APP_SECRET: &str = "e2e-app-secret";
 pub const VERIFY_TOKEN: &str = "e2e-verify-token";
 pub const ACCESS_TOKEN: &str = "EAAG-e2e-token";
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
+pub const WABA_ID: &str = "102290129340398";
 pub const API_KEY: &str = "e2e-api-key";
 pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
 pub const BUSINESS_NUMBER: &str = "+15550783881";

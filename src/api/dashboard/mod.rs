@@ -1,5 +1,5 @@
-//! `GET /dashboard`: the verification funnel of the last 24 hours and 7 days as one
-//! server-rendered page, behind the merchant API key (see [`access`] for how a browser logs in).
+//! `GET /dashboard`: the verification funnel of the last 24 hours and 7 days, and what WhatsApp
+//! last said about each message template, as one server-rendered page, behind the merchant API key (see [`access`] for how a browser logs in).
 //!
 //! Routes: `GET /dashboard`, `POST /dashboard/login` (form field `key`), `POST
 //! /dashboard/logout`, `POST /dashboard/link` (Bearer key → a one-time path) and
@@ -120,7 +120,8 @@ async fn show(
             flows,
         });
     }
-    Ok(html(HttpResponse::Ok()).body(page::dashboard_page(&windows, now)))
+    let templates = state.runtime.templates().all();
+    Ok(html(HttpResponse::Ok()).body(page::dashboard_page(&windows, &templates, now)))
 }
 
 #[derive(Deserialize)]

@@ -209,8 +209,40 @@ fn section(html: &mut String, w: &Window) {
     html.push_str("</section>");
 }
 
+/// What WhatsApp last said about each template: status (with its reason) and quality.
+fn template_table(html: &mut String, templates: &[crate::store::templates::TemplateStatus]) {
+    html.push_str("<section data-window=\"templates\"><h2>WhatsApp templates</h2>");
+    if templates.is_empty() {
+        html.push_str("<p class=\"muted\">No template status known yet: set WAOTP_WABA_ID so the server checks them at start, and subscribe the app to template webhooks.</p></section>");
+        return;
+    }
+    html.push_str("<table class=\"templates\"><thead><tr><th>Template</th><th>Language</th><th>Status</th><th>Reason</th><th>Quality</th><th>Since</th></tr></thead><tbody>");
+    for t in templates {
+        let blocked = if t.blocked_reason().is_some() || t.status == "REJECTED" {
+            " class=\"bad\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            html,
+            "<tr{blocked}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.name),
+            escape(&t.language),
+            escape(&t.status.to_ascii_lowercase()),
+            escape(t.reason.as_deref().filter(|r| *r != "NONE").unwrap_or("—")),
+            escape(&t.quality.as_deref().unwrap_or("—").to_ascii_lowercase()),
+            escape(&t.updated_at.format("%Y-%m-%d %H:%M UTC").to_string()),
+        );
+    }
+    html.push_str("</tbody></table></section>");
+}
+
 /// The dashboard page.
-pub fn dashboard_page(windows: &[Window], generated: DateTime<Utc>) -> String {
+pub fn dashboard_page(
+    windows: &[Window],
+    templates: &[crate::store::templates::TemplateStatus],
+    generated: DateTime<Utc>,
+) -> String {
     let mut html = head("waotp dashboard");
     let _ = write!(
         html,
@@ -221,6 +253,7 @@ pub fn dashboard_page(windows: &[Window], generated: DateTime<Utc>) -> String {
     for w in windows {
         section(&mut html, w);
     }
+    template_table(&mut html, templates);
     html.push_str("</body></html>");
     html
 }
@@ -243,12 +276,41 @@ mod tests {
     }
 
     #[test]
+    fn template_statuses_are_listed_with_their_reason_and_escaped() {
+        let status = |name: &str, status: &str, reason: Option<&str>| {
+            crate::store::templates::TemplateStatus {
+                name: name.into(),
+                language: "en".into(),
+                template_id: "1".into(),
+                status: status.into(),
+                reason: reason.map(Into::into),
+                quality: Some("YELLOW".into()),
+                updated_at: DateTime::default(),
+            }
+        };
+        let page = dashboard_page(
+            &[],
+            &[
+                status("cod_order_summary", "PAUSED", Some("NONE")),
+                status("<b>x</b>", "REJECTED", Some("INVALID_FORMAT")),
+            ],
+            DateTime::default(),
+        );
+        assert!(page.contains("<tr class=\"bad\"><td>cod_order_summary</td><td>en</td><td>paused</td><td>—</td><td>yellow</td>"));
+        assert!(page.contains("<td>rejected</td><td>INVALID_FORMAT</td>"));
+        assert!(!page.contains("<b>x</b>"));
+        let none = dashboard_page(&[], &[], DateTime::default());
+        assert!(none.contains("No template status known yet"));
+    }
+
+    #[test]
     fn an_empty_database_renders_zeros_and_dashes() {
         let page = dashboard_page(
             &[window(
                 Totals::default(),
                 vec![("f".into(), Totals::default())],
             )],
+            &[],
             DateTime::default(),
         );
         assert!(
@@ -270,6 +332,7 @@ mod tests {
         t.failures.insert(Some(131026), u64::MAX);
         let page = dashboard_page(
             &[window(t.clone(), vec![("<script>x</script>".into(), t)])],
+            &[],
             DateTime::default(),
         );
         assert!(!page.contains("<img") && !page.contains("<script"));

@@ -164,7 +164,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
         let t = self.flow.templates.get(id)?;
         Some(TemplateRef {
             name: t.name.as_str().to_owned(),
-            language: t.language.as_str().to_owned(),
+            language: crate::flow::template_content::send_language(self.flow, t, &self.s.lang),
             category: *t.category.get(),
             parameters: t
                 .parameters

@@ -131,6 +131,10 @@ pub struct VarDecl {
     /// For `api` variables: starting without it is refused with `missing_var`.
     #[serde(default)]
     pub required: bool,
+    /// A realistic value, shown to WhatsApp's reviewers as the example of every template
+    /// placeholder filled from this variable (a template's own `examples` win).
+    #[serde(default)]
+    pub example: Option<Located<String>>,
 }
 
 /// The WhatsApp template category; authentication templates are the only ones that may carry a code.
@@ -145,25 +149,89 @@ pub enum TemplateCategory {
     Marketing,
 }
 
-/// `[templates.ID]`: a template approved in WhatsApp Manager.
+/// `[templates.ID]`: a WhatsApp template, and what WhatsApp needs to register it.
+///
+/// The content is said once: `body` (and `header`, `footer`) name messages, every language of
+/// the body message is a language of the template, and its `{{var}}` placeholders become
+/// `{{1}}`, `{{2}}`, … in order of appearance. A template without content is still sent by name;
+/// `waotp templates` reports its content as missing.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
-    /// Name as registered with WhatsApp.
+    /// Name as registered with WhatsApp: lowercase letters, digits and `_`.
     pub name: Located<String>,
-    /// Language code as registered, e.g. `en` or `en_US`.
-    pub language: Located<String>,
+    /// Language sent when the session's language is not one of the template's; also the only
+    /// language of a template without `body` or `languages`. Default: the flow's default language.
+    #[serde(default)]
+    pub language: Option<Located<String>>,
     /// Template category.
     pub category: Located<TemplateCategory>,
     /// Body parameters in order, with `{{var}}` placeholders. For authentication templates the
-    /// code is added by waotp and must not be listed.
+    /// code is added by waotp and must not be listed. With `body` they follow from the body's
+    /// placeholders and need not be written.
     #[serde(default)]
     pub parameters: Vec<Located<String>>,
     /// The template's quick-reply buttons in order, each named by the id of the button or list
     /// row it stands for in the states that send the template. Each send sets that id as the
-    /// button's payload, so a tap answers exactly that choice.
+    /// button's payload, so a tap answers exactly that choice; the button's text is the
+    /// choice's title.
     #[serde(default)]
     pub quick_replies: Vec<Located<String>>,
+    /// Message whose texts are the template's body, one template language per message language.
+    #[serde(default)]
+    pub body: Option<Located<String>>,
+    /// Message whose texts are the template's text header (no placeholder: waotp sends body
+    /// parameters only).
+    #[serde(default)]
+    pub header: Option<Located<String>>,
+    /// Message whose texts are the template's footer (no placeholders).
+    #[serde(default)]
+    pub footer: Option<Located<String>>,
+    /// Languages of a template whose content is fixed by WhatsApp (authentication), e.g.
+    /// `["en", "hi"]`.
+    #[serde(default)]
+    pub languages: Vec<Located<String>>,
+    /// Example value of a placeholder by variable name, shown to WhatsApp's reviewers; wins
+    /// over the variable's own `example`.
+    #[serde(default)]
+    pub examples: BTreeMap<String, Located<String>>,
+    /// Buttons opening a web page, after the quick replies.
+    #[serde(default)]
+    pub url_buttons: Vec<UrlButton>,
+    /// Authentication templates: add "For your security, do not share this code." to the body.
+    #[serde(default)]
+    pub add_security_recommendation: Option<Located<bool>>,
+    /// Authentication templates: a footer saying the code expires in this many minutes (1–90).
+    #[serde(default)]
+    pub code_expiration_minutes: Option<Located<u32>>,
+    /// Authentication templates: autofill the code in this Android app (one-tap, or zero-tap)
+    /// instead of only offering a copy-code button.
+    #[serde(default)]
+    pub android: Option<AndroidApp>,
+}
+
+/// A template button opening a web page.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UrlButton {
+    /// The button's text (at most 25 characters).
+    pub title: Located<String>,
+    /// A fixed `https://` URL (no placeholder: waotp sends body parameters only).
+    pub url: Located<String>,
+}
+
+/// The Android app an authentication template's code is handed to.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AndroidApp {
+    /// The app's package name, e.g. `com.shop.app`.
+    pub package_name: Located<String>,
+    /// The app's 11-character signing key hash.
+    pub signature_hash: Located<String>,
+    /// Zero-tap: the code reaches the app without a tap (the merchant accepted WhatsApp's
+    /// zero-tap terms). Default: one-tap.
+    #[serde(default)]
+    pub zero_tap: bool,
 }
 
 /// `[hooks.NAME]`: a merchant URL called by `hook` states.

@@ -1,0 +1,230 @@
+//! `waotp templates list|check|push`: from the flow files to WhatsApp's approval and back.
+//!
+//! `list` prints, as one JSON array, the body of Meta's `POST /{WABA-ID}/message_templates` for
+//! every template and language the flows need; `check` compares them with the business
+//! account's templates; `push` creates the missing ones (and, only with `--update`, edits those
+//! that differ). Exit codes: 0 ok; 1 a flow cannot run (`check`), a Graph API call failed, or
+//! a template could not be created; 2 bad usage or invalid flow files.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use super::{compare, wanted, Standing, Verdict, Wanted};
+use crate::flow::cli::{FAILED, INVALID, OK, USAGE};
+use crate::flow::{load_dir, LoadError};
+use crate::whatsapp::templates::TemplateClient;
+
+/// Graph API calls of the command wait at most this long each.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the business account is and how to reach it.
+pub struct Account<'a> {
+    pub graph_url: &'a str,
+    pub waba_id: Option<&'a str>,
+    pub token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Account<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: shown only as present or not.
+        f.debug_struct("Account")
+            .field("graph_url", &self.graph_url)
+            .field("waba_id", &self.waba_id)
+            .field("token", &self.token.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+fn needed(dir: &Path, err: &mut dyn Write) -> Result<Vec<Wanted>, u8> {
+    let flows = match load_dir(dir) {
+        Ok(set) => set,
+        Err(LoadError::Invalid(diags)) => {
+            for d in &diags {
+                let _ = writeln!(err, "{d}");
+            }
+            return Err(INVALID);
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return Err(FAILED);
+        }
+    };
+    wanted(&flows).map_err(|clashes| {
+        for c in clashes {
+            let _ = writeln!(err, "{c}");
+        }
+        INVALID
+    })
+}
+
+fn content_missing(w: &Wanted, err: &mut dyn Write) {
+    let _ = writeln!(
+        err,
+        "{} [{}] ({}): content missing in the flow file (give the template a `body`)",
+        w.spec.name,
+        w.spec.language,
+        w.flows.join(", ")
+    );
+}
+
+/// `waotp templates list [DIR]`.
+pub fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let wanted = match needed(dir, err) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    let mut bodies = Vec::new();
+    for w in &wanted {
+        match w.spec.create_body() {
+            Some(body) => bodies.push(body),
+            None => content_missing(w, err),
+        }
+    }
+    let text = serde_json::to_string_pretty(&Value::Array(bodies)).unwrap_or_default();
+    let _ = writeln!(out, "{text}");
+    OK
+}
+
+fn client(account: &Account<'_>, command: &str, err: &mut dyn Write) -> Result<TemplateClient, u8> {
+    let (Some(waba), Some(token)) = (account.waba_id, account.token) else {
+        let _ = writeln!(
+            err,
+            "waotp templates {command}: set WAOTP_WABA_ID and WAOTP_ACCESS_TOKEN (or give --waba-id)"
+        );
+        return Err(USAGE);
+    };
+    TemplateClient::new(
+        account.graph_url,
+        waba,
+        SecretString::from(token.to_owned()),
+        CALL_TIMEOUT,
+    )
+    .map_err(|e| {
+        let _ = writeln!(err, "waotp templates {command}: {e}");
+        USAGE
+    })
+}
+
+fn runtime(err: &mut dyn Write) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            let _ = writeln!(err, "cannot start the async runtime: {e}");
+            FAILED
+        })
+}
+
+/// The verdict on every template the flows of `dir` need; the exit code when there is none.
+fn verdicts(
+    dir: &Path,
+    account: &Account<'_>,
+    command: &str,
+    err: &mut dyn Write,
+) -> Result<(Vec<Verdict>, TemplateClient, tokio::runtime::Runtime), u8> {
+    let wanted = needed(dir, err)?;
+    let client = client(account, command, err)?;
+    let rt = runtime(err)?;
+    let remote = rt.block_on(client.list()).map_err(|e| {
+        let _ = writeln!(
+            err,
+            "waotp templates {command}: cannot read the templates: {e}"
+        );
+        FAILED
+    })?;
+    Ok((compare(wanted, &remote), client, rt))
+}
+
+/// `waotp templates check [DIR]`: exits 1 when a flow cannot run.
+pub fn check(dir: &Path, account: &Account<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (verdicts, _, _) = match verdicts(dir, account, "check", err) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let mut blocked = 0;
+    for v in &verdicts {
+        let _ = writeln!(out, "{}", v.line());
+        if v.standing.blocks() {
+            blocked += 1;
+        }
+    }
+    if blocked > 0 {
+        let _ = writeln!(
+            err,
+            "{blocked} template(s) keep a flow from running; `waotp templates push` creates missing ones"
+        );
+        FAILED
+    } else {
+        OK
+    }
+}
+
+/// `waotp templates push [DIR] [--update]`: creates what is missing; edits what differs only
+/// with `update`. Running it again creates nothing.
+pub fn push(
+    dir: &Path,
+    account: &Account<'_>,
+    update: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let (verdicts, client, rt) = match verdicts(dir, account, "push", err) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for v in &verdicts {
+        let spec = &v.wanted.spec;
+        let what = format!("{} [{}]", spec.name, spec.language);
+        let Some(body) = spec.create_body() else {
+            content_missing(&v.wanted, err);
+            continue;
+        };
+        match (&v.standing, &v.remote) {
+            (Standing::Missing, _) => match rt.block_on(client.create(&body)) {
+                Ok(created) => {
+                    let _ = writeln!(
+                        out,
+                        "{what}: created ({}, id {})",
+                        created.status.to_ascii_lowercase(),
+                        created.id
+                    );
+                }
+                Err(e) => {
+                    failed = true;
+                    let _ = writeln!(err, "{what}: not created: {e}");
+                }
+            },
+            (Standing::Different(field), Some(remote)) if update => {
+                let edit = json!({ "components": body["components"] });
+                match rt.block_on(client.edit(&remote.id, &edit)) {
+                    Ok(()) => {
+                        let _ = writeln!(out, "{what}: updated ({field} changed)");
+                    }
+                    Err(e) => {
+                        failed = true;
+                        let _ = writeln!(err, "{what}: not updated: {e}");
+                    }
+                }
+            }
+            (Standing::Different(field), _) => {
+                let _ = writeln!(
+                    out,
+                    "{what}: {field} differs; left as it is (run with --update to edit it)"
+                );
+            }
+            (standing, _) => {
+                let _ = writeln!(out, "{what}: exists ({standing})");
+            }
+        }
+    }
+    if failed {
+        FAILED
+    } else {
+        OK
+    }
+}

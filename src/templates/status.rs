@@ -1,0 +1,268 @@
+//! The server's watch on its templates: the check at start (the account's templates against the
+//! flows', every status stored, a warning for every flow whose templates are not approved, or a
+//! refusal to start with `WAOTP_REQUIRE_APPROVED_TEMPLATES`), and the status and quality
+//! changes WhatsApp reports by webhook — stored durably, exported as metrics and sent to the
+//! merchant as signed `template.status_updated` / `template.quality_updated` callbacks.
+//!
+//! The outbox reads the stored statuses before each template send (see
+//! [`crate::store::templates`]): a template known to be paused or disabled is not sent, and the
+//! session takes its delivery-failure path with the reason `template_paused` or
+//! `template_disabled`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::{compare, wanted, Standing};
+use crate::config::Settings;
+use crate::flow::FlowSet;
+use crate::metrics::Metrics;
+use crate::store::sessions::{OutboxEntry, OutboxPayload, StepWrite};
+use crate::store::templates::TemplateStatus;
+use crate::store::{Store, StoreError};
+use crate::webhook::payload::{TemplateChange, TemplateUpdate};
+use crate::whatsapp::templates::TemplateClient;
+
+/// The start-up check's Graph calls wait at most this long each.
+const START_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks the flows' templates against the WhatsApp Business Account at start (outside sandbox
+/// mode, with `WAOTP_WABA_ID` set). Returns the refusal message when
+/// `WAOTP_REQUIRE_APPROVED_TEMPLATES` is set and a flow's template is not approved (or the
+/// account cannot be read); otherwise logs a warning for each such flow.
+pub async fn check_at_start(
+    settings: &Settings,
+    flows: &FlowSet,
+    store: &Store,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let (Some(waba), Some(token)) = (&settings.waba_id, &settings.access_token) else {
+        return Ok(());
+    };
+    let require = settings.require_approved_templates;
+    let refuse_or_warn = |message: String| {
+        if require {
+            Err(message)
+        } else {
+            tracing::warn!("{message}");
+            Ok(())
+        }
+    };
+    let needed = match wanted(flows) {
+        Ok(w) => w,
+        Err(clashes) => return refuse_or_warn(clashes.join("; ")),
+    };
+    let client = match TemplateClient::new(
+        &settings.graph_url,
+        waba,
+        token.clone(),
+        START_CHECK_TIMEOUT,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Err(e.to_string()),
+    };
+    let remote = match client.list().await {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse_or_warn(format!(
+                "cannot check the flows' templates in WhatsApp Business Account {waba}: {e}"
+            ))
+        }
+    };
+    let now = Utc::now();
+    let verdicts = compare(needed, &remote);
+    for v in &verdicts {
+        if let Some(r) = &v.remote {
+            let previous = store.templates().get(&r.name, &r.language);
+            let status = TemplateStatus {
+                name: r.name.clone(),
+                language: r.language.clone(),
+                template_id: r.id.clone(),
+                status: r.status.to_ascii_uppercase(),
+                reason: r.rejected_reason.clone(),
+                quality: previous.as_ref().and_then(|p| p.quality.clone()),
+                updated_at: now,
+            };
+            metrics.template_state(
+                false,
+                &status.name,
+                &status.language,
+                &status.status,
+                previous.as_ref().map(|p| p.status.as_str()),
+            );
+            if previous.as_ref().map(|p| (&p.status, &p.reason))
+                != Some((&status.status, &status.reason))
+            {
+                store.templates().put(status).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    store.durable().await.map_err(|e| e.to_string())?;
+    // Every flow whose templates are not all approved, with what stands in its way.
+    let mut by_flow: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for v in &verdicts {
+        if v.standing != Standing::Approved {
+            for flow in &v.wanted.flows {
+                by_flow.entry(flow).or_default().push(format!(
+                    "{} [{}]: {}",
+                    v.wanted.spec.name, v.wanted.spec.language, v.standing
+                ));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (flow, templates) in &by_flow {
+        let templates = templates.join("; ");
+        if !require {
+            tracing::warn!(flow, %templates, "a template of this flow is not approved by WhatsApp; sends of it will fail until it is (see `waotp templates check`)");
+        }
+        problems.push(format!("flow `{flow}`: {templates}"));
+    }
+    if require && !problems.is_empty() {
+        return Err(format!(
+            "WAOTP_REQUIRE_APPROVED_TEMPLATES is set and templates are not approved ({}); run `waotp templates push` and `waotp templates check`",
+            problems.join(" | ")
+        ));
+    }
+    Ok(())
+}
+
+/// Applies template changes reported by webhook.
+#[derive(Debug)]
+pub struct TemplateWatch {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    /// `WAOTP_CALLBACK_URL`: where the merchant hears of template changes.
+    callback_url: Option<String>,
+    outbox_wake: Arc<Notify>,
+}
+
+impl TemplateWatch {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        callback_url: Option<String>,
+        outbox_wake: Arc<Notify>,
+    ) -> TemplateWatch {
+        TemplateWatch {
+            store,
+            metrics,
+            callback_url,
+            outbox_wake,
+        }
+    }
+
+    /// Stores one change and queues its callback (not yet durable: the caller flushes with
+    /// [`TemplateWatch::durable`] before acknowledging the webhook).
+    pub fn apply(&self, update: &TemplateUpdate, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let previous = self.store.templates().get(&update.name, &update.language);
+        let mut status = previous.clone().unwrap_or_else(|| TemplateStatus {
+            name: update.name.clone(),
+            language: update.language.clone(),
+            template_id: update.template_id.clone(),
+            status: "UNKNOWN".to_owned(),
+            reason: None,
+            quality: None,
+            updated_at: now,
+        });
+        status.template_id = update.template_id.clone();
+        status.updated_at = now;
+        let (kind, mut template) = match &update.change {
+            TemplateChange::Status {
+                event,
+                reason,
+                detail,
+            } => {
+                status.status = event.clone();
+                status.reason = reason.clone();
+                self.metrics.template_state(
+                    false,
+                    &status.name,
+                    &status.language,
+                    event,
+                    previous.as_ref().map(|p| p.status.as_str()),
+                );
+                if matches!(event.as_str(), "PAUSED" | "DISABLED" | "REJECTED") {
+                    tracing::warn!(template = %status.name, language = %status.language, status = %event, reason = ?reason, "WhatsApp changed a template's status: sends of it fail until it is approved again");
+                } else {
+                    tracing::info!(template = %status.name, language = %status.language, status = %event, "WhatsApp changed a template's status");
+                }
+                let mut t = json!({
+                    "status": event.to_ascii_lowercase(),
+                    "previous_status": previous.as_ref().map(|p| p.status.to_ascii_lowercase()),
+                    "reason": reason,
+                });
+                if let Some(detail) = detail {
+                    t["rejection_detail"] = json!(detail);
+                }
+                ("status_updated", t)
+            }
+            TemplateChange::Quality {
+                previous: before,
+                new,
+            } => {
+                status.quality = Some(new.clone());
+                self.metrics.template_state(
+                    true,
+                    &status.name,
+                    &status.language,
+                    new,
+                    Some(before.as_str()).filter(|b| !b.is_empty()),
+                );
+                tracing::info!(template = %status.name, language = %status.language, quality = %new, "WhatsApp changed a template's quality score");
+                (
+                    "quality_updated",
+                    json!({
+                        "previous_quality_score": before.to_ascii_lowercase(),
+                        "new_quality_score": new.to_ascii_lowercase(),
+                    }),
+                )
+            }
+        };
+        self.store.templates().put(status.clone())?;
+        let Some(url) = &self.callback_url else {
+            return Ok(());
+        };
+        template["id"] = json!(status.template_id);
+        template["name"] = json!(status.name);
+        template["language"] = json!(status.language);
+        // The same change delivered twice by WhatsApp gets the same event id.
+        let event = match &update.change {
+            TemplateChange::Status { event, .. } => event.to_ascii_lowercase(),
+            TemplateChange::Quality { new, .. } => new.to_ascii_lowercase(),
+        };
+        let event_id = format!("tpl_{}_{kind}_{event}_{}", status.template_id, update.time);
+        let body = json!({
+            "id": event_id,
+            "type": format!("template.{kind}"),
+            "created_at": now.to_rfc3339(),
+            "template": template,
+        });
+        let entry = OutboxEntry::pending(
+            format!("template:{event_id}"),
+            None,
+            String::new(),
+            OutboxPayload::Callback {
+                url: url.clone(),
+                event_id,
+                body,
+            },
+            now,
+        );
+        self.store.sessions().apply(StepWrite {
+            outbox: vec![entry],
+            ..StepWrite::default()
+        })
+    }
+
+    /// Flushes what [`TemplateWatch::apply`] wrote and wakes the outbox for its callbacks.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.store.durable().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+}
