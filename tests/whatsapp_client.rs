@@ -426,6 +426,9 @@ async fn neither_the_code_nor_the_token_reaches_a_log() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test's thread may have cached the client's spans as disabled (no subscriber
+    // there); ask every callsite again now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let fake = GraphFake::start().await;
     let client = fake.client();
