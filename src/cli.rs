@@ -44,7 +44,7 @@ pub enum Command {
     /// Talk to a flow in the terminal, with a fake clock (/tap ID, /wait 10m, /hook NAME {json},
     /// /hookerror NAME, /fail, /otp, /check CODE, /cancel, /state, /help, /quit).
     Chat {
-        /// Flow id.
+        /// Flow id (a file of --dir), or the path of one flow file (FILE.toml).
         flow: String,
         /// Flows directory.
         #[arg(long, default_value = "flows")]
@@ -79,7 +79,7 @@ pub enum Command {
     },
     /// Print a flow as a Mermaid state diagram.
     Graph {
-        /// Flow id.
+        /// Flow id (a file of --dir), or the path of one flow file (FILE.toml).
         flow: String,
         /// Flows directory.
         #[arg(long, default_value = "flows")]

@@ -326,3 +326,58 @@ fn the_flow_guide_reference_is_the_generated_one() {
         "run `waotp schema --markdown` and put its output between the markers of flows/README.md"
     );
 }
+
+#[test]
+fn chat_and_graph_exit_like_validate_on_an_unreadable_or_invalid_directory() {
+    let missing = Path::new("tests/no_such_directory");
+    let (code, _, err) = run(|o, e| cli::graph(missing, "account_recovery", o, e));
+    assert_eq!(code, cli::FAILED, "{err}");
+    assert!(
+        err.contains("cannot read tests/no_such_directory") && err.contains("--dir"),
+        "{err}"
+    );
+    let (code, _, err) = run(|o, e| {
+        cli::chat(
+            missing,
+            "account_recovery",
+            &[],
+            "en",
+            &mut Cursor::new(""),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::FAILED, "{err}");
+    let broken = Path::new("tests/flows_broken");
+    let (code, _, err) = run(|o, e| cli::graph(broken, "unknown_key", o, e));
+    assert_eq!(code, cli::INVALID, "{err}");
+    assert!(err.contains("unknown key `mesage`"), "{err}");
+}
+
+/// A flow written from the guide alone — confirm the delivery address before dispatch — with
+/// the second edition's features end to end: "ask again, at most twice" with `max_visits`, a
+/// 24-hour session deadline with a reminder, a word-matching agent interrupt, and every
+/// customer-visible text in English and Hindi, each language with its own script.
+#[test]
+fn the_address_confirmation_flow_and_its_scripts_in_two_languages() {
+    let dir = Path::new("tests/flows_address");
+    let (code, out, err) = run(|o, e| cli::validate(dir, o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("1 flow(s) valid"), "{out}");
+    // The one warning: the free-text state keeps a sentence naming the agent as its answer.
+    assert_eq!(err.matches(": warning: ").count(), 1, "{err}");
+    let (code, out, err) = run(|o, e| cli::test(dir, o, e));
+    assert_eq!(code, cli::OK, "{out}{err}");
+    assert!(out.contains("10 passed, 0 failed"), "{out}");
+    assert!(out.contains("address_confirmation_hi.toml: hi: "), "{out}");
+    let (code, out, _) = run(|o, e| cli::graph(dir, "address_confirmation", o, e));
+    assert_eq!(code, cli::OK);
+    assert!(
+        out.contains("ask_new --> give_up : entered after 3 visits (max_visits)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("any_waiting_state --> no_answer : deadline 24h after the start"),
+        "{out}"
+    );
+}
