@@ -1,5 +1,6 @@
 //! The flow author's commands, called as library functions the way the CLI calls them.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -325,6 +326,127 @@ fn the_flow_guide_reference_is_the_generated_one() {
         block, generated,
         "run `waotp schema --markdown` and put its output between the markers of flows/README.md"
     );
+}
+
+/// The ```toml blocks of the flow guide.
+fn guide_toml_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string("flows/README.md").expect("flow guide");
+    let mut blocks = Vec::new();
+    let mut rest = readme.as_str();
+    while let Some(at) = rest.find("```toml\n") {
+        let body = &rest[at + "```toml\n".len()..];
+        let end = body.find("```").expect("a closed ```toml block");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end..];
+    }
+    blocks
+}
+
+/// Every key of `value` as `path key`, the path with `*` for a name of the flow's own (a state,
+/// a variable, a hook…) and `[]` for an array's items, e.g. `states.*.list.rows[] title`; and
+/// every state kind as `kind ask`.
+fn keys_used(path: &str, value: &toml::Value, found: &mut BTreeSet<String>) {
+    const NAMED: &[&str] = &[
+        "vars",
+        "templates",
+        "hooks",
+        "interrupts",
+        "messages",
+        "texts",
+        "states",
+    ];
+    match value {
+        toml::Value::Table(table) => {
+            for (key, child) in table {
+                found.insert(format!("{path} {key}"));
+                let child_path = if NAMED.contains(&path) {
+                    format!("{path}.*")
+                } else if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                if path == "states.*" && key == "kind" {
+                    found.insert(format!("kind {}", child.as_str().unwrap_or_default()));
+                }
+                keys_used(&child_path, child, found);
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                keys_used(&format!("{path}[]"), item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// "The flow guide covers every key with an example": every key of the generated reference
+/// (and every state kind) appears, in its place, in a TOML example of flows/README.md — a key
+/// added to the model without an example fails here.
+#[test]
+fn every_key_of_the_reference_has_a_toml_example_in_the_flow_guide() {
+    let mut used = BTreeSet::new();
+    for block in guide_toml_blocks() {
+        let value: toml::Value = toml::from_str(&block)
+            .unwrap_or_else(|e| panic!("a ```toml block of flows/README.md: {e}\n{block}"));
+        keys_used("", &value, &mut used);
+    }
+    let reference = cli::reference_markdown();
+    let mut section = None;
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in reference.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            section = match heading {
+                "Top level" => Some(""),
+                "`[start]`" => Some("start"),
+                "`[vars.NAME]`" => Some("vars.*"),
+                "`[templates.ID]`" => Some("templates.*"),
+                "`[hooks.NAME]`" => Some("hooks.*"),
+                "`[interrupts.NAME]`" => Some("interrupts.*"),
+                "State kinds" => Some("kind"),
+                "`[states.ID]`" => Some("states.*"),
+                "`buttons = [{ … }]`" => Some("states.*.buttons[]"),
+                "`list = { … }`" => Some("states.*.list"),
+                "`rows = [{ … }]`" => Some("states.*.list.rows[]"),
+                "`branches = [{ … }]`" => Some("states.*.branches[]"),
+                "`[states.ID.otp]`" => Some("states.*.otp"),
+                // Ids rather than keys, each shown with its English wording.
+                h if h.starts_with("Built-in texts") => None,
+                other => panic!("a new reference section `{other}`: say where its keys go"),
+            };
+            continue;
+        }
+        let (Some(path), Some(row)) = (section, line.strip_prefix("| `")) else {
+            continue;
+        };
+        let key = row.split('`').next().unwrap_or_default();
+        checked += 1;
+        if !used.contains(&format!("{path} {key}")) {
+            missing.push(format!("{path} {key}"));
+        }
+    }
+    assert!(checked > 80, "only {checked} keys read from the reference");
+    assert!(
+        missing.is_empty(),
+        "keys of the reference without a TOML example in flows/README.md: {missing:?}"
+    );
+}
+
+/// The guide's whole example flow is valid as it stands.
+#[test]
+fn the_flow_guide_example_flow_is_valid() {
+    let blocks = guide_toml_blocks();
+    let flow = blocks
+        .iter()
+        .find(|b| b.contains("id = \"delivery_slot\""))
+        .expect("the example flow in flows/README.md");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("delivery_slot.toml"), flow).expect("write the flow");
+    let (code, out, err) = run(|o, e| cli::validate(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("1 flow(s) valid"), "{out}");
 }
 
 #[test]
