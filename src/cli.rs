@@ -52,9 +52,10 @@ pub enum Command {
         /// A start variable, NAME=VALUE; repeat as needed.
         #[arg(long = "var", value_parser = parse_var)]
         vars: Vec<(String, String)>,
-        /// Message language.
-        #[arg(long, default_value = "en")]
-        lang: String,
+        /// Session language, e.g. hi (default: the flow's default_language, as for a session
+        /// started without one).
+        #[arg(long)]
+        lang: Option<String>,
     },
     /// Print the JSON Schema of the flow file format.
     Schema {
@@ -130,7 +131,7 @@ pub fn run() -> ExitCode {
             &dir,
             &flow,
             &vars,
-            &lang,
+            lang.as_deref(),
             &mut std::io::stdin().lock(),
             out,
             err,

@@ -171,7 +171,7 @@ fn chat_plays_a_conversation_with_slash_commands() {
             Path::new("flows"),
             "cod_confirmation",
             &vars,
-            "en",
+            Some("en"),
             &mut Cursor::new(input),
             o,
             e,
@@ -192,7 +192,7 @@ fn chat_state_shows_the_visit_counts_and_the_deadline() {
             Path::new("flows"),
             "account_recovery",
             &[],
-            "en",
+            Some("en"),
             &mut Cursor::new(input),
             o,
             e,
@@ -216,7 +216,7 @@ fn chat_in_hindi_shows_hindi_buttons_reprompt_and_resend_wait_notice() {
             Path::new("flows"),
             "cod_confirmation",
             &vars,
-            "hi",
+            Some("hi"),
             &mut Cursor::new(input),
             o,
             e,
@@ -239,7 +239,7 @@ fn chat_refuses_a_missing_required_variable() {
             Path::new("flows"),
             "cod_confirmation",
             &[],
-            "en",
+            Some("en"),
             &mut Cursor::new(""),
             o,
             e,
@@ -463,7 +463,7 @@ fn chat_and_graph_exit_like_validate_on_an_unreadable_or_invalid_directory() {
             missing,
             "account_recovery",
             &[],
-            "en",
+            Some("en"),
             &mut Cursor::new(""),
             o,
             e,
@@ -502,4 +502,49 @@ fn the_address_confirmation_flow_and_its_scripts_in_two_languages() {
         out.contains("any_waiting_state --> no_answer : deadline 24h after the start"),
         "{out}"
     );
+}
+
+/// `cod_confirmation` made Hindi-first: `default_language = "hi"`.
+fn hindi_first_flow_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let flow = std::fs::read_to_string("flows/cod_confirmation.toml").expect("bundled flow");
+    let flow = flow.replacen("default_language = \"en\"", "default_language = \"hi\"", 1);
+    assert!(flow.contains("default_language = \"hi\""));
+    std::fs::write(dir.path().join("cod_confirmation.toml"), flow).expect("write the flow");
+    dir
+}
+
+/// Like the server, which gives a session without `lang` the flow's `default_language`, a
+/// script case without `lang` and a chat without `--lang` speak the flow's default language.
+#[test]
+fn scripts_and_chat_without_a_language_use_the_flows_default_language() {
+    let dir = hindi_first_flow_dir();
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
+    std::fs::write(
+        dir.path().join("tests/default.toml"),
+        "flow = \"cod_confirmation\"\n[[case]]\nname = \"no lang\"\nvars = { customer_name = \"Asha\", order_id = \"A-7\", total = \"₹10\" }\nsteps = [\n  { expect = [\"नमस्ते Asha\", \"[confirm] पुष्टि करें\"], state = \"summary\" },\n  { say = \"क्या?\", expect = [\"कृपया दिए गए विकल्पों में से एक चुनें\"], absent = [\"Please\"] },\n]\n",
+    )
+    .expect("write a script");
+    let (code, out, err) = run(|o, e| cli::test(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{out}{err}");
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            dir.path(),
+            "cod_confirmation",
+            &vars,
+            None,
+            &mut Cursor::new("क्या?\n"),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("[confirm] पुष्टि करें"), "{out}");
+    assert!(out.contains("कृपया दिए गए विकल्पों में से एक चुनें"), "{out}");
+    assert!(!out.contains("Please"), "{out}");
 }

@@ -247,7 +247,7 @@ pub fn chat(
     dir: &Path,
     flow: &str,
     vars: &[(String, String)],
-    lang: &str,
+    lang: Option<&str>,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -261,6 +261,7 @@ pub fn chat(
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let seed = rand::random();
+    let lang = lang.unwrap_or(flow.default_language());
     let mut sim = match Simulation::start(&flow, vars, lang, seed) {
         Ok(s) => s,
         Err(e) => {
