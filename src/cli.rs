@@ -44,7 +44,7 @@ pub enum Command {
     /// Talk to a flow in the terminal, with a fake clock (/tap ID, /wait 10m, /hook NAME {json},
     /// /hookerror NAME, /fail, /otp, /check CODE, /cancel, /state, /help, /quit).
     Chat {
-        /// Flow id.
+        /// Flow id (a file of --dir), or the path of one flow file (FILE.toml).
         flow: String,
         /// Flows directory.
         #[arg(long, default_value = "flows")]
@@ -52,9 +52,10 @@ pub enum Command {
         /// A start variable, NAME=VALUE; repeat as needed.
         #[arg(long = "var", value_parser = parse_var)]
         vars: Vec<(String, String)>,
-        /// Message language.
-        #[arg(long, default_value = "en")]
-        lang: String,
+        /// Session language, e.g. hi (default: the flow's default_language, as for a session
+        /// started without one).
+        #[arg(long)]
+        lang: Option<String>,
     },
     /// Print the JSON Schema of the flow file format.
     Schema {
@@ -85,7 +86,7 @@ pub enum Command {
     },
     /// Print a flow as a Mermaid state diagram.
     Graph {
-        /// Flow id.
+        /// Flow id (a file of --dir), or the path of one flow file (FILE.toml).
         flow: String,
         /// Flows directory.
         #[arg(long, default_value = "flows")]
@@ -195,7 +196,7 @@ pub fn run() -> ExitCode {
             &dir,
             &flow,
             &vars,
-            &lang,
+            lang.as_deref(),
             &mut std::io::stdin().lock(),
             out,
             err,

@@ -1,5 +1,6 @@
 //! The flow author's commands, called as library functions the way the CLI calls them.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -170,7 +171,7 @@ fn chat_plays_a_conversation_with_slash_commands() {
             Path::new("flows"),
             "cod_confirmation",
             &vars,
-            "en",
+            Some("en"),
             &mut Cursor::new(input),
             o,
             e,
@@ -191,7 +192,7 @@ fn chat_state_shows_the_visit_counts_and_the_deadline() {
             Path::new("flows"),
             "account_recovery",
             &[],
-            "en",
+            Some("en"),
             &mut Cursor::new(input),
             o,
             e,
@@ -215,7 +216,7 @@ fn chat_in_hindi_shows_hindi_buttons_reprompt_and_resend_wait_notice() {
             Path::new("flows"),
             "cod_confirmation",
             &vars,
-            "hi",
+            Some("hi"),
             &mut Cursor::new(input),
             o,
             e,
@@ -238,7 +239,7 @@ fn chat_refuses_a_missing_required_variable() {
             Path::new("flows"),
             "cod_confirmation",
             &[],
-            "en",
+            Some("en"),
             &mut Cursor::new(""),
             o,
             e,
@@ -325,4 +326,225 @@ fn the_flow_guide_reference_is_the_generated_one() {
         block, generated,
         "run `waotp schema --markdown` and put its output between the markers of flows/README.md"
     );
+}
+
+/// The ```toml blocks of the flow guide.
+fn guide_toml_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string("flows/README.md").expect("flow guide");
+    let mut blocks = Vec::new();
+    let mut rest = readme.as_str();
+    while let Some(at) = rest.find("```toml\n") {
+        let body = &rest[at + "```toml\n".len()..];
+        let end = body.find("```").expect("a closed ```toml block");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end..];
+    }
+    blocks
+}
+
+/// Every key of `value` as `path key`, the path with `*` for a name of the flow's own (a state,
+/// a variable, a hook…) and `[]` for an array's items, e.g. `states.*.list.rows[] title`; and
+/// every state kind as `kind ask`.
+fn keys_used(path: &str, value: &toml::Value, found: &mut BTreeSet<String>) {
+    const NAMED: &[&str] = &[
+        "vars",
+        "templates",
+        "hooks",
+        "interrupts",
+        "messages",
+        "texts",
+        "states",
+    ];
+    match value {
+        toml::Value::Table(table) => {
+            for (key, child) in table {
+                found.insert(format!("{path} {key}"));
+                let child_path = if NAMED.contains(&path) {
+                    format!("{path}.*")
+                } else if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                if path == "states.*" && key == "kind" {
+                    found.insert(format!("kind {}", child.as_str().unwrap_or_default()));
+                }
+                keys_used(&child_path, child, found);
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                keys_used(&format!("{path}[]"), item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// "The flow guide covers every key with an example": every key of the generated reference
+/// (and every state kind) appears, in its place, in a TOML example of flows/README.md — a key
+/// added to the model without an example fails here.
+#[test]
+fn every_key_of_the_reference_has_a_toml_example_in_the_flow_guide() {
+    let mut used = BTreeSet::new();
+    for block in guide_toml_blocks() {
+        let value: toml::Value = toml::from_str(&block)
+            .unwrap_or_else(|e| panic!("a ```toml block of flows/README.md: {e}\n{block}"));
+        keys_used("", &value, &mut used);
+    }
+    let reference = cli::reference_markdown();
+    let mut section = None;
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in reference.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            section = match heading {
+                "Top level" => Some(""),
+                "`[start]`" => Some("start"),
+                "`[vars.NAME]`" => Some("vars.*"),
+                "`[templates.ID]`" => Some("templates.*"),
+                "`[hooks.NAME]`" => Some("hooks.*"),
+                "`[interrupts.NAME]`" => Some("interrupts.*"),
+                "State kinds" => Some("kind"),
+                "`[states.ID]`" => Some("states.*"),
+                "`buttons = [{ … }]`" => Some("states.*.buttons[]"),
+                "`list = { … }`" => Some("states.*.list"),
+                "`rows = [{ … }]`" => Some("states.*.list.rows[]"),
+                "`branches = [{ … }]`" => Some("states.*.branches[]"),
+                "`[states.ID.otp]`" => Some("states.*.otp"),
+                // Ids rather than keys, each shown with its English wording.
+                h if h.starts_with("Built-in texts") => None,
+                other => panic!("a new reference section `{other}`: say where its keys go"),
+            };
+            continue;
+        }
+        let (Some(path), Some(row)) = (section, line.strip_prefix("| `")) else {
+            continue;
+        };
+        let key = row.split('`').next().unwrap_or_default();
+        checked += 1;
+        if !used.contains(&format!("{path} {key}")) {
+            missing.push(format!("{path} {key}"));
+        }
+    }
+    assert!(checked > 80, "only {checked} keys read from the reference");
+    assert!(
+        missing.is_empty(),
+        "keys of the reference without a TOML example in flows/README.md: {missing:?}"
+    );
+}
+
+/// The guide's whole example flow is valid as it stands.
+#[test]
+fn the_flow_guide_example_flow_is_valid() {
+    let blocks = guide_toml_blocks();
+    let flow = blocks
+        .iter()
+        .find(|b| b.contains("id = \"delivery_slot\""))
+        .expect("the example flow in flows/README.md");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("delivery_slot.toml"), flow).expect("write the flow");
+    let (code, out, err) = run(|o, e| cli::validate(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("1 flow(s) valid"), "{out}");
+}
+
+#[test]
+fn chat_and_graph_exit_like_validate_on_an_unreadable_or_invalid_directory() {
+    let missing = Path::new("tests/no_such_directory");
+    let (code, _, err) = run(|o, e| cli::graph(missing, "account_recovery", o, e));
+    assert_eq!(code, cli::FAILED, "{err}");
+    assert!(
+        err.contains("cannot read tests/no_such_directory") && err.contains("--dir"),
+        "{err}"
+    );
+    let (code, _, err) = run(|o, e| {
+        cli::chat(
+            missing,
+            "account_recovery",
+            &[],
+            Some("en"),
+            &mut Cursor::new(""),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::FAILED, "{err}");
+    let broken = Path::new("tests/flows_broken");
+    let (code, _, err) = run(|o, e| cli::graph(broken, "unknown_key", o, e));
+    assert_eq!(code, cli::INVALID, "{err}");
+    assert!(err.contains("unknown key `mesage`"), "{err}");
+}
+
+/// A flow written from the guide alone — confirm the delivery address before dispatch — with
+/// the second edition's features end to end: "ask again, at most twice" with `max_visits`, a
+/// 24-hour session deadline with a reminder, a word-matching agent interrupt, and every
+/// customer-visible text in English and Hindi, each language with its own script.
+#[test]
+fn the_address_confirmation_flow_and_its_scripts_in_two_languages() {
+    let dir = Path::new("tests/flows_address");
+    let (code, out, err) = run(|o, e| cli::validate(dir, o, e));
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("1 flow(s) valid"), "{out}");
+    // The one warning: the free-text state keeps a sentence naming the agent as its answer.
+    assert_eq!(err.matches(": warning: ").count(), 1, "{err}");
+    let (code, out, err) = run(|o, e| cli::test(dir, o, e));
+    assert_eq!(code, cli::OK, "{out}{err}");
+    assert!(out.contains("10 passed, 0 failed"), "{out}");
+    assert!(out.contains("address_confirmation_hi.toml: hi: "), "{out}");
+    let (code, out, _) = run(|o, e| cli::graph(dir, "address_confirmation", o, e));
+    assert_eq!(code, cli::OK);
+    assert!(
+        out.contains("ask_new --> give_up : entered after 3 visits (max_visits)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("any_waiting_state --> no_answer : deadline 24h after the start"),
+        "{out}"
+    );
+}
+
+/// `cod_confirmation` made Hindi-first: `default_language = "hi"`.
+fn hindi_first_flow_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let flow = std::fs::read_to_string("flows/cod_confirmation.toml").expect("bundled flow");
+    let flow = flow.replacen("default_language = \"en\"", "default_language = \"hi\"", 1);
+    assert!(flow.contains("default_language = \"hi\""));
+    std::fs::write(dir.path().join("cod_confirmation.toml"), flow).expect("write the flow");
+    dir
+}
+
+/// Like the server, which gives a session without `lang` the flow's `default_language`, a
+/// script case without `lang` and a chat without `--lang` speak the flow's default language.
+#[test]
+fn scripts_and_chat_without_a_language_use_the_flows_default_language() {
+    let dir = hindi_first_flow_dir();
+    std::fs::create_dir(dir.path().join("tests")).expect("tests directory");
+    std::fs::write(
+        dir.path().join("tests/default.toml"),
+        "flow = \"cod_confirmation\"\n[[case]]\nname = \"no lang\"\nvars = { customer_name = \"Asha\", order_id = \"A-7\", total = \"₹10\" }\nsteps = [\n  { expect = [\"नमस्ते Asha\", \"[confirm] पुष्टि करें\"], state = \"summary\" },\n  { say = \"क्या?\", expect = [\"कृपया दिए गए विकल्पों में से एक चुनें\"], absent = [\"Please\"] },\n]\n",
+    )
+    .expect("write a script");
+    let (code, out, err) = run(|o, e| cli::test(dir.path(), o, e));
+    assert_eq!(code, cli::OK, "{out}{err}");
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            dir.path(),
+            "cod_confirmation",
+            &vars,
+            None,
+            &mut Cursor::new("क्या?\n"),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(out.contains("[confirm] पुष्टि करें"), "{out}");
+    assert!(out.contains("कृपया दिए गए विकल्पों में से एक चुनें"), "{out}");
+    assert!(!out.contains("Please"), "{out}");
 }

@@ -126,37 +126,48 @@ pub fn test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
-/// Finds `flow` either as a file path (`*.toml`) or as an id in `dir`.
-fn find_flow(dir: &Path, flow: &str, err: &mut dyn Write) -> Option<Arc<Flow>> {
+/// The flow `flow` — an id in `dir`, or the path of one `.toml` file — or the exit code after
+/// printing why not, as `validate` would: [`FAILED`] when it cannot be read, [`INVALID`] for
+/// invalid files, [`USAGE`] for an unknown id.
+fn find_flow(dir: &Path, flow: &str, err: &mut dyn Write) -> Result<Arc<Flow>, u8> {
     if flow.ends_with(".toml") {
         let text = match std::fs::read_to_string(flow) {
             Ok(t) => t,
             Err(e) => {
                 let _ = writeln!(err, "cannot read {flow}: {e}");
-                return None;
+                return Err(FAILED);
             }
         };
         return match parse_flow(flow, &text) {
-            Ok(f) => Some(Arc::new(f)),
+            Ok(f) => Ok(Arc::new(f)),
             Err(diags) => {
                 for d in diags {
                     let _ = writeln!(err, "{d}");
                 }
-                None
+                Err(INVALID)
             }
         };
     }
-    let set = load(dir, err).ok()?;
+    let set = load(dir, err).inspect_err(|&code| {
+        if code == FAILED {
+            // The directory is the default `flows` unless given: say how to give another.
+            let _ = writeln!(
+                err,
+                "(flows are read from {}; give another directory with --dir, or a file as FLOW.toml)",
+                dir.display()
+            );
+        }
+    })?;
     let found = set.get(flow).cloned();
-    if found.is_none() {
+    found.ok_or_else(|| {
         let ids: Vec<&str> = set.iter().map(|f| f.id().as_str()).collect();
         let _ = writeln!(
             err,
             "unknown flow `{flow}`{}",
             super::validate::did_you_mean(flow, ids)
         );
-    }
-    found
+        USAGE
+    })
 }
 
 /// `waotp schema`: the JSON Schema of the flow file format.
@@ -193,11 +204,11 @@ pub fn schema_json() -> String {
 /// `waotp graph FLOW`: a Mermaid state diagram.
 pub fn graph(dir: &Path, flow: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match find_flow(dir, flow, err) {
-        Some(f) => {
+        Ok(f) => {
             let _ = write!(out, "{}", super::graph::mermaid(&f));
             OK
         }
-        None => USAGE,
+        Err(code) => code,
     }
 }
 
@@ -236,19 +247,21 @@ pub fn chat(
     dir: &Path,
     flow: &str,
     vars: &[(String, String)],
-    lang: &str,
+    lang: Option<&str>,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let Some(flow) = find_flow(dir, flow, err) else {
-        return USAGE;
+    let flow = match find_flow(dir, flow, err) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     let vars: BTreeMap<String, Value> = vars
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let seed = rand::random();
+    let lang = lang.unwrap_or(flow.default_language());
     let mut sim = match Simulation::start(&flow, vars, lang, seed) {
         Ok(s) => s,
         Err(e) => {

@@ -56,6 +56,14 @@ impl Flow {
         &self.file
     }
 
+    /// The language of a session started without one: `default_language`, else `en`.
+    pub fn default_language(&self) -> &str {
+        self.file
+            .default_language
+            .as_ref()
+            .map_or("en", |l| l.as_str())
+    }
+
     /// Whether the merchant API may start it.
     pub fn starts_by_api(&self) -> bool {
         self.file.start.api

@@ -35,7 +35,8 @@ pub struct Case {
     /// Variables given at start (as the API would).
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
-    /// Session language.
+    /// Session language (default: the flow's `default_language`, as for a session started
+    /// without one).
     #[serde(default)]
     pub lang: Option<String>,
     /// Random seed (codes, event ids).
@@ -186,7 +187,7 @@ fn run_case(flow: &super::load::Flow, case: &Case) -> (Vec<String>, Vec<String>)
     let mut sim = match Simulation::with_history(
         flow,
         vars,
-        case.lang.as_deref().unwrap_or("en"),
+        case.lang.as_deref().unwrap_or(flow.default_language()),
         case.seed.unwrap_or(7),
         case.codes_before,
         case.wrong_codes_before,

@@ -211,12 +211,7 @@ impl Runtime {
         trigger: Option<(u64, &crate::domain::InboundMessage)>,
     ) -> Result<(SessionRecord, Option<(String, String)>), StartError> {
         let now = Utc::now();
-        let default_lang = flow
-            .file()
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str());
-        let lang = lang.unwrap_or(default_lang);
+        let lang = lang.unwrap_or(flow.default_language());
         let engine = engine::new_session(flow, vars, lang, now).map_err(|e| match e {
             EngineStartError::MissingVar(v) => StartError::MissingVar(v),
             other => StartError::MissingVar(other.to_string()),

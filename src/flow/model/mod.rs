@@ -30,7 +30,8 @@ pub struct FlowFile {
     /// What the flow is for, for people reading the file.
     #[serde(default)]
     pub description: Option<String>,
-    /// Language used when the session does not ask for one the messages have (default `en`).
+    /// The language of a session started without one (`lang`), and of any text missing in the
+    /// session's language (default `en`): `default_language = "hi"`.
     #[serde(default)]
     pub default_language: Option<Located<String>>,
     /// How sessions of this flow start.

@@ -92,8 +92,9 @@ pub struct State {
     #[serde(default)]
     pub on_expired: Option<Located<String>>,
     /// Waiting time before `on_timeout` (e.g. `30m`, `1h30m`, `2d`); an `ask` state needs it
-    /// (with `on_timeout`), `otp` states use the code's lifetime instead, `hook` states default
-    /// to 1 minute (then `on_error`).
+    /// (with `on_timeout`) unless the flow has a `deadline` in `[start]` (then only one reachable
+    /// after `on_deadline` does), `otp` states use the code's lifetime instead, `hook` states
+    /// default to 1 minute (then `on_error`).
     #[serde(default)]
     pub timeout: Option<Located<String>>,
     /// State entered when `timeout` passes.
