@@ -73,6 +73,21 @@ pub fn wanted(flows: &FlowSet) -> Result<Vec<Wanted>, Vec<String>> {
     }
 }
 
+/// A template's status after Meta's `message_template_status_update` event `event`, given the
+/// status waotp knew (`previous`). Most events name the new status; some do not:
+/// `FLAGGED` (negative feedback, at risk of being disabled) and `LOCKED` / `UNLOCKED` (whether
+/// it can be edited) leave it as it was — a flagged template is still approved and sendable —
+/// while `REINSTATED` and `UNARCHIVED` make it sendable again, that is `APPROVED`.
+pub fn status_after(event: &str, previous: Option<&str>) -> String {
+    let event = event.to_ascii_uppercase();
+    match event.as_str() {
+        "FLAGGED" => previous.unwrap_or("APPROVED").to_owned(),
+        "LOCKED" | "UNLOCKED" => previous.unwrap_or("UNKNOWN").to_owned(),
+        "REINSTATED" | "UNARCHIVED" => "APPROVED".to_owned(),
+        _ => event,
+    }
+}
+
 /// Where one needed template stands at WhatsApp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
