@@ -277,6 +277,60 @@ async fn push_creates_the_missing_once_and_edits_only_with_update() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_leaves_what_whatsapp_does_not_let_an_edit_change() {
+    // WhatsApp edits only approved, rejected or paused templates, and never an approved
+    // template's category.
+    let bodies = listed().await;
+    let graph = Graph::start().await;
+    let mut reviewed = body_of(&bodies, "cod_order_expired", "en").clone();
+    reviewed["components"][0]["text"] = json!("Order {{1}} expired.");
+    let mut marketing = body_of(&bodies, "cod_order_summary", "en").clone();
+    marketing["category"] = json!("MARKETING");
+    {
+        let mut account = graph.account.lock().expect("account");
+        for b in &bodies {
+            let (name, language) = (
+                b["name"].as_str().unwrap_or_default(),
+                b["language"].as_str().unwrap_or_default(),
+            );
+            let body = match (name, language) {
+                ("cod_order_expired", "en") => reviewed.clone(),
+                ("cod_order_summary", "en") => marketing.clone(),
+                _ => b.clone(),
+            };
+            let status = if name == "cod_order_expired" {
+                "PENDING"
+            } else {
+                "APPROVED"
+            };
+            account.add(name, language, status, body);
+        }
+    }
+    let run = waotp(&["templates", "push", "flows", "--update"], graph.url()).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    assert_eq!(
+        line_of(&run.out, "cod_order_expired", "en"),
+        "cod_order_expired [en]: body text differs; not edited while WhatsApp reviews it (only approved, rejected or paused templates can be edited): run again once it is reviewed"
+    );
+    assert!(
+        line_of(&run.out, "cod_order_summary", "en").starts_with(
+            "cod_order_summary [en]: category (WhatsApp has marketing, the flow file utility) differs; not edited: WhatsApp never changes an approved template's category"
+        ),
+        "{}",
+        run.out
+    );
+    let account = graph.account.lock().expect("account");
+    assert_eq!(
+        account.find("cod_order_expired", "en").expect("kept")["components"],
+        reviewed["components"]
+    );
+    assert_eq!(
+        account.find("cod_order_summary", "en").expect("kept")["category"],
+        "MARKETING"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_errors_are_reported_with_metas_message() {
     let graph = Graph::start().await;
     graph.http.push(e2e_support::http_fake::Answer::json(

@@ -230,6 +230,24 @@ pub fn push(
                     let _ = writeln!(err, "{what}: not created: {e}");
                 }
             },
+            (Standing::Different(field), Some(remote))
+                if update
+                    && matches!(
+                        Standing::from_status(&remote.status, None),
+                        Standing::Pending
+                    ) =>
+            {
+                let _ = writeln!(
+                    out,
+                    "{what}: {field} differs; not edited while WhatsApp reviews it (only approved, rejected or paused templates can be edited): run again once it is reviewed"
+                );
+            }
+            (Standing::Different(field), Some(_)) if update && field.starts_with("category") => {
+                let _ = writeln!(
+                    out,
+                    "{what}: {field} differs; not edited: WhatsApp never changes an approved template's category (give the flow file WhatsApp's category, or delete the template in WhatsApp Manager and push again)"
+                );
+            }
             (Standing::Different(field), Some(remote)) if update => {
                 let edit = json!({ "components": body["components"] });
                 match rt.block_on(client.edit(&remote.id, &edit)) {
