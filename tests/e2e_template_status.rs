@@ -29,7 +29,13 @@ fn approve_all(graph: &Graph) {
             b["name"].as_str().unwrap_or_default().to_owned(),
             b["language"].as_str().unwrap_or_default().to_owned(),
         );
-        account.add(&name, &language, "APPROVED", b);
+        let id = account.add(&name, &language, "APPROVED", b);
+        // As Meta lists it: `quality_score.score`.
+        let t = account
+            .templates
+            .iter_mut()
+            .find(|t| t["id"] == id.as_str());
+        t.expect("added")["quality_score"] = json!({"score": "GREEN", "date": 1751247548});
     }
 }
 
@@ -87,6 +93,14 @@ async fn a_paused_template_is_stored_exported_called_back_and_ends_sessions_afte
     assert!(
         !server.log_text().contains("is not approved"),
         "every template approved: no warning"
+    );
+    // The start-up check reads each template's quality score too.
+    let metrics = server.api.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"waotp_template_quality{template="cod_order_summary",language="en",state="green"} 1"#
+        ),
+        "{metrics}"
     );
 
     server.api.webhook(status_update("PAUSED", "NONE")).await;

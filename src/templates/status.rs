@@ -84,9 +84,20 @@ pub async fn check_at_start(
                 template_id: r.id.clone(),
                 status: r.status.to_ascii_uppercase(),
                 reason: r.rejected_reason.clone(),
-                quality: previous.as_ref().and_then(|p| p.quality.clone()),
+                quality: r
+                    .quality()
+                    .or_else(|| previous.as_ref().and_then(|p| p.quality.clone())),
                 updated_at: now,
             };
+            if let Some(quality) = &status.quality {
+                metrics.template_state(
+                    true,
+                    &status.name,
+                    &status.language,
+                    quality,
+                    previous.as_ref().and_then(|p| p.quality.as_deref()),
+                );
+            }
             metrics.template_state(
                 false,
                 &status.name,
@@ -94,8 +105,10 @@ pub async fn check_at_start(
                 &status.status,
                 previous.as_ref().map(|p| p.status.as_str()),
             );
-            if previous.as_ref().map(|p| (&p.status, &p.reason))
-                != Some((&status.status, &status.reason))
+            if previous
+                .as_ref()
+                .map(|p| (&p.status, &p.reason, &p.quality))
+                != Some((&status.status, &status.reason, &status.quality))
             {
                 store.templates().put(status).map_err(|e| e.to_string())?;
             }
