@@ -262,3 +262,31 @@ pub fn difference(spec: &TemplateSpec, remote: &RemoteTemplate) -> Option<String
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::status_after;
+
+    #[test]
+    fn meta_events_that_are_not_statuses_keep_or_restore_the_status() {
+        // Meta's message_template_status_update events, with the status waotp knew before.
+        let cases = [
+            ("FLAGGED", Some("APPROVED"), "APPROVED"),
+            ("FLAGGED", None, "APPROVED"),
+            ("LOCKED", Some("PAUSED"), "PAUSED"),
+            ("UNLOCKED", Some("APPROVED"), "APPROVED"),
+            ("REINSTATED", Some("DISABLED"), "APPROVED"),
+            ("UNARCHIVED", Some("ARCHIVED"), "APPROVED"),
+            ("paused", Some("APPROVED"), "PAUSED"),
+            ("PENDING_DELETION", Some("APPROVED"), "PENDING_DELETION"),
+            ("IN_APPEAL", Some("REJECTED"), "IN_APPEAL"),
+        ];
+        for (event, previous, expected) in cases {
+            assert_eq!(
+                status_after(event, previous),
+                expected,
+                "{event} after {previous:?}"
+            );
+        }
+    }
+}
