@@ -80,6 +80,7 @@ pub enum Command {
     },
     /// The flows' WhatsApp templates: list them as Meta's JSON, check them against the WhatsApp
     /// Business Account, create the missing ones.
+    #[command(after_help = TEMPLATES_HELP)]
     Templates {
         #[command(subcommand)]
         action: TemplatesCommand,
@@ -93,6 +94,15 @@ pub enum Command {
         dir: PathBuf,
     },
 }
+
+/// What `waotp templates`, `check` and `push` need and how they end.
+const TEMPLATES_HELP: &str = "\
+check and push read the account from WAOTP_WABA_ID (or --waba-id) and the token from
+WAOTP_ACCESS_TOKEN (environment only; a system user's token with whatsapp_business_management).
+The token is never printed.
+
+Exit codes: 0 done; 1 a flow cannot run (check), a Graph API call failed or a template was not
+created (push); 2 bad usage, missing settings or invalid flow files.";
 
 /// `waotp templates …`.
 #[derive(Debug, Subcommand)]
@@ -108,6 +118,7 @@ pub enum TemplatesCommand {
     /// Compare the flows' templates with the WhatsApp Business Account's: missing, pending,
     /// approved, rejected (with Meta's reason), paused, disabled or different, per template and
     /// language. Exits 1 when a flow cannot run.
+    #[command(after_help = TEMPLATES_HELP)]
     Check {
         /// Flows directory.
         #[arg(default_value = "flows")]
@@ -117,6 +128,7 @@ pub enum TemplatesCommand {
     },
     /// Create the templates the account is missing (a second run creates nothing). Templates
     /// that exist are never edited without --update.
+    #[command(after_help = TEMPLATES_HELP)]
     Push {
         /// Flows directory.
         #[arg(default_value = "flows")]

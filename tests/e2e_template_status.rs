@@ -29,7 +29,13 @@ fn approve_all(graph: &Graph) {
             b["name"].as_str().unwrap_or_default().to_owned(),
             b["language"].as_str().unwrap_or_default().to_owned(),
         );
-        account.add(&name, &language, "APPROVED", b);
+        let id = account.add(&name, &language, "APPROVED", b);
+        // As Meta lists it: `quality_score.score`.
+        let t = account
+            .templates
+            .iter_mut()
+            .find(|t| t["id"] == id.as_str());
+        t.expect("added")["quality_score"] = json!({"score": "GREEN", "date": 1751247548});
     }
 }
 
@@ -87,6 +93,14 @@ async fn a_paused_template_is_stored_exported_called_back_and_ends_sessions_afte
     assert!(
         !server.log_text().contains("is not approved"),
         "every template approved: no warning"
+    );
+    // The start-up check reads each template's quality score too.
+    let metrics = server.api.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"waotp_template_quality{template="cod_order_summary",language="en",state="green"} 1"#
+        ),
+        "{metrics}"
     );
 
     server.api.webhook(status_update("PAUSED", "NONE")).await;
@@ -269,4 +283,93 @@ async fn start_warns_of_unapproved_templates_or_refuses_when_required() {
         stderr.contains("flow `cod_confirmation`: cod_order_reminder [en]: missing"),
         "{stderr}"
     );
+}
+
+/// The status callback for Meta's event `event` (its event id names the event).
+async fn status_callback(merchant: &Merchant, event: &str) -> Value {
+    let needle = format!("_status_updated_{event}_");
+    let r = wait_for(&format!("the {event} status callback"), || {
+        merchant.callbacks().into_iter().find(|r| {
+            r.json()["id"]
+                .as_str()
+                .is_some_and(|id| id.contains(&needle))
+        })
+    })
+    .await;
+    verify_callback(&r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagged_and_reinstated_are_events_not_statuses_as_meta_documents_them() {
+    let graph = Graph::start().await;
+    let merchant = Merchant::start().await;
+    approve_all(&graph);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ChildServer::start(&vars(&dir.path().join("data"), &graph, &merchant), "info");
+
+    // FLAGGED: negative feedback, at risk of being disabled on `disable_info.disable_date`; the
+    // template stays approved and can still be sent.
+    let mut flagged = status_update("FLAGGED", "NONE");
+    flagged["entry"][0]["changes"][0]["value"]["disable_info"] =
+        json!({ "disable_date": 1751234563 });
+    server.api.webhook(flagged).await;
+    let cb = status_callback(&merchant, "flagged").await;
+    assert_eq!(cb["template"]["event"], "flagged", "{cb}");
+    assert_eq!(cb["template"]["status"], "approved", "{cb}");
+    assert_eq!(cb["template"]["previous_status"], "approved", "{cb}");
+    assert_eq!(cb["template"]["disable_date"], 1751234563, "{cb}");
+    let metrics = server.api.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"waotp_template_status{template="cod_order_summary",language="en",state="approved"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"state="flagged""#), "{metrics}");
+    server
+        .api
+        .start(
+            "cod_confirmation",
+            "+14155550781",
+            json!({"customer_name": "Asha", "order_id": "A-3", "total": "₹10"}),
+        )
+        .await;
+    let sent = graph.wait_accepted("14155550781", 1).await;
+    assert_eq!(sent[0].0["template"]["name"], "cod_order_summary");
+
+    // PAUSED, with the pause Meta explains in `other_info`.
+    let mut paused = status_update("PAUSED", "NONE");
+    paused["entry"][0]["changes"][0]["value"]["other_info"] = json!({
+        "title": "FIRST_PAUSE",
+        "description": "Your WhatsApp message template has been paused for 3 hours.",
+    });
+    server.api.webhook(paused).await;
+    let cb = status_callback(&merchant, "paused").await;
+    assert_eq!(cb["template"]["status"], "paused", "{cb}");
+    assert_eq!(cb["template"]["pause"]["title"], "FIRST_PAUSE", "{cb}");
+    assert!(cb["template"]["pause"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("3 hours"));
+
+    // REINSTATED: sendable again, so approved.
+    server
+        .api
+        .webhook(status_update("REINSTATED", "NONE"))
+        .await;
+    let cb = status_callback(&merchant, "reinstated").await;
+    assert_eq!(cb["template"]["status"], "approved", "{cb}");
+    assert_eq!(cb["template"]["previous_status"], "paused", "{cb}");
+    server
+        .api
+        .start(
+            "cod_confirmation",
+            "+14155550782",
+            json!({"customer_name": "Asha", "order_id": "A-4", "total": "₹10"}),
+        )
+        .await;
+    graph.wait_accepted("14155550782", 1).await;
+    let metrics = server.api.metrics().await;
+    assert!(!metrics.contains(r#"state="reinstated""#), "{metrics}");
+    server.kill9();
 }

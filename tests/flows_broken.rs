@@ -205,6 +205,7 @@ fn every_check_fires() {
         ("header length", "template_content.toml:71:6: the header of template `edges` in `en` is 70 characters; WhatsApp allows at most 60"),
         ("header placeholders", "template_content.toml:71:13: the header of template `edges` may have no placeholder (waotp fills in body placeholders only)"),
         ("footer placeholders", "template_content.toml:74:14: the footer of template `edges` may have no placeholder"),
+        ("header line breaks and Markdown", "template_content.toml:114:6: the header of template `styled` in `en` has the Markdown character `*`: WhatsApp takes a text header as one plain line"),
         (
             "an unknown key does not hide the other errors",
             "all_at_once.toml:21:1: unknown key `timout`; did you mean `timeout`?",

@@ -277,6 +277,60 @@ async fn push_creates_the_missing_once_and_edits_only_with_update() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_leaves_what_whatsapp_does_not_let_an_edit_change() {
+    // WhatsApp edits only approved, rejected or paused templates, and never an approved
+    // template's category.
+    let bodies = listed().await;
+    let graph = Graph::start().await;
+    let mut reviewed = body_of(&bodies, "cod_order_expired", "en").clone();
+    reviewed["components"][0]["text"] = json!("Order {{1}} expired.");
+    let mut marketing = body_of(&bodies, "cod_order_summary", "en").clone();
+    marketing["category"] = json!("MARKETING");
+    {
+        let mut account = graph.account.lock().expect("account");
+        for b in &bodies {
+            let (name, language) = (
+                b["name"].as_str().unwrap_or_default(),
+                b["language"].as_str().unwrap_or_default(),
+            );
+            let body = match (name, language) {
+                ("cod_order_expired", "en") => reviewed.clone(),
+                ("cod_order_summary", "en") => marketing.clone(),
+                _ => b.clone(),
+            };
+            let status = if name == "cod_order_expired" {
+                "PENDING"
+            } else {
+                "APPROVED"
+            };
+            account.add(name, language, status, body);
+        }
+    }
+    let run = waotp(&["templates", "push", "flows", "--update"], graph.url()).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
+    assert_eq!(
+        line_of(&run.out, "cod_order_expired", "en"),
+        "cod_order_expired [en]: body text differs; not edited while WhatsApp reviews it (only approved, rejected or paused templates can be edited): run again once it is reviewed"
+    );
+    assert!(
+        line_of(&run.out, "cod_order_summary", "en").starts_with(
+            "cod_order_summary [en]: category (WhatsApp has marketing, the flow file utility) differs; not edited: WhatsApp never changes an approved template's category"
+        ),
+        "{}",
+        run.out
+    );
+    let account = graph.account.lock().expect("account");
+    assert_eq!(
+        account.find("cod_order_expired", "en").expect("kept")["components"],
+        reviewed["components"]
+    );
+    assert_eq!(
+        account.find("cod_order_summary", "en").expect("kept")["category"],
+        "MARKETING"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_errors_are_reported_with_metas_message() {
     let graph = Graph::start().await;
     graph.http.push(e2e_support::http_fake::Answer::json(
@@ -292,6 +346,13 @@ async fn graph_errors_are_reported_with_metas_message() {
         "{}",
         run.err
     );
+    assert!(
+        run.err
+            .contains("WhatsApp refused the access token: set WAOTP_ACCESS_TOKEN to a valid token"),
+        "{}",
+        run.err
+    );
+    assert!(!run.out.contains(ACCESS_TOKEN) && !run.err.contains(ACCESS_TOKEN));
 
     // A create Meta refuses is reported, the others still go, and the exit code says it.
     graph.account.lock().expect("account").refuse = vec!["cod_order_summary".to_owned()];
@@ -313,19 +374,86 @@ async fn graph_errors_are_reported_with_metas_message() {
         .is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_without_an_account_is_a_usage_error() {
-    let output = tokio::task::spawn_blocking(|| {
-        Command::new(env!("CARGO_BIN_EXE_waotp"))
-            .args(["templates", "check", "flows"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_clear()
-            .output()
-            .expect("waotp runs")
-    })
-    .await
-    .expect("joined");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("set WAOTP_WABA_ID and WAOTP_ACCESS_TOKEN"));
+/// Runs `waotp ARGS` with exactly the environment `vars`; its exit code and stderr.
+fn run_with(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_waotp"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("waotp runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_without_an_account_is_a_usage_error_naming_what_is_missing() {
+    let (code, _, err) = run_with(&["templates", "check", "flows"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("WAOTP_WABA_ID (or --waba-id) and WAOTP_ACCESS_TOKEN are not set"),
+        "{err}"
+    );
+
+    let (code, _, err) = run_with(
+        &["templates", "push", "flows"],
+        &[("WAOTP_WABA_ID", WABA_ID)],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("WAOTP_ACCESS_TOKEN is not set"), "{err}");
+    assert!(!err.contains("WAOTP_WABA_ID"), "{err}");
+
+    let (code, _, err) = run_with(
+        &["templates", "check", "flows"],
+        &[("WAOTP_ACCESS_TOKEN", ACCESS_TOKEN)],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("WAOTP_WABA_ID (or --waba-id) is not set"),
+        "{err}"
+    );
+    assert!(!err.contains(ACCESS_TOKEN), "{err}");
+}
+
+#[test]
+fn an_unreachable_graph_api_is_named_and_the_token_stays_out() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let (code, out, err) = run_with(
+        &["templates", "check", "flows"],
+        &[
+            ("WAOTP_WABA_ID", WABA_ID),
+            ("WAOTP_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("WAOTP_GRAPH_URL", &url),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read the templates from {url}: Graph API unreachable"
+        )),
+        "{err}"
+    );
+    assert!(!out.contains(ACCESS_TOKEN) && !err.contains(ACCESS_TOKEN));
+}
+
+#[test]
+fn the_help_says_where_the_token_comes_from_and_what_the_exit_codes_mean() {
+    for args in [
+        &["templates", "--help"][..],
+        &["templates", "check", "--help"][..],
+        &["templates", "push", "--help"][..],
+    ] {
+        let (code, out, _) = run_with(args, &[("WAOTP_ACCESS_TOKEN", ACCESS_TOKEN)]);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(out.contains("WAOTP_ACCESS_TOKEN"), "{args:?}: {out}");
+        assert!(out.contains("Exit codes"), "{args:?}: {out}");
+        assert!(!out.contains(ACCESS_TOKEN), "{args:?}: {out}");
+    }
 }

@@ -4,7 +4,9 @@
 //! every template and language the flows need; `check` compares them with the business
 //! account's templates; `push` creates the missing ones (and, only with `--update`, edits those
 //! that differ). Exit codes: 0 ok; 1 a flow cannot run (`check`), a Graph API call failed, or
-//! a template could not be created; 2 bad usage or invalid flow files.
+//! a template could not be created; 2 bad usage, a missing account id or token, or invalid flow
+//! files. A Graph error that is the token's (HTTP 401, code 190, a missing permission) gets a
+//! line saying what to fix; the token itself is never printed.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use super::{compare, wanted, Standing, Verdict, Wanted};
 use crate::flow::cli::{FAILED, INVALID, OK, USAGE};
 use crate::flow::{load_dir, LoadError};
+use crate::whatsapp::errors::GraphError;
 use crate::whatsapp::templates::TemplateClient;
 
 /// Graph API calls of the command wait at most this long each.
@@ -90,12 +93,20 @@ pub fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 }
 
 fn client(account: &Account<'_>, command: &str, err: &mut dyn Write) -> Result<TemplateClient, u8> {
-    let (Some(waba), Some(token)) = (account.waba_id, account.token) else {
-        let _ = writeln!(
-            err,
-            "waotp templates {command}: set WAOTP_WABA_ID and WAOTP_ACCESS_TOKEN (or give --waba-id)"
-        );
-        return Err(USAGE);
+    let (waba, token) = match (account.waba_id, account.token) {
+        (Some(waba), Some(token)) => (waba, token),
+        (waba, token) => {
+            let missing = match (waba, token) {
+                (None, None) => "WAOTP_WABA_ID (or --waba-id) and WAOTP_ACCESS_TOKEN are not set",
+                (None, _) => "WAOTP_WABA_ID (or --waba-id) is not set",
+                _ => "WAOTP_ACCESS_TOKEN is not set",
+            };
+            let _ = writeln!(
+                err,
+                "waotp templates {command}: {missing}: give the WhatsApp Business Account id and a token allowed to manage its templates"
+            );
+            return Err(USAGE);
+        }
     };
     TemplateClient::new(
         account.graph_url,
@@ -119,6 +130,22 @@ fn runtime(err: &mut dyn Write) -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// What to do about a Graph error that is the account's settings, not the templates.
+fn hint(e: &GraphError) -> Option<&'static str> {
+    match e {
+        // 190: the token is invalid or expired (HTTP 401).
+        GraphError::Api { status: 401, .. } | GraphError::Http { status: 401 } => Some(AUTH_HINT),
+        GraphError::Api { .. } if e.code() == Some(190) => Some(AUTH_HINT),
+        // 10 / 200–299: the token lacks a permission.
+        GraphError::Api { .. } if matches!(e.code(), Some(10 | 200..=299)) => Some(
+            "the token lacks a permission: it needs whatsapp_business_management on this WhatsApp Business Account",
+        ),
+        _ => None,
+    }
+}
+
+const AUTH_HINT: &str = "WhatsApp refused the access token: set WAOTP_ACCESS_TOKEN to a valid token (a system user's token with whatsapp_business_management)";
+
 /// The verdict on every template the flows of `dir` need; the exit code when there is none.
 fn verdicts(
     dir: &Path,
@@ -132,8 +159,12 @@ fn verdicts(
     let remote = rt.block_on(client.list()).map_err(|e| {
         let _ = writeln!(
             err,
-            "waotp templates {command}: cannot read the templates: {e}"
+            "waotp templates {command}: cannot read the templates from {}: {e}",
+            account.graph_url.trim_end_matches('/')
         );
+        if let Some(hint) = hint(&e) {
+            let _ = writeln!(err, "{hint}");
+        }
         FAILED
     })?;
     Ok((compare(wanted, &remote), client, rt))
@@ -199,6 +230,24 @@ pub fn push(
                     let _ = writeln!(err, "{what}: not created: {e}");
                 }
             },
+            (Standing::Different(field), Some(remote))
+                if update
+                    && matches!(
+                        Standing::from_status(&remote.status, None),
+                        Standing::Pending
+                    ) =>
+            {
+                let _ = writeln!(
+                    out,
+                    "{what}: {field} differs; not edited while WhatsApp reviews it (only approved, rejected or paused templates can be edited): run again once it is reviewed"
+                );
+            }
+            (Standing::Different(field), Some(_)) if update && field.starts_with("category") => {
+                let _ = writeln!(
+                    out,
+                    "{what}: {field} differs; not edited: WhatsApp never changes an approved template's category (give the flow file WhatsApp's category, or delete the template in WhatsApp Manager and push again)"
+                );
+            }
             (Standing::Different(field), Some(remote)) if update => {
                 let edit = json!({ "components": body["components"] });
                 match rt.block_on(client.edit(&remote.id, &edit)) {

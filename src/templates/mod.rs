@@ -73,6 +73,21 @@ pub fn wanted(flows: &FlowSet) -> Result<Vec<Wanted>, Vec<String>> {
     }
 }
 
+/// A template's status after Meta's `message_template_status_update` event `event`, given the
+/// status waotp knew (`previous`). Most events name the new status; some do not:
+/// `FLAGGED` (negative feedback, at risk of being disabled) and `LOCKED` / `UNLOCKED` (whether
+/// it can be edited) leave it as it was — a flagged template is still approved and sendable —
+/// while `REINSTATED` and `UNARCHIVED` make it sendable again, that is `APPROVED`.
+pub fn status_after(event: &str, previous: Option<&str>) -> String {
+    let event = event.to_ascii_uppercase();
+    match event.as_str() {
+        "FLAGGED" => previous.unwrap_or("APPROVED").to_owned(),
+        "LOCKED" | "UNLOCKED" => previous.unwrap_or("UNKNOWN").to_owned(),
+        "REINSTATED" | "UNARCHIVED" => "APPROVED".to_owned(),
+        _ => event,
+    }
+}
+
 /// Where one needed template stands at WhatsApp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
@@ -246,4 +261,32 @@ pub fn difference(spec: &TemplateSpec, remote: &RemoteTemplate) -> Option<String
         return Some("buttons".to_owned());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_after;
+
+    #[test]
+    fn meta_events_that_are_not_statuses_keep_or_restore_the_status() {
+        // Meta's message_template_status_update events, with the status waotp knew before.
+        let cases = [
+            ("FLAGGED", Some("APPROVED"), "APPROVED"),
+            ("FLAGGED", None, "APPROVED"),
+            ("LOCKED", Some("PAUSED"), "PAUSED"),
+            ("UNLOCKED", Some("APPROVED"), "APPROVED"),
+            ("REINSTATED", Some("DISABLED"), "APPROVED"),
+            ("UNARCHIVED", Some("ARCHIVED"), "APPROVED"),
+            ("paused", Some("APPROVED"), "PAUSED"),
+            ("PENDING_DELETION", Some("APPROVED"), "PENDING_DELETION"),
+            ("IN_APPEAL", Some("REJECTED"), "IN_APPEAL"),
+        ];
+        for (event, previous, expected) in cases {
+            assert_eq!(
+                status_after(event, previous),
+                expected,
+                "{event} after {previous:?}"
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::{compare, wanted, Standing};
+use super::{compare, status_after, wanted, Standing};
 use crate::config::Settings;
 use crate::flow::FlowSet;
 use crate::metrics::Metrics;
@@ -84,9 +84,20 @@ pub async fn check_at_start(
                 template_id: r.id.clone(),
                 status: r.status.to_ascii_uppercase(),
                 reason: r.rejected_reason.clone(),
-                quality: previous.as_ref().and_then(|p| p.quality.clone()),
+                quality: r
+                    .quality()
+                    .or_else(|| previous.as_ref().and_then(|p| p.quality.clone())),
                 updated_at: now,
             };
+            if let Some(quality) = &status.quality {
+                metrics.template_state(
+                    true,
+                    &status.name,
+                    &status.language,
+                    quality,
+                    previous.as_ref().and_then(|p| p.quality.as_deref()),
+                );
+            }
             metrics.template_state(
                 false,
                 &status.name,
@@ -94,8 +105,10 @@ pub async fn check_at_start(
                 &status.status,
                 previous.as_ref().map(|p| p.status.as_str()),
             );
-            if previous.as_ref().map(|p| (&p.status, &p.reason))
-                != Some((&status.status, &status.reason))
+            if previous
+                .as_ref()
+                .map(|p| (&p.status, &p.reason, &p.quality))
+                != Some((&status.status, &status.reason, &status.quality))
             {
                 store.templates().put(status).map_err(|e| e.to_string())?;
             }
@@ -175,29 +188,43 @@ impl TemplateWatch {
             TemplateChange::Status {
                 event,
                 reason,
-                detail,
+                notes,
             } => {
-                status.status = event.clone();
+                let previous_status = previous.as_ref().map(|p| p.status.as_str());
+                status.status = status_after(event, previous_status);
                 status.reason = reason.clone();
                 self.metrics.template_state(
                     false,
                     &status.name,
                     &status.language,
-                    event,
-                    previous.as_ref().map(|p| p.status.as_str()),
+                    &status.status,
+                    previous_status,
                 );
-                if matches!(event.as_str(), "PAUSED" | "DISABLED" | "REJECTED") {
-                    tracing::warn!(template = %status.name, language = %status.language, status = %event, reason = ?reason, "WhatsApp changed a template's status: sends of it fail until it is approved again");
+                if matches!(
+                    event.as_str(),
+                    "PAUSED" | "DISABLED" | "REJECTED" | "FLAGGED"
+                ) {
+                    tracing::warn!(template = %status.name, language = %status.language, event = %event, status = %status.status, reason = ?reason, "WhatsApp reported a problem with a template: sends of it fail while it is paused, disabled or rejected");
                 } else {
-                    tracing::info!(template = %status.name, language = %status.language, status = %event, "WhatsApp changed a template's status");
+                    tracing::info!(template = %status.name, language = %status.language, event = %event, status = %status.status, "WhatsApp changed a template's status");
                 }
                 let mut t = json!({
-                    "status": event.to_ascii_lowercase(),
-                    "previous_status": previous.as_ref().map(|p| p.status.to_ascii_lowercase()),
+                    "event": event.to_ascii_lowercase(),
+                    "status": status.status.to_ascii_lowercase(),
+                    "previous_status": previous_status.map(str::to_ascii_lowercase),
                     "reason": reason,
                 });
-                if let Some(detail) = detail {
+                if let Some(detail) = &notes.rejection_detail {
                     t["rejection_detail"] = json!(detail);
+                }
+                if let Some(recommendation) = &notes.rejection_recommendation {
+                    t["rejection_recommendation"] = json!(recommendation);
+                }
+                if notes.title.is_some() || notes.description.is_some() {
+                    t["pause"] = json!({ "title": notes.title, "description": notes.description });
+                }
+                if let Some(date) = notes.disable_date {
+                    t["disable_date"] = json!(date);
                 }
                 ("status_updated", t)
             }

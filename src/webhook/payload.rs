@@ -71,16 +71,33 @@ pub struct TemplateUpdate {
 /// The change itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateChange {
-    /// `message_template_status_update`: `event` is the new status (`APPROVED`, `REJECTED`,
-    /// `PAUSED`, `DISABLED`, `FLAGGED`, `PENDING_DELETION`, …), `reason` Meta's reason
-    /// (`NONE` when it gave none), with the rejection's explanation when there is one.
+    /// `message_template_status_update`: `event` is what happened (`APPROVED`, `REJECTED`,
+    /// `PAUSED`, `DISABLED`, `FLAGGED`, `REINSTATED`, `PENDING_DELETION`, …; not always a
+    /// status: see [`crate::templates::status_after`]), `reason` Meta's reason (`NONE` when it
+    /// gave none, absent or `null` for a deletion), and what else Meta says of it.
     Status {
         event: String,
         reason: Option<String>,
-        detail: Option<String>,
+        notes: StatusNotes,
     },
     /// `message_template_quality_update`.
     Quality { previous: String, new: String },
+}
+
+/// What Meta adds to a status change, each only for some events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusNotes {
+    /// `rejection_info.reason`: why a template was rejected (`INVALID_FORMAT` rejections).
+    pub rejection_detail: Option<String>,
+    /// `rejection_info.recommendation`: how to fix it.
+    pub rejection_recommendation: Option<String>,
+    /// `other_info.title`: `FIRST_PAUSE`, `SECOND_PAUSE`, `RATE_LIMITING_PAUSE`, `UNPAUSE`,
+    /// `DISABLED`.
+    pub title: Option<String>,
+    /// `other_info.description`: Meta's sentence on the pause or unpause.
+    pub description: Option<String>,
+    /// `disable_info.disable_date`: Unix seconds of the (coming) disabling.
+    pub disable_date: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +113,10 @@ struct RawTemplateValue {
     #[serde(default)]
     rejection_info: Option<RawRejection>,
     #[serde(default)]
+    other_info: Option<RawOtherInfo>,
+    #[serde(default)]
+    disable_info: Option<RawDisableInfo>,
+    #[serde(default)]
     previous_quality_score: Option<String>,
     #[serde(default)]
     new_quality_score: Option<String>,
@@ -105,6 +126,33 @@ struct RawTemplateValue {
 struct RawRejection {
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    recommendation: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawOtherInfo {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawDisableInfo {
+    /// Meta documents a number and shows it quoted in its syntax: both are read.
+    #[serde(default)]
+    disable_date: Option<serde_json::Value>,
+}
+
+impl RawDisableInfo {
+    fn unix_seconds(&self) -> Option<i64> {
+        match self.disable_date.as_ref()? {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Meta sends template ids as JSON numbers (beyond what a double holds exactly), at times as
@@ -139,7 +187,13 @@ fn template_update(field: &str, value: &RawValue, time: i64) -> Result<TemplateU
                 .ok_or_else(|| format!("{field} change without event"))?
                 .to_ascii_uppercase(),
             reason: raw.reason,
-            detail: raw.rejection_info.and_then(|r| r.reason),
+            notes: StatusNotes {
+                rejection_detail: raw.rejection_info.as_ref().and_then(|r| r.reason.clone()),
+                rejection_recommendation: raw.rejection_info.and_then(|r| r.recommendation),
+                title: raw.other_info.as_ref().and_then(|o| o.title.clone()),
+                description: raw.other_info.and_then(|o| o.description),
+                disable_date: raw.disable_info.and_then(|d| d.unix_seconds()),
+            },
         }
     };
     Ok(TemplateUpdate {
@@ -808,6 +862,40 @@ mod tests {
     }
 
     #[test]
+    fn template_status_notes_are_read_in_both_documented_forms() {
+        // Meta's syntax quotes `disable_date`; its parameter table says integer. A deletion's
+        // `reason` is `null`.
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","time":1739321024,"changes":[
+            {"field":"message_template_status_update","value":{"event":"DISABLED","message_template_id":1689556908129832,"message_template_name":"order_confirmation","message_template_language":"en-US","reason":"NONE","message_template_category":"UTILITY","disable_info":{"disable_date":"1751234563"},"other_info":{"title":"DISABLED","description":"Your WhatsApp message template has been disabled."}}},
+            {"field":"message_template_status_update","value":{"event":"PENDING_DELETION","message_template_id":1689556908129832,"message_template_name":"order_confirmation","message_template_language":"en-US","reason":null,"message_template_category":"UTILITY"}}]}]}"#;
+        let parsed = parse(body.as_bytes()).expect("envelope");
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        let changes: Vec<_> = parsed.templates.iter().map(|t| t.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                TemplateChange::Status {
+                    event: "DISABLED".into(),
+                    reason: Some("NONE".into()),
+                    notes: StatusNotes {
+                        title: Some("DISABLED".into()),
+                        description: Some(
+                            "Your WhatsApp message template has been disabled.".into()
+                        ),
+                        disable_date: Some(1751234563),
+                        ..StatusNotes::default()
+                    },
+                },
+                TemplateChange::Status {
+                    event: "PENDING_DELETION".into(),
+                    reason: None,
+                    notes: StatusNotes::default(),
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn template_status_and_quality_changes_are_read_as_meta_sends_them() {
         let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","time":1751247548,"changes":[
             {"field":"message_template_status_update","value":{"event":"REJECTED","message_template_id":1689556908129835,"message_template_name":"abandoned_cart","message_template_language":"en","reason":"INVALID_FORMAT","message_template_category":"MARKETING","rejection_info":{"reason":"Parameters side by side.","recommendation":"Separate them."}}},
@@ -825,7 +913,11 @@ mod tests {
                     change: TemplateChange::Status {
                         event: "REJECTED".into(),
                         reason: Some("INVALID_FORMAT".into()),
-                        detail: Some("Parameters side by side.".into()),
+                        notes: StatusNotes {
+                            rejection_detail: Some("Parameters side by side.".into()),
+                            rejection_recommendation: Some("Separate them.".into()),
+                            ..StatusNotes::default()
+                        },
                     },
                 },
                 TemplateUpdate {

@@ -18,7 +18,8 @@ use super::client::GraphSetupError;
 use super::errors::GraphError;
 
 /// The fields asked for when listing templates.
-pub const FIELDS: &str = "id,name,language,status,category,components,rejected_reason";
+pub const FIELDS: &str =
+    "id,name,language,status,category,components,rejected_reason,quality_score";
 /// Templates per page asked for.
 pub const PAGE_SIZE: u32 = 100;
 /// A business account holds at most a few thousand templates; more pages than this is a loop.
@@ -41,6 +42,27 @@ pub struct RemoteTemplate {
     /// Why Meta rejected it (`INVALID_FORMAT`, `TAG_CONTENT_MISMATCH`, …; `NONE` otherwise).
     #[serde(default)]
     pub rejected_reason: Option<String>,
+    /// Its quality score (`GREEN`, `YELLOW`, `RED`, `UNKNOWN`), when Meta gives one.
+    #[serde(default)]
+    pub quality_score: Option<QualityScore>,
+}
+
+/// A template's `quality_score` as Meta lists it: `{"score": "GREEN", "date": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QualityScore {
+    #[serde(default)]
+    pub score: Option<String>,
+}
+
+impl RemoteTemplate {
+    /// The quality score in upper case, when Meta gives one.
+    pub fn quality(&self) -> Option<String> {
+        self.quality_score
+            .as_ref()
+            .and_then(|q| q.score.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_uppercase)
+    }
 }
 
 #[derive(Deserialize)]

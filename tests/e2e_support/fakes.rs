@@ -67,13 +67,32 @@ impl TemplateAccount {
                 .find_map(|kv| kv.strip_prefix("after=cursor"))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
+            // Like Meta, only the fields asked for (and the id) are answered.
+            let fields: Option<Vec<String>> = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("fields="))
+                .map(|f| {
+                    f.replace("%2C", ",")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect()
+                });
             let size = self.page_size.max(1);
             let page: Vec<Value> = self
                 .templates
                 .iter()
                 .skip(after)
                 .take(size)
-                .cloned()
+                .map(|t| match (&fields, t.as_object()) {
+                    (Some(fields), Some(object)) => Value::Object(
+                        object
+                            .iter()
+                            .filter(|(k, _)| *k == "id" || fields.contains(k))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                    _ => t.clone(),
+                })
                 .collect();
             let end = after + page.len();
             let mut paging = json!({"cursors": {"before": format!("cursor{after}"), "after": format!("cursor{end}")}});

@@ -326,6 +326,22 @@ fn check_side_text(
                 format!("the {what} of template `{name}` may have no placeholder ({why})"),
             );
         }
+        // Meta: no Markdown special characters in a text header, which is one line.
+        if what == "header" {
+            if let Some(c) = t
+                .chars()
+                .find(|c| matches!(c, '\n' | '\r' | '*' | '_' | '~' | '`'))
+            {
+                let shown = match c {
+                    '\n' | '\r' => "a line break".to_owned(),
+                    c => format!("the Markdown character `{c}`"),
+                };
+                cx.error(
+                    text.span(),
+                    format!("the header of template `{name}` in `{lang}` has {shown}: WhatsApp takes a text header as one plain line"),
+                );
+            }
+        }
     }
 }
 
