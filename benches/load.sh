@@ -9,7 +9,7 @@ SECRET=bench-secret
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin waotp --bin waotp-bare --bin waotp-load
+cargo build --release --quiet --features load --bin waotp --bin waotp-bare --bin waotp-load
 bin=target/release
 
 wait_ready() { until curl -sf "$1" >/dev/null; do sleep 0.05; done; }
