@@ -344,7 +344,7 @@ impl Outbox {
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
                 match self
                     .merchant
-                    .deliver_callback(&url, &event_id, &bytes)
+                    .deliver_callback(&url, &event_id, &bytes, now)
                     .await
                 {
                     Ok(()) => Outcome::Done,
@@ -361,7 +361,7 @@ impl Outbox {
             }
             OutboxPayload::Hook { hook, url, body } => {
                 self.runtime.metrics.hook_attempts.inc();
-                let event = match self.merchant.call_hook(&url, &body).await {
+                let event = match self.merchant.call_hook(&url, &body, now).await {
                     Ok(fields) => Event::HookOk { hook, fields },
                     Err(e) => {
                         self.runtime.metrics.hook_failures.inc();
