@@ -190,7 +190,13 @@ impl Application {
             runtime: runtime.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            api_keys: Arc::new(crate::api::auth::ApiKeys::new(api_keys)),
+            api_keys: Arc::new(crate::api::auth::ApiKeys::new(
+                api_keys,
+                crate::api::rate::KeyRate {
+                    per_second: f64::from(settings.api_rate),
+                    burst: f64::from(settings.api_burst),
+                },
+            )),
             sandbox,
             in_flight: Default::default(),
         };

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod rate;
 pub mod sessions;
 pub mod stats;
 pub mod throttle;
