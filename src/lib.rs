@@ -15,6 +15,7 @@ pub mod otp;
 pub mod outbox;
 pub mod request_deadline;
 pub mod runtime;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 pub struct Graph {
     pub http: HttpFake,
     down: Arc<AtomicBool>,
+    /// Milliseconds every answer waits (a slow Graph API); 0 answers at once.
+    delay_ms: Arc<AtomicU64>,
     accepted: Arc<Mutex<Vec<(Value, String)>>>,
     undeliverable: Arc<Mutex<Vec<String>>>,
 }
@@ -25,7 +27,9 @@ impl Graph {
         let log = accepted.clone();
         let undeliverable: Arc<Mutex<Vec<String>>> = Arc::default();
         let dead = undeliverable.clone();
-        let http = HttpFake::start(move |r: &Recorded| {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        let answer = move |r: &Recorded| {
             if is_down.load(Ordering::SeqCst) {
                 return graph_error(503, 2);
             }
@@ -48,11 +52,22 @@ impl Graph {
                        "contacts": [{"input": "x", "wa_id": "x"}],
                        "messages": [{"id": id}]}),
             )
+        };
+        let http = HttpFake::start(move |r: &Recorded| {
+            let answer = answer(r);
+            match delay.load(Ordering::SeqCst) {
+                0 => answer,
+                ms => Answer::Delay {
+                    after: std::time::Duration::from_millis(ms),
+                    answer: Box::new(answer),
+                },
+            }
         })
         .await;
         Graph {
             http,
             down,
+            delay_ms,
             accepted,
             undeliverable,
         }
@@ -70,6 +85,12 @@ impl Graph {
     }
 
     /// While down, every request gets a 503 with Meta's transient error.
+    /// Makes every later answer wait `delay` (a slow Graph API); zero answers at once again.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
