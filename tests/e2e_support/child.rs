@@ -46,9 +46,15 @@ impl ChildServer {
                 lines.lock().expect("log").push(line);
             }
         });
-        let address = rx
-            .recv_timeout(DEADLINE)
-            .expect("the server logged its address");
+        let Ok(address) = rx.recv_timeout(DEADLINE) else {
+            // Not left running after the test: it would outlive it.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not log its address: {}",
+                log.lock().expect("log").join("\n")
+            );
+        };
         ChildServer {
             child,
             api: Api::new(format!("http://{address}")),
