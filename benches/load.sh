@@ -9,15 +9,16 @@ SECRET=bench-secret
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin waotp --bin waotp-bare --bin waotp-load
+cargo build --release --quiet --features load --bin waotp --bin waotp-bare --bin waotp-load
 bin=target/release
 
 wait_ready() { until curl -sf "$1" >/dev/null; do sleep 0.05; done; }
 
+# The COD scenario drives the API with one key far beyond the default per-key rate limit.
 start_waotp() { # data dir, port, extra env...
   local data=$1 port=$2; shift 2
   env WAOTP_DATA_DIR="$data" WAOTP_APP_SECRET=$SECRET WAOTP_API_KEYS=bench-key WAOTP_LOG=warn \
-    WAOTP_LISTEN=127.0.0.1:$port "$@" $bin/waotp serve >"$work/waotp-$port.log" 2>&1 &
+    WAOTP_LISTEN=127.0.0.1:$port WAOTP_API_RATE=1000000 WAOTP_API_BURST=1000000 "$@" $bin/waotp serve >"$work/waotp-$port.log" 2>&1 &
   echo $!
 }
 

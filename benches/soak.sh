@@ -10,7 +10,7 @@ SECRET=bench-secret
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin waotp --bin waotp-load
+cargo build --release --quiet --features load --bin waotp --bin waotp-load
 bin=target/release
 
 WAOTP_DATA_DIR="$work/data" WAOTP_APP_SECRET=$SECRET WAOTP_API_KEYS=bench-key WAOTP_LOG=warn \

@@ -1,5 +1,5 @@
 //! Wiring: opens the store, replays unhandled events, binds the listener and starts the HTTP
-//! server; on SIGINT/SIGTERM stops accepting, lets in-flight requests finish and flushes sled.
+//! server; on SIGINT/SIGTERM drains (see [`crate::shutdown`]) and flushes the store.
 //!
 //! [`Application::build`] binds before returning (port 0 works) so that tests and the CLI learn
 //! the real address. Nothing here holds business rules.
@@ -55,6 +55,8 @@ pub struct Application {
     store: Arc<Store>,
     background: Vec<tokio::task::JoinHandle<()>>,
     sandbox_key: Option<String>,
+    /// What a SIGTERM/SIGINT drains.
+    draining: crate::shutdown::Draining,
 }
 
 impl std::fmt::Debug for Application {
@@ -195,7 +197,13 @@ impl Application {
             runtime: runtime.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            api_keys: Arc::new(crate::api::auth::ApiKeys::new(api_keys)),
+            api_keys: Arc::new(crate::api::auth::ApiKeys::new(
+                api_keys,
+                crate::api::rate::KeyRate {
+                    per_second: f64::from(settings.api_rate),
+                    burst: f64::from(settings.api_burst),
+                },
+            )),
             sandbox,
             in_flight: Default::default(),
         };
@@ -227,10 +235,12 @@ impl Application {
         // One set of dashboard logins for every worker.
         let dashboard = web::Data::new(crate::api::dashboard::access::DashboardAccess::default());
         let ready = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
         let health = HealthState {
             store: store.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
+            stopping: stopping.clone(),
         };
 
         let listener = TcpListener::bind(&settings.listen)
@@ -258,7 +268,9 @@ impl Application {
         .client_request_timeout(HEAD_DEADLINE)
         .client_disconnect_timeout(Duration::from_secs(1))
         .listen(listener)?
-        .shutdown_timeout(10)
+        // The stop is ours (`shutdown`): SIGINT drains like SIGTERM.
+        .disable_signals()
+        .shutdown_timeout(settings.drain.as_secs())
         .run();
         let background = vec![
             tokio::spawn(runtime::purge_forever(
@@ -266,7 +278,6 @@ impl Application {
                 settings.retention,
                 PURGE_EVERY,
             )),
-            tokio::spawn(outbox.run()),
             tokio::spawn(runtime::timers::run_timers(
                 runtime.clone(),
                 inbox.clone(),
@@ -274,6 +285,13 @@ impl Application {
             )),
             tokio::spawn(flows.watch(FLOW_POLL)),
         ];
+        let draining = crate::shutdown::Draining {
+            stopping,
+            dispatcher: tokio::spawn(outbox.clone().run()),
+            outbox,
+            inbox,
+            timeout: settings.drain,
+        };
         ready.store(true, Ordering::Release);
         tracing::info!(%address, sandbox = settings.sandbox(), "listening");
         if let Some(key) = &sandbox_key {
@@ -285,6 +303,7 @@ impl Application {
             store,
             background,
             sandbox_key,
+            draining,
         })
     }
 
@@ -307,11 +326,27 @@ impl Application {
         self.store.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM (or the server is stopped), then flushes the database.
+    /// Serves until SIGINT/SIGTERM (or the server is stopped), drains, then flushes the
+    /// database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await.context("running the HTTP server")?;
+        let mut server = self.server;
+        let handle = server.handle();
+        let signal = tokio::select! {
+            served = &mut server => {
+                served.context("running the HTTP server")?;
+                None
+            }
+            signal = crate::shutdown::signal() => Some(signal),
+        };
+        // Timers, purges and flow reloads start no new work from here on.
         for task in &self.background {
             task.abort();
+        }
+        match signal {
+            Some(signal) => {
+                self.draining.run(&mut server, handle, signal).await;
+            }
+            None => self.draining.outbox.stop_dispatching(),
         }
         self.store
             .flush()

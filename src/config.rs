@@ -34,6 +34,17 @@ pub const DEFAULT_IN_DOUBT_SECONDS: u64 = 120;
 /// down to 1 second.)
 pub const MAX_IN_DOUBT_SECONDS: u64 = 3600;
 pub const MIN_IN_DOUBT_SECONDS_AT_META: u64 = 30;
+/// Merchant API requests per second allowed to each key once its burst is spent (Stripe's
+/// figure for live mode) …
+pub const DEFAULT_API_RATE: u32 = 100;
+/// … and how many a key may make at once: two seconds' worth.
+pub const DEFAULT_API_BURST: u32 = 200;
+/// Allowed values of both.
+pub const API_RATE_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+/// At SIGTERM/SIGINT, the longest wait for in-flight requests and sends before exiting …
+pub const DEFAULT_DRAIN_SECONDS: u64 = 10;
+/// … from 1 second to 5 minutes (systemd's default stop timeout is 90 s).
+pub const DRAIN_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 
 /// One `WAOTP_*` setting as `waotp serve --help` shows it: the help is generated from this
 /// table, and a test holds it to every name this module reads and to the defaults it applies.
@@ -75,6 +86,9 @@ pub fn documented() -> Vec<SettingDoc> {
         s("WAOTP_SENDS_PER_SECOND", n(&DEFAULT_SENDS_PER_SECOND), "messages per second sent to the Graph API, 1 to 1000"),
         s("WAOTP_OTP_ALLOWED_PREFIXES", None, "comma-separated number prefixes that may receive codes, e.g. +91,+971; unset allows all"),
         s("WAOTP_IN_DOUBT_SECONDS", n(&DEFAULT_IN_DOUBT_SECONDS), "wait for a status webhook before a send whose answer never came is sent once more, 1 to 3600 (at least 30 against Meta)"),
+        s("WAOTP_API_RATE", n(&DEFAULT_API_RATE), "merchant API requests per second per API key once its burst is spent, 1 to 1000000; beyond: 429 with Retry-After"),
+        s("WAOTP_API_BURST", n(&DEFAULT_API_BURST), "merchant API requests an API key may make at once before WAOTP_API_RATE applies, 1 to 1000000"),
+        s("WAOTP_DRAIN_SECONDS", n(&DEFAULT_DRAIN_SECONDS), "on SIGTERM/SIGINT, the longest wait for in-flight requests and sends before the store is flushed and the process exits, 1 to 300"),
         s("WAOTP_RETENTION_DAYS", n(&DEFAULT_RETENTION_DAYS), "days finished sessions and their records are kept, 1 to 3650"),
         s("WAOTP_WEBHOOK_BUFFER_MIB", n(&(crate::webhook::intake::DEFAULT_BUDGET_BYTES / (1024 * 1024))), "MiB that webhook bodies not yet verified may hold at once, 3 to 4096"),
         s("WAOTP_LOG", n(&DEFAULT_LOG), "tracing filter, e.g. waotp=debug,info; an invalid one stops start-up"),
@@ -135,6 +149,12 @@ pub struct Settings {
     pub webhook_buffer_bytes: usize,
     /// How long a send whose answer never came waits for a status before it is sent once more.
     pub in_doubt_wait: std::time::Duration,
+    /// Merchant API requests per second per key, once its burst is spent.
+    pub api_rate: u32,
+    /// Merchant API requests a key may make at once.
+    pub api_burst: u32,
+    /// At SIGTERM/SIGINT, the longest wait for in-flight requests and sends.
+    pub drain: std::time::Duration,
 }
 
 /// A configuration problem, naming the setting at fault.
@@ -176,6 +196,9 @@ struct FileSettings {
     retention_days: Option<u32>,
     webhook_buffer_mib: Option<u32>,
     in_doubt_seconds: Option<u64>,
+    api_rate: Option<u32>,
+    api_burst: Option<u32>,
+    drain_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +265,9 @@ impl FileSettings {
             "WEBHOOK_BUFFER_MIB",
             self.webhook_buffer_mib.map(|n| n.to_string()),
         );
+        put("API_RATE", self.api_rate.map(|n| n.to_string()));
+        put("API_BURST", self.api_burst.map(|n| n.to_string()));
+        put("DRAIN_SECONDS", self.drain_seconds.map(|n| n.to_string()));
         put(
             "OTP_ALLOWED_PREFIXES",
             self.otp_allowed_prefixes.map(StringOrList::joined),
@@ -270,6 +296,20 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
         let secret = |key: &str| get(key).map(SecretString::from);
+        let per_second =
+            |name: &'static str, default: u32| match get(name) {
+                Some(n) => n.parse().ok().filter(|n| API_RATE_RANGE.contains(n)).ok_or(
+                    ConfigError::Invalid {
+                        name,
+                        message: format!(
+                            "`{n}` is not a whole number from {} to {}",
+                            API_RATE_RANGE.start(),
+                            API_RATE_RANGE.end()
+                        ),
+                    },
+                ),
+                None => Ok(default),
+            };
 
         let settings = Settings {
             listen: get("WAOTP_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
@@ -406,6 +446,24 @@ impl Settings {
                         ),
                     })?,
                 None => std::time::Duration::from_secs(DEFAULT_IN_DOUBT_SECONDS),
+            },
+            api_rate: per_second("WAOTP_API_RATE", DEFAULT_API_RATE)?,
+            api_burst: per_second("WAOTP_API_BURST", DEFAULT_API_BURST)?,
+            drain: match get("WAOTP_DRAIN_SECONDS") {
+                Some(n) => n
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| DRAIN_SECONDS_RANGE.contains(n))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or(ConfigError::Invalid {
+                        name: "WAOTP_DRAIN_SECONDS",
+                        message: format!(
+                            "`{n}` is not a number of seconds from {} to {}",
+                            DRAIN_SECONDS_RANGE.start(),
+                            DRAIN_SECONDS_RANGE.end()
+                        ),
+                    })?,
+                None => std::time::Duration::from_secs(DEFAULT_DRAIN_SECONDS),
             },
         };
         settings.check()?;
@@ -685,6 +743,31 @@ mod tests {
         let err = Settings::from_vars(vars(&[("WAOTP_CONFIG", path.to_str().expect("utf8"))]))
             .expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn api_rate_burst_and_drain_have_defaults_and_ranges() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults");
+        assert_eq!((s.api_rate, s.api_burst), (100, 200));
+        assert_eq!(s.drain, std::time::Duration::from_secs(10));
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_API_RATE", "5"),
+            ("WAOTP_API_BURST", "1"),
+            ("WAOTP_DRAIN_SECONDS", "300"),
+        ]))
+        .expect("in range");
+        assert_eq!((s.api_rate, s.api_burst), (5, 1));
+        assert_eq!(s.drain, std::time::Duration::from_secs(300));
+        for (name, bad) in [
+            ("WAOTP_API_RATE", "0"),
+            ("WAOTP_API_RATE", "1.5"),
+            ("WAOTP_API_BURST", "1000001"),
+            ("WAOTP_DRAIN_SECONDS", "0"),
+            ("WAOTP_DRAIN_SECONDS", "301"),
+        ] {
+            let err = Settings::from_vars(vars(&[(name, bad)])).expect_err("out of range");
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

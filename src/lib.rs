@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod request_deadline;
 pub mod request_id;
 pub mod runtime;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod templates;

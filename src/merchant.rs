@@ -1,21 +1,25 @@
 //! Signed calls from waotp to the merchant: session callbacks and flow hooks (see
 //! docs/callbacks-and-hooks.md).
 //!
-//! Owns the HTTP side only: the raw JSON body, its `X-Waotp-Signature` (HMAC-SHA256 of exactly
-//! the bytes sent, keyed with `WAOTP_CALLBACK_SECRET`), the timeout, and turning every answer into
+//! Owns the HTTP side only: the raw JSON body, its `X-Waotp-Signature` (`t=<unix seconds>,v1=<hex
+//! HMAC-SHA256 of "t.body">`, keyed with `WAOTP_CALLBACK_SECRET`, signed anew at every attempt:
+//! see [`signing`]), the timeout, and turning every answer into
 //! success or a typed error. It makes one attempt per call; retrying callbacks for a day is the
 //! outbox's job (see [`CallbackError::retryable`] and `whatsapp::backoff`). It never logs bodies
 //! or URLs, which may carry customer data or a merchant's token.
 
+pub mod signing;
+
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::header;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-use crate::webhook::signature::SignatureVerifier;
+use signing::CallbackSigner;
 
-/// Header carrying `sha256=<hex>` of the body.
+/// Header carrying `t=<unix seconds>,v1=<hex HMAC>` of the attempt's time and the body.
 pub const SIGNATURE_HEADER: &str = "X-Waotp-Signature";
 /// Header carrying the callback's event id, so merchants can drop repeated deliveries.
 pub const EVENT_ID_HEADER: &str = "X-Waotp-Event-Id";
@@ -80,7 +84,7 @@ pub struct MerchantSetupError(#[from] reqwest::Error);
 pub struct MerchantClient {
     http: reqwest::Client,
     /// `None` when `WAOTP_CALLBACK_SECRET` is unset (sandbox mode): calls go out unsigned.
-    signer: Option<SignatureVerifier>,
+    signer: Option<CallbackSigner>,
 }
 
 /// A transport failure in neutral terms, before it becomes a callback or hook error.
@@ -104,19 +108,21 @@ impl MerchantClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("waotp/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let signer = secret.map(|s| SignatureVerifier::new(s.expose_secret().as_bytes()));
+        let signer = secret.map(|s| CallbackSigner::new(s.expose_secret().as_bytes()));
         Ok(MerchantClient { http, signer })
     }
 
-    /// Posts a callback body exactly as given, signed, with its event id.
+    /// Posts a callback body exactly as given, signed as sent at `now` (the attempt's time),
+    /// with its event id.
     pub async fn deliver_callback(
         &self,
         url: &str,
         event_id: &str,
         body: &[u8],
+        now: DateTime<Utc>,
     ) -> Result<(), CallbackError> {
         let response = self
-            .post(url, body, Some(event_id))
+            .post(url, body, Some(event_id), now)
             .await
             .map_err(|f| match f {
                 Failure::InvalidUrl => CallbackError::InvalidUrl,
@@ -129,20 +135,25 @@ impl MerchantClient {
         Ok(())
     }
 
-    /// Calls a hook with `payload`; a 2xx JSON object answer gives its fields.
+    /// Calls a hook with `payload`, signed as sent at `now`; a 2xx JSON object answer gives
+    /// its fields.
     pub async fn call_hook(
         &self,
         url: &str,
         payload: &Value,
+        now: DateTime<Utc>,
     ) -> Result<Map<String, Value>, HookError> {
         // Serialising a Value cannot fail: its keys are strings.
         let body = serde_json::to_vec(payload).unwrap_or_default();
-        let mut response = self.post(url, &body, None).await.map_err(|f| match f {
-            Failure::InvalidUrl => HookError::InvalidUrl,
-            Failure::Status(s) => HookError::Status(s),
-            Failure::Timeout => HookError::Timeout,
-            Failure::Network(e) => HookError::Network(e),
-        })?;
+        let mut response = self
+            .post(url, &body, None, now)
+            .await
+            .map_err(|f| match f {
+                Failure::InvalidUrl => HookError::InvalidUrl,
+                Failure::Status(s) => HookError::Status(s),
+                Failure::Timeout => HookError::Timeout,
+                Failure::Network(e) => HookError::Network(e),
+            })?;
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             if e.is_timeout() {
@@ -169,6 +180,7 @@ impl MerchantClient {
         url: &str,
         body: &[u8],
         event_id: Option<&str>,
+        now: DateTime<Utc>,
     ) -> Result<reqwest::Response, Failure> {
         let url = reqwest::Url::parse(url).map_err(|_| Failure::InvalidUrl)?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -180,7 +192,7 @@ impl MerchantClient {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
         if let Some(signer) = &self.signer {
-            request = request.header(SIGNATURE_HEADER, signer.sign(body));
+            request = request.header(SIGNATURE_HEADER, signer.sign(now.timestamp(), body));
         }
         if let Some(event_id) = event_id {
             request = request.header(EVENT_ID_HEADER, event_id);

@@ -55,6 +55,55 @@ async fn every_route_needs_a_known_key_and_wrong_keys_change_nothing() {
         .is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not() {
+    let app = common::spawn_app_with(&[
+        ("WAOTP_API_KEYS", "other-key, test-api-key"),
+        ("WAOTP_API_RATE", "1"),
+        ("WAOTP_API_BURST", "5"),
+    ])
+    .await;
+    let get = |key: &'static str| {
+        app.client
+            .get(format!("{}/v1/sessions/ses_nope", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    // A burst of 20 at once: the first five pass (404: no such session); the bucket refills at
+    // one a second, so most of the rest are refused however slowly the machine runs them.
+    let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(get(KEY))).collect();
+    let mut limited = 0;
+    let mut passed = 0;
+    for task in tasks {
+        let res = task.await.expect("task").expect("answered");
+        match res.status().as_u16() {
+            404 => passed += 1,
+            429 => {
+                limited += 1;
+                let retry_after: u64 = res
+                    .headers()
+                    .get("retry-after")
+                    .expect("429 with Retry-After")
+                    .to_str()
+                    .expect("ascii")
+                    .parse()
+                    .expect("whole seconds");
+                assert!((1..=5).contains(&retry_after), "{retry_after}");
+                let body: Value = res.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+                assert!(!body.to_string().contains(KEY), "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(passed >= 5, "the burst passes: {passed}");
+    assert!(limited >= 1, "beyond the burst, requests are refused");
+    // Another key has its own bucket, untouched by the first key's burst.
+    for _ in 0..5 {
+        assert_eq!(get("other-key").await.expect("answered").status(), 404);
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_are_named() {
     let app = app().await;
@@ -251,7 +300,12 @@ async fn check_counts_wrong_codes_and_accepts_the_right_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_starts_all_complete() {
     // Regression: a start once took two locks from one striped set and could deadlock on itself.
-    let app = app().await;
+    // All 600 at once: the key's burst must hold them.
+    let app = common::spawn_app_with(&[
+        ("WAOTP_API_KEYS", "other-key, test-api-key"),
+        ("WAOTP_API_BURST", "600"),
+    ])
+    .await;
     let mut tasks = Vec::new();
     for i in 0..600 {
         let req = app

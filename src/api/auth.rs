@@ -1,9 +1,12 @@
 //! Merchant API keys: `Authorization: Bearer <key>`, compared in constant time against every
 //! configured key (no early exit, so timing does not tell which key was close). Wrong keys are
 //! counted per client and a client that keeps presenting them is made to wait (see
-//! [`super::throttle`]); the dashboard's login form goes through the same count.
+//! [`super::throttle`]); the dashboard's login form goes through the same count. An accepted
+//! key then takes a token from its own bucket ([`super::rate`]): a key over its rate is
+//! answered 429 `rate_limited`.
 
 use super::error::ApiError;
+use super::rate::{KeyRate, KeyRates};
 use super::throttle::AuthThrottle;
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
@@ -11,11 +14,13 @@ use secrecy::{ExposeSecret, SecretString};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-/// The configured keys and the count of wrong ones, shared by every worker.
-#[derive(Debug, Default)]
+/// The configured keys, the count of wrong ones and each key's request rate, shared by every
+/// worker.
+#[derive(Debug)]
 pub struct ApiKeys {
     keys: Vec<SecretString>,
     throttle: AuthThrottle,
+    rates: KeyRates,
 }
 
 /// What became of a presented key.
@@ -28,8 +33,9 @@ pub enum KeyCheck {
 }
 
 impl ApiKeys {
-    pub fn new(keys: Vec<SecretString>) -> ApiKeys {
+    pub fn new(keys: Vec<SecretString>, rate: KeyRate) -> ApiKeys {
         ApiKeys {
+            rates: KeyRates::new(&keys, rate, Instant::now()),
             keys,
             throttle: AuthThrottle::default(),
         }
@@ -81,10 +87,29 @@ pub fn too_many_attempts(wait: Duration) -> ApiError {
     .retry_after(secs)
 }
 
-/// Refuses the request unless it carries one of `keys`.
+/// The 429 of a key over its request rate.
+pub fn rate_limited(wait: Duration) -> ApiError {
+    let secs = retry_after_secs(wait);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests with this API key; try again in {secs} s"),
+    )
+    .retry_after(secs)
+}
+
+/// Refuses the request unless it carries one of `keys` and that key is within its rate.
 pub fn require_key(req: &HttpRequest, keys: &ApiKeys) -> Result<(), ApiError> {
-    match keys.check(req, bearer(req)) {
-        KeyCheck::Accepted => Ok(()),
+    let given = bearer(req);
+    match keys.check(req, given) {
+        KeyCheck::Accepted => keys.rates.take(given, Instant::now()).map_err(|wait| {
+            tracing::debug!(
+                key = %KeyRates::label(given),
+                wait_ms = wait.as_millis() as u64,
+                "API key over its rate"
+            );
+            rate_limited(wait)
+        }),
         KeyCheck::Wait(wait) => Err(too_many_attempts(wait)),
         KeyCheck::Refused => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -37,6 +37,7 @@ const fn code(code: &'static str, status: u16, meaning: &'static str) -> ErrorCo
 pub const CATALOGUE: &[ErrorCode] = &[
     code("unauthorized", 401, "The API key is missing or unknown: send `Authorization: Bearer <key>` with one of `WAOTP_API_KEYS`."),
     code("too_many_attempts", 429, "Too many wrong API keys came from this address: wait `retry_after` seconds."),
+    code("rate_limited", 429, "This API key made more requests than `WAOTP_API_BURST` at once or `WAOTP_API_RATE` per second: wait `retry_after` seconds."),
     code("payload_too_large", 413, "The body is over 64 KiB."),
     code("body_timeout", 408, "The body did not arrive within 10 seconds of the request's head."),
     code("invalid_json", 400, "The body is not the JSON object the route takes (syntax, a missing or unknown field)."),

@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process answers), `GET /readyz` (the database is open and startup
-//! replay is done) and `GET /metrics` (Prometheus text). None needs an API key.
+//! `GET /healthz` (the process answers), `GET /readyz` (the database is open, startup replay
+//! is done and the process is not stopping) and `GET /metrics` (Prometheus text). None needs an API key.
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -14,6 +14,8 @@ pub struct HealthState {
     pub metrics: Arc<Metrics>,
     /// Set once startup (replay of unhandled events) is complete.
     pub ready: Arc<AtomicBool>,
+    /// Set when a SIGTERM/SIGINT starts the graceful stop (`crate::shutdown`).
+    pub stopping: Arc<AtomicBool>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -29,12 +31,17 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
     let database = state.store.healthy();
     let started = state.ready.load(Ordering::Acquire);
-    let body = serde_json::json!({
-        "status": if database && started { "ready" } else { "not_ready" },
+    let stopping = state.stopping.load(Ordering::Acquire);
+    let ready = database && started && !stopping;
+    let mut body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unavailable" },
         "startup": if started { "done" } else { "in_progress" },
     });
-    if database && started {
+    if stopping {
+        body["stopping"] = serde_json::json!(true);
+    }
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -18,7 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// Errors every keyed route can answer.
-const KEYED: &[&str] = &["unauthorized", "too_many_attempts", "internal_error"];
+const KEYED: &[&str] = &[
+    "unauthorized",
+    "too_many_attempts",
+    "rate_limited",
+    "internal_error",
+];
 
 /// A query, path or header parameter.
 struct Param {

@@ -10,6 +10,10 @@
 //! An entry still in doubt after the in-doubt wait (stored as its due time, so it survives
 //! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
 //! deduplicates by event id — are simply retried.
+//!
+//! At a graceful stop the outbox stops taking entries ([`Outbox::stop_dispatching`]) and the
+//! sends already in flight finish and are settled ([`Outbox::deliveries_running`] reaches
+//! zero); entries not yet claimed stay pending on disk for the next start.
 
 mod doubt;
 mod sandbox;
@@ -98,6 +102,8 @@ pub struct Outbox {
     depth_counted: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long a send in doubt waits for a status before it is sent once more.
     in_doubt_wait: Duration,
+    /// Set at a graceful stop: no entry is claimed any more.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -146,7 +152,29 @@ impl Outbox {
             busy: Default::default(),
             depth_counted: Default::default(),
             in_doubt_wait,
+            draining: Default::default(),
         }
+    }
+
+    /// Stops claiming entries: the dispatcher ends and each delivery task stops after the entry
+    /// it is sending. Sends in flight go on until answered.
+    pub fn stop_dispatching(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.runtime.outbox_wake.notify_one();
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Recipients whose delivery task is still running (at a stop: sends not yet settled).
+    pub fn deliveries_running(&self) -> usize {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recipients
+            .len()
     }
 
     /// Settles entries a killed process left in flight, then delivers until the process ends.
@@ -155,7 +183,7 @@ impl Outbox {
             tracing::error!(error = %e, "recovering in-flight outbox entries failed");
         }
         let wake = self.runtime.outbox_wake.clone();
-        loop {
+        while !self.draining() {
             let worked = match self.dispatch_due().await {
                 Ok(n) => n > 0,
                 Err(e) => {
@@ -216,6 +244,9 @@ impl Outbox {
             let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
             (b.recipients.clone(), b.entries.clone())
         };
+        if self.draining() {
+            return Ok(0);
+        }
         let sessions = self.runtime.sessions();
         let due = sessions.due_outbox_except(Utc::now(), 256, &held)?;
         // Counting the queue reads all of it: twice a second is enough for a gauge.
@@ -291,6 +322,10 @@ impl Outbox {
         let sessions = self.runtime.sessions();
         let mut held_until: Option<i64> = None;
         for mut entry in entries {
+            if self.draining() {
+                // A graceful stop: this entry and the rest stay pending for the next start.
+                break;
+            }
             let whatsapp = is_whatsapp(&entry.payload);
             if entry.state == OutboxState::InDoubt && !self.resend_in_doubt(&mut entry).await {
                 continue;
@@ -344,7 +379,7 @@ impl Outbox {
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
                 match self
                     .merchant
-                    .deliver_callback(&url, &event_id, &bytes)
+                    .deliver_callback(&url, &event_id, &bytes, now)
                     .await
                 {
                     Ok(()) => Outcome::Done,
@@ -361,7 +396,7 @@ impl Outbox {
             }
             OutboxPayload::Hook { hook, url, body } => {
                 self.runtime.metrics.hook_attempts.inc();
-                let event = match self.merchant.call_hook(&url, &body).await {
+                let event = match self.merchant.call_hook(&url, &body, now).await {
                     Ok(fields) => Event::HookOk { hook, fields },
                     Err(e) => {
                         self.runtime.metrics.hook_failures.inc();

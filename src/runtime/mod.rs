@@ -126,6 +126,12 @@ impl Inbox {
         Ok(n)
     }
 
+    /// Whether every recorded event is handled and no work is queued or running (at a stop,
+    /// once the HTTP server has answered its last request).
+    pub fn is_idle(&self) -> bool {
+        self.queues.is_idle() && self.store.inbound().pending_len() == 0
+    }
+
     /// Queues other work (timers, hook answers) behind the customer's earlier work.
     pub fn submit(&self, customer: &str, work: Work) {
         self.queues.submit(customer.to_owned(), work);

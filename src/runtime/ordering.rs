@@ -50,6 +50,14 @@ where
         }
     }
 
+    /// Whether no customer has work queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Queues `item` behind the customer's earlier items.
     pub fn submit(&self, customer: K, item: T) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,6 +123,33 @@ mod tests {
             sorted.sort_unstable();
             assert_eq!(ns, sorted, "customer {c} saw its events out of order");
             assert_eq!(ns.len(), 100);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_only_once_every_item_is_handled() {
+        // Each item waits for a permit: the test decides when each may finish.
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = permits.clone();
+        let handler: Handler<u8> = Arc::new(move |_| {
+            let gate = gate.clone();
+            Box::pin(async move { gate.acquire().await.expect("open").forget() })
+        });
+        let queues = CustomerQueues::new(tokio::runtime::Handle::current(), handler);
+        assert!(queues.is_idle());
+        queues.submit("a", 1);
+        queues.submit("a", 2);
+        assert!(!queues.is_idle(), "work running");
+        permits.add_permits(1);
+        assert!(
+            !queues.is_idle(),
+            "the second item is still queued or running"
+        );
+        permits.add_permits(1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !queues.is_idle() {
+            assert!(std::time::Instant::now() < deadline, "never idle");
+            tokio::task::yield_now().await;
         }
     }
 

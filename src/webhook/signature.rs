@@ -64,8 +64,7 @@ impl SignatureVerifier {
         })
     }
 
-    /// The header value WhatsApp would send for `body`; used by tests and the load generator,
-    /// and by `merchant` for `X-Waotp-Signature`, which follows the same scheme.
+    /// The header value WhatsApp would send for `body`; used by tests and the load generator.
     pub fn sign(&self, body: &[u8]) -> String {
         let mut mac = self.keyed.clone();
         mac.update(body);

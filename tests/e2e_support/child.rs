@@ -46,9 +46,15 @@ impl ChildServer {
                 lines.lock().expect("log").push(line);
             }
         });
-        let address = rx
-            .recv_timeout(DEADLINE)
-            .expect("the server logged its address");
+        let Ok(address) = rx.recv_timeout(DEADLINE) else {
+            // Not left running after the test: it would outlive it.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not log its address: {}",
+                log.lock().expect("log").join("\n")
+            );
+        };
         ChildServer {
             child,
             api: Api::new(format!("http://{address}")),
@@ -60,6 +66,22 @@ impl ChildServer {
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reaped");
+    }
+
+    /// Waits (polling, up to [`DEADLINE`]) for the process to exit on its own; its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn signal(&self, name: &str) {

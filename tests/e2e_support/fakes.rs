@@ -3,16 +3,18 @@
 //! with cursors as Meta pages them) and the merchant (hooks and callbacks, signatures checked).
 
 use super::http_fake::{Answer, HttpFake, Recorded};
+use super::merchant_signature;
 use super::{wait_for, CALLBACK_SECRET, KNOWN_ACCOUNT, RECOVERY_URL, WABA_ID};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use waotp::webhook::signature::SignatureVerifier;
 
 /// The fake Graph API: accepts messages with ids `wamid.e2e.N` unless told otherwise.
 pub struct Graph {
     pub http: HttpFake,
     down: Arc<AtomicBool>,
+    /// Milliseconds every answer waits (a slow Graph API); 0 answers at once.
+    delay_ms: Arc<AtomicU64>,
     accepted: Arc<Mutex<Vec<(Value, String)>>>,
     undeliverable: Arc<Mutex<Vec<String>>>,
     /// The business account's message templates.
@@ -158,7 +160,9 @@ impl Graph {
         let dead = undeliverable.clone();
         let account: Arc<Mutex<TemplateAccount>> = Arc::default();
         let templates = account.clone();
-        let http = HttpFake::start(move |r: &Recorded| {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        let answer = move |r: &Recorded| {
             if is_down.load(Ordering::SeqCst) {
                 return graph_error(503, 2);
             }
@@ -186,11 +190,22 @@ impl Graph {
                        "contacts": [{"input": "x", "wa_id": "x"}],
                        "messages": [{"id": id}]}),
             )
+        };
+        let http = HttpFake::start(move |r: &Recorded| {
+            let answer = answer(r);
+            match delay.load(Ordering::SeqCst) {
+                0 => answer,
+                ms => Answer::Delay {
+                    after: std::time::Duration::from_millis(ms),
+                    answer: Box::new(answer),
+                },
+            }
         })
         .await;
         Graph {
             http,
             down,
+            delay_ms,
             accepted,
             undeliverable,
             account,
@@ -209,6 +224,12 @@ impl Graph {
     }
 
     /// While down, every request gets a 503 with Meta's transient error.
+    /// Makes every later answer wait `delay` (a slow Graph API); zero answers at once again.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
@@ -385,14 +406,11 @@ impl Merchant {
     }
 }
 
-/// Checks `X-Waotp-Signature` against the raw body and `X-Waotp-Event-Id` against the body's id.
+/// Checks `X-Waotp-Signature` against the raw body and the time it arrived (as a merchant does:
+/// a wrong MAC or a timestamp five minutes off is refused), and `X-Waotp-Event-Id` against the
+/// body's id.
 pub fn verify_callback(r: &Recorded) -> Value {
-    let expected = SignatureVerifier::new(CALLBACK_SECRET.as_bytes()).sign(&r.body);
-    assert_eq!(
-        r.header("x-waotp-signature"),
-        Some(expected.as_str()),
-        "callback signature"
-    );
+    verify_signature(r);
     let body = r.json();
     assert_eq!(
         r.header("x-waotp-event-id"),
@@ -400,4 +418,19 @@ pub fn verify_callback(r: &Recorded) -> Value {
         "event id header matches the body"
     );
     body
+}
+
+/// Checks a callback's or hook call's `X-Waotp-Signature` as the merchant would when it arrived.
+pub fn verify_signature(r: &Recorded) {
+    assert_eq!(
+        merchant_signature::check(
+            CALLBACK_SECRET,
+            r.header("x-waotp-signature"),
+            &r.body,
+            r.received_at
+        ),
+        Ok(()),
+        "signature of the call to {}",
+        r.path
+    );
 }

@@ -8,6 +8,8 @@
 
 #[path = "../support/http_fake.rs"]
 pub mod http_fake;
+#[path = "../support/merchant_signature.rs"]
+pub mod merchant_signature;
 
 mod api;
 mod child;

@@ -48,6 +48,9 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the fake received it, in unix seconds (what a merchant checks a signature's
+    /// timestamp against).
+    pub received_at: i64,
 }
 
 impl Recorded {
@@ -159,6 +162,9 @@ async fn answer(
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
             .collect(),
         body: body.to_vec(),
+        received_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
     };
     let answer = {
         let mut state = state.lock().expect("fake state");

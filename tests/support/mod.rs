@@ -3,3 +3,4 @@
 
 pub mod graph_fake;
 pub mod http_fake;
+pub mod merchant_signature;
