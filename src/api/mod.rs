@@ -8,6 +8,7 @@ pub mod health;
 pub mod idempotency;
 pub mod list;
 pub mod openapi;
+pub mod routes;
 pub mod sessions;
 pub mod stats;
 pub mod throttle;

@@ -35,17 +35,6 @@ pub struct ApiState {
     pub in_flight: Arc<InFlight>,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/sessions", web::post().to(start))
-        .route("/v1/sessions", web::get().to(super::list::list))
-        .route("/v1/openapi.json", web::get().to(super::openapi::serve))
-        .route("/v1/sessions/{id}", web::get().to(get))
-        .route("/v1/sessions/{id}/cancel", web::post().to(cancel))
-        .route("/v1/sessions/{id}/check", web::post().to(check))
-        .route("/v1/sandbox/messages", web::get().to(sandbox_messages))
-        .route("/v1/sandbox/inbound", web::post().to(sandbox_inbound));
-}
-
 /// `POST /v1/sessions`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +98,7 @@ pub(super) struct SandboxInbound {
     id: String,
 }
 
-async fn start(
+pub(super) async fn start(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
@@ -266,7 +255,7 @@ fn otp_refused(refusal: IssueRefusal, message: String) -> ApiError {
         .retry_after(super::auth::retry_after_secs(wait))
 }
 
-async fn get(
+pub(super) async fn get(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
@@ -282,7 +271,7 @@ async fn get(
         .ok_or_else(ApiError::not_found)
 }
 
-async fn cancel(
+pub(super) async fn cancel(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
@@ -306,7 +295,7 @@ pub(super) struct CheckRequest {
     code: String,
 }
 
-async fn check(
+pub(super) async fn check(
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -374,7 +363,7 @@ struct MessagesQuery {
 /// Longest wait a listing may ask for.
 const MAX_LISTING_WAIT_SECS: u64 = 30;
 
-async fn sandbox_messages(
+pub(super) async fn sandbox_messages(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -409,7 +398,7 @@ pub(super) struct InboundRequest {
     button: Option<String>,
 }
 
-async fn sandbox_inbound(
+pub(super) async fn sandbox_inbound(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
