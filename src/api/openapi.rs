@@ -179,6 +179,7 @@ fn operation(route: V1Route, g: &mut Schemas) -> Operation {
                 "not_found",
                 "check_in_chat",
                 "reverse_otp",
+                "no_code_pending",
                 "session_completed",
             ],
         },

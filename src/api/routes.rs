@@ -8,6 +8,7 @@
 //! path elsewhere and that every described route answers.
 
 use super::{list, openapi, sessions, stats};
+use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
 use actix_web::web;
 
@@ -83,6 +84,18 @@ impl V1Route {
             V1Route::OpenApi => route.to(openapi::serve),
         }
     }
+}
+
+/// The methods the `/v1` routes take at `path`, in table order; empty when none matches it.
+/// Only requests no route took get here, so it costs the served ones nothing.
+pub fn methods_of(path: &str) -> Vec<Method> {
+    let mut methods: Vec<Method> = Vec::new();
+    for route in V1Route::ALL {
+        if ResourceDef::new(route.path()).is_match(path) && !methods.contains(&route.method()) {
+            methods.push(route.method());
+        }
+    }
+    methods
 }
 
 /// Registers every `/v1` route.

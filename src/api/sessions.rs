@@ -6,6 +6,7 @@ use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, read_body, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
+use crate::flow::engine::ApiCheckRefusal;
 use crate::metrics::Metrics;
 use crate::otp::IssueRefusal;
 use crate::outbox::SandboxRecorder;
@@ -201,7 +202,7 @@ async fn start_session(
         .await
         .map_err(|e| match e {
             StartError::UnknownFlow(_) | StartError::NotApiStarted(_) => {
-                ApiError::bad_request("unknown_flow", e.to_string())
+                ApiError::bad_request("unknown_flow", e.to_string()).with_param("flow")
             }
             StartError::MissingVar(ref name) => ApiError::bad_request("missing_var", e.to_string())
                 .with_param(format!("vars.{name}")),
@@ -321,7 +322,12 @@ pub(super) async fn check(
             )
             .with_param("code"),
             CheckError::NotHere(refusal) => {
-                ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
+                let refused =
+                    ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string());
+                match refusal {
+                    ApiCheckRefusal::NoCode => refused.with_session(id.as_str()),
+                    _ => refused,
+                }
             }
             CheckError::Completed { ref id, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "session_completed", e.to_string())

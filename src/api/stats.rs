@@ -154,7 +154,8 @@ pub(super) async fn stats(
             return Err(ApiError::bad_request(
                 "unknown_flow",
                 format!("no flow `{f}`; leave `flow` out for all flows"),
-            ));
+            )
+            .with_param("flow"));
         }
     }
     let to = match &query.to {
