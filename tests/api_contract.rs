@@ -424,6 +424,12 @@ async fn a_start_refused_by_the_prefix_list_or_a_customers_rate_says_which() {
     assert_eq!(limited.body["error"]["code"], "customer_rate_limited");
     let wait = retry_after(&limited);
     assert!((1..=600).contains(&wait), "{wait}");
+    // The message tells people the same wait as `retry_after` tells programs.
+    let message = limited.body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("in {wait} s")),
+        "{message} vs {wait}"
+    );
     assert_described("post", "/v1/sessions", &limited);
     let page = call(&app, "GET", "/v1/sessions?customer=%2B447700900200", None).await;
     assert_eq!(page.body["sessions"].as_array().map(Vec::len), Some(5));
