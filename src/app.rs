@@ -310,14 +310,14 @@ impl Application {
 
 /// A span per request naming method, path and request id, and the `X-Request-Id` header on
 /// every answer (see [`crate::request_id`]). The query string is left out on purpose: the
-/// webhook handshake carries the verify token there.
+/// webhook handshake carries the verify token there; so is a one-time dashboard link's token,
+/// which is a login.
 async fn trace_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = crate::request_id::of(req.headers());
-    let span =
-        tracing::info_span!("http", method = %req.method(), path = %req.path(), request_id = %id);
+    let span = tracing::info_span!("http", method = %req.method(), path = %logged_path(req.path()), request_id = %id);
     let started = Instant::now();
     // Handlers' errors arrive here as responses; only a middleware's own error passes by.
     let mut res = next.call(req).instrument(span.clone()).await?;
@@ -331,4 +331,14 @@ async fn trace_request(
         "request"
     );
     Ok(res)
+}
+
+/// `path` as logged: without the token of a one-time dashboard link.
+fn logged_path(path: &str) -> &str {
+    const ONCE: &str = "/dashboard/once/";
+    if path.starts_with(ONCE) {
+        "/dashboard/once/…"
+    } else {
+        path
+    }
 }
