@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the webhook's hot path: signature check, payload parsing, and recording
-//! an event in sled (in memory; the group flush is measured by the load generator instead).
+//! Micro-benchmarks of the webhook's hot path: signature check, payload parsing, recording an
+//! event in sled (in memory; the group flush is measured by the load generator instead), and
+//! what every request pays for its log span and `X-Request-Id` with info-level logging on.
 //!
 //! Run: `cargo bench --bench webhook`
 
@@ -50,5 +51,36 @@ fn record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signature, record);
+/// The request middleware's own work: a request id made, an info span opened with it under an
+/// info-level subscriber (formatting into a sink), and the header value built; beside a span
+/// without the id, to see what the id costs.
+fn request_span(c: &mut Criterion) {
+    use actix_web::http::header::{HeaderMap, HeaderValue};
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let headers = HeaderMap::new();
+        let mut g = c.benchmark_group("request");
+        g.bench_function("id_span_and_header", |b| {
+            b.iter(|| {
+                let id = waotp::request_id::of(&headers);
+                let span = tracing::info_span!("http", method = "POST", path = "/webhook", request_id = %id);
+                let _entered = span.enter();
+                HeaderValue::from_str(&id).is_ok()
+            })
+        });
+        g.bench_function("span_without_id", |b| {
+            b.iter(|| {
+                let span = tracing::info_span!("http", method = "POST", path = "/webhook");
+                let _entered = span.enter();
+            })
+        });
+        g.bench_function("id_only", |b| b.iter(|| waotp::request_id::of(&headers)));
+        g.finish();
+    });
+}
+
+criterion_group!(benches, signature, record, request_span);
 criterion_main!(benches);

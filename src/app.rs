@@ -257,8 +257,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(64 * 1024))
                 .configure(crate::webhook::routes)
                 .configure(crate::api::health::routes)
-                .configure(crate::api::sessions::routes)
-                .configure(crate::api::stats::routes)
+                .configure(crate::api::routes::v1)
                 .configure(crate::api::dashboard::routes)
                 .default_service(web::to(crate::api::error::route_not_found))
         })
@@ -358,14 +357,14 @@ impl Application {
 
 /// A span per request naming method, path and request id, and the `X-Request-Id` header on
 /// every answer (see [`crate::request_id`]). The query string is left out on purpose: the
-/// webhook handshake carries the verify token there.
+/// webhook handshake carries the verify token there; so is a one-time dashboard link's token,
+/// which is a login.
 async fn trace_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = crate::request_id::of(req.headers());
-    let span =
-        tracing::info_span!("http", method = %req.method(), path = %req.path(), request_id = %id);
+    let span = tracing::info_span!("http", method = %req.method(), path = %logged_path(req.path()), request_id = %id);
     let started = Instant::now();
     // Handlers' errors arrive here as responses; only a middleware's own error passes by.
     let mut res = next.call(req).instrument(span.clone()).await?;
@@ -379,4 +378,14 @@ async fn trace_request(
         "request"
     );
     Ok(res)
+}
+
+/// `path` as logged: without the token of a one-time dashboard link.
+fn logged_path(path: &str) -> &str {
+    const ONCE: &str = "/dashboard/once/";
+    if path.starts_with(ONCE) {
+        "/dashboard/once/…"
+    } else {
+        path
+    }
 }

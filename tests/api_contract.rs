@@ -144,6 +144,28 @@ async fn every_answer_carries_a_request_id_and_a_usable_one_is_the_callers() {
         .expect("sent");
     assert_eq!(res.status(), 401);
     assert!(res.headers().contains_key("x-request-id"));
+    // So do a signed webhook's acknowledgement and its refusal of a body that is not JSON, and
+    // a method a path does not take.
+    let ok = common::text_message("wamid.request-id", "919876543210", "hello");
+    for (body, status) in [(ok, 200), ("not json".to_owned(), 400)] {
+        let res = common::post_signed(&app.client, &app.base, body).await;
+        assert_eq!(res.status(), status);
+        assert!(res.headers().contains_key("x-request-id"), "{status}");
+    }
+    for (method, path) in [("PUT", "/webhook"), ("DELETE", "/v1/sessions")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let res = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert!(
+            res.headers().contains_key("x-request-id"),
+            "{method} {path}"
+        );
+    }
     // The caller's own id comes back when usable, and is replaced when not.
     let mine = "0b6e3c1a-7f1e-4c55-9a51-2b8f0f3c9d10";
     let res = get("/v1/sessions/ses_none", Some(mine))
@@ -152,6 +174,29 @@ async fn every_answer_carries_a_request_id_and_a_usable_one_is_the_callers() {
     assert_eq!(res.headers()["x-request-id"], mine);
     let res = get("/healthz", Some("has spaces")).await.expect("sent");
     assert_ne!(res.headers()["x-request-id"], "has spaces");
+    // A /v1 path asked with a method it does not take is a 405 naming the methods it takes.
+    let res = app
+        .client
+        .delete(format!("{}/v1/sessions/ses_none", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert_eq!(
+        body["error"]["doc_url"],
+        "docs/http-api.md#method_not_allowed"
+    );
+    let res = app
+        .client
+        .put(format!("{}/v1/sessions", app.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST, GET");
     // An unknown route is refused in the same shape as everything else.
     let res = get("/no/such/route", None).await.expect("sent");
     assert_eq!(res.status(), 404);
@@ -179,7 +224,7 @@ async fn live_answers_and_refusals_match_the_description() {
         (
             json!({"flow": "nope", "to": to}),
             "unknown_flow",
-            Value::Null,
+            json!("flow"),
         ),
         (
             json!({"flow": "signup_verification", "to": "12"}),
@@ -259,6 +304,25 @@ async fn live_answers_and_refusals_match_the_description() {
     assert_eq!(late.body["error"]["code"], "session_completed");
     assert_eq!(late.body["error"]["session_id"], id.as_str());
     assert_described("post", "/v1/sessions/{id}/check", &late);
+
+    // A session that is not waiting for a code (the order summary's buttons) refuses a check
+    // and counts nothing, instead of answering a `valid: false` that reads like a wrong guess.
+    let summary = call(&app, "POST", "/v1/sessions", Some(cod("+447700900125"))).await;
+    assert_eq!(summary.status, 201, "{}", summary.body);
+    let cod_id = summary.body["id"].as_str().expect("id");
+    let early = call(
+        &app,
+        "POST",
+        &format!("/v1/sessions/{cod_id}/check"),
+        Some(json!({"code": "123456"})),
+    )
+    .await;
+    assert_eq!(early.status, 409, "{}", early.body);
+    assert_eq!(early.body["error"]["code"], "no_code_pending");
+    assert_eq!(early.body["error"]["session_id"], cod_id);
+    assert_described("post", "/v1/sessions/{id}/check", &early);
+    let after = call(&app, "GET", &format!("/v1/sessions/{cod_id}"), None).await;
+    assert_eq!(after.body, summary.body, "the check changed the session");
 
     let page = call(&app, "GET", "/v1/sessions?limit=1", None).await;
     assert_eq!(page.status, 200);
@@ -360,6 +424,12 @@ async fn a_start_refused_by_the_prefix_list_or_a_customers_rate_says_which() {
     assert_eq!(limited.body["error"]["code"], "customer_rate_limited");
     let wait = retry_after(&limited);
     assert!((1..=600).contains(&wait), "{wait}");
+    // The message tells people the same wait as `retry_after` tells programs.
+    let message = limited.body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("in {wait} s")),
+        "{message} vs {wait}"
+    );
     assert_described("post", "/v1/sessions", &limited);
     let page = call(&app, "GET", "/v1/sessions?customer=%2B447700900200", None).await;
     assert_eq!(page.body["sessions"].as_array().map(Vec::len), Some(5));

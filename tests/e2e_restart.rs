@@ -419,6 +419,30 @@ async fn graph_api_down_and_a_kill_in_between_each_message_once() {
 async fn no_plaintext_code_on_disk_or_in_trace_logs() {
     let rig = Rig::new(&[]).await;
     let server = ChildServer::start(&rig.vars(), "trace");
+    // A one-time dashboard link is a login: its token must not reach the log with the path.
+    let link: Value = server
+        .api
+        .http
+        .post(format!("{}/dashboard/link", server.api.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let path = link["path"].as_str().expect("path").to_owned();
+    let token = path.rsplit('/').next().expect("token").to_owned();
+    let used = server
+        .api
+        .http
+        .get(format!("{}{path}", server.api.base))
+        .send()
+        .await
+        .expect("sent");
+    // It logged in: the answer redirected to the dashboard (which, without the cookie, asks again).
+    assert_eq!(used.url().path(), "/dashboard", "the link was not taken");
+    server.wait_log(&["/dashboard/once/"]).await;
     // Eight digits: a chance match among the other digits on disk or in the log is negligible.
     let s = server
         .api
@@ -455,6 +479,10 @@ async fn no_plaintext_code_on_disk_or_in_trace_logs() {
         assert!(!log.contains(c.as_str()), "code {c} in the log");
     }
     assert!(!log.contains(ACCESS_TOKEN), "the access token in the log");
+    assert!(
+        !log.contains(&token),
+        "a one-time dashboard link in the log"
+    );
     server.kill9();
     let found = files_containing(&rig.data(), code.as_bytes());
     assert!(found.is_empty(), "code {code} found on disk in {found:?}");

@@ -185,6 +185,33 @@ fn chat_plays_a_conversation_with_slash_commands() {
 }
 
 #[test]
+fn chat_check_is_refused_while_the_session_waits_for_a_button() {
+    // As the server's `/check` is (409 no_code_pending): no code is outstanding yet.
+    let input = "/check 123456\n/state\n";
+    let vars = [
+        ("customer_name".to_owned(), "Asha".to_owned()),
+        ("order_id".to_owned(), "A-7".to_owned()),
+        ("total".to_owned(), "₹10".to_owned()),
+    ];
+    let (code, out, err) = run(|o, e| {
+        cli::chat(
+            Path::new("flows"),
+            "cod_confirmation",
+            &vars,
+            Some("en"),
+            &mut Cursor::new(input),
+            o,
+            e,
+        )
+    });
+    assert_eq!(code, cli::OK, "{err}");
+    assert!(
+        out.contains("(/check refused: the session is not waiting for a code now"),
+        "{out}"
+    );
+}
+
+#[test]
 fn chat_state_shows_the_visit_counts_and_the_deadline() {
     let input = "asha@example.com\n/hookerror lookup_account\n/state\n";
     let (code, out, err) = run(|o, e| {

@@ -1,7 +1,8 @@
 //! The OpenAPI description against the code and the running server: the committed
 //! `docs/openapi.json` is exactly what the code generates (set `UPDATE_OPENAPI=1` to rewrite it
 //! after changing the API), the server serves it without a key, and every route it describes
-//! exists on the server.
+//! exists on the server. Both ways: the description's operations are exactly the route table's,
+//! and nothing but the route table registers a `/v1` path.
 
 mod common;
 
@@ -23,6 +24,73 @@ fn the_committed_document_is_what_the_code_generates() {
         committed == generated,
         "docs/openapi.json differs from the API the code describes; regenerate it with \
          `UPDATE_OPENAPI=1 cargo test --test openapi` and review the difference"
+    );
+}
+
+#[test]
+fn the_description_has_one_operation_per_route_of_the_route_table_and_no_other() {
+    use waotp::api::routes::V1Route;
+    let doc = waotp::api::openapi::document();
+    let mut described = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("operations").keys() {
+            described.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let registered: std::collections::BTreeSet<_> = V1Route::ALL
+        .iter()
+        .map(|r| (r.method().to_string(), r.path().to_owned()))
+        .collect();
+    assert_eq!(
+        registered.len(),
+        V1Route::ALL.len(),
+        "a route is in the table twice"
+    );
+    assert_eq!(described, registered);
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn nothing_but_the_route_table_registers_a_v1_path() {
+    // A `/v1` route registered anywhere else would be served without being described.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let table = root.join("src/api/routes.rs");
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    assert!(files.contains(&table));
+    let mut offenders = Vec::new();
+    for file in files.iter().filter(|f| **f != table) {
+        let text: String = std::fs::read_to_string(file)
+            .expect("read")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for call in [
+            "route(\"/v1",
+            "resource(\"/v1",
+            "scope(\"/v1",
+            "service(\"/v1",
+        ] {
+            if text.contains(call) {
+                offenders.push(format!("{}: {call}", file.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "register /v1 routes in src/api/routes.rs, where the OpenAPI description must describe \
+         them: {offenders:?}"
     );
 }
 
@@ -69,10 +137,10 @@ fn the_document_is_openapi_3_1_and_names_every_error_code_of_every_route() {
             }
         }
     }
-    // Only the answer to an unknown route belongs to no route.
+    // Only the answers to an unknown route or method belong to no route.
     let unused: Vec<_> = catalogue
         .iter()
-        .filter(|c| !named.contains(**c) && **c != "route_not_found")
+        .filter(|c| !named.contains(**c) && !["route_not_found", "method_not_allowed"].contains(*c))
         .collect();
     assert!(unused.is_empty(), "codes no route answers: {unused:?}");
 }

@@ -58,15 +58,17 @@ pub const CATALOGUE: &[ErrorCode] = &[
     code("invalid_code", 400, "The string is not a code (4 to 10 digits, separators aside): nothing was counted."),
     code("check_in_chat", 409, "This session's code is typed in the WhatsApp chat only (`check = \"chat\"`): nothing was counted."),
     code("reverse_otp", 409, "A reverse-OTP session is verified by the customer's own WhatsApp message, never by `/check`."),
+    code("no_code_pending", 409, "The session is not waiting for a code now (it waits for a button, a timer or a hook); `session_id` names it: read its `state`. Nothing was counted."),
     code("session_completed", 409, "The session has already ended; `session_id` names it: read it for its outcome. Nothing was counted."),
     code("invalid_filter", 400, "A query parameter of the listing is not valid; `param` names it."),
-    code("invalid_cursor", 400, "`starting_after` is not a cursor this server gave out."),
+    code("invalid_cursor", 400, "`starting_after` is not a cursor: pass the `next_cursor` of a page as it is."),
     code("invalid_query", 400, "The query string cannot be read."),
     code("invalid_date", 400, "A time is not RFC 3339 (e.g. `2026-01-31T09:00:00Z`; write `+` as `%2B` in a URL)."),
     code("invalid_range", 400, "`from` is after `to`."),
     code("not_sandbox", 404, "Sandbox routes exist only in sandbox mode."),
     code("invalid_message", 400, "Give exactly one of `text` or `button`."),
-    code("route_not_found", 404, "No route has this method and path."),
+    code("route_not_found", 404, "No route has this path."),
+    code("method_not_allowed", 405, "The `/v1` path takes other methods, listed in the `Allow` header."),
     code("internal_error", 500, "Something failed on the server's side (it is logged with the request id): retry."),
 ];
 
@@ -235,14 +237,34 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
 }
 
-/// The answer to a request no route takes.
+/// The answer to a request no route takes: `405` with `Allow` for a `/v1` path that takes
+/// other methods, else `404`.
 pub async fn route_not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
-        format!("no route {} {}", req.method(), req.path()),
+    let allowed = super::routes::methods_of(req.path());
+    if allowed.is_empty() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            format!("no route {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    }
+    let allow = allowed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut res = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} takes {allow}, not {}", req.path(), req.method()),
     )
-    .error_response()
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    res
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod list;
 pub mod openapi;
 pub mod rate;
+pub mod routes;
 pub mod sessions;
 pub mod stats;
 pub mod throttle;

@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 description of every `/v1` route, built from the code: the request and
 //! answer types' JSON Schemas (schemars, JSON Schema 2020-12 as OpenAPI 3.1 uses), the error
-//! catalogue ([`super::error::CATALOGUE`]) and the table of operations below, which names each
-//! route's error codes. Served at `GET /v1/openapi.json` (no key: it describes the API, it
+//! catalogue ([`super::error::CATALOGUE`]) and, for each route of the route table
+//! ([`super::routes`]), its operation below, which names the route's error codes. Served at `GET /v1/openapi.json` (no key: it describes the API, it
 //! holds nothing of anyone's) and committed as `docs/openapi.json`, which a test keeps equal.
 
 use super::error::{catalogued, doc_url, ErrorCode, CATALOGUE, DOC_PAGE};
+use super::routes::V1Route;
 use super::sessions::{
     CheckAnswer, CheckRequest, InboundRequest, SandboxInbound, SandboxMessages, SessionList,
     StartAnswer, StartRequest,
@@ -36,8 +37,6 @@ struct Param {
 
 /// One route as documented.
 struct Operation {
-    method: &'static str,
-    path: &'static str,
     id: &'static str,
     summary: &'static str,
     keyed: bool,
@@ -75,11 +74,10 @@ fn session_id() -> Param {
     param("id", "path", true, string, "The session's id (`ses_…`).")
 }
 
-fn operations(g: &mut Schemas) -> Vec<Operation> {
-    vec![
-        Operation {
-            method: "post",
-            path: "/v1/sessions",
+/// The description of `route`.
+fn operation(route: V1Route, g: &mut Schemas) -> Operation {
+    match route {
+        V1Route::StartSession => Operation {
             id: "startSession",
             summary: "Start a session of a flow for a customer",
             keyed: true,
@@ -111,9 +109,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
                 "global_ceiling",
             ],
         },
-        Operation {
-            method: "get",
-            path: "/v1/sessions",
+        V1Route::ListSessions => Operation {
             id: "listSessions",
             summary: "List sessions, newest first, a page at a time",
             keyed: true,
@@ -155,9 +151,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "A page of sessions.", g.answer::<SessionList>()),
             errors: &["invalid_query", "invalid_filter", "invalid_cursor"],
         },
-        Operation {
-            method: "get",
-            path: "/v1/sessions/{id}",
+        V1Route::GetSession => Operation {
             id: "getSession",
             summary: "Read a session",
             keyed: true,
@@ -166,9 +160,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "The session.", g.answer::<SessionObject>()),
             errors: &["not_found"],
         },
-        Operation {
-            method: "post",
-            path: "/v1/sessions/{id}/cancel",
+        V1Route::CancelSession => Operation {
             id: "cancelSession",
             summary: "Cancel a session (no-op once it has ended)",
             keyed: true,
@@ -177,9 +169,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "The session, ended with outcome `cancelled` unless it had already ended.", g.answer::<SessionObject>()),
             errors: &["not_found"],
         },
-        Operation {
-            method: "post",
-            path: "/v1/sessions/{id}/check",
+        V1Route::CheckCode => Operation {
             id: "checkCode",
             summary: "Check a code the customer typed on the merchant's site",
             keyed: true,
@@ -194,12 +184,11 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
                 "not_found",
                 "check_in_chat",
                 "reverse_otp",
+                "no_code_pending",
                 "session_completed",
             ],
         },
-        Operation {
-            method: "get",
-            path: "/v1/stats",
+        V1Route::Stats => Operation {
             id: "getStats",
             summary: "The verification funnel of one flow or all, over whole hours",
             keyed: true,
@@ -212,9 +201,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "The funnel: counts, rates and time-to-verify (described in docs/dashboard.md).", json!({"type": "object"})),
             errors: &["invalid_query", "unknown_flow", "invalid_date", "invalid_range"],
         },
-        Operation {
-            method: "get",
-            path: "/v1/sandbox/messages",
+        V1Route::SandboxMessages => Operation {
             id: "listSandboxMessages",
             summary: "What the bot sent a number (sandbox mode only)",
             keyed: true,
@@ -227,9 +214,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "The messages.", g.answer::<SandboxMessages>()),
             errors: &["not_sandbox", "invalid_query", "invalid_phone"],
         },
-        Operation {
-            method: "post",
-            path: "/v1/sandbox/inbound",
+        V1Route::SandboxInbound => Operation {
             id: "sendSandboxInbound",
             summary: "Play the customer: a message handled exactly like a signed webhook (sandbox mode only)",
             keyed: true,
@@ -245,9 +230,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
                 "invalid_message",
             ],
         },
-        Operation {
-            method: "get",
-            path: "/v1/openapi.json",
+        V1Route::OpenApi => Operation {
             id: "getOpenApi",
             summary: "This description",
             keyed: false,
@@ -256,7 +239,7 @@ fn operations(g: &mut Schemas) -> Vec<Operation> {
             ok: (200, "The OpenAPI 3.1 document.", json!({"type": "object"})),
             errors: &[],
         },
-    ]
+    }
 }
 
 /// Schemas of request bodies (as read) and answers (as written), gathered under
@@ -373,9 +356,9 @@ fn responses(op: &Operation) -> Value {
 /// Builds the document.
 pub fn document() -> Value {
     let mut schemas = Schemas::new();
-    let ops = operations(&mut schemas);
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
-    for op in &ops {
+    for route in V1Route::ALL {
+        let op = operation(route, &mut schemas);
         let mut o = json!({
             "operationId": op.id,
             "summary": op.summary,
@@ -383,7 +366,7 @@ pub fn document() -> Value {
                 "name": p.name, "in": p.place, "required": p.required,
                 "description": p.description, "schema": (p.schema)(),
             })).collect::<Vec<_>>(),
-            "responses": responses(op),
+            "responses": responses(&op),
         });
         if let Some(body) = &op.body {
             o["requestBody"] =
@@ -395,9 +378,9 @@ pub fn document() -> Value {
             json!([])
         };
         paths
-            .entry(op.path)
+            .entry(route.path())
             .or_default()
-            .insert(op.method.into(), o);
+            .insert(route.method().as_str().to_ascii_lowercase(), o);
     }
     let mut components = schemas.into_components();
     components.insert("Error".into(), error_schema(None));

@@ -6,6 +6,7 @@ use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, read_body, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
 use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
+use crate::flow::engine::ApiCheckRefusal;
 use crate::metrics::Metrics;
 use crate::otp::IssueRefusal;
 use crate::outbox::SandboxRecorder;
@@ -33,17 +34,6 @@ pub struct ApiState {
     pub sandbox: Option<Arc<SandboxRecorder>>,
     /// Idempotency keys of requests being answered.
     pub in_flight: Arc<InFlight>,
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/sessions", web::post().to(start))
-        .route("/v1/sessions", web::get().to(super::list::list))
-        .route("/v1/openapi.json", web::get().to(super::openapi::serve))
-        .route("/v1/sessions/{id}", web::get().to(get))
-        .route("/v1/sessions/{id}/cancel", web::post().to(cancel))
-        .route("/v1/sessions/{id}/check", web::post().to(check))
-        .route("/v1/sandbox/messages", web::get().to(sandbox_messages))
-        .route("/v1/sandbox/inbound", web::post().to(sandbox_inbound));
 }
 
 /// `POST /v1/sessions`.
@@ -109,7 +99,7 @@ pub(super) struct SandboxInbound {
     id: String,
 }
 
-async fn start(
+pub(super) async fn start(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
@@ -212,7 +202,7 @@ async fn start_session(
         .await
         .map_err(|e| match e {
             StartError::UnknownFlow(_) | StartError::NotApiStarted(_) => {
-                ApiError::bad_request("unknown_flow", e.to_string())
+                ApiError::bad_request("unknown_flow", e.to_string()).with_param("flow")
             }
             StartError::MissingVar(ref name) => ApiError::bad_request("missing_var", e.to_string())
                 .with_param(format!("vars.{name}")),
@@ -266,7 +256,7 @@ fn otp_refused(refusal: IssueRefusal, message: String) -> ApiError {
         .retry_after(super::auth::retry_after_secs(wait))
 }
 
-async fn get(
+pub(super) async fn get(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
@@ -282,7 +272,7 @@ async fn get(
         .ok_or_else(ApiError::not_found)
 }
 
-async fn cancel(
+pub(super) async fn cancel(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
@@ -306,7 +296,7 @@ pub(super) struct CheckRequest {
     code: String,
 }
 
-async fn check(
+pub(super) async fn check(
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -332,7 +322,12 @@ async fn check(
             )
             .with_param("code"),
             CheckError::NotHere(refusal) => {
-                ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
+                let refused =
+                    ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string());
+                match refusal {
+                    ApiCheckRefusal::NoCode => refused.with_session(id.as_str()),
+                    _ => refused,
+                }
             }
             CheckError::Completed { ref id, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "session_completed", e.to_string())
@@ -374,7 +369,7 @@ struct MessagesQuery {
 /// Longest wait a listing may ask for.
 const MAX_LISTING_WAIT_SECS: u64 = 30;
 
-async fn sandbox_messages(
+pub(super) async fn sandbox_messages(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -409,7 +404,7 @@ pub(super) struct InboundRequest {
     button: Option<String>,
 }
 
-async fn sandbox_inbound(
+pub(super) async fn sandbox_inbound(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,

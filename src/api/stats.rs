@@ -17,10 +17,6 @@ use serde_json::{json, Value};
 /// Outcomes that mean the person proved they hold the number.
 pub const SUCCESS_OUTCOMES: [&str; 3] = ["verified", "confirmed", "approved"];
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/stats", web::get().to(stats));
-}
-
 #[derive(Deserialize)]
 struct StatsQuery {
     flow: Option<String>,
@@ -140,7 +136,10 @@ pub fn report(flow: Option<&str>, range: HourRange, t: &Totals) -> Value {
     })
 }
 
-async fn stats(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn stats(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     require_key(&req, &state.api_keys)?;
     let query = web::Query::<StatsQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))?
@@ -155,7 +154,8 @@ async fn stats(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRespo
             return Err(ApiError::bad_request(
                 "unknown_flow",
                 format!("no flow `{f}`; leave `flow` out for all flows"),
-            ));
+            )
+            .with_param("flow"));
         }
     }
     let to = match &query.to {

@@ -46,7 +46,8 @@ pub enum StartError {
 }
 
 fn refusal_text(refusal: IssueRefusal) -> String {
-    let wait = |d: std::time::Duration| d.as_secs().max(1);
+    // Rounded up like the answer's `retry_after`, so that both name the same wait.
+    let wait = |d: std::time::Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
     match refusal {
         IssueRefusal::CountryNotAllowed => {
             "codes are not sent to this number's country or prefix (WAOTP_OTP_ALLOWED_PREFIXES)"

@@ -123,6 +123,10 @@ pub enum ApiCheckRefusal {
     /// A reverse-OTP code proves the customer's number only when it arrives from that number.
     #[error("a reverse-OTP code is verified only by the customer's own WhatsApp message")]
     Reverse,
+    /// The session is not in a state that waits for a code (it waits for a button, a timer or
+    /// a hook), so no code can be right or wrong now.
+    #[error("the session is not waiting for a code now; read its `state`")]
+    NoCode,
 }
 
 impl ApiCheckRefusal {
@@ -131,13 +135,14 @@ impl ApiCheckRefusal {
         match self {
             Self::ChatOnly => "check_in_chat",
             Self::Reverse => "reverse_otp",
+            Self::NoCode => "no_code_pending",
         }
     }
 }
 
-/// Whether the merchant's `/check` may verify `session`'s code now: not when the waiting OTP
-/// state takes codes in the chat only, nor for a reverse-OTP code. (A state that is not
-/// waiting for a code gives `Ok`: the check then finds no code.)
+/// Whether the merchant's `/check` may verify `session`'s code now: not when the session is in
+/// a state that does not wait for a code, nor when the waiting OTP state takes codes in the
+/// chat only, nor for a reverse-OTP code. Refused checks count no attempt and change nothing.
 pub fn api_check_allowed(flow: &Flow, session: &SessionState) -> Result<(), ApiCheckRefusal> {
     let otp = flow
         .file()
@@ -145,7 +150,9 @@ pub fn api_check_allowed(flow: &Flow, session: &SessionState) -> Result<(), ApiC
         .get(session.state.as_str())
         .filter(|s| *s.kind.get() == crate::flow::model::StateKind::Otp)
         .and_then(|s| s.otp.as_ref());
-    let Some(otp) = otp else { return Ok(()) };
+    let Some(otp) = otp else {
+        return Err(ApiCheckRefusal::NoCode);
+    };
     if otp.reverse {
         return Err(ApiCheckRefusal::Reverse);
     }
