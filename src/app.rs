@@ -254,7 +254,7 @@ impl Application {
                 .app_data(web::Data::new(health.clone()))
                 .app_data(web::Data::new(api.clone()))
                 .app_data(dashboard.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024))
+                .app_data(web::PayloadConfig::new(crate::api::error::MAX_BODY_BYTES))
                 .configure(crate::webhook::routes)
                 .configure(crate::api::health::routes)
                 .configure(crate::api::routes::v1)

@@ -410,6 +410,20 @@ async fn a_start_refused_by_the_prefix_list_or_a_customers_rate_says_which() {
             .is_none(),
         "a refused start left a session"
     );
+    // Nor did the flow run on to its end for a session that never was.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics.contains("waotp_sessions_completed_total{flow=\"signup_verification\""),
+        "a refused start counted a completed session: {metrics}"
+    );
 
     // Five codes in ten minutes are allowed; the sixth start is refused, not started.
     let to = "+447700900200";

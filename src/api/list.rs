@@ -20,14 +20,7 @@ fn invalid(param: &str, message: impl Into<String>) -> ApiError {
 }
 
 fn instant(param: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(raw.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            invalid(
-                param,
-                format!("`{param}` must be an RFC 3339 time such as 2026-01-31T09:00:00Z ({e}; write + as %2B in a URL)"),
-            )
-        })
+    super::stats::parse_instant_as("invalid_filter", param, raw)
 }
 
 /// Reads the query string into a store query.

@@ -58,11 +58,20 @@ impl HourRange {
 }
 
 fn parse_instant(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    parse_instant_as("invalid_date", name, raw)
+}
+
+/// `raw` as an RFC 3339 time, else a 400 with `code` naming the parameter `name`.
+pub(super) fn parse_instant_as(
+    code: &'static str,
+    name: &str,
+    raw: &str,
+) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(raw.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             ApiError::bad_request(
-                "invalid_date",
+                code,
                 format!(
                     "`{name}` must be an RFC 3339 time such as 2026-01-31T09:00:00Z ({e}; write + as %2B in a URL)"
                 ),

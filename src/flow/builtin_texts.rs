@@ -249,7 +249,7 @@ pub fn builtin_text(id: &str) -> Option<&'static BuiltinText> {
 /// else the shipped translation (`pt_BR` and `pt-BR` fall back to `pt`), else the flow's or the
 /// shipped text in the flow's default language, else English.
 pub fn text_for<'f>(file: &'f FlowFile, id: &str, lang: &str) -> &'f str {
-    let default = file.default_language.as_ref().map_or("en", |l| l.as_str());
+    let default = file.default_language();
     let own = |l: &str| {
         file.texts
             .get(id)

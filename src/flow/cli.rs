@@ -29,7 +29,7 @@ pub const INVALID: u8 = 2;
 
 /// The flows of `dir`, or the exit code after printing why not: [`INVALID`] for invalid files,
 /// [`FAILED`] when they cannot be read.
-fn load(dir: &Path, err: &mut dyn Write) -> Result<super::load::FlowSet, u8> {
+pub(crate) fn load(dir: &Path, err: &mut dyn Write) -> Result<super::load::FlowSet, u8> {
     match load_dir(dir) {
         Ok(set) => Ok(set),
         Err(LoadError::Invalid(diags)) => {

@@ -21,7 +21,7 @@ pub fn mermaid(flow: &Flow) -> String {
     };
     line(format!("%% flow {} version {}", flow.id(), flow.version()));
     line(format!("[*] --> {}", f.start.state.as_str()));
-    let default = f.default_language.as_ref().map_or("en", |l| l.as_str());
+    let default = f.default_language();
     for (id, s) in &f.states {
         let kind = s.kind.get();
         line(format!("{id} : {id} ({})", kind.as_str()));

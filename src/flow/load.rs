@@ -58,10 +58,7 @@ impl Flow {
 
     /// The language of a session started without one: `default_language`, else `en`.
     pub fn default_language(&self) -> &str {
-        self.file
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str())
+        self.file.default_language()
     }
 
     /// Whether the merchant API may start it.

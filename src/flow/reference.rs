@@ -78,7 +78,6 @@ fn fields(def: &Value, defs: &Value) -> String {
 /// `[states.ID]`'s fields with the kinds that use each.
 fn state_fields(def: &Value, defs: &Value) -> String {
     let mut out = String::from("| key | type | kinds | meaning |\n|---|---|---|---|\n");
-    let required = required(def);
     for (key, prop) in properties(def) {
         let kinds = STATE_FIELDS.iter().find(|(f, _)| *f == key).map_or_else(
             || "all".to_owned(),
@@ -90,7 +89,6 @@ fn state_fields(def: &Value, defs: &Value) -> String {
                     .join(", ")
             },
         );
-        let _ = &required;
         out.push_str(&format!(
             "| `{key}` | {} | {kinds} | {} |\n",
             type_of(prop, defs),

@@ -78,10 +78,6 @@ pub fn category_name(c: TemplateCategory) -> &'static str {
     }
 }
 
-fn default_language(file: &FlowFile) -> &str {
-    file.default_language.as_ref().map_or("en", |l| l.as_str())
-}
-
 /// Whether the flow file gives what WhatsApp needs to register `tpl`: a body, or the fixed
 /// content of an authentication template.
 pub fn has_content(tpl: &Template) -> bool {
@@ -111,7 +107,7 @@ pub fn languages(file: &FlowFile, tpl: &Template) -> Vec<String> {
 fn fallback_language<'a>(file: &'a FlowFile, tpl: &'a Template) -> &'a str {
     tpl.language
         .as_ref()
-        .map_or_else(|| default_language(file), |l| l.as_str())
+        .map_or_else(|| file.default_language(), |l| l.as_str())
 }
 
 /// The language a send in `session_language` uses: that language when the template has it,
@@ -225,7 +221,7 @@ pub fn quick_reply_title<'a>(
     choice: &str,
     language: &str,
 ) -> Option<&'a str> {
-    let default = file.default_language.as_ref().map_or("en", |l| l.as_str());
+    let default = file.default_language();
     quick_reply_choice_title(file, key, choice).map(|t| t.in_language(language, default))
 }
 

@@ -250,7 +250,14 @@ impl Runtime {
         let _guard = self.lock(&id).await;
         let started = Instant::now();
         let mut write = write;
-        let report = self.advance(&mut record, flow, Event::Start, now, &mut write)?;
+        let report = self.advance(
+            &mut record,
+            flow,
+            Event::Start,
+            now,
+            &mut write,
+            trigger.is_none(),
+        )?;
         // The merchant asked for a code that a limit refuses: it is told so (and when to come
         // back) instead of getting a session that ends at once; the customer is sent nothing.
         if trigger.is_none() {

@@ -159,13 +159,15 @@ impl Runtime {
         mut write: StepWrite,
     ) -> Result<StepReport, RuntimeError> {
         let was_active = record.is_active() && record.engine.status != SessionStatus::New;
-        let report = self.advance(record, flow, first, now, &mut write)?;
+        let report = self.advance(record, flow, first, now, &mut write, false)?;
         self.persist(record, was_active, now, write).await?;
         Ok(report)
     }
 
     /// Runs the engine on `first` and every OTP verdict it leads to, collecting what the step
-    /// writes; nothing is stored yet (an API start refused by an OTP limit stores nothing).
+    /// writes; nothing is stored yet. With `stop_at_refusal` (an API start, which an OTP limit
+    /// refuses without storing anything) it stops at the first limit refusal, before the flow
+    /// reacts to it: no end, no callback, no completion counted for a session that never was.
     pub(super) fn advance(
         &self,
         record: &mut SessionRecord,
@@ -173,6 +175,7 @@ impl Runtime {
         first: Event,
         now: DateTime<Utc>,
         write: &mut StepWrite,
+        stop_at_refusal: bool,
     ) -> Result<StepReport, RuntimeError> {
         let mut report = StepReport::default();
         let mut queue = VecDeque::from([first]);
@@ -181,9 +184,11 @@ impl Runtime {
             let (next, effects) = engine::step(flow, &record.engine, event, now, &mut OsRng);
             record.engine = next;
             for effect in effects {
-                if let Some(follow) =
-                    self.carry_out(record, effect, now, write, &mut index, &mut report)?
-                {
+                let follow = self.carry_out(record, effect, now, write, &mut index, &mut report)?;
+                if stop_at_refusal && report.otp_refusal.is_some() {
+                    return Ok(report);
+                }
+                if let Some(follow) = follow {
                     queue.push_back(follow);
                 }
             }

@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 
 use super::{compare, wanted, Standing, Verdict, Wanted};
 use crate::flow::cli::{FAILED, INVALID, OK, USAGE};
-use crate::flow::{load_dir, LoadError};
 use crate::whatsapp::errors::GraphError;
 use crate::whatsapp::templates::TemplateClient;
 
@@ -43,19 +42,7 @@ impl std::fmt::Debug for Account<'_> {
 }
 
 fn needed(dir: &Path, err: &mut dyn Write) -> Result<Vec<Wanted>, u8> {
-    let flows = match load_dir(dir) {
-        Ok(set) => set,
-        Err(LoadError::Invalid(diags)) => {
-            for d in &diags {
-                let _ = writeln!(err, "{d}");
-            }
-            return Err(INVALID);
-        }
-        Err(e) => {
-            let _ = writeln!(err, "{e}");
-            return Err(FAILED);
-        }
-    };
+    let flows = crate::flow::cli::load(dir, err)?;
     wanted(&flows).map_err(|clashes| {
         for c in clashes {
             let _ = writeln!(err, "{c}");

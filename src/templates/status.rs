@@ -63,7 +63,7 @@ pub async fn check_at_start(
         START_CHECK_TIMEOUT,
     ) {
         Ok(c) => c,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return refuse_or_warn(e.to_string()),
     };
     let remote = match client.list().await {
         Ok(r) => r,

@@ -214,7 +214,7 @@ fn oversized(status: StatusCode) -> GraphError {
 
 /// A call that got no answer. Only a failure to connect proves the request never left; once
 /// connected, a timeout or a broken connection may come after Meta took the message.
-fn transport_error(error: reqwest::Error) -> GraphError {
+pub(super) fn transport_error(error: reqwest::Error) -> GraphError {
     // The URL holds no secret, but it is noise in every log line.
     let text = |e: reqwest::Error| e.without_url().to_string();
     if error.is_connect() {

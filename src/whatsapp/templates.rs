@@ -200,13 +200,7 @@ impl TemplateClient {
             .bearer_auth(self.token.expose_secret())
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    GraphError::Timeout
-                } else {
-                    GraphError::Network(e.without_url().to_string())
-                }
-            })?;
+            .map_err(super::client::transport_error)?;
         let status = response.status();
         let bytes = response
             .bytes()

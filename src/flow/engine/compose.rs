@@ -131,10 +131,7 @@ impl<R: RngCore + ?Sized> Run<'_, R> {
     }
 
     fn default_language(&self) -> &str {
-        self.flow
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str())
+        self.flow.default_language()
     }
 
     /// A re-prompt: never templated, it answers a message the customer has just sent.

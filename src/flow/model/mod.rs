@@ -75,6 +75,14 @@ pub struct FlowFile {
     pub states: BTreeMap<String, State>,
 }
 
+impl FlowFile {
+    /// The language of a session started without one, and the fallback of every text:
+    /// `default_language`, else `en`.
+    pub fn default_language(&self) -> &str {
+        self.default_language.as_ref().map_or("en", |l| l.as_str())
+    }
+}
+
 /// `[start]`: where a session begins and who may begin it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -159,10 +159,7 @@ impl<'a> Checker<'a> {
     }
 
     fn default_language(&self) -> &'a str {
-        self.file
-            .default_language
-            .as_ref()
-            .map_or("en", |l| l.as_str())
+        self.file.default_language()
     }
 
     fn check_header(&mut self) {
