@@ -244,14 +244,14 @@ async fn receive(
     // when a body carries one.
     if !parsed.templates.is_empty() {
         let now = chrono::Utc::now();
-        let stored = parsed
+        let mut stored = parsed
             .templates
             .iter()
             .try_for_each(|u| state.templates.apply(u, now));
-        if let Err(e) = match stored {
-            Ok(()) => state.templates.durable().await,
-            Err(e) => Err(e),
-        } {
+        if stored.is_ok() {
+            stored = state.templates.durable().await;
+        }
+        if let Err(e) = stored {
             metrics.webhook("error");
             tracing::error!(error = %e, "recording a template change failed");
             return error(
