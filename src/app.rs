@@ -111,6 +111,19 @@ impl Application {
         let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
             .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
         let sandbox_sealer = CodeSealer::new(&key);
+        // Sandbox mode without keys gets one, printed at start.
+        let mut api_keys = settings.api_keys.clone();
+        let mut sandbox_key = None;
+        if settings.sandbox() && api_keys.is_empty() {
+            let mut bytes = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let key = format!("sandbox_{}", hex::encode(bytes));
+            api_keys.push(secrecy::SecretString::from(key.clone()));
+            sandbox_key = Some(key);
+        }
+        let tenants = crate::tenants::TenantsHandle::new(crate::tenants::Tenants::from_settings(
+            &settings, &api_keys,
+        ));
         let ledger = OtpLedger::open(store.db(), key).context("opening the OTP ledger")?;
         let runtime = Arc::new(Runtime::new(
             store.clone(),
@@ -128,6 +141,7 @@ impl Application {
                     ..OtpPolicy::default()
                 },
             },
+            tenants,
         ));
         let inbox = Arc::new(Inbox::new(
             store.clone(),
@@ -149,8 +163,6 @@ impl Application {
                 .await
                 .map_err(ConfigurationError)?;
         }
-        let mut api_keys = settings.api_keys.clone();
-        let mut sandbox_key = None;
         let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
             (Some(token), Some(phone_number_id)) => (
                 Transport::Graph(
@@ -169,13 +181,6 @@ impl Application {
                 tracing::warn!(
                     "no WAOTP_ACCESS_TOKEN: running in sandbox mode, nothing is sent to WhatsApp"
                 );
-                if api_keys.is_empty() {
-                    let mut bytes = [0u8; 16];
-                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-                    let key = format!("sandbox_{}", hex::encode(bytes));
-                    api_keys.push(secrecy::SecretString::from(key.clone()));
-                    sandbox_key = Some(key);
-                }
                 let recorder = Arc::new(SandboxRecorder::new(
                     store.sessions().clone(),
                     sandbox_sealer,

@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod tenants;
 pub mod webhook;
 pub mod whatsapp;
 

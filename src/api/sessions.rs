@@ -193,6 +193,7 @@ async fn start_session(
     let started = state
         .runtime
         .start(
+            &state.runtime.tenants().current().default_scope(),
             &request.flow,
             &request.to,
             request.vars,

@@ -157,10 +157,12 @@ fn new_session_id() -> String {
 }
 
 impl Runtime {
-    /// Starts `flow` for the customer `to` (E.164) and applies its first step, which also
-    /// records `idempotency` (the caller has looked the key up and found it unused).
+    /// Starts `flow` for the customer `to` (E.164), talking from `scope`'s number, and applies
+    /// its first step, which also records `idempotency` (the caller has looked the key up and
+    /// found it unused).
     pub async fn start(
         &self,
+        scope: &crate::tenants::Scope,
         flow_id: &str,
         to: &str,
         vars: BTreeMap<String, Value>,
@@ -194,7 +196,7 @@ impl Runtime {
             });
         }
         let (record, reverse) = self
-            .open_session(&flow, customer, vars, lang, idempotency, None)
+            .open_session(scope, &flow, customer, vars, lang, idempotency, None)
             .await?;
         Ok(Started { record, reverse })
     }
@@ -202,8 +204,10 @@ impl Runtime {
     /// Creates a session for `customer` (digits) and applies `Event::Start`. Shared by the API
     /// and by customer keywords; `trigger` is the customer message whose keyword started it,
     /// with its inbound sequence number: it is marked read in the same step that answers it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn open_session(
         &self,
+        scope: &crate::tenants::Scope,
         flow: &crate::flow::Flow,
         customer: &str,
         vars: BTreeMap<String, Value>,
@@ -236,6 +240,8 @@ impl Runtime {
             last_inbound: trigger
                 .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
             otp_refused: None,
+            merchant: scope.merchant.clone(),
+            number: scope.number.clone(),
         };
         self.flows().remember(flow, self.sessions());
         let write = StepWrite {
@@ -383,6 +389,10 @@ mod tests {
             Arc::new(FlowRegistry::load(&flows, Default::default()).expect("flows")),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),
+            crate::tenants::TenantsHandle::new(crate::tenants::Tenants::from_settings(
+                &crate::config::Settings::from_vars(Default::default()).expect("settings"),
+                &[],
+            )),
         );
         let _start = runtime.lock_start("919876543210", "cod_confirmation").await;
         // With one shared set of 256 stripes, some of 4000 ids would land on the held one.

@@ -66,6 +66,8 @@ pub struct Runtime {
     hasher: std::collections::hash_map::RandomState,
     /// Woken whenever a step queued something to send.
     pub outbox_wake: Arc<Notify>,
+    /// The merchants and numbers served.
+    pub(super) tenants: crate::tenants::TenantsHandle,
 }
 
 /// What a step produced beyond the stored session.
@@ -84,8 +86,10 @@ impl Runtime {
         flows: Arc<FlowRegistry>,
         metrics: Arc<Metrics>,
         config: RuntimeConfig,
+        tenants: crate::tenants::TenantsHandle,
     ) -> Runtime {
         Runtime {
+            tenants,
             store,
             ledger,
             flows,
@@ -113,6 +117,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The merchants and numbers served (swapped whole when the tenants file is reloaded).
+    pub fn tenants(&self) -> &crate::tenants::TenantsHandle {
+        &self.tenants
     }
 
     pub fn ledger(&self) -> &OtpLedger {

@@ -138,6 +138,7 @@ impl Runtime {
             if let Some(flow) = flows.flow_for_keyword(body) {
                 match self
                     .open_session(
+                        &self.tenants.current().default_scope(),
                         flow,
                         customer,
                         Default::default(),

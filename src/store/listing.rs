@@ -185,6 +185,8 @@ mod tests {
             otp_bound: Vec::new(),
             last_inbound: 0,
             otp_refused: None,
+            merchant: String::new(),
+            number: String::new(),
         }
     }
 

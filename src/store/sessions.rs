@@ -84,11 +84,29 @@ pub struct SessionRecord {
     /// flow calls `locked` still says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otp_refused: Option<String>,
+    /// The merchant the session belongs to (empty in records written before merchants
+    /// existed: those belong to the default scope).
+    #[serde(default)]
+    pub merchant: String,
+    /// The `phone_number_id` of the business number the conversation is with (empty like
+    /// `merchant` in older records).
+    #[serde(default)]
+    pub number: String,
 }
 
 impl SessionRecord {
     pub fn is_active(&self) -> bool {
         self.engine.status != SessionStatus::Completed
+    }
+
+    /// The merchant and number the session belongs to; `default` for records written before
+    /// they were stored.
+    pub fn scope_or(&self, default: &crate::tenants::Scope) -> crate::tenants::Scope {
+        if self.merchant.is_empty() {
+            default.clone()
+        } else {
+            crate::tenants::Scope::new(self.merchant.clone(), self.number.clone())
+        }
     }
 }
 
@@ -160,6 +178,13 @@ pub struct OutboxEntry {
     /// Set once the entry was sent again after being in doubt; it is never sent a third time.
     #[serde(default)]
     pub resent: bool,
+    /// The merchant whose entry it is (whose callback secret signs it), empty in entries
+    /// written before merchants existed (the default scope).
+    #[serde(default)]
+    pub merchant: String,
+    /// The `phone_number_id` a message goes out from (empty like `merchant`).
+    #[serde(default)]
+    pub number: String,
 }
 
 impl OutboxEntry {
@@ -182,6 +207,25 @@ impl OutboxEntry {
             state: OutboxState::Pending,
             use_template: false,
             resent: false,
+            merchant: String::new(),
+            number: String::new(),
+        }
+    }
+
+    /// The entry, sent from (and signed for) `scope`.
+    pub fn from_scope(mut self, scope: &crate::tenants::Scope) -> OutboxEntry {
+        self.merchant = scope.merchant.clone();
+        self.number = scope.number.clone();
+        self
+    }
+
+    /// The merchant and number the entry belongs to; `default` for entries written before
+    /// they were stored.
+    pub fn scope_or(&self, default: &crate::tenants::Scope) -> crate::tenants::Scope {
+        if self.merchant.is_empty() {
+            default.clone()
+        } else {
+            crate::tenants::Scope::new(self.merchant.clone(), self.number.clone())
         }
     }
 
@@ -795,6 +839,8 @@ mod tests {
             state: OutboxState::Pending,
             use_template: false,
             resent: false,
+            merchant: String::new(),
+            number: String::new(),
         }
     }
 

@@ -55,6 +55,8 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
             otp_bound: Vec::new(),
             last_inbound: 0,
             otp_refused: None,
+            merchant: String::new(),
+            number: String::new(),
         };
         sessions.apply(StepWrite {
             record: Some(record),
