@@ -886,6 +886,52 @@ mod tests {
     }
 
     #[test]
+    fn a_tenants_file_replaces_the_single_merchant_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tenants.toml");
+        let number = "[[merchant]]\nid = \"a\"\n[[merchant.number]]\nphone_number_id = \"1\"\n";
+        std::fs::write(&path, number).expect("write");
+        let file = path.to_str().expect("utf8");
+        // No number names a token: sandbox mode, nothing else required.
+        let s = Settings::from_vars(vars(&[("WAOTP_TENANTS", file)])).expect("sandbox");
+        assert!(s.sandbox());
+        assert_eq!(s.tenants.as_deref(), Some(path.as_path()));
+        // A token: the service-wide secrets are required, not the ones the file replaces.
+        std::fs::write(&path, format!("{number}access_token_env = \"T\"\n")).expect("write");
+        let err = Settings::from_vars(vars(&[("WAOTP_TENANTS", file)])).expect_err("secrets");
+        assert_eq!(
+            err.to_string(),
+            "missing required settings: WAOTP_VERIFY_TOKEN, WAOTP_APP_SECRET"
+        );
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_TENANTS", file),
+            ("WAOTP_VERIFY_TOKEN", "v"),
+            ("WAOTP_APP_SECRET", "s"),
+        ]))
+        .expect("live");
+        assert!(!s.sandbox());
+        // Every replaced variable, from the environment or the settings file, is named.
+        let config = dir.path().join("waotp.toml");
+        std::fs::write(&config, "waba_id = \"1\"\n").expect("write");
+        let err = Settings::from_vars(vars(&[
+            ("WAOTP_TENANTS", file),
+            ("WAOTP_CONFIG", config.to_str().expect("utf8")),
+            ("WAOTP_API_KEYS", "k"),
+            ("WAOTP_SENDS_PER_SECOND", "5"),
+        ]))
+        .expect_err("both");
+        assert_eq!(
+            err.to_string(),
+            "WAOTP_TENANTS declares the merchants and their numbers; unset WAOTP_API_KEYS, WAOTP_WABA_ID, WAOTP_SENDS_PER_SECOND"
+        );
+        for name in REPLACED_BY_TENANTS {
+            let err =
+                Settings::from_vars(vars(&[("WAOTP_TENANTS", file), (name, "1")])).expect_err(name);
+            assert!(err.to_string().ends_with(&format!("unset {name}")), "{err}");
+        }
+    }
+
+    #[test]
     fn an_invalid_log_filter_is_named() {
         for bad in ["waotp=loud", "info,[{", "=debug"] {
             let err = Settings::from_vars(vars(&[("WAOTP_LOG", bad)])).expect_err(bad);
