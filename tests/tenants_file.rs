@@ -568,3 +568,40 @@ fn the_example_is_read_relative_to_its_own_directory() {
         200
     );
 }
+
+/// The TOML blocks of a Markdown page that follow `heading`, up to the next heading of its level.
+fn toml_blocks(page: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(page)).expect("page");
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in {page}"));
+    let level = heading.split(' ').next().unwrap_or("##");
+    let rest = &text[start + heading.len()..];
+    let end = rest.find(&format!("\n{level} ")).unwrap_or(rest.len());
+    rest[..end]
+        .split("```toml\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_documented_files_are_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("flows/acme")).expect("flows");
+    for f in ["cod_confirmation.toml", "signup_verification.toml"] {
+        std::fs::write(dir.path().join("flows").join(f), "").expect("flow file");
+    }
+    let any = |_: &str| Some("set".to_owned());
+    for (page, heading) in [
+        ("README.md", "## For providers: many merchants and numbers"),
+        ("docs/tenants.md", "## An example"),
+    ] {
+        let blocks = toml_blocks(page, heading);
+        assert_eq!(blocks.len(), 1, "{page}");
+        let t = file::parse(page, &blocks[0], dir.path(), &any)
+            .unwrap_or_else(|e| panic!("{page}: {e:?}"));
+        assert_eq!(t.merchants().len(), 2, "{page}");
+        assert!(!t.sandbox(), "{page}");
+    }
+}

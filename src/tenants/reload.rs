@@ -58,11 +58,11 @@ fn read_checked(path: &Path, settings: &Settings) -> Result<Tenants, String> {
     Ok(tenants)
 }
 
-/// Reloads the tenants file every `every` (2 s in the server) while it changes: a valid file
-/// replaces the registry in `handle` and is passed to `on_change`; an invalid one is logged
-/// with its `file:line:col` errors, once per change, and the running registry is kept. The
-/// file's content is taken as the loaded one when `watch` is called (call it right after
-/// [`load`], then spawn the future). Ends at once without a tenants file (nothing to watch).
+/// Reloads the tenants file when it changes, looking every `every` (2 s in the server), and on
+/// `SIGHUP`: a valid file replaces the registry in `handle` and is passed to `on_change`; an
+/// invalid one is logged with its `file:line:col` errors, once per change, and the running
+/// registry is kept. The file's content is taken as the loaded one when `watch` is called (call
+/// it right after [`load`], then spawn the future). Ends at once without a tenants file.
 pub fn watch(
     handle: TenantsHandle,
     settings: Settings,
@@ -102,10 +102,27 @@ async fn watch_from(
     };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        tick.tick().await;
+        #[cfg(unix)]
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_fired = std::future::pending::<()>();
+        // SIGHUP reloads even an unchanged file, as it does the flows.
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = hup_fired => true,
+        };
         let now = fingerprint(&path);
-        if now == seen {
+        if now == seen && !forced {
             continue;
         }
         seen = now;
