@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::tenants::{file, KeyDigest};
+use crate::tenants::{file, FlowSource, KeyDigest};
 
 /// Checks the file and lists what it declares; 0 when valid, 1 with every problem otherwise.
 pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
@@ -25,7 +25,7 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             "merchant {}: {} API key(s), {}{}{}",
             m.id,
             m.api_keys.len(),
-            file::describe_flows(&m.flows),
+            describe_flows(&m.flows),
             m.callback_url
                 .as_deref()
                 .map(|u| format!(", callbacks to {u}"))
@@ -66,6 +66,21 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         }
     );
     0
+}
+
+/// Where a merchant's flows are read from.
+fn describe_flows(flows: &FlowSource) -> String {
+    match flows {
+        FlowSource::Dir(dir) => format!("flows in {}", dir.display()),
+        FlowSource::Files(files) => format!(
+            "flows {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Reads an API key from `input` and prints the digest a tenants file stores for it; 2 when

@@ -8,7 +8,7 @@
 //! message built here quotes a value that could be a secret.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -511,19 +511,4 @@ fn valid_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Where the file's paths resolve: used by `waotp tenants check` to show them.
-pub fn describe_flows(flows: &FlowSource) -> String {
-    match flows {
-        FlowSource::Dir(dir) => format!("flows in {}", dir.display()),
-        FlowSource::Files(files) => format!(
-            "flows {}",
-            files
-                .iter()
-                .map(|f: &PathBuf| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
