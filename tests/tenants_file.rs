@@ -605,3 +605,29 @@ fn the_documented_files_are_valid() {
         assert!(!t.sandbox(), "{page}");
     }
 }
+
+proptest::proptest! {
+    /// Whatever an editor leaves in the file mid-edit (a cut, a stray character), the parse
+    /// ends, and every error it reports points inside the text.
+    #[test]
+    fn any_edit_of_a_valid_file_gives_a_tenants_registry_or_positioned_errors(
+        cut in 0usize..400,
+        at in 0usize..400,
+        c in proptest::char::any(),
+    ) {
+        let mut text = valid();
+        let cut = (0..=cut.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        let at = (0..=at.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.insert(at, c);
+        if let Err(diags) = file::parse("t.toml", &text, &root(), &env) {
+            proptest::prop_assert!(!diags.is_empty());
+            let lines: Vec<&str> = text.split('\n').collect();
+            for d in &diags {
+                proptest::prop_assert!(d.line >= 1 && d.line <= lines.len(), "{d}");
+                proptest::prop_assert!(d.col >= 1 && d.col <= lines[d.line - 1].chars().count() + 1, "{d}");
+                proptest::prop_assert!(!d.message.contains(TOKEN) && !d.message.contains(SECRET), "{d}");
+            }
+        }
+    }
+}
