@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod stats;
+mod tenants;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +86,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TemplatesCommand,
     },
+    /// The tenants file that declares several merchants and their numbers (WAOTP_TENANTS).
+    Tenants {
+        #[command(subcommand)]
+        action: TenantsCommand,
+    },
     /// Print a flow as a Mermaid state diagram.
     Graph {
         /// Flow id (a file of --dir), or the path of one flow file (FILE.toml).
@@ -139,6 +145,22 @@ pub enum TemplatesCommand {
         #[command(flatten)]
         account: AccountArgs,
     },
+}
+
+/// `waotp tenants …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Check a tenants file as `waotp serve` would (the environment variables it names must be
+    /// set) and list its merchants and numbers, never a token, secret or key; exits 1 with
+    /// every file:line:col error.
+    Check {
+        /// Tenants file.
+        #[arg(env = "WAOTP_TENANTS", default_value = "tenants.toml")]
+        file: PathBuf,
+    },
+    /// Read an API key on standard input and print the `sha256:<hex>` digest a tenants file
+    /// lists in `api_keys`.
+    KeyDigest,
 }
 
 /// The WhatsApp Business Account `check` and `push` talk to.
@@ -226,6 +248,12 @@ pub fn run() -> ExitCode {
                 update,
                 account,
             } => crate::templates::cli::push(&dir, &account.account(), update, out, err),
+        },
+        Command::Tenants { action } => match action {
+            TenantsCommand::Check { file } => tenants::check(&file, out, err),
+            TenantsCommand::KeyDigest => {
+                tenants::key_digest(&mut std::io::stdin().lock(), out, err)
+            }
         },
         Command::Stats {
             flow,

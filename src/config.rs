@@ -69,6 +69,7 @@ pub fn documented() -> Vec<SettingDoc> {
         s("WAOTP_LISTEN", n(&DEFAULT_LISTEN), "address to bind; port 0 picks a free port (the bound address is logged)"),
         s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the sled database, the inbound journal and the generated OTP key"),
         s("WAOTP_FLOWS_DIR", n(&DEFAULT_FLOWS_DIR), "flow files"),
+        s("WAOTP_TENANTS", None, "tenants file declaring several merchants and their numbers (docs/tenants.md); the variables it replaces (WAOTP_ACCESS_TOKEN, WAOTP_PHONE_NUMBER_ID, WAOTP_API_KEYS, …) must then be unset"),
         s("WAOTP_VERIFY_TOKEN", None, "token for the webhook GET handshake (required outside sandbox mode)"),
         s("WAOTP_APP_SECRET", None, "Meta App Secret, key of X-Hub-Signature-256; unset refuses every webhook POST (required outside sandbox mode)"),
         s("WAOTP_ACCESS_TOKEN", None, "Graph API token; unset means sandbox mode: nothing is sent to WhatsApp"),
@@ -112,12 +113,32 @@ pub fn help_text() -> String {
     out
 }
 
+/// The single-merchant settings a tenants file replaces: setting one of them as well as
+/// `WAOTP_TENANTS` is a configuration error, so no operator wonders which one wins.
+pub const REPLACED_BY_TENANTS: [&str; 9] = [
+    "WAOTP_ACCESS_TOKEN",
+    "WAOTP_PHONE_NUMBER_ID",
+    "WAOTP_BUSINESS_NUMBER",
+    "WAOTP_API_KEYS",
+    "WAOTP_CALLBACK_URL",
+    "WAOTP_CALLBACK_SECRET",
+    "WAOTP_HOOK_BASE_URL",
+    "WAOTP_WABA_ID",
+    "WAOTP_SENDS_PER_SECOND",
+];
+
 /// Everything the server needs to know, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: String,
     pub data_dir: PathBuf,
     pub flows_dir: PathBuf,
+    /// The tenants file (`WAOTP_TENANTS`): merchants and numbers come from it instead of the
+    /// single-merchant settings, which are then unset (see `crate::tenants::load`).
+    pub tenants: Option<PathBuf>,
+    /// Whether the tenants file gives some number an access token (`access_token_env`), i.e.
+    /// whether the deployment sends to WhatsApp. Read once at start; see [`Settings::sandbox`].
+    pub tenants_send: bool,
     pub verify_token: Option<SecretString>,
     pub app_secret: Option<SecretString>,
     /// `None` means sandbox mode (see docs/configuration.md).
@@ -166,6 +187,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
     #[error("cannot read config file {path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("WAOTP_TENANTS declares the merchants and their numbers; unset {}", .0.join(", "))]
+    ReplacedByTenants(Vec<&'static str>),
 }
 
 /// The optional TOML file: the same settings as the environment, lower-case without the prefix.
@@ -175,6 +198,7 @@ struct FileSettings {
     listen: Option<String>,
     data_dir: Option<String>,
     flows_dir: Option<String>,
+    tenants: Option<String>,
     verify_token: Option<String>,
     app_secret: Option<String>,
     access_token: Option<String>,
@@ -230,6 +254,7 @@ impl FileSettings {
         put("LISTEN", self.listen);
         put("DATA_DIR", self.data_dir);
         put("FLOWS_DIR", self.flows_dir);
+        put("TENANTS", self.tenants);
         put("VERIFY_TOKEN", self.verify_token);
         put("APP_SECRET", self.app_secret);
         put("ACCESS_TOKEN", self.access_token);
@@ -296,6 +321,16 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
         let secret = |key: &str| get(key).map(SecretString::from);
+        let tenants = get("WAOTP_TENANTS").map(PathBuf::from);
+        if tenants.is_some() {
+            let replaced: Vec<&'static str> = REPLACED_BY_TENANTS
+                .into_iter()
+                .filter(|name| get(name).is_some())
+                .collect();
+            if !replaced.is_empty() {
+                return Err(ConfigError::ReplacedByTenants(replaced));
+            }
+        }
         let per_second =
             |name: &'static str, default: u32| match get(name) {
                 Some(n) => n.parse().ok().filter(|n| API_RATE_RANGE.contains(n)).ok_or(
@@ -319,6 +354,8 @@ impl Settings {
             flows_dir: get("WAOTP_FLOWS_DIR")
                 .unwrap_or_else(|| DEFAULT_FLOWS_DIR.into())
                 .into(),
+            tenants_send: tenants.as_deref().is_some_and(tenants_name_a_token),
+            tenants,
             verify_token: secret("WAOTP_VERIFY_TOKEN"),
             app_secret: secret("WAOTP_APP_SECRET"),
             access_token: secret("WAOTP_ACCESS_TOKEN"),
@@ -471,8 +508,9 @@ impl Settings {
     }
 
     /// Sandbox mode: no access token, so nothing is sent to WhatsApp (see docs/configuration.md).
+    /// With a tenants file: no number of the file names an access token.
     pub fn sandbox(&self) -> bool {
-        self.access_token.is_none()
+        self.access_token.is_none() && !self.tenants_send
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -551,17 +589,21 @@ impl Settings {
         if self.app_secret.is_none() {
             missing.push("WAOTP_APP_SECRET");
         }
-        if self.phone_number_id.is_none() {
-            missing.push("WAOTP_PHONE_NUMBER_ID");
-        }
-        if self.api_keys.is_empty() {
-            missing.push("WAOTP_API_KEYS");
-        }
-        if self.callback_secret.is_none() {
-            missing.push("WAOTP_CALLBACK_SECRET");
-        }
-        if self.require_approved_templates && self.waba_id.is_none() {
-            missing.push("WAOTP_WABA_ID");
+        // With a tenants file, each merchant's number, keys, secret and account are checked
+        // where they are declared (`crate::tenants::file`).
+        if self.tenants.is_none() {
+            if self.phone_number_id.is_none() {
+                missing.push("WAOTP_PHONE_NUMBER_ID");
+            }
+            if self.api_keys.is_empty() {
+                missing.push("WAOTP_API_KEYS");
+            }
+            if self.callback_secret.is_none() {
+                missing.push("WAOTP_CALLBACK_SECRET");
+            }
+            if self.require_approved_templates && self.waba_id.is_none() {
+                missing.push("WAOTP_WABA_ID");
+            }
         }
         if missing.is_empty() {
             Ok(())
@@ -581,6 +623,30 @@ fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
         message: e.to_string(),
     })?;
     Ok(file.into_pairs())
+}
+
+/// Whether the tenants file at `path` gives some number an access token, which takes the
+/// deployment out of sandbox mode. Only that is read here: a file that cannot be read or parsed
+/// counts as naming none, and the tenants loader then reports its problems with their
+/// positions.
+fn tenants_name_a_token(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(file) = text.parse::<toml::Table>() else {
+        return false;
+    };
+    let tables = |value: Option<&toml::Value>| -> Vec<toml::Table> {
+        value
+            .and_then(toml::Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+            .unwrap_or_default()
+    };
+    tables(file.get("merchant")).iter().any(|merchant| {
+        tables(merchant.get("number"))
+            .iter()
+            .any(|number| number.contains_key("access_token_env"))
+    })
 }
 
 /// Whether the Graph API base URL is Meta's own (`graph.facebook.com` or a subdomain).
@@ -817,6 +883,52 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), docs.len());
+    }
+
+    #[test]
+    fn a_tenants_file_replaces_the_single_merchant_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tenants.toml");
+        let number = "[[merchant]]\nid = \"a\"\n[[merchant.number]]\nphone_number_id = \"1\"\n";
+        std::fs::write(&path, number).expect("write");
+        let file = path.to_str().expect("utf8");
+        // No number names a token: sandbox mode, nothing else required.
+        let s = Settings::from_vars(vars(&[("WAOTP_TENANTS", file)])).expect("sandbox");
+        assert!(s.sandbox());
+        assert_eq!(s.tenants.as_deref(), Some(path.as_path()));
+        // A token: the service-wide secrets are required, not the ones the file replaces.
+        std::fs::write(&path, format!("{number}access_token_env = \"T\"\n")).expect("write");
+        let err = Settings::from_vars(vars(&[("WAOTP_TENANTS", file)])).expect_err("secrets");
+        assert_eq!(
+            err.to_string(),
+            "missing required settings: WAOTP_VERIFY_TOKEN, WAOTP_APP_SECRET"
+        );
+        let s = Settings::from_vars(vars(&[
+            ("WAOTP_TENANTS", file),
+            ("WAOTP_VERIFY_TOKEN", "v"),
+            ("WAOTP_APP_SECRET", "s"),
+        ]))
+        .expect("live");
+        assert!(!s.sandbox());
+        // Every replaced variable, from the environment or the settings file, is named.
+        let config = dir.path().join("waotp.toml");
+        std::fs::write(&config, "waba_id = \"1\"\n").expect("write");
+        let err = Settings::from_vars(vars(&[
+            ("WAOTP_TENANTS", file),
+            ("WAOTP_CONFIG", config.to_str().expect("utf8")),
+            ("WAOTP_API_KEYS", "k"),
+            ("WAOTP_SENDS_PER_SECOND", "5"),
+        ]))
+        .expect_err("both");
+        assert_eq!(
+            err.to_string(),
+            "WAOTP_TENANTS declares the merchants and their numbers; unset WAOTP_API_KEYS, WAOTP_WABA_ID, WAOTP_SENDS_PER_SECOND"
+        );
+        for name in REPLACED_BY_TENANTS {
+            let err =
+                Settings::from_vars(vars(&[("WAOTP_TENANTS", file), (name, "1")])).expect_err(name);
+            assert!(err.to_string().ends_with(&format!("unset {name}")), "{err}");
+        }
     }
 
     #[test]

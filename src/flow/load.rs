@@ -187,7 +187,7 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
             message,
         }
     };
-    let parsed = parse_toml(text);
+    let parsed = parse_toml::<FlowFile>(text);
     let mut diags: Vec<Diagnostic> = parsed
         .errors
         .into_iter()
@@ -246,26 +246,26 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
 }
 
 /// What [`parse_toml`] made of a file.
-struct Parsed {
+pub(crate) struct Parsed<T> {
     /// The file as read once every unknown key was dealt with; `None` when it cannot be read.
-    file: Option<FlowFile>,
+    pub(crate) file: Option<T>,
     /// Structural errors, at byte offsets of the original text.
-    errors: Vec<(usize, String)>,
+    pub(crate) errors: Vec<(usize, String)>,
     /// The edits made to read `file`, to map its spans back to the original text.
-    edits: Edits,
+    pub(crate) edits: Edits,
     /// The text `file` was read from (the original with the edits), which its spans index.
-    text: String,
+    pub(crate) text: String,
 }
 
 /// Renames made to a text, in order: `(offset, old length, new length)`, each offset in the
 /// text as it was when that edit was made.
 #[derive(Default)]
-struct Edits(Vec<(usize, usize, usize)>);
+pub(crate) struct Edits(Vec<(usize, usize, usize)>);
 
 impl Edits {
     /// The offset in the original text of `at`, an offset in the edited text; inside a renamed
     /// key, the key's start.
-    fn original(&self, mut at: usize) -> usize {
+    pub(crate) fn original(&self, mut at: usize) -> usize {
         for &(pos, old, new) in self.0.iter().rev() {
             if at >= pos + new {
                 at = at - new + old;
@@ -284,7 +284,10 @@ impl Edits {
 /// so positions stay right). An unknown value with a close known one (`kind = "asq"`) is read
 /// as that one. Any other error ends the search: after an edit it could be an artefact of the
 /// edit rather than the author's mistake, so the file is then not checked further.
-fn parse_toml(text: &str) -> Parsed {
+///
+/// Generic over the file's shape so that every TOML file waotp reads (flows, the tenants file)
+/// reports its problems the same way.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Parsed<T> {
     const MAX_REPORTED: usize = 50;
     let mut text = text.to_owned();
     let mut parsed = Parsed {
@@ -298,7 +301,7 @@ fn parse_toml(text: &str) -> Parsed {
     // out instead; a refused value ends the search.
     let mut renamed: Option<(String, Option<usize>)> = None;
     while parsed.errors.len() < MAX_REPORTED {
-        let e = match toml::from_str::<FlowFile>(&text) {
+        let e = match toml::from_str::<T>(&text) {
             Ok(file) => {
                 parsed.file = Some(file);
                 parsed.text = text;

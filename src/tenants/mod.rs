@@ -10,6 +10,11 @@
 //! The registry is read through a [`TenantsHandle`], which a reload swaps atomically: a request
 //! sees one consistent registry from start to end.
 
+pub mod file;
+mod reload;
+
+pub use reload::{load, watch};
+
 use crate::config::Settings;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
