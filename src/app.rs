@@ -186,8 +186,8 @@ impl Application {
                 &store,
                 &metrics,
             )
-                .await
-                .map_err(ConfigurationError)?;
+            .await
+            .map_err(ConfigurationError)?;
         }
         let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
             (Some(token), Some(phone_number_id)) => (

@@ -704,7 +704,11 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                let use_template = entry.use_template || !self.window_open(&entry.to, now);
+                // Windows are per (number, customer): the scoped key of the entry's recipient.
+                let window = entry
+                    .scope_or(&self.runtime.default_scope())
+                    .customer_key(&entry.to);
+                let use_template = entry.use_template || !self.window_open(&window, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {

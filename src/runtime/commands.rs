@@ -248,10 +248,7 @@ impl Runtime {
         self.flows_of(&scope.merchant)
             .remember(flow, self.sessions());
         let write = StepWrite {
-            activate: Some((
-                scope.customer_key(customer),
-                flow.id().as_str().to_owned(),
-            )),
+            activate: Some((scope.customer_key(customer), flow.id().as_str().to_owned())),
             idempotency,
             outbox: trigger
                 .map(|(seq, m)| super::inbound::read_receipt(scope, seq, m, now))
@@ -392,8 +389,8 @@ mod tests {
         let ledger = OtpLedger::open(store.db(), key).expect("ledger");
         let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
         let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
-        let settings = crate::config::Settings::from_vars(vars.into_iter().collect())
-            .expect("settings");
+        let settings =
+            crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
         let tenants = Tenants::from_settings(&settings, &[]);
         let runtime = Runtime::new(
             store,

@@ -97,9 +97,10 @@ impl Runtime {
         };
         let mut target = None;
         if let Some(id) = by_context {
-            target = self.sessions().get(&id)?.filter(|r| {
-                r.is_active() && r.customer == customer && &self.scope_of(r) == scope
-            });
+            target = self
+                .sessions()
+                .get(&id)?
+                .filter(|r| r.is_active() && r.customer == customer && &self.scope_of(r) == scope);
             // A tap on a button of a session that has ended answers that session only: handed
             // to another one, "Confirm" on yesterday's order would confirm today's.
             let is_tap = matches!(

@@ -170,13 +170,19 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
                     tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
                     let result = match event.as_ref() {
                         InboundEvent::Message(m) => {
-                            let scope = runtime.tenants().current().scope_of(event.phone_number_id());
+                            let scope = runtime
+                                .tenants()
+                                .current()
+                                .scope_of(event.phone_number_id());
                             match scope {
                                 Some(scope) => runtime.route_message(seq, m, &scope).await,
                                 // Recorded before a reload removed its number: nobody answers
                                 // from that number any more.
                                 None => {
-                                    tracing::info!(seq, "a message to a number no longer served; ignored");
+                                    tracing::info!(
+                                        seq,
+                                        "a message to a number no longer served; ignored"
+                                    );
                                     Ok(())
                                 }
                             }

@@ -34,8 +34,8 @@ use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
 use crate::otp::code::{generate, InvalidCodeLength};
 use crate::otp::limits::{CustomerActivity, GlobalSends};
 use crate::otp::rules::{
-    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRefusal, IssueRequest,
-    VerifyOutcome,
+    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRefusal,
+    IssueRequest, VerifyOutcome,
 };
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
@@ -497,6 +497,8 @@ fn audit_entry(
 mod durability_tests;
 #[cfg(test)]
 mod leak_tests;
+#[cfg(test)]
+mod merchant_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

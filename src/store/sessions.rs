@@ -393,7 +393,10 @@ impl SessionStore {
     /// and number of the sessions still active, so that an upgrade loses no conversation, no
     /// 24-hour window and no pause. Runs once (a marker says it is done); each key moves in one
     /// batch, so an interrupted run finishes at the next start. Returns how many keys moved.
-    pub fn adopt_unscoped_keys(&self, default: &crate::tenants::Scope) -> Result<usize, StoreError> {
+    pub fn adopt_unscoped_keys(
+        &self,
+        default: &crate::tenants::Scope,
+    ) -> Result<usize, StoreError> {
         if self.tree.contains_key(SCOPED)? {
             return Ok(0);
         }
