@@ -183,3 +183,107 @@ fn describe_source(source: &crate::tenants::FlowSource) -> String {
             .join(", "),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{FlowSource, KeyDigest, Number};
+    use std::path::{Path, PathBuf};
+
+    fn merchant(id: &str, number: &str, flows: FlowSource) -> Merchant {
+        Merchant {
+            id: id.into(),
+            api_keys: vec![KeyDigest::of(id.as_bytes())],
+            callback_url: Some(format!("http://127.0.0.1:9/{id}/callbacks")),
+            callback_secret: None,
+            hook_base_url: Some(format!("http://127.0.0.1:9/{id}/hooks")),
+            flows,
+            otp_sends_per_hour: (id == "b").then_some(7),
+            otp_allowed_prefixes: (id == "b").then(|| vec!["+91".to_owned()]),
+            waba_id: None,
+            numbers: vec![Number {
+                phone_number_id: number.into(),
+                business_number: Some(format!("+1555{number}")),
+                access_token: None,
+                sends_per_second: 80,
+            }],
+        }
+    }
+
+    fn bundled(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("flows")
+            .join(name)
+    }
+
+    #[test]
+    fn each_merchant_gets_its_flows_urls_and_limits_and_a_rebuild_keeps_what_did_not_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = dir.path().join("support_identity.toml");
+        std::fs::copy(bundled("support_identity.toml"), &own).expect("copy");
+        let a = merchant("a", "1", FlowSource::Dir(bundled("")));
+        let b = merchant("b", "2", FlowSource::Files(vec![own.clone()]));
+        let base = OtpPolicy {
+            allowed_prefixes: vec!["+44".into()],
+            ..OtpPolicy::default()
+        };
+        let tenants = Tenants::new(vec![a.clone(), b.clone()]).expect("tenants");
+        let runtimes = MerchantRuntimes::load(&tenants, &base).expect("loads");
+        let (ra, rb) = (runtimes.get("a").expect("a"), runtimes.get("b").expect("b"));
+        assert!(ra.flows.get("signup_verification").is_some());
+        assert!(
+            rb.flows.get("signup_verification").is_none(),
+            "b lists one file"
+        );
+        assert!(rb.flows.get("support_identity").is_some());
+        assert_eq!(
+            rb.urls().value("WAOTP_HOOK_BASE_URL").as_deref(),
+            Some("http://127.0.0.1:9/b/hooks")
+        );
+        assert_eq!(rb.callback_url(), Some("http://127.0.0.1:9/b/callbacks"));
+        assert_eq!(rb.business_number("2"), Some("+15552"));
+        assert_eq!(ra.otp_base.allowed_prefixes, vec!["+44".to_owned()]);
+        assert_eq!(rb.otp_base.allowed_prefixes, vec!["+91".to_owned()]);
+        assert_eq!(rb.otp_base.merchant_sends_per_hour, Some(7));
+        assert_eq!(runtimes.default_merchant().merchant.id, "a");
+
+        // b's file breaks and c arrives: a keeps its very flows, b keeps its old ones (and
+        // the error says so), c is loaded.
+        std::fs::write(&own, "id = \"broken\"\n").expect("write");
+        let b_moved = merchant("b", "2", FlowSource::Files(vec![own.clone(), own.clone()]));
+        let c = merchant(
+            "c",
+            "3",
+            FlowSource::Files(vec![bundled("cod_confirmation.toml")]),
+        );
+        let tenants = Tenants::new(vec![a, b_moved, c]).expect("tenants");
+        let (next, errors) = runtimes.rebuilt(&tenants, &base);
+        assert!(Arc::ptr_eq(
+            &next.get("a").expect("a").flows,
+            &runtimes.get("a").expect("a").flows
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("merchant `b`: invalid flows in"),
+            "{errors:?}"
+        );
+        assert!(next
+            .get("b")
+            .expect("b")
+            .flows
+            .get("support_identity")
+            .is_some());
+        assert!(next
+            .get("c")
+            .expect("c")
+            .flows
+            .get("cod_confirmation")
+            .is_some());
+
+        // A merchant that is gone has no entry; its sessions fall back to the default's.
+        let tenants = Tenants::new(vec![b]).expect("tenants");
+        let (last, _) = next.rebuilt(&tenants, &base);
+        assert!(last.get("a").is_none());
+        assert_eq!(last.get_or_default("a").merchant.id, "b");
+    }
+}
