@@ -58,6 +58,34 @@ pub struct Application {
     sandbox_key: Option<String>,
     /// What a SIGTERM/SIGINT drains.
     draining: crate::shutdown::Draining,
+    tenants: TenantsReload,
+}
+
+/// Puts a new tenants registry in place while the server runs (a reload of the tenants file):
+/// the webhook routes by the new numbers at once, and each merchant's flows, URLs and OTP limits
+/// are rebuilt ([`Runtime::on_tenants_changed`]). A removed number stops receiving: its events
+/// are acknowledged and ignored like any unknown number's, and its sessions, which no customer
+/// message reaches any more, run on until their timers end them.
+#[derive(Debug, Clone)]
+pub struct TenantsReload {
+    tenants: crate::tenants::TenantsHandle,
+    runtime: Arc<Runtime>,
+}
+
+impl TenantsReload {
+    /// Replaces the registry. The error names each merchant whose new flows did not load (it
+    /// keeps its previous flows; every message is `file:line:col`).
+    pub fn apply(&self, tenants: Tenants) -> Result<(), String> {
+        // The merchants' flows first: an event routed by the new registry finds its merchant.
+        let rebuilt = self.runtime.on_tenants_changed(&tenants);
+        self.tenants.replace(tenants);
+        rebuilt
+    }
+
+    /// The registry in place now.
+    pub fn current(&self) -> Arc<Tenants> {
+        self.tenants.current()
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -164,6 +192,7 @@ impl Application {
             },
             tenants.clone(),
         ));
+        let tenants_handle = tenants.clone();
         let inbox = Arc::new(Inbox::new(
             store.clone(),
             metrics.clone(),
@@ -322,6 +351,10 @@ impl Application {
             inbox,
             timeout: settings.drain,
         };
+        let tenants = TenantsReload {
+            tenants: tenants_handle,
+            runtime: runtime.clone(),
+        };
         ready.store(true, Ordering::Release);
         tracing::info!(%address, sandbox = settings.sandbox(), "listening");
         if let Some(key) = &sandbox_key {
@@ -334,7 +367,13 @@ impl Application {
             background,
             sandbox_key,
             draining,
+            tenants,
         })
+    }
+
+    /// Where a reload of the tenants file puts the new registry.
+    pub fn tenants(&self) -> TenantsReload {
+        self.tenants.clone()
     }
 
     /// The address actually bound.

@@ -63,27 +63,34 @@ fn merchant(id: &str, flows: FlowSource, numbers: Vec<Number>) -> Merchant {
 struct Deployment {
     api: Api,
     store: Arc<Store>,
-    _dir: tempfile::TempDir,
+    reload: waotp::app::TenantsReload,
+    dir: tempfile::TempDir,
 }
 
-/// Two merchants, three numbers: `shop_a` reads a flows directory, `shop_b` a list of files.
+/// `shop_a` (reading a flows directory) with numbers `a`, `shop_b` (a list of files) with `b`.
+fn tenants(dir: &Path, a: &[&str], b: &[&str]) -> Tenants {
+    let numbers = |ids: &[&str]| {
+        ids.iter()
+            .map(|id| number(id, &format!("+1555000{id}")))
+            .collect()
+    };
+    Tenants::new(vec![
+        merchant("shop_a", FlowSource::Dir(dir.join("flows_a")), numbers(a)),
+        merchant(
+            "shop_b",
+            FlowSource::Files(vec![dir.join("flows_b/verify.toml")]),
+            numbers(b),
+        ),
+    ])
+    .expect("tenants")
+}
+
+/// Two merchants, three numbers.
 async fn deployment() -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     verify_flow(&dir.path().join("flows_a"));
-    let b_flow = verify_flow(&dir.path().join("flows_b"));
-    let tenants = Tenants::new(vec![
-        merchant(
-            "shop_a",
-            FlowSource::Dir(dir.path().join("flows_a")),
-            vec![number(A1, "+15550001001"), number(A2, "+15550001002")],
-        ),
-        merchant(
-            "shop_b",
-            FlowSource::Files(vec![b_flow]),
-            vec![number(B1, "+15550002001")],
-        ),
-    ])
-    .expect("tenants");
+    verify_flow(&dir.path().join("flows_b"));
+    let tenants = tenants(dir.path(), &[A1, A2], &[B1]);
     let vars = [
         ("WAOTP_LISTEN", "127.0.0.1:0".to_owned()),
         (
@@ -103,11 +110,13 @@ async fn deployment() -> Deployment {
         .expect("server builds");
     let api = Api::new(format!("http://{}", app.address()));
     let store = app.store();
+    let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {
         api,
         store,
-        _dir: dir,
+        reload,
+        dir,
     }
 }
 
@@ -297,6 +306,37 @@ async fn an_event_for_a_number_nobody_serves_is_acknowledged_counted_and_ignored
         .last_customer_message(&unknown)
         .expect("store")
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_removes_and_adds_numbers_without_a_restart() {
+    let d = deployment().await;
+    d.text(A2, "verify").await;
+    let before = d.active(&scope("shop_a", A2)).await;
+    // A2 leaves shop_a; shop_b gets a second number.
+    const B2: &str = "2002";
+    d.reload
+        .apply(tenants(d.dir.path(), &[A1], &[B1, B2]))
+        .expect("reloaded");
+    d.text(A2, "cancel").await;
+    d.text(B2, "verify").await;
+    let at_b2 = d.active(&scope("shop_b", B2)).await;
+    assert_eq!(at_b2.merchant, "shop_b");
+    d.settle().await;
+    let metrics = d.api.metrics().await;
+    assert!(
+        metrics.contains("waotp_webhook_unknown_number_total 1"),
+        "{metrics}"
+    );
+    // The removed number's message reached nobody: its session is as it was.
+    let after = d
+        .store
+        .sessions()
+        .get(&before.id)
+        .expect("store")
+        .expect("session");
+    assert!(after.is_active(), "{after:?}");
+    assert_eq!(after.step, before.step);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,8 +146,12 @@ impl Runtime {
         }
 
         if let MessageContent::Text { body } = &m.content {
-            let flows = self.flows_of(&scope.merchant).current();
-            if let Some(flow) = flows.flow_for_keyword(body) {
+            // Only the merchant's own flows start here (none while a reload is adding it).
+            let flows = self
+                .merchants()
+                .get(&scope.merchant)
+                .map(|m| m.flows.current());
+            if let Some(flow) = flows.as_ref().and_then(|f| f.flow_for_keyword(body)) {
                 match self
                     .open_session(
                         scope,
