@@ -408,8 +408,12 @@ impl Outbox {
                     }
                 };
                 if let Some(session_id) = entry.session_id.clone() {
+                    // In order with what the session's customer sends to its number.
+                    let queue = entry
+                        .scope_or(&self.runtime.default_scope())
+                        .customer_key(&entry.to);
                     self.inbox
-                        .submit(&entry.to, Work::Session { session_id, event });
+                        .submit(&queue, Work::Session { session_id, event });
                 }
                 Outcome::Done
             }
@@ -623,8 +627,12 @@ impl Outbox {
                 .as_ref()
                 .map_or(entry.to.as_str(), |r| r.customer.as_str());
             let elsewhere = customer != entry.to.trim_start_matches('+');
+            let scope = match &record {
+                Some(r) => self.runtime.scope_of(r),
+                None => entry.scope_or(&self.runtime.default_scope()),
+            };
             self.inbox.submit(
-                customer,
+                &scope.customer_key(customer),
                 Work::Session {
                     session_id,
                     event: Event::DeliveryFailed { reason, elsewhere },

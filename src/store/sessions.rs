@@ -971,6 +971,67 @@ mod tests {
     }
 
     #[test]
+    fn customer_keys_of_a_store_from_before_merchants_move_into_the_default_scope_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let at = Utc::now();
+        // An older version's keys: the bare customer id.
+        store
+            .tree
+            .insert(
+                key(ACTIVE, &[b"919876543210", b"signup_verification"]),
+                b"ses_old".as_slice(),
+            )
+            .expect("active");
+        store.touch_window("919876543210", at).expect("window");
+        store.note_default_reply("919876543210", at).expect("reply");
+        store
+            .pause_recipient("919876543210", at.timestamp_millis() + 60_000)
+            .expect("pause");
+        store
+            .record_sandbox("919876543210", at, "e1", &serde_json::json!({"n": 1}))
+            .expect("sandbox");
+
+        let scope = crate::tenants::Scope::new("default", "106540352242922");
+        let scoped = scope.customer_key("919876543210");
+        assert_eq!(store.adopt_unscoped_keys(&scope).expect("moved"), 5);
+        assert_eq!(
+            store
+                .active(&scoped, "signup_verification")
+                .expect("read")
+                .as_deref(),
+            Some("ses_old")
+        );
+        assert!(store
+            .last_customer_message(&scoped)
+            .expect("read")
+            .is_some());
+        assert!(store.last_default_reply(&scoped).expect("read").is_some());
+        assert!(store
+            .recipient_paused_until(&scoped)
+            .expect("read")
+            .is_some());
+        assert_eq!(store.sandbox_messages(&scoped).expect("read").len(), 1);
+        assert!(store
+            .last_customer_message("919876543210")
+            .expect("read")
+            .is_none());
+        assert!(store
+            .active("919876543210", "signup_verification")
+            .expect("read")
+            .is_none());
+
+        // Once: keys written afterwards are the caller's business.
+        store.touch_window("14155550123", at).expect("window");
+        assert_eq!(store.adopt_unscoped_keys(&scope).expect("again"), 0);
+        assert!(store
+            .last_customer_message("14155550123")
+            .expect("read")
+            .is_some());
+    }
+
+    #[test]
     fn a_queue_key_left_behind_by_a_race_is_dropped_not_sent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
