@@ -77,6 +77,7 @@ impl Bench {
             flow: "signup_verification",
             customer: &customer,
             requester: &customer,
+            merchant: "",
             decoy: false,
             policy: &self.policy,
         };

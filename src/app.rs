@@ -11,11 +11,12 @@ use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
 use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
 use crate::outbox::{Outbox, SandboxRecorder, Transport};
-use crate::runtime::flows::{FlowRegistry, UrlNames};
+use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
 use crate::store::otp::OtpLedger;
 use crate::store::Store;
-use crate::webhook::{signature::SignatureVerifier, OwnNumbers, WebhookState};
+use crate::tenants::Tenants;
+use crate::webhook::{signature::SignatureVerifier, WebhookState};
 use crate::whatsapp::GraphClient;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -33,7 +34,7 @@ use tracing::Instrument;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How often due timers are looked for.
 const TIMER_POLL: Duration = Duration::from_millis(200);
-/// How often the flows directory is checked for changes.
+/// How often the merchants' flow files are checked for changes.
 const FLOW_POLL: Duration = Duration::from_secs(2);
 /// Time allowed to receive a request's head (method, path and headers).
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
@@ -57,6 +58,34 @@ pub struct Application {
     sandbox_key: Option<String>,
     /// What a SIGTERM/SIGINT drains.
     draining: crate::shutdown::Draining,
+    tenants: TenantsReload,
+}
+
+/// Puts a new tenants registry in place while the server runs (a reload of the tenants file):
+/// the webhook routes by the new numbers at once, and each merchant's flows, URLs and OTP limits
+/// are rebuilt ([`Runtime::on_tenants_changed`]). A removed number stops receiving: its events
+/// are acknowledged and ignored like any unknown number's, and its sessions, which no customer
+/// message reaches any more, run on until their timers end them.
+#[derive(Debug, Clone)]
+pub struct TenantsReload {
+    tenants: crate::tenants::TenantsHandle,
+    runtime: Arc<Runtime>,
+}
+
+impl TenantsReload {
+    /// Replaces the registry. The error names each merchant whose new flows did not load (it
+    /// keeps its previous flows; every message is `file:line:col`).
+    pub fn apply(&self, tenants: Tenants) -> Result<(), String> {
+        // The merchants' flows first: an event routed by the new registry finds its merchant.
+        let rebuilt = self.runtime.on_tenants_changed(&tenants);
+        self.tenants.replace(tenants);
+        rebuilt
+    }
+
+    /// The registry in place now.
+    pub fn current(&self) -> Arc<Tenants> {
+        self.tenants.current()
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -68,23 +97,49 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Opens the store, replays what the last run left unhandled and binds `settings.listen`.
+    /// The single-merchant setup of the environment: opens the store, replays what the last
+    /// run left unhandled and binds `settings.listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Sandbox mode without keys gets one, printed at start.
+        let mut api_keys = settings.api_keys.clone();
+        let mut sandbox_key = None;
+        if settings.sandbox() && api_keys.is_empty() {
+            let mut bytes = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let key = format!("sandbox_{}", hex::encode(bytes));
+            api_keys.push(secrecy::SecretString::from(key.clone()));
+            sandbox_key = Some(key);
+        }
+        let tenants = Tenants::from_settings(&settings, &api_keys);
+        Application::build_inner(settings, tenants, sandbox_key).await
+    }
+
+    /// Like [`Application::build`], serving the merchants and numbers of `tenants` (a tenants
+    /// file) instead of the environment's single merchant.
+    pub async fn build_with_tenants(
+        settings: Settings,
+        tenants: Tenants,
+    ) -> anyhow::Result<Application> {
+        Application::build_inner(settings, tenants, None).await
+    }
+
+    async fn build_inner(
+        settings: Settings,
+        tenants: Tenants,
+        sandbox_key: Option<String>,
+    ) -> anyhow::Result<Application> {
+        let api_keys = match &sandbox_key {
+            Some(key) => vec![secrecy::SecretString::from(key.clone())],
+            None => settings.api_keys.clone(),
+        };
+        let otp_base = OtpPolicy {
+            global_sends_per_hour: settings.otp_sends_per_hour,
+            allowed_prefixes: settings.otp_allowed_prefixes.clone(),
+            ..OtpPolicy::default()
+        };
         // Outside sandbox mode a flow URL naming an unset variable (`{WAOTP_HOOK_BASE_URL}`) is
         // a configuration error; the sandbox starts without one, and such calls fail.
-        let url_names = UrlNames {
-            hook_base_url: settings.hook_base_url.clone(),
-            callback_url: settings.callback_url.clone(),
-            required: !settings.sandbox(),
-        };
-        let flows = Arc::new(
-            FlowRegistry::load(&settings.flows_dir, url_names).map_err(|e| {
-                ConfigurationError(format!(
-                    "invalid flows in {}:\n{e}",
-                    settings.flows_dir.display()
-                ))
-            })?,
-        );
+        let merchants = MerchantRuntimes::load(&tenants, &otp_base).map_err(ConfigurationError)?;
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
         let store = Arc::new(
@@ -111,38 +166,33 @@ impl Application {
         let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
             .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
         let sandbox_sealer = CodeSealer::new(&key);
-        // Sandbox mode without keys gets one, printed at start.
-        let mut api_keys = settings.api_keys.clone();
-        let mut sandbox_key = None;
-        if settings.sandbox() && api_keys.is_empty() {
-            let mut bytes = [0u8; 16];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-            let key = format!("sandbox_{}", hex::encode(bytes));
-            api_keys.push(secrecy::SecretString::from(key.clone()));
-            sandbox_key = Some(key);
-        }
-        let tenants = crate::tenants::TenantsHandle::new(crate::tenants::Tenants::from_settings(
-            &settings, &api_keys,
-        ));
         let ledger = OtpLedger::open(store.db(), key).context("opening the OTP ledger")?;
+        // A store written before merchants existed: its customers' conversations, windows and
+        // limits belong to the default scope (once; nothing to do afterwards).
+        let default_scope = tenants.default_scope();
+        let moved = store
+            .sessions()
+            .adopt_unscoped_keys(&default_scope)
+            .context("moving customer keys into the default scope")?
+            + ledger
+                .adopt_default_merchant(&default_scope.merchant)
+                .context("moving OTP limits into the default merchant")?;
+        if moved > 0 {
+            tracing::info!(keys = moved, scope = %default_scope, "customer records of an older version moved into the default scope");
+        }
+        let tenants = crate::tenants::TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
             store.clone(),
             ledger,
-            flows.clone(),
+            merchants,
             metrics.clone(),
             RuntimeConfig {
-                business_number: settings.business_number.clone(),
-                callback_url: settings.callback_url.clone(),
-                hook_base_url: settings.hook_base_url.clone(),
                 default_reply: DEFAULT_REPLY.to_owned(),
-                otp_base: OtpPolicy {
-                    global_sends_per_hour: settings.otp_sends_per_hour,
-                    allowed_prefixes: settings.otp_allowed_prefixes.clone(),
-                    ..OtpPolicy::default()
-                },
+                otp_base,
             },
-            tenants,
+            tenants.clone(),
         ));
+        let tenants_handle = tenants.clone();
         let inbox = Arc::new(Inbox::new(
             store.clone(),
             metrics.clone(),
@@ -159,9 +209,14 @@ impl Application {
             );
         }
         if !settings.sandbox() {
-            crate::templates::status::check_at_start(&settings, &flows.current(), &store, &metrics)
-                .await
-                .map_err(ConfigurationError)?;
+            crate::templates::status::check_at_start(
+                &settings,
+                &runtime.flows().current(),
+                &store,
+                &metrics,
+            )
+            .await
+            .map_err(ConfigurationError)?;
         }
         let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
             (Some(token), Some(phone_number_id)) => (
@@ -231,7 +286,7 @@ impl Application {
             store: store.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
-            own_numbers: OwnNumbers::new(settings.phone_number_id.clone()),
+            tenants,
             unverified: Arc::new(crate::webhook::intake::UnverifiedBudget::new(
                 settings.webhook_buffer_bytes,
             )),
@@ -287,7 +342,7 @@ impl Application {
                 inbox.clone(),
                 TIMER_POLL,
             )),
-            tokio::spawn(flows.watch(FLOW_POLL)),
+            tokio::spawn(runtime.clone().watch_flows(FLOW_POLL)),
         ];
         let draining = crate::shutdown::Draining {
             stopping,
@@ -295,6 +350,10 @@ impl Application {
             outbox,
             inbox,
             timeout: settings.drain,
+        };
+        let tenants = TenantsReload {
+            tenants: tenants_handle,
+            runtime: runtime.clone(),
         };
         ready.store(true, Ordering::Release);
         tracing::info!(%address, sandbox = settings.sandbox(), "listening");
@@ -308,7 +367,13 @@ impl Application {
             background,
             sandbox_key,
             draining,
+            tenants,
         })
+    }
+
+    /// Where a reload of the tenants file puts the new registry.
+    pub fn tenants(&self) -> TenantsReload {
+        self.tenants.clone()
     }
 
     /// The address actually bound.

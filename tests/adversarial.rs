@@ -480,7 +480,7 @@ async fn slow_bodies_and_slow_headers_do_not_hold_a_connection_forever() {
     assert!(app
         .store
         .sessions()
-        .active_for("15551230000")
+        .active_for(&common::sandbox_key("15551230000"))
         .expect("read")
         .is_empty());
 }
@@ -632,7 +632,7 @@ async fn one_customer_is_blocked_after_ten_wrong_codes_across_sessions() {
     assert!(
         app.store
             .sessions()
-            .active(&to[1..], "signup_verification")
+            .active(&common::sandbox_key(&to[1..]), "signup_verification")
             .expect("read")
             .is_none(),
         "the refused start left a session"
@@ -987,7 +987,7 @@ async fn numbers_that_cannot_exist_and_oversized_vars_are_refused_at_the_door() 
 // Identity checks asked from someone else's chat: no oracle, no lockout, no flood
 // ---------------------------------------------------------------------------------------------
 
-use e2e_support::{auth_code, wait_for, E2e, KNOWN_ACCOUNT};
+use e2e_support::{auth_code, scoped, wait_for, E2e, KNOWN_ACCOUNT};
 
 /// The number the fake merchant registers on the known account.
 const ALICE: &str = "447700900123";
@@ -1039,7 +1039,10 @@ async fn ask_for_code(
     let before = e.graph.accepted_to(customer).len();
     e.api.text(customer, keyword).await;
     let id = wait_for("the keyword's session", || {
-        e.store.sessions().active(customer, flow).expect("store")
+        e.store
+            .sessions()
+            .active(&scoped(customer), flow)
+            .expect("store")
     })
     .await;
     e.api.text(customer, account).await;

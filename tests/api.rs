@@ -50,7 +50,7 @@ async fn every_route_needs_a_known_key_and_wrong_keys_change_nothing() {
     assert!(app
         .store
         .sessions()
-        .active_for("919876543210")
+        .active_for(&common::sandbox_key("919876543210"))
         .expect("read")
         .is_empty());
 }

@@ -405,7 +405,7 @@ async fn a_start_refused_by_the_prefix_list_or_a_customers_rate_says_which() {
     assert!(
         app.store
             .sessions()
-            .active("919876543210", "signup_verification")
+            .active(&common::sandbox_key("919876543210"), "signup_verification")
             .expect("read")
             .is_none(),
         "a refused start left a session"

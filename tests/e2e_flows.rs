@@ -411,7 +411,10 @@ async fn identity_check(
 ) -> (String, Vec<String>) {
     e.api.text(customer, keyword).await;
     let id = wait_for("the keyword's session", || {
-        e.store.sessions().active(customer, flow).expect("store")
+        e.store
+            .sessions()
+            .active(&scoped(customer), flow)
+            .expect("store")
     })
     .await;
     e.graph.wait_accepted(customer, 1).await;
@@ -523,7 +526,7 @@ async fn account_recovery_reminder_and_expiry_at_the_deadline_by_timers() {
     let id = wait_for("the recovery session", || {
         e.store
             .sessions()
-            .active(customer, "account_recovery")
+            .active(&scoped(customer), "account_recovery")
             .expect("store")
     })
     .await;
@@ -714,7 +717,7 @@ async fn a_notify_goes_to_the_flows_own_callback_url() {
     let id = wait_for("the keyword's session", || {
         e.store
             .sessions()
-            .active(customer, "account_recovery")
+            .active(&scoped(customer), "account_recovery")
             .expect("store")
     })
     .await;

@@ -63,6 +63,10 @@ async fn events_for_another_number_are_acknowledged_counted_and_ignored() {
         metrics.contains("waotp_events_other_number_total 3"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("waotp_webhook_unknown_number_total 3"),
+        "{metrics}"
+    );
     // …and otherwise ignored: nothing recorded, no attempt spent, no session change, no window
     // opened, nothing sent (not even a read receipt).
     assert_eq!(
@@ -75,7 +79,7 @@ async fn events_for_another_number_are_acknowledged_counted_and_ignored() {
     assert!(e
         .store
         .sessions()
-        .last_customer_message(customer)
+        .last_customer_message(&scoped(customer))
         .expect("window")
         .is_none());
     assert_eq!(e.graph.calls().len(), calls_before, "{:?}", e.graph.calls());
@@ -101,7 +105,7 @@ async fn a_customer_known_only_by_user_id_is_answered_and_recovers_an_account() 
     let id = wait_for("the keyword's session", || {
         e.store
             .sessions()
-            .active(USER_ID, "account_recovery")
+            .active(&scoped(USER_ID), "account_recovery")
             .expect("store")
     })
     .await;

@@ -327,7 +327,7 @@ async fn killed_while_a_session_deadline_is_pending() {
     let id = Store::open(&rig.data(), |_| {})
         .expect("reopen")
         .sessions()
-        .active(customer, "account_recovery")
+        .active(&scoped(customer), "account_recovery")
         .expect("store")
         .expect("the keyword started a session");
 
@@ -514,7 +514,7 @@ async fn a_replayed_keyword_is_not_taken_as_the_first_answer() {
         store.flush().expect("flush");
         store
             .sessions()
-            .active(customer, "account_recovery")
+            .active(&scoped(customer), "account_recovery")
             .expect("store")
             .expect("the keyword started a session")
     };

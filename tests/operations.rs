@@ -188,7 +188,7 @@ async fn metrics_carry_build_info_units_and_hooks_apart_from_callbacks() {
     let id = wait_for("the keyword's session", || {
         e.store
             .sessions()
-            .active(customer, "account_recovery")
+            .active(&scoped(customer), "account_recovery")
             .expect("store")
     })
     .await;

@@ -416,10 +416,20 @@ pub fn load_dir(dir: &Path) -> Result<FlowSet, LoadError> {
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
+    load_files(&paths)
+}
+
+/// Loads the named flow files (a merchant's list of flows), reporting every problem of every
+/// file at once, like [`load_dir`].
+pub fn load_files(paths: &[PathBuf]) -> Result<FlowSet, LoadError> {
+    let io = |path: &Path, source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut set = FlowSet::default();
     let mut diags = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
         let name = path.display().to_string();
         match parse_flow(&name, &text) {
             Ok(flow) => {

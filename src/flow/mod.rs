@@ -27,5 +27,5 @@ pub mod versions;
 pub mod words;
 
 pub use ids::{FlowId, StateId};
-pub use load::{load_dir, parse_flow, Diagnostic, Flow, FlowSet, LoadError};
+pub use load::{load_dir, load_files, parse_flow, Diagnostic, Flow, FlowSet, LoadError};
 pub use versions::FlowVersions;

@@ -169,6 +169,7 @@ impl CodeLedger for RulesLedger {
             flow: "simulation",
             customer: &recipient,
             requester: &self.customer,
+            merchant: "",
             decoy: target.decoy,
             policy: &policy,
         };

@@ -61,6 +61,9 @@ pub struct OtpPolicy {
     /// Codes the whole service may send per clock hour: a breaker against SMS-pumping style
     /// abuse running up the merchant's bill.
     pub global_sends_per_hour: u32,
+    /// Codes one merchant may send per clock hour (its own breaker, counted apart from the
+    /// service-wide one); `None` leaves only the service-wide ceiling.
+    pub merchant_sends_per_hour: Option<u32>,
     /// Phone number prefixes (E.164, like `+91` or `+4420`) that may receive codes; empty
     /// allows every number.
     pub allowed_prefixes: Vec<String>,
@@ -78,6 +81,7 @@ impl Default for OtpPolicy {
             wrong_attempts_per_day: 10,
             third_party_sends_per_day: DEFAULT_THIRD_PARTY_SENDS_PER_DAY,
             global_sends_per_hour: DEFAULT_GLOBAL_SENDS_PER_HOUR,
+            merchant_sends_per_hour: None,
             allowed_prefixes: Vec::new(),
         }
     }
@@ -243,6 +247,7 @@ mod tests {
             wrong_attempts_per_day: 0,
             third_party_sends_per_day: 5,
             global_sends_per_hour: 0,
+            merchant_sends_per_hour: None,
             allowed_prefixes: vec!["91".into(), "+".into(), "+44".into()],
         };
         let errors = p.validate().expect_err("invalid");

@@ -27,6 +27,10 @@ pub struct OtpRecord {
     // records written before third-party codes were told apart, and for self-requested codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     requester: Option<CustomerNumber>,
+    // The merchant whose session asked (empty in records written before merchants existed:
+    // the ledger's default merchant): where the requester's wrong guesses are charged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    merchant: String,
     digest: OtpDigest,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -85,6 +89,10 @@ impl OtpRecord {
     /// customer's own unless a third party asked for a code to be sent to them.
     pub fn requester(&self) -> &CustomerNumber {
         self.requester.as_ref().unwrap_or(&self.customer)
+    }
+    /// The merchant whose session asked for the code; empty for the ledger's default.
+    pub fn merchant(&self) -> &str {
+        &self.merchant
     }
     pub fn status(&self) -> CodeStatus {
         self.status
@@ -156,6 +164,10 @@ pub struct IssueRequest<'a> {
     /// `customer` the code is a third party's request: its sends and wrong guesses are
     /// charged to the requester, and the target only counts it against its third-party cap.
     pub requester: &'a CustomerNumber,
+    /// The merchant whose session asks: sends and wrong attempts are counted per merchant and
+    /// customer, so that one merchant's customers never lock themselves out at another. Empty
+    /// for the ledger's default merchant.
+    pub merchant: &'a str,
     /// A code that is never sent (a decoy standing in for a third party's code): charged to
     /// the requester exactly like the real one, but no target limit applies to it.
     pub decoy: bool,
@@ -386,6 +398,7 @@ fn grant(
         purpose: req.subject.purpose().to_owned(),
         customer: req.customer.clone(),
         requester: (req.requester != req.customer).then(|| req.requester.clone()),
+        merchant: req.merchant.to_owned(),
         digest,
         issued_at: now,
         expires_at: now + delta(policy.lifetime),
@@ -415,6 +428,27 @@ fn grant(
         replaced: prev.is_some(),
         withheld,
     })
+}
+
+/// Decides the merchant's own hourly ceiling for a code the other rules granted: the merchant's
+/// count with this send, or [`IssueRefusal::GlobalCeiling`] (the merchant's breaker refuses
+/// like the service's). Without a ceiling of its own the code is only counted.
+pub fn decide_merchant_ceiling(
+    policy: &OtpPolicy,
+    merchant: &GlobalSends,
+    now: DateTime<Utc>,
+) -> Result<GlobalSends, IssueRefusal> {
+    if policy
+        .merchant_sends_per_hour
+        .is_some_and(|ceiling| merchant.count_at(now) >= ceiling)
+    {
+        return Err(IssueRefusal::GlobalCeiling {
+            retry_after: until(GlobalSends::resets_at(now), now),
+        });
+    }
+    let mut merchant = *merchant;
+    merchant.record_send(now);
+    Ok(merchant)
 }
 
 /// The wait after the `codes_sent`-th code of a session: the base, doubled per earlier code.

@@ -408,8 +408,12 @@ impl Outbox {
                     }
                 };
                 if let Some(session_id) = entry.session_id.clone() {
+                    // In order with what the session's customer sends to its number.
+                    let queue = entry
+                        .scope_or(&self.runtime.default_scope())
+                        .customer_key(&entry.to);
                     self.inbox
-                        .submit(&entry.to, Work::Session { session_id, event });
+                        .submit(&queue, Work::Session { session_id, event });
                 }
                 Outcome::Done
             }
@@ -623,8 +627,12 @@ impl Outbox {
                 .as_ref()
                 .map_or(entry.to.as_str(), |r| r.customer.as_str());
             let elsewhere = customer != entry.to.trim_start_matches('+');
+            let scope = match &record {
+                Some(r) => self.runtime.scope_of(r),
+                None => entry.scope_or(&self.runtime.default_scope()),
+            };
             self.inbox.submit(
-                customer,
+                &scope.customer_key(customer),
                 Work::Session {
                     session_id,
                     event: Event::DeliveryFailed { reason, elsewhere },
@@ -704,7 +712,11 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                let use_template = entry.use_template || !self.window_open(&entry.to, now);
+                // Windows are per (number, customer): the scoped key of the entry's recipient.
+                let window = entry
+                    .scope_or(&self.runtime.default_scope())
+                    .customer_key(&entry.to);
+                let use_template = entry.use_template || !self.window_open(&window, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {

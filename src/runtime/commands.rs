@@ -35,7 +35,7 @@ pub enum StartError {
     },
     #[error("the customer already has an active `{flow}` session ({id})")]
     SessionActive { flow: String, id: String },
-    #[error("this flow needs WAOTP_BUSINESS_NUMBER for its wa.me link")]
+    #[error("this flow needs the business number of the sending number (WAOTP_BUSINESS_NUMBER, or the number's business_number in the tenants file) for its wa.me link")]
     BusinessNumberUnset,
     /// An anti-abuse limit refused the first code of a session started through the API: no
     /// session was created and the customer was sent nothing.
@@ -157,9 +157,10 @@ fn new_session_id() -> String {
 }
 
 impl Runtime {
-    /// Starts `flow` for the customer `to` (E.164), talking from `scope`'s number, and applies
-    /// its first step, which also records `idempotency` (the caller has looked the key up and
-    /// found it unused).
+    /// Starts `flow` (one of `scope`'s merchant's flows) for the customer `to` (E.164), talking
+    /// from `scope`'s number, and applies its first step, which also records `idempotency` (the
+    /// caller has looked the key up and found it unused). "One active session per customer per
+    /// flow" holds per number: the same customer may have the flow running with two numbers.
     pub async fn start(
         &self,
         scope: &crate::tenants::Scope,
@@ -175,7 +176,7 @@ impl Runtime {
         })?;
         let customer = customer.digits();
         let flow = self
-            .flows()
+            .flows_of(&scope.merchant)
             .get(flow_id)
             .ok_or_else(|| StartError::UnknownFlow(flow_id.to_owned()))?;
         if !flow.starts_by_api() {
@@ -184,10 +185,11 @@ impl Runtime {
         check_template_vars(&flow, &vars)?;
         // "One active session per customer per flow" is decided under one lock per customer and
         // flow, so two concurrent starts cannot both create a session.
-        let _guard = self.lock_start(customer, flow_id).await;
+        let key = scope.customer_key(customer);
+        let _guard = self.lock_start(&key, flow_id).await;
         if let Some(id) = self
             .sessions()
-            .active(customer, flow_id)
+            .active(&key, flow_id)
             .map_err(RuntimeError::from)?
         {
             return Err(StartError::SessionActive {
@@ -243,12 +245,13 @@ impl Runtime {
             merchant: scope.merchant.clone(),
             number: scope.number.clone(),
         };
-        self.flows().remember(flow, self.sessions());
+        self.flows_of(&scope.merchant)
+            .remember(flow, self.sessions());
         let write = StepWrite {
-            activate: Some((customer.to_owned(), flow.id().as_str().to_owned())),
+            activate: Some((scope.customer_key(customer), flow.id().as_str().to_owned())),
             idempotency,
             outbox: trigger
-                .map(|(seq, m)| super::inbound::read_receipt(seq, m, now))
+                .map(|(seq, m)| super::inbound::read_receipt(scope, seq, m, now))
                 .into_iter()
                 .collect(),
             ..StepWrite::default()
@@ -278,7 +281,8 @@ impl Runtime {
         self.metrics.session_started(flow.id().as_str());
         let reverse = match report.reverse_code {
             Some(code) => {
-                let Some(number) = &self.config().business_number else {
+                let merchant = self.merchant_of(scope);
+                let Some(number) = merchant.business_number(&scope.number) else {
                     return Err(StartError::BusinessNumberUnset);
                 };
                 let digits = number.trim_start_matches('+');
@@ -367,10 +371,11 @@ impl Runtime {
 mod tests {
     use crate::metrics::Metrics;
     use crate::otp::OtpKey;
-    use crate::runtime::flows::FlowRegistry;
+    use crate::runtime::merchants::MerchantRuntimes;
     use crate::runtime::{Runtime, RuntimeConfig};
     use crate::store::otp::OtpLedger;
     use crate::store::Store;
+    use crate::tenants::{Tenants, TenantsHandle};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -383,16 +388,17 @@ mod tests {
         let key = OtpKey::load_or_create(dir.path(), None).expect("key");
         let ledger = OtpLedger::open(store.db(), key).expect("ledger");
         let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
+        let settings =
+            crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
+        let tenants = Tenants::from_settings(&settings, &[]);
         let runtime = Runtime::new(
             store,
             ledger,
-            Arc::new(FlowRegistry::load(&flows, Default::default()).expect("flows")),
+            MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),
-            crate::tenants::TenantsHandle::new(crate::tenants::Tenants::from_settings(
-                &crate::config::Settings::from_vars(Default::default()).expect("settings"),
-                &[],
-            )),
+            TenantsHandle::new(tenants),
         );
         let _start = runtime.lock_start("919876543210", "cod_confirmation").await;
         // With one shared set of 256 stripes, some of 4000 ids would land on the held one.

@@ -5,8 +5,14 @@
 //!
 //! Steps of one session never interleave: every step holds that session's lock. Inbound events,
 //! timers and hook answers additionally arrive in per-customer order (see [`super::ordering`]).
+//!
+//! A session belongs to a merchant and one of its numbers (its record's scope): its steps run
+//! on that merchant's flows, OTP limits and URLs ([`super::merchants`]), and every outbox entry
+//! a step creates names the scope, so it goes out from the session's number and its callbacks
+//! are signed for its merchant.
 
 use super::flows::FlowRegistry;
+use super::merchants::{MerchantRuntime, MerchantRuntimes};
 pub use super::session_object::session_json;
 use crate::domain::is_user_id;
 use crate::flow::engine::{self, Effect, Event, SessionStatus};
@@ -18,6 +24,7 @@ use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, Verif
 use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
 use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use crate::store::{SessionStore, Store, StoreError};
+use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use serde_json::json;
@@ -26,15 +33,14 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Settings the runtime needs from the configuration.
+/// Service-wide settings the runtime needs from the configuration (each merchant's own are in
+/// [`MerchantRuntimes`]).
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
-    pub business_number: Option<String>,
-    pub callback_url: Option<String>,
-    pub hook_base_url: Option<String>,
     /// Sent to a customer whose message matches no session and no keyword.
     pub default_reply: String,
-    /// Service-wide OTP limits (per-flow code settings come from the flow file).
+    /// Service-wide OTP limits (per-flow code settings come from the flow file, per-merchant
+    /// overrides from the tenants registry).
     pub otp_base: OtpPolicy,
 }
 
@@ -56,7 +62,8 @@ const LOCKS: usize = 256;
 pub struct Runtime {
     pub(super) store: Arc<Store>,
     pub(super) ledger: OtpLedger,
-    pub(super) flows: Arc<FlowRegistry>,
+    /// Each merchant's flows, URLs and OTP limits, swapped whole when the tenants change.
+    merchants: std::sync::RwLock<Arc<MerchantRuntimes>>,
     pub metrics: Arc<Metrics>,
     pub(super) config: RuntimeConfig,
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -80,10 +87,12 @@ pub struct StepReport {
 }
 
 impl Runtime {
+    /// A runtime for the merchants of `tenants`, whose flows are loaded in `merchants`
+    /// ([`MerchantRuntimes::load`]).
     pub fn new(
         store: Arc<Store>,
         ledger: OtpLedger,
-        flows: Arc<FlowRegistry>,
+        merchants: MerchantRuntimes,
         metrics: Arc<Metrics>,
         config: RuntimeConfig,
         tenants: crate::tenants::TenantsHandle,
@@ -92,7 +101,7 @@ impl Runtime {
             tenants,
             store,
             ledger,
-            flows,
+            merchants: std::sync::RwLock::new(Arc::new(merchants)),
             metrics,
             config,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -111,8 +120,91 @@ impl Runtime {
         self.store.templates()
     }
 
-    pub fn flows(&self) -> &FlowRegistry {
-        &self.flows
+    /// The flows of the default merchant (the single-merchant setup's flows).
+    pub fn flows(&self) -> Arc<FlowRegistry> {
+        self.merchants().default_merchant().flows.clone()
+    }
+
+    /// The flows of `merchant` (the default merchant's for one no longer served).
+    pub fn flows_of(&self, merchant: &str) -> Arc<FlowRegistry> {
+        self.merchants().get_or_default(merchant).flows.clone()
+    }
+
+    /// Every merchant's flows, URLs and OTP limits as they are now.
+    pub fn merchants(&self) -> Arc<MerchantRuntimes> {
+        self.merchants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The settings of the merchant of `scope` (the default merchant's for one no longer
+    /// served).
+    pub fn merchant_of(&self, scope: &Scope) -> Arc<MerchantRuntime> {
+        self.merchants().get_or_default(&scope.merchant).clone()
+    }
+
+    /// Rebuilds each merchant's flows, URLs and OTP limits after the tenants registry changed
+    /// (the tenants file watcher calls it once the new registry is in place). A merchant whose
+    /// flow source and URLs are unchanged keeps its loaded flows; one whose new flows do not
+    /// load keeps its old ones, and the error says which (every message, `file:line:col`).
+    pub fn on_tenants_changed(&self, tenants: &Tenants) -> Result<(), String> {
+        let mut current = self.merchants.write().unwrap_or_else(|p| p.into_inner());
+        let (next, errors) = current.rebuilt(tenants, &self.config.otp_base);
+        *current = Arc::new(next);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n"))
+        }
+    }
+
+    /// Reloads a merchant's flows whenever one of its flow files changes (polled) and every
+    /// merchant's on SIGHUP, until the process ends.
+    pub async fn watch_flows(self: Arc<Self>, every: std::time::Duration) {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            #[cfg(unix)]
+            let hup_fired = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_fired = std::future::pending::<()>();
+            tokio::select! {
+                _ = tick.tick() => {
+                    for m in self.merchants().iter() {
+                        m.flows.reload_if_changed();
+                    }
+                }
+                _ = hup_fired => {
+                    tracing::info!("SIGHUP: reloading flows");
+                    for m in self.merchants().iter() {
+                        m.flows.reload();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scope of the single-merchant setup, and of records written before scopes existed.
+    pub fn default_scope(&self) -> Scope {
+        self.tenants.current().default_scope()
+    }
+
+    /// The merchant and number a session belongs to.
+    pub fn scope_of(&self, record: &SessionRecord) -> Scope {
+        if record.merchant.is_empty() {
+            self.default_scope()
+        } else {
+            Scope::new(record.merchant.clone(), record.number.clone())
+        }
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -139,7 +231,7 @@ impl Runtime {
         self.locks[i].lock().await
     }
 
-    /// The lock that serialises starting sessions for one customer and flow.
+    /// The lock that serialises starting sessions for one customer (scoped key) and flow.
     pub(super) async fn lock_start(
         &self,
         customer: &str,
@@ -151,7 +243,7 @@ impl Runtime {
 
     /// The flow version a session runs on.
     pub(super) fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
-        self.flows
+        self.flows_of(&record.merchant)
             .version(&record.engine, self.sessions())
             .ok_or_else(|| RuntimeError::FlowGone(record.engine.flow_hash.clone()))
     }
@@ -219,7 +311,8 @@ impl Runtime {
         let flow_id = record.engine.flow_id.as_str().to_owned();
         if record.engine.status == SessionStatus::Completed {
             if was_active || write.activate.is_none() {
-                write.deactivate = Some((record.customer.clone(), flow_id));
+                let key = self.scope_of(record).customer_key(&record.customer);
+                write.deactivate = Some((key, flow_id));
             }
             write.activate = None;
             if let Some(k) = record.timer_key.take() {
@@ -248,6 +341,7 @@ impl Runtime {
         let id = format!("{}:{}:{}", record.id, record.step, index);
         *index += 1;
         OutboxEntry::pending(id, Some(record.id.clone()), to, payload, now)
+            .from_scope(&self.scope_of(record))
     }
 
     /// Carries out one effect. Returns the event it leads to at once (an OTP verdict).
@@ -303,11 +397,12 @@ impl Runtime {
                     Some(Ok(number)) if !decoy => number,
                     _ => requester.clone(),
                 };
+                let scope = self.scope_of(record);
                 let policy = OtpPolicy {
                     code_length: u8::try_from(req.length).unwrap_or(6),
                     lifetime: std::time::Duration::from_secs(req.lifetime_secs.max(1) as u64),
                     max_attempts: u8::try_from(req.max_attempts).unwrap_or(5),
-                    ..self.config.otp_base.clone()
+                    ..self.merchant_of(&scope).otp_base.clone()
                 };
                 let kind = match (req.reverse, req.resend) {
                     (true, _) => IssueKind::Reverse,
@@ -321,6 +416,7 @@ impl Runtime {
                         flow: record.engine.flow_id.as_str(),
                         customer: &customer,
                         requester: &requester,
+                        merchant: &scope.merchant,
                         decoy,
                         policy: &policy,
                     },
@@ -395,7 +491,7 @@ impl Runtime {
                     "customer": record.to,
                     "vars": vars,
                 });
-                let url = self.resolve_url(&url);
+                let url = self.resolve_url(record, &url);
                 let e = self.entry(
                     record,
                     index,
@@ -428,8 +524,8 @@ impl Runtime {
                 let flow = record.engine.flow_id.as_str().to_owned();
                 self.metrics.session_completed(&flow, &outcome);
                 if let Some(url) = callback_url
-                    .map(|u| self.resolve_url(&u))
-                    .or_else(|| self.config.callback_url.clone())
+                    .map(|u| self.resolve_url(record, &u))
+                    .or_else(|| self.callback_url(record))
                 {
                     let mut snapshot = record.clone();
                     snapshot.engine.outcome = Some(outcome);
@@ -445,8 +541,8 @@ impl Runtime {
                 callback_url,
             } => {
                 if let Some(url) = callback_url
-                    .map(|u| self.resolve_url(&u))
-                    .or_else(|| self.config.callback_url.clone())
+                    .map(|u| self.resolve_url(record, &u))
+                    .or_else(|| self.callback_url(record))
                 {
                     let e = self.callback(record, record, index, url, event_id, &event, now);
                     write.outbox.push(e);
@@ -564,13 +660,16 @@ impl Runtime {
             .is_some_and(|r| r.customer != failed_to.trim_start_matches('+')))
     }
 
-    /// Replaces `{NAME}` in a flow's URL by the setting or environment variable NAME.
-    pub(super) fn resolve_url(&self, url: &str) -> String {
-        let names = super::flows::UrlNames {
-            hook_base_url: self.config.hook_base_url.clone(),
-            callback_url: self.config.callback_url.clone(),
-            required: false,
-        };
-        crate::flow::urls::resolve(url, |name| names.value(name))
+    /// Replaces `{NAME}` in a flow's URL by the session's merchant's setting or the
+    /// environment variable NAME.
+    pub(super) fn resolve_url(&self, record: &SessionRecord, url: &str) -> String {
+        let merchant = self.merchant_of(&self.scope_of(record));
+        crate::flow::urls::resolve(url, |name| merchant.urls().value(name))
+    }
+
+    /// Where the session's merchant takes callbacks, if it set a URL.
+    pub(super) fn callback_url(&self, record: &SessionRecord) -> Option<String> {
+        let merchant = self.merchant_of(&self.scope_of(record));
+        merchant.callback_url().map(str::to_owned)
     }
 }

@@ -1,7 +1,9 @@
-//! The flows the runtime runs: the current set, every version a live session still uses, and
+//! The flows of one merchant: the current set, every version a live session still uses, and
 //! reloading.
 //!
-//! A reload (file change, SIGHUP) swaps in the new set only when the whole directory validates;
+//! A merchant's flows are every `*.toml` file of a directory or a list of files
+//! ([`FlowSource`]). A reload (file change, SIGHUP) swaps in the new set only when every file
+//! validates;
 //! otherwise every error is logged and the old set stays. A session keeps the exact file it
 //! started on: versions are kept by content hash, in memory and in the store, so they survive
 //! both reloads and restarts.
@@ -11,15 +13,16 @@
 //! code 2); in sandbox mode it is logged as a warning and the call fails when it is made.
 
 use crate::flow::engine::SessionState;
-use crate::flow::{load_dir, parse_flow, Flow, FlowSet, FlowVersions, LoadError};
+use crate::flow::{load_dir, load_files, parse_flow, Flow, FlowSet, FlowVersions, LoadError};
 use crate::store::SessionStore;
+use crate::tenants::FlowSource;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// What `{NAME}` in a flow's URL stands for: two settings by name (they may come from the
 /// config file), any other name from the process environment; an empty value counts as unset.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UrlNames {
     pub hook_base_url: Option<String>,
     pub callback_url: Option<String>,
@@ -63,29 +66,43 @@ impl UrlNames {
     }
 }
 
-/// The loaded flows.
+/// The loaded flows of one merchant.
 #[derive(Debug)]
 pub struct FlowRegistry {
-    dir: PathBuf,
+    source: FlowSource,
     urls: UrlNames,
     versions: RwLock<FlowVersions>,
     fingerprint: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
 }
 
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-                .filter_map(|e| {
-                    let m = e.metadata().ok()?;
-                    Some((e.path(), m.len(), m.modified().ok()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+/// Sizes and modification times of the flow files, to notice a change.
+fn fingerprint(source: &FlowSource) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let stat = |path: PathBuf| {
+        let m = std::fs::metadata(&path).ok()?;
+        Some((path, m.len(), m.modified().ok()))
+    };
+    let mut out: Vec<_> = match source {
+        FlowSource::Dir(dir) => std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .filter_map(stat)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        FlowSource::Files(files) => files.iter().cloned().filter_map(stat).collect(),
+    };
     out.sort();
     out
+}
+
+/// Reads and validates every flow of `source`.
+fn load_source(source: &FlowSource) -> Result<FlowSet, LoadError> {
+    match source {
+        FlowSource::Dir(dir) => load_dir(dir),
+        FlowSource::Files(files) => load_files(files),
+    }
 }
 
 /// Every problem of a failed load, one `file:line:col: message` per line. `LoadError`'s own
@@ -112,15 +129,30 @@ impl FlowRegistry {
     /// Loads `dir`; an invalid directory, or a URL naming something `urls` has no value for
     /// when one is required, is an error with every message (`file:line:col`).
     pub fn load(dir: &Path, urls: UrlNames) -> Result<FlowRegistry, String> {
-        let set = load_dir(dir).map_err(describe)?;
+        FlowRegistry::load_from(&FlowSource::Dir(dir.to_owned()), urls)
+    }
+
+    /// Loads a merchant's flows (a directory or a list of files), like [`FlowRegistry::load`].
+    pub fn load_from(source: &FlowSource, urls: UrlNames) -> Result<FlowRegistry, String> {
+        let set = load_source(source).map_err(describe)?;
         urls.check(&set)?;
         log_warnings(&set);
         Ok(FlowRegistry {
-            dir: dir.to_owned(),
+            source: source.clone(),
             urls,
             versions: RwLock::new(FlowVersions::new(set)),
-            fingerprint: RwLock::new(fingerprint(dir)),
+            fingerprint: RwLock::new(fingerprint(source)),
         })
+    }
+
+    /// Where the flows are read from.
+    pub fn source(&self) -> &FlowSource {
+        &self.source
+    }
+
+    /// What `{NAME}` in the flows' URLs stands for.
+    pub fn urls(&self) -> &UrlNames {
+        &self.urls
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, FlowVersions> {
@@ -163,8 +195,8 @@ impl FlowRegistry {
     /// Reloads the directory; keeps the old set when anything is invalid. Returns whether the
     /// set was replaced.
     pub fn reload(&self) -> bool {
-        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint(&self.dir);
-        match load_dir(&self.dir)
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint(&self.source);
+        match load_source(&self.source)
             .map_err(describe)
             .and_then(|set| self.urls.check(&set).map(|()| set))
         {
@@ -187,37 +219,12 @@ impl FlowRegistry {
         }
     }
 
-    /// Reloads whenever a flow file changes (polled) or on SIGHUP, until the process ends.
-    pub async fn watch(self: Arc<Self>, every: Duration) {
-        #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(every);
-        loop {
-            #[cfg(unix)]
-            let hup_fired = async {
-                match hup.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hup_fired = std::future::pending::<()>();
-            tokio::select! {
-                _ = tick.tick() => {
-                    let now = fingerprint(&self.dir);
-                    let changed = *self.fingerprint.read().unwrap_or_else(|p| p.into_inner()) != now;
-                    if changed {
-                        self.reload();
-                    }
-                }
-                _ = hup_fired => {
-                    tracing::info!("SIGHUP: reloading flows");
-                    self.reload();
-                }
-            }
-        }
+    /// Reloads when a flow file changed since the last load (polled by the runtime's
+    /// watcher). Returns whether the set was replaced.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = fingerprint(&self.source);
+        let changed = *self.fingerprint.read().unwrap_or_else(|p| p.into_inner()) != now;
+        changed && self.reload()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Routing what customers and WhatsApp send: a message goes to the session it answers
-//! (WhatsApp's `context.id`), else to the customer's most recent active session, else starts a
-//! flow whose keyword it contains, else gets the default reply. A delivery status moves the
+//! (WhatsApp's `context.id`), else to the customer's most recent active session with the number
+//! it was sent to, else starts a flow of that number's merchant whose keyword it contains, else
+//! gets the default reply. A customer's conversations with two numbers never mix: sessions, the
+//! 24-hour window and the default reply are kept per (merchant, number, customer). A delivery status moves the
 //! sent message's state forward only, and a failed prompt or code becomes the flow's
 //! delivery-failure event — except Meta's 131047 for a prompt (the 24-hour window, reported
 //! late), which is handled like the same refusal at send time. A status that echoes an outbox
@@ -12,6 +14,7 @@ use crate::flow::engine::Event;
 use crate::store::sessions::{
     Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite,
 };
+use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -48,7 +51,12 @@ fn event_of(content: &MessageContent) -> Option<Event> {
 /// queued in the same write as the step that answers it. Same due time as the answer and
 /// before it (`read:` sorts before `ses_`): the customer sees "read" and "typing…" while the
 /// answer goes out.
-pub(super) fn read_receipt(seq: u64, m: &InboundMessage, now: DateTime<Utc>) -> OutboxEntry {
+pub(super) fn read_receipt(
+    scope: &Scope,
+    seq: u64,
+    m: &InboundMessage,
+    now: DateTime<Utc>,
+) -> OutboxEntry {
     OutboxEntry::pending(
         format!("read:{seq}"),
         None,
@@ -58,19 +66,23 @@ pub(super) fn read_receipt(seq: u64, m: &InboundMessage, now: DateTime<Utc>) -> 
         },
         now,
     )
+    .from_scope(scope)
 }
 
 impl Runtime {
-    /// Handles one inbound customer message (recorded as inbound event `seq`).
+    /// Handles one inbound customer message (recorded as inbound event `seq`) sent to the
+    /// number of `scope`.
     pub(super) async fn route_message(
         &self,
         seq: u64,
         m: &InboundMessage,
+        scope: &Scope,
     ) -> Result<(), RuntimeError> {
         let customer = m.from.as_str();
+        let key = scope.customer_key(customer);
         let now = Utc::now();
         let sent_at = DateTime::from_timestamp(m.timestamp, 0).unwrap_or(now);
-        self.sessions().touch_window(customer, sent_at.min(now))?;
+        self.sessions().touch_window(&key, sent_at.min(now))?;
         let Some(event) = event_of(&m.content) else {
             return Ok(());
         };
@@ -88,7 +100,7 @@ impl Runtime {
             target = self
                 .sessions()
                 .get(&id)?
-                .filter(|r| r.is_active() && r.customer == customer);
+                .filter(|r| r.is_active() && r.customer == customer && &self.scope_of(r) == scope);
             // A tap on a button of a session that has ended answers that session only: handed
             // to another one, "Confirm" on yesterday's order would confirm today's.
             let is_tap = matches!(
@@ -105,7 +117,7 @@ impl Runtime {
         if target.is_none() {
             target = self
                 .sessions()
-                .active_for(customer)?
+                .active_for(&key)?
                 .into_iter()
                 .max_by_key(|r| r.updated_at);
         }
@@ -123,7 +135,7 @@ impl Runtime {
             let flow = self.flow_of(&record)?;
             let started = Instant::now();
             let write = StepWrite {
-                outbox: vec![read_receipt(seq, m, now)],
+                outbox: vec![read_receipt(scope, seq, m, now)],
                 ..StepWrite::default()
             };
             self.step(&mut record, &flow, event, now, write).await?;
@@ -134,11 +146,15 @@ impl Runtime {
         }
 
         if let MessageContent::Text { body } = &m.content {
-            let flows = self.flows().current();
-            if let Some(flow) = flows.flow_for_keyword(body) {
+            // Only the merchant's own flows start here (none while a reload is adding it).
+            let flows = self
+                .merchants()
+                .get(&scope.merchant)
+                .map(|m| m.flows.current());
+            if let Some(flow) = flows.as_ref().and_then(|f| f.flow_for_keyword(body)) {
                 match self
                     .open_session(
-                        &self.tenants.current().default_scope(),
+                        scope,
                         flow,
                         customer,
                         Default::default(),
@@ -165,10 +181,10 @@ impl Runtime {
         let id = format!("inbound:{seq}");
         let recently = self
             .sessions()
-            .last_default_reply(customer)?
+            .last_default_reply(&key)?
             .is_some_and(|at| now - at < chrono::Duration::hours(1));
         if !recently && self.sessions().outbox_entry(&id)?.is_none() {
-            self.sessions().note_default_reply(customer, now)?;
+            self.sessions().note_default_reply(&key, now)?;
             self.sessions().apply(StepWrite {
                 outbox: vec![OutboxEntry::pending(
                     id,
@@ -178,7 +194,8 @@ impl Runtime {
                         text: self.config().default_reply.clone(),
                     },
                     now,
-                )],
+                )
+                .from_scope(scope)],
                 ..StepWrite::default()
             })?;
             self.store.durable().await?;

@@ -2,14 +2,17 @@
 //! one customer at a time.
 //!
 //! [`Inbox`] is the door the webhook and the sandbox use: it records an event once in the store
-//! and queues it for its customer. Events recorded but unhandled when the process stopped are
-//! replayed, in order, before the server accepts new ones. Timers are polled from the store and
-//! queued the same way, so everything that happens to one customer happens in order.
+//! and queues it for its customer at the number it was sent to (the queue key is
+//! [`crate::tenants::Scope::customer_key`], so one customer's conversations with two numbers run
+//! independently). Events recorded but unhandled when the process stopped are replayed, in
+//! order, before the server accepts new ones. Timers are polled from the store and queued the
+//! same way, so everything that happens to one customer at one number happens in order.
 
 pub mod commands;
 pub mod core;
 pub mod flows;
 pub mod inbound;
+pub mod merchants;
 mod notices;
 pub mod ordering;
 pub mod session_object;
@@ -23,6 +26,7 @@ use crate::flow::engine::Event;
 use crate::metrics::Metrics;
 use crate::store::sessions::DueTimer;
 use crate::store::{Recorded, Store, StoreError};
+use crate::tenants::{Scope, Tenants};
 use ordering::{CustomerQueues, Handler};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +51,7 @@ pub struct Inbox {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     queues: CustomerQueues<String, Work>,
+    runtime_tenants: crate::tenants::TenantsHandle,
 }
 
 impl Drop for Inbox {
@@ -64,14 +69,16 @@ impl Inbox {
         runtime: Arc<Runtime>,
         handle: tokio::runtime::Handle,
     ) -> Inbox {
+        let tenants = runtime.tenants().clone();
         let handler = work_handler(runtime, store.clone(), metrics.clone());
         let queues = CustomerQueues::new(handle, handler);
         let release = queues.clone();
+        let hook_tenants = tenants.clone();
         store
             .inbound()
             .on_durable(Some(Arc::new(move |seq, event: InboundEvent| {
                 release.submit(
-                    event.customer().as_str().to_owned(),
+                    queue_key(&hook_tenants.current(), &event),
                     Work::Inbound {
                         seq,
                         event: Box::new(event),
@@ -82,6 +89,7 @@ impl Inbox {
             queues,
             store,
             metrics,
+            runtime_tenants: tenants,
         }
     }
 
@@ -113,10 +121,11 @@ impl Inbox {
     pub fn replay_pending(&self) -> Result<usize, StoreError> {
         let pending = self.store.inbound().pending()?;
         let n = pending.len();
+        let tenants = self.runtime_tenants.current();
         for (seq, stored) in pending {
             self.metrics.inbound_pending.inc();
             self.queues.submit(
-                stored.event.customer().as_str().to_owned(),
+                queue_key(&tenants, &stored.event),
                 Work::Inbound {
                     seq,
                     event: Box::new(stored.event),
@@ -132,9 +141,21 @@ impl Inbox {
         self.queues.is_idle() && self.store.inbound().pending_len() == 0
     }
 
-    /// Queues other work (timers, hook answers) behind the customer's earlier work.
+    /// Queues other work (timers, hook answers) behind the customer's earlier work at the
+    /// same number: `customer` is the session's `scope.customer_key(customer)`.
     pub fn submit(&self, customer: &str, work: Work) {
         self.queues.submit(customer.to_owned(), work);
+    }
+}
+
+/// The queue an inbound event waits in: its customer at the number it was sent to. An event of
+/// a number no longer served (recorded before a reload removed it) gets a queue of its own.
+fn queue_key(tenants: &Tenants, event: &InboundEvent) -> String {
+    let customer = event.customer();
+    match tenants.scope_of(event.phone_number_id()) {
+        Some(scope) => scope.customer_key(customer.as_str()),
+        None => Scope::new("", event.phone_number_id().unwrap_or_default())
+            .customer_key(customer.as_str()),
     }
 }
 
@@ -148,7 +169,24 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
                 Work::Inbound { seq, event } => {
                     tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
                     let result = match event.as_ref() {
-                        InboundEvent::Message(m) => runtime.route_message(seq, m).await,
+                        InboundEvent::Message(m) => {
+                            let scope = runtime
+                                .tenants()
+                                .current()
+                                .scope_of(event.phone_number_id());
+                            match scope {
+                                Some(scope) => runtime.route_message(seq, m, &scope).await,
+                                // Recorded before a reload removed its number: nobody answers
+                                // from that number any more.
+                                None => {
+                                    tracing::info!(
+                                        seq,
+                                        "a message to a number no longer served; ignored"
+                                    );
+                                    Ok(())
+                                }
+                            }
+                        }
                         InboundEvent::Status(s) => runtime.track_status(s).await,
                     };
                     if let Err(e) = result {

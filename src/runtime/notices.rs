@@ -14,15 +14,15 @@ use sha2::{Digest, Sha256};
 
 impl Runtime {
     /// Queues a signed `session.<event>` callback about the message of `entry`, once; `details`
-    /// says what happened to it. Nothing is queued without a callback URL or a session.
+    /// says what happened to it. Nothing is queued without a session or its merchant's
+    /// callback URL.
     pub async fn notify_delivery_problem(
         &self,
         entry: &OutboxEntry,
         event: &str,
         details: Value,
     ) -> Result<(), RuntimeError> {
-        let (Some(session_id), Some(url)) = (&entry.session_id, self.config.callback_url.clone())
-        else {
+        let Some(session_id) = &entry.session_id else {
             return Ok(());
         };
         let id = format!("notice:{event}:{}", entry.id);
@@ -30,6 +30,9 @@ impl Runtime {
             return Ok(());
         }
         let Some(record) = self.sessions().get(session_id)? else {
+            return Ok(());
+        };
+        let Some(url) = self.callback_url(&record) else {
             return Ok(());
         };
         // Derived from the notice's id: a notice queued again carries the same event id.
@@ -52,7 +55,8 @@ impl Runtime {
                 body,
             },
             now,
-        );
+        )
+        .from_scope(&self.scope_of(&record));
         self.queue(notice).await
     }
 

@@ -67,7 +67,7 @@ pub async fn run_timers(runtime: Arc<Runtime>, inbox: Arc<Inbox>, every: Duratio
                 continue;
             }
             let customer = match runtime.sessions().get(&timer.session_id) {
-                Ok(Some(r)) => r.customer,
+                Ok(Some(r)) => runtime.scope_of(&r).customer_key(&r.customer),
                 _ => String::new(),
             };
             inbox.submit(&customer, Work::Timer(timer));

@@ -3,8 +3,10 @@
 //!
 //! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
 //! session's current [`OtpRecord`] (the keyed digest, never the code), each number's recent
-//! sends, wrong attempts and codes received at others' request, the service-wide hourly send
-//! count and the sealed copy of a code awaiting delivery. Sends and wrong attempts are written
+//! sends, wrong attempts and codes received at others' request — per merchant (key
+//! `merchant \x1f number`), so that attempts at one merchant never lock a customer out at
+//! another — the service-wide hourly send count, each merchant's own hourly count, and the
+//! sealed copy of a code awaiting delivery. Sends and wrong attempts are written
 //! under the number that asked for the code (the session's own), never under a third party's
 //! number the code went to; that number only counts the code against its third-party cap. Every state-changing call reads what it needs, asks the pure rules in
 //! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
@@ -32,8 +34,8 @@ use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
 use crate::otp::code::{generate, InvalidCodeLength};
 use crate::otp::limits::{CustomerActivity, GlobalSends};
 use crate::otp::rules::{
-    decide_issue, decide_resend, decide_verify, CodeStatus, IssueRefusal, IssueRequest,
-    VerifyOutcome,
+    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRefusal,
+    IssueRequest, VerifyOutcome,
 };
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
@@ -49,6 +51,8 @@ const CUSTOMERS_TREE: &str = "otp_customers";
 const GLOBAL_TREE: &str = "otp_global";
 const OUTGOING_TREE: &str = "otp_outgoing";
 const GLOBAL_SENDS_KEY: &[u8] = b"sends";
+/// Present once per-customer records are kept per merchant (older stores are moved once).
+const SCOPED_KEY: &[u8] = b"\0customers-scoped";
 
 /// A failure of the ledger itself (not a refusal by the rules).
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,9 @@ pub struct OtpLedger {
     audit: sled::Tree,
     key: OtpKey,
     sealer: CodeSealer,
+    /// The merchant of requests and records that name none (records written before merchants
+    /// existed, callers of the single-merchant setup).
+    default_merchant: std::sync::RwLock<String>,
 }
 
 impl std::fmt::Debug for OtpLedger {
@@ -108,7 +115,58 @@ impl OtpLedger {
             audit: db.open_tree(AUDIT_TREE)?,
             sealer: CodeSealer::new(&key),
             key,
+            default_merchant: std::sync::RwLock::new(crate::tenants::DEFAULT_MERCHANT.to_owned()),
         })
+    }
+
+    /// Names the merchant of requests and records that name none, and moves the per-customer
+    /// records of a store written before merchants existed under it (once: an upgrade keeps
+    /// every limit in force). Returns how many records moved.
+    pub fn adopt_default_merchant(&self, merchant: &str) -> Result<usize, LedgerError> {
+        *self
+            .default_merchant
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = merchant.to_owned();
+        if self.global.contains_key(SCOPED_KEY)? {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for item in self.customers.iter() {
+            let (key, value) = item?;
+            if key.contains(&(crate::tenants::SCOPE_SEPARATOR as u8)) {
+                continue;
+            }
+            let number = String::from_utf8_lossy(&key).into_owned();
+            let mut batch = sled::Batch::default();
+            batch.insert(self.activity_key(merchant, &number).into_bytes(), value);
+            batch.remove(key);
+            self.customers.apply_batch(batch)?;
+            moved += 1;
+        }
+        self.global.insert(SCOPED_KEY, &[])?;
+        Ok(moved)
+    }
+
+    /// The key of `number`'s activity at `merchant` (empty: the default merchant).
+    fn activity_key(&self, merchant: &str, number: &str) -> String {
+        let sep = crate::tenants::SCOPE_SEPARATOR;
+        if merchant.is_empty() {
+            let default = self
+                .default_merchant
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            format!("{default}{sep}{number}")
+        } else {
+            format!("{merchant}{sep}{number}")
+        }
+    }
+
+    /// The key of a merchant's own hourly send count.
+    fn merchant_sends_key(&self, merchant: &str) -> Vec<u8> {
+        let mut key = GLOBAL_SENDS_KEY.to_vec();
+        key.push(crate::tenants::SCOPE_SEPARATOR as u8);
+        key.extend_from_slice(self.activity_key(merchant, "").as_bytes());
+        key
     }
 
     /// Issues a code of `kind` with digits from the OS CSPRNG. `step` names the flow step
@@ -151,20 +209,25 @@ impl OtpLedger {
             &self.outgoing,
             &self.audit,
         );
+        let requester_key = self.activity_key(req.merchant, req.requester.as_str());
+        let target_key = self.activity_key(req.merchant, req.customer.as_str());
+        let merchant_sends_key = self.merchant_sends_key(req.merchant);
         let result = trees.transaction(|(codes, customers, global, outgoing, audit)| {
             let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
             if let Some(p) = prev.as_ref().filter(|p| p.issue_step() == Some(step)) {
                 return Ok(Decided::Replayed(IssuedCode::of(p)));
             }
             let activity: CustomerActivity =
-                get(customers, CUSTOMERS_TREE, req.requester.as_str())?.unwrap_or_default();
+                get(customers, CUSTOMERS_TREE, &requester_key)?.unwrap_or_default();
             let target: CustomerActivity = if req.is_third_party() {
-                get(customers, CUSTOMERS_TREE, req.customer.as_str())?.unwrap_or_default()
+                get(customers, CUSTOMERS_TREE, &target_key)?.unwrap_or_default()
             } else {
                 activity.clone()
             };
             let sends: GlobalSends =
                 get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
+            let merchant_sends: GlobalSends =
+                get(global, GLOBAL_TREE, &merchant_sends_key)?.unwrap_or_default();
             let entry = |kind, outcome| {
                 AuditEntry::new(now, kind, session_id, outcome)
                     .with_flow(req.flow)
@@ -180,16 +243,21 @@ impl OtpLedger {
                 &sends,
                 digest.clone(),
                 now,
-            );
+            )
+            .and_then(|grant| {
+                let merchant = decide_merchant_ceiling(req.policy, &merchant_sends, now)?;
+                Ok((grant, merchant))
+            });
             match decided {
-                Ok(mut grant) => {
+                Ok((mut grant, merchant_sends)) => {
                     grant.record.set_issue_step(step);
                     put(codes, session_id, &grant.record)?;
-                    put(customers, req.requester.as_str(), &grant.activity)?;
+                    put(customers, &requester_key, &grant.activity)?;
                     if let Some(target) = &grant.target_activity {
-                        put(customers, req.customer.as_str(), target)?;
+                        put(customers, &target_key, target)?;
                     }
                     put(global, GLOBAL_SENDS_KEY, &grant.global)?;
+                    put(global, &merchant_sends_key, &merchant_sends)?;
                     let generation = grant.record.codes_sent();
                     match sealed.as_ref().filter(|_| !grant.withheld) {
                         Some(sealed) => {
@@ -277,23 +345,24 @@ impl OtpLedger {
             }
             // Guesses are charged to the chat that made them, never to a third party's number
             // the code went to: nobody can lock someone else out by guessing badly.
-            let activity: CustomerActivity = match &record {
-                Some(r) => {
-                    get(customers, CUSTOMERS_TREE, r.requester().as_str())?.unwrap_or_default()
-                }
+            let requester_key = record
+                .as_ref()
+                .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
+            let activity: CustomerActivity = match &requester_key {
+                Some(key) => get(customers, CUSTOMERS_TREE, key)?.unwrap_or_default(),
                 None => CustomerActivity::default(),
             };
             let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
                 self.key.verify(subject, attempt, stored)
             });
-            if let (Some(next), Some(r)) = (&decision.record, &record) {
+            if let (Some(next), Some(key)) = (&decision.record, &requester_key) {
                 let mut next = next.clone();
                 if let Some(step) = step {
                     next.set_check_step(step, decision.outcome);
                 }
                 put(codes, session_id, &next)?;
                 if let Some(activity) = &decision.activity {
-                    put(customers, r.requester().as_str(), activity)?;
+                    put(customers, key, activity)?;
                 }
                 if next.status() != CodeStatus::Active {
                     outgoing.remove(session_id.as_bytes())?;
@@ -386,12 +455,23 @@ impl OtpLedger {
         read(&self.codes, CODES_TREE, session_id)
     }
 
-    /// A customer's sends and wrong attempts of the last 24 hours (admin and tests).
+    /// A customer's sends and wrong attempts of the last 24 hours at the default merchant
+    /// (admin and tests).
     pub fn customer_activity(
         &self,
         customer: &CustomerNumber,
     ) -> Result<CustomerActivity, LedgerError> {
-        Ok(read(&self.customers, CUSTOMERS_TREE, customer.as_str())?.unwrap_or_default())
+        self.merchant_customer_activity("", customer)
+    }
+
+    /// A customer's sends and wrong attempts of the last 24 hours at `merchant`.
+    pub fn merchant_customer_activity(
+        &self,
+        merchant: &str,
+        customer: &CustomerNumber,
+    ) -> Result<CustomerActivity, LedgerError> {
+        let key = self.activity_key(merchant, customer.as_str());
+        Ok(read(&self.customers, CUSTOMERS_TREE, &key)?.unwrap_or_default())
     }
 }
 
@@ -417,6 +497,8 @@ fn audit_entry(
 mod durability_tests;
 #[cfg(test)]
 mod leak_tests;
+#[cfg(test)]
+mod merchant_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -4,6 +4,12 @@
 //!
 //! All of it lives in one tree, `runtime`, under one-byte prefixes, so that a step — the new
 //! session, its outbox entries and its timers — is one atomic sled batch:
+//!
+//! "customer" in the keys below is the caller's scoped customer key,
+//! [`crate::tenants::Scope::customer_key`] (merchant, number and customer): one customer's
+//! sessions, windows, default replies, pauses and sandbox messages at two numbers never mix.
+//! A store written before merchants existed had bare customer ids there; they are moved into the
+//! default scope once ([`SessionStore::adopt_unscoped_keys`]).
 //! - `s` session id → [`SessionRecord`]
 //! - `a` customer `\0` flow → session id, for active sessions
 //! - `i`, `d`: the merchant API's idempotency keys (see [`super::idempotency`])
@@ -56,6 +62,8 @@ const PAIR_PAUSE: u8 = b'p';
 pub(super) const CREATED: u8 = b'c';
 /// Present once the time-ordered indexes cover every record (built once for older stores).
 const INDEXED: &[u8] = b"\0indexed-v2";
+/// Present once every customer key names its scope (moved once for older stores).
+const SCOPED: &[u8] = b"\0customers-scoped-v3";
 
 /// A conversation with one customer on one flow version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,6 +386,54 @@ impl SessionStore {
         batch.insert(INDEXED, &[]);
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Moves the customer keys of a store written before merchants existed (`a`, `w`, `r`,
+    /// `b`, `p`) into `default` — the single-merchant setup's scope — and fills in the merchant
+    /// and number of the sessions still active, so that an upgrade loses no conversation, no
+    /// 24-hour window and no pause. Runs once (a marker says it is done); each key moves in one
+    /// batch, so an interrupted run finishes at the next start. Returns how many keys moved.
+    pub fn adopt_unscoped_keys(
+        &self,
+        default: &crate::tenants::Scope,
+    ) -> Result<usize, StoreError> {
+        if self.tree.contains_key(SCOPED)? {
+            return Ok(0);
+        }
+        let separator = crate::tenants::SCOPE_SEPARATOR as u8;
+        let mut moved = 0;
+        for prefix in [ACTIVE, WINDOW, DEFAULT_REPLY, SANDBOX, PAIR_PAUSE] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let (k, v) = item?;
+                let rest = &k[1..];
+                // The customer part ends at the first `\0` (`a` and `b` keys go on after it).
+                let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+                let (customer, tail) = rest.split_at(end);
+                if customer.contains(&separator) {
+                    continue;
+                }
+                let scoped = default.customer_key(&String::from_utf8_lossy(customer));
+                let mut new_key = vec![prefix];
+                new_key.extend_from_slice(scoped.as_bytes());
+                new_key.extend_from_slice(tail);
+                let mut batch = sled::Batch::default();
+                if prefix == ACTIVE {
+                    if let Some(mut r) = self.get(&String::from_utf8_lossy(&v))? {
+                        if r.merchant.is_empty() {
+                            r.merchant = default.merchant.clone();
+                            r.number = default.number.clone();
+                            batch.insert(key(SESSION, &[r.id.as_bytes()]), enc(&r)?);
+                        }
+                    }
+                }
+                batch.insert(new_key, v);
+                batch.remove(k);
+                self.tree.apply_batch(batch)?;
+                moved += 1;
+            }
+        }
+        self.tree.insert(SCOPED, &[])?;
+        Ok(moved)
     }
 
     /// The key a timer is stored under.
@@ -912,6 +968,67 @@ mod tests {
         assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
         assert!(store.outbox_entry("f").expect("read").is_none());
         assert!(store.outbox_entry("a").expect("read").is_some());
+    }
+
+    #[test]
+    fn customer_keys_of_a_store_from_before_merchants_move_into_the_default_scope_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let at = Utc::now();
+        // An older version's keys: the bare customer id.
+        store
+            .tree
+            .insert(
+                key(ACTIVE, &[b"919876543210", b"signup_verification"]),
+                b"ses_old".as_slice(),
+            )
+            .expect("active");
+        store.touch_window("919876543210", at).expect("window");
+        store.note_default_reply("919876543210", at).expect("reply");
+        store
+            .pause_recipient("919876543210", at.timestamp_millis() + 60_000)
+            .expect("pause");
+        store
+            .record_sandbox("919876543210", at, "e1", &serde_json::json!({"n": 1}))
+            .expect("sandbox");
+
+        let scope = crate::tenants::Scope::new("default", "106540352242922");
+        let scoped = scope.customer_key("919876543210");
+        assert_eq!(store.adopt_unscoped_keys(&scope).expect("moved"), 5);
+        assert_eq!(
+            store
+                .active(&scoped, "signup_verification")
+                .expect("read")
+                .as_deref(),
+            Some("ses_old")
+        );
+        assert!(store
+            .last_customer_message(&scoped)
+            .expect("read")
+            .is_some());
+        assert!(store.last_default_reply(&scoped).expect("read").is_some());
+        assert!(store
+            .recipient_paused_until(&scoped)
+            .expect("read")
+            .is_some());
+        assert_eq!(store.sandbox_messages(&scoped).expect("read").len(), 1);
+        assert!(store
+            .last_customer_message("919876543210")
+            .expect("read")
+            .is_none());
+        assert!(store
+            .active("919876543210", "signup_verification")
+            .expect("read")
+            .is_none());
+
+        // Once: keys written afterwards are the caller's business.
+        store.touch_window("14155550123", at).expect("window");
+        assert_eq!(store.adopt_unscoped_keys(&scope).expect("again"), 0);
+        assert!(store
+            .last_customer_message("14155550123")
+            .expect("read")
+            .is_some());
     }
 
     #[test]

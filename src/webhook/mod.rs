@@ -6,9 +6,12 @@
 //! are in use ([`intake`]), 400 for a signed body that is not a WhatsApp envelope, 500 when the
 //! database fails (WhatsApp then retries).
 //!
-//! Every phone number of a WhatsApp Business Account posts to the app's one webhook. An event
-//! addressed to a number that is not ours ([`OwnNumbers`]) is acknowledged with the rest,
-//! counted, and not recorded: it spends no attempt, opens no 24-hour window, gets no reply.
+//! Every phone number of every WhatsApp Business Account of the app posts to the one webhook.
+//! Events are told apart by `metadata.phone_number_id`, looked up in the tenants registry
+//! ([`crate::tenants::Tenants::number`], one hash lookup): an event addressed to a number no
+//! merchant has is acknowledged with the rest, counted, and not recorded: it spends no attempt,
+//! opens no 24-hour window, gets no reply. Which merchant and number an event is for is worked
+//! out again when it is handled (the runtime), so nothing about it is stored here.
 //!
 //! Changes to the account's message templates (`message_template_status_update`,
 //! `message_template_quality_update`) go to [`crate::templates::status::TemplateWatch`].
@@ -41,33 +44,19 @@ pub struct WebhookState {
     pub store: Arc<Store>,
     pub inbox: Arc<Inbox>,
     pub metrics: Arc<Metrics>,
-    pub own_numbers: OwnNumbers,
+    /// The merchants and numbers served: an event for any other number is ignored.
+    pub tenants: crate::tenants::TenantsHandle,
     /// Bytes that bodies not yet verified may hold, shared by every worker.
     pub unverified: Arc<intake::UnverifiedBudget>,
     /// Where template status and quality changes go.
     pub templates: Arc<crate::templates::status::TemplateWatch>,
 }
 
-/// The business phone numbers this server answers for.
-#[derive(Debug, Clone, Default)]
-pub struct OwnNumbers {
-    /// `WAOTP_PHONE_NUMBER_ID`; `None` (sandbox mode without one) accepts every event.
-    phone_number_id: Option<String>,
-}
-
-impl OwnNumbers {
-    pub fn new(phone_number_id: Option<String>) -> OwnNumbers {
-        OwnNumbers { phone_number_id }
-    }
-
-    /// Whether `event` was addressed to one of our numbers (`metadata.phone_number_id`). With a
-    /// number configured, an event naming no number is not ours: WhatsApp always names it.
-    pub fn owns(&self, event: &InboundEvent) -> bool {
-        match &self.phone_number_id {
-            None => true,
-            Some(ours) => event.phone_number_id() == Some(ours.as_str()),
-        }
-    }
+/// Whether `event` is addressed to a number the deployment serves (`metadata.phone_number_id`).
+/// With numbers configured, an event naming no number is nobody's: WhatsApp always names it.
+/// The single-merchant setup without a number (sandbox) takes every event.
+fn served(tenants: Option<&crate::tenants::Tenants>, event: &InboundEvent) -> bool {
+    tenants.is_some_and(|t| t.number(event.phone_number_id()).is_some())
 }
 
 /// Mounts the webhook routes.
@@ -225,8 +214,11 @@ async fn receive(
         tracing::warn!(%reason, "webhook item skipped");
     }
     let now = chrono::Utc::now().timestamp();
+    // One registry for the whole body, read only when there is an event to route.
+    let tenants = (!parsed.events.is_empty()).then(|| state.tenants.current());
     for event in parsed.events {
-        if !state.own_numbers.owns(&event) {
+        if !served(tenants.as_deref(), &event) {
+            metrics.webhook_unknown_number.inc();
             metrics.events_other_number.inc();
             continue;
         }

@@ -60,6 +60,16 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// The store key of `customer` in the single-merchant sandbox setup (no phone number id): its
+/// sessions, window and replies are kept under the default merchant's sandbox number.
+pub fn sandbox_key(customer: &str) -> String {
+    waotp::tenants::Scope::new(
+        waotp::tenants::DEFAULT_MERCHANT,
+        waotp::tenants::SANDBOX_NUMBER,
+    )
+    .customer_key(customer)
+}
+
 pub fn sign(body: &[u8]) -> String {
     SignatureVerifier::new(APP_SECRET.as_bytes()).sign(body)
 }

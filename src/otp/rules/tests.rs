@@ -52,6 +52,7 @@ impl World {
             flow: "signup_verification",
             customer: &self.customer,
             requester: &self.customer,
+            merchant: "",
             decoy: false,
             policy: &self.policy,
         };
@@ -195,6 +196,7 @@ fn resend_is_refused_for_missing_locked_or_used_codes() {
         flow: "f",
         customer: &w.customer,
         requester: &w.customer,
+        merchant: "",
         decoy: false,
         policy: &w.policy,
     };
@@ -398,6 +400,7 @@ impl Pair {
             flow: "account_recovery",
             customer: to,
             requester: from,
+            merchant: "",
             decoy,
             policy: &self.policy,
         };

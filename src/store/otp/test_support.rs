@@ -43,6 +43,7 @@ pub(super) fn issue(
         flow: "signup_verification",
         customer: &customer,
         requester: &customer,
+        merchant: "",
         decoy: false,
         policy,
     };

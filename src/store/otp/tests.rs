@@ -190,6 +190,7 @@ fn replayed_steps_issue_nothing_new() {
         flow: "signup_verification",
         customer: &customer,
         requester: &customer,
+        merchant: "",
         decoy: false,
         policy: &policy,
     };
@@ -237,6 +238,7 @@ fn transaction_codes_only_approve_the_shown_amount_and_payee() {
         flow: "transaction_authorization",
         customer: &customer,
         requester: &customer,
+        merchant: "",
         decoy: false,
         policy: &policy,
     };
@@ -357,6 +359,7 @@ fn third_party_codes_charge_the_requester_and_stop_at_the_recipients_cap() {
             flow: "account_recovery",
             customer: &alice,
             requester: stranger,
+            merchant: "",
             decoy: false,
             policy: &policy,
         };
