@@ -103,14 +103,14 @@ impl Application {
         // Sandbox mode without keys gets one, printed at start.
         let mut api_keys = settings.api_keys.clone();
         let mut sandbox_key = None;
-        if settings.sandbox() && api_keys.is_empty() {
+        if settings.sandbox() && api_keys.is_empty() && settings.tenants.is_none() {
             let mut bytes = [0u8; 16];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
             let key = format!("sandbox_{}", hex::encode(bytes));
             api_keys.push(secrecy::SecretString::from(key.clone()));
             sandbox_key = Some(key);
         }
-        let tenants = Tenants::from_settings(&settings, &api_keys);
+        let tenants = crate::tenants::load(&settings, &api_keys).map_err(ConfigurationError)?;
         Application::build_inner(settings, tenants, sandbox_key).await
     }
 

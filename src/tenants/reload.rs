@@ -59,7 +59,7 @@ fn read_checked(path: &Path, settings: &Settings) -> Result<Tenants, String> {
 }
 
 /// Reloads the tenants file when it changes, looking every `every` (2 s in the server), and on
-/// `SIGHUP`: a valid file replaces the registry in `handle` and is passed to `on_change`; an
+/// `SIGHUP`: a valid file is passed to `on_change`, then replaces the registry in `handle`; an
 /// invalid one is logged with its `file:line:col` errors, once per change, and the running
 /// registry is kept. The file's content is taken as the loaded one when `watch` is called (call
 /// it right after [`load`], then spawn the future). Ends at once without a tenants file.
@@ -134,8 +134,11 @@ async fn watch_from(
                     numbers,
                     "tenants file reloaded"
                 );
+                // What depends on the registry (each merchant's flows, each number's
+                // client) is rebuilt first, so that an event routed by the new registry finds
+                // its merchant ready.
+                on_change(&tenants);
                 handle.replace(tenants);
-                on_change(&handle.current());
             }
             Err(error) => on_error(&error),
         }
