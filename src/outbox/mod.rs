@@ -60,7 +60,7 @@ pub const MERCHANT_REMOVED: &str = "merchant_removed";
 const BATCH: usize = 256;
 /// At most this many more are read when a pass had to leave entries of busy numbers behind, so
 /// that one number's backlog does not hide another's entries queued after it.
-const MAX_EXTRA_SCAN: usize = 4096;
+const MAX_EXTRA_SCAN: usize = 1024;
 
 /// The sender.
 #[derive(Debug)]
@@ -294,13 +294,14 @@ impl Outbox {
         let mut started = 0;
         let mut left_behind = 0;
         for (recipient, scope, entries) in by_recipient {
-            // A number at its parallel limit keeps its entries queued for a later pass instead
-            // of holding up the recipients of other numbers.
-            let places = match self.senders.line(&scope) {
-                Ok(line) => line.parallel.clone(),
+            // Each number serves its own recipients: one held back by its rate limit never
+            // holds up another's. A number with many recipients already taken leaves the rest
+            // queued for a later pass instead of taking all of its queue into memory.
+            let (places, taken) = match self.senders.line(&scope) {
+                Ok(line) => (line.parallel.clone(), line.taken.clone()),
                 Err(_) => self.senders.orphans.clone(),
             };
-            let Ok(permit) = places.try_acquire_owned() else {
+            let Ok(taken) = taken.try_acquire_owned() else {
                 left_behind += entries.len();
                 continue;
             };
@@ -313,7 +314,8 @@ impl Outbox {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _taken = taken;
+                let _place = places.acquire_owned().await;
                 this.deliver_in_order(entries).await;
                 {
                     let mut busy = this.busy.lock().unwrap_or_else(|p| p.into_inner());

@@ -22,6 +22,9 @@ use tokio::sync::{Mutex, Semaphore};
 pub const MAX_SENDS_PER_SECOND: u32 = 1000;
 /// Recipients of one number served at once (each one's entries go one after another).
 const PARALLEL_PER_NUMBER: usize = 32;
+/// Recipients of one number taken from the queue at once, served or waiting for a place.
+/// Waiting in memory, they cost a pass nothing; the rest of a long queue stays on disk.
+const TAKEN_PER_NUMBER: usize = 8 * PARALLEL_PER_NUMBER;
 
 /// A token bucket: `per_second` tokens a second, holding at most `per_second` (one second's
 /// worth), full at the start. Over any span of `t` seconds it lets through at most
@@ -74,9 +77,11 @@ pub(super) struct Line {
     pub(super) transport: Transport,
     /// Meta's per-number throughput: a busy number never spends another's budget.
     pub(super) rate: RateLimit,
-    /// Recipients of this number with a delivery task running: a number held back by its own
-    /// rate limit never takes the places of another's.
+    /// Recipients of this number being served: a number held back by its own rate limit
+    /// never takes the places of another's.
     pub(super) parallel: Arc<Semaphore>,
+    /// Recipients of this number taken from the queue (served or waiting for `parallel`).
+    pub(super) taken: Arc<Semaphore>,
     /// What the line was built from, to tell whether a reload changed it.
     token: Option<SecretString>,
     sends_per_second: u32,
@@ -92,6 +97,7 @@ impl Line {
             transport,
             rate: RateLimit::new(number.sends_per_second),
             parallel: Arc::new(Semaphore::new(PARALLEL_PER_NUMBER)),
+            taken: Arc::new(Semaphore::new(TAKEN_PER_NUMBER)),
             token: number.access_token.clone(),
             sends_per_second: number.sends_per_second,
         })
@@ -136,8 +142,9 @@ pub(super) struct Senders {
     graph: GraphApi,
     merchant: MerchantClient,
     built: RwLock<Arc<Built>>,
-    /// Places for entries whose number is gone (callbacks still go to their merchant).
-    pub(super) orphans: Arc<Semaphore>,
+    /// Places for entries whose number is gone (callbacks still go to their merchant): served
+    /// and taken.
+    pub(super) orphans: (Arc<Semaphore>, Arc<Semaphore>),
 }
 
 impl Senders {
@@ -160,7 +167,10 @@ impl Senders {
             graph,
             merchant,
             built: RwLock::new(Arc::new(built)),
-            orphans: Arc::new(Semaphore::new(PARALLEL_PER_NUMBER)),
+            orphans: (
+                Arc::new(Semaphore::new(PARALLEL_PER_NUMBER)),
+                Arc::new(Semaphore::new(TAKEN_PER_NUMBER)),
+            ),
         })
     }
 
