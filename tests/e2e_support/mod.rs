@@ -42,6 +42,11 @@ pub const BUSINESS_NUMBER: &str = "+15550783881";
 pub const KNOWN_ACCOUNT: &str = "alice@example.com";
 pub const RECOVERY_URL: &str = "https://shop.example/recover/tok123";
 
+/// The single merchant's scope: its one number, `WAOTP_PHONE_NUMBER_ID`.
+pub fn default_scope() -> waotp::tenants::Scope {
+    waotp::tenants::Scope::new(waotp::tenants::DEFAULT_MERCHANT, PHONE_NUMBER_ID)
+}
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
