@@ -1,7 +1,7 @@
 //! The outbox sends each entry from its own number: that number's token and path at the Graph
 //! API, that number's rate limit (a busy number never slows another), the pair rate pause per
-//! (number, customer), callbacks signed with the entry's merchant's secret, and entries of a
-//! removed number failing with `number_removed`.
+//! (number, customer), the 24-hour window per (number, customer), callbacks signed with the
+//! entry's merchant's secret, and entries of a removed number failing with `number_removed`.
 //!
 //! The real outbox runs over a real store in a temporary directory, against local HTTP fakes of
 //! the Graph API and the merchant; the tenants registry is built in the test.
@@ -19,6 +19,8 @@ use serde_json::json;
 use support::graph_fake::{GraphFake, VERSION_PATH};
 use support::http_fake::{Answer, HttpFake, Recorded};
 use support::merchant_signature::{self, Refused};
+use waotp::flow::engine::{MessageBody, OutboundMessage, TemplateRef};
+use waotp::flow::model::TemplateCategory;
 use waotp::merchant::MerchantClient;
 use waotp::metrics::Metrics;
 use waotp::otp::{CodeSealer, OtpKey};
@@ -516,4 +518,76 @@ async fn an_entry_of_a_removed_number_fails_with_number_removed() {
         "nothing sent from the removed number"
     );
     assert_eq!(sends_to(&requests, "1001").len(), 1);
+}
+
+fn prompt(id: &str, scope: &Scope, to: &str) -> OutboxEntry {
+    OutboxEntry::pending(
+        id.into(),
+        None,
+        to.into(),
+        OutboxPayload::Message {
+            message: OutboundMessage {
+                message_id: "prompt".into(),
+                body: MessageBody::Text {
+                    text: "Type your code".into(),
+                },
+                template: Some(TemplateRef {
+                    name: "code_prompt".into(),
+                    language: "en".into(),
+                    category: TemplateCategory::Utility,
+                    parameters: Vec::new(),
+                    quick_replies: Vec::new(),
+                }),
+            },
+        },
+        Utc::now(),
+    )
+    .from_scope(scope)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_24_hour_window_is_per_number_and_customer() {
+    let graph = GraphFake::start().await;
+    let tenants = Tenants::new(vec![merchant(
+        "shop",
+        None,
+        vec![
+            number("1001", Some("token-a"), 80),
+            number("2002", Some("token-b"), 80),
+        ],
+    )])
+    .expect("tenants");
+    let rig = Rig::start(&graph.base_url(), tenants).await;
+    let a = Scope::new("shop", "1001");
+    let b = Scope::new("shop", "2002");
+    let sessions = rig.store.sessions();
+    // The customer wrote to number A only.
+    sessions
+        .touch_window(&a.customer_key("919800000001"), Utc::now())
+        .expect("window");
+    // Another wrote before windows were kept per number: that counts for the default number
+    // (the first merchant's first, here A) only.
+    sessions
+        .touch_window("919800000002", Utc::now())
+        .expect("window");
+    rig.queue(vec![
+        prompt("a1", &a, "919800000001"),
+        prompt("b1", &b, "919800000001"),
+        prompt("a2", &a, "919800000002"),
+        prompt("b2", &b, "919800000002"),
+    ]);
+    rig.run();
+    for id in ["a1", "b1", "a2", "b2"] {
+        assert_eq!(rig.settled(id).await.state, OutboxState::Done, "{id}");
+    }
+    let requests = graph.requests();
+    let kind = |phone_number_id: &str, to: &str| -> String {
+        let sent = sends_to(&requests, phone_number_id);
+        let r = sent.iter().find(|r| r.json()["to"] == to).expect("sent");
+        r.json()["type"].as_str().expect("type").to_owned()
+    };
+    assert_eq!(kind("1001", "919800000001"), "text");
+    assert_eq!(kind("2002", "919800000001"), "template");
+    assert_eq!(kind("1001", "919800000002"), "text");
+    assert_eq!(kind("2002", "919800000002"), "template");
 }

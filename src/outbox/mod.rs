@@ -481,7 +481,7 @@ impl Outbox {
         now: DateTime<Utc>,
         link: &mut Option<(String, MessageLink)>,
     ) -> Outcome {
-        match self.build_message(entry, payload, now) {
+        match self.build_message(scope, entry, payload, now) {
             Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
             Err(NotSent::OutsideWindow) => {
                 Outcome::Skipped("outside the 24-hour window and the step has no template".into())
@@ -741,15 +741,21 @@ impl Outbox {
         }
     }
 
-    /// Whether free-form messages may go to `customer` now.
-    fn window_open(&self, customer: &str, now: DateTime<Utc>) -> bool {
-        matches!(self.runtime.sessions().last_customer_message(customer), Ok(Some(at)) if now - at < WINDOW)
+    /// Whether free-form messages may go from `scope`'s number to `customer` now: the window
+    /// is per (number, customer). For the single merchant's number a window opened before
+    /// windows were kept per number (stored under the customer alone) still counts.
+    fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
+        let sessions = self.runtime.sessions();
+        let open = |key: &str| matches!(sessions.last_customer_message(key), Ok(Some(at)) if now - at < WINDOW);
+        open(&scope.customer_key(customer))
+            || (*scope == self.senders.default_scope() && open(customer))
     }
 
     /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
     /// already sent, used or replaced). The second value is the code generation sent.
     fn build_message(
         &self,
+        scope: &Scope,
         entry: &OutboxEntry,
         payload: &OutboxPayload,
         now: DateTime<Utc>,
@@ -762,7 +768,7 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                let use_template = entry.use_template || !self.window_open(&entry.to, now);
+                let use_template = entry.use_template || !self.window_open(scope, &entry.to, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {
