@@ -10,14 +10,14 @@ use crate::config::Settings;
 use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
 use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
-use crate::outbox::{Outbox, SandboxRecorder, Transport};
+use crate::outbox::{Outbox, SandboxRecorder};
 use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
 use crate::store::otp::OtpLedger;
 use crate::store::Store;
 use crate::tenants::Tenants;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};
-use crate::whatsapp::GraphClient;
+use crate::whatsapp::{GraphApi, GraphTimeouts};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
@@ -218,41 +218,38 @@ impl Application {
             .await
             .map_err(ConfigurationError)?;
         }
-        let (transport, sandbox) = match (&settings.access_token, &settings.phone_number_id) {
-            (Some(token), Some(phone_number_id)) => (
-                Transport::Graph(
-                    GraphClient::new(&settings.graph_url, phone_number_id, token.clone())
-                        .map_err(|e| ConfigurationError(format!("WAOTP_GRAPH_URL: {e}")))?,
-                ),
-                None,
-            ),
-            (Some(_), None) => {
-                return Err(ConfigurationError(
-                    "missing required setting: WAOTP_PHONE_NUMBER_ID".into(),
-                )
-                .into())
-            }
-            (None, _) => {
-                tracing::warn!(
-                    "no WAOTP_ACCESS_TOKEN: running in sandbox mode, nothing is sent to WhatsApp"
-                );
-                let recorder = Arc::new(SandboxRecorder::new(
-                    store.sessions().clone(),
-                    sandbox_sealer,
-                ));
-                (Transport::Sandbox(recorder.clone()), Some(recorder))
-            }
+        if settings.access_token.is_some() && settings.phone_number_id.is_none() {
+            return Err(ConfigurationError(
+                "missing required setting: WAOTP_PHONE_NUMBER_ID".into(),
+            )
+            .into());
+        }
+        // Numbers without a token record their messages here.
+        let recorder = Arc::new(SandboxRecorder::new(
+            store.sessions().clone(),
+            sandbox_sealer,
+        ));
+        let sandbox = if settings.sandbox() {
+            tracing::warn!("no access token: running in sandbox mode, nothing is sent to WhatsApp");
+            Some(recorder.clone())
+        } else {
+            None
         };
+        let graph = GraphApi::new(&settings.graph_url, GraphTimeouts::default())
+            .map_err(|e| ConfigurationError(format!("WAOTP_GRAPH_URL: {e}")))?;
         let merchant = MerchantClient::new(settings.callback_secret.clone(), MERCHANT_TIMEOUT)
             .context("building the merchant HTTP client")?;
-        let outbox = Arc::new(Outbox::new(
-            runtime.clone(),
-            inbox.clone(),
-            transport,
-            merchant,
-            settings.sends_per_second,
-            settings.in_doubt_wait,
-        ));
+        let outbox = Arc::new(
+            Outbox::new(
+                runtime.clone(),
+                inbox.clone(),
+                graph,
+                recorder,
+                merchant,
+                settings.in_doubt_wait,
+            )
+            .map_err(|e| ConfigurationError(format!("WAOTP_GRAPH_URL: {e}")))?,
+        );
         let api = ApiState {
             runtime: runtime.clone(),
             inbox: inbox.clone(),
@@ -343,6 +340,21 @@ impl Application {
                 TIMER_POLL,
             )),
             tokio::spawn(runtime.clone().watch_flows(FLOW_POLL)),
+            // A changed tenants file: each merchant's flows, URLs and limits are rebuilt, then
+            // the new registry routes; the outbox rebuilds its numbers' clients when it sees it.
+            tokio::spawn({
+                let runtime = runtime.clone();
+                crate::tenants::watch(
+                    tenants_handle.clone(),
+                    settings.clone(),
+                    FLOW_POLL,
+                    move |tenants| {
+                        if let Err(error) = runtime.on_tenants_changed(tenants) {
+                            tracing::error!(%error, "a merchant's flows did not load; it keeps its previous flows");
+                        }
+                    },
+                )
+            }),
         ];
         let draining = crate::shutdown::Draining {
             stopping,

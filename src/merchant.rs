@@ -2,8 +2,9 @@
 //! docs/callbacks-and-hooks.md).
 //!
 //! Owns the HTTP side only: the raw JSON body, its `X-Waotp-Signature` (`t=<unix seconds>,v1=<hex
-//! HMAC-SHA256 of "t.body">`, keyed with `WAOTP_CALLBACK_SECRET`, signed anew at every attempt:
-//! see [`signing`]), the timeout, and turning every answer into
+//! HMAC-SHA256 of "t.body">`, keyed with the merchant's callback secret — `WAOTP_CALLBACK_SECRET`
+//! or the merchant's own in a tenants file, see [`MerchantClient::with_secret`] — signed anew at
+//! every attempt: see [`signing`]), the timeout, and turning every answer into
 //! success or a typed error. It makes one attempt per call; retrying callbacks for a day is the
 //! outbox's job (see [`CallbackError::retryable`] and `whatsapp::backoff`). It never logs bodies
 //! or URLs, which may carry customer data or a merchant's token.
@@ -37,6 +38,9 @@ pub enum CallbackError {
     Timeout,
     #[error("merchant unreachable: {0}")]
     Network(String),
+    /// The merchant was removed from the configuration: there is no secret to sign with.
+    #[error("merchant_removed")]
+    MerchantRemoved,
 }
 
 impl CallbackError {
@@ -44,7 +48,10 @@ impl CallbackError {
     /// docs/callbacks-and-hooks.md, "Retries"): a merchant mid-deploy answers 404 or 502 as
     /// readily as it times out.
     pub fn retryable(&self) -> bool {
-        !matches!(self, CallbackError::InvalidUrl)
+        !matches!(
+            self,
+            CallbackError::InvalidUrl | CallbackError::MerchantRemoved
+        )
     }
 }
 
@@ -65,6 +72,9 @@ pub enum HookError {
     NotObject,
     #[error("hook answer is larger than {MAX_HOOK_ANSWER} bytes")]
     TooLarge,
+    /// The merchant was removed from the configuration: there is no secret to sign with.
+    #[error("merchant_removed")]
+    MerchantRemoved,
 }
 
 impl HookError {
@@ -110,6 +120,16 @@ impl MerchantClient {
             .build()?;
         let signer = secret.map(|s| CallbackSigner::new(s.expose_secret().as_bytes()));
         Ok(MerchantClient { http, signer })
+    }
+
+    /// A client on the same connection pool that signs with `secret` instead: each merchant's
+    /// calls are signed with its own secret (`None`: unsigned, like a setup without
+    /// `WAOTP_CALLBACK_SECRET`).
+    pub fn with_secret(&self, secret: Option<&SecretString>) -> MerchantClient {
+        MerchantClient {
+            http: self.http.clone(),
+            signer: secret.map(|s| CallbackSigner::new(s.expose_secret().as_bytes())),
+        }
     }
 
     /// Posts a callback body exactly as given, signed as sent at `now` (the attempt's time),

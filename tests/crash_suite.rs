@@ -40,6 +40,7 @@ use support::http_fake::{Answer, HttpFake};
 use waotp::otp::{CodeStatus, OtpKey};
 use waotp::store::otp::OtpLedger;
 use waotp::store::Store;
+use waotp::tenants::{Scope, DEFAULT_MERCHANT, SANDBOX_NUMBER};
 
 const API_KEY: &str = "crash-suite-key";
 const SESSIONS: usize = 32;
@@ -646,8 +647,10 @@ fn check_store(data: &Path, driven: &[Driven], seed: u64) {
         }
         *outcomes.entry(outcome).or_default() += 1;
 
-        // No outbound message twice for one step: one sandbox record per outbox entry.
-        let sent = sessions.sandbox_messages(&d.to[1..]).expect("sandbox");
+        // No outbound message twice for one step: one sandbox record per outbox entry (kept
+        // per number and customer; the sandbox run has the single merchant's sandbox number).
+        let recorded_as = Scope::new(DEFAULT_MERCHANT, SANDBOX_NUMBER).customer_key(&d.to[1..]);
+        let sent = sessions.sandbox_messages(&recorded_as).expect("sandbox");
         let ids: Vec<&str> = sent.iter().filter_map(|m| m["id"].as_str()).collect();
         let distinct: HashSet<&&str> = ids.iter().collect();
         assert_eq!(

@@ -459,7 +459,7 @@ async fn the_pair_rate_limit_holds_that_customer_for_six_seconds() {
     let until = wait_for("the pause of this customer", || {
         e.store
             .sessions()
-            .recipient_paused_until(customer)
+            .recipient_paused_until(&default_scope().customer_key(customer))
             .expect("store")
     })
     .await;

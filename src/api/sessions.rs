@@ -387,8 +387,9 @@ pub(super) async fn sandbox_messages(
     })?;
     let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
+    let scope = state.runtime.tenants().current().default_scope();
     let messages = recorder
-        .messages_when(customer, query.min, wait)
+        .messages_when(&scope, customer, query.min, wait)
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(SandboxMessages { messages }))

@@ -11,13 +11,21 @@
 //! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
 //! deduplicates by event id — are simply retried.
 //!
+//! Each entry goes out from its own number ([`numbers`]): that number's token (or the sandbox
+//! recorder when it has none), its rate limit, its share of parallel sends; Meta's pair rate
+//! limit holds one (number, customer) pair. Callbacks and hooks are signed with the entry's
+//! merchant's secret. An entry whose number was removed from the configuration is not sent: it
+//! fails with `number_removed`, which its session sees as a delivery failure.
+//!
 //! At a graceful stop the outbox stops taking entries ([`Outbox::stop_dispatching`]) and the
 //! sends already in flight finish and are settled ([`Outbox::deliveries_running`] reaches
 //! zero); entries not yet claimed stay pending on disk for the next start.
 
 mod doubt;
+mod numbers;
 mod sandbox;
 
+pub use numbers::MAX_SENDS_PER_SECOND;
 pub use sandbox::SandboxRecorder;
 
 use crate::domain::MessageId;
@@ -25,13 +33,14 @@ use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
 use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::tenants::{Scope, Tenants};
 use crate::whatsapp::{
-    backoff, Button, ErrorClass, GraphClient, GraphError, Outgoing, Row, SendRequest,
+    backoff, Button, ErrorClass, GraphApi, GraphError, GraphSetupError, Outgoing, Row, SendRequest,
 };
 use chrono::{DateTime, Duration as Span, Utc};
+use numbers::{Line, NoLine, Senders, Transport};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Semaphore};
 
 /// Callbacks are retried at least this long (docs/callbacks-and-hooks.md promises 24 hours).
 const CALLBACK_RETRY_FOR: Span = Span::hours(25);
@@ -43,60 +52,30 @@ const WINDOW: Span = Span::hours(24);
 /// first status (`sent`) normally follows an accepted send within seconds.
 pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 
-/// Where WhatsApp messages go.
-#[derive(Debug)]
-pub enum Transport {
-    /// Sandbox mode: recorded, not sent.
-    Sandbox(Arc<SandboxRecorder>),
-    Graph(GraphClient),
-}
-
-/// A simple token bucket for the global send rate.
-#[derive(Debug)]
-struct RateLimit {
-    per_second: f64,
-    state: Mutex<(f64, tokio::time::Instant)>,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> RateLimit {
-        let per_second = f64::from(per_second.max(1));
-        RateLimit {
-            per_second,
-            state: Mutex::new((per_second, tokio::time::Instant::now())),
-        }
-    }
-
-    async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut s = self.state.lock().await;
-                let now = tokio::time::Instant::now();
-                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second)
-                    .min(self.per_second);
-                s.1 = now;
-                if s.0 >= 1.0 {
-                    s.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - s.0) / self.per_second)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
+/// Why an entry whose number is no longer configured was not sent.
+pub const NUMBER_REMOVED: &str = "number_removed";
+/// Why a callback of a merchant no longer configured was not sent (nothing to sign it with).
+pub const MERCHANT_REMOVED: &str = "merchant_removed";
+/// Due entries read per pass, besides those already held by delivery tasks.
+const BATCH: usize = 256;
+/// At most this many more are read when a pass had to leave entries of busy numbers behind, so
+/// that one number's backlog does not hide another's entries queued after it.
+const MAX_EXTRA_SCAN: usize = 1024;
 
 /// The sender.
 #[derive(Debug)]
 pub struct Outbox {
     runtime: Arc<Runtime>,
     inbox: Arc<Inbox>,
-    transport: Transport,
-    merchant: MerchantClient,
-    rate: RateLimit,
-    parallel: Arc<Semaphore>,
-    /// Recipients with a delivery task running (their later entries wait for it), and the
-    /// entries those tasks hold (not read again meanwhile).
+    /// Every number's transport, rate limit and parallel sends; every merchant's signer.
+    senders: Senders,
+    /// Where the messages of numbers without a token are recorded.
+    recorder: Arc<SandboxRecorder>,
+    /// Due entries the last pass left behind because their number was busy.
+    left_behind: std::sync::atomic::AtomicUsize,
+    /// Recipients — (merchant, number, customer) store keys — with a delivery task running
+    /// (their later entries wait for it), and the entries those tasks hold (not read again
+    /// meanwhile).
     busy: std::sync::Mutex<Busy>,
     /// When the outbox depth gauge was last counted.
     depth_counted: std::sync::Mutex<Option<std::time::Instant>>,
@@ -134,26 +113,38 @@ enum NotSent {
 }
 
 impl Outbox {
+    /// Sends from the numbers of the runtime's tenants registry through `graph` (one base URL
+    /// and connection pool for every number), records the messages of numbers without a token
+    /// with `recorder`, and signs callbacks and hooks with each merchant's secret on
+    /// `merchant`'s connection pool. Refuses a number no Graph client can be built for.
     pub fn new(
         runtime: Arc<Runtime>,
         inbox: Arc<Inbox>,
-        transport: Transport,
+        graph: GraphApi,
+        recorder: Arc<SandboxRecorder>,
         merchant: MerchantClient,
-        sends_per_second: u32,
         in_doubt_wait: Duration,
-    ) -> Outbox {
-        Outbox {
+    ) -> Result<Outbox, GraphSetupError> {
+        let senders = Senders::new(runtime.tenants().clone(), graph, merchant)?;
+        Ok(Outbox {
             runtime,
             inbox,
-            transport,
-            merchant,
-            rate: RateLimit::new(sends_per_second),
-            parallel: Arc::new(Semaphore::new(32)),
+            senders,
+            recorder,
+            left_behind: Default::default(),
             busy: Default::default(),
             depth_counted: Default::default(),
             in_doubt_wait,
             draining: Default::default(),
-        }
+        })
+    }
+
+    /// Takes a reloaded tenants registry: new numbers send at once, removed ones stop (their
+    /// entries fail with `number_removed`), a changed token or rate applies to the next send.
+    /// Without this call the change is still picked up, at the next send that sees it.
+    pub fn on_tenants_changed(&self, tenants: &Tenants) {
+        self.senders.on_tenants_changed(tenants);
+        self.runtime.outbox_wake.notify_one();
     }
 
     /// Stops claiming entries: the dispatcher ends and each delivery task stops after the entry
@@ -248,7 +239,12 @@ impl Outbox {
             return Ok(0);
         }
         let sessions = self.runtime.sessions();
-        let due = sessions.due_outbox_except(Utc::now(), 256, &held)?;
+        // Entries held by running tasks still count against the read limit: read past them.
+        let extra = self
+            .left_behind
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(MAX_EXTRA_SCAN);
+        let due = sessions.due_outbox_except(Utc::now(), BATCH + held.len() + extra, &held)?;
         // Counting the queue reads all of it: twice a second is enough for a gauge.
         let count_depth = {
             let mut at = self.depth_counted.lock().unwrap_or_else(|p| p.into_inner());
@@ -266,46 +262,64 @@ impl Outbox {
         }
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
-        // either order.
-        let mut by_recipient: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
+        // either order. A recipient is a customer of one number: the same customer talking to
+        // two numbers has two independent queues.
+        let default_scope = self.senders.default_scope();
+        let mut by_recipient: Vec<(String, Scope, Vec<OutboxEntry>)> = Vec::new();
         let now_ms = Utc::now().timestamp_millis();
         let mut paused = std::collections::HashSet::new();
         for entry in due {
-            if !entry.is_queued() || busy.contains(&entry.to) || paused.contains(&entry.to) {
+            let scope = entry.scope_or(&default_scope);
+            let recipient = scope.customer_key(&entry.to);
+            if !entry.is_queued() || busy.contains(&recipient) || paused.contains(&recipient) {
                 continue;
             }
-            // Meta's pair rate limit: nothing goes to this customer until the pause is over,
-            // not even a message queued after the refused one.
-            let new_recipient = !by_recipient.iter().any(|(to, _)| *to == entry.to);
-            if new_recipient
-                && sessions
-                    .recipient_paused_until(&entry.to)?
-                    .is_some_and(|until| until > now_ms)
-            {
-                paused.insert(entry.to.clone());
-                continue;
-            }
-            match by_recipient.iter_mut().find(|(to, _)| *to == entry.to) {
-                Some((_, entries)) => entries.push(entry),
-                None => by_recipient.push((entry.to.clone(), vec![entry])),
+            // Meta's pair rate limit: nothing goes to this customer from this number until the
+            // pause is over, not even a message queued after the refused one.
+            let group = by_recipient.iter_mut().find(|(r, _, _)| *r == recipient);
+            match group {
+                Some((_, _, entries)) => entries.push(entry),
+                None => {
+                    if sessions
+                        .recipient_paused_until(&recipient)?
+                        .is_some_and(|until| until > now_ms)
+                    {
+                        paused.insert(recipient);
+                        continue;
+                    }
+                    by_recipient.push((recipient, scope, vec![entry]));
+                }
             }
         }
-        let started = by_recipient.len();
-        for (to, entries) in by_recipient {
-            let permit = self.parallel.clone().acquire_owned().await;
+        let mut started = 0;
+        let mut left_behind = 0;
+        for (recipient, scope, entries) in by_recipient {
+            // Each number serves its own recipients: one held back by its rate limit never
+            // holds up another's. A number with many recipients already taken leaves the rest
+            // queued for a later pass instead of taking all of its queue into memory.
+            let (places, taken) = match self.senders.line(&scope) {
+                Ok(line) => (line.parallel.clone(), line.taken.clone()),
+                Err(_) => self.senders.orphans.clone(),
+            };
+            let Ok(taken) = taken.try_acquire_owned() else {
+                left_behind += entries.len();
+                continue;
+            };
+            started += 1;
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
             {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                busy.recipients.insert(to.clone());
+                busy.recipients.insert(recipient.clone());
                 busy.entries.extend(ids.iter().cloned());
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _taken = taken;
+                let _place = places.acquire_owned().await;
                 this.deliver_in_order(entries).await;
                 {
                     let mut busy = this.busy.lock().unwrap_or_else(|p| p.into_inner());
-                    busy.recipients.remove(&to);
+                    busy.recipients.remove(&recipient);
                     for id in &ids {
                         busy.entries.remove(id);
                     }
@@ -313,6 +327,8 @@ impl Outbox {
                 this.runtime.outbox_wake.notify_one();
             });
         }
+        self.left_behind
+            .store(left_behind, std::sync::atomic::Ordering::Relaxed);
         Ok(started)
     }
 
@@ -369,6 +385,7 @@ impl Outbox {
         entry.attempts += 1;
         let now = Utc::now();
         let mut link = None;
+        let scope = entry.scope_or(&self.senders.default_scope());
         let outcome = match entry.payload.clone() {
             OutboxPayload::Callback {
                 url,
@@ -377,11 +394,11 @@ impl Outbox {
             } => {
                 self.runtime.metrics.callback_attempts.inc();
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                match self
-                    .merchant
-                    .deliver_callback(&url, &event_id, &bytes, now)
-                    .await
-                {
+                let answer = match self.senders.merchant(&scope.merchant) {
+                    Some(client) => client.deliver_callback(&url, &event_id, &bytes, now).await,
+                    None => Err(crate::merchant::CallbackError::MerchantRemoved),
+                };
+                match answer {
                     Ok(()) => Outcome::Done,
                     Err(e) => {
                         self.runtime.metrics.callback_failures.inc();
@@ -396,7 +413,11 @@ impl Outbox {
             }
             OutboxPayload::Hook { hook, url, body } => {
                 self.runtime.metrics.hook_attempts.inc();
-                let event = match self.merchant.call_hook(&url, &body, now).await {
+                let answer = match self.senders.merchant(&scope.merchant) {
+                    Some(client) => client.call_hook(&url, &body, now).await,
+                    None => Err(crate::merchant::HookError::MerchantRemoved),
+                };
+                let event = match answer {
                     Ok(fields) => Event::HookOk { hook, fields },
                     Err(e) => {
                         self.runtime.metrics.hook_failures.inc();
@@ -419,8 +440,12 @@ impl Outbox {
             }
             OutboxPayload::ReadReceipt { message_id } => {
                 // Best effort, once: a late or missing receipt changes nothing for the flow.
-                if let Transport::Graph(client) = &self.transport {
-                    self.rate.acquire().await;
+                // From the number the customer wrote to; none once that number is removed.
+                let line = self.senders.line(&scope).ok();
+                if let Some((Transport::Graph(client), line)) =
+                    line.as_ref().map(|l| (&l.transport, l))
+                {
+                    line.rate.acquire().await;
                     match MessageId::parse(message_id) {
                         Ok(id) => {
                             if let Err(e) = client.mark_read(&id).await {
@@ -434,49 +459,73 @@ impl Outbox {
                 }
                 Outcome::Done
             }
-            payload => match self.build_message(&entry, &payload, now) {
-                Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
-                Err(NotSent::OutsideWindow) => Outcome::Skipped(
-                    "outside the 24-hour window and the step has no template".into(),
-                ),
-                Ok(None) => Outcome::Done,
-                Ok(Some((request, generation))) => {
-                    // Meta's per-number throughput limit; the sandbox records without one.
-                    if matches!(self.transport, Transport::Graph(_)) {
-                        self.rate.acquire().await;
-                    }
-                    match self.send(&entry, &request).await {
-                        Ok(message_id) => {
-                            let (outcome, accepted) =
-                                self.accepted(&entry, message_id, generation, now);
-                            link = accepted;
-                            outcome
-                        }
-                        Err(e) if e.class() == ErrorClass::InDoubt => {
-                            self.runtime.metrics.outbound_message("in_doubt", None);
-                            tracing::warn!(entry = %entry.id, error = %e, "send in doubt: WhatsApp may have accepted it; waiting for a status");
-                            // A status may have overtaken the lost answer.
-                            match self.runtime.sessions().echo(&entry.id) {
-                                Ok(Some(message_id)) => {
-                                    let (outcome, accepted) =
-                                        self.accepted(&entry, message_id, generation, now);
-                                    link = accepted;
-                                    outcome
-                                }
-                                _ => Outcome::InDoubt,
-                            }
-                        }
-                        Err(e) => self.classify(&mut entry, &request, &e).await,
-                    }
+            payload => match self.senders.line(&scope) {
+                Err(NoLine::Removed) => Outcome::Failed(NUMBER_REMOVED.to_owned()),
+                Err(NoLine::Broken(reason)) => {
+                    self.runtime.metrics.operator_alerts.inc();
+                    tracing::error!(entry = %entry.id, scope = %scope, error = %reason, "OPERATOR ALERT: the entry's number cannot send; message kept");
+                    Outcome::Retry(ALERT_RETRY)
+                }
+                Ok(line) => {
+                    self.deliver_message(&mut entry, &scope, &line, &payload, now, &mut link)
+                        .await
                 }
             },
         };
         self.settle(entry, outcome, link).await
     }
 
+    /// One attempt at a WhatsApp message from `line`'s number.
+    async fn deliver_message(
+        &self,
+        entry: &mut OutboxEntry,
+        scope: &Scope,
+        line: &Line,
+        payload: &OutboxPayload,
+        now: DateTime<Utc>,
+        link: &mut Option<(String, MessageLink)>,
+    ) -> Outcome {
+        match self.build_message(scope, entry, payload, now) {
+            Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
+            Err(NotSent::OutsideWindow) => {
+                Outcome::Skipped("outside the 24-hour window and the step has no template".into())
+            }
+            Ok(None) => Outcome::Done,
+            Ok(Some((request, generation))) => {
+                // Meta's per-number throughput limit; the sandbox records without one.
+                if matches!(line.transport, Transport::Graph(_)) {
+                    line.rate.acquire().await;
+                }
+                match self.send(scope, line, entry, &request).await {
+                    Ok(message_id) => {
+                        let (outcome, accepted) = self.accepted(entry, message_id, generation, now);
+                        *link = accepted;
+                        outcome
+                    }
+                    Err(e) if e.class() == ErrorClass::InDoubt => {
+                        self.runtime.metrics.outbound_message("in_doubt", None);
+                        tracing::warn!(entry = %entry.id, error = %e, "send in doubt: WhatsApp may have accepted it; waiting for a status");
+                        // A status may have overtaken the lost answer.
+                        match self.runtime.sessions().echo(&entry.id) {
+                            Ok(Some(message_id)) => {
+                                let (outcome, accepted) =
+                                    self.accepted(entry, message_id, generation, now);
+                                *link = accepted;
+                                outcome
+                            }
+                            _ => Outcome::InDoubt,
+                        }
+                    }
+                    Err(e) => self.classify(entry, scope, &request, &e).await,
+                }
+            }
+        }
+    }
+
     async fn classify(
         &self,
         entry: &mut OutboxEntry,
+        scope: &Scope,
         request: &SendRequest,
         e: &GraphError,
     ) -> Outcome {
@@ -494,7 +543,8 @@ impl Outbox {
                 let wait = pair_rate_wait(entry.attempts, &mut rand::thread_rng());
                 let until =
                     (Utc::now() + Span::from_std(wait).unwrap_or_default()).timestamp_millis();
-                if let Err(e) = self.runtime.sessions().pause_recipient(&entry.to, until) {
+                let recipient = scope.customer_key(&entry.to);
+                if let Err(e) = self.runtime.sessions().pause_recipient(&recipient, until) {
                     tracing::error!(entry = %entry.id, error = %e, "cannot record the pair rate pause");
                 }
                 tracing::warn!(entry = %entry.id, error = %e, wait_secs = wait.as_secs(), "pair rate limit: this customer's messages wait");
@@ -642,11 +692,19 @@ impl Outbox {
         (entry.state == OutboxState::Pending).then_some(entry.due_ms)
     }
 
-    async fn send(&self, entry: &OutboxEntry, request: &SendRequest) -> Result<String, GraphError> {
-        match &self.transport {
+    async fn send(
+        &self,
+        scope: &Scope,
+        line: &Line,
+        entry: &OutboxEntry,
+        request: &SendRequest,
+    ) -> Result<String, GraphError> {
+        match &line.transport {
             Transport::Graph(client) => client.send(request).await.map(|id| id.as_str().to_owned()),
-            Transport::Sandbox(recorder) => recorder
+            Transport::Sandbox => self
+                .recorder
                 .record(
+                    scope,
                     entry,
                     request,
                     self.template_text(entry, request).as_deref(),
@@ -691,15 +749,21 @@ impl Outbox {
         }
     }
 
-    /// Whether free-form messages may go to `customer` now.
-    fn window_open(&self, customer: &str, now: DateTime<Utc>) -> bool {
-        matches!(self.runtime.sessions().last_customer_message(customer), Ok(Some(at)) if now - at < WINDOW)
+    /// Whether free-form messages may go from `scope`'s number to `customer` now: the window
+    /// is per (number, customer). For the single merchant's number a window opened before
+    /// windows were kept per number (stored under the customer alone) still counts.
+    fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
+        let sessions = self.runtime.sessions();
+        let open = |key: &str| matches!(sessions.last_customer_message(key), Ok(Some(at)) if now - at < WINDOW);
+        open(&scope.customer_key(customer))
+            || (*scope == self.senders.default_scope() && open(customer))
     }
 
     /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
     /// already sent, used or replaced). The second value is the code generation sent.
     fn build_message(
         &self,
+        scope: &Scope,
         entry: &OutboxEntry,
         payload: &OutboxPayload,
         now: DateTime<Utc>,
@@ -712,11 +776,7 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                // Windows are per (number, customer): the scoped key of the entry's recipient.
-                let window = entry
-                    .scope_or(&self.runtime.default_scope())
-                    .customer_key(&entry.to);
-                let use_template = entry.use_template || !self.window_open(&window, now);
+                let use_template = entry.use_template || !self.window_open(scope, &entry.to, now);
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {

@@ -1,10 +1,14 @@
 //! Sandbox mode's stand-in for WhatsApp: outbound messages are recorded, not sent, and listed by
 //! `GET /v1/sandbox/messages`. A code in a recorded message is kept sealed (AEAD) like every
 //! other copy of a code, and opened only for that listing.
+//!
+//! Messages are recorded per [`Scope`] and customer — what one number sent one customer — and
+//! each says which number it went out from (`from`, the `phone_number_id`).
 
 use crate::otp::{normalize_attempt, CodeSealer, SealedCode};
 use crate::store::sessions::{OutboxEntry, OutboxPayload};
 use crate::store::{SessionStore, StoreError};
+use crate::tenants::Scope;
 use crate::whatsapp::{Outgoing, SendRequest};
 use chrono::Utc;
 use rand::rngs::OsRng;
@@ -19,7 +23,7 @@ pub struct SandboxRecorder {
     sessions: SessionStore,
     sealer: CodeSealer,
     /// Listings waiting for a customer's next message (`wait=` on the listing route), per
-    /// customer so that a recorded message wakes only its own listings, not every one.
+    /// scope and customer so that a recorded message wakes only its own listings, not every one.
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -38,21 +42,23 @@ impl SandboxRecorder {
         }
     }
 
-    /// Waits (up to `wait`) until at least `min` messages to `customer` are recorded, then
-    /// lists them as [`SandboxRecorder::messages`] does.
+    /// Waits (up to `wait`) until at least `min` messages from `scope`'s number to `customer`
+    /// are recorded, then lists them as [`SandboxRecorder::messages`] does.
     pub async fn messages_when(
         &self,
+        scope: &Scope,
         customer: &str,
         min: usize,
         wait: Duration,
     ) -> Result<Vec<Value>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let watched = scope.customer_key(customer.trim_start_matches('+'));
         loop {
             let notify = self
                 .watchers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry(customer.to_owned())
+                .entry(watched.clone())
                 .or_default()
                 .clone();
             let (messages, done) = {
@@ -60,7 +66,7 @@ impl SandboxRecorder {
                 let notified = notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let messages = self.messages(customer);
+                let messages = self.messages(scope, customer);
                 let done = !matches!(&messages, Ok(m) if m.len() < min)
                     || tokio::time::Instant::now() >= deadline;
                 if !done {
@@ -71,10 +77,10 @@ impl SandboxRecorder {
             drop(notify);
             let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
             if watchers
-                .get(customer)
+                .get(&watched)
                 .is_some_and(|n| Arc::strong_count(n) == 1)
             {
-                watchers.remove(customer);
+                watchers.remove(&watched);
             }
             drop(watchers);
             if done {
@@ -83,21 +89,23 @@ impl SandboxRecorder {
         }
     }
 
-    /// Records what would have been sent; returns a made-up WhatsApp message id.
-    /// Records one send; `template_text` is what the customer would see of a templated send.
+    /// Records what `scope`'s number would have sent; returns a made-up WhatsApp message id.
+    /// `template_text` is what the customer would see of a templated send.
     pub fn record(
         &self,
+        scope: &Scope,
         entry: &OutboxEntry,
         request: &SendRequest,
         template_text: Option<&str>,
     ) -> Result<String, StoreError> {
         let message_id = format!("wamid.sandbox.{}", entry.id.replace(':', "."));
+        let recorded_as = scope.customer_key(request.to.trim_start_matches('+'));
         // A send in doubt sent once more: the sandbox, unlike WhatsApp, knows whether it
         // already took the first one.
         if entry.resent
             && self
                 .sessions
-                .sandbox_messages(&request.to)?
+                .sandbox_messages(&recorded_as)?
                 .iter()
                 .any(|m| m["id"] == message_id.as_str())
         {
@@ -108,6 +116,7 @@ impl SandboxRecorder {
         let mut body = json!({
             "id": message_id,
             "to": crate::domain::customer_address(&request.to),
+            "from": scope.number,
             "at": now.to_rfc3339(),
             "session_id": entry.session_id,
             "type": request.message.kind(),
@@ -185,21 +194,24 @@ impl SandboxRecorder {
             }
         }
         self.sessions
-            .record_sandbox(&request.to, now, &entry.id, &body)?;
+            .record_sandbox(&recorded_as, now, &entry.id, &body)?;
         if let Some(notify) = self
             .watchers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(request.to.trim_start_matches('+'))
+            .get(&recorded_as)
         {
             notify.notify_waiters();
         }
         Ok(message_id)
     }
 
-    /// Recorded messages to `customer` (digits), oldest first, codes opened.
-    pub fn messages(&self, customer: &str) -> Result<Vec<Value>, StoreError> {
-        let mut out = self.sessions.sandbox_messages(customer)?;
+    /// Recorded messages from `scope`'s number to `customer` (digits), oldest first, codes
+    /// opened.
+    pub fn messages(&self, scope: &Scope, customer: &str) -> Result<Vec<Value>, StoreError> {
+        let mut out = self
+            .sessions
+            .sandbox_messages(&scope.customer_key(customer.trim_start_matches('+')))?;
         for m in &mut out {
             let Some(sealed) = m.get("sealed_code").cloned() else {
                 continue;

@@ -1,5 +1,7 @@
 //! The HTTP client of the Graph API: posts [`SendRequest`]s and read receipts to
-//! `{base}/{phone_number_id}/messages` with the bearer token.
+//! `{base}/{phone_number_id}/messages` with the bearer token of that number. One [`GraphApi`]
+//! (base URL, connection pool) serves every number of the deployment; each number gets its own
+//! [`GraphClient`] from it.
 //!
 //! Owns the connection pool (rustls, keep-alive, connect and request timeouts) and the mapping of
 //! every way a call can fail into a [`GraphError`]. It makes exactly one attempt per call:
@@ -54,6 +56,54 @@ pub enum GraphSetupError {
     Http(#[from] reqwest::Error),
 }
 
+/// The Graph API of the deployment: its base URL and one connection pool shared by the clients
+/// of every number. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GraphApi {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl GraphApi {
+    pub fn new(base_url: &str, timeouts: GraphTimeouts) -> Result<GraphApi, GraphSetupError> {
+        let base = Url::parse(base_url).map_err(|_| GraphSetupError::BaseUrl)?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(GraphSetupError::BaseUrl);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            // A redirect would turn the POST into a GET and could carry the token elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("waotp/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(GraphApi {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The client sending from `phone_number_id` with its token, on the shared pool.
+    pub fn client(
+        &self,
+        phone_number_id: &str,
+        access_token: SecretString,
+    ) -> Result<GraphClient, GraphSetupError> {
+        // The id becomes a path segment: anything but alphanumerics could reach another endpoint.
+        if phone_number_id.is_empty() || !phone_number_id.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(GraphSetupError::PhoneNumberId);
+        }
+        let url = format!("{}/{phone_number_id}/messages", self.base_url);
+        let messages_url = Url::parse(&url).map_err(|_| GraphSetupError::BaseUrl)?;
+        Ok(GraphClient {
+            http: self.http.clone(),
+            messages_url,
+            token: access_token,
+        })
+    }
+}
+
 /// A client of one business phone number. Cheap to clone; clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct GraphClient {
@@ -82,31 +132,7 @@ impl GraphClient {
         access_token: SecretString,
         timeouts: GraphTimeouts,
     ) -> Result<GraphClient, GraphSetupError> {
-        // The id becomes a path segment: anything but alphanumerics could reach another endpoint.
-        if phone_number_id.is_empty() || !phone_number_id.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            return Err(GraphSetupError::PhoneNumberId);
-        }
-        let url = format!(
-            "{}/{phone_number_id}/messages",
-            base_url.trim_end_matches('/')
-        );
-        let messages_url = Url::parse(&url).map_err(|_| GraphSetupError::BaseUrl)?;
-        if !matches!(messages_url.scheme(), "http" | "https") {
-            return Err(GraphSetupError::BaseUrl);
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            // A redirect would turn the POST into a GET and could carry the token elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("waotp/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(GraphClient {
-            http,
-            messages_url,
-            token: access_token,
-        })
+        GraphApi::new(base_url, timeouts)?.client(phone_number_id, access_token)
     }
 
     /// Sends one message and returns the id WhatsApp gave it. A message that breaks WhatsApp's

@@ -17,7 +17,7 @@ pub mod messages;
 pub mod templates;
 
 pub use backoff::{backoff, Backoff};
-pub use client::{GraphClient, GraphSetupError, GraphTimeouts};
+pub use client::{GraphApi, GraphClient, GraphSetupError, GraphTimeouts};
 pub use codes::{ErrorClass, GraphCode, PAIR_RATE_LIMIT_WAIT};
 pub use errors::GraphError;
 pub use limits::MessageError;

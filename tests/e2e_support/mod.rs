@@ -42,10 +42,14 @@ pub const BUSINESS_NUMBER: &str = "+15550783881";
 pub const KNOWN_ACCOUNT: &str = "alice@example.com";
 pub const RECOVERY_URL: &str = "https://shop.example/recover/tok123";
 
+/// The single merchant's scope: its one number, `WAOTP_PHONE_NUMBER_ID`.
+pub fn default_scope() -> waotp::tenants::Scope {
+    waotp::tenants::Scope::new(waotp::tenants::DEFAULT_MERCHANT, PHONE_NUMBER_ID)
+}
+
 /// The store key of `customer` talking to the single merchant's number [`PHONE_NUMBER_ID`].
 pub fn scoped(customer: &str) -> String {
-    waotp::tenants::Scope::new(waotp::tenants::DEFAULT_MERCHANT, PHONE_NUMBER_ID)
-        .customer_key(customer)
+    default_scope().customer_key(customer)
 }
 
 /// How long any single wait may take before the test fails.

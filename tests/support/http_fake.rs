@@ -51,6 +51,8 @@ pub struct Recorded {
     /// When the fake received it, in unix seconds (what a merchant checks a signature's
     /// timestamp against).
     pub received_at: i64,
+    /// When the fake received it, on the monotonic clock (for spacing between requests).
+    pub arrived: std::time::Instant,
 }
 
 impl Recorded {
@@ -165,6 +167,7 @@ async fn answer(
         received_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
+        arrived: std::time::Instant::now(),
     };
     let answer = {
         let mut state = state.lock().expect("fake state");
