@@ -70,6 +70,15 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens the store, replays what the last run left unhandled and binds `settings.listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with_tenants(settings, None).await
+    }
+
+    /// [`Application::build`] serving `tenants` instead of the single merchant the settings
+    /// describe (`None`: that single merchant).
+    pub async fn build_with_tenants(
+        settings: Settings,
+        tenants: Option<crate::tenants::Tenants>,
+    ) -> anyhow::Result<Application> {
         // Outside sandbox mode a flow URL naming an unset variable (`{WAOTP_HOOK_BASE_URL}`) is
         // a configuration error; the sandbox starts without one, and such calls fail.
         let url_names = UrlNames {
@@ -114,16 +123,16 @@ impl Application {
         // Sandbox mode without keys gets one, printed at start.
         let mut api_keys = settings.api_keys.clone();
         let mut sandbox_key = None;
-        if settings.sandbox() && api_keys.is_empty() {
+        if settings.sandbox() && api_keys.is_empty() && tenants.is_none() {
             let mut bytes = [0u8; 16];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
             let key = format!("sandbox_{}", hex::encode(bytes));
             api_keys.push(secrecy::SecretString::from(key.clone()));
             sandbox_key = Some(key);
         }
-        let tenants = crate::tenants::TenantsHandle::new(crate::tenants::Tenants::from_settings(
-            &settings, &api_keys,
-        ));
+        let tenants = crate::tenants::TenantsHandle::new(
+            tenants.unwrap_or_else(|| crate::tenants::Tenants::from_settings(&settings, &api_keys)),
+        );
         let ledger = OtpLedger::open(store.db(), key).context("opening the OTP ledger")?;
         let runtime = Arc::new(Runtime::new(
             store.clone(),
@@ -141,7 +150,7 @@ impl Application {
                     ..OtpPolicy::default()
                 },
             },
-            tenants,
+            tenants.clone(),
         ));
         let inbox = Arc::new(Inbox::new(
             store.clone(),
@@ -203,7 +212,7 @@ impl Application {
             inbox: inbox.clone(),
             metrics: metrics.clone(),
             api_keys: Arc::new(crate::api::auth::ApiKeys::new(
-                api_keys,
+                tenants,
                 crate::api::rate::KeyRate {
                     per_second: f64::from(settings.api_rate),
                     burst: f64::from(settings.api_burst),

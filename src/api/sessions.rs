@@ -1,6 +1,12 @@
 //! The merchant API: start, read, cancel a session and check a code; plus the sandbox routes
 //! (both described in docs/http-api.md). Handlers translate HTTP to runtime calls and back,
 //! nothing more.
+//!
+//! Every handler acts for the merchant of the request's key: a session of another merchant is
+//! answered exactly like an id that does not exist (the same `404 not_found`, reached by the
+//! same single read), so no answer tells that a session exists elsewhere. Starts and the
+//! sandbox act on one of the merchant's numbers: the one named by `from` (its phone number id
+//! or business number), else the merchant's first.
 
 use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, read_body, ApiError};
@@ -14,6 +20,8 @@ use crate::runtime::commands::{CheckError, StartError};
 use crate::runtime::session_object::SessionObject;
 use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
+use crate::store::sessions::SessionRecord;
+use crate::tenants::{Merchant, Number, Scope, Tenants};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use schemars::JsonSchema;
@@ -49,6 +57,9 @@ pub(super) struct StartRequest {
     vars: BTreeMap<String, Value>,
     /// A language the flow's templates have; the flow's default otherwise.
     lang: Option<String>,
+    /// The merchant's number the session talks from: its phone number id or its business
+    /// number (E.164 with `+`). The merchant's first number when absent.
+    from: Option<String>,
 }
 
 /// The answer to a start: the session, and for a reverse-OTP flow the code to show.
@@ -99,22 +110,68 @@ pub(super) struct SandboxInbound {
     id: String,
 }
 
+/// Whether `record` belongs to `merchant`. A record written before merchants existed belongs
+/// to the default scope's merchant.
+pub(super) fn belongs_to(record: &SessionRecord, merchant: &Merchant, tenants: &Tenants) -> bool {
+    if record.merchant.is_empty() {
+        tenants.default_scope().merchant == merchant.id
+    } else {
+        record.merchant == merchant.id
+    }
+}
+
+/// Session `id` if it is `merchant`'s. An unknown id and another merchant's session both give
+/// `None` after the same one read, so the caller answers both with the same 404.
+fn own_session(
+    state: &ApiState,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Option<SessionRecord>, ApiError> {
+    let record = state
+        .runtime
+        .sessions()
+        .get(id)
+        .map_err(ApiError::internal)?;
+    let tenants = state.runtime.tenants().current();
+    Ok(record.filter(|r| belongs_to(r, merchant, &tenants)))
+}
+
+/// The merchant's number named by `from` (phone number id or business number), or its first;
+/// another merchant's number or an unknown one is refused with `unknown_number`.
+pub(super) fn number_of<'m>(
+    merchant: &'m Merchant,
+    from: Option<&str>,
+    param: &str,
+) -> Result<&'m Number, ApiError> {
+    match from.map(str::trim) {
+        None => Ok(merchant.first_number()),
+        Some(f) => merchant.number(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_number",
+                format!("`{param}` is not one of your numbers (give its phone number id or business number)"),
+            )
+            .with_param(param)
+        }),
+    }
+}
+
 pub(super) async fn start(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let body = read_body(payload).await?;
     let request: StartRequest = parse_json(&body)?;
     super::vars::check_vars(&request.vars)?;
+    let scope = merchant.scope(number_of(&merchant, request.from.as_deref(), "from")?);
     let idempotent = if req.headers().contains_key(super::idempotency::HEADER) {
         Idempotent::of(&req, bearer(&req), &parse_json(&body)?)?
     } else {
         None
     };
     let Some(idempotent) = idempotent else {
-        let body = start_session(&state, request, None).await?;
+        let body = start_session(&state, &scope, request, None).await?;
         return Ok(HttpResponse::Created().json(body));
     };
     let claim = state.in_flight.claim(&idempotent.key)?;
@@ -123,7 +180,7 @@ pub(super) async fn start(
     // would leave a retry only the session as it is, not the first answer (a reverse-OTP code).
     let (answer, replayed) = tokio::spawn(async move {
         let _claim = claim;
-        start_once(&state, request, idempotent).await
+        start_once(&state, &scope, request, idempotent).await
     })
     .await
     .map_err(ApiError::internal)??;
@@ -137,6 +194,7 @@ pub(super) async fn start(
 /// The first answer under the key (`true`: a replay), or a new session and its answer kept.
 async fn start_once(
     state: &ApiState,
+    scope: &Scope,
     request: StartRequest,
     idempotent: Idempotent,
 ) -> Result<(StoredAnswer, bool), ApiError> {
@@ -168,7 +226,7 @@ async fn start_once(
             return Ok((answer, true));
         }
     }
-    let body = start_session(state, request, Some(idempotent.start(now))).await?;
+    let body = start_session(state, scope, request, Some(idempotent.start(now))).await?;
     let answer = StoredAnswer {
         status: StatusCode::CREATED.as_u16(),
         body,
@@ -187,13 +245,14 @@ async fn start_once(
 /// Starts the session and returns the `201` body.
 async fn start_session(
     state: &ApiState,
+    scope: &Scope,
     request: StartRequest,
     idempotency: Option<IdempotentStart>,
 ) -> Result<Value, ApiError> {
     let started = state
         .runtime
         .start(
-            &state.runtime.tenants().current().default_scope(),
+            scope,
             &request.flow,
             &request.to,
             request.vars,
@@ -262,13 +321,8 @@ pub(super) async fn get(
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let record = state
-        .runtime
-        .sessions()
-        .get(&id)
-        .map_err(ApiError::internal)?;
-    record
+    let merchant = require_key(&req, &state.api_keys)?;
+    own_session(&state, &merchant, &id)?
         .map(|r| HttpResponse::Ok().json(session_json(&r)))
         .ok_or_else(ApiError::not_found)
 }
@@ -278,7 +332,11 @@ pub(super) async fn cancel(
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
+    // A session never changes merchant, so the check holds for the cancel that follows.
+    if own_session(&state, &merchant, &id)?.is_none() {
+        return Err(ApiError::not_found());
+    }
     let record = state
         .runtime
         .cancel(&id)
@@ -303,7 +361,7 @@ pub(super) async fn check(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let body = read_body(payload).await?;
     let request: CheckRequest = parse_json(&body)?;
     if request.code.len() > 64 {
@@ -312,16 +370,19 @@ pub(super) async fn check(
                 .with_param("code"),
         );
     }
+    // What is not a code is refused before any session is looked at, whoever's id it names.
+    if crate::otp::normalize_attempt(&request.code).is_none() {
+        return Err(not_a_code());
+    }
+    if own_session(&state, &merchant, &id)?.is_none() {
+        return Err(ApiError::not_found());
+    }
     let checked = state
         .runtime
         .check(&id, &request.code)
         .await
         .map_err(|e| match e {
-            CheckError::NotACode => ApiError::bad_request(
-                "invalid_code",
-                "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
-            )
-            .with_param("code"),
+            CheckError::NotACode => not_a_code(),
             CheckError::NotHere(refusal) => {
                 let refused =
                     ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string());
@@ -346,6 +407,14 @@ pub(super) async fn check(
     }
 }
 
+fn not_a_code() -> ApiError {
+    ApiError::bad_request(
+        "invalid_code",
+        "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
+    )
+    .with_param("code")
+}
+
 fn sandbox_of(state: &ApiState) -> Result<&SandboxRecorder, ApiError> {
     state.sandbox.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -359,6 +428,8 @@ fn sandbox_of(state: &ApiState) -> Result<&SandboxRecorder, ApiError> {
 #[derive(Deserialize)]
 struct MessagesQuery {
     to: String,
+    /// The merchant's number the messages went out from; its first number when absent.
+    from: Option<String>,
     /// Wait until at least this many messages are recorded …
     #[serde(default)]
     min: usize,
@@ -374,10 +445,11 @@ pub(super) async fn sandbox_messages(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let recorder = sandbox_of(&state)?;
     let query = web::Query::<MessagesQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))?;
+    let scope = merchant.scope(number_of(&merchant, query.from.as_deref(), "from")?);
     let customer = PhoneNumber::parse(&query.to).map_err(|why| {
         ApiError::bad_request(
             "invalid_phone",
@@ -388,10 +460,46 @@ pub(super) async fn sandbox_messages(
     let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
     let messages = recorder
-        .messages_when(customer, query.min, wait)
+        .messages_when(&recorded_under(&scope, customer), query.min, wait)
         .await
         .map_err(ApiError::internal)?;
+    let messages = sent_from(&state, &scope, messages)?;
     Ok(HttpResponse::Ok().json(SandboxMessages { messages }))
+}
+
+/// The key the sandbox files the messages to `customer` from `scope`'s number under.
+///
+/// The recorder files them by the customer's number alone today; [`sent_from`] keeps each
+/// merchant to its own. Once recordings are filed per scope this becomes
+/// `scope.customer_key(customer)`.
+fn recorded_under(_scope: &Scope, customer: &str) -> String {
+    customer.to_owned()
+}
+
+/// The recorded messages that went out from `scope`'s number: those of the scope's sessions,
+/// and, for the default scope, those of no session (replies outside a session).
+fn sent_from(
+    state: &ApiState,
+    scope: &Scope,
+    messages: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let default = state.runtime.tenants().current().default_scope();
+    let mut kept = Vec::with_capacity(messages.len());
+    for m in messages {
+        let owner = match m["session_id"].as_str() {
+            Some(id) => state
+                .runtime
+                .sessions()
+                .get(id)
+                .map_err(ApiError::internal)?
+                .map(|r| r.scope_or(&default)),
+            None => Some(default.clone()),
+        };
+        if owner.as_ref() == Some(scope) {
+            kept.push(m);
+        }
+    }
+    Ok(kept)
 }
 
 /// `POST /v1/sandbox/inbound`: a customer message; exactly one of `text` and `button`.
@@ -400,6 +508,9 @@ pub(super) async fn sandbox_messages(
 pub(super) struct InboundRequest {
     /// The customer's number, E.164 with `+`.
     from: String,
+    /// The merchant's number the customer writes to (phone number id or business number);
+    /// the merchant's first number when absent.
+    to: Option<String>,
     text: Option<String>,
     /// The id of a reply button the customer tapped.
     button: Option<String>,
@@ -410,10 +521,11 @@ pub(super) async fn sandbox_inbound(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let body = read_body(payload).await?;
     sandbox_of(&state)?;
     let request: InboundRequest = parse_json(&body)?;
+    let number = number_of(&merchant, request.to.as_deref(), "to")?;
     let customer = PhoneNumber::parse(&request.from).map_err(|why| {
         ApiError::bad_request(
             "invalid_phone",
@@ -444,7 +556,8 @@ pub(super) async fn sandbox_inbound(
         user_id: None,
         profile_name: None,
         timestamp: now.timestamp(),
-        phone_number_id: None,
+        // Routed like a webhook naming this number.
+        phone_number_id: Some(number.phone_number_id.clone()),
         context: None,
         content,
         errors: vec![],
