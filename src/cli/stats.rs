@@ -77,7 +77,8 @@ pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8
     };
     // One report per merchant, in the order of the keys.
     let mut reports: Vec<Value> = Vec::new();
-    for key in keys {
+    let mut refused = None;
+    for (i, key) in keys.iter().enumerate() {
         let answer = runtime.block_on(async {
             let response = reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -97,6 +98,18 @@ pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8
                     reports.push(body);
                 }
             }
+            // A key the server does not know (a list that also holds stale keys) is passed
+            // over; it fails the command only when no key is accepted.
+            Ok((status, body)) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                let message = body["error"]["message"].as_str().unwrap_or("no details");
+                let _ = writeln!(
+                    err,
+                    "waotp stats: key {} of {} refused: {message}",
+                    i + 1,
+                    keys.len()
+                );
+                refused = Some(status);
+            }
             Ok((status, body)) => {
                 let message = body["error"]["message"].as_str().unwrap_or("no details");
                 let _ = writeln!(err, "waotp stats: the server answered {status}: {message}");
@@ -107,6 +120,15 @@ pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8
                 return 1;
             }
         }
+    }
+    if reports.is_empty() {
+        if let Some(status) = refused {
+            let _ = writeln!(
+                err,
+                "waotp stats: the server answered {status} to every key"
+            );
+        }
+        return 2;
     }
     if let Some(wanted) = args.merchant {
         reports.retain(|r| r["merchant"] == wanted);
