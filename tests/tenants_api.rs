@@ -438,3 +438,66 @@ async fn the_sandbox_shows_and_takes_messages_of_the_merchants_own_numbers() {
         .await;
     assert_eq!(status, 200, "{taken}");
 }
+
+#[tokio::test]
+async fn waotp_stats_lists_each_merchant_of_the_keys_and_merchant_keeps_one() {
+    let d = deployment().await;
+    d.start(KEY_A, "+447700900601", Some("1002")).await;
+    d.start(KEY_B, "+447700900602", None).await;
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_waotp"))
+                .arg("stats")
+                .args(args)
+                .env_remove("WAOTP_API_KEYS")
+                .output()
+                .expect("run waotp stats")
+        })
+    };
+    let both = run(vec![
+        "--url".into(),
+        d.base.clone(),
+        "--key".into(),
+        format!("{KEY_A},{KEY_B},{KEY_A}"),
+    ])
+    .await
+    .expect("joined");
+    let table = String::from_utf8_lossy(&both.stdout);
+    assert!(both.status.success(), "{table}");
+    assert_eq!(table.matches("merchant alpha\n").count(), 1, "{table}");
+    assert_eq!(table.matches("merchant beta\n").count(), 1, "{table}");
+    assert!(table.contains("+15550001002 (1002)") && table.contains("+15550002001 (2001)"));
+
+    let only_beta = run(vec![
+        "--url".into(),
+        d.base.clone(),
+        "--key".into(),
+        format!("{KEY_A},{KEY_B}"),
+        "--merchant".into(),
+        "beta".into(),
+    ])
+    .await
+    .expect("joined");
+    let table = String::from_utf8_lossy(&only_beta.stdout);
+    assert!(only_beta.status.success(), "{table}");
+    assert!(table.contains("+15550002001 (2001)"), "{table}");
+    assert!(
+        !table.contains("1002") && !table.contains("alpha"),
+        "{table}"
+    );
+
+    let nobody = run(vec![
+        "--url".into(),
+        d.base.clone(),
+        "--key".into(),
+        KEY_A.into(),
+        "--merchant".into(),
+        "beta".into(),
+    ])
+    .await
+    .expect("joined");
+    assert_eq!(nobody.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("no key given belongs to merchant `beta`")
+    );
+}
