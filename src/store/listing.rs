@@ -304,6 +304,65 @@ mod tests {
     }
 
     #[test]
+    fn a_merchant_lists_its_own_sessions_and_unscoped_ones_are_the_default_merchants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("store");
+        let sessions = store.sessions();
+        let t0 = Utc::now() - Duration::days(1);
+        let scoped = |id: &str, merchant: &str, minute: i64| {
+            let mut r = record(id, "447700900003", t0 + Duration::minutes(minute));
+            r.merchant = merchant.to_owned();
+            r.number = format!("{merchant}-1");
+            r
+        };
+        write(sessions, &record("ses_old", "447700900003", t0));
+        write(sessions, &scoped("ses_a1", "a", 1));
+        write(sessions, &scoped("ses_b1", "b", 2));
+        write(sessions, &scoped("ses_a2", "a", 3));
+        let of = |id: &str, owns_unscoped: bool, limit: usize| SessionQuery {
+            merchant: Some(MerchantFilter {
+                id: id.to_owned(),
+                owns_unscoped,
+            }),
+            ..all(limit)
+        };
+        assert_eq!(
+            ids(&sessions.list(&of("a", true, 50)).expect("list")),
+            ["ses_a2", "ses_a1", "ses_old"]
+        );
+        assert_eq!(
+            ids(&sessions.list(&of("b", false, 50)).expect("list")),
+            ["ses_b1"]
+        );
+        assert_eq!(
+            ids(&sessions.list(&of("a", false, 50)).expect("list")),
+            ["ses_a2", "ses_a1"]
+        );
+        // b's last page ends on a's sessions: nothing follows, and no cursor is handed out.
+        let page = sessions.list(&of("b", false, 1)).expect("list");
+        assert_eq!(ids(&page), ["ses_b1"]);
+        let rest = sessions
+            .list(&SessionQuery {
+                starting_after: page.next_cursor,
+                ..of("b", false, 1)
+            })
+            .expect("list");
+        assert!(rest.sessions.is_empty() && rest.next_cursor.is_none());
+    }
+
+    #[test]
+    fn a_position_past_another_merchants_session_names_only_the_next_millisecond() {
+        let at = Utc::now();
+        let r = record("ses_0123456789abcdef01234567", "447700900004", at);
+        let k = created_key(&r);
+        let position = foreign_position(&k);
+        let cursor = Cursor::decode(&Cursor(position.clone()).encode()).expect("a cursor");
+        assert!(position > k, "the session itself is below the position");
+        assert!(position < timed_key(CREATED, at.timestamp_millis() + 1, b"ses_"));
+        assert!(!cursor.encode().contains(&hex::encode("0123456789abcdef")));
+    }
+
+    #[test]
     fn a_store_from_before_the_creation_index_is_indexed_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t0 = Utc::now();
