@@ -246,8 +246,8 @@ pub fn render(r: &Value) -> String {
     if let Some(numbers) = r["numbers"].as_array().filter(|n| !n.is_empty()) {
         let _ = writeln!(
             out,
-            "\nper number{:>29}{:>14}{:>14}  conversion",
-            "started", "codes sent", "verified"
+            "\n{:<36}{:>14}{:>14}{:>14}  conversion",
+            "per number", "started", "codes sent", "verified"
         );
         for n in numbers {
             let id = n["phone_number_id"].as_str().unwrap_or("?");

@@ -144,11 +144,14 @@ async fn show(
             numbers,
         });
     }
-    let templates = state.runtime.templates().all();
+    // Template statuses are kept for the deployment as a whole, not per WhatsApp Business
+    // Account: shown only where the one merchant is the whole deployment.
+    let templates = (state.runtime.tenants().current().merchants().len() == 1)
+        .then(|| state.runtime.templates().all());
     Ok(html(HttpResponse::Ok()).body(page::dashboard_page(
         &merchant.id,
         &windows,
-        &templates,
+        templates.as_deref(),
         now,
     )))
 }
