@@ -59,7 +59,7 @@ impl Runtime {
     pub(crate) fn stats_after_step(&self, record: &SessionRecord, now: DateTime<Utc>) {
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
-        let scope = &self.stats_scope(&record);
+        let scope = &self.stats_scope(record);
         if record.step == 1 {
             self.counted("started", stats.count(scope, flow, Metric::Started, now, 1));
         }
@@ -77,7 +77,7 @@ impl Runtime {
     pub(crate) fn stats_verified(&self, record: &SessionRecord, now: DateTime<Utc>) {
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
-        let scope = &self.stats_scope(&record);
+        let scope = &self.stats_scope(record);
         self.counted(
             "verified",
             stats.count(scope, flow, Metric::Verified, now, 1),
@@ -95,7 +95,7 @@ impl Runtime {
     /// An OTP limit refused a code or a check.
     pub(crate) fn stats_limit(&self, record: &SessionRecord, reason: &str, now: DateTime<Utc>) {
         let flow = record.engine.flow_id.as_str();
-        let scope = &self.stats_scope(&record);
+        let scope = &self.stats_scope(record);
         self.counted(
             "limit",
             self.store
