@@ -7,7 +7,7 @@ mod common;
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use waotp::tenants::{FlowSource, KeyDigest, Merchant, Number, Tenants};
+use waotp::tenants::{FlowSource, KeyDigest, Merchant, Number, Scope, Tenants};
 use waotp::{Application, Settings};
 
 const KEY_A: &str = "key-alpha-0123456789";
@@ -40,6 +40,7 @@ fn merchant(id: &str, key: &str, numbers: Vec<Number>) -> Merchant {
 
 struct Deployment {
     base: String,
+    store: std::sync::Arc<waotp::store::Store>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -69,9 +70,11 @@ async fn deployment() -> Deployment {
         .await
         .expect("server builds");
     let base = format!("http://{}", app.address());
+    let store = app.store();
     tokio::spawn(app.run_until_stopped());
     Deployment {
         base,
+        store,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -503,4 +506,30 @@ async fn waotp_stats_lists_each_merchant_of_the_keys_and_merchant_keeps_one() {
     assert!(
         String::from_utf8_lossy(&nobody.stderr).contains("no key given belongs to merchant `beta`")
     );
+}
+
+#[tokio::test]
+async fn sandbox_messages_filed_per_number_are_read_for_that_number_only() {
+    let d = deployment().await;
+    // A message filed under beta's number for this customer, as the outbox files a send.
+    let at = chrono::Utc::now();
+    d.store
+        .sessions()
+        .record_sandbox(
+            &Scope::new("beta", "2001").customer_key("447700900701"),
+            at,
+            "out:1",
+            &json!({"id": "wamid.sandbox.out.1", "to": "+447700900701", "at": at.to_rfc3339(),
+                    "session_id": null, "type": "text", "text": "hello from beta"}),
+        )
+        .expect("recorded");
+    let path = "/v1/sandbox/messages?to=%2B447700900701";
+    let (status, beta) = d.get(KEY_B, path).await;
+    assert_eq!(status, 200);
+    assert_eq!(beta["messages"][0]["text"], "hello from beta", "{beta}");
+    assert_eq!(beta["messages"].as_array().map(Vec::len), Some(1));
+    for from in ["1001", "1002"] {
+        let (_, alpha) = d.get(KEY_A, &format!("{path}&from={from}")).await;
+        assert_eq!(alpha["messages"], json!([]), "{alpha}");
+    }
 }

@@ -459,25 +459,25 @@ pub(super) async fn sandbox_messages(
     })?;
     let customer = customer.digits();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
-    let messages = recorder
-        .messages_when(&recorded_under(&scope, customer), query.min, wait)
-        .await
-        .map_err(ApiError::internal)?;
-    let messages = sent_from(&state, &scope, messages)?;
+    // Messages are filed per (merchant, number, customer); those filed by the customer's number
+    // alone (by versions with one number) are read too and kept to the merchant they belong to.
+    // Whichever listing has `min` first answers, with the other read as it is.
+    let scoped = scope.customer_key(customer);
+    let (filed, unscoped) = tokio::select! {
+        biased;
+        m = recorder.messages_when(&scoped, query.min, wait) => (m, recorder.messages(customer)),
+        m = recorder.messages_when(customer, query.min, wait) => (recorder.messages(&scoped), m),
+    };
+    let mut messages = sent_from(&state, &scope, unscoped.map_err(ApiError::internal)?)?;
+    messages.extend(filed.map_err(ApiError::internal)?);
+    // Oldest first: `at` is RFC 3339 in UTC, so its text sorts as its time.
+    messages.sort_by(|a, b| a["at"].as_str().cmp(&b["at"].as_str()));
     Ok(HttpResponse::Ok().json(SandboxMessages { messages }))
 }
 
-/// The key the sandbox files the messages to `customer` from `scope`'s number under.
-///
-/// The recorder files them by the customer's number alone today; [`sent_from`] keeps each
-/// merchant to its own. Once recordings are filed per scope this becomes
-/// `scope.customer_key(customer)`.
-fn recorded_under(_scope: &Scope, customer: &str) -> String {
-    customer.to_owned()
-}
-
-/// The recorded messages that went out from `scope`'s number: those of the scope's sessions,
-/// and, for the default scope, those of no session (replies outside a session).
+/// Of the messages filed by the customer's number alone, those that went out from `scope`'s
+/// number: those of the scope's sessions, and, for the default scope, those of no session
+/// (replies outside a session).
 fn sent_from(
     state: &ApiState,
     scope: &Scope,
