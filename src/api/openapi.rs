@@ -6,10 +6,8 @@
 
 use super::error::{catalogued, doc_url, ErrorCode, CATALOGUE, DOC_PAGE};
 use super::routes::V1Route;
-use super::sessions::{
-    CheckAnswer, CheckRequest, InboundRequest, SandboxInbound, SandboxMessages, SessionList,
-    StartAnswer, StartRequest,
-};
+use super::sandbox::{InboundRequest, SandboxInbound, SandboxMessages};
+use super::sessions::{CheckAnswer, CheckRequest, SessionList, StartAnswer, StartRequest};
 use crate::runtime::session_object::SessionObject;
 use actix_web::HttpResponse;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
