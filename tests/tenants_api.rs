@@ -533,3 +533,30 @@ async fn sandbox_messages_filed_per_number_are_read_for_that_number_only() {
         assert_eq!(alpha["messages"], json!([]), "{alpha}");
     }
 }
+
+#[tokio::test]
+async fn a_session_from_before_merchants_belongs_to_the_default_scopes_merchant() {
+    let d = deployment().await;
+    let id = id_of(&d.start(KEY_A, "+447700900801", None).await);
+    // As a version without merchants wrote it: no merchant, no number.
+    let sessions = d.store.sessions();
+    let mut record = sessions.get(&id).expect("read").expect("stored");
+    record.merchant.clear();
+    record.number.clear();
+    sessions
+        .apply(waotp::store::sessions::StepWrite {
+            record: Some(record),
+            ..Default::default()
+        })
+        .expect("written");
+    // Without a merchant named `default`, the default scope is the first merchant's: alpha.
+    let (status, old) = d.get(KEY_A, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 200, "{old}");
+    assert!(old.get("from").is_none(), "{old}");
+    let (status, _) = d.get(KEY_B, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 404);
+    let (_, page) = d.get(KEY_B, "/v1/sessions").await;
+    assert_eq!(page["sessions"], json!([]), "{page}");
+    let (_, page) = d.get(KEY_A, "/v1/sessions").await;
+    assert_eq!(page["sessions"][0]["id"], id.as_str(), "{page}");
+}

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::sessions::{ApiState, SessionList};
 use crate::domain::{is_user_id, PhoneNumber};
 use crate::runtime::session_object::SessionObject;
-use crate::store::listing::{Cursor, Liveness, MerchantFilter, SessionQuery};
+use crate::store::listing::{Cursor, Liveness, SessionQuery};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 
@@ -102,10 +102,10 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let merchant = require_key(&req, &state.api_keys)?;
     let mut query = parse_query(req.query_string())?;
-    query.merchant = Some(MerchantFilter {
-        owns_unscoped: state.runtime.tenants().current().default_scope().merchant == merchant.id,
-        id: merchant.id.clone(),
-    });
+    query.merchant = Some(super::sessions::sessions_of(
+        &merchant,
+        &state.runtime.tenants().current(),
+    ));
     let sessions = state.runtime.sessions().clone();
     let page = web::block(move || sessions.list(&query))
         .await

@@ -19,6 +19,7 @@ use crate::runtime::commands::{CheckError, StartError};
 use crate::runtime::session_object::SessionObject;
 use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
+use crate::store::listing::MerchantFilter;
 use crate::store::sessions::SessionRecord;
 use crate::tenants::{Merchant, Number, Scope, Tenants};
 use actix_web::http::StatusCode;
@@ -96,13 +97,12 @@ pub(super) struct SessionList {
     pub(super) next_cursor: Option<String>,
 }
 
-/// Whether `record` belongs to `merchant`. A record written before merchants existed belongs
-/// to the default scope's merchant.
-pub(super) fn belongs_to(record: &SessionRecord, merchant: &Merchant, tenants: &Tenants) -> bool {
-    if record.merchant.is_empty() {
-        tenants.default_scope().merchant == merchant.id
-    } else {
-        record.merchant == merchant.id
+/// Whose sessions `merchant`'s key sees: its own, and, for the default scope's merchant, those
+/// written before merchants existed.
+pub(super) fn sessions_of(merchant: &Merchant, tenants: &Tenants) -> MerchantFilter {
+    MerchantFilter {
+        id: merchant.id.clone(),
+        owns_unscoped: tenants.default_scope().merchant == merchant.id,
     }
 }
 
@@ -118,8 +118,8 @@ fn own_session(
         .sessions()
         .get(id)
         .map_err(ApiError::internal)?;
-    let tenants = state.runtime.tenants().current();
-    Ok(record.filter(|r| belongs_to(r, merchant, &tenants)))
+    let mine = sessions_of(merchant, &state.runtime.tenants().current());
+    Ok(record.filter(|r| mine.admits(r)))
 }
 
 /// The merchant's number named by `from` (phone number id or business number), or its first;
