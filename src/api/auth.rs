@@ -140,3 +140,61 @@ pub fn bearer(req: &HttpRequest) -> &[u8] {
         .unwrap_or_default()
         .as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{FlowSource, KeyDigest, Number, Tenants};
+
+    fn merchant(id: &str, key: &str) -> Merchant {
+        Merchant {
+            id: id.into(),
+            api_keys: vec![KeyDigest::of(key.as_bytes())],
+            callback_url: None,
+            callback_secret: None,
+            hook_base_url: None,
+            flows: FlowSource::Dir("flows".into()),
+            otp_sends_per_hour: None,
+            otp_allowed_prefixes: None,
+            waba_id: None,
+            numbers: vec![Number {
+                phone_number_id: format!("{id}-1"),
+                business_number: None,
+                access_token: None,
+                sends_per_second: 80,
+            }],
+        }
+    }
+
+    fn accepted(check: KeyCheck) -> Option<String> {
+        match check {
+            KeyCheck::Accepted(m) => Some(m.id.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_key_resolves_to_its_merchant_in_the_registry_as_it_is_now() {
+        let handle = TenantsHandle::new(
+            Tenants::new(vec![merchant("a", "key-a"), merchant("b", "key-b")]).expect("tenants"),
+        );
+        let keys = ApiKeys::new(
+            handle.clone(),
+            KeyRate {
+                per_second: 10.0,
+                burst: 10.0,
+            },
+        );
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("192.0.2.7:4000".parse().expect("address"))
+            .to_http_request();
+        assert_eq!(accepted(keys.check(&req, b"key-a")).as_deref(), Some("a"));
+        assert_eq!(accepted(keys.check(&req, b"key-b")).as_deref(), Some("b"));
+        assert!(matches!(keys.check(&req, b"key-c"), KeyCheck::Refused));
+        assert!(matches!(keys.check(&req, b""), KeyCheck::Refused));
+        // A reload that drops b's key: refused from the next request on.
+        handle.replace(Tenants::new(vec![merchant("a", "key-a")]).expect("tenants"));
+        assert!(matches!(keys.check(&req, b"key-b"), KeyCheck::Refused));
+        assert_eq!(accepted(keys.check(&req, b"key-a")).as_deref(), Some("a"));
+    }
+}
