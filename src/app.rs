@@ -128,10 +128,6 @@ impl Application {
         tenants: Tenants,
         sandbox_key: Option<String>,
     ) -> anyhow::Result<Application> {
-        let api_keys = match &sandbox_key {
-            Some(key) => vec![secrecy::SecretString::from(key.clone())],
-            None => settings.api_keys.clone(),
-        };
         let otp_base = OtpPolicy {
             global_sends_per_hour: settings.otp_sends_per_hour,
             allowed_prefixes: settings.otp_allowed_prefixes.clone(),
@@ -255,7 +251,7 @@ impl Application {
             inbox: inbox.clone(),
             metrics: metrics.clone(),
             api_keys: Arc::new(crate::api::auth::ApiKeys::new(
-                api_keys,
+                tenants.clone(),
                 crate::api::rate::KeyRate {
                     per_second: f64::from(settings.api_rate),
                     burst: f64::from(settings.api_burst),

@@ -69,13 +69,17 @@ pub enum Command {
         /// Only this flow (default: all flows).
         #[arg(long)]
         flow: Option<String>,
+        /// Only this merchant (default: every merchant the keys belong to, each listed).
+        #[arg(long)]
+        merchant: Option<String>,
         /// How far back to look, e.g. 24h, 7d, 1h30m.
         #[arg(long, default_value = "24h")]
         since: String,
         /// The server's base URL.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
-        /// A merchant API key (the first of WAOTP_API_KEYS when not given).
+        /// Merchant API keys, comma-separated (WAOTP_API_KEYS when not given): each merchant
+        /// they belong to is reported.
         #[arg(long, env = "WAOTP_API_KEYS", hide_env_values = true)]
         key: Option<String>,
     },
@@ -257,6 +261,7 @@ pub fn run() -> ExitCode {
         },
         Command::Stats {
             flow,
+            merchant,
             since,
             url,
             key,
@@ -265,6 +270,7 @@ pub fn run() -> ExitCode {
                 url: &url,
                 key: key.as_deref(),
                 flow: flow.as_deref(),
+                merchant: merchant.as_deref(),
                 since: &since,
             },
             out,

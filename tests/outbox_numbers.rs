@@ -50,7 +50,8 @@ fn merchant(id: &str, secret: Option<&str>, numbers: Vec<Number>) -> Merchant {
         api_keys: Vec::new(),
         callback_url: None,
         callback_secret: secret.map(SecretString::from),
-        hook_base_url: None,
+        // The bundled flows name `{WAOTP_HOOK_BASE_URL}`, which a sending merchant must set.
+        hook_base_url: Some("http://127.0.0.1:9/hooks".into()),
         flows: FlowSource::Dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")),
         otp_sends_per_hour: None,
         otp_allowed_prefixes: None,

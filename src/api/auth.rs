@@ -1,48 +1,55 @@
-//! Merchant API keys: `Authorization: Bearer <key>`, compared in constant time against every
-//! configured key (no early exit, so timing does not tell which key was close). Wrong keys are
-//! counted per client and a client that keeps presenting them is made to wait (see
-//! [`super::throttle`]); the dashboard's login form goes through the same count. An accepted
-//! key then takes a token from its own bucket ([`super::rate`]): a key over its rate is
-//! answered 429 `rate_limited`.
+//! Merchant API keys: `Authorization: Bearer <key>`, resolved to the merchant it belongs to.
+//! A key is looked up by its SHA-256 digest in the registry of merchants
+//! ([`crate::tenants::Tenants::merchant_for_key`]), so the time taken says nothing about how
+//! close a wrong key was, and no key is kept in memory. Wrong keys are counted per client and a
+//! client that keeps presenting them is made to wait (see [`super::throttle`]); the dashboard's
+//! login form goes through the same count. An accepted key then takes a token from its own
+//! bucket ([`super::rate`]): a key over its rate is answered 429 `rate_limited`.
+//!
+//! Every route behind a key answers for that key's merchant only: [`require_key`] hands the
+//! handler the merchant, and what belongs to another merchant is answered as if it did not
+//! exist.
 
 use super::error::ApiError;
 use super::rate::{KeyRate, KeyRates};
 use super::throttle::AuthThrottle;
+use crate::tenants::{Merchant, TenantsHandle};
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
-use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 
-/// The configured keys, the count of wrong ones and each key's request rate, shared by every
-/// worker.
+/// The registry keys are looked up in, the count of wrong ones and each key's request rate,
+/// shared by every worker.
 #[derive(Debug)]
 pub struct ApiKeys {
-    keys: Vec<SecretString>,
+    tenants: TenantsHandle,
     throttle: AuthThrottle,
     rates: KeyRates,
 }
 
 /// What became of a presented key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum KeyCheck {
-    Accepted,
+    /// A key of this merchant.
+    Accepted(Arc<Merchant>),
     Refused,
     /// The client must wait this long before a key of its is looked at again.
     Wait(Duration),
 }
 
 impl ApiKeys {
-    pub fn new(keys: Vec<SecretString>, rate: KeyRate) -> ApiKeys {
+    pub fn new(tenants: TenantsHandle, rate: KeyRate) -> ApiKeys {
         ApiKeys {
-            rates: KeyRates::new(&keys, rate, Instant::now()),
-            keys,
+            tenants,
+            rates: KeyRates::new(rate),
             throttle: AuthThrottle::default(),
         }
     }
 
-    pub fn keys(&self) -> &[SecretString] {
-        &self.keys
+    /// The registry keys resolve in.
+    pub fn tenants(&self) -> &TenantsHandle {
+        &self.tenants
     }
 
     /// Checks `given`, presented by the client at `req`'s peer address. An empty key is refused
@@ -56,8 +63,8 @@ impl ApiKeys {
         if let Err(wait) = self.throttle.admit(client, now) {
             return KeyCheck::Wait(wait);
         }
-        if is_known_key(given, &self.keys) {
-            KeyCheck::Accepted
+        if let Some(merchant) = self.tenants.current().merchant_for_key(given) {
+            KeyCheck::Accepted(merchant.clone())
         } else {
             if let Some(wait) = self.throttle.failed(client, now) {
                 tracing::warn!(
@@ -98,18 +105,23 @@ pub fn rate_limited(wait: Duration) -> ApiError {
     .retry_after(secs)
 }
 
-/// Refuses the request unless it carries one of `keys` and that key is within its rate.
-pub fn require_key(req: &HttpRequest, keys: &ApiKeys) -> Result<(), ApiError> {
+/// Refuses the request unless it carries a merchant's key and that key is within its rate;
+/// returns the merchant the key belongs to.
+pub fn require_key(req: &HttpRequest, keys: &ApiKeys) -> Result<Arc<Merchant>, ApiError> {
     let given = bearer(req);
     match keys.check(req, given) {
-        KeyCheck::Accepted => keys.rates.take(given, Instant::now()).map_err(|wait| {
-            tracing::debug!(
-                key = %KeyRates::label(given),
-                wait_ms = wait.as_millis() as u64,
-                "API key over its rate"
-            );
-            rate_limited(wait)
-        }),
+        KeyCheck::Accepted(merchant) => keys
+            .rates
+            .take(given, Instant::now())
+            .map(|()| merchant)
+            .map_err(|wait| {
+                tracing::debug!(
+                    key = %KeyRates::label(given),
+                    wait_ms = wait.as_millis() as u64,
+                    "API key over its rate"
+                );
+                rate_limited(wait)
+            }),
         KeyCheck::Wait(wait) => Err(too_many_attempts(wait)),
         KeyCheck::Refused => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -129,13 +141,60 @@ pub fn bearer(req: &HttpRequest) -> &[u8] {
         .as_bytes()
 }
 
-/// Whether `given` is one of `keys`, compared in constant time against every key.
-pub fn is_known_key(given: &[u8], keys: &[SecretString]) -> bool {
-    let mut ok = subtle::Choice::from(0u8);
-    for key in keys {
-        let key = key.expose_secret().as_bytes();
-        // ct_eq on slices of different lengths is false without comparing contents.
-        ok |= key.ct_eq(given);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::{FlowSource, KeyDigest, Number, Tenants};
+
+    fn merchant(id: &str, key: &str) -> Merchant {
+        Merchant {
+            id: id.into(),
+            api_keys: vec![KeyDigest::of(key.as_bytes())],
+            callback_url: None,
+            callback_secret: None,
+            hook_base_url: None,
+            flows: FlowSource::Dir("flows".into()),
+            otp_sends_per_hour: None,
+            otp_allowed_prefixes: None,
+            waba_id: None,
+            numbers: vec![Number {
+                phone_number_id: format!("{id}-1"),
+                business_number: None,
+                access_token: None,
+                sends_per_second: 80,
+            }],
+        }
     }
-    bool::from(ok) && !given.is_empty()
+
+    fn accepted(check: KeyCheck) -> Option<String> {
+        match check {
+            KeyCheck::Accepted(m) => Some(m.id.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_key_resolves_to_its_merchant_in_the_registry_as_it_is_now() {
+        let handle = TenantsHandle::new(
+            Tenants::new(vec![merchant("a", "key-a"), merchant("b", "key-b")]).expect("tenants"),
+        );
+        let keys = ApiKeys::new(
+            handle.clone(),
+            KeyRate {
+                per_second: 10.0,
+                burst: 10.0,
+            },
+        );
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("192.0.2.7:4000".parse().expect("address"))
+            .to_http_request();
+        assert_eq!(accepted(keys.check(&req, b"key-a")).as_deref(), Some("a"));
+        assert_eq!(accepted(keys.check(&req, b"key-b")).as_deref(), Some("b"));
+        assert!(matches!(keys.check(&req, b"key-c"), KeyCheck::Refused));
+        assert!(matches!(keys.check(&req, b""), KeyCheck::Refused));
+        // A reload that drops b's key: refused from the next request on.
+        handle.replace(Tenants::new(vec![merchant("a", "key-a")]).expect("tenants"));
+        assert!(matches!(keys.check(&req, b"key-b"), KeyCheck::Refused));
+        assert_eq!(accepted(keys.check(&req, b"key-a")).as_deref(), Some("a"));
+    }
 }

@@ -48,6 +48,7 @@ pub const CATALOGUE: &[ErrorCode] = &[
     code("missing_var", 400, "A required variable is absent or empty, or leaves a template parameter empty; `param` names it."),
     code("invalid_vars", 400, "Variables over the limits, or one that makes a template parameter too long; `param` names it."),
     code("invalid_phone", 400, "The number is not a possible E.164 number; `param` names the field."),
+    code("unknown_number", 400, "`from` (or the sandbox's `to`) is not one of your numbers: give the phone number id or business number of a number of the key's merchant, or leave it out for the first one."),
     code("business_number_unset", 400, "The flow needs `WAOTP_BUSINESS_NUMBER` for its wa.me link; set it."),
     code("session_active", 409, "The customer already has an active session of this flow; `session_id` is that session: read, cancel or check it."),
     code("country_not_allowed", 422, "The number is outside `WAOTP_OTP_ALLOWED_PREFIXES`: no code can go to it. Not retryable."),

@@ -1,4 +1,4 @@
-//! `GET /v1/sessions`: the merchant's sessions, newest first, filtered, a page at a time (the
+//! `GET /v1/sessions`: the key's merchant's sessions (no other merchant's), newest first, filtered, a page at a time (the
 //! store's listing, see [`crate::store::listing`]). Every filter is checked here and a bad one
 //! is refused with its name in `param`; nothing else happens in this handler.
 
@@ -100,8 +100,12 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let query = parse_query(req.query_string())?;
+    let merchant = require_key(&req, &state.api_keys)?;
+    let mut query = parse_query(req.query_string())?;
+    query.merchant = Some(super::sessions::sessions_of(
+        &merchant,
+        &state.runtime.tenants().current(),
+    ));
     let sessions = state.runtime.sessions().clone();
     let page = web::block(move || sessions.list(&query))
         .await

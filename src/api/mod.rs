@@ -10,6 +10,7 @@ pub mod list;
 pub mod openapi;
 pub mod rate;
 pub mod routes;
+pub mod sandbox;
 pub mod sessions;
 pub mod stats;
 pub mod throttle;

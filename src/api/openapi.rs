@@ -6,10 +6,8 @@
 
 use super::error::{catalogued, doc_url, ErrorCode, CATALOGUE, DOC_PAGE};
 use super::routes::V1Route;
-use super::sessions::{
-    CheckAnswer, CheckRequest, InboundRequest, SandboxInbound, SandboxMessages, SessionList,
-    StartAnswer, StartRequest,
-};
+use super::sandbox::{InboundRequest, SandboxInbound, SandboxMessages};
+use super::sessions::{CheckAnswer, CheckRequest, SessionList, StartAnswer, StartRequest};
 use crate::runtime::session_object::SessionObject;
 use actix_web::HttpResponse;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -101,6 +99,7 @@ fn operation(route: V1Route, g: &mut Schemas) -> Operation {
                 "missing_var",
                 "invalid_vars",
                 "invalid_phone",
+                "unknown_number",
                 "business_number_unset",
                 "session_active",
                 "country_not_allowed",
@@ -209,10 +208,11 @@ fn operation(route: V1Route, g: &mut Schemas) -> Operation {
                 param("to", "query", true, string, "The customer's number, E.164 (`+` written `%2B`)."),
                 param("min", "query", false, || json!({"type": "integer", "minimum": 0}), "Wait until at least this many messages are recorded …"),
                 param("wait", "query", false, || json!({"type": "integer", "minimum": 0, "maximum": 30}), "… for up to this many seconds."),
+                param("from", "query", false, string, "The merchant's number the messages went from (phone number id or business number); its first number when left out."),
             ],
             body: None,
             ok: (200, "The messages.", g.answer::<SandboxMessages>()),
-            errors: &["not_sandbox", "invalid_query", "invalid_phone"],
+            errors: &["not_sandbox", "invalid_query", "invalid_phone", "unknown_number"],
         },
         V1Route::SandboxInbound => Operation {
             id: "sendSandboxInbound",
@@ -227,6 +227,7 @@ fn operation(route: V1Route, g: &mut Schemas) -> Operation {
                 "body_timeout",
                 "invalid_json",
                 "invalid_phone",
+                "unknown_number",
                 "invalid_message",
             ],
         },

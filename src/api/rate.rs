@@ -3,19 +3,20 @@
 //!
 //! Each key may make `burst` requests at once and `per_second` on average; a request beyond
 //! both is refused with the wait until its next token, which the caller turns into `429
-//! rate_limited` with `Retry-After`. Buckets are looked up by the SHA-256 digest of the key,
-//! built once from the configured keys: the table never holds a key, never grows, and needs no
-//! eviction. Only a key that was already accepted (compared in constant time by `auth`) reaches
-//! a bucket, so wrong keys cost nothing here (they are `throttle`'s business).
+//! rate_limited` with `Retry-After`. Buckets are looked up by the SHA-256 digest of the key and
+//! made on a key's first accepted request: the table never holds a key, and only a key that was
+//! already accepted (looked up by `auth` in the merchants' registry) reaches it, so wrong keys
+//! cost nothing here (they are `throttle`'s business) and the table holds at most the keys the
+//! deployment has configured since it started (a key dropped by a tenants reload keeps its
+//! small bucket until the next restart).
 //!
 //! In-house rather than a crate: the set of keys is closed, so the whole job is the arithmetic
 //! of one bucket under one small lock per key, the same as the outbox's send rate. Held in
 //! memory only: a restart refills every bucket, which gives a key at most one extra burst.
 
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use crate::tenants::KeyDigest;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How a key's requests are limited.
@@ -33,42 +34,49 @@ struct Bucket {
     at: Instant,
 }
 
-/// The digest a key's bucket is found by; never the key itself.
-type KeyDigest = [u8; 32];
-
-fn digest(key: &[u8]) -> KeyDigest {
-    Sha256::digest(key).into()
-}
-
-/// One bucket per configured key.
+/// One bucket per accepted key, found by the key's digest (never the key itself).
 #[derive(Debug)]
 pub struct KeyRates {
     rate: KeyRate,
-    buckets: HashMap<KeyDigest, Mutex<Bucket>>,
+    buckets: RwLock<HashMap<KeyDigest, Arc<Mutex<Bucket>>>>,
 }
 
 impl KeyRates {
-    pub fn new(keys: &[SecretString], rate: KeyRate, now: Instant) -> KeyRates {
-        let buckets = keys
-            .iter()
-            .map(|k| {
-                let bucket = Bucket {
-                    tokens: rate.burst,
+    pub fn new(rate: KeyRate) -> KeyRates {
+        KeyRates {
+            rate,
+            buckets: RwLock::default(),
+        }
+    }
+
+    /// `key`'s bucket, made full at `now` on its first request.
+    fn bucket(&self, key: &[u8], now: Instant) -> Arc<Mutex<Bucket>> {
+        let digest = KeyDigest::of(key);
+        if let Some(b) = self
+            .buckets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return b.clone();
+        }
+        self.buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: self.rate.burst,
                     at: now,
-                };
-                (digest(k.expose_secret().as_bytes()), Mutex::new(bucket))
+                }))
             })
-            .collect();
-        KeyRates { rate, buckets }
+            .clone()
     }
 
     /// Takes one request's token from `key`'s bucket: `Err(wait)` when it has none, `wait`
-    /// being how long until it has one. A key without a bucket (not configured) is let through:
-    /// it was refused before it got here.
+    /// being how long until it has one. Call it only for a key that was accepted.
     pub fn take(&self, key: &[u8], now: Instant) -> Result<(), Duration> {
-        let Some(bucket) = self.buckets.get(&digest(key)) else {
-            return Ok(());
-        };
+        let bucket = self.bucket(key, now);
         let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
@@ -85,7 +93,7 @@ impl KeyRates {
 
     /// A short, stable name of `key` for logs: the first 8 hex digits of its digest.
     pub fn label(key: &[u8]) -> String {
-        hex::encode(&digest(key)[..4])
+        KeyDigest::of(key).hex()[..8].to_owned()
     }
 }
 
@@ -93,12 +101,8 @@ impl KeyRates {
 mod tests {
     use super::*;
 
-    fn rates(per_second: f64, burst: f64, now: Instant) -> KeyRates {
-        KeyRates::new(
-            &[SecretString::from("key-a"), SecretString::from("key-b")],
-            KeyRate { per_second, burst },
-            now,
-        )
+    fn rates(per_second: f64, burst: f64, _now: Instant) -> KeyRates {
+        KeyRates::new(KeyRate { per_second, burst })
     }
 
     #[test]
@@ -134,6 +138,8 @@ mod tests {
     #[test]
     fn the_table_holds_no_key() {
         let r = rates(1.0, 1.0, Instant::now());
+        r.take(b"key-a", Instant::now()).expect("a token");
+        r.take(b"key-b", Instant::now()).expect("a token");
         let debug = format!("{r:?}");
         assert!(!debug.contains("key-a") && !debug.contains("key-b"));
         assert_eq!(KeyRates::label(b"key-a").len(), 8);

@@ -7,7 +7,7 @@
 //! route that is not here, does not compile; the tests check that nothing registers a `/v1`
 //! path elsewhere and that every described route answers.
 
-use super::{list, openapi, sessions, stats};
+use super::{list, openapi, sandbox, sessions, stats};
 use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
 use actix_web::web;
@@ -79,8 +79,8 @@ impl V1Route {
             V1Route::CancelSession => route.to(sessions::cancel),
             V1Route::CheckCode => route.to(sessions::check),
             V1Route::Stats => route.to(stats::stats),
-            V1Route::SandboxMessages => route.to(sessions::sandbox_messages),
-            V1Route::SandboxInbound => route.to(sessions::sandbox_inbound),
+            V1Route::SandboxMessages => route.to(sandbox::sandbox_messages),
+            V1Route::SandboxInbound => route.to(sandbox::sandbox_inbound),
             V1Route::OpenApi => route.to(openapi::serve),
         }
     }

@@ -1,11 +1,16 @@
-//! The merchant API: start, read, cancel a session and check a code; plus the sandbox routes
-//! (both described in docs/http-api.md). Handlers translate HTTP to runtime calls and back,
-//! nothing more.
+//! The merchant API: start, read, cancel a session and check a code (described in
+//! docs/http-api.md; the sandbox routes are in [`super::sandbox`]). Handlers translate HTTP to
+//! runtime calls and back, nothing more.
+//!
+//! Every handler acts for the merchant of the request's key: a session of another merchant is
+//! answered exactly like an id that does not exist (the same `404 not_found`, reached by the
+//! same single read), so no answer tells that a session exists elsewhere. A start talks from
+//! one of the merchant's numbers: the one named by `from` (its phone number id or business
+//! number), else the merchant's first.
 
 use super::auth::{bearer, require_key, ApiKeys};
 use super::error::{parse_json, read_body, ApiError};
 use super::idempotency::{replay, Idempotent, InFlight};
-use crate::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, PhoneNumber, WaId};
 use crate::flow::engine::ApiCheckRefusal;
 use crate::metrics::Metrics;
 use crate::otp::IssueRefusal;
@@ -14,6 +19,9 @@ use crate::runtime::commands::{CheckError, StartError};
 use crate::runtime::session_object::SessionObject;
 use crate::runtime::{session_json, Inbox, Runtime};
 use crate::store::idempotency::{IdempotentStart, StoredAnswer};
+use crate::store::listing::MerchantFilter;
+use crate::store::sessions::SessionRecord;
+use crate::tenants::{Merchant, Number, Scope, Tenants};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use schemars::JsonSchema;
@@ -49,6 +57,9 @@ pub(super) struct StartRequest {
     vars: BTreeMap<String, Value>,
     /// A language the flow's templates have; the flow's default otherwise.
     lang: Option<String>,
+    /// The merchant's number the session talks from: its phone number id or its business
+    /// number (E.164 with `+`). The merchant's first number when absent.
+    from: Option<String>,
 }
 
 /// The answer to a start: the session, and for a reverse-OTP flow the code to show.
@@ -86,17 +97,48 @@ pub(super) struct SessionList {
     pub(super) next_cursor: Option<String>,
 }
 
-/// What `GET /v1/sandbox/messages` answers.
-#[derive(Serialize, JsonSchema)]
-pub(super) struct SandboxMessages {
-    /// What the bot sent the number, oldest first, as recorded in sandbox mode.
-    messages: Vec<Value>,
+/// Whose sessions `merchant`'s key sees: its own, and, for the default scope's merchant, those
+/// written before merchants existed.
+pub(super) fn sessions_of(merchant: &Merchant, tenants: &Tenants) -> MerchantFilter {
+    MerchantFilter {
+        id: merchant.id.clone(),
+        owns_unscoped: tenants.default_scope().merchant == merchant.id,
+    }
 }
 
-/// What `POST /v1/sandbox/inbound` answers: the id the message was recorded under.
-#[derive(Serialize, JsonSchema)]
-pub(super) struct SandboxInbound {
-    id: String,
+/// Session `id` if it is `merchant`'s. An unknown id and another merchant's session both give
+/// `None` after the same one read, so the caller answers both with the same 404.
+fn own_session(
+    state: &ApiState,
+    merchant: &Merchant,
+    id: &str,
+) -> Result<Option<SessionRecord>, ApiError> {
+    let record = state
+        .runtime
+        .sessions()
+        .get(id)
+        .map_err(ApiError::internal)?;
+    let mine = sessions_of(merchant, &state.runtime.tenants().current());
+    Ok(record.filter(|r| mine.admits(r)))
+}
+
+/// The merchant's number named by `from` (phone number id or business number), or its first;
+/// another merchant's number or an unknown one is refused with `unknown_number`.
+pub(super) fn number_of<'m>(
+    merchant: &'m Merchant,
+    from: Option<&str>,
+    param: &str,
+) -> Result<&'m Number, ApiError> {
+    match from.map(str::trim) {
+        None => Ok(merchant.first_number()),
+        Some(f) => merchant.number(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_number",
+                format!("`{param}` is not one of your numbers (give its phone number id or business number)"),
+            )
+            .with_param(param)
+        }),
+    }
 }
 
 pub(super) async fn start(
@@ -104,17 +146,18 @@ pub(super) async fn start(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let body = read_body(payload).await?;
     let request: StartRequest = parse_json(&body)?;
     super::vars::check_vars(&request.vars)?;
+    let scope = merchant.scope(number_of(&merchant, request.from.as_deref(), "from")?);
     let idempotent = if req.headers().contains_key(super::idempotency::HEADER) {
         Idempotent::of(&req, bearer(&req), &parse_json(&body)?)?
     } else {
         None
     };
     let Some(idempotent) = idempotent else {
-        let body = start_session(&state, request, None).await?;
+        let body = start_session(&state, &scope, request, None).await?;
         return Ok(HttpResponse::Created().json(body));
     };
     let claim = state.in_flight.claim(&idempotent.key)?;
@@ -123,7 +166,7 @@ pub(super) async fn start(
     // would leave a retry only the session as it is, not the first answer (a reverse-OTP code).
     let (answer, replayed) = tokio::spawn(async move {
         let _claim = claim;
-        start_once(&state, request, idempotent).await
+        start_once(&state, &scope, request, idempotent).await
     })
     .await
     .map_err(ApiError::internal)??;
@@ -137,6 +180,7 @@ pub(super) async fn start(
 /// The first answer under the key (`true`: a replay), or a new session and its answer kept.
 async fn start_once(
     state: &ApiState,
+    scope: &Scope,
     request: StartRequest,
     idempotent: Idempotent,
 ) -> Result<(StoredAnswer, bool), ApiError> {
@@ -168,7 +212,7 @@ async fn start_once(
             return Ok((answer, true));
         }
     }
-    let body = start_session(state, request, Some(idempotent.start(now))).await?;
+    let body = start_session(state, scope, request, Some(idempotent.start(now))).await?;
     let answer = StoredAnswer {
         status: StatusCode::CREATED.as_u16(),
         body,
@@ -187,13 +231,14 @@ async fn start_once(
 /// Starts the session and returns the `201` body.
 async fn start_session(
     state: &ApiState,
+    scope: &Scope,
     request: StartRequest,
     idempotency: Option<IdempotentStart>,
 ) -> Result<Value, ApiError> {
     let started = state
         .runtime
         .start(
-            &state.runtime.tenants().current().default_scope(),
+            scope,
             &request.flow,
             &request.to,
             request.vars,
@@ -262,13 +307,8 @@ pub(super) async fn get(
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let record = state
-        .runtime
-        .sessions()
-        .get(&id)
-        .map_err(ApiError::internal)?;
-    record
+    let merchant = require_key(&req, &state.api_keys)?;
+    own_session(&state, &merchant, &id)?
         .map(|r| HttpResponse::Ok().json(session_json(&r)))
         .ok_or_else(ApiError::not_found)
 }
@@ -278,7 +318,11 @@ pub(super) async fn cancel(
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
+    // A session never changes merchant, so the check holds for the cancel that follows.
+    if own_session(&state, &merchant, &id)?.is_none() {
+        return Err(ApiError::not_found());
+    }
     let record = state
         .runtime
         .cancel(&id)
@@ -303,7 +347,7 @@ pub(super) async fn check(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let body = read_body(payload).await?;
     let request: CheckRequest = parse_json(&body)?;
     if request.code.len() > 64 {
@@ -312,16 +356,19 @@ pub(super) async fn check(
                 .with_param("code"),
         );
     }
+    // What is not a code is refused before any session is looked at, whoever's id it names.
+    if crate::otp::normalize_attempt(&request.code).is_none() {
+        return Err(not_a_code());
+    }
+    if own_session(&state, &merchant, &id)?.is_none() {
+        return Err(ApiError::not_found());
+    }
     let checked = state
         .runtime
         .check(&id, &request.code)
         .await
         .map_err(|e| match e {
-            CheckError::NotACode => ApiError::bad_request(
-                "invalid_code",
-                "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
-            )
-            .with_param("code"),
+            CheckError::NotACode => not_a_code(),
             CheckError::NotHere(refusal) => {
                 let refused =
                     ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string());
@@ -346,115 +393,10 @@ pub(super) async fn check(
     }
 }
 
-fn sandbox_of(state: &ApiState) -> Result<&SandboxRecorder, ApiError> {
-    state.sandbox.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_sandbox",
-            "sandbox routes exist only in sandbox mode",
-        )
-    })
-}
-
-#[derive(Deserialize)]
-struct MessagesQuery {
-    to: String,
-    /// Wait until at least this many messages are recorded …
-    #[serde(default)]
-    min: usize,
-    /// … for up to this many seconds (at most 30).
-    #[serde(default)]
-    wait: u64,
-}
-
-/// Longest wait a listing may ask for.
-const MAX_LISTING_WAIT_SECS: u64 = 30;
-
-pub(super) async fn sandbox_messages(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let recorder = sandbox_of(&state)?;
-    let query = web::Query::<MessagesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))?;
-    let customer = PhoneNumber::parse(&query.to).map_err(|why| {
-        ApiError::bad_request(
-            "invalid_phone",
-            format!("`to` must be E.164, e.g. +919876543210 (write + as %2B in a URL): {why}"),
-        )
-        .with_param("to")
-    })?;
-    let customer = customer.digits();
-    let wait = std::time::Duration::from_secs(query.wait.min(MAX_LISTING_WAIT_SECS));
-    let scope = state.runtime.tenants().current().default_scope();
-    let messages = recorder
-        .messages_when(&scope, customer, query.min, wait)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(SandboxMessages { messages }))
-}
-
-/// `POST /v1/sandbox/inbound`: a customer message; exactly one of `text` and `button`.
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct InboundRequest {
-    /// The customer's number, E.164 with `+`.
-    from: String,
-    text: Option<String>,
-    /// The id of a reply button the customer tapped.
-    button: Option<String>,
-}
-
-pub(super) async fn sandbox_inbound(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let body = read_body(payload).await?;
-    sandbox_of(&state)?;
-    let request: InboundRequest = parse_json(&body)?;
-    let customer = PhoneNumber::parse(&request.from).map_err(|why| {
-        ApiError::bad_request(
-            "invalid_phone",
-            format!("`from` must be E.164, e.g. +919876543210: {why}"),
-        )
-        .with_param("from")
-    })?;
-    let content = match (request.text, request.button) {
-        (Some(body), None) => MessageContent::Text { body },
-        (None, Some(id)) => MessageContent::ButtonReply {
-            title: id.clone(),
-            id,
-        },
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_message",
-                "give exactly one of `text` or `button`",
-            ))
-        }
-    };
-    let now = chrono::Utc::now();
-    let mut nonce = [0u8; 8];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-    let id = format!("wamid.sandbox.in.{}", hex::encode(nonce));
-    let event = InboundEvent::Message(InboundMessage {
-        id: MessageId::parse(id.clone()).map_err(ApiError::internal)?,
-        from: WaId::parse(customer.digits()).map_err(ApiError::internal)?,
-        user_id: None,
-        profile_name: None,
-        timestamp: now.timestamp(),
-        phone_number_id: None,
-        context: None,
-        content,
-        errors: vec![],
-    });
-    // Exactly the webhook's path: recorded once, made durable, handled in customer order.
-    state
-        .inbox
-        .accept(event, now.timestamp())
-        .map_err(ApiError::internal)?;
-    state.inbox.durable().await.map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(SandboxInbound { id }))
+fn not_a_code() -> ApiError {
+    ApiError::bad_request(
+        "invalid_code",
+        "a code is 4 to 10 digits (spaces, dashes and dots are ignored)",
+    )
+    .with_param("code")
 }

@@ -4,11 +4,16 @@
 //! Aggregates are hourly, so the range is widened to whole hours: `from` is rounded down to its
 //! hour and `to` up (exclusive). Without `to` the range ends now; without `from` it starts 24
 //! hours before `to`. The answer echoes the hours actually covered.
+//!
+//! The figures are the key's merchant's only, all its numbers together, with the same funnel
+//! per number under `numbers`: every number the merchant has, then any number it no longer has
+//! that still has counts in the range.
 
 use super::auth::require_key;
 use super::error::ApiError;
 use super::sessions::ApiState;
-use crate::store::stats::{Histogram, Totals, BUCKETS};
+use crate::store::stats::{Histogram, MerchantTotals, Totals, BUCKETS};
+use crate::tenants::Merchant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
@@ -115,10 +120,7 @@ pub fn failures(t: &Totals) -> Vec<(Option<i64>, u64, &'static str)> {
 
 /// The body of `/v1/stats` (the dashboard shows the same figures).
 pub fn report(flow: Option<&str>, range: HourRange, t: &Totals) -> Value {
-    let succeeded: u64 = SUCCESS_OUTCOMES
-        .iter()
-        .filter_map(|o| t.outcomes.get(*o))
-        .fold(0u64, |a, n| a.saturating_add(*n));
+    let succeeded = succeeded(t);
     json!({
         "flow": flow,
         "from": range.start(range.from_hour).to_rfc3339(),
@@ -145,11 +147,81 @@ pub fn report(flow: Option<&str>, range: HourRange, t: &Totals) -> Value {
     })
 }
 
+/// One number's funnel in a merchant's report.
+fn number_json(phone_number_id: &str, business_number: Option<&str>, t: &Totals) -> Value {
+    json!({
+        "phone_number_id": phone_number_id,
+        "business_number": business_number,
+        "sessions_started": t.started,
+        "codes_sent": t.code_sent,
+        "codes_delivered": t.code_delivered,
+        "codes_read": t.code_read,
+        "verified": t.verified,
+        "succeeded": succeeded(t),
+        "conversion_rate": rate(t.verified, t.started),
+        "delivery_rate": rate(t.code_delivered, t.code_sent),
+    })
+}
+
+/// Sessions that ended in an outcome of [`SUCCESS_OUTCOMES`].
+fn succeeded(t: &Totals) -> u64 {
+    SUCCESS_OUTCOMES
+        .iter()
+        .filter_map(|o| t.outcomes.get(*o))
+        .fold(0u64, |a, n| a.saturating_add(*n))
+}
+
+/// A merchant's numbers with their figures: the configured ones in order (zeros when quiet),
+/// then those with counts that the merchant no longer has.
+pub fn numbers_of<'a>(
+    merchant: &'a Merchant,
+    t: &'a MerchantTotals,
+) -> Vec<(&'a str, Option<&'a str>, std::borrow::Cow<'a, Totals>)> {
+    let mut out: Vec<_> = merchant
+        .numbers
+        .iter()
+        .map(|n| {
+            let totals = t.numbers.get(&n.phone_number_id).map_or_else(
+                || std::borrow::Cow::Owned(Totals::default()),
+                std::borrow::Cow::Borrowed,
+            );
+            (
+                n.phone_number_id.as_str(),
+                n.business_number.as_deref(),
+                totals,
+            )
+        })
+        .collect();
+    for (id, totals) in &t.numbers {
+        if merchant.numbers.iter().all(|n| &n.phone_number_id != id) {
+            out.push((id.as_str(), None, std::borrow::Cow::Borrowed(totals)));
+        }
+    }
+    out
+}
+
+/// The body of `/v1/stats` for a merchant: [`report`] of all its numbers, its id, and each
+/// number's funnel.
+pub fn merchant_report(
+    merchant: &Merchant,
+    flow: Option<&str>,
+    range: HourRange,
+    t: &MerchantTotals,
+) -> Value {
+    let mut body = report(flow, range, &t.all);
+    body["merchant"] = json!(merchant.id);
+    body["numbers"] = numbers_of(merchant, t)
+        .iter()
+        .map(|(id, business, totals)| number_json(id, *business, totals))
+        .collect();
+    body
+}
+
 pub(super) async fn stats(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
+    let merchant = require_key(&req, &state.api_keys)?;
     let query = web::Query::<StatsQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))?
         .into_inner();
@@ -186,10 +258,11 @@ pub(super) async fn stats(
         ));
     }
     let range = HourRange::covering(from, to);
+    let default = state.runtime.tenants().current().default_scope();
     let totals = state
         .runtime
         .stats()
-        .query(flow, range.from_hour, range.to_hour)
+        .query_merchant(&merchant.id, &default, flow, range.from_hour, range.to_hour)
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(report(flow, range, &totals)))
+    Ok(HttpResponse::Ok().json(merchant_report(&merchant, flow, range, &totals)))
 }

@@ -1,7 +1,9 @@
 //! `waotp stats`: the verification funnel of a running server, as a table in the terminal.
 //!
 //! sled allows one process per database, so the figures are read from the server's
-//! `GET /v1/stats` rather than from the data directory.
+//! `GET /v1/stats` rather than from the data directory. A key sees its own merchant only, so
+//! the report covers the merchants of the keys given (`--key k1,k2` or `WAOTP_API_KEYS`), each
+//! listed once with its per-number breakdown; `--merchant ID` keeps one of them.
 
 use crate::api::dashboard::svg::{percent, seconds, thousands};
 use crate::flow::duration::parse_duration;
@@ -14,9 +16,11 @@ use std::time::Duration;
 /// What `waotp stats` was asked for.
 pub struct StatsArgs<'a> {
     pub url: &'a str,
-    /// `WAOTP_API_KEYS` may list several keys; the first is used.
+    /// One key or several, comma-separated: every merchant they belong to is reported.
     pub key: Option<&'a str>,
     pub flow: Option<&'a str>,
+    /// Only this merchant (default: every merchant of the keys).
+    pub merchant: Option<&'a str>,
     pub since: &'a str,
 }
 
@@ -27,6 +31,7 @@ impl std::fmt::Debug for StatsArgs<'_> {
             .field("url", &self.url)
             .field("key", &self.key.map(|_| "[redacted]"))
             .field("flow", &self.flow)
+            .field("merchant", &self.merchant)
             .field("since", &self.since)
             .finish()
     }
@@ -41,13 +46,19 @@ pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8
             return 2;
         }
     };
-    let Some(key) = args
+    let keys: Vec<&str> = args
         .key
-        .and_then(|k| k.split(',').map(str::trim).find(|k| !k.is_empty()))
-    else {
+        .map(|k| {
+            k.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if keys.is_empty() {
         let _ = writeln!(err, "waotp stats: give --key or set WAOTP_API_KEYS");
         return 2;
-    };
+    }
     let to = Utc::now();
     let mut query = vec![("from", (to - since).to_rfc3339()), ("to", to.to_rfc3339())];
     if let Some(flow) = args.flow {
@@ -64,38 +75,84 @@ pub fn run(args: &StatsArgs<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8
             return 1;
         }
     };
-    let answer = runtime.block_on(async {
-        let response = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?
-            .get(&url)
-            .bearer_auth(key)
-            .query(&query)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        Ok::<_, reqwest::Error>((status, body))
-    });
-    match answer {
-        Ok((status, body)) if status.is_success() => {
-            let _ = out.write_all(render(&body).as_bytes());
-            0
-        }
-        Ok((status, body)) => {
-            let message = body["error"]["message"].as_str().unwrap_or("no details");
-            let _ = writeln!(err, "waotp stats: the server answered {status}: {message}");
-            if status.is_client_error() {
-                2
-            } else {
-                1
+    // One report per merchant, in the order of the keys.
+    let mut reports: Vec<Value> = Vec::new();
+    let mut refused = None;
+    for (i, key) in keys.iter().enumerate() {
+        let answer = runtime.block_on(async {
+            let response = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?
+                .get(&url)
+                .bearer_auth(key)
+                .query(&query)
+                .send()
+                .await?;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        });
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                if reports.iter().all(|r| r["merchant"] != body["merchant"]) {
+                    reports.push(body);
+                }
+            }
+            // A key the server does not know (a list that also holds stale keys) is passed
+            // over; it fails the command only when no key is accepted.
+            Ok((status, body)) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                let message = body["error"]["message"].as_str().unwrap_or("no details");
+                let _ = writeln!(
+                    err,
+                    "waotp stats: key {} of {} refused: {message}",
+                    i + 1,
+                    keys.len()
+                );
+                refused = Some(status);
+            }
+            Ok((status, body)) => {
+                let message = body["error"]["message"].as_str().unwrap_or("no details");
+                let _ = writeln!(err, "waotp stats: the server answered {status}: {message}");
+                return if status.is_client_error() { 2 } else { 1 };
+            }
+            Err(e) => {
+                let _ = writeln!(err, "waotp stats: cannot read {url}: {e}");
+                return 1;
             }
         }
-        Err(e) => {
-            let _ = writeln!(err, "waotp stats: cannot read {url}: {e}");
-            1
+    }
+    if reports.is_empty() {
+        if let Some(status) = refused {
+            let _ = writeln!(
+                err,
+                "waotp stats: the server answered {status} to every key"
+            );
+        }
+        return 2;
+    }
+    if let Some(wanted) = args.merchant {
+        reports.retain(|r| r["merchant"] == wanted);
+        if reports.is_empty() {
+            let _ = writeln!(
+                err,
+                "waotp stats: no key given belongs to merchant `{wanted}`"
+            );
+            return 2;
         }
     }
+    let several = reports.len() > 1;
+    for (i, r) in reports.iter().enumerate() {
+        if several {
+            let _ = writeln!(
+                out,
+                "{}merchant {}\n",
+                if i > 0 { "\n" } else { "" },
+                r["merchant"].as_str().unwrap_or("?")
+            );
+        }
+        let _ = out.write_all(render(r).as_bytes());
+    }
+    0
 }
 
 fn count(v: &Value) -> String {
@@ -186,6 +243,28 @@ pub fn render(r: &Value) -> String {
         }
     }
     section(&mut out, "limit breaches", &r["limit_breaches"]);
+    if let Some(numbers) = r["numbers"].as_array().filter(|n| !n.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{:<36}{:>14}{:>14}{:>14}  conversion",
+            "per number", "started", "codes sent", "verified"
+        );
+        for n in numbers {
+            let id = n["phone_number_id"].as_str().unwrap_or("?");
+            let name = match n["business_number"].as_str() {
+                Some(b) => format!("{b} ({id})"),
+                None => id.to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {name:<34}{:>14}{:>14}{:>14}  {}",
+                count(&n["sessions_started"]),
+                count(&n["codes_sent"]),
+                count(&n["verified"]),
+                percent(n["conversion_rate"].as_f64())
+            );
+        }
+    }
     out
 }
 
@@ -213,6 +292,18 @@ mod tests {
             from_hour: 0,
             to_hour: 24,
         };
+        let mut with_numbers = report(Some("signup_verification"), range, &t);
+        with_numbers["numbers"] = serde_json::json!([
+            {"phone_number_id": "106540352242922", "business_number": "+15550001111", "sessions_started": 1200, "codes_sent": 990, "verified": 600, "conversion_rate": 0.5},
+            {"phone_number_id": "206540352242922", "business_number": null, "sessions_started": 34, "codes_sent": 10, "verified": 17, "conversion_rate": 0.5},
+        ]);
+        let numbers = render(&with_numbers);
+        assert!(numbers.contains("per number"), "{numbers}");
+        assert!(
+            numbers.contains("+15550001111 (106540352242922)"),
+            "{numbers}"
+        );
+        assert!(numbers.contains("  206540352242922 "), "{numbers}");
         let table = render(&report(Some("signup_verification"), range, &t));
         for want in [
             "signup_verification — 1970-01-01T00:00:00+00:00 to 1970-01-02T00:00:00+00:00",

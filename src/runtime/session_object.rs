@@ -35,6 +35,10 @@ pub struct SessionObject {
     pub outcome: Option<String>,
     /// The flow state the session is in.
     pub state: String,
+    /// The phone number id of the merchant's number the conversation is with; absent for a
+    /// session started before numbers were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     pub vars: BTreeMap<String, Value>,
     #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
@@ -64,6 +68,7 @@ impl From<&SessionRecord> for SessionObject {
             },
             outcome: r.engine.outcome.clone(),
             state: r.engine.state.as_str().to_owned(),
+            from: (!r.number.is_empty()).then(|| r.number.clone()),
             vars: r
                 .engine
                 .vars

@@ -2,7 +2,8 @@
 //!
 //! Each place where a session moves on (a step written, a code checked, a message accepted or
 //! reported delivered) calls one method here, so those places stay short and the counting rules
-//! live together. Counting is best effort by design: a failure is logged and never fails the
+//! live together. Every count is filed under the session's merchant and number (the default
+//! scope for a session written before merchants existed). Counting is best effort by design: a failure is logged and never fails the
 //! step or the send it describes. Writes land before the caller's group commit, so they become
 //! durable together with the change they count.
 
@@ -11,6 +12,7 @@ use crate::flow::engine::SessionStatus;
 use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, SessionRecord};
 use crate::store::stats::{bucket_of, Metric, StatsStore};
 use crate::store::StoreError;
+use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -26,6 +28,16 @@ impl Runtime {
     fn counted(&self, what: &str, result: Result<(), StoreError>) {
         if let Err(e) = result {
             tracing::warn!(error = %e, what, "cannot update the stats");
+        }
+    }
+
+    /// The merchant and number a session's counts are filed under. Only a record from before
+    /// merchants existed needs the registry.
+    fn stats_scope(&self, record: &SessionRecord) -> Scope {
+        if record.merchant.is_empty() {
+            self.tenants().current().default_scope()
+        } else {
+            Scope::new(record.merchant.clone(), record.number.clone())
         }
     }
 
@@ -47,14 +59,15 @@ impl Runtime {
     pub(crate) fn stats_after_step(&self, record: &SessionRecord, now: DateTime<Utc>) {
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
+        let scope = &self.stats_scope(record);
         if record.step == 1 {
-            self.counted("started", stats.count(flow, Metric::Started, now, 1));
+            self.counted("started", stats.count(scope, flow, Metric::Started, now, 1));
         }
         if record.engine.status == SessionStatus::Completed {
             let outcome = record.engine.outcome.as_deref().unwrap_or("unknown");
             self.counted(
                 "outcome",
-                stats.count(flow, Metric::Outcome(outcome), now, 1),
+                stats.count(scope, flow, Metric::Outcome(outcome), now, 1),
             );
             self.counted("session done", stats.session_done(&record.id));
         }
@@ -64,13 +77,17 @@ impl Runtime {
     pub(crate) fn stats_verified(&self, record: &SessionRecord, now: DateTime<Utc>) {
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
-        self.counted("verified", stats.count(flow, Metric::Verified, now, 1));
+        let scope = &self.stats_scope(record);
+        self.counted(
+            "verified",
+            stats.count(scope, flow, Metric::Verified, now, 1),
+        );
         // Reverse-OTP codes are never sent by us, so they have no sent time and no latency.
         if let Ok(Some(sent)) = stats.sent_at(&record.id) {
             let bucket = bucket_of(seconds_between(sent, now));
             self.counted(
                 "verify latency",
-                stats.count(flow, Metric::VerifyLatency(bucket), now, 1),
+                stats.count(scope, flow, Metric::VerifyLatency(bucket), now, 1),
             );
         }
     }
@@ -78,11 +95,12 @@ impl Runtime {
     /// An OTP limit refused a code or a check.
     pub(crate) fn stats_limit(&self, record: &SessionRecord, reason: &str, now: DateTime<Utc>) {
         let flow = record.engine.flow_id.as_str();
+        let scope = &self.stats_scope(record);
         self.counted(
             "limit",
             self.store
                 .stats()
-                .count(flow, Metric::LimitBreach(reason), now, 1),
+                .count(scope, flow, Metric::LimitBreach(reason), now, 1),
         );
     }
 
@@ -97,12 +115,16 @@ impl Runtime {
         };
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
+        let scope = &self.stats_scope(&record);
         // Only a running session can still be verified; a finished one keeps no code time.
         // Written before the count, so whoever sees the count can rely on the time being there.
         if record.is_active() {
             self.counted("code time", stats.code_sent_at(&record.id, now));
         }
-        self.counted("code sent", stats.count(flow, Metric::CodeSent, now, 1));
+        self.counted(
+            "code sent",
+            stats.count(scope, flow, Metric::CodeSent, now, 1),
+        );
     }
 
     /// WhatsApp refused a flow's message for good when we sent it.
@@ -115,11 +137,12 @@ impl Runtime {
         }
         if let Some(record) = self.flow_of_session(entry.session_id.as_deref()) {
             let flow = record.engine.flow_id.as_str();
+            let scope = &self.stats_scope(&record);
             self.counted(
                 "send failure",
                 self.store
                     .stats()
-                    .count(flow, Metric::Failure(code), Utc::now(), 1),
+                    .count(scope, flow, Metric::Failure(code), Utc::now(), 1),
             );
         }
     }
@@ -152,9 +175,13 @@ impl Runtime {
         };
         let stats = self.store.stats();
         let flow = record.engine.flow_id.as_str();
+        let scope = &self.stats_scope(&record);
         let now = Utc::now();
         if next == Delivery::Failed {
-            self.counted("failure", stats.count(flow, Metric::Failure(code), now, 1));
+            self.counted(
+                "failure",
+                stats.count(scope, flow, Metric::Failure(code), now, 1),
+            );
             return;
         }
         // A `read` that overtook its `delivered` counts as delivered too, once.
@@ -162,15 +189,15 @@ impl Runtime {
             let bucket = bucket_of(seconds_between(link.sent_at, at));
             self.counted(
                 "delivered",
-                stats.count(flow, Metric::CodeDelivered, now, 1),
+                stats.count(scope, flow, Metric::CodeDelivered, now, 1),
             );
             self.counted(
                 "delivery latency",
-                stats.count(flow, Metric::DeliveryLatency(bucket), now, 1),
+                stats.count(scope, flow, Metric::DeliveryLatency(bucket), now, 1),
             );
         }
         if next == Delivery::Read {
-            self.counted("read", stats.count(flow, Metric::CodeRead, now, 1));
+            self.counted("read", stats.count(scope, flow, Metric::CodeRead, now, 1));
         }
     }
 }

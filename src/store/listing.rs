@@ -8,8 +8,12 @@
 //!
 //! Filters other than the creation time are applied to the records read; a page reads at most
 //! [`MAX_SCANNED`] index entries, so a rare filter costs bounded work per request: the page may
-//! then hold fewer sessions than asked, with a cursor to go on from. A query is one merchant's
-//! today (there is one); a merchant id would be one more filter here and a prefix of the key.
+//! then hold fewer sessions than asked, with a cursor to go on from.
+//!
+//! A merchant's listing ([`SessionQuery::merchant`]) is one more filter on the records read. A
+//! cursor never names another merchant's session: when the last entry a page read is not the
+//! merchant's, the cursor is the start of the millisecond after it instead (a session of the
+//! merchant created in that same millisecond may then be listed twice, never skipped).
 
 use super::sessions::{dec, key, timed_key, SessionRecord, SessionStore, CREATED, SESSION};
 use super::StoreError;
@@ -27,9 +31,31 @@ pub enum Liveness {
     Completed,
 }
 
+/// Whose sessions a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantFilter {
+    /// The merchant's id.
+    pub id: String,
+    /// Whether records that name no merchant (written before merchants existed) are this
+    /// merchant's: true for the default scope's merchant.
+    pub owns_unscoped: bool,
+}
+
+impl MerchantFilter {
+    pub fn admits(&self, r: &SessionRecord) -> bool {
+        if r.merchant.is_empty() {
+            self.owns_unscoped
+        } else {
+            r.merchant == self.id
+        }
+    }
+}
+
 /// Which sessions to list, and where to start.
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {
+    /// Only this merchant's sessions (every merchant's when `None`).
+    pub merchant: Option<MerchantFilter>,
     pub flow: Option<String>,
     pub status: Option<Liveness>,
     pub outcome: Option<String>,
@@ -87,13 +113,24 @@ impl SessionQuery {
         } else {
             Liveness::Completed
         };
-        unset_or(self.flow.as_deref(), |f| r.engine.flow_id.as_str() == f)
+        unset_or(self.merchant.as_ref(), |m| m.admits(r))
+            && unset_or(self.flow.as_deref(), |f| r.engine.flow_id.as_str() == f)
             && unset_or(self.status, |s| s == liveness)
             && unset_or(self.outcome.as_deref(), |o| {
                 r.engine.outcome.as_deref() == Some(o)
             })
             && unset_or(self.customer.as_deref(), |c| r.customer == c)
     }
+}
+
+/// A listing position that tells nothing of the session at index key `k` (another merchant's):
+/// the start of the millisecond after its creation.
+fn foreign_position(k: &[u8]) -> Vec<u8> {
+    let ms = k
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i64::from_be_bytes);
+    timed_key(CREATED, ms.saturating_add(1), &[0])
 }
 
 impl SessionStore {
@@ -128,15 +165,20 @@ impl SessionStore {
             high = high.min(at.clone());
         }
         let mut sessions = Vec::new();
-        let mut last = None;
+        // The last index entry read, and where the next page starts.
+        let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
         if low < high {
             for item in self.tree.range(low.clone()..high).rev().take(MAX_SCANNED) {
                 let (k, _) = item?;
-                last = Some(k.to_vec());
+                last = Some((k.to_vec(), k.to_vec()));
                 let Some(v) = self.tree.get(key(SESSION, &[&k[9..]]))? else {
                     continue;
                 };
                 let r: SessionRecord = dec(&v)?;
+                if query.merchant.as_ref().is_some_and(|m| !m.admits(&r)) {
+                    last = Some((k.to_vec(), foreign_position(&k)));
+                    continue;
+                }
                 if query.admits(&r) {
                     sessions.push(r);
                     if sessions.len() >= query.limit {
@@ -147,7 +189,9 @@ impl SessionStore {
         }
         // Another page only when an index entry is left below the last one read.
         let next_cursor = match last {
-            Some(at) if self.tree.range(low..at.clone()).next_back().is_some() => Some(Cursor(at)),
+            Some((read, at)) if self.tree.range(low..read.clone()).next_back().is_some() => {
+                Some(Cursor(at))
+            }
             _ => None,
         };
         Ok(SessionPage {
@@ -257,6 +301,65 @@ mod tests {
             ["ses_c", "ses_b"]
         );
         assert_eq!(sessions.tree.scan_prefix([CREATED]).count(), 2);
+    }
+
+    #[test]
+    fn a_merchant_lists_its_own_sessions_and_unscoped_ones_are_the_default_merchants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("store");
+        let sessions = store.sessions();
+        let t0 = Utc::now() - Duration::days(1);
+        let scoped = |id: &str, merchant: &str, minute: i64| {
+            let mut r = record(id, "447700900003", t0 + Duration::minutes(minute));
+            r.merchant = merchant.to_owned();
+            r.number = format!("{merchant}-1");
+            r
+        };
+        write(sessions, &record("ses_old", "447700900003", t0));
+        write(sessions, &scoped("ses_a1", "a", 1));
+        write(sessions, &scoped("ses_b1", "b", 2));
+        write(sessions, &scoped("ses_a2", "a", 3));
+        let of = |id: &str, owns_unscoped: bool, limit: usize| SessionQuery {
+            merchant: Some(MerchantFilter {
+                id: id.to_owned(),
+                owns_unscoped,
+            }),
+            ..all(limit)
+        };
+        assert_eq!(
+            ids(&sessions.list(&of("a", true, 50)).expect("list")),
+            ["ses_a2", "ses_a1", "ses_old"]
+        );
+        assert_eq!(
+            ids(&sessions.list(&of("b", false, 50)).expect("list")),
+            ["ses_b1"]
+        );
+        assert_eq!(
+            ids(&sessions.list(&of("a", false, 50)).expect("list")),
+            ["ses_a2", "ses_a1"]
+        );
+        // b's last page ends on a's sessions: nothing follows, and no cursor is handed out.
+        let page = sessions.list(&of("b", false, 1)).expect("list");
+        assert_eq!(ids(&page), ["ses_b1"]);
+        let rest = sessions
+            .list(&SessionQuery {
+                starting_after: page.next_cursor,
+                ..of("b", false, 1)
+            })
+            .expect("list");
+        assert!(rest.sessions.is_empty() && rest.next_cursor.is_none());
+    }
+
+    #[test]
+    fn a_position_past_another_merchants_session_names_only_the_next_millisecond() {
+        let at = Utc::now();
+        let r = record("ses_0123456789abcdef01234567", "447700900004", at);
+        let k = created_key(&r);
+        let position = foreign_position(&k);
+        let cursor = Cursor::decode(&Cursor(position.clone()).encode()).expect("a cursor");
+        assert!(position > k, "the session itself is below the position");
+        assert!(position < timed_key(CREATED, at.timestamp_millis() + 1, b"ses_"));
+        assert!(!cursor.encode().contains(&hex::encode("0123456789abcdef")));
     }
 
     #[test]

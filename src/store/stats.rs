@@ -1,8 +1,10 @@
 //! Verification funnel aggregates, kept as sessions progress so that a report never scans
-//! sessions: counters per flow per hour, incremented in place.
+//! sessions: counters per merchant, number and flow per hour, incremented in place.
 //!
 //! One tree, `stats`:
-//! - `c` hour (i64 BE, hours since the Unix epoch) ++ flow `\0` metric → count (u64 BE)
+//! - `c` hour (i64 BE, hours since the Unix epoch) ++ merchant `\x1f` phone number id `\x1f`
+//!   flow `\0` metric → count (u64 BE). Counters written before merchants existed have no
+//!   merchant and number (`c` hour ++ flow `\0` metric) and are read as the default scope's.
 //! - `p` session id → when its latest code was accepted by WhatsApp (ms, i64 BE), kept while the
 //!   session runs so that "sent → verified" can be measured
 //!
@@ -11,6 +13,7 @@
 //! range come from summing buckets; a quantile is reported as the upper bound of its bucket.
 
 use super::StoreError;
+use crate::tenants::{Scope, SCOPE_SEPARATOR};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -159,20 +162,66 @@ impl Totals {
     }
 }
 
+/// One merchant's counters over a range: all its numbers together, and each number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MerchantTotals {
+    pub all: Totals,
+    /// By phone number id: every number with a counter in the range.
+    pub numbers: BTreeMap<String, Totals>,
+}
+
 /// Handle to the stats tree.
 #[derive(Debug, Clone)]
 pub struct StatsStore {
     tree: sled::Tree,
 }
 
-fn counter_key(hour: i64, flow: &str, metric: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(10 + flow.len() + metric.len());
+fn counter_key(hour: i64, scope: &Scope, flow: &str, metric: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(
+        12 + scope.merchant.len() + scope.number.len() + flow.len() + metric.len(),
+    );
     k.push(COUNTER);
     k.extend_from_slice(&hour.max(0).to_be_bytes());
+    let mut sep = [0u8; 4];
+    let sep = SCOPE_SEPARATOR.encode_utf8(&mut sep).as_bytes();
+    k.extend_from_slice(scope.merchant.as_bytes());
+    k.extend_from_slice(sep);
+    k.extend_from_slice(scope.number.as_bytes());
+    k.extend_from_slice(sep);
     k.extend_from_slice(flow.as_bytes());
     k.push(0);
     k.extend_from_slice(metric.as_bytes());
     k
+}
+
+/// One counter as read back.
+struct Counter<'a> {
+    hour: i64,
+    /// Merchant and number; `None` for a counter written before merchants existed.
+    scope: Option<(&'a str, &'a str)>,
+    flow: &'a str,
+    metric: &'a str,
+    count: u64,
+}
+
+/// Reads a counter's key and value; `None` for a key of another shape.
+fn parse_counter<'a>(k: &'a [u8], v: &[u8]) -> Option<Counter<'a>> {
+    let hour = i64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
+    let rest = std::str::from_utf8(&k[9..]).ok()?;
+    let (head, metric) = rest.split_once('\0')?;
+    let mut parts = head.split(SCOPE_SEPARATOR);
+    let (scope, flow) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(flow), None, None, None) => (None, flow),
+        (Some(merchant), Some(number), Some(flow), None) => (Some((merchant, number)), flow),
+        _ => return None,
+    };
+    Some(Counter {
+        hour,
+        scope,
+        flow,
+        metric,
+        count: read_u64(v),
+    })
 }
 
 fn pending_key(session_id: &str) -> Vec<u8> {
@@ -192,16 +241,17 @@ impl StatsStore {
         })
     }
 
-    /// Adds `n` to a counter of `flow` in the hour of `at` (not yet durable: the caller's
-    /// group commit covers it).
+    /// Adds `n` to a counter of `flow` at `scope` in the hour of `at` (not yet durable: the
+    /// caller's group commit covers it).
     pub fn count(
         &self,
+        scope: &Scope,
         flow: &str,
         metric: Metric<'_>,
         at: DateTime<Utc>,
         n: u64,
     ) -> Result<(), StoreError> {
-        let k = counter_key(hour_of(at), flow, &metric.name());
+        let k = counter_key(hour_of(at), scope, flow, &metric.name());
         // A compare-and-swap loop inside sled: concurrent increments are never lost.
         self.tree.update_and_fetch(k, |old| {
             let sum = old.map_or(0, read_u64).saturating_add(n);
@@ -234,17 +284,17 @@ impl StatsStore {
         Ok(())
     }
 
-    /// Sums the counters of `flow` (every flow when `None`) over the hours `from_hour` up to,
-    /// not including, `to_hour`.
-    pub fn query(
+    /// Calls `each` with every counter of `flow` (every flow when `None`) over the hours
+    /// `from_hour` up to, not including, `to_hour`.
+    fn scan(
         &self,
         flow: Option<&str>,
         from_hour: i64,
         to_hour: i64,
-    ) -> Result<Totals, StoreError> {
-        let mut totals = Totals::default();
+        mut each: impl FnMut(&Counter<'_>),
+    ) -> Result<(), StoreError> {
         if to_hour <= from_hour {
-            return Ok(totals);
+            return Ok(());
         }
         let mut start = vec![COUNTER];
         start.extend_from_slice(&from_hour.max(0).to_be_bytes());
@@ -252,19 +302,58 @@ impl StatsStore {
         end.extend_from_slice(&to_hour.max(0).to_be_bytes());
         for item in self.tree.range(start..end) {
             let (k, v) = item?;
-            let Some(hour) = k.get(1..9).and_then(|b| b.try_into().ok()) else {
+            let Some(c) = parse_counter(&k, &v) else {
                 continue;
             };
-            let hour = i64::from_be_bytes(hour);
-            let mut parts = k[9..].splitn(2, |b| *b == 0);
-            let (Some(f), Some(metric)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if flow.is_some_and(|wanted| wanted.as_bytes() != f) {
+            if flow.is_some_and(|wanted| wanted != c.flow) {
                 continue;
             }
-            totals.absorb(hour, &String::from_utf8_lossy(metric), read_u64(&v));
+            each(&c);
         }
+        Ok(())
+    }
+
+    /// Sums the counters of `flow` (every flow when `None`) of every merchant over the hours
+    /// `from_hour` up to, not including, `to_hour`.
+    pub fn query(
+        &self,
+        flow: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Totals, StoreError> {
+        let mut totals = Totals::default();
+        self.scan(flow, from_hour, to_hour, |c| {
+            totals.absorb(c.hour, c.metric, c.count)
+        })?;
+        Ok(totals)
+    }
+
+    /// Sums `merchant`'s counters of `flow` (every flow when `None`) over the hours
+    /// `from_hour` up to, not including, `to_hour`, in all and per number. Counters written
+    /// before merchants existed are `default`'s.
+    pub fn query_merchant(
+        &self,
+        merchant: &str,
+        default: &Scope,
+        flow: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<MerchantTotals, StoreError> {
+        let mut totals = MerchantTotals::default();
+        self.scan(flow, from_hour, to_hour, |c| {
+            let (m, number) = c
+                .scope
+                .unwrap_or((default.merchant.as_str(), default.number.as_str()));
+            if m != merchant {
+                return;
+            }
+            totals.all.absorb(c.hour, c.metric, c.count);
+            totals
+                .numbers
+                .entry(number.to_owned())
+                .or_default()
+                .absorb(c.hour, c.metric, c.count);
+        })?;
         Ok(totals)
     }
 }
@@ -275,6 +364,10 @@ mod tests {
 
     fn at(hour: i64, minute: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(hour * 3600 + minute * 60, 0).expect("valid time")
+    }
+
+    fn sc() -> Scope {
+        Scope::new("default", "sandbox")
     }
 
     fn store() -> (tempfile::TempDir, StatsStore) {
@@ -290,16 +383,19 @@ mod tests {
     #[test]
     fn counts_sum_per_flow_and_hour_range() {
         let (_dir, s) = store();
-        s.count("a", Metric::Started, at(100, 5), 1).expect("count");
-        s.count("a", Metric::Started, at(100, 59), 2)
+        s.count(&sc(), "a", Metric::Started, at(100, 5), 1)
             .expect("count");
-        s.count("a", Metric::Started, at(101, 0), 4).expect("count");
-        s.count("b", Metric::Started, at(100, 1), 8).expect("count");
-        s.count("a", Metric::Outcome("verified"), at(100, 7), 1)
+        s.count(&sc(), "a", Metric::Started, at(100, 59), 2)
             .expect("count");
-        s.count("b", Metric::Failure(Some(131026)), at(100, 7), 3)
+        s.count(&sc(), "a", Metric::Started, at(101, 0), 4)
             .expect("count");
-        s.count("b", Metric::Failure(None), at(100, 7), 1)
+        s.count(&sc(), "b", Metric::Started, at(100, 1), 8)
+            .expect("count");
+        s.count(&sc(), "a", Metric::Outcome("verified"), at(100, 7), 1)
+            .expect("count");
+        s.count(&sc(), "b", Metric::Failure(Some(131026)), at(100, 7), 3)
+            .expect("count");
+        s.count(&sc(), "b", Metric::Failure(None), at(100, 7), 1)
             .expect("count");
         let a = s.query(Some("a"), 100, 101).expect("query");
         assert_eq!(a.started, 3);
@@ -317,21 +413,61 @@ mod tests {
     #[test]
     fn a_flow_that_prefixes_another_is_not_mixed_up() {
         let (_dir, s) = store();
-        s.count("sign", Metric::Started, at(5, 0), 1)
+        s.count(&sc(), "sign", Metric::Started, at(5, 0), 1)
             .expect("count");
-        s.count("signup", Metric::Started, at(5, 0), 10)
+        s.count(&sc(), "signup", Metric::Started, at(5, 0), 10)
             .expect("count");
         assert_eq!(s.query(Some("sign"), 5, 6).expect("query").started, 1);
         assert_eq!(s.query(Some("signup"), 5, 6).expect("query").started, 10);
     }
 
     #[test]
+    fn merchants_and_numbers_are_counted_apart_and_old_counters_are_the_defaults() {
+        let (_dir, s) = store();
+        let a1 = Scope::new("a", "1");
+        let a2 = Scope::new("a", "2");
+        let b3 = Scope::new("b", "3");
+        s.count(&a1, "f", Metric::Started, at(7, 0), 1)
+            .expect("count");
+        s.count(&a2, "f", Metric::Started, at(7, 0), 2)
+            .expect("count");
+        s.count(&a2, "g", Metric::Verified, at(7, 0), 4)
+            .expect("count");
+        s.count(&b3, "f", Metric::Started, at(7, 0), 8)
+            .expect("count");
+        // As a version without merchants wrote it.
+        let mut old = vec![COUNTER];
+        old.extend_from_slice(&7i64.to_be_bytes());
+        old.extend_from_slice(b"f\0started");
+        s.tree.insert(old, &16u64.to_be_bytes()).expect("insert");
+
+        let a = s.query_merchant("a", &b3, None, 7, 8).expect("query");
+        assert_eq!((a.all.started, a.all.verified), (3, 4));
+        assert_eq!(a.numbers.len(), 2);
+        assert_eq!(a.numbers["1"].started, 1);
+        assert_eq!((a.numbers["2"].started, a.numbers["2"].verified), (2, 4));
+        let a_f = s.query_merchant("a", &b3, Some("f"), 7, 8).expect("query");
+        assert_eq!((a_f.all.started, a_f.all.verified), (3, 0));
+        // The old counter is the default scope's (here b/3).
+        let b = s.query_merchant("b", &b3, None, 7, 8).expect("query");
+        assert_eq!(b.all.started, 24);
+        assert_eq!(b.numbers.keys().collect::<Vec<_>>(), ["3"]);
+        assert_eq!(
+            s.query_merchant("c", &b3, None, 7, 8).expect("query"),
+            MerchantTotals::default()
+        );
+        assert_eq!(s.query(None, 7, 8).expect("query").started, 27);
+    }
+
+    #[test]
     fn huge_counts_saturate_instead_of_wrapping() {
         let (_dir, s) = store();
-        s.count("a", Metric::CodeSent, at(1, 0), u64::MAX - 1)
+        s.count(&sc(), "a", Metric::CodeSent, at(1, 0), u64::MAX - 1)
             .expect("count");
-        s.count("a", Metric::CodeSent, at(1, 0), 5).expect("count");
-        s.count("a", Metric::CodeSent, at(2, 0), 5).expect("count");
+        s.count(&sc(), "a", Metric::CodeSent, at(1, 0), 5)
+            .expect("count");
+        s.count(&sc(), "a", Metric::CodeSent, at(2, 0), 5)
+            .expect("count");
         assert_eq!(s.query(None, 0, 10).expect("query").code_sent, u64::MAX);
     }
 

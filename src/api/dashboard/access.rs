@@ -4,6 +4,9 @@
 //! valid one minute) that turns into a cookie session — how a headless browser gets in without
 //! the key ever appearing in a URL.
 //!
+//! A login, a link and the session they open all belong to the merchant whose key made them:
+//! the page shows that merchant's figures only.
+//!
 //! The API key itself is never stored or put in a cookie. Tokens are kept in memory only as
 //! their SHA-256 digests (a memory dump yields nothing usable), and die with the process:
 //! after a restart people log in again.
@@ -35,35 +38,50 @@ fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// Live tokens of one kind, by digest, with their expiry.
+/// A live token: its expiry and the merchant it belongs to.
+#[derive(Debug)]
+struct Grant {
+    expires: Instant,
+    merchant: String,
+}
+
+/// Live tokens of one kind, by digest.
 #[derive(Debug, Default)]
-struct Tokens(Mutex<HashMap<Digest32, Instant>>);
+struct Tokens(Mutex<HashMap<Digest32, Grant>>);
 
 impl Tokens {
-    fn issue(&self, ttl: Duration) -> String {
+    fn issue(&self, ttl: Duration, merchant: &str) -> String {
         let token = new_token();
         let now = Instant::now();
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, expires| *expires > now);
+        map.retain(|_, g| g.expires > now);
         if map.len() >= MAX_TOKENS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, g)| g.expires).map(|(k, _)| *k) {
                 map.remove(&oldest);
             }
         }
-        map.insert(digest(&token), now + ttl);
+        map.insert(
+            digest(&token),
+            Grant {
+                expires: now + ttl,
+                merchant: merchant.to_owned(),
+            },
+        );
         token
     }
 
-    fn valid(&self, token: &str) -> bool {
+    fn valid(&self, token: &str) -> Option<String> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&digest(token))
-            .is_some_and(|expires| *expires > Instant::now())
+            .filter(|g| g.expires > Instant::now())
+            .map(|g| g.merchant.clone())
     }
 
-    fn take(&self, token: &str) -> bool {
+    fn take(&self, token: &str) -> Option<String> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&digest(token))
-            .is_some_and(|expires| expires > Instant::now())
+            .filter(|g| g.expires > Instant::now())
+            .map(|g| g.merchant)
     }
 }
 
@@ -75,12 +93,13 @@ pub struct DashboardAccess {
 }
 
 impl DashboardAccess {
-    /// Starts a session; the returned token goes into the cookie.
-    pub fn open_session(&self) -> String {
-        self.sessions.issue(SESSION_TTL)
+    /// Starts a session of `merchant`; the returned token goes into the cookie.
+    pub fn open_session(&self, merchant: &str) -> String {
+        self.sessions.issue(SESSION_TTL, merchant)
     }
 
-    pub fn session_valid(&self, token: &str) -> bool {
+    /// The merchant of a live session.
+    pub fn session_merchant(&self, token: &str) -> Option<String> {
         self.sessions.valid(token)
     }
 
@@ -88,13 +107,13 @@ impl DashboardAccess {
         self.sessions.take(token);
     }
 
-    /// A token for one `GET /dashboard/once/{token}`.
-    pub fn new_link(&self) -> String {
-        self.links.issue(LINK_TTL)
+    /// A token for one `GET /dashboard/once/{token}`, opening a session of `merchant`.
+    pub fn new_link(&self, merchant: &str) -> String {
+        self.links.issue(LINK_TTL, merchant)
     }
 
-    /// Uses up a one-time link; true only the first time, and only while it is fresh.
-    pub fn redeem_link(&self, token: &str) -> bool {
+    /// Uses up a one-time link: its merchant the first time, while it is fresh; `None` after.
+    pub fn redeem_link(&self, token: &str) -> Option<String> {
         self.links.take(token)
     }
 }
@@ -130,22 +149,24 @@ mod tests {
     #[test]
     fn sessions_are_valid_until_closed_and_only_their_own_token_works() {
         let access = DashboardAccess::default();
-        let token = access.open_session();
+        let token = access.open_session("a");
         assert_eq!(token.len(), 64);
-        assert!(access.session_valid(&token));
-        assert!(!access.session_valid("0000"));
-        assert!(!access.session_valid(""));
+        assert_eq!(access.session_merchant(&token).as_deref(), Some("a"));
+        let other = access.open_session("b");
+        assert_eq!(access.session_merchant(&other).as_deref(), Some("b"));
+        assert_eq!(access.session_merchant("0000"), None);
+        assert_eq!(access.session_merchant(""), None);
         access.close_session(&token);
-        assert!(!access.session_valid(&token));
+        assert_eq!(access.session_merchant(&token), None);
     }
 
     #[test]
     fn a_link_works_once_and_is_not_a_session() {
         let access = DashboardAccess::default();
-        let link = access.new_link();
-        assert!(!access.session_valid(&link));
-        assert!(access.redeem_link(&link));
-        assert!(!access.redeem_link(&link));
+        let link = access.new_link("a");
+        assert_eq!(access.session_merchant(&link), None);
+        assert_eq!(access.redeem_link(&link).as_deref(), Some("a"));
+        assert_eq!(access.redeem_link(&link), None);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! /dashboard/logout`, `POST /dashboard/link` (Bearer key → a one-time path) and
 //! `GET /dashboard/once/{token}`. Pages are sent with `no-store` and a CSP that allows no
 //! script, so the figures are never cached and injected markup could not run.
+//!
+//! The page shows the merchant of the key that logged in (or of the Bearer key): its funnel,
+//! all its numbers together and per number. A session whose merchant a tenants reload removed
+//! is logged out.
 
 pub mod access;
 pub mod page;
@@ -14,12 +18,14 @@ use super::auth::{require_key, retry_after_secs, KeyCheck};
 use super::error::ApiError;
 use super::sessions::ApiState;
 use crate::api::stats::HourRange;
+use crate::tenants::Merchant;
 use access::{cleared_cookie, cookie_value, session_cookie, DashboardAccess, COOKIE, LINK_TTL};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::Utc;
 use page::Window;
 use serde::Deserialize;
+use std::sync::Arc;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(show))
@@ -52,30 +58,31 @@ fn session_token(req: &HttpRequest) -> Option<String> {
     cookie_value(header, COOKIE).map(str::to_owned)
 }
 
-/// Whether the request holds a live session or a key; a client made to wait for its wrong keys
-/// gets its 429.
+/// The merchant of the request's live session or key (`None`: neither); a client made to wait
+/// for its wrong keys gets its 429.
 fn authorized(
     req: &HttpRequest,
     state: &ApiState,
     access: &DashboardAccess,
-) -> Result<bool, ApiError> {
-    if session_token(req).is_some_and(|t| access.session_valid(&t)) {
-        return Ok(true);
+) -> Result<Option<Arc<Merchant>>, ApiError> {
+    if let Some(id) = session_token(req).and_then(|t| access.session_merchant(&t)) {
+        // A merchant removed since the login sees nothing.
+        return Ok(state.api_keys.tenants().current().merchant(&id).cloned());
     }
     match require_key(req, &state.api_keys) {
-        Ok(()) => Ok(true),
+        Ok(merchant) => Ok(Some(merchant)),
         Err(e) if e.status == actix_web::http::StatusCode::TOO_MANY_REQUESTS => Err(e),
-        Err(_) => Ok(false),
+        Err(_) => Ok(None),
     }
 }
 
-/// A new session cookie and a redirect to the page.
-fn enter(req: &HttpRequest, access: &DashboardAccess) -> HttpResponse {
+/// A new session cookie of `merchant` and a redirect to the page.
+fn enter(req: &HttpRequest, access: &DashboardAccess, merchant: &str) -> HttpResponse {
     let secure = req.connection_info().scheme() == "https";
     html(HttpResponse::SeeOther())
         .insert_header((
             header::SET_COOKIE,
-            session_cookie(&access.open_session(), secure),
+            session_cookie(&access.open_session(merchant), secure),
         ))
         .insert_header((header::LOCATION, "/dashboard"))
         .finish()
@@ -86,9 +93,10 @@ async fn show(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> Result<HttpResponse, ApiError> {
-    if !authorized(&req, &state, &access)? {
+    let Some(merchant) = authorized(&req, &state, &access)? else {
         return Ok(login_form(actix_web::http::StatusCode::UNAUTHORIZED, None));
-    }
+    };
+    let default = state.runtime.tenants().current().default_scope();
     let now = Utc::now();
     let mut flow_ids: Vec<String> = state
         .runtime
@@ -102,26 +110,50 @@ async fn show(
     let mut windows = Vec::new();
     for (id, title, hours) in [("24h", "Last 24 hours", 24), ("7d", "Last 7 days", 24 * 7)] {
         let range = HourRange::last_hours(now, hours);
-        let all = stats
-            .query(None, range.from_hour, range.to_hour)
+        let mine = stats
+            .query_merchant(&merchant.id, &default, None, range.from_hour, range.to_hour)
             .map_err(ApiError::internal)?;
         let mut flows = Vec::with_capacity(flow_ids.len());
         for flow in &flow_ids {
             let t = stats
-                .query(Some(flow), range.from_hour, range.to_hour)
+                .query_merchant(
+                    &merchant.id,
+                    &default,
+                    Some(flow),
+                    range.from_hour,
+                    range.to_hour,
+                )
                 .map_err(ApiError::internal)?;
-            flows.push((flow.clone(), t));
+            flows.push((flow.clone(), t.all));
         }
+        let numbers = crate::api::stats::numbers_of(&merchant, &mine)
+            .into_iter()
+            .map(|(id, business, t)| {
+                (
+                    business.map_or_else(|| id.to_owned(), |b| format!("{b} ({id})")),
+                    t.into_owned(),
+                )
+            })
+            .collect();
         windows.push(Window {
             id,
             title,
             range,
-            all,
+            all: mine.all,
             flows,
+            numbers,
         });
     }
-    let templates = state.runtime.templates().all();
-    Ok(html(HttpResponse::Ok()).body(page::dashboard_page(&windows, &templates, now)))
+    // Template statuses are kept for the deployment as a whole, not per WhatsApp Business
+    // Account: shown only where the one merchant is the whole deployment.
+    let templates = (state.runtime.tenants().current().merchants().len() == 1)
+        .then(|| state.runtime.templates().all());
+    Ok(html(HttpResponse::Ok()).body(page::dashboard_page(
+        &merchant.id,
+        &windows,
+        templates.as_deref(),
+        now,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -136,7 +168,7 @@ async fn login(
     access: web::Data<DashboardAccess>,
 ) -> HttpResponse {
     match state.api_keys.check(&req, form.key.trim().as_bytes()) {
-        KeyCheck::Accepted => enter(&req, &access),
+        KeyCheck::Accepted(merchant) => enter(&req, &access, &merchant.id),
         KeyCheck::Refused => login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("That API key is not valid."),
@@ -173,8 +205,8 @@ async fn link(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> Result<HttpResponse, ApiError> {
-    require_key(&req, &state.api_keys)?;
-    let token = access.new_link();
+    let merchant = require_key(&req, &state.api_keys)?;
+    let token = access.new_link(&merchant.id);
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
@@ -188,8 +220,8 @@ async fn once(
     token: web::Path<String>,
     access: web::Data<DashboardAccess>,
 ) -> HttpResponse {
-    if access.redeem_link(&token) {
-        enter(&req, &access)
+    if let Some(merchant) = access.redeem_link(&token) {
+        enter(&req, &access, &merchant)
     } else {
         login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,

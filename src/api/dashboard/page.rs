@@ -1,5 +1,6 @@
-//! The dashboard's HTML: a login form, and the page with one section per time window (funnels
-//! per flow, rates, latencies, top failure reasons, sessions per hour).
+//! The dashboard's HTML: a login form, and the page of one merchant with one section per time
+//! window (funnels per flow and per number, rates, latencies, top failure reasons, sessions per
+//! hour).
 //!
 //! Server-rendered strings, no JavaScript. Every value from outside (flow ids, outcomes, limit
 //! reasons) is escaped; every rate tolerates a zero denominator.
@@ -24,6 +25,8 @@ pub struct Window {
     pub all: Totals,
     /// Each loaded flow, by id.
     pub flows: Vec<(String, Totals)>,
+    /// Each of the merchant's numbers, by the name shown.
+    pub numbers: Vec<(String, Totals)>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:72rem}\
@@ -204,7 +207,21 @@ fn section(html: &mut String, w: &Window) {
     if w.flows.is_empty() {
         html.push_str("<p class=\"muted\">No flows are loaded.</p>");
     }
-    html.push_str("</div><h3>Top failure reasons</h3>");
+    html.push_str("</div><h3>Funnel per number</h3><table class=\"numbers\"><thead><tr><th>Number</th><th>Started</th><th>Codes sent</th><th>Delivered</th><th>Verified</th><th>Conversion</th><th>Delivery</th></tr></thead><tbody>");
+    for (number, t) in &w.numbers {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(number),
+            thousands(t.started),
+            thousands(t.code_sent),
+            thousands(t.code_delivered),
+            thousands(t.verified),
+            percent(rate(t.verified, t.started)),
+            percent(rate(t.code_delivered, t.code_sent)),
+        );
+    }
+    html.push_str("</tbody></table><h3>Top failure reasons</h3>");
     failure_table(html, &w.all);
     html.push_str("</section>");
 }
@@ -239,21 +256,25 @@ fn template_table(html: &mut String, templates: &[crate::store::templates::Templ
 
 /// The dashboard page.
 pub fn dashboard_page(
+    merchant: &str,
     windows: &[Window],
-    templates: &[crate::store::templates::TemplateStatus],
+    templates: Option<&[crate::store::templates::TemplateStatus]>,
     generated: DateTime<Utc>,
 ) -> String {
     let mut html = head("waotp dashboard");
     let _ = write!(
         html,
-        "<h1>waotp — verification at a glance</h1><p class=\"muted\">Generated {}. Codes sent, delivered and read count code messages (a resend counts again); verified counts correct codes.</p>\
+        "<h1>waotp — verification at a glance</h1><p>Merchant <b data-merchant>{}</b></p><p class=\"muted\">Generated {}. Codes sent, delivered and read count code messages (a resend counts again); verified counts correct codes.</p>\
 <form method=\"post\" action=\"/dashboard/logout\"><button type=\"submit\">Log out</button></form>",
+        escape(merchant),
         escape(&generated.format("%Y-%m-%d %H:%M UTC").to_string())
     );
     for w in windows {
         section(&mut html, w);
     }
-    template_table(&mut html, templates);
+    if let Some(templates) = templates {
+        template_table(&mut html, templates);
+    }
     html.push_str("</body></html>");
     html
 }
@@ -272,6 +293,7 @@ mod tests {
             },
             all,
             flows,
+            numbers: vec![("+15550001 (1)".into(), Totals::default())],
         }
     }
 
@@ -289,28 +311,30 @@ mod tests {
             }
         };
         let page = dashboard_page(
+            "default",
             &[],
-            &[
+            Some(&[
                 status("cod_order_summary", "PAUSED", Some("NONE")),
                 status("<b>x</b>", "REJECTED", Some("INVALID_FORMAT")),
-            ],
+            ]),
             DateTime::default(),
         );
         assert!(page.contains("<tr class=\"bad\"><td>cod_order_summary</td><td>en</td><td>paused</td><td>—</td><td>yellow</td>"));
         assert!(page.contains("<td>rejected</td><td>INVALID_FORMAT</td>"));
         assert!(!page.contains("<b>x</b>"));
-        let none = dashboard_page(&[], &[], DateTime::default());
+        let none = dashboard_page("default", &[], Some(&[]), DateTime::default());
         assert!(none.contains("No template status known yet"));
     }
 
     #[test]
     fn an_empty_database_renders_zeros_and_dashes() {
         let page = dashboard_page(
+            "default",
             &[window(
                 Totals::default(),
                 vec![("f".into(), Totals::default())],
             )],
-            &[],
+            Some(&[]),
             DateTime::default(),
         );
         assert!(
@@ -331,8 +355,9 @@ mod tests {
         t.outcomes.insert("<img src=x>".into(), 1);
         t.failures.insert(Some(131026), u64::MAX);
         let page = dashboard_page(
+            "default",
             &[window(t.clone(), vec![("<script>x</script>".into(), t)])],
-            &[],
+            Some(&[]),
             DateTime::default(),
         );
         assert!(!page.contains("<img") && !page.contains("<script"));
