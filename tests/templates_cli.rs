@@ -502,7 +502,7 @@ async fn with_a_tenants_file_the_commands_work_on_the_merchant_named() {
     let file = two_merchants(dir.path()).display().to_string();
     let graph = Graph::start().await;
     let run = |args: &'static [&'static str]| {
-        let vars = vec![
+        let vars = [
             ("WAOTP_TENANTS", file.clone()),
             ("WAOTP_GRAPH_URL", graph.url()),
             ("ALPHA_TOKEN", ACCESS_TOKEN.to_owned()),

@@ -177,7 +177,7 @@ fn templates_of(
     store
         .all()
         .into_iter()
-        .filter(|t| t.waba.as_deref().is_none_or(|w| !named.contains(w)))
+        .filter(|t| t.waba.as_deref().map_or(true, |w| !named.contains(w)))
         .collect()
 }
 
