@@ -375,7 +375,8 @@ async fn flagged_and_reinstated_are_events_not_statuses_as_meta_documents_them()
     server.kill9();
 }
 
-/// Two sending merchants with an account each: `alpha` (the fake's account) and `beta`.
+/// Two sending merchants with an account each: `alpha` (the fake's account, every bundled
+/// flow) and `beta` (the cash-on-delivery flow only).
 const BETA_WABA: &str = "202290129340399";
 const ALPHA_KEY: &str = "alpha-api-key";
 const BETA_KEY: &str = "beta-api-key";
@@ -388,6 +389,10 @@ fn two_accounts(
 ) -> HashMap<String, String> {
     let digest = |k: &str| waotp::tenants::KeyDigest::of(k.as_bytes()).hex();
     let flows = bundled_flows().display().to_string();
+    let cod = bundled_flows()
+        .join("cod_confirmation.toml")
+        .display()
+        .to_string();
     let file = dir.join("tenants.toml");
     let text = format!(
         r#"[[merchant]]
@@ -410,7 +415,7 @@ api_keys = ["sha256:{}"]
 callback_url = "{}"
 callback_secret_env = "BETA_SECRET"
 hook_base_url = "{}"
-flows = {flows:?}
+flow_files = [{cod:?}]
 waba_id = "{BETA_WABA}"
 
 [[merchant.number]]
@@ -537,13 +542,22 @@ async fn a_template_paused_in_one_merchants_account_blocks_only_that_merchant() 
         "beta hears nothing of alpha's account"
     );
 
-    // Each dashboard shows its merchant's account only.
+    // Each dashboard shows its merchant's account and flows only.
     let paused_row = "<tr class=\"bad\"><td>cod_order_summary</td><td>en</td><td>paused</td>";
     let page = dashboard(&server.api, ALPHA_KEY).await;
     assert!(page.contains(paused_row), "{page}");
+    assert!(
+        page.contains(r#"data-flow="signup_verification""#),
+        "{page}"
+    );
     let page = dashboard(&server.api, BETA_KEY).await;
     assert!(page.contains("WhatsApp templates"), "{page}");
     assert!(!page.contains(paused_row), "{page}");
+    assert!(page.contains(r#"data-flow="cod_confirmation""#), "{page}");
+    assert!(
+        !page.contains(r#"data-flow="signup_verification""#),
+        "{page}"
+    );
     server.kill9();
 
     // Requiring approved templates refuses the start for beta, whose account lacks them, and
