@@ -151,6 +151,24 @@ async fn the_tenants_file_is_reloaded_when_it_changes_and_on_sighup() {
     let reloads = count_lines(&server, "tenants file reloaded");
     write(&file, &tenants_text(&[FIRST]));
     wait_reloads(&server, reloads).await;
+    // The log line comes just before the new registry is put in place: wait for the API to
+    // refuse the number too (a read that stores nothing).
+    eventually("the removed number to be refused", || async {
+        let res = server
+            .api
+            .http
+            .get(format!(
+                "{}/v1/sandbox/messages?to=%2B919800000003&from={SECOND}",
+                server.api.base
+            ))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("listing");
+        res.status() == 400
+            && res.json::<Value>().await.expect("json")["error"]["code"] == "unknown_number"
+    })
+    .await;
     let unknown_before = unknown_number_total(&server.api.metrics().await);
     let stored_before = sessions(&server, None).await.len();
     keyword(&server, SECOND, "919800000003").await;
