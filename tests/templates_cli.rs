@@ -458,8 +458,9 @@ fn the_help_says_where_the_token_comes_from_and_what_the_exit_codes_mean() {
     }
 }
 
-/// A tenants file of two sending merchants: `alpha` (account [`WABA_ID`], only the
-/// cash-on-delivery flow) and `beta` (another account, every bundled flow).
+/// A tenants file of two sending merchants, `alpha` (account [`WABA_ID`], only the
+/// cash-on-delivery flow) and `beta` (another account, every bundled flow), and `delta` (no
+/// account, a number in sandbox mode).
 fn two_merchants(dir: &std::path::Path) -> std::path::PathBuf {
     let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let digest = |k: &str| waotp::tenants::KeyDigest::of(k.as_bytes()).hex();
@@ -485,10 +486,18 @@ waba_id = "999999999"
 [[merchant.number]]
 phone_number_id = "2001"
 access_token_env = "BETA_TOKEN"
+
+[[merchant]]
+id = "delta"
+flows = {:?}
+
+[[merchant.number]]
+phone_number_id = "3001"
 "#,
         digest("alpha-key"),
         flows.join("cod_confirmation.toml").display().to_string(),
         digest("beta-key"),
+        flows.display().to_string(),
         flows.display().to_string(),
     );
     let path = dir.join("tenants.toml");
@@ -519,13 +528,21 @@ async fn with_a_tenants_file_the_commands_work_on_the_merchant_named() {
     let (code, _, err) = run(&["templates", "list"]).await.expect("joined");
     assert_eq!(code, Some(2));
     assert!(err.contains("--merchant"), "{err}");
-    assert!(err.contains("alpha, beta"), "{err}");
+    assert!(err.contains("alpha, beta, delta"), "{err}");
     let (code, _, err) = run(&["templates", "check", "--merchant", "gamma"])
         .await
         .expect("joined");
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("no merchant `gamma`") && err.contains("alpha, beta"),
+        err.contains("no merchant `gamma`") && err.contains("alpha, beta, delta"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["templates", "check", "--merchant", "delta"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("merchant `delta` has no waba_id and no number with an access token"),
         "{err}"
     );
 

@@ -52,6 +52,8 @@ impl std::fmt::Debug for Account<'_> {
 /// use.
 #[derive(Debug)]
 pub struct Target {
+    /// The tenants file's merchant, when the target is one.
+    pub merchant: Option<String>,
     pub flows: FlowSource,
     pub waba_id: Option<String>,
     pub token: Option<SecretString>,
@@ -72,6 +74,7 @@ impl Target {
     ) -> Result<Target, u8> {
         let token = token.map(|t| SecretString::from(t.to_owned()));
         let from_env = |dir: &Path| Target {
+            merchant: None,
             flows: FlowSource::Dir(dir.to_path_buf()),
             waba_id: waba_id.map(str::to_owned),
             token: token.clone(),
@@ -134,6 +137,7 @@ impl Target {
             return Err(USAGE);
         };
         Ok(Target {
+            merchant: Some(m.id.clone()),
             flows: m.flows.clone(),
             waba_id: m.waba_id.clone().or_else(|| waba_id.map(str::to_owned)),
             token: m
@@ -278,6 +282,21 @@ fn verdicts(
 ) -> Result<(Vec<Verdict>, TemplateClient, tokio::runtime::Runtime), u8> {
     let account = target.account(graph_url);
     let wanted = needed(&target.flows, err)?;
+    if let Some(merchant) = &target.merchant {
+        let missing = match (account.waba_id, account.token) {
+            (None, None) => Some("no waba_id and no number with an access token"),
+            (None, Some(_)) => Some("no waba_id"),
+            (Some(_), None) => Some("no number with an access token (access_token_env)"),
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            let _ = writeln!(
+                err,
+                "waotp templates {command}: merchant `{merchant}` has {missing} in the tenants file"
+            );
+            return Err(USAGE);
+        }
+    }
     let client = client(&account, command, err)?;
     let rt = runtime(err)?;
     let remote = rt.block_on(client.list()).map_err(|e| {
