@@ -205,14 +205,23 @@ impl Application {
             );
         }
         if !settings.sandbox() {
-            crate::templates::status::check_at_start(
-                &settings,
-                &runtime.flows().current(),
-                &store,
-                &metrics,
-            )
-            .await
-            .map_err(ConfigurationError)?;
+            use crate::templates::status::{check_at_start, MerchantTemplates};
+            let registry = tenants.current();
+            // Statuses stored before accounts were kept are the default merchant's account's.
+            let default_scope = registry.default_scope();
+            if let Some(waba) = registry
+                .merchant(&default_scope.merchant)
+                .and_then(|m| m.waba_id.as_deref())
+            {
+                store
+                    .templates()
+                    .adopt_unowned(waba)
+                    .context("giving stored template statuses their account")?;
+            }
+            let merchants = MerchantTemplates::of(&registry, |m| runtime.flows_of(m).current());
+            check_at_start(&settings, &merchants, &store, &metrics)
+                .await
+                .map_err(ConfigurationError)?;
         }
         if settings.access_token.is_some() && settings.phone_number_id.is_none() {
             return Err(ConfigurationError(
@@ -267,7 +276,7 @@ impl Application {
         let template_watch = Arc::new(crate::templates::status::TemplateWatch::new(
             store.clone(),
             metrics.clone(),
-            settings.callback_url.clone(),
+            tenants.clone(),
             runtime.outbox_wake.clone(),
         ));
         let webhook = WebhookState {

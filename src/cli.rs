@@ -111,6 +111,10 @@ check and push read the account from WAOTP_WABA_ID (or --waba-id) and the token 
 WAOTP_ACCESS_TOKEN (environment only; a system user's token with whatsapp_business_management).
 The token is never printed.
 
+With WAOTP_TENANTS set and no DIR, they work on one merchant of the tenants file (--merchant ID,
+required when it declares several): its flows, its waba_id and the token of its first number
+that has one.
+
 Exit codes: 0 done; 1 a flow cannot run (check), a Graph API call failed or a template was not
 created (push); 2 bad usage, missing settings or invalid flow files.";
 
@@ -121,18 +125,20 @@ pub enum TemplatesCommand {
     /// `POST /{WABA-ID}/message_templates` (templates whose content is missing are named on
     /// stderr).
     List {
-        /// Flows directory.
-        #[arg(default_value = "flows")]
-        dir: PathBuf,
+        /// Flows directory (default `flows`; with WAOTP_TENANTS, the merchant's flows).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        tenant: TenantArgs,
     },
     /// Compare the flows' templates with the WhatsApp Business Account's: missing, pending,
     /// approved, rejected (with Meta's reason), paused, disabled or different, per template and
     /// language. Exits 1 when a flow cannot run.
     #[command(after_help = TEMPLATES_HELP)]
     Check {
-        /// Flows directory.
-        #[arg(default_value = "flows")]
-        dir: PathBuf,
+        /// Flows directory (default `flows`; with WAOTP_TENANTS, the merchant's flows).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        tenant: TenantArgs,
         #[command(flatten)]
         account: AccountArgs,
     },
@@ -140,15 +146,46 @@ pub enum TemplatesCommand {
     /// that exist are never edited without --update.
     #[command(after_help = TEMPLATES_HELP)]
     Push {
-        /// Flows directory.
-        #[arg(default_value = "flows")]
-        dir: PathBuf,
+        /// Flows directory (default `flows`; with WAOTP_TENANTS, the merchant's flows).
+        dir: Option<PathBuf>,
         /// Also edit existing templates whose content differs from the flow files.
         #[arg(long)]
         update: bool,
         #[command(flatten)]
+        tenant: TenantArgs,
+        #[command(flatten)]
         account: AccountArgs,
     },
+}
+
+/// The merchant of a tenants file a templates command works on.
+#[derive(Debug, clap::Args)]
+pub struct TenantArgs {
+    /// With WAOTP_TENANTS: the merchant whose flows, waba_id and token are used (required when
+    /// the file declares several merchants).
+    #[arg(long)]
+    merchant: Option<String>,
+    /// The tenants file (read from the environment only).
+    #[arg(skip = std::env::var_os("WAOTP_TENANTS").filter(|t| !t.is_empty()).map(PathBuf::from))]
+    tenants: Option<PathBuf>,
+}
+
+impl TenantArgs {
+    fn target(
+        &self,
+        dir: Option<&std::path::Path>,
+        account: Option<&AccountArgs>,
+        err: &mut dyn std::io::Write,
+    ) -> Result<crate::templates::cli::Target, u8> {
+        crate::templates::cli::Target::resolve(
+            self.tenants.as_deref(),
+            self.merchant.as_deref(),
+            dir,
+            account.and_then(|a| a.waba_id.as_deref()),
+            account.and_then(|a| a.token.as_deref()),
+            err,
+        )
+    }
 }
 
 /// `waotp tenants …`.
@@ -179,16 +216,6 @@ pub struct AccountArgs {
     /// Graph API token (read from the environment only).
     #[arg(skip = std::env::var("WAOTP_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
     token: Option<String>,
-}
-
-impl AccountArgs {
-    fn account(&self) -> crate::templates::cli::Account<'_> {
-        crate::templates::cli::Account {
-            graph_url: &self.graph_url,
-            waba_id: self.waba_id.as_deref(),
-            token: self.token.as_deref(),
-        }
-    }
 }
 
 fn parse_var(raw: &str) -> Result<(String, String), String> {
@@ -243,15 +270,31 @@ pub fn run() -> ExitCode {
         Command::Schema { markdown: true } => flow_cli::schema_markdown(out),
         Command::Graph { flow, dir } => flow_cli::graph(&dir, &flow, out, err),
         Command::Templates { action } => match action {
-            TemplatesCommand::List { dir } => crate::templates::cli::list(&dir, out, err),
-            TemplatesCommand::Check { dir, account } => {
-                crate::templates::cli::check(&dir, &account.account(), out, err)
+            TemplatesCommand::List { dir, tenant } => {
+                match tenant.target(dir.as_deref(), None, err) {
+                    Ok(target) => crate::templates::cli::list(&target.flows, out, err),
+                    Err(code) => code,
+                }
             }
+            TemplatesCommand::Check {
+                dir,
+                tenant,
+                account,
+            } => match tenant.target(dir.as_deref(), Some(&account), err) {
+                Ok(target) => crate::templates::cli::check(&target, &account.graph_url, out, err),
+                Err(code) => code,
+            },
             TemplatesCommand::Push {
                 dir,
                 update,
+                tenant,
                 account,
-            } => crate::templates::cli::push(&dir, &account.account(), update, out, err),
+            } => match tenant.target(dir.as_deref(), Some(&account), err) {
+                Ok(target) => {
+                    crate::templates::cli::push(&target, &account.graph_url, update, out, err)
+                }
+                Err(code) => code,
+            },
         },
         Command::Tenants { action } => match action {
             TenantsCommand::Check { file } => tenants::check(&file, out, err),

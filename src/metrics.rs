@@ -67,6 +67,8 @@ pub struct TemplateStateLabel {
     pub language: String,
     /// A status (`approved`, `paused`, …) or a quality score (`green`, `yellow`, …).
     pub state: String,
+    /// The WhatsApp Business Account of the template; empty (so absent) when unknown.
+    pub waba: String,
 }
 
 #[derive(Debug)]
@@ -348,6 +350,7 @@ impl Metrics {
     pub fn template_state(
         &self,
         quality: bool,
+        waba: Option<&str>,
         template: &str,
         language: &str,
         state: &str,
@@ -362,6 +365,7 @@ impl Metrics {
             template: template.to_owned(),
             language: language.to_owned(),
             state: state.to_ascii_lowercase(),
+            waba: waba.unwrap_or_default().to_owned(),
         };
         if let Some(previous) = previous.filter(|p| !p.eq_ignore_ascii_case(state)) {
             family.get_or_create(&label(previous)).set(0);

@@ -3,7 +3,8 @@
 //! per flow, or a refusal with `WAOTP_REQUIRE_APPROVED_TEMPLATES`), and
 //! `message_template_status_update` / `message_template_quality_update` webhooks shaped as Meta
 //! documents them — stored across a restart, exported as metrics, called back to the merchant,
-//! and ending a session whose template is paused instead of sending it.
+//! and ending a session whose template is paused instead of sending it; with two merchants of
+//! two WhatsApp Business Accounts, a pause at one account is the business of its merchant only.
 
 mod e2e_support;
 
@@ -98,7 +99,7 @@ async fn a_paused_template_is_stored_exported_called_back_and_ends_sessions_afte
     let metrics = server.api.metrics().await;
     assert!(
         metrics.contains(
-            r#"waotp_template_quality{template="cod_order_summary",language="en",state="green"} 1"#
+            r#"waotp_template_quality{template="cod_order_summary",language="en",state="green",waba="102290129340398"} 1"#
         ),
         "{metrics}"
     );
@@ -113,12 +114,12 @@ async fn a_paused_template_is_stored_exported_called_back_and_ends_sessions_afte
     let metrics = server.api.metrics().await;
     assert!(
         metrics.contains(
-            r#"waotp_template_status{template="cod_order_summary",language="en",state="paused"} 1"#
+            r#"waotp_template_status{template="cod_order_summary",language="en",state="paused",waba="102290129340398"} 1"#
         ),
         "{metrics}"
     );
     assert!(metrics.contains(
-        r#"waotp_template_status{template="cod_order_summary",language="en",state="approved"} 0"#
+        r#"waotp_template_status{template="cod_order_summary",language="en",state="approved",waba="102290129340398"} 0"#
     ));
     let dashboard = server
         .api
@@ -219,12 +220,12 @@ async fn rejections_and_quality_changes_are_called_back_as_meta_reports_them() {
     let metrics = server.api.metrics().await;
     assert!(
         metrics.contains(
-            r#"waotp_template_quality{template="cod_order_summary",language="en",state="yellow"} 1"#
+            r#"waotp_template_quality{template="cod_order_summary",language="en",state="yellow",waba="102290129340398"} 1"#
         ),
         "{metrics}"
     );
     assert!(metrics.contains(
-        r#"waotp_template_status{template="cod_order_summary",language="en",state="rejected"} 1"#
+        r#"waotp_template_status{template="cod_order_summary",language="en",state="rejected",waba="102290129340398"} 1"#
     ));
     let ids: std::collections::BTreeSet<String> = merchant
         .callbacks()
@@ -321,7 +322,7 @@ async fn flagged_and_reinstated_are_events_not_statuses_as_meta_documents_them()
     let metrics = server.api.metrics().await;
     assert!(
         metrics.contains(
-            r#"waotp_template_status{template="cod_order_summary",language="en",state="approved"} 1"#
+            r#"waotp_template_status{template="cod_order_summary",language="en",state="approved",waba="102290129340398"} 1"#
         ),
         "{metrics}"
     );
@@ -372,4 +373,202 @@ async fn flagged_and_reinstated_are_events_not_statuses_as_meta_documents_them()
     let metrics = server.api.metrics().await;
     assert!(!metrics.contains(r#"state="reinstated""#), "{metrics}");
     server.kill9();
+}
+
+/// Two sending merchants with an account each: `alpha` (the fake's account, every bundled
+/// flow) and `beta` (the cash-on-delivery flow only).
+const BETA_WABA: &str = "202290129340399";
+const ALPHA_KEY: &str = "alpha-api-key";
+const BETA_KEY: &str = "beta-api-key";
+
+fn two_accounts(
+    dir: &std::path::Path,
+    graph: &Graph,
+    alpha: &Merchant,
+    beta: &Merchant,
+) -> HashMap<String, String> {
+    let digest = |k: &str| waotp::tenants::KeyDigest::of(k.as_bytes()).hex();
+    let flows = bundled_flows().display().to_string();
+    let cod = bundled_flows()
+        .join("cod_confirmation.toml")
+        .display()
+        .to_string();
+    let file = dir.join("tenants.toml");
+    let text = format!(
+        r#"[[merchant]]
+id = "alpha"
+api_keys = ["sha256:{}"]
+callback_url = "{}"
+callback_secret_env = "ALPHA_SECRET"
+hook_base_url = "{}"
+flows = {flows:?}
+waba_id = "{WABA_ID}"
+
+[[merchant.number]]
+phone_number_id = "{PHONE_NUMBER_ID}"
+business_number = "{BUSINESS_NUMBER}"
+access_token_env = "ALPHA_TOKEN"
+
+[[merchant]]
+id = "beta"
+api_keys = ["sha256:{}"]
+callback_url = "{}"
+callback_secret_env = "BETA_SECRET"
+hook_base_url = "{}"
+flow_files = [{cod:?}]
+waba_id = "{BETA_WABA}"
+
+[[merchant.number]]
+phone_number_id = "106540352242999"
+business_number = "+15550783999"
+access_token_env = "BETA_TOKEN"
+"#,
+        digest(ALPHA_KEY),
+        alpha.callback_url(),
+        alpha.hook_base(),
+        digest(BETA_KEY),
+        beta.callback_url(),
+        beta.hook_base(),
+    );
+    std::fs::write(&file, text).expect("tenants file");
+    [
+        ("WAOTP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WAOTP_DATA_DIR", dir.join("data").display().to_string()),
+        ("WAOTP_TENANTS", file.display().to_string()),
+        ("WAOTP_APP_SECRET", APP_SECRET.to_owned()),
+        ("WAOTP_VERIFY_TOKEN", VERIFY_TOKEN.to_owned()),
+        ("WAOTP_GRAPH_URL", graph.url()),
+        ("ALPHA_TOKEN", ACCESS_TOKEN.to_owned()),
+        ("BETA_TOKEN", "EAAG-beta-token".to_owned()),
+        ("ALPHA_SECRET", CALLBACK_SECRET.to_owned()),
+        ("BETA_SECRET", "beta-callback-secret".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Starts `cod_confirmation` (its first message is the `cod_order_summary` template) with
+/// `key`; returns the session id.
+async fn start_cod(api: &Api, key: &str, customer: &str) -> String {
+    let res = api
+        .http
+        .post(format!("{}/v1/sessions", api.base))
+        .bearer_auth(key)
+        .json(
+            &json!({"flow": "cod_confirmation", "to": format!("+{customer}"),
+                      "vars": {"customer_name": "Asha", "order_id": "A-9", "total": "₹10"}}),
+        )
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// The session `id` once completed, read with the merchant's `key`.
+async fn wait_completed_as(api: &Api, key: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let res = api
+            .http
+            .get(format!("{}/v1/sessions/{id}", api.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("session");
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.expect("json");
+        if body["status"] == "completed" {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not completed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn dashboard(api: &Api, key: &str) -> String {
+    api.http
+        .get(format!("{}/dashboard", api.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("dashboard")
+        .text()
+        .await
+        .expect("page")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_paused_in_one_merchants_account_blocks_only_that_merchant() {
+    let graph = Graph::start().await;
+    let alpha = Merchant::start().await;
+    let beta = Merchant::start().await;
+    approve_all(&graph);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ChildServer::start(&two_accounts(dir.path(), &graph, &alpha, &beta), "info");
+
+    // The check at start read alpha's account.
+    let metrics = server.api.metrics().await;
+    assert!(
+        metrics.contains(r#"waotp_template_status{template="cod_order_summary",language="en",state="approved",waba="102290129340398"} 1"#),
+        "{metrics}"
+    );
+
+    // Meta pauses the template in alpha's account (the entry's id is the account).
+    server.api.webhook(status_update("PAUSED", "NONE")).await;
+    // Called back to alpha, signed with alpha's secret.
+    let cb = template_callback(&alpha, "template.status_updated").await;
+    assert_eq!(cb["template"]["status"], "paused");
+    assert_eq!(cb["template"]["waba_id"], WABA_ID);
+
+    // Alpha's send of it ends the session undelivered; beta's goes out.
+    let paused = start_cod(&server.api, ALPHA_KEY, "14155550901").await;
+    let done = wait_completed_as(&server.api, ALPHA_KEY, &paused).await;
+    assert_eq!(done["delivery_failure"], "template_paused", "{done}");
+    assert!(graph.sends_to("14155550901").is_empty());
+    start_cod(&server.api, BETA_KEY, "14155550902").await;
+    let sent = graph.wait_accepted("14155550902", 1).await;
+    assert_eq!(sent[0].0["template"]["name"], "cod_order_summary");
+    assert!(
+        beta.callbacks().iter().all(|r| !r.json()["type"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("template.")),
+        "beta hears nothing of alpha's account"
+    );
+
+    // Each dashboard shows its merchant's account and flows only.
+    let paused_row = "<tr class=\"bad\"><td>cod_order_summary</td><td>en</td><td>paused</td>";
+    let page = dashboard(&server.api, ALPHA_KEY).await;
+    assert!(page.contains(paused_row), "{page}");
+    assert!(
+        page.contains(r#"data-flow="signup_verification""#),
+        "{page}"
+    );
+    let page = dashboard(&server.api, BETA_KEY).await;
+    assert!(page.contains("WhatsApp templates"), "{page}");
+    assert!(!page.contains(paused_row), "{page}");
+    assert!(page.contains(r#"data-flow="cod_confirmation""#), "{page}");
+    assert!(
+        !page.contains(r#"data-flow="signup_verification""#),
+        "{page}"
+    );
+    server.kill9();
+
+    // Requiring approved templates refuses the start for beta, whose account lacks them, and
+    // says so of beta only.
+    let mut strict = two_accounts(dir.path(), &graph, &alpha, &beta);
+    strict.insert("WAOTP_REQUIRE_APPROVED_TEMPLATES".into(), "true".into());
+    let (code, stderr) = serve_until_exit(&strict).expect("the server refuses to start");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("merchant `beta`: WAOTP_REQUIRE_APPROVED_TEMPLATES is set and templates are not approved"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("merchant `alpha`"), "{stderr}");
 }

@@ -457,3 +457,141 @@ fn the_help_says_where_the_token_comes_from_and_what_the_exit_codes_mean() {
         assert!(!out.contains(ACCESS_TOKEN), "{args:?}: {out}");
     }
 }
+
+/// A tenants file of two sending merchants, `alpha` (account [`WABA_ID`], only the
+/// cash-on-delivery flow) and `beta` (another account, every bundled flow), and `delta` (no
+/// account, a number in sandbox mode).
+fn two_merchants(dir: &std::path::Path) -> std::path::PathBuf {
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let digest = |k: &str| waotp::tenants::KeyDigest::of(k.as_bytes()).hex();
+    let text = format!(
+        r#"[[merchant]]
+id = "alpha"
+api_keys = ["sha256:{}"]
+callback_secret_env = "SHOP_SECRET"
+flow_files = [{:?}]
+waba_id = "{WABA_ID}"
+
+[[merchant.number]]
+phone_number_id = "1001"
+access_token_env = "ALPHA_TOKEN"
+
+[[merchant]]
+id = "beta"
+api_keys = ["sha256:{}"]
+callback_secret_env = "SHOP_SECRET"
+flows = {:?}
+waba_id = "999999999"
+
+[[merchant.number]]
+phone_number_id = "2001"
+access_token_env = "BETA_TOKEN"
+
+[[merchant]]
+id = "delta"
+flows = {:?}
+
+[[merchant.number]]
+phone_number_id = "3001"
+"#,
+        digest("alpha-key"),
+        flows.join("cod_confirmation.toml").display().to_string(),
+        digest("beta-key"),
+        flows.display().to_string(),
+        flows.display().to_string(),
+    );
+    let path = dir.join("tenants.toml");
+    std::fs::write(&path, text).expect("tenants file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_tenants_file_the_commands_work_on_the_merchant_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = two_merchants(dir.path()).display().to_string();
+    let graph = Graph::start().await;
+    let run = |args: &'static [&'static str]| {
+        let vars = [
+            ("WAOTP_TENANTS", file.clone()),
+            ("WAOTP_GRAPH_URL", graph.url()),
+            ("ALPHA_TOKEN", ACCESS_TOKEN.to_owned()),
+            ("BETA_TOKEN", "EAAG-beta-token".to_owned()),
+            ("SHOP_SECRET", "shop-secret".to_owned()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            run_with(args, &vars)
+        })
+    };
+
+    // Several merchants and none named: which?
+    let (code, _, err) = run(&["templates", "list"]).await.expect("joined");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--merchant"), "{err}");
+    assert!(err.contains("alpha, beta, delta"), "{err}");
+    let (code, _, err) = run(&["templates", "check", "--merchant", "gamma"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no merchant `gamma`") && err.contains("alpha, beta, delta"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["templates", "check", "--merchant", "delta"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("merchant `delta` has no waba_id and no number with an access token"),
+        "{err}"
+    );
+
+    // Alpha's flows only.
+    let (code, out, err) = run(&["templates", "list", "--merchant", "alpha"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(0), "{err}");
+    let names: std::collections::BTreeSet<String> = serde_json::from_str::<Value>(&out)
+        .expect("JSON")
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(names.contains("cod_order_summary"), "{names:?}");
+    assert!(
+        !names.contains("transaction_summary"),
+        "only alpha's flow: {names:?}"
+    );
+
+    // Alpha's account, with the token of alpha's number.
+    let (code, out, err) = run(&["templates", "check", "--merchant", "alpha"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(1), "nothing is in the account yet: {out}{err}");
+    assert!(
+        line_of(&out, "cod_order_summary", "en").contains("missing"),
+        "{out}"
+    );
+    let reads: Vec<_> = graph
+        .http
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/message_templates"))
+        .collect();
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert!(r.path.contains(&format!("/{WABA_ID}/")), "{}", r.path);
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {ACCESS_TOKEN}").as_str())
+        );
+    }
+    assert!(!err.contains(ACCESS_TOKEN) && !out.contains(ACCESS_TOKEN));
+
+    // A directory and a merchant at once is a usage error.
+    let (code, _, err) = run(&["templates", "list", "flows", "--merchant", "alpha"])
+        .await
+        .expect("joined");
+    assert_eq!(code, Some(2), "{err}");
+}

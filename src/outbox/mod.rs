@@ -738,11 +738,17 @@ impl Outbox {
         crate::flow::template_content::customer_text(flow.file(), name, language, &parameters, None)
     }
 
-    /// Refuses a template WhatsApp has paused or disabled (as last reported): sending it would
-    /// only fail, so the session takes its delivery-failure path with the reason
-    /// `template_paused` or `template_disabled`.
-    fn check_template(&self, name: &str, language: &str) -> Result<(), NotSent> {
-        let status = self.runtime.templates().get(name, language);
+    /// Refuses a template WhatsApp has paused or disabled (as last reported) in the account of
+    /// `scope`'s merchant: sending it would only fail, so the session takes its delivery-failure
+    /// path with the reason `template_paused` or `template_disabled`.
+    fn check_template(&self, scope: &Scope, name: &str, language: &str) -> Result<(), NotSent> {
+        let merchants = self.runtime.merchants();
+        let waba = merchants
+            .get_or_default(&scope.merchant)
+            .merchant
+            .waba_id
+            .as_deref();
+        let status = self.runtime.templates().get(waba, name, language);
         match status.as_ref().and_then(|s| s.blocked_reason()) {
             Some(reason) => Err(NotSent::Failed(reason.to_owned())),
             None => Ok(()),
@@ -780,7 +786,7 @@ impl Outbox {
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {
-                        self.check_template(&t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language)?;
                         template_of(t)
                     }
                     (true, None) => return Err(NotSent::OutsideWindow),
@@ -808,7 +814,7 @@ impl Outbox {
                 }
                 let outgoing = match (template, text) {
                     (Some(t), _) => {
-                        self.check_template(&t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language)?;
                         Outgoing::AuthenticationCode {
                             name: t.name.clone(),
                             language: t.language.clone(),

@@ -7,6 +7,11 @@
 //! a template could not be created; 2 bad usage, a missing account id or token, or invalid flow
 //! files. A Graph error that is the token's (HTTP 401, code 190, a missing permission) gets a
 //! line saying what to fix; the token itself is never printed.
+//!
+//! With a tenants file (`WAOTP_TENANTS`) and no flows directory given, the commands work on one
+//! merchant's templates ([`Target::resolve`]): `--merchant ID` (needed when the file declares
+//! several) names it; its flows, its `waba_id` and the token of its first number that has one
+//! are used.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +22,8 @@ use serde_json::{json, Value};
 
 use super::{compare, wanted, Standing, Verdict, Wanted};
 use crate::flow::cli::{FAILED, INVALID, OK, USAGE};
+use crate::flow::{load_dir, load_files, FlowSet, LoadError};
+use crate::tenants::FlowSource;
 use crate::whatsapp::errors::GraphError;
 use crate::whatsapp::templates::TemplateClient;
 
@@ -41,8 +48,141 @@ impl std::fmt::Debug for Account<'_> {
     }
 }
 
-fn needed(dir: &Path, err: &mut dyn Write) -> Result<Vec<Wanted>, u8> {
-    let flows = crate::flow::cli::load(dir, err)?;
+/// What a templates command works on: flows, and the account and token `check` and `push`
+/// use.
+#[derive(Debug)]
+pub struct Target {
+    /// The tenants file's merchant, when the target is one.
+    pub merchant: Option<String>,
+    pub flows: FlowSource,
+    pub waba_id: Option<String>,
+    pub token: Option<SecretString>,
+}
+
+impl Target {
+    /// The flows of `dir` (`flows` when not given) and the account of the environment; with a
+    /// tenants file and no `dir`, those of the merchant `merchant` names (or of the file's only
+    /// merchant): its flows, its `waba_id` (else `waba_id`) and the access token of its first
+    /// number that has one (else `token`). The exit code after printing why when there is none.
+    pub fn resolve(
+        tenants: Option<&Path>,
+        merchant: Option<&str>,
+        dir: Option<&Path>,
+        waba_id: Option<&str>,
+        token: Option<&str>,
+        err: &mut dyn Write,
+    ) -> Result<Target, u8> {
+        let token = token.map(|t| SecretString::from(t.to_owned()));
+        let from_env = |dir: &Path| Target {
+            merchant: None,
+            flows: FlowSource::Dir(dir.to_path_buf()),
+            waba_id: waba_id.map(str::to_owned),
+            token: token.clone(),
+        };
+        let file = match (tenants, merchant, dir) {
+            (_, None, Some(dir)) => return Ok(from_env(dir)),
+            (None, None, None) => return Ok(from_env(Path::new("flows"))),
+            (_, Some(_), Some(_)) => {
+                let _ = writeln!(
+                    err,
+                    "waotp templates: give a flows directory or --merchant, not both"
+                );
+                return Err(USAGE);
+            }
+            (None, Some(_), None) => {
+                let _ = writeln!(
+                    err,
+                    "waotp templates: --merchant needs the tenants file (set WAOTP_TENANTS)"
+                );
+                return Err(USAGE);
+            }
+            (Some(file), _, None) => file,
+        };
+        let registry = match crate::tenants::file::read(file, &|name| std::env::var(name).ok()) {
+            Ok(t) => t,
+            Err(errors) => {
+                let _ = writeln!(err, "{errors}");
+                return Err(INVALID);
+            }
+        };
+        let ids = || {
+            registry
+                .merchants()
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = match merchant {
+            Some(id) => registry.merchant(id),
+            None if registry.merchants().len() == 1 => registry.merchants().first(),
+            None => {
+                let _ = writeln!(
+                    err,
+                    "waotp templates: {} declares several merchants: choose one with --merchant ID (one of: {})",
+                    file.display(),
+                    ids()
+                );
+                return Err(USAGE);
+            }
+        };
+        let Some(m) = chosen else {
+            let _ = writeln!(
+                err,
+                "waotp templates: no merchant `{}` in {} (its merchants: {})",
+                merchant.unwrap_or_default(),
+                file.display(),
+                ids()
+            );
+            return Err(USAGE);
+        };
+        Ok(Target {
+            merchant: Some(m.id.clone()),
+            flows: m.flows.clone(),
+            waba_id: m.waba_id.clone().or_else(|| waba_id.map(str::to_owned)),
+            token: m
+                .numbers
+                .iter()
+                .find_map(|n| n.access_token.clone())
+                .or(token),
+        })
+    }
+
+    /// The account and token as [`Account`] gives them to the Graph client.
+    fn account<'a>(&'a self, graph_url: &'a str) -> Account<'a> {
+        use secrecy::ExposeSecret;
+        Account {
+            graph_url,
+            waba_id: self.waba_id.as_deref(),
+            token: self.token.as_ref().map(|t| t.expose_secret()),
+        }
+    }
+}
+
+/// The flows of `source`, or the exit code after printing why not: [`INVALID`] for invalid
+/// files, [`FAILED`] when they cannot be read.
+fn load(source: &FlowSource, err: &mut dyn Write) -> Result<FlowSet, u8> {
+    let loaded = match source {
+        FlowSource::Dir(dir) => load_dir(dir),
+        FlowSource::Files(files) => load_files(files),
+    };
+    match loaded {
+        Ok(set) => Ok(set),
+        Err(LoadError::Invalid(diags)) => {
+            for d in &diags {
+                let _ = writeln!(err, "{d}");
+            }
+            Err(INVALID)
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            Err(FAILED)
+        }
+    }
+}
+
+fn needed(flows: &FlowSource, err: &mut dyn Write) -> Result<Vec<Wanted>, u8> {
+    let flows = load(flows, err)?;
     wanted(&flows).map_err(|clashes| {
         for c in clashes {
             let _ = writeln!(err, "{c}");
@@ -62,8 +202,8 @@ fn content_missing(w: &Wanted, err: &mut dyn Write) {
 }
 
 /// `waotp templates list [DIR]`.
-pub fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let wanted = match needed(dir, err) {
+pub fn list(flows: &FlowSource, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let wanted = match needed(flows, err) {
         Ok(w) => w,
         Err(code) => return code,
     };
@@ -133,15 +273,31 @@ fn hint(e: &GraphError) -> Option<&'static str> {
 
 const AUTH_HINT: &str = "WhatsApp refused the access token: set WAOTP_ACCESS_TOKEN to a valid token (a system user's token with whatsapp_business_management)";
 
-/// The verdict on every template the flows of `dir` need; the exit code when there is none.
+/// The verdict on every template the target's flows need; the exit code when there is none.
 fn verdicts(
-    dir: &Path,
-    account: &Account<'_>,
+    target: &Target,
+    graph_url: &str,
     command: &str,
     err: &mut dyn Write,
 ) -> Result<(Vec<Verdict>, TemplateClient, tokio::runtime::Runtime), u8> {
-    let wanted = needed(dir, err)?;
-    let client = client(account, command, err)?;
+    let account = target.account(graph_url);
+    let wanted = needed(&target.flows, err)?;
+    if let Some(merchant) = &target.merchant {
+        let missing = match (account.waba_id, account.token) {
+            (None, None) => Some("no waba_id and no number with an access token"),
+            (None, Some(_)) => Some("no waba_id"),
+            (Some(_), None) => Some("no number with an access token (access_token_env)"),
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            let _ = writeln!(
+                err,
+                "waotp templates {command}: merchant `{merchant}` has {missing} in the tenants file"
+            );
+            return Err(USAGE);
+        }
+    }
+    let client = client(&account, command, err)?;
     let rt = runtime(err)?;
     let remote = rt.block_on(client.list()).map_err(|e| {
         let _ = writeln!(
@@ -158,8 +314,8 @@ fn verdicts(
 }
 
 /// `waotp templates check [DIR]`: exits 1 when a flow cannot run.
-pub fn check(dir: &Path, account: &Account<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let (verdicts, _, _) = match verdicts(dir, account, "check", err) {
+pub fn check(target: &Target, graph_url: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let (verdicts, _, _) = match verdicts(target, graph_url, "check", err) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -184,13 +340,13 @@ pub fn check(dir: &Path, account: &Account<'_>, out: &mut dyn Write, err: &mut d
 /// `waotp templates push [DIR] [--update]`: creates what is missing; edits what differs only
 /// with `update`. Running it again creates nothing.
 pub fn push(
-    dir: &Path,
-    account: &Account<'_>,
+    target: &Target,
+    graph_url: &str,
     update: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let (verdicts, client, rt) = match verdicts(dir, account, "push", err) {
+    let (verdicts, client, rt) = match verdicts(target, graph_url, "push", err) {
         Ok(v) => v,
         Err(code) => return code,
     };

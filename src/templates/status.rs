@@ -1,13 +1,15 @@
-//! The server's watch on its templates: the check at start (the account's templates against the
-//! flows', every status stored, a warning for every flow whose templates are not approved, or a
-//! refusal to start with `WAOTP_REQUIRE_APPROVED_TEMPLATES`), and the status and quality
-//! changes WhatsApp reports by webhook — stored durably, exported as metrics and sent to the
-//! merchant as signed `template.status_updated` / `template.quality_updated` callbacks.
+//! The server's watch on its templates: the check at start (each sending merchant's flows'
+//! templates against its WhatsApp Business Account, every status stored, a warning for every
+//! flow whose templates are not approved, or a refusal to start naming the merchant with
+//! `WAOTP_REQUIRE_APPROVED_TEMPLATES`), and the status and quality changes WhatsApp reports by
+//! webhook — stored durably under the account the webhook's entry names, exported as metrics
+//! and sent to the merchants of that account (their callback URL and secret) as signed
+//! `template.status_updated` / `template.quality_updated` callbacks.
 //!
 //! The outbox reads the stored statuses before each template send (see
-//! [`crate::store::templates`]): a template known to be paused or disabled is not sent, and the
-//! session takes its delivery-failure path with the reason `template_paused` or
-//! `template_disabled`.
+//! [`crate::store::templates`]): a template known to be paused or disabled in the sending
+//! merchant's account is not sent, and the session takes its delivery-failure path with the
+//! reason `template_paused` or `template_disabled`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,35 +26,89 @@ use crate::metrics::Metrics;
 use crate::store::sessions::{OutboxEntry, OutboxPayload, StepWrite};
 use crate::store::templates::TemplateStatus;
 use crate::store::{Store, StoreError};
+use crate::tenants::{Merchant, Tenants, TenantsHandle, DEFAULT_MERCHANT};
 use crate::webhook::payload::{TemplateChange, TemplateUpdate};
 use crate::whatsapp::templates::TemplateClient;
+use secrecy::SecretString;
 
 /// The start-up check's Graph calls wait at most this long each.
 const START_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Checks the flows' templates against the WhatsApp Business Account at start (outside sandbox
-/// mode, with `WAOTP_WABA_ID` set). Returns the refusal message when
-/// `WAOTP_REQUIRE_APPROVED_TEMPLATES` is set and a flow's template is not approved (or the
-/// account cannot be read); otherwise logs a warning for each such flow.
+/// What the check at start needs of one merchant: its flows, its WhatsApp Business Account and
+/// the access token of its first number that has one.
+#[derive(Debug)]
+pub struct MerchantTemplates {
+    pub merchant: String,
+    pub waba_id: Option<String>,
+    pub token: Option<SecretString>,
+    pub flows: FlowSet,
+}
+
+impl MerchantTemplates {
+    /// Every merchant of `tenants`, with the flows `flows_of` gives for it.
+    pub fn of(tenants: &Tenants, flows_of: impl Fn(&str) -> FlowSet) -> Vec<MerchantTemplates> {
+        tenants
+            .merchants()
+            .iter()
+            .map(|m| MerchantTemplates {
+                merchant: m.id.clone(),
+                waba_id: m.waba_id.clone(),
+                token: m.numbers.iter().find_map(|n| n.access_token.clone()),
+                flows: flows_of(&m.id),
+            })
+            .collect()
+    }
+}
+
+/// Checks every sending merchant's flows' templates against its WhatsApp Business Account at
+/// start (a merchant with a `waba_id` and a number with an access token). Returns the refusal
+/// message, naming each merchant concerned, when `WAOTP_REQUIRE_APPROVED_TEMPLATES` is set and
+/// a flow's template is not approved (or an account cannot be read); otherwise logs a warning
+/// for each such flow.
 pub async fn check_at_start(
     settings: &Settings,
-    flows: &FlowSet,
+    merchants: &[MerchantTemplates],
     store: &Store,
     metrics: &Metrics,
 ) -> Result<(), String> {
-    let (Some(waba), Some(token)) = (&settings.waba_id, &settings.access_token) else {
-        return Ok(());
-    };
+    let mut refusals = Vec::new();
+    for m in merchants {
+        let (Some(waba), Some(token)) = (&m.waba_id, &m.token) else {
+            continue;
+        };
+        if let Err(problem) = check_merchant(settings, m, waba, token, store, metrics).await? {
+            refusals.push(format!("merchant `{}`: {problem}", m.merchant));
+        }
+    }
+    store.durable().await.map_err(|e| e.to_string())?;
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(refusals.join("\n"))
+    }
+}
+
+/// One merchant's check: `Err` for a storage failure, `Ok(Err(problem))` for what refuses the
+/// start under `WAOTP_REQUIRE_APPROVED_TEMPLATES` (only warned about otherwise).
+async fn check_merchant(
+    settings: &Settings,
+    m: &MerchantTemplates,
+    waba: &str,
+    token: &SecretString,
+    store: &Store,
+    metrics: &Metrics,
+) -> Result<Result<(), String>, String> {
     let require = settings.require_approved_templates;
+    let merchant = m.merchant.as_str();
     let refuse_or_warn = |message: String| {
         if require {
-            Err(message)
+            Ok(Err(message))
         } else {
-            tracing::warn!("{message}");
-            Ok(())
+            tracing::warn!(merchant, "{message}");
+            Ok(Ok(()))
         }
     };
-    let needed = match wanted(flows) {
+    let needed = match wanted(&m.flows) {
         Ok(w) => w,
         Err(clashes) => return refuse_or_warn(clashes.join("; ")),
     };
@@ -77,8 +133,11 @@ pub async fn check_at_start(
     let verdicts = compare(needed, &remote);
     for v in &verdicts {
         if let Some(r) = &v.remote {
-            let previous = store.templates().get(&r.name, &r.language);
+            let previous = store
+                .templates()
+                .get_exact(Some(waba), &r.name, &r.language);
             let status = TemplateStatus {
+                waba: Some(waba.to_owned()),
                 name: r.name.clone(),
                 language: r.language.clone(),
                 template_id: r.id.clone(),
@@ -92,6 +151,7 @@ pub async fn check_at_start(
             if let Some(quality) = &status.quality {
                 metrics.template_state(
                     true,
+                    Some(waba),
                     &status.name,
                     &status.language,
                     quality,
@@ -100,6 +160,7 @@ pub async fn check_at_start(
             }
             metrics.template_state(
                 false,
+                Some(waba),
                 &status.name,
                 &status.language,
                 &status.status,
@@ -114,7 +175,6 @@ pub async fn check_at_start(
             }
         }
     }
-    store.durable().await.map_err(|e| e.to_string())?;
     // Every flow whose templates are not all approved, with what stands in its way.
     let mut by_flow: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for v in &verdicts {
@@ -131,17 +191,17 @@ pub async fn check_at_start(
     for (flow, templates) in &by_flow {
         let templates = templates.join("; ");
         if !require {
-            tracing::warn!(flow, %templates, "a template of this flow is not approved by WhatsApp; sends of it will fail until it is (see `waotp templates check`)");
+            tracing::warn!(merchant, flow, %templates, "a template of this flow is not approved by WhatsApp; sends of it will fail until it is (see `waotp templates check`)");
         }
         problems.push(format!("flow `{flow}`: {templates}"));
     }
     if require && !problems.is_empty() {
-        return Err(format!(
+        return Ok(Err(format!(
             "WAOTP_REQUIRE_APPROVED_TEMPLATES is set and templates are not approved ({}); run `waotp templates push` and `waotp templates check`",
             problems.join(" | ")
-        ));
+        )));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Applies template changes reported by webhook.
@@ -149,8 +209,8 @@ pub async fn check_at_start(
 pub struct TemplateWatch {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    /// `WAOTP_CALLBACK_URL`: where the merchant hears of template changes.
-    callback_url: Option<String>,
+    /// The merchants, for whose account a change is and where its callbacks go.
+    tenants: TenantsHandle,
     outbox_wake: Arc<Notify>,
 }
 
@@ -158,22 +218,29 @@ impl TemplateWatch {
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-        callback_url: Option<String>,
+        tenants: TenantsHandle,
         outbox_wake: Arc<Notify>,
     ) -> TemplateWatch {
         TemplateWatch {
             store,
             metrics,
-            callback_url,
+            tenants,
             outbox_wake,
         }
     }
 
-    /// Stores one change and queues its callback (not yet durable: the caller flushes with
-    /// [`TemplateWatch::durable`] before acknowledging the webhook).
+    /// Stores one change and queues its callback to each merchant of the template's account
+    /// (not yet durable: the caller flushes with [`TemplateWatch::durable`] before
+    /// acknowledging the webhook).
     pub fn apply(&self, update: &TemplateUpdate, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let previous = self.store.templates().get(&update.name, &update.language);
+        let waba = update.waba_id.as_deref();
+        let templates = self.store.templates();
+        // This account's record, else one of any account (written before accounts were kept).
+        let previous = templates
+            .get_exact(waba, &update.name, &update.language)
+            .or_else(|| templates.get_exact(None, &update.name, &update.language));
         let mut status = previous.clone().unwrap_or_else(|| TemplateStatus {
+            waba: None,
             name: update.name.clone(),
             language: update.language.clone(),
             template_id: update.template_id.clone(),
@@ -182,6 +249,7 @@ impl TemplateWatch {
             quality: None,
             updated_at: now,
         });
+        status.waba = update.waba_id.clone();
         status.template_id = update.template_id.clone();
         status.updated_at = now;
         let (kind, mut template) = match &update.change {
@@ -195,6 +263,7 @@ impl TemplateWatch {
                 status.reason = reason.clone();
                 self.metrics.template_state(
                     false,
+                    waba,
                     &status.name,
                     &status.language,
                     &status.status,
@@ -204,9 +273,9 @@ impl TemplateWatch {
                     event.as_str(),
                     "PAUSED" | "DISABLED" | "REJECTED" | "FLAGGED"
                 ) {
-                    tracing::warn!(template = %status.name, language = %status.language, event = %event, status = %status.status, reason = ?reason, "WhatsApp reported a problem with a template: sends of it fail while it is paused, disabled or rejected");
+                    tracing::warn!(waba = ?waba, template = %status.name, language = %status.language, event = %event, status = %status.status, reason = ?reason, "WhatsApp reported a problem with a template: sends of it fail while it is paused, disabled or rejected");
                 } else {
-                    tracing::info!(template = %status.name, language = %status.language, event = %event, status = %status.status, "WhatsApp changed a template's status");
+                    tracing::info!(waba = ?waba, template = %status.name, language = %status.language, event = %event, status = %status.status, "WhatsApp changed a template's status");
                 }
                 let mut t = json!({
                     "event": event.to_ascii_lowercase(),
@@ -235,12 +304,13 @@ impl TemplateWatch {
                 status.quality = Some(new.clone());
                 self.metrics.template_state(
                     true,
+                    waba,
                     &status.name,
                     &status.language,
                     new,
                     Some(before.as_str()).filter(|b| !b.is_empty()),
                 );
-                tracing::info!(template = %status.name, language = %status.language, quality = %new, "WhatsApp changed a template's quality score");
+                tracing::info!(waba = ?waba, template = %status.name, language = %status.language, quality = %new, "WhatsApp changed a template's quality score");
                 (
                     "quality_updated",
                     json!({
@@ -251,12 +321,10 @@ impl TemplateWatch {
             }
         };
         self.store.templates().put(status.clone())?;
-        let Some(url) = &self.callback_url else {
-            return Ok(());
-        };
         template["id"] = json!(status.template_id);
         template["name"] = json!(status.name);
         template["language"] = json!(status.language);
+        template["waba_id"] = json!(status.waba);
         // The same change delivered twice by WhatsApp gets the same event id.
         let event = match &update.change {
             TemplateChange::Status { event, .. } => event.to_ascii_lowercase(),
@@ -269,19 +337,38 @@ impl TemplateWatch {
             "created_at": now.to_rfc3339(),
             "template": template,
         });
-        let entry = OutboxEntry::pending(
-            format!("template:{event_id}"),
-            None,
-            String::new(),
-            OutboxPayload::Callback {
-                url: url.clone(),
-                event_id,
-                body,
-            },
-            now,
-        );
+        let tenants = self.tenants.current();
+        let outbox = owners(&tenants, waba)
+            .into_iter()
+            .filter_map(|m| {
+                let url = m.callback_url.as_deref().filter(|u| !u.trim().is_empty())?;
+                // The default merchant's entry keeps the id it had before merchants existed.
+                let entry_id = if m.id == DEFAULT_MERCHANT {
+                    format!("template:{event_id}")
+                } else {
+                    format!("template:{}:{event_id}", m.id)
+                };
+                Some(
+                    OutboxEntry::pending(
+                        entry_id,
+                        None,
+                        String::new(),
+                        OutboxPayload::Callback {
+                            url: url.to_owned(),
+                            event_id: event_id.clone(),
+                            body: body.clone(),
+                        },
+                        now,
+                    )
+                    .from_scope(&m.scope(m.first_number())),
+                )
+            })
+            .collect::<Vec<_>>();
+        if outbox.is_empty() {
+            return Ok(());
+        }
         self.store.sessions().apply(StepWrite {
-            outbox: vec![entry],
+            outbox,
             ..StepWrite::default()
         })
     }
@@ -292,4 +379,22 @@ impl TemplateWatch {
         self.outbox_wake.notify_one();
         Ok(())
     }
+}
+
+/// The merchants a change of account `waba`'s template is for: those whose `waba_id` it is;
+/// when none is, those without a `waba_id` (a single merchant that never named its account).
+fn owners<'t>(tenants: &'t Tenants, waba: Option<&str>) -> Vec<&'t Arc<Merchant>> {
+    let named: Vec<_> = tenants
+        .merchants()
+        .iter()
+        .filter(|m| waba.is_some() && m.waba_id.as_deref() == waba)
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    tenants
+        .merchants()
+        .iter()
+        .filter(|m| m.waba_id.is_none())
+        .collect()
 }

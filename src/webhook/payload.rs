@@ -49,6 +49,9 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Entry<'a> {
+    /// The WhatsApp Business Account the entry is about (read for template changes only).
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     changes: Vec<Change<'a>>,
     /// Unix seconds of the entry, which names a template change among its repeats.
@@ -59,6 +62,8 @@ struct Entry<'a> {
 /// What WhatsApp reported about one of the account's message templates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateUpdate {
+    /// The WhatsApp Business Account the template belongs to: the entry's `id`.
+    pub waba_id: Option<String>,
     /// Meta's template id (a number in the JSON, kept as text).
     pub template_id: String,
     pub name: String,
@@ -170,6 +175,16 @@ fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// An entry's `id` (a string of digits, at times a number) as text; `None` when empty or of
+/// another type.
+fn account_id(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 fn template_update(field: &str, value: &RawValue, time: i64) -> Result<TemplateUpdate, String> {
     let raw: RawTemplateValue =
         serde_json::from_str(value.get()).map_err(|e| format!("unreadable {field} change: {e}"))?;
@@ -197,6 +212,7 @@ fn template_update(field: &str, value: &RawValue, time: i64) -> Result<TemplateU
         }
     };
     Ok(TemplateUpdate {
+        waba_id: None,
         template_id: raw.message_template_id,
         name: raw.message_template_name,
         language: raw.message_template_language,
@@ -479,18 +495,22 @@ pub fn parse(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
         )));
     }
     let mut out = ParsedWebhook::default();
-    for (change, time) in envelope
+    for (change, entry) in envelope
         .entry
         .iter()
-        .flat_map(|e| e.changes.iter().map(|c| (c, e.time.unwrap_or(0))))
+        .flat_map(|e| e.changes.iter().map(move |c| (c, e)))
     {
+        let time = entry.time.unwrap_or(0);
         match (change.field.as_str(), change.value) {
             ("messages", Some(value)) => read_messages_value(value, &mut out),
             (
                 field @ ("message_template_status_update" | "message_template_quality_update"),
                 Some(value),
             ) => match template_update(field, value, time) {
-                Ok(update) => out.templates.push(update),
+                Ok(mut update) => {
+                    update.waba_id = entry.id.and_then(account_id);
+                    out.templates.push(update)
+                }
                 Err(reason) => out.skipped.push(reason),
             },
             _ => out.ignored_changes += 1,
@@ -906,6 +926,7 @@ mod tests {
             parsed.templates,
             vec![
                 TemplateUpdate {
+                    waba_id: Some("1".into()),
                     template_id: "1689556908129835".into(),
                     name: "abandoned_cart".into(),
                     language: "en".into(),
@@ -921,6 +942,7 @@ mod tests {
                     },
                 },
                 TemplateUpdate {
+                    waba_id: Some("1".into()),
                     template_id: "806312974732579".into(),
                     name: "welcome_template".into(),
                     language: "en_US".into(),

@@ -7,7 +7,8 @@
 //! script, so the figures are never cached and injected markup could not run.
 //!
 //! The page shows the merchant of the key that logged in (or of the Bearer key): its funnel,
-//! all its numbers together and per number. A session whose merchant a tenants reload removed
+//! all its numbers together and per number, its own flows, and the templates of its WhatsApp
+//! Business Account. A session whose merchant a tenants reload removed
 //! is logged out.
 
 pub mod access;
@@ -100,7 +101,7 @@ async fn show(
     let now = Utc::now();
     let mut flow_ids: Vec<String> = state
         .runtime
-        .flows()
+        .flows_of(&merchant.id)
         .current()
         .iter()
         .map(|f| f.id().as_str().to_owned())
@@ -144,16 +145,40 @@ async fn show(
             numbers,
         });
     }
-    // Template statuses are kept for the deployment as a whole, not per WhatsApp Business
-    // Account: shown only where the one merchant is the whole deployment.
-    let templates = (state.runtime.tenants().current().merchants().len() == 1)
-        .then(|| state.runtime.templates().all());
+    let templates = templates_of(&state, &merchant);
     Ok(html(HttpResponse::Ok()).body(page::dashboard_page(
         &merchant.id,
         &windows,
-        templates.as_deref(),
+        Some(&templates),
         now,
     )))
+}
+
+/// The template statuses of `merchant`'s WhatsApp Business Account. A merchant that names no
+/// account sees every account's when it is the only merchant, else those of the accounts no
+/// merchant names (whose changes are sent to it).
+fn templates_of(
+    state: &ApiState,
+    merchant: &Merchant,
+) -> Vec<crate::store::templates::TemplateStatus> {
+    let store = state.runtime.templates();
+    if merchant.waba_id.is_some() {
+        return store.of_account(merchant.waba_id.as_deref());
+    }
+    let registry = state.runtime.tenants().current();
+    if registry.merchants().len() == 1 {
+        return store.of_account(None);
+    }
+    let named: std::collections::HashSet<&str> = registry
+        .merchants()
+        .iter()
+        .filter_map(|m| m.waba_id.as_deref())
+        .collect();
+    store
+        .all()
+        .into_iter()
+        .filter(|t| t.waba.as_deref().map_or(true, |w| !named.contains(w)))
+        .collect()
 }
 
 #[derive(Deserialize)]

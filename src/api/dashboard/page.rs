@@ -301,6 +301,7 @@ mod tests {
     fn template_statuses_are_listed_with_their_reason_and_escaped() {
         let status = |name: &str, status: &str, reason: Option<&str>| {
             crate::store::templates::TemplateStatus {
+                waba: None,
                 name: name.into(),
                 language: "en".into(),
                 template_id: "1".into(),
