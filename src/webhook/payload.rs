@@ -48,15 +48,18 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
+// Field order matters: serde also reads a struct from a JSON array, field by field, and the
+// first field decides how a hostile `"entry": [[[…]]]` fails. `changes` first makes it a
+// malformed envelope (400) at serde_json's depth limit; a raw `id` first would swallow any depth.
 struct Entry<'a> {
-    /// The WhatsApp Business Account the entry is about (read for template changes only).
-    #[serde(default, borrow)]
-    id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     changes: Vec<Change<'a>>,
     /// Unix seconds of the entry, which names a template change among its repeats.
     #[serde(default)]
     time: Option<i64>,
+    /// The WhatsApp Business Account the entry is about (read for template changes only).
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
 }
 
 /// What WhatsApp reported about one of the account's message templates.
