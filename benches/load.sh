@@ -4,6 +4,7 @@
 # Usage: benches/load.sh [runs] [sections]
 #   runs: of each scenario, default 3 (medians go in BENCHMARKS.md)
 #   sections: letters of the sections to run, default all: a (with f), b, c, d (with e), g
+# LOAD_NO_BUILD=1 uses the binaries already in target/release instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -15,10 +16,16 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 bins=(--bin waotp --bin waotp-load)
 if section a; then bins+=(--bin waotp-bare); fi
-cargo build --release --quiet --features load "${bins[@]}"
+[[ -n ${LOAD_NO_BUILD:-} ]] || cargo build --release --quiet --features load "${bins[@]}"
 bin=target/release
 
-wait_ready() { until curl -sf "$1" >/dev/null; do sleep 0.05; done; }
+wait_ready() { # up to a minute, so that a server that failed to start stops the script
+  for _ in $(seq 1200); do curl -sf "$1" >/dev/null && return; sleep 0.05; done
+  echo "no answer from $1" >&2; return 1
+}
+# The servers are not this shell's children (started in a command substitution), so `wait` does
+# not wait for them: poll until each has exited, so that the next one can bind the port.
+stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done; }
 
 # The COD scenario drives the API with one key far beyond the default per-key rate limit.
 start_waotp() { # data dir, port, extra env...
@@ -37,7 +44,7 @@ for i in $(seq "$RUNS"); do
   wait_ready http://127.0.0.1:18180/readyz
   $bin/waotp-load --url http://127.0.0.1:18180/webhook --bare-url http://127.0.0.1:18181/webhook \
     --secret $SECRET --concurrency 64 --duration 10 --warmup 2 --server-pid "$pid" --bare-pid "$bare"
-  kill "$pid" "$bare"; wait "$pid" "$bare" 2>/dev/null || true
+  stop "$pid" "$bare"
 done
 fi
 
@@ -49,7 +56,7 @@ for rate in 500 2000 5000; do
     wait_ready http://127.0.0.1:18180/readyz
     $bin/waotp-load --url http://127.0.0.1:18180/webhook --secret $SECRET --rate "$rate" \
       --duration 10 --warmup 2 --server-pid "$pid"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop "$pid"
   done
 done
 fi
@@ -62,7 +69,7 @@ for i in $(seq "$RUNS"); do
   wait_ready http://127.0.0.1:18182/readyz
   $bin/waotp-load --scenario cod --base http://127.0.0.1:18182 --api-key bench-key \
     --concurrency 32 --duration 10 --warmup 2 --server-pid "$pid"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop "$pid"
 done
 fi
 
@@ -77,7 +84,7 @@ for n in 100000 1000000; do
   t1=$(date +%s%N)
   echo "ready after $(( (t1 - t0) / 1000000 )) ms"
   sleep 5; grep VmRSS "/proc/$pid/status"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop "$pid"
   rm -rf "$work/idle-$n"
 done
 fi
@@ -118,7 +125,7 @@ for numbers in 10 1; do
     wait_ready http://127.0.0.1:18184/readyz
     $bin/waotp-load --scenario cod --base http://127.0.0.1:18184 --api-key bench-key \
       --numbers "$numbers" --concurrency 32 --duration 10 --warmup 2
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop "$pid"
   done
 done
 fi
