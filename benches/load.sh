@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
 # Reproduces the load numbers of BENCHMARKS.md on one machine: builds release binaries, starts
 # the servers on loopback, runs waotp-load against them and prints every report.
-# Usage: benches/load.sh [runs]   (default 3 runs of each scenario; medians go in BENCHMARKS.md)
+# Usage: benches/load.sh [runs] [sections]
+#   runs: of each scenario, default 3 (medians go in BENCHMARKS.md)
+#   sections: letters of the sections to run, default all: a (with f), b, c, d (with e), g
+# LOAD_NO_BUILD=1 uses the binaries already in target/release instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
+SECTIONS=${2:-abcdg}
+section() { [[ $SECTIONS == *"$1"* ]]; }
 SECRET=bench-secret
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet --features load --bin waotp --bin waotp-bare --bin waotp-load
+bins=(--bin waotp --bin waotp-load)
+if section a; then bins+=(--bin waotp-bare); fi
+[[ -n ${LOAD_NO_BUILD:-} ]] || cargo build --release --quiet --features load "${bins[@]}"
 bin=target/release
 
-wait_ready() { until curl -sf "$1" >/dev/null; do sleep 0.05; done; }
+wait_ready() { # up to a minute, so that a server that failed to start stops the script
+  for _ in $(seq 1200); do curl -sf "$1" >/dev/null && return; sleep 0.05; done
+  echo "no answer from $1" >&2; return 1
+}
+# The servers are not this shell's children (started in a command substitution), so `wait` does
+# not wait for them: poll until each has exited, so that the next one can bind the port.
+stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done; }
 
 # The COD scenario drives the API with one key far beyond the default per-key rate limit.
 start_waotp() { # data dir, port, extra env...
@@ -22,6 +35,7 @@ start_waotp() { # data dir, port, extra env...
   echo $!
 }
 
+if section a; then
 echo "### (a) webhook saturation, unique signed POSTs, durable 200 — and (f) the bare handler"
 for i in $(seq "$RUNS"); do
   pid=$(start_waotp "$work/sat-$i" 18180)
@@ -30,9 +44,11 @@ for i in $(seq "$RUNS"); do
   wait_ready http://127.0.0.1:18180/readyz
   $bin/waotp-load --url http://127.0.0.1:18180/webhook --bare-url http://127.0.0.1:18181/webhook \
     --secret $SECRET --concurrency 64 --duration 10 --warmup 2 --server-pid "$pid" --bare-pid "$bare"
-  kill "$pid" "$bare"; wait "$pid" "$bare" 2>/dev/null || true
+  stop "$pid" "$bare"
 done
+fi
 
+if section b; then
 echo "### (b) open loop at fixed rates"
 for rate in 500 2000 5000; do
   for i in $(seq "$RUNS"); do
@@ -40,10 +56,12 @@ for rate in 500 2000 5000; do
     wait_ready http://127.0.0.1:18180/readyz
     $bin/waotp-load --url http://127.0.0.1:18180/webhook --secret $SECRET --rate "$rate" \
       --duration 10 --warmup 2 --server-pid "$pid"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop "$pid"
   done
 done
+fi
 
+if section c; then
 echo "### (c) end-to-end COD verifications (API start, code out, code back, callback)"
 for i in $(seq "$RUNS"); do
   pid=$(start_waotp "$work/cod-$i" 18182 WAOTP_OTP_SENDS_PER_HOUR=1000000 \
@@ -51,9 +69,11 @@ for i in $(seq "$RUNS"); do
   wait_ready http://127.0.0.1:18182/readyz
   $bin/waotp-load --scenario cod --base http://127.0.0.1:18182 --api-key bench-key \
     --concurrency 32 --duration 10 --warmup 2 --server-pid "$pid"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop "$pid"
 done
+fi
 
+if section d; then
 echo "### (d, e) idle sessions on disk: size, start-up time, resident memory"
 for n in 100000 1000000; do
   $bin/waotp-load --scenario seed --data-dir "$work/idle-$n" --flows flows --sessions "$n" 2>/dev/null
@@ -64,6 +84,48 @@ for n in 100000 1000000; do
   t1=$(date +%s%N)
   echo "ready after $(( (t1 - t0) / 1000000 )) ms"
   sleep 5; grep VmRSS "/proc/$pid/status"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop "$pid"
   rm -rf "$work/idle-$n"
 done
+fi
+
+if section g; then
+echo "### (g) COD with ten numbers: one merchant, ten sandbox numbers, flows through each in turn"
+# A tenants file replaces the single-merchant variables (which must then be unset): one merchant
+# `bench` whose key is bench-key, ten numbers without tokens (so sandbox mode), each allowed
+# Meta's highest rate.
+tenants=$work/tenants.toml
+{
+  echo '[[merchant]]'
+  echo 'id = "bench"'
+  echo "api_keys = [\"$(printf '%s' bench-key | $bin/waotp tenants key-digest)\"]"
+  echo 'callback_url = "http://127.0.0.1:18099/callback"'
+  echo "flows = \"$PWD/flows\""
+  for n in $(seq 10); do
+    echo
+    echo '[[merchant.number]]'
+    printf 'phone_number_id = "1000000000000%02d"\n' "$n"
+    printf 'business_number = "+15550100%03d"\n' "$n"
+    echo 'sends_per_second = 1000'
+  done
+} >"$tenants"
+$bin/waotp tenants check "$tenants" >/dev/null
+replaced=(WAOTP_ACCESS_TOKEN WAOTP_PHONE_NUMBER_ID WAOTP_BUSINESS_NUMBER WAOTP_API_KEYS
+  WAOTP_CALLBACK_URL WAOTP_CALLBACK_SECRET WAOTP_HOOK_BASE_URL WAOTP_WABA_ID WAOTP_SENDS_PER_SECOND)
+start_tenants() { # data dir, port
+  env "${replaced[@]/#/--unset=}" WAOTP_DATA_DIR="$1" WAOTP_TENANTS="$tenants" WAOTP_LOG=warn WAOTP_LISTEN=127.0.0.1:$2 \
+    WAOTP_API_RATE=1000000 WAOTP_API_BURST=1000000 WAOTP_OTP_SENDS_PER_HOUR=1000000 \
+    $bin/waotp serve >"$work/waotp-$2.log" 2>&1 &
+  echo $!
+}
+for numbers in 10 1; do
+  for i in $(seq "$RUNS"); do
+    echo "## --numbers $numbers, run $i"
+    pid=$(start_tenants "$work/cod-numbers-$numbers-$i" 18184)
+    wait_ready http://127.0.0.1:18184/readyz
+    $bin/waotp-load --scenario cod --base http://127.0.0.1:18184 --api-key bench-key \
+      --numbers "$numbers" --concurrency 32 --duration 10 --warmup 2
+    stop "$pid"
+  done
+done
+fi

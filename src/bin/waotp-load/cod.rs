@@ -3,6 +3,11 @@
 //! through the API, tap Confirm, wait for the code to be "sent" (recorded by the sandbox), type
 //! it back, and wait for the signed `session.completed` callback at a local sink. Reports
 //! completed flows per second and the latency of a whole flow.
+//!
+//! With several numbers (`--numbers N`, the merchant's first N numbers as `GET /v1/stats` lists
+//! them) flow `i` goes through number `i % N`: started `from` it, the customer writes `to` it and
+//! the code is read from what it sent. The report then gives each number's share beside the
+//! total. With one number no number is named, as a single-merchant server expects.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -20,6 +25,8 @@ pub struct CodOptions {
     pub concurrency: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// How many of the merchant's numbers the flows go through, in turn.
+    pub numbers: usize,
 }
 
 /// Completed sessions seen at the callback sink, by session id.
@@ -70,11 +77,17 @@ impl Driver {
 
     /// Waits for the code message: each listing waits server-side (`min`, `wait`) for one more
     /// message than the last one saw, so nobody polls in a loop.
-    async fn code_for(&self, to: &str, deadline: Instant) -> anyhow::Result<String> {
+    async fn code_for(
+        &self,
+        to: &str,
+        number: Option<&str>,
+        deadline: Instant,
+    ) -> anyhow::Result<String> {
         let mut seen = 0;
+        let from = number.map(|n| format!("&from={n}")).unwrap_or_default();
         loop {
             let url = format!(
-                "{}/v1/sandbox/messages?to=%2B{}&min={}&wait=10",
+                "{}/v1/sandbox/messages?to=%2B{}&min={}&wait=10{from}",
                 self.opts.base,
                 to.trim_start_matches('+'),
                 seen + 1
@@ -106,28 +119,86 @@ impl Driver {
         }
     }
 
-    /// One complete verification; returns its duration.
-    async fn one(&self, to: &str) -> anyhow::Result<Duration> {
+    /// One complete verification with customer `to` through the merchant's `number` (its first
+    /// number when `None`); returns its duration.
+    async fn one(&self, to: &str, number: Option<&str>) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(30);
-        let session = self
-            .post(
-                "/v1/sessions",
-                json!({"flow": "cod_confirmation", "to": to,
-                       "vars": {"customer_name": "Load", "order_id": "L-1", "total": "₹100"}}),
-            )
-            .await?;
+        let mut start = json!({"flow": "cod_confirmation", "to": to,
+                               "vars": {"customer_name": "Load", "order_id": "L-1", "total": "₹100"}});
+        let mut confirm = json!({"from": to, "button": "confirm"});
+        let mut code_back = json!({"from": to});
+        if let Some(number) = number {
+            start["from"] = number.into();
+            confirm["to"] = number.into();
+            code_back["to"] = number.into();
+        }
+        let session = self.post("/v1/sessions", start).await?;
         let id = session["id"].as_str().unwrap_or_default().to_owned();
-        self.post(
-            "/v1/sandbox/inbound",
-            json!({"from": to, "button": "confirm"}),
-        )
-        .await?;
-        let code = self.code_for(to, deadline).await?;
-        self.post("/v1/sandbox/inbound", json!({"from": to, "text": code}))
-            .await?;
+        self.post("/v1/sandbox/inbound", confirm).await?;
+        code_back["text"] = self.code_for(to, number, deadline).await?.into();
+        self.post("/v1/sandbox/inbound", code_back).await?;
         self.wait_done(&id, deadline).await?;
         Ok(started.elapsed())
+    }
+
+    /// The phone number ids of the merchant's first `n` numbers, in the order its stats list
+    /// them (the tenants file's order).
+    async fn numbers(&self, n: usize) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/v1/stats", self.opts.base);
+        let res = self.auth(self.http.get(&url)).send().await?;
+        let status = res.status();
+        let v: Value = res.json().await?;
+        anyhow::ensure!(status.is_success(), "/v1/stats: {status} {v}");
+        let ids: Vec<String> = v["numbers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["phone_number_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::ensure!(
+            ids.len() >= n,
+            "--numbers {n}, but the key's merchant has {} number(s)",
+            ids.len()
+        );
+        Ok(ids.into_iter().take(n).collect())
+    }
+}
+
+/// What one number carried during the measured window.
+struct NumberTally {
+    /// Its phone number id; `None` for the merchant's first number, not named.
+    id: Option<String>,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl NumberTally {
+    fn new(id: Option<String>) -> anyhow::Result<NumberTally> {
+        Ok(NumberTally {
+            id,
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        })
+    }
+
+    /// Its figures; the histogram of the whole run gets its latencies merged in.
+    fn report(&self, secs: f64, all: &mut Histogram<u64>) -> Value {
+        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = all.add(&*h);
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let ok = self.ok.load(Ordering::Relaxed);
+        json!({
+            "phone_number_id": self.id,
+            "flows_per_s": ok as f64 / secs,
+            "completed": ok,
+            "failed": self.failed.load(Ordering::Relaxed),
+            "flow_latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": h.max() as f64 / 1000.0},
+        })
     }
 }
 
@@ -153,18 +224,30 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
         opts: opts.clone(),
         sink,
     });
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let ids: Vec<Option<String>> = if opts.numbers > 1 {
+        driver
+            .numbers(opts.numbers)
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    let numbers = Arc::new(
+        ids.into_iter()
+            .map(NumberTally::new)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let (next_flow, printed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
     let measure_from = start + opts.warmup;
     let end = measure_from + opts.duration;
     let run_id: u32 = rand::random::<u32>() % 1_000;
     let mut workers = Vec::new();
     for w in 0..opts.concurrency {
-        let (driver, latency, ok, failed) =
-            (driver.clone(), latency.clone(), ok.clone(), failed.clone());
+        let (driver, numbers) = (driver.clone(), numbers.clone());
+        let (next_flow, printed) = (next_flow.clone(), printed.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < end {
@@ -172,8 +255,12 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
                 // A fresh customer per flow: one active session per customer per flow. A possible
                 // Indian mobile number (+91 and ten digits), as the API accepts only those.
                 let to = format!("+919{:03}{:02}{:04}", run_id, w % 100, n % 10_000);
+                // Flows take the numbers in turn, whichever customer runs them, so that every
+                // number carries the same share.
+                let i = next_flow.fetch_add(1, Ordering::Relaxed) as usize % numbers.len();
+                let number = &numbers[i];
                 let t1 = Instant::now();
-                let result = driver.one(&to).await;
+                let result = driver.one(&to, number.id.as_deref()).await;
                 // A flow that fails counts if it began in the window, however late it ends, so
                 // that a hung flow cannot hide outside the measurement.
                 let counted = match &result {
@@ -185,13 +272,14 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
                 }
                 match result {
                     Ok(d) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut h) = latency.lock() {
+                        number.ok.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut h) = number.latency.lock() {
                             let _ = h.record(d.as_micros() as u64);
                         }
                     }
                     Err(e) => {
-                        if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        number.failed.fetch_add(1, Ordering::Relaxed);
+                        if printed.fetch_add(1, Ordering::Relaxed) < 3 {
                             eprintln!("flow failed: {e:#}");
                         }
                     }
@@ -203,16 +291,26 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
         w.await?;
     }
     handle.stop(false).await;
-    let h = latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let secs = opts.duration.as_secs_f64();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let per_number: Vec<Value> = numbers.iter().map(|n| n.report(secs, &mut h)).collect();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let ok = ok.load(Ordering::Relaxed);
+    let ok: u64 = numbers.iter().map(|n| n.ok.load(Ordering::Relaxed)).sum();
+    let failed: u64 = numbers
+        .iter()
+        .map(|n| n.failed.load(Ordering::Relaxed))
+        .sum();
     let report = json!({
-        "mode": format!("cod_confirmation end to end, {} customers in parallel", opts.concurrency),
+        "mode": format!(
+            "cod_confirmation end to end, {} customers in parallel, {} number(s)",
+            opts.concurrency,
+            numbers.len()
+        ),
         "flows_per_s": ok as f64 / secs,
         "completed": ok,
-        "failed": failed.load(Ordering::Relaxed),
+        "failed": failed,
         "flow_latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": h.max() as f64 / 1000.0},
+        "numbers": per_number,
     });
     if json_out {
         println!("{report}");
@@ -225,13 +323,27 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
             "throughput:  {:.0} complete verifications/s over {secs:.0} s",
             ok as f64 / secs
         );
-        println!("responses:   {ok} completed, {} failed", report["failed"]);
+        println!("responses:   {ok} completed, {failed} failed");
         println!(
             "flow ms:     p50 {:.1}  p99 {:.1}  max {:.1}",
             ms(0.5),
             ms(0.99),
             h.max() as f64 / 1000.0
         );
+        if numbers.len() > 1 {
+            for n in &per_number {
+                let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+                println!(
+                    "number {:<16} {:.0}/s ({} completed, {} failed), p50 {:.1} ms, p99 {:.1} ms",
+                    n["phone_number_id"].as_str().unwrap_or_default(),
+                    f(&n["flows_per_s"]),
+                    n["completed"],
+                    n["failed"],
+                    f(&n["flow_latency_ms"]["p50"]),
+                    f(&n["flow_latency_ms"]["p99"]),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -75,6 +75,10 @@ struct Args {
     /// WAOTP_CALLBACK_URL=http://<this address>/callback).
     #[arg(long, default_value = "127.0.0.1:18099")]
     sink: String,
+    /// For `cod`: how many of the API key's merchant's numbers the flows go through in turn
+    /// (its first N, as `GET /v1/stats` lists them). With 1, no number is named.
+    #[arg(long, default_value_t = 1)]
+    numbers: usize,
     /// For `seed`: the data directory to fill (the server must not be running on it).
     #[arg(long, default_value = "./data")]
     data_dir: std::path::PathBuf,
@@ -238,6 +242,7 @@ fn main() -> anyhow::Result<()> {
             concurrency: args.concurrency,
             warmup: Duration::from_secs(args.warmup),
             duration: Duration::from_secs(args.duration),
+            numbers: args.numbers.max(1),
         };
         return runtime.block_on(cod::run(opts, args.json));
     }
