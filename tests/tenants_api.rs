@@ -47,6 +47,39 @@ struct Deployment {
 
 /// `alpha` with numbers 1001 and 1002, `beta` with 2001; no tokens, so sandbox mode.
 async fn deployment() -> Deployment {
+    deployment_of(
+        Tenants::new(vec![
+            merchant(
+                "alpha",
+                KEY_A,
+                vec![
+                    number("1001", "+15550001001"),
+                    number("1002", "+15550001002"),
+                ],
+            ),
+            merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+        ])
+        .expect("tenants"),
+    )
+    .await
+}
+
+/// `merchant` with the flow files `files` of the repository's flows directory instead of all.
+fn with_flow_files(mut m: Merchant, files: &[&str]) -> Merchant {
+    m.flows = FlowSource::Files(
+        files
+            .iter()
+            .map(|f| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("flows")
+                    .join(f)
+            })
+            .collect(),
+    );
+    m
+}
+
+async fn deployment_of(tenants: Tenants) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vars = common::test_vars(dir.path());
     vars.insert(
@@ -54,18 +87,6 @@ async fn deployment() -> Deployment {
         concat!(env!("CARGO_MANIFEST_DIR"), "/flows").into(),
     );
     let settings = Settings::from_vars(vars).expect("settings");
-    let tenants = Tenants::new(vec![
-        merchant(
-            "alpha",
-            KEY_A,
-            vec![
-                number("1001", "+15550001001"),
-                number("1002", "+15550001002"),
-            ],
-        ),
-        merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
-    ])
-    .expect("tenants");
     let app = Application::build_with_tenants(settings, tenants)
         .await
         .expect("server builds");
@@ -559,4 +580,39 @@ async fn a_session_from_before_merchants_belongs_to_the_default_scopes_merchant(
     assert_eq!(page["sessions"], json!([]), "{page}");
     let (_, page) = d.get(KEY_A, "/v1/sessions").await;
     assert_eq!(page["sessions"][0]["id"], id.as_str(), "{page}");
+}
+
+#[tokio::test]
+async fn stats_of_a_flow_answer_for_the_keys_merchants_flows_only() {
+    // alpha (the default scope's merchant) runs signup_verification only, beta
+    // cod_confirmation only.
+    let d = deployment_of(
+        Tenants::new(vec![
+            with_flow_files(
+                merchant("alpha", KEY_A, vec![number("1001", "+15550001001")]),
+                &["signup_verification.toml"],
+            ),
+            with_flow_files(
+                merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+                &["cod_confirmation.toml"],
+            ),
+        ])
+        .expect("tenants"),
+    )
+    .await;
+    // beta's own flow has figures for beta.
+    let (status, body) = d.get(KEY_B, "/v1/stats?flow=cod_confirmation").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["merchant"], "beta");
+    // alpha's flow is, for beta, the same unknown flow as one that exists nowhere.
+    let (status, foreign) = d.get(KEY_B, "/v1/stats?flow=signup_verification").await;
+    let (unknown_status, unknown) = d.get(KEY_B, "/v1/stats?flow=no_such_flow").await;
+    assert_eq!((status, unknown_status), (400, 400), "{foreign} {unknown}");
+    assert_eq!(foreign["error"]["code"], unknown["error"]["code"]);
+    assert_eq!(foreign["error"]["code"], "unknown_flow");
+    // And the other way round.
+    let (status, body) = d.get(KEY_A, "/v1/stats?flow=signup_verification").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.get(KEY_A, "/v1/stats?flow=cod_confirmation").await;
+    assert_eq!(status, 400, "{body}");
 }
