@@ -631,3 +631,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_readme_example_loads_its_flows_as_serve_does() {
+    // README's block, written in the project's root, with its variables set: serve loads
+    // every merchant's flows, and acme's hooks need its hook_base_url.
+    let blocks = toml_blocks("README.md", "## For providers: many merchants and numbers");
+    let any = |_: &str| Some("set".to_owned());
+    let t = file::parse("tenants.toml", &blocks[0], &root(), &any).expect("valid");
+    assert!(!t.sandbox());
+    let otp = waotp::otp::policy::OtpPolicy::default();
+    if let Err(e) = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp) {
+        panic!("README's example does not serve: {e}");
+    }
+    // Without it, the refusal names the setting a tenants file has for it.
+    let text = blocks[0]
+        .lines()
+        .filter(|l| !l.starts_with("hook_base_url"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t = file::parse("tenants.toml", &text, &root(), &any).expect("valid");
+    let e = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp).expect_err("refused");
+    assert!(
+        e.contains("merchant `acme`") && e.contains("the merchant's `hook_base_url`"),
+        "{e}"
+    );
+}

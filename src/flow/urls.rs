@@ -61,6 +61,16 @@ fn urls(flow: &Flow) -> Vec<(String, &Located<String>)> {
     out
 }
 
+/// Where a setting a URL may name is set when a tenants file declares the merchants (the
+/// environment variable itself must then be unset).
+fn where_set(name: &str) -> &'static str {
+    match name {
+        "WAOTP_HOOK_BASE_URL" => " (with a tenants file: the merchant's `hook_base_url`)",
+        "WAOTP_CALLBACK_URL" => " (with a tenants file: the merchant's `callback_url`)",
+        _ => "",
+    }
+}
+
 /// One diagnostic per reference in `flow`'s URLs that `lookup` has no value for.
 pub fn unresolved(flow: &Flow, lookup: impl Fn(&str) -> Option<String>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -72,7 +82,10 @@ pub fn unresolved(flow: &Flow, lookup: impl Fn(&str) -> Option<String>) -> Vec<D
                     file: flow.path().display().to_string(),
                     line,
                     col,
-                    message: format!("`{{{name}}}` in the URL of {what}: {name} is not set"),
+                    message: format!(
+                        "`{{{name}}}` in the URL of {what}: {name} is not set{}",
+                        where_set(name)
+                    ),
                 });
             }
         }
