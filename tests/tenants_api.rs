@@ -40,6 +40,7 @@ fn merchant(id: &str, key: &str, numbers: Vec<Number>) -> Merchant {
 
 struct Deployment {
     base: String,
+    tenants: waotp::app::TenantsReload,
     store: std::sync::Arc<waotp::store::Store>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -92,9 +93,11 @@ async fn deployment_of(tenants: Tenants) -> Deployment {
         .expect("server builds");
     let base = format!("http://{}", app.address());
     let store = app.store();
+    let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {
         base,
+        tenants: reload,
         store,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -615,4 +618,60 @@ async fn stats_of_a_flow_answer_for_the_keys_merchants_flows_only() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = d.get(KEY_A, "/v1/stats?flow=cod_confirmation").await;
     assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn a_dashboard_login_ends_with_the_key_it_was_made_with() {
+    let d = deployment().await;
+    const KEY_A2: &str = "key-alpha-rotated-0123456789";
+    let rotation = |keys: &[&str]| {
+        let mut alpha = merchant(
+            "alpha",
+            KEY_A,
+            vec![
+                number("1001", "+15550001001"),
+                number("1002", "+15550001002"),
+            ],
+        );
+        alpha.api_keys = keys.iter().map(|k| KeyDigest::of(k.as_bytes())).collect();
+        Tenants::new(vec![
+            alpha,
+            merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+        ])
+        .expect("tenants")
+    };
+    // The new key beside the old one: a login with each.
+    d.tenants.apply(rotation(&[KEY_A, KEY_A2])).expect("reload");
+    let old = d.login(KEY_A).await;
+    let new = d.login(KEY_A2).await;
+    let (status, link) = d.post(KEY_A, "/dashboard/link", json!({})).await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(d.dashboard(Ok(&old)).await.0, 200);
+    // The old key removed (it leaked, say): what it opened is closed with it.
+    d.tenants.apply(rotation(&[KEY_A2])).expect("reload");
+    let (status, page) = d.dashboard(Ok(&old)).await;
+    assert_eq!(
+        status, 401,
+        "a login with a removed key still shows the page"
+    );
+    assert!(!page.contains("data-merchant"));
+    let res = d
+        .http
+        .get(format!(
+            "{}{}",
+            d.base,
+            link["path"].as_str().expect("path")
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        res.status(),
+        401,
+        "a link made with a removed key still opens"
+    );
+    // The key kept still works.
+    let (status, page) = d.dashboard(Ok(&new)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<b data-merchant>alpha</b>"));
 }

@@ -309,7 +309,12 @@ impl Tenants {
     /// The merchant an API key belongs to. The digest is looked up, so the time taken says
     /// nothing about how close a wrong key was.
     pub fn merchant_for_key(&self, key: &[u8]) -> Option<&Arc<Merchant>> {
-        let i = self.by_key.get(&KeyDigest::of(key))?;
+        self.merchant_for_digest(&KeyDigest::of(key))
+    }
+
+    /// The merchant whose API key has this digest.
+    pub fn merchant_for_digest(&self, digest: &KeyDigest) -> Option<&Arc<Merchant>> {
+        let i = self.by_key.get(digest)?;
         Some(&self.merchants[*i])
     }
 
