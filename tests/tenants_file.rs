@@ -657,3 +657,49 @@ fn the_readme_example_loads_its_flows_as_serve_does() {
         "{e}"
     );
 }
+
+#[test]
+fn tenants_check_never_echoes_a_secret_written_where_a_name_or_number_goes() {
+    // The token and the callback secret pasted in place of their variables' names, and the
+    // token pasted as a number: every place is reported, no secret is shown.
+    const PASTED_TOKEN: &str = "EAAGm0PX4ZCpsBAOpastedTokenValue0123456789";
+    const PASTED_SECRET: &str = "whsec_live_PastedCallbackSecret42";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tenants.toml");
+    let text = format!(
+        r#"[[merchant]]
+id = "shop"
+api_keys = ["{}"]
+callback_secret_env = "{PASTED_SECRET}"
+flows = "{}"
+
+[[merchant.number]]
+phone_number_id = "{PASTED_TOKEN}"
+business_number = "{PASTED_TOKEN}"
+access_token_env = "{PASTED_TOKEN}"
+"#,
+        digest("shop-key"),
+        root().join("flows").display()
+    );
+    std::fs::write(&path, text).expect("write");
+    let path = path.display().to_string();
+    let (code, out, err) = waotp(&["tenants", "check", &path], &[], "");
+    assert_eq!(code, 1, "{out}");
+    for (line, col) in [(4, 23), (8, 19), (9, 19), (10, 20)] {
+        assert!(
+            err.contains(&format!("{path}:{line}:{col}: ")),
+            "{line}:{col} in {err}"
+        );
+    }
+    assert!(
+        !err.contains(PASTED_TOKEN)
+            && !err.contains("EAAGm0PX4ZCpsBAO")
+            && !err.contains(PASTED_SECRET),
+        "{err}"
+    );
+    // A conventional name is still named.
+    assert!(
+        !out.contains(PASTED_TOKEN) && !out.contains(PASTED_SECRET),
+        "{out}"
+    );
+}
