@@ -703,3 +703,33 @@ access_token_env = "{PASTED_TOKEN}"
         "{out}"
     );
 }
+
+#[test]
+fn tenants_check_lists_a_callback_url_without_the_credentials_it_carries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tenants.toml");
+    let text = format!(
+        r#"[[merchant]]
+id = "shop"
+api_keys = ["{}"]
+callback_url = "https://waotp:cb-pass-123@shop.example/events?token=cb-token-456"
+flows = "{}"
+
+[[merchant.number]]
+phone_number_id = "1001"
+"#,
+        digest("shop-key"),
+        root().join("flows").display()
+    );
+    std::fs::write(&path, text).expect("write");
+    let (code, out, err) = waotp(&["tenants", "check", &path.display().to_string()], &[], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("callbacks to https://shop.example/events?…"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("cb-pass-123") && !out.contains("cb-token-456"),
+        "{out}"
+    );
+}
