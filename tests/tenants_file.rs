@@ -733,3 +733,56 @@ phone_number_id = "1001"
         "{out}"
     );
 }
+
+#[test]
+fn a_merchants_flows_name_its_own_settings_never_the_processs_environment() {
+    // market's flow would carry a variable of the process (every merchant's tokens and
+    // secrets live there) out to market's own server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("market")).expect("flows dir");
+    let flow = std::fs::read_to_string(root().join("flows/support_identity.toml")).expect("flow");
+    std::fs::write(
+        dir.path().join("market/support_identity.toml"),
+        flow.replace("{WAOTP_HOOK_BASE_URL}", "https://market.example/{HOME}"),
+    )
+    .expect("write");
+    let text = format!(
+        r#"[[merchant]]
+id = "market"
+api_keys = ["{}"]
+callback_secret_env = "SHOP_SECRET"
+flows = "market"
+
+[[merchant.number]]
+phone_number_id = "2001"
+access_token_env = "SHOP_TOKEN"
+"#,
+        digest("market-key")
+    );
+    assert!(
+        std::env::var("HOME").is_ok(),
+        "a variable every process has"
+    );
+    let t = file::parse("tenants.toml", &text, dir.path(), &env).expect("valid");
+    let otp = waotp::otp::policy::OtpPolicy::default();
+    let e = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp)
+        .expect_err("a flow naming the environment is refused");
+    assert!(
+        e.contains("merchant `market`")
+            && e.contains(
+                "`{HOME}` in the URL of hook `lookup_account`: a merchant's flows name only"
+            ),
+        "{e}"
+    );
+    // What a URL's names stand for at a call: the merchant's settings, nothing else.
+    let names = waotp::runtime::flows::UrlNames {
+        hook_base_url: Some("https://market.example/hooks".into()),
+        settings_only: true,
+        ..Default::default()
+    };
+    assert_eq!(names.value("HOME"), None);
+    assert_eq!(
+        names.value("WAOTP_HOOK_BASE_URL").as_deref(),
+        Some("https://market.example/hooks")
+    );
+}

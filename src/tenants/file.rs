@@ -149,17 +149,19 @@ pub fn parse(
         .iter()
         .map(|m| (m.id.as_str(), original(m.id.span().start)))
         .collect();
-    Tenants::new(merchants).map_err(|e| {
-        let merchant = match &e {
-            TenantsError::DuplicateMerchant(id) | TenantsError::NoNumber(id) => id,
-            TenantsError::DuplicateNumber { second, .. }
-            | TenantsError::DuplicateKey { second, .. } => second,
-        };
-        vec![at(
-            id_at.get(merchant.as_str()).copied().unwrap_or(0),
-            e.to_string(),
-        )]
-    })
+    Tenants::new(merchants)
+        .map(Tenants::declared_in_file)
+        .map_err(|e| {
+            let merchant = match &e {
+                TenantsError::DuplicateMerchant(id) | TenantsError::NoNumber(id) => id,
+                TenantsError::DuplicateNumber { second, .. }
+                | TenantsError::DuplicateKey { second, .. } => second,
+            };
+            vec![at(
+                id_at.get(merchant.as_str()).copied().unwrap_or(0),
+                e.to_string(),
+            )]
+        })
 }
 
 fn finish(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
