@@ -67,6 +67,7 @@ struct Rig {
     tenants: TenantsHandle,
     recorder: Arc<SandboxRecorder>,
     outbox: Arc<Outbox>,
+    runtime: Arc<Runtime>,
 }
 
 impl Rig {
@@ -106,7 +107,7 @@ impl Rig {
         let merchant = MerchantClient::new(None, Duration::from_secs(5)).expect("merchant");
         let outbox = Arc::new(
             Outbox::new(
-                runtime,
+                runtime.clone(),
                 inbox,
                 graph,
                 recorder.clone(),
@@ -121,6 +122,7 @@ impl Rig {
             tenants,
             recorder,
             outbox,
+            runtime,
         }
     }
 
@@ -594,4 +596,52 @@ async fn the_24_hour_window_is_per_number_and_customer() {
     assert_eq!(kind("2002", "919800000001"), "template");
     assert_eq!(kind("1001", "919800000002"), "text");
     assert_eq!(kind("2002", "919800000002"), "template");
+}
+
+/// A `sent` status naming `tracker`, reported for the number `phone_number_id`.
+fn echo(message_id: &str, tracker: &str, phone_number_id: &str) -> waotp::domain::DeliveryStatus {
+    waotp::domain::DeliveryStatus {
+        message_id: waotp::domain::MessageId::parse(message_id.to_owned()).expect("id"),
+        recipient: waotp::domain::WaId::parse("919800000001").expect("wa id"),
+        recipient_user_id: None,
+        status: waotp::domain::StatusKind::Sent,
+        timestamp: Utc::now().timestamp(),
+        errors: Vec::new(),
+        callback_data: Some(tracker.to_owned()),
+        phone_number_id: Some(phone_number_id.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn a_status_of_another_number_never_settles_an_entry_in_doubt() {
+    let tenants = Tenants::new(vec![
+        merchant("shop", None, vec![number("1001", Some("token-a"), 80)]),
+        merchant("market", None, vec![number("2001", Some("token-b"), 80)]),
+    ])
+    .expect("tenants");
+    let rig = Rig::start("http://127.0.0.1:9", tenants).await;
+    let mut entry = text("doubt", &Scope::new("shop", "1001"), "919800000001");
+    entry.state = OutboxState::InDoubt;
+    rig.queue(vec![entry]);
+    // Number 2001 reports a message carrying shop's tracker: not what 1001 sent.
+    rig.runtime
+        .track_status(&echo("wamid.other", "doubt", "2001"))
+        .await
+        .expect("status");
+    let sessions = rig.store.sessions();
+    assert_eq!(
+        sessions.echo("doubt").expect("read"),
+        None,
+        "settled by another number's status"
+    );
+    assert_eq!(rig.entry("doubt").state, OutboxState::InDoubt);
+    // The sending number's own status does settle it.
+    rig.runtime
+        .track_status(&echo("wamid.own", "doubt", "1001"))
+        .await
+        .expect("status");
+    assert_eq!(
+        sessions.echo("doubt").expect("read").as_deref(),
+        Some("wamid.own")
+    );
 }

@@ -40,6 +40,7 @@ fn merchant(id: &str, key: &str, numbers: Vec<Number>) -> Merchant {
 
 struct Deployment {
     base: String,
+    tenants: waotp::app::TenantsReload,
     store: std::sync::Arc<waotp::store::Store>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -47,6 +48,39 @@ struct Deployment {
 
 /// `alpha` with numbers 1001 and 1002, `beta` with 2001; no tokens, so sandbox mode.
 async fn deployment() -> Deployment {
+    deployment_of(
+        Tenants::new(vec![
+            merchant(
+                "alpha",
+                KEY_A,
+                vec![
+                    number("1001", "+15550001001"),
+                    number("1002", "+15550001002"),
+                ],
+            ),
+            merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+        ])
+        .expect("tenants"),
+    )
+    .await
+}
+
+/// `merchant` with the flow files `files` of the repository's flows directory instead of all.
+fn with_flow_files(mut m: Merchant, files: &[&str]) -> Merchant {
+    m.flows = FlowSource::Files(
+        files
+            .iter()
+            .map(|f| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("flows")
+                    .join(f)
+            })
+            .collect(),
+    );
+    m
+}
+
+async fn deployment_of(tenants: Tenants) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vars = common::test_vars(dir.path());
     vars.insert(
@@ -54,26 +88,16 @@ async fn deployment() -> Deployment {
         concat!(env!("CARGO_MANIFEST_DIR"), "/flows").into(),
     );
     let settings = Settings::from_vars(vars).expect("settings");
-    let tenants = Tenants::new(vec![
-        merchant(
-            "alpha",
-            KEY_A,
-            vec![
-                number("1001", "+15550001001"),
-                number("1002", "+15550001002"),
-            ],
-        ),
-        merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
-    ])
-    .expect("tenants");
     let app = Application::build_with_tenants(settings, tenants)
         .await
         .expect("server builds");
     let base = format!("http://{}", app.address());
     let store = app.store();
+    let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {
         base,
+        tenants: reload,
         store,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -559,4 +583,95 @@ async fn a_session_from_before_merchants_belongs_to_the_default_scopes_merchant(
     assert_eq!(page["sessions"], json!([]), "{page}");
     let (_, page) = d.get(KEY_A, "/v1/sessions").await;
     assert_eq!(page["sessions"][0]["id"], id.as_str(), "{page}");
+}
+
+#[tokio::test]
+async fn stats_of_a_flow_answer_for_the_keys_merchants_flows_only() {
+    // alpha (the default scope's merchant) runs signup_verification only, beta
+    // cod_confirmation only.
+    let d = deployment_of(
+        Tenants::new(vec![
+            with_flow_files(
+                merchant("alpha", KEY_A, vec![number("1001", "+15550001001")]),
+                &["signup_verification.toml"],
+            ),
+            with_flow_files(
+                merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+                &["cod_confirmation.toml"],
+            ),
+        ])
+        .expect("tenants"),
+    )
+    .await;
+    // beta's own flow has figures for beta.
+    let (status, body) = d.get(KEY_B, "/v1/stats?flow=cod_confirmation").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["merchant"], "beta");
+    // alpha's flow is, for beta, the same unknown flow as one that exists nowhere.
+    let (status, foreign) = d.get(KEY_B, "/v1/stats?flow=signup_verification").await;
+    let (unknown_status, unknown) = d.get(KEY_B, "/v1/stats?flow=no_such_flow").await;
+    assert_eq!((status, unknown_status), (400, 400), "{foreign} {unknown}");
+    assert_eq!(foreign["error"]["code"], unknown["error"]["code"]);
+    assert_eq!(foreign["error"]["code"], "unknown_flow");
+    // And the other way round.
+    let (status, body) = d.get(KEY_A, "/v1/stats?flow=signup_verification").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.get(KEY_A, "/v1/stats?flow=cod_confirmation").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn a_dashboard_login_ends_with_the_key_it_was_made_with() {
+    let d = deployment().await;
+    const KEY_A2: &str = "key-alpha-rotated-0123456789";
+    let rotation = |keys: &[&str]| {
+        let mut alpha = merchant(
+            "alpha",
+            KEY_A,
+            vec![
+                number("1001", "+15550001001"),
+                number("1002", "+15550001002"),
+            ],
+        );
+        alpha.api_keys = keys.iter().map(|k| KeyDigest::of(k.as_bytes())).collect();
+        Tenants::new(vec![
+            alpha,
+            merchant("beta", KEY_B, vec![number("2001", "+15550002001")]),
+        ])
+        .expect("tenants")
+    };
+    // The new key beside the old one: a login with each.
+    d.tenants.apply(rotation(&[KEY_A, KEY_A2])).expect("reload");
+    let old = d.login(KEY_A).await;
+    let new = d.login(KEY_A2).await;
+    let (status, link) = d.post(KEY_A, "/dashboard/link", json!({})).await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(d.dashboard(Ok(&old)).await.0, 200);
+    // The old key removed (it leaked, say): what it opened is closed with it.
+    d.tenants.apply(rotation(&[KEY_A2])).expect("reload");
+    let (status, page) = d.dashboard(Ok(&old)).await;
+    assert_eq!(
+        status, 401,
+        "a login with a removed key still shows the page"
+    );
+    assert!(!page.contains("data-merchant"));
+    let res = d
+        .http
+        .get(format!(
+            "{}{}",
+            d.base,
+            link["path"].as_str().expect("path")
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        res.status(),
+        401,
+        "a link made with a removed key still opens"
+    );
+    // The key kept still works.
+    let (status, page) = d.dashboard(Ok(&new)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<b data-merchant>alpha</b>"));
 }

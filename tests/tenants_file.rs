@@ -631,3 +631,158 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_readme_example_loads_its_flows_as_serve_does() {
+    // README's block, written in the project's root, with its variables set: serve loads
+    // every merchant's flows, and acme's hooks need its hook_base_url.
+    let blocks = toml_blocks("README.md", "## For providers: many merchants and numbers");
+    let any = |_: &str| Some("set".to_owned());
+    let t = file::parse("tenants.toml", &blocks[0], &root(), &any).expect("valid");
+    assert!(!t.sandbox());
+    let otp = waotp::otp::policy::OtpPolicy::default();
+    if let Err(e) = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp) {
+        panic!("README's example does not serve: {e}");
+    }
+    // Without it, the refusal names the setting a tenants file has for it.
+    let text = blocks[0]
+        .lines()
+        .filter(|l| !l.starts_with("hook_base_url"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t = file::parse("tenants.toml", &text, &root(), &any).expect("valid");
+    let e = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp).expect_err("refused");
+    assert!(
+        e.contains("merchant `acme`") && e.contains("the merchant's `hook_base_url`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tenants_check_never_echoes_a_secret_written_where_a_name_or_number_goes() {
+    // The token and the callback secret pasted in place of their variables' names, and the
+    // token pasted as a number: every place is reported, no secret is shown.
+    const PASTED_TOKEN: &str = "EAAGm0PX4ZCpsBAOpastedTokenValue0123456789";
+    const PASTED_SECRET: &str = "whsec_live_PastedCallbackSecret42";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tenants.toml");
+    let text = format!(
+        r#"[[merchant]]
+id = "shop"
+api_keys = ["{}"]
+callback_secret_env = "{PASTED_SECRET}"
+flows = "{}"
+
+[[merchant.number]]
+phone_number_id = "{PASTED_TOKEN}"
+business_number = "{PASTED_TOKEN}"
+access_token_env = "{PASTED_TOKEN}"
+"#,
+        digest("shop-key"),
+        root().join("flows").display()
+    );
+    std::fs::write(&path, text).expect("write");
+    let path = path.display().to_string();
+    let (code, out, err) = waotp(&["tenants", "check", &path], &[], "");
+    assert_eq!(code, 1, "{out}");
+    for (line, col) in [(4, 23), (8, 19), (9, 19), (10, 20)] {
+        assert!(
+            err.contains(&format!("{path}:{line}:{col}: ")),
+            "{line}:{col} in {err}"
+        );
+    }
+    assert!(
+        !err.contains(PASTED_TOKEN)
+            && !err.contains("EAAGm0PX4ZCpsBAO")
+            && !err.contains(PASTED_SECRET),
+        "{err}"
+    );
+    // A conventional name is still named.
+    assert!(
+        !out.contains(PASTED_TOKEN) && !out.contains(PASTED_SECRET),
+        "{out}"
+    );
+}
+
+#[test]
+fn tenants_check_lists_a_callback_url_without_the_credentials_it_carries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tenants.toml");
+    let text = format!(
+        r#"[[merchant]]
+id = "shop"
+api_keys = ["{}"]
+callback_url = "https://waotp:cb-pass-123@shop.example/events?token=cb-token-456"
+flows = "{}"
+
+[[merchant.number]]
+phone_number_id = "1001"
+"#,
+        digest("shop-key"),
+        root().join("flows").display()
+    );
+    std::fs::write(&path, text).expect("write");
+    let (code, out, err) = waotp(&["tenants", "check", &path.display().to_string()], &[], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("callbacks to https://shop.example/events?…"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("cb-pass-123") && !out.contains("cb-token-456"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_merchants_flows_name_its_own_settings_never_the_processs_environment() {
+    // market's flow would carry a variable of the process (every merchant's tokens and
+    // secrets live there) out to market's own server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("market")).expect("flows dir");
+    let flow = std::fs::read_to_string(root().join("flows/support_identity.toml")).expect("flow");
+    std::fs::write(
+        dir.path().join("market/support_identity.toml"),
+        flow.replace("{WAOTP_HOOK_BASE_URL}", "https://market.example/{HOME}"),
+    )
+    .expect("write");
+    let text = format!(
+        r#"[[merchant]]
+id = "market"
+api_keys = ["{}"]
+callback_secret_env = "SHOP_SECRET"
+flows = "market"
+
+[[merchant.number]]
+phone_number_id = "2001"
+access_token_env = "SHOP_TOKEN"
+"#,
+        digest("market-key")
+    );
+    assert!(
+        std::env::var("HOME").is_ok(),
+        "a variable every process has"
+    );
+    let t = file::parse("tenants.toml", &text, dir.path(), &env).expect("valid");
+    let otp = waotp::otp::policy::OtpPolicy::default();
+    let e = waotp::runtime::merchants::MerchantRuntimes::load(&t, &otp)
+        .expect_err("a flow naming the environment is refused");
+    assert!(
+        e.contains("merchant `market`")
+            && e.contains(
+                "`{HOME}` in the URL of hook `lookup_account`: a merchant's flows name only"
+            ),
+        "{e}"
+    );
+    // What a URL's names stand for at a call: the merchant's settings, nothing else.
+    let names = waotp::runtime::flows::UrlNames {
+        hook_base_url: Some("https://market.example/hooks".into()),
+        settings_only: true,
+        ..Default::default()
+    };
+    assert_eq!(names.value("HOME"), None);
+    assert_eq!(
+        names.value("WAOTP_HOOK_BASE_URL").as_deref(),
+        Some("https://market.example/hooks")
+    );
+}

@@ -230,8 +230,9 @@ pub(super) async fn stats(
         .as_deref()
         .map(str::trim)
         .filter(|f| !f.is_empty());
+    // Only the merchant's own flows: another merchant's flow is as unknown as one nowhere.
     if let Some(f) = flow {
-        if state.runtime.flows().get(f).is_none() {
+        if state.runtime.flows_of(&merchant.id).get(f).is_none() {
             return Err(ApiError::bad_request(
                 "unknown_flow",
                 format!("no flow `{f}`; leave `flow` out for all flows"),

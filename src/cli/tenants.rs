@@ -2,7 +2,8 @@
 //! file (docs/tenants.md).
 //!
 //! Nothing here prints a secret: the check shows merchants, numbers and where flows are, and
-//! whether each number sends, never a token, a callback secret or a key.
+//! whether each number sends, never a token, a callback secret or a key (nor the credentials or
+//! query string a callback URL may carry).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -28,7 +29,7 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             describe_flows(&m.flows),
             m.callback_url
                 .as_deref()
-                .map(|u| format!(", callbacks to {u}"))
+                .map(|u| format!(", callbacks to {}", without_credentials(u)))
                 .unwrap_or_default(),
             m.waba_id
                 .as_deref()
@@ -66,6 +67,20 @@ pub fn check(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         }
     );
     0
+}
+
+/// `url` without what may be a credential: a `user:password@` and the query string.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let path = &rest[end..];
+    let path = match path.find(['?', '#']) {
+        Some(i) => format!("{}?…", &path[..i]),
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{host}{path}")
 }
 
 /// Where a merchant's flows are read from.

@@ -61,8 +61,24 @@ fn urls(flow: &Flow) -> Vec<(String, &Located<String>)> {
     out
 }
 
+/// Where a setting a URL may name is set when a tenants file declares the merchants (the
+/// environment variable itself must then be unset).
+fn where_set(name: &str) -> &'static str {
+    match name {
+        "WAOTP_HOOK_BASE_URL" => " (with a tenants file: the merchant's `hook_base_url`)",
+        "WAOTP_CALLBACK_URL" => " (with a tenants file: the merchant's `callback_url`)",
+        _ => "",
+    }
+}
+
 /// One diagnostic per reference in `flow`'s URLs that `lookup` has no value for.
-pub fn unresolved(flow: &Flow, lookup: impl Fn(&str) -> Option<String>) -> Vec<Diagnostic> {
+/// With `settings_only` (a merchant of a tenants file), a name other than the two settings is
+/// refused as such, whether or not the environment has it.
+pub fn unresolved(
+    flow: &Flow,
+    lookup: impl Fn(&str) -> Option<String>,
+    settings_only: bool,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (what, url) in urls(flow) {
         for name in references(url.as_str()) {
@@ -72,7 +88,14 @@ pub fn unresolved(flow: &Flow, lookup: impl Fn(&str) -> Option<String>) -> Vec<D
                     file: flow.path().display().to_string(),
                     line,
                     col,
-                    message: format!("`{{{name}}}` in the URL of {what}: {name} is not set"),
+                    message: if settings_only && where_set(name).is_empty() {
+                        format!("`{{{name}}}` in the URL of {what}: a merchant's flows name only WAOTP_HOOK_BASE_URL and WAOTP_CALLBACK_URL (its hook_base_url and callback_url), never another environment variable")
+                    } else {
+                        format!(
+                            "`{{{name}}}` in the URL of {what}: {name} is not set{}",
+                            where_set(name)
+                        )
+                    },
                 });
             }
         }
@@ -102,7 +125,7 @@ mod tests {
         ))
         .expect("bundled flow");
         let flow = parse_flow("flows/account_recovery.toml", &text).expect("valid");
-        let found = unresolved(&flow, |_| None);
+        let found = unresolved(&flow, |_| None, false);
         assert_eq!(found.len(), 2, "{found:?}");
         let line = text
             .lines()
@@ -117,6 +140,6 @@ mod tests {
             "{}",
             found[0]
         );
-        assert!(unresolved(&flow, |_| Some("https://shop.example".into())).is_empty());
+        assert!(unresolved(&flow, |_| Some("https://shop.example".into()), false).is_empty());
     }
 }

@@ -28,6 +28,10 @@ pub struct UrlNames {
     pub callback_url: Option<String>,
     /// Whether a name without a value refuses the load (outside sandbox mode).
     pub required: bool,
+    /// Whether the two settings are the only names (a merchant of a tenants file): any other
+    /// name stands for nothing, so a merchant's flow can never carry another merchant's token
+    /// or secret, or the service's, out in a URL.
+    pub settings_only: bool,
 }
 
 impl UrlNames {
@@ -36,6 +40,7 @@ impl UrlNames {
         match name {
             "WAOTP_HOOK_BASE_URL" => self.hook_base_url.clone(),
             "WAOTP_CALLBACK_URL" => self.callback_url.clone(),
+            _ if self.settings_only => None,
             _ => std::env::var(name).ok(),
         }
         .filter(|v| !v.trim().is_empty())
@@ -46,7 +51,9 @@ impl UrlNames {
     fn check(&self, set: &FlowSet) -> Result<(), String> {
         let mut unset: Vec<_> = set
             .iter()
-            .flat_map(|flow| crate::flow::urls::unresolved(flow, |n| self.value(n)))
+            .flat_map(|flow| {
+                crate::flow::urls::unresolved(flow, |n| self.value(n), self.settings_only)
+            })
             .collect();
         unset.sort();
         if unset.is_empty() {

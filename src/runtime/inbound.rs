@@ -6,7 +6,8 @@
 //! sent message's state forward only, and a failed prompt or code becomes the flow's
 //! delivery-failure event — except Meta's 131047 for a prompt (the 24-hour window, reported
 //! late), which is handled like the same refusal at send time. A status that echoes an outbox
-//! entry whose send is in doubt proves WhatsApp accepted it, and settles it.
+//! entry whose send is in doubt proves WhatsApp accepted it, and settles it — when it is reported
+//! for the number the entry went out from (another number did not send it).
 
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
@@ -218,6 +219,15 @@ impl Runtime {
         let Some(mut entry) = self.sessions().outbox_entry(entry_id)? else {
             return Ok(None);
         };
+        // Only the number the entry went out from can echo its tracker: another number's
+        // status carrying it did not send this entry, and must not settle it as sent.
+        let tenants = self.tenants().current();
+        if let Some(reported) = tenants.scope_of(s.phone_number_id.as_deref()) {
+            let sent_from = entry.scope_or(&tenants.default_scope());
+            if reported.number != sent_from.number {
+                return Ok(None);
+            }
+        }
         // WhatsApp accepted this entry's send, whatever the sender heard (or did not): noted so
         // that a send in doubt is settled as sent instead of being sent again.
         if matches!(entry.state, OutboxState::InFlight | OutboxState::InDoubt) {

@@ -52,11 +52,13 @@ impl MerchantRuntime {
 }
 
 /// The values of a merchant's flow URL names; required outside sandbox mode.
-fn url_names(merchant: &Merchant) -> UrlNames {
+/// A merchant of a tenants file names its own settings only.
+fn url_names(merchant: &Merchant, from_file: bool) -> UrlNames {
     UrlNames {
         hook_base_url: merchant.hook_base_url.clone(),
         callback_url: merchant.callback_url.clone(),
         required: !merchant.sandbox(),
+        settings_only: from_file,
     }
 }
 
@@ -138,7 +140,7 @@ fn build(
     let mut by_id = HashMap::new();
     let mut errors = Vec::new();
     for merchant in tenants.merchants() {
-        let urls = url_names(merchant);
+        let urls = url_names(merchant, tenants.is_declared_in_file());
         let old = previous.and_then(|p| p.by_id.get(&merchant.id));
         let same = old.filter(|o| o.flows.source() == &merchant.flows && o.urls() == &urls);
         let flows = match same {

@@ -149,17 +149,19 @@ pub fn parse(
         .iter()
         .map(|m| (m.id.as_str(), original(m.id.span().start)))
         .collect();
-    Tenants::new(merchants).map_err(|e| {
-        let merchant = match &e {
-            TenantsError::DuplicateMerchant(id) | TenantsError::NoNumber(id) => id,
-            TenantsError::DuplicateNumber { second, .. }
-            | TenantsError::DuplicateKey { second, .. } => second,
-        };
-        vec![at(
-            id_at.get(merchant.as_str()).copied().unwrap_or(0),
-            e.to_string(),
-        )]
-    })
+    Tenants::new(merchants)
+        .map(Tenants::declared_in_file)
+        .map_err(|e| {
+            let merchant = match &e {
+                TenantsError::DuplicateMerchant(id) | TenantsError::NoNumber(id) => id,
+                TenantsError::DuplicateNumber { second, .. }
+                | TenantsError::DuplicateKey { second, .. } => second,
+            };
+            vec![at(
+                id_at.get(merchant.as_str()).copied().unwrap_or(0),
+                e.to_string(),
+            )]
+        })
 }
 
 fn finish(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
@@ -366,7 +368,11 @@ impl Checker<'_> {
             None => {
                 self.issue(
                     name.span().start,
-                    format!("environment variable `{var}` ({key}) is unset or empty"),
+                    match conventional_env_name(var) {
+                        true => format!("environment variable `{var}` ({key}) is unset or empty"),
+                        // Not shown: a secret pasted in place of its variable's name looks so.
+                        false => format!("the environment variable {key} names is unset or empty (the name is not shown: names are usually upper-case, such as ACME_TOKEN; is a secret written here?)"),
+                    },
                 );
                 None
             }
@@ -431,7 +437,10 @@ impl Checker<'_> {
         if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
             self.issue(
                 id_at,
-                format!("phone_number_id `{id}` must be the digits WhatsApp shows for the number"),
+                format!(
+                    "phone_number_id {} must be the digits WhatsApp shows for the number",
+                    shown(&id)
+                ),
             );
         } else if let Some((first, first_at)) = self.numbers.get(&id) {
             let message = format!(
@@ -449,8 +458,8 @@ impl Checker<'_> {
                 Err(why) => self.issue(
                     at,
                     format!(
-                        "business_number `{}` is not an E.164 number with `+` such as +14155550100 ({why})",
-                        business.as_str()
+                        "business_number {} is not an E.164 number with `+` such as +14155550100 ({why})",
+                        shown(business.as_str())
                     ),
                 ),
                 Ok(_) => {
@@ -503,6 +512,27 @@ fn valid_merchant_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A value quoted in an error when it is short enough to be what its key holds (a phone number
+/// id, a business number); a longer one may be a secret pasted in the wrong place, so only its
+/// length is given.
+fn shown(value: &str) -> String {
+    let len = value.chars().count();
+    if len <= 20 {
+        format!("`{value}`")
+    } else {
+        format!("(a value of {len} characters, not shown)")
+    }
+}
+
+/// Whether `name` is written as environment variables usually are (upper-case letters, digits
+/// and `_`, at most 64 characters), so that naming it in an error cannot show a secret.
+fn conventional_env_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn valid_env_name(name: &str) -> bool {

@@ -177,6 +177,9 @@ pub struct Tenants {
     /// Whether every event, whatever number it names, goes to the single merchant's one
     /// number: the single-merchant setup without `WAOTP_PHONE_NUMBER_ID` (sandbox).
     catch_all: bool,
+    /// Whether a tenants file declared the merchants: their flows' URLs then name only their
+    /// own settings, never the process environment (which holds every merchant's secrets).
+    from_file: bool,
 }
 
 /// Why a set of merchants cannot be served.
@@ -233,6 +236,7 @@ impl Tenants {
             by_number,
             by_key,
             catch_all: false,
+            from_file: false,
         })
     }
 
@@ -309,7 +313,23 @@ impl Tenants {
     /// The merchant an API key belongs to. The digest is looked up, so the time taken says
     /// nothing about how close a wrong key was.
     pub fn merchant_for_key(&self, key: &[u8]) -> Option<&Arc<Merchant>> {
-        let i = self.by_key.get(&KeyDigest::of(key))?;
+        self.merchant_for_digest(&KeyDigest::of(key))
+    }
+
+    /// The registry, as declared by a tenants file.
+    pub fn declared_in_file(mut self) -> Tenants {
+        self.from_file = true;
+        self
+    }
+
+    /// Whether a tenants file declared the merchants (see [`Tenants::declared_in_file`]).
+    pub fn is_declared_in_file(&self) -> bool {
+        self.from_file
+    }
+
+    /// The merchant whose API key has this digest.
+    pub fn merchant_for_digest(&self, digest: &KeyDigest) -> Option<&Arc<Merchant>> {
+        let i = self.by_key.get(digest)?;
         Some(&self.merchants[*i])
     }
 

@@ -4,13 +4,15 @@
 //! valid one minute) that turns into a cookie session — how a headless browser gets in without
 //! the key ever appearing in a URL.
 //!
-//! A login, a link and the session they open all belong to the merchant whose key made them:
-//! the page shows that merchant's figures only.
+//! A login, a link and the session they open all hold the key that made them (as its digest)
+//! and show the merchant that key belongs to in the registry as it is at each request: a key
+//! removed from the tenants file (rotated out, or its merchant removed) closes what it opened.
 //!
 //! The API key itself is never stored or put in a cookie. Tokens are kept in memory only as
 //! their SHA-256 digests (a memory dump yields nothing usable), and die with the process:
 //! after a restart people log in again.
 
+use crate::tenants::KeyDigest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,11 +40,11 @@ fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// A live token: its expiry and the merchant it belongs to.
+/// A live token: its expiry and the digest of the API key that made it.
 #[derive(Debug)]
 struct Grant {
     expires: Instant,
-    merchant: String,
+    key: KeyDigest,
 }
 
 /// Live tokens of one kind, by digest.
@@ -50,7 +52,7 @@ struct Grant {
 struct Tokens(Mutex<HashMap<Digest32, Grant>>);
 
 impl Tokens {
-    fn issue(&self, ttl: Duration, merchant: &str) -> String {
+    fn issue(&self, ttl: Duration, key: KeyDigest) -> String {
         let token = new_token();
         let now = Instant::now();
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -64,24 +66,24 @@ impl Tokens {
             digest(&token),
             Grant {
                 expires: now + ttl,
-                merchant: merchant.to_owned(),
+                key,
             },
         );
         token
     }
 
-    fn valid(&self, token: &str) -> Option<String> {
+    fn valid(&self, token: &str) -> Option<KeyDigest> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&digest(token))
             .filter(|g| g.expires > Instant::now())
-            .map(|g| g.merchant.clone())
+            .map(|g| g.key)
     }
 
-    fn take(&self, token: &str) -> Option<String> {
+    fn take(&self, token: &str) -> Option<KeyDigest> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&digest(token))
             .filter(|g| g.expires > Instant::now())
-            .map(|g| g.merchant)
+            .map(|g| g.key)
     }
 }
 
@@ -93,13 +95,14 @@ pub struct DashboardAccess {
 }
 
 impl DashboardAccess {
-    /// Starts a session of `merchant`; the returned token goes into the cookie.
-    pub fn open_session(&self, merchant: &str) -> String {
-        self.sessions.issue(SESSION_TTL, merchant)
+    /// Starts a session opened with the API key of digest `key`; the returned token goes into
+    /// the cookie.
+    pub fn open_session(&self, key: KeyDigest) -> String {
+        self.sessions.issue(SESSION_TTL, key)
     }
 
-    /// The merchant of a live session.
-    pub fn session_merchant(&self, token: &str) -> Option<String> {
+    /// The digest of the key that opened a live session.
+    pub fn session_key(&self, token: &str) -> Option<KeyDigest> {
         self.sessions.valid(token)
     }
 
@@ -107,13 +110,15 @@ impl DashboardAccess {
         self.sessions.take(token);
     }
 
-    /// A token for one `GET /dashboard/once/{token}`, opening a session of `merchant`.
-    pub fn new_link(&self, merchant: &str) -> String {
-        self.links.issue(LINK_TTL, merchant)
+    /// A token for one `GET /dashboard/once/{token}`, opening a session with the key of
+    /// digest `key`.
+    pub fn new_link(&self, key: KeyDigest) -> String {
+        self.links.issue(LINK_TTL, key)
     }
 
-    /// Uses up a one-time link: its merchant the first time, while it is fresh; `None` after.
-    pub fn redeem_link(&self, token: &str) -> Option<String> {
+    /// Uses up a one-time link: its key's digest the first time, while it is fresh; `None`
+    /// after.
+    pub fn redeem_link(&self, token: &str) -> Option<KeyDigest> {
         self.links.take(token)
     }
 }
@@ -149,23 +154,25 @@ mod tests {
     #[test]
     fn sessions_are_valid_until_closed_and_only_their_own_token_works() {
         let access = DashboardAccess::default();
-        let token = access.open_session("a");
+        let (a, b) = (KeyDigest::of(b"a"), KeyDigest::of(b"b"));
+        let token = access.open_session(a);
         assert_eq!(token.len(), 64);
-        assert_eq!(access.session_merchant(&token).as_deref(), Some("a"));
-        let other = access.open_session("b");
-        assert_eq!(access.session_merchant(&other).as_deref(), Some("b"));
-        assert_eq!(access.session_merchant("0000"), None);
-        assert_eq!(access.session_merchant(""), None);
+        assert_eq!(access.session_key(&token), Some(a));
+        let other = access.open_session(b);
+        assert_eq!(access.session_key(&other), Some(b));
+        assert_eq!(access.session_key("0000"), None);
+        assert_eq!(access.session_key(""), None);
         access.close_session(&token);
-        assert_eq!(access.session_merchant(&token), None);
+        assert_eq!(access.session_key(&token), None);
     }
 
     #[test]
     fn a_link_works_once_and_is_not_a_session() {
         let access = DashboardAccess::default();
-        let link = access.new_link("a");
-        assert_eq!(access.session_merchant(&link), None);
-        assert_eq!(access.redeem_link(&link).as_deref(), Some("a"));
+        let a = KeyDigest::of(b"a");
+        let link = access.new_link(a);
+        assert_eq!(access.session_key(&link), None);
+        assert_eq!(access.redeem_link(&link), Some(a));
         assert_eq!(access.redeem_link(&link), None);
     }
 

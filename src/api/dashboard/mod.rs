@@ -8,18 +8,18 @@
 //!
 //! The page shows the merchant of the key that logged in (or of the Bearer key): its funnel,
 //! all its numbers together and per number, its own flows, and the templates of its WhatsApp
-//! Business Account. A session whose merchant a tenants reload removed
-//! is logged out.
+//! Business Account. A session whose key a tenants reload removed (rotated out, or with its
+//! merchant) is logged out.
 
 pub mod access;
 pub mod page;
 pub mod svg;
 
-use super::auth::{require_key, retry_after_secs, KeyCheck};
+use super::auth::{bearer, require_key, retry_after_secs, KeyCheck};
 use super::error::ApiError;
 use super::sessions::ApiState;
 use crate::api::stats::HourRange;
-use crate::tenants::Merchant;
+use crate::tenants::{KeyDigest, Merchant};
 use access::{cleared_cookie, cookie_value, session_cookie, DashboardAccess, COOKIE, LINK_TTL};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -66,9 +66,14 @@ fn authorized(
     state: &ApiState,
     access: &DashboardAccess,
 ) -> Result<Option<Arc<Merchant>>, ApiError> {
-    if let Some(id) = session_token(req).and_then(|t| access.session_merchant(&t)) {
-        // A merchant removed since the login sees nothing.
-        return Ok(state.api_keys.tenants().current().merchant(&id).cloned());
+    if let Some(key) = session_token(req).and_then(|t| access.session_key(&t)) {
+        // A key removed since the login (or its merchant) sees nothing.
+        return Ok(state
+            .api_keys
+            .tenants()
+            .current()
+            .merchant_for_digest(&key)
+            .cloned());
     }
     match require_key(req, &state.api_keys) {
         Ok(merchant) => Ok(Some(merchant)),
@@ -77,13 +82,13 @@ fn authorized(
     }
 }
 
-/// A new session cookie of `merchant` and a redirect to the page.
-fn enter(req: &HttpRequest, access: &DashboardAccess, merchant: &str) -> HttpResponse {
+/// A new session cookie of the key of digest `key` and a redirect to the page.
+fn enter(req: &HttpRequest, access: &DashboardAccess, key: KeyDigest) -> HttpResponse {
     let secure = req.connection_info().scheme() == "https";
     html(HttpResponse::SeeOther())
         .insert_header((
             header::SET_COOKIE,
-            session_cookie(&access.open_session(merchant), secure),
+            session_cookie(&access.open_session(key), secure),
         ))
         .insert_header((header::LOCATION, "/dashboard"))
         .finish()
@@ -192,8 +197,9 @@ async fn login(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> HttpResponse {
-    match state.api_keys.check(&req, form.key.trim().as_bytes()) {
-        KeyCheck::Accepted(merchant) => enter(&req, &access, &merchant.id),
+    let key = form.key.trim().as_bytes();
+    match state.api_keys.check(&req, key) {
+        KeyCheck::Accepted(_) => enter(&req, &access, KeyDigest::of(key)),
         KeyCheck::Refused => login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("That API key is not valid."),
@@ -230,8 +236,8 @@ async fn link(
     state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> Result<HttpResponse, ApiError> {
-    let merchant = require_key(&req, &state.api_keys)?;
-    let token = access.new_link(&merchant.id);
+    require_key(&req, &state.api_keys)?;
+    let token = access.new_link(KeyDigest::of(bearer(&req)));
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
@@ -243,10 +249,16 @@ async fn link(
 async fn once(
     req: HttpRequest,
     token: web::Path<String>,
+    state: web::Data<ApiState>,
     access: web::Data<DashboardAccess>,
 ) -> HttpResponse {
-    if let Some(merchant) = access.redeem_link(&token) {
-        enter(&req, &access, &merchant)
+    // A link whose key was removed since it was made opens nothing.
+    let key = access.redeem_link(&token).filter(|key| {
+        let tenants = state.api_keys.tenants().current();
+        tenants.merchant_for_digest(key).is_some()
+    });
+    if let Some(key) = key {
+        enter(&req, &access, key)
     } else {
         login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,

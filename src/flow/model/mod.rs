@@ -249,7 +249,8 @@ pub struct AndroidApp {
 pub struct Hook {
     /// URL; `{ENV_NAME}` is replaced by that environment variable when the server runs (outside
     /// sandbox mode an unset one stops the server's start, and a reload, naming the file and
-    /// variable).
+    /// variable). A merchant of a tenants file names only `{WAOTP_HOOK_BASE_URL}` and
+    /// `{WAOTP_CALLBACK_URL}`, its own settings.
     pub url: Located<String>,
     /// Variables sent in the request's `vars` object.
     #[serde(default)]
