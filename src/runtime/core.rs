@@ -125,7 +125,7 @@ impl Runtime {
         self.merchants().default_merchant().flows.clone()
     }
 
-    /// The flows of `merchant` (the default merchant's for one no longer served).
+    /// The flows of `merchant` (kept for its sessions after it is no longer served).
     pub fn flows_of(&self, merchant: &str) -> Arc<FlowRegistry> {
         self.merchants().get_or_default(merchant).flows.clone()
     }
@@ -138,8 +138,8 @@ impl Runtime {
             .clone()
     }
 
-    /// The settings of the merchant of `scope` (the default merchant's for one no longer
-    /// served).
+    /// The settings of the merchant of `scope` (kept, without a callback URL, for its sessions
+    /// after it is no longer served).
     pub fn merchant_of(&self, scope: &Scope) -> Arc<MerchantRuntime> {
         self.merchants().get_or_default(&scope.merchant).clone()
     }

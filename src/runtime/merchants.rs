@@ -5,9 +5,10 @@
 //! Built from the tenants registry at start and rebuilt by [`MerchantRuntimes::rebuilt`] when
 //! the registry changes: a merchant whose flow source and URLs did not change keeps its loaded
 //! flows (and the versions its live sessions run on); one whose new flows do not load keeps
-//! the old ones. A merchant that is gone keeps no entry: its sessions (which get no new
-//! customer messages, its numbers being gone too) run on their stored flow versions until they
-//! end or expire, without a callback URL of their own. Owns no state that must survive a
+//! the old ones. A merchant that is gone is kept aside, retired: its sessions (which get no new
+//! customer messages, its numbers being gone too) run on its own flows and OTP limits until they
+//! end or expire — never on another merchant's — without a callback URL (its entries are not
+//! sent: the outbox knows no merchant of that id). Owns no state that must survive a
 //! restart: everything here is read again from the tenants registry and the flow files.
 
 use super::flows::{FlowRegistry, UrlNames};
@@ -27,6 +28,17 @@ pub struct MerchantRuntime {
 }
 
 impl MerchantRuntime {
+    /// The same merchant, no longer served: its flows and limits, no callback URL.
+    fn retire(&self) -> MerchantRuntime {
+        let mut merchant = (*self.merchant).clone();
+        merchant.callback_url = None;
+        MerchantRuntime {
+            merchant: Arc::new(merchant),
+            flows: self.flows.clone(),
+            otp_base: self.otp_base.clone(),
+        }
+    }
+
     /// What `{NAME}` stands for in this merchant's flows.
     pub fn urls(&self) -> &UrlNames {
         self.flows.urls()
@@ -78,6 +90,8 @@ fn otp_policy(merchant: &Merchant, base: &OtpPolicy) -> OtpPolicy {
 #[derive(Debug)]
 pub struct MerchantRuntimes {
     by_id: HashMap<String, Arc<MerchantRuntime>>,
+    /// Merchants no longer served, for the sessions they leave behind.
+    retired: HashMap<String, Arc<MerchantRuntime>>,
     /// The merchant of the default scope (records written before merchants existed).
     default: Arc<MerchantRuntime>,
 }
@@ -89,7 +103,11 @@ impl MerchantRuntimes {
         let (by_id, errors) = build(None, tenants, otp_base);
         let default = by_id.get(&tenants.default_scope().merchant).cloned();
         match default {
-            Some(default) if errors.is_empty() => Ok(MerchantRuntimes { by_id, default }),
+            Some(default) if errors.is_empty() => Ok(MerchantRuntimes {
+                by_id,
+                retired: HashMap::new(),
+                default,
+            }),
             _ => Err(errors.join("\n")),
         }
     }
@@ -107,7 +125,23 @@ impl MerchantRuntimes {
             .get(&tenants.default_scope().merchant)
             .cloned()
             .unwrap_or_else(|| self.default.clone());
-        (MerchantRuntimes { by_id, default }, errors)
+        let mut retired: HashMap<String, Arc<MerchantRuntime>> = self
+            .retired
+            .iter()
+            .filter(|(id, _)| !by_id.contains_key(*id))
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        for (id, gone) in self.by_id.iter().filter(|(id, _)| !by_id.contains_key(*id)) {
+            retired.insert(id.clone(), Arc::new(gone.retire()));
+        }
+        (
+            MerchantRuntimes {
+                by_id,
+                retired,
+                default,
+            },
+            errors,
+        )
     }
 
     /// The merchant with this id, if it is served.
@@ -120,9 +154,13 @@ impl MerchantRuntimes {
         &self.default
     }
 
-    /// The merchant with this id, else the default one (a merchant no longer served).
+    /// The merchant with this id, served or retired; the default one for records written
+    /// before merchants existed (an empty id) or of a merchant this process never knew.
     pub fn get_or_default(&self, merchant: &str) -> &Arc<MerchantRuntime> {
-        self.by_id.get(merchant).unwrap_or(&self.default)
+        self.by_id
+            .get(merchant)
+            .or_else(|| self.retired.get(merchant))
+            .unwrap_or(&self.default)
     }
 
     /// Every merchant served.
@@ -282,10 +320,18 @@ mod tests {
             .get("cod_confirmation")
             .is_some());
 
-        // A merchant that is gone has no entry; its sessions fall back to the default's.
+        // A merchant that is gone is no longer served; its sessions keep its own flows and
+        // limits, never another merchant's, and have no callback URL.
         let tenants = Tenants::new(vec![b]).expect("tenants");
         let (last, _) = next.rebuilt(&tenants, &base);
-        assert!(last.get("a").is_none());
-        assert_eq!(last.get_or_default("a").merchant.id, "b");
+        assert!(last.get("c").is_none());
+        let gone = last.get_or_default("c");
+        assert_eq!(gone.merchant.id, "c");
+        assert!(gone.flows.get("cod_confirmation").is_some());
+        assert_eq!(gone.callback_url(), None);
+        // … also after another reload, until it comes back.
+        let (again, _) = last.rebuilt(&tenants, &base);
+        assert_eq!(again.get_or_default("c").merchant.id, "c");
+        assert_eq!(again.get_or_default("").merchant.id, "b");
     }
 }
