@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// … or is this old, so that expired events can go a segment at a time.
 const SEGMENT_AGE: Duration = Duration::from_secs(3600);
-/// How often handled marks are checkpointed (and the writer wakes when idle).
+/// How often the writer wakes when idle (the checkpoint's period is the store's option).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
 const HANDLED_PER_RECORD: usize = 4096;
@@ -55,6 +55,9 @@ const HANDLED_FLOOR: &[u8] = b"\xffhandled-floor";
 /// The layout of the dedupe tree (absent: the timestamp-keyed layout of earlier versions).
 const FORMAT: &[u8] = b"\xffformat";
 const FORMAT_BY_DIGEST: &[u8] = &[2];
+/// The last redo record sled is known to hold on disk, and the segment the journal was writing
+/// when it was taken (no later record is in an earlier segment): see [`super::redo`].
+const REDO_THROUGH: &[u8] = b"\xffredo-through";
 /// Dedupe records changed per sled batch when purging or converting.
 const BATCH_RECORDS: usize = 10_000;
 
@@ -158,9 +161,15 @@ struct State {
     failed: Option<String>,
     segments: Vec<Segment>,
     closing: bool,
+    /// The redo record number last stored as checkpointed, and the segment stored with it.
+    redo_checkpointed: u64,
+    redo_segment: u64,
+    /// The segment stored with the checkpoint before that one: that checkpoint is on disk (a
+    /// flush came after it), so segments before this one hold no record a start would replay.
+    redo_segment_durable: u64,
 }
 
-struct Shared {
+pub(super) struct Shared {
     dir: PathBuf,
     /// Dedupe digests of events older than [`RECENT_SECS`].
     index: sled::Tree,
@@ -168,11 +177,32 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     release: Mutex<Option<Release>>,
+    /// The next redo record number; held while a logged write is applied and appended.
+    redo: Mutex<u64>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock that orders logged writes ([`super::redo`]).
+    pub(super) fn redo_order(&self) -> MutexGuard<'_, u64> {
+        self.redo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a redo record with the next number (the caller holds `order`). Durable once
+    /// the journal's next `fdatasync` is: [`InboundLog::durable`].
+    pub(super) fn append_redo(&self, order: &mut u64, body: &[u8]) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if let Some(failed) = &st.failed {
+            return Err(StoreError::Journal(failed.clone()));
+        }
+        let before = st.buffer.len();
+        journal::put_redo(&mut st.buffer, *order, body);
+        st.appended += (st.buffer.len() - before) as u64;
+        *order += 1;
+        Ok(())
     }
 }
 
@@ -301,6 +331,7 @@ impl InboundLog {
         db: &sled::Db,
         sealer: Arc<RecordSealer>,
         dir: &Path,
+        checkpoint_every: Option<Duration>,
     ) -> Result<InboundLog, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let mut listed =
@@ -316,6 +347,18 @@ impl InboundLog {
         convert_dedupe_layout(&index)?;
         let moved_through = read_u64(&index, MOVED_THROUGH)?;
         let floor = read_u64(&index, HANDLED_FLOOR)?.unwrap_or(0);
+        // Records up to this number are in sled on disk; later ones are replayed below. No
+        // checkpoint yet: every record is replayed, from the first segment.
+        let (redo_through, redo_segment) = match index.get(REDO_THROUGH)? {
+            Some(v) if v.len() == 16 => (
+                u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+                u64::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+            ),
+            _ => (0, 0),
+        };
+        let mut next_redo = redo_through + 1;
+        let (mut replayed, mut replay_error) = (0usize, None::<StoreError>);
+        let mut replay_trees = HashMap::new();
         // Older events are all handled and their digests are in the tree: their segments
         // need not be read.
         let read_from = floor.min(moved_through.map_or(0, |m| m + 1));
@@ -337,11 +380,18 @@ impl InboundLog {
             failed: None,
             segments: Vec::new(),
             closing: false,
+            redo_checkpointed: redo_through,
+            redo_segment,
+            redo_segment_durable: redo_segment,
         };
         let last = listed.len().saturating_sub(1);
         let ends: Vec<u64> = listed.iter().skip(1).map(|(first, _)| *first).collect();
         for (i, (first, path)) in listed.into_iter().enumerate() {
-            if i != last && ends.get(i).is_some_and(|end| *end <= read_from) {
+            if i != last
+                && ends
+                    .get(i)
+                    .is_some_and(|end| *end <= read_from && *end <= redo_segment)
+            {
                 let meta =
                     std::fs::metadata(&path).map_err(|e| io_error("cannot stat", &path, e))?;
                 let modified = meta
@@ -405,7 +455,27 @@ impl InboundLog {
                         state.pending.remove(&seq);
                     }
                 }
+                Record::Redo { seq, body } => {
+                    if seq <= redo_through || replay_error.is_some() {
+                        return;
+                    }
+                    next_redo = next_redo.max(seq + 1);
+                    let applied = match super::redo::decode(body) {
+                        Some(ops) => super::redo::replay(db, &mut replay_trees, &ops)
+                            .map_err(StoreError::from),
+                        None => Err(StoreError::Corrupt(format!(
+                            "redo record {seq} is malformed"
+                        ))),
+                    };
+                    match applied {
+                        Ok(()) => replayed += 1,
+                        Err(e) => replay_error = Some(e),
+                    }
+                }
             });
+            if let Some(e) = replay_error.take() {
+                return Err(e);
+            }
             segment.bytes = sound as u64;
             if sound < bytes.len() {
                 if i == last {
@@ -420,6 +490,12 @@ impl InboundLog {
             }
             state.next_seq = state.next_seq.max(first);
             state.segments.push(segment);
+        }
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "store writes not yet flushed to the database replayed from the journal"
+            );
         }
         let current = state
             .segments
@@ -438,6 +514,7 @@ impl InboundLog {
             state: Mutex::new(state),
             wake: Condvar::new(),
             release: Mutex::new(None),
+            redo: Mutex::new(next_redo),
         });
         let writer = {
             let shared = shared.clone();
@@ -452,7 +529,11 @@ impl InboundLog {
             let thread = std::thread::Builder::new()
                 .name("waotp-checkpoint".into())
                 .spawn(move || loop {
-                    let asked = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    let next = match checkpoint_every {
+                        Some(every) => rx.recv_timeout(every),
+                        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    let asked = match next {
                         Ok(done) => Some(done),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -611,6 +692,11 @@ impl InboundLog {
         self.sync()
     }
 
+    /// The handle store writes are logged through ([`super::redo`]).
+    pub(super) fn redo(&self) -> super::redo::Redo {
+        super::redo::Redo::journal(self.shared.clone())
+    }
+
     /// The handle the sled group commit uses to write handled marks after each flush.
     pub fn handled_marks(&self) -> HandledMarks {
         HandledMarks(self.shared.clone())
@@ -755,12 +841,16 @@ impl InboundLog {
         }
         let mut removed = expired.len();
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
+        let redo_floor = st.redo_segment_durable;
         let segments = std::mem::take(&mut st.segments);
         let ends: Vec<u64> = segments.iter().skip(1).map(|s| s.first).collect();
         let (mut doomed, mut keep) = (Vec::new(), Vec::new());
         for (i, segment) in segments.into_iter().enumerate() {
             // The current segment (the last) is never deleted, nor one with unhandled events.
-            let closed_and_handled = ends.get(i).is_some_and(|end| *end <= floor);
+            // Nor one that may hold redo records a start would still replay.
+            let closed_and_handled = ends
+                .get(i)
+                .is_some_and(|end| *end <= floor && *end <= redo_floor);
             if closed_and_handled && segment.newest < cutoff {
                 doomed.push(segment);
             } else {
@@ -1003,16 +1093,46 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Marks handled events on disk once sled holds their effects.
+/// Flushes sled in the background: marks handled events on disk once sled holds their
+/// effects, and records how far the redo records are in sled on disk (see [`super::redo`]).
 fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
-    if shared.lock().handled.is_empty() {
-        return;
-    }
+    // Every record up to `through` has been applied to sled: taken under the lock that
+    // applies and numbers them.
+    let (through, segment) = {
+        let order = shared.redo_order();
+        let st = shared.lock();
+        (
+            order.saturating_sub(1),
+            st.segments.last().map_or(0, |s| s.first),
+        )
+    };
+    let redo_moved = {
+        let st = shared.lock();
+        if st.handled.is_empty() && st.redo_checkpointed >= through {
+            return;
+        }
+        st.redo_checkpointed < through
+    };
     if let Err(e) = HandledMarks(shared.clone()).around(|| db.flush()) {
         tracing::error!(error = %e, "checkpoint: flushing the database failed");
+        return;
+    }
+    if redo_moved {
+        // Stored after the flush, so it never claims more than is on disk; the next flush
+        // makes it durable, and until then a start replays a little more than it must.
+        let mut value = through.to_be_bytes().to_vec();
+        value.extend_from_slice(&segment.to_be_bytes());
+        if let Err(e) = shared.index.insert(REDO_THROUGH, value) {
+            tracing::error!(error = %e, "checkpoint: recording the redo position failed");
+            return;
+        }
+        let mut st = shared.lock();
+        st.redo_checkpointed = through;
+        st.redo_segment_durable = st.redo_segment;
+        st.redo_segment = segment;
     }
 }
 
