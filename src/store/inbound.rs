@@ -23,6 +23,12 @@
 //! idempotent (`last_inbound`, forward-only statuses, outbox ids derived from the sequence
 //! number).
 //!
+//! The same journal carries the redo records of store writes ([`super::redo`]): a session step
+//! and the events around it share one `fdatasync`. The checkpoint also records how far sled has
+//! those on disk, and a start re-applies the later ones before anything else reads the database.
+//! A closed segment is deleted by the checkpoint as soon as a start no longer needs it (events
+//! handled, digests moved, redo records flushed).
+//!
 //! Records are sealed at rest: a customer's message may be the code they were sent.
 
 use super::journal::{self, Record};
@@ -492,6 +498,18 @@ impl InboundLog {
             state.segments.push(segment);
         }
         if replayed > 0 {
+            // Made part of sled's own state at once, so that no later start replays them
+            // again over writes made after this one (a tool's, say).
+            let through = next_redo - 1;
+            let segment = state.segments.last().map_or(0, |s| s.first);
+            db.flush()?;
+            let mut value = through.to_be_bytes().to_vec();
+            value.extend_from_slice(&segment.to_be_bytes());
+            index.insert(REDO_THROUGH, value)?;
+            db.flush()?;
+            state.redo_checkpointed = through;
+            state.redo_segment = segment;
+            state.redo_segment_durable = segment;
             tracing::info!(
                 records = replayed,
                 "store writes not yet flushed to the database replayed from the journal"
@@ -1101,12 +1119,16 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
     }
     // Every record up to `through` has been applied to sled: taken under the lock that
     // applies and numbers them.
-    let (through, segment) = {
+    // Also what the flush below settles: events before `settled` are handled (their effects
+    // are in sled) and their dedupe digests are in the tree.
+    let (through, segment, settled) = {
         let order = shared.redo_order();
         let st = shared.lock();
+        let moved = st.recent.front().map_or(st.next_seq, |r| r.seq);
         (
             order.saturating_sub(1),
             st.segments.last().map_or(0, |s| s.first),
+            st.floor_written.unwrap_or(0).min(moved),
         )
     };
     let redo_moved = {
@@ -1134,6 +1156,31 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
         st.redo_segment_durable = st.redo_segment;
         st.redo_segment = segment;
     }
+    let bound = settled.min(shared.lock().redo_segment_durable);
+    if let Err(e) = drop_settled_segments(shared, bound) {
+        tracing::error!(error = %e, "checkpoint: deleting settled journal segments failed");
+    }
+}
+
+/// Deletes the closed segments that hold nothing a start needs: every record in them is of an
+/// event before `bound` (handled, its digest in the dedupe tree, all on disk) or a redo record
+/// sled has on disk. Redo records make the journal grow with every store write, so segments go
+/// as soon as they are settled rather than after the 7 days of the dedupe records.
+fn drop_settled_segments(shared: &Shared, bound: u64) -> Result<(), StoreError> {
+    let doomed = {
+        let mut st = shared.lock();
+        let ends: Vec<u64> = st.segments.iter().skip(1).map(|s| s.first).collect();
+        let settled = ends.iter().take_while(|end| **end <= bound).count();
+        if settled == 0 {
+            return Ok(());
+        }
+        st.segments.drain(..settled).collect::<Vec<_>>()
+    };
+    for segment in &doomed {
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| io_error("cannot remove", &segment.path, e))?;
+    }
+    journal::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))
 }
 
 /// The writer thread: takes everything appended so far, writes it with one `write` and one
