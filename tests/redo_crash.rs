@@ -7,7 +7,7 @@
 //! before sled ever flushed them. Reopening the directory finds every write: replayed from the
 //! journal before anything reads the database.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use waotp::otp::policy::OtpPolicy;
@@ -94,7 +94,9 @@ async fn write_and_wait(dir: &Path) {
         .expect("issue");
     assert!(matches!(issued, IssueOutcome::Issued(_)), "{issued:?}");
     store.logged().await.expect("durable");
-    println!("acknowledged");
+    let mut out = std::io::stdout();
+    writeln!(out, "acknowledged").expect("stdout");
+    out.flush().expect("stdout");
     loop {
         std::thread::park();
     }
@@ -120,7 +122,7 @@ async fn a_step_acknowledged_before_the_background_flush_survives_kill_9() {
         .spawn()
         .expect("child");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let acknowledged = lines.any(|l| l.map_or(false, |l| l.trim_end().ends_with("acknowledged")));
+    let acknowledged = lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("acknowledged")));
     // SIGKILL: no shutdown hook, no flush of sled.
     child.kill().expect("kill");
     child.wait().expect("reaped");

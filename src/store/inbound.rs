@@ -555,11 +555,11 @@ impl InboundLog {
                         Ok(done) => Some(done),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            checkpoint(&shared, &db);
+                            checkpoint(&shared, &db, true);
                             return;
                         }
                     };
-                    checkpoint(&shared, &db);
+                    checkpoint(&shared, &db, asked.is_some());
                     if let Some(done) = asked {
                         let _ = done.send(());
                     }
@@ -1113,7 +1113,8 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
 
 /// Flushes sled in the background: marks handled events on disk once sled holds their
 /// effects, and records how far the redo records are in sled on disk (see [`super::redo`]).
-fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
+/// `explicit` (shutdown, [`InboundLog::checkpoint_now`]): the redo position is flushed too.
+fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
@@ -1133,10 +1134,11 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
     };
     let redo_moved = {
         let st = shared.lock();
-        if st.handled.is_empty() && st.redo_checkpointed >= through {
+        let moved = st.redo_checkpointed < through || st.redo_segment != segment;
+        if st.handled.is_empty() && !moved {
             return;
         }
-        st.redo_checkpointed < through
+        moved
     };
     if let Err(e) = HandledMarks(shared.clone()).around(|| db.flush()) {
         tracing::error!(error = %e, "checkpoint: flushing the database failed");
@@ -1151,9 +1153,10 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
             tracing::error!(error = %e, "checkpoint: recording the redo position failed");
             return;
         }
+        let durable = explicit && db.flush().is_ok();
         let mut st = shared.lock();
         st.redo_checkpointed = through;
-        st.redo_segment_durable = st.redo_segment;
+        st.redo_segment_durable = if durable { segment } else { st.redo_segment };
         st.redo_segment = segment;
     }
     let bound = settled.min(shared.lock().redo_segment_durable);
@@ -1622,7 +1625,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_reads_only_segments_with_unhandled_or_unmoved_events() {
+    fn a_restart_needs_only_segments_with_unhandled_or_unmoved_events() {
         let dir = tempfile::tempdir().expect("tempdir");
         let last = {
             let store = Store::open(dir.path(), |_| {}).expect("open");
@@ -1644,12 +1647,11 @@ mod tests {
             log.sync().expect("sync");
             seq
         };
-        // Make the first segment unreadable (a directory in its place): a start-up that tried
-        // to read it would fail.
+        // The first segment holds nothing a start needs (its events handled, their digests
+        // in the tree, no store write sled lacks): the closing checkpoint deleted it.
         let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
-        assert_eq!(segments.len(), 2);
-        std::fs::remove_file(&segments[0].1).expect("remove");
-        std::fs::create_dir(&segments[0].1).expect("unreadable");
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].0, last, "the segment left is the late event's");
         let store = Store::open(dir.path(), |_| {}).expect("reopen");
         let log = store.inbound();
         for i in 0..5 {
