@@ -64,6 +64,8 @@ const FORMAT_BY_DIGEST: &[u8] = &[2];
 /// The last redo record sled is known to hold on disk, and the segment the journal was writing
 /// when it was taken (no later record is in an earlier segment): see [`super::redo`].
 const REDO_THROUGH: &[u8] = b"\xffredo-through";
+/// The key of the `redo-applied` tree.
+const APPLIED_THROUGH: &[u8] = b"through";
 /// Dedupe records changed per sled batch when purging or converting.
 const BATCH_RECORDS: usize = 10_000;
 
@@ -185,6 +187,8 @@ pub(super) struct Shared {
     release: Mutex<Option<Release>>,
     /// The next redo record number; held while a logged write is applied and appended.
     redo: Mutex<u64>,
+    /// The number of the last logged write applied to sled (tree `redo-applied`).
+    applied: sled::Tree,
 }
 
 impl Shared {
@@ -204,6 +208,12 @@ impl Shared {
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
         }
+        // Set right after the write it numbers (both under `order`): whatever prefix of its
+        // writes sled recovers after a crash, this says where the journal's records take over
+        // (a replay from one record earlier at most re-applies a value sled already has).
+        self.applied
+            .insert(APPLIED_THROUGH, &order.to_be_bytes())
+            .map_err(StoreError::from)?;
         let before = st.buffer.len();
         journal::put_redo(&mut st.buffer, *order, body);
         st.appended += (st.buffer.len() - before) as u64;
@@ -362,6 +372,10 @@ impl InboundLog {
             ),
             _ => (0, 0),
         };
+        // The last logged write sled recovered: replay starts after it (exact, where the
+        // checkpoint's position may lag a second behind).
+        let applied = db.open_tree("redo-applied")?;
+        let redo_through = read_u64(&applied, APPLIED_THROUGH)?.unwrap_or(redo_through);
         let mut next_redo = redo_through + 1;
         let (mut replayed, mut replay_error) = (0usize, None::<StoreError>);
         let mut replay_trees = HashMap::new();
@@ -466,14 +480,19 @@ impl InboundLog {
                         return;
                     }
                     next_redo = next_redo.max(seq + 1);
-                    let applied = match super::redo::decode(body) {
+                    let done = match super::redo::decode(body) {
                         Some(ops) => super::redo::replay(db, &mut replay_trees, &ops)
+                            .and_then(|()| {
+                                applied
+                                    .insert(APPLIED_THROUGH, &seq.to_be_bytes())
+                                    .map(drop)
+                            })
                             .map_err(StoreError::from),
                         None => Err(StoreError::Corrupt(format!(
                             "redo record {seq} is malformed"
                         ))),
                     };
-                    match applied {
+                    match done {
                         Ok(()) => replayed += 1,
                         Err(e) => replay_error = Some(e),
                     }
@@ -533,6 +552,7 @@ impl InboundLog {
             wake: Condvar::new(),
             release: Mutex::new(None),
             redo: Mutex::new(next_redo),
+            applied,
         });
         let writer = {
             let shared = shared.clone();
@@ -1041,8 +1061,15 @@ impl std::fmt::Debug for HandledMarks {
 impl HandledMarks {
     /// Runs `flush` (a sled flush) and, if it succeeds, appends the marks of the events
     /// handled before it began; if it fails, they wait for the next one.
+    ///
+    /// The journal is synced first: sled is never flushed ahead of the redo records of the
+    /// writes it holds, so a start never re-applies an older record over a newer value that
+    /// sled kept without its record.
     pub fn around<T, E>(&self, flush: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let handled = std::mem::take(&mut self.0.lock().handled);
+        if let Err(e) = sync_journal(&self.0) {
+            tracing::error!(error = %e, "syncing the journal before a database flush failed");
+        }
         let result = flush();
         let mut st = self.0.lock();
         if result.is_err() {
@@ -1060,6 +1087,30 @@ impl HandledMarks {
         }
         result
     }
+}
+
+/// Waits until everything appended to the journal so far is on disk.
+fn sync_journal(shared: &Shared) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    {
+        let mut st = shared.lock();
+        if let Some(failed) = &st.failed {
+            return Err(failed.clone());
+        }
+        if st.synced >= st.appended {
+            return Ok(());
+        }
+        let target = st.appended;
+        st.waiters.push((
+            target,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        ));
+    }
+    shared.wake.notify_one();
+    rx.recv()
+        .unwrap_or_else(|_| Err("the journal writer stopped".into()))
 }
 
 /// Moves the digests of events older than [`RECENT_SECS`] (and on disk) to the dedupe tree,

@@ -48,7 +48,8 @@ pub struct StoreOptions {
     /// The journal's checkpoint (a sled flush, then the handled marks and the redo position);
     /// `None`: only when asked ([`InboundLog::checkpoint_now`], shutdown).
     pub checkpoint_every: Option<std::time::Duration>,
-    /// sled's own timer flush, in milliseconds; `None`: none.
+    /// sled's own timer flush, in milliseconds; `None` (the default): none, so that sled is
+    /// flushed only after the journal holds the redo records of what it flushes.
     pub sled_flush_every_ms: Option<u64>,
 }
 
@@ -56,7 +57,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             checkpoint_every: Some(std::time::Duration::from_secs(1)),
-            sled_flush_every_ms: Some(1000),
+            // None: sled is flushed by the checkpoint only, after the journal is synced.
+            sled_flush_every_ms: None,
         }
     }
 }

@@ -21,11 +21,10 @@
 //!
 //! A write is applied to sled before it is logged. A crash between the two loses a write that
 //! nobody was told about (the request had no answer yet), exactly like a crash before the
-//! `fdatasync`. sled's own background flush may still have persisted such a write without its
-//! record; that is the same as a request whose answer was lost on the way (the write happened,
-//! the client retries and is answered from it, as the store's writes are idempotent or
-//! conservative — an OTP attempt counted, never one forgotten), and no later record depends on
-//! it being absent: records are whole values of their keys.
+//! `fdatasync`. sled is flushed only after the journal is synced (the checkpoint syncs it first,
+//! and sled's own timer flush is off), so sled does not hold a write on disk ahead of its
+//! record — except a full page buffer sled writes on its own between flushes: a start then
+//! re-applies the key's previous, acknowledged value over a write nobody was told about.
 
 use super::inbound::Shared;
 use std::cell::RefCell;
