@@ -11,13 +11,18 @@
 //!
 //! Redo records are numbered in the order their writes were applied to sled: the numbering, the
 //! sled write and the append happen under one lock, so two writes of one key (a global OTP
-//! counter, say) are logged in the order sled saw them. The checkpoint takes the last number
-//! under that lock, flushes sled, and only then stores the number (and the segment the journal
-//! was writing) as `redo-through`, which the next flush makes durable: the stored number never
-//! runs ahead of what sled has on disk. At start, the records after it are re-applied, in
-//! order, before anything else reads the database. Replay is idempotent: records hold whole
-//! values, so applying a suffix of the sequence again over a state that already has some of it
-//! ends in the same state.
+//! counter, say) are logged in the order sled saw them. Right after each write, under the same
+//! lock, its number is stored in sled itself (tree `redo-applied`). sled recovers a prefix of its
+//! writes after a crash, so the number it recovers says exactly where the journal takes over:
+//! a start re-applies the records after it, in order, before anything else reads the database
+//! (at most the first of them is one sled already has, and putting the same whole values again
+//! changes nothing). Replaying from an older point instead would be wrong: sled may hold writes
+//! whose records were never synced (it writes full buffers between flushes), and an older record
+//! re-applied over them would put back a value from before a send that happened.
+//!
+//! The checkpoint (every second) syncs the journal, flushes sled, and then stores how far the
+//! records are in sled on disk and which segment the journal was writing: segments before that
+//! hold nothing a start replays, and are deleted.
 //!
 //! A write is applied to sled before it is logged. A crash between the two loses a write that
 //! nobody was told about (the request had no answer yet), exactly like a crash before the
