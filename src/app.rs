@@ -162,7 +162,9 @@ impl Application {
         let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
             .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
         let sandbox_sealer = CodeSealer::new(&key);
-        let ledger = OtpLedger::open(store.db(), key).context("opening the OTP ledger")?;
+        let ledger = OtpLedger::open(store.db(), key)
+            .context("opening the OTP ledger")?
+            .logged(store.redo());
         // A store written before merchants existed: its customers' conversations, windows and
         // limits belong to the default scope (once; nothing to do afterwards).
         let default_scope = tenants.default_scope();

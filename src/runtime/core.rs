@@ -220,9 +220,10 @@ impl Runtime {
         &self.ledger
     }
 
-    /// Waits until everything written so far is on disk (group commit).
+    /// Waits until every store write made so far is on disk: the journal's group `fdatasync`
+    /// covers the redo records of the sessions, outbox, stats and OTP ledger writes.
     pub async fn store_durable(&self) -> Result<(), StoreError> {
-        self.store.durable().await
+        self.store.logged().await
     }
 
     /// The lock that serialises steps of one session.
@@ -323,7 +324,7 @@ impl Runtime {
         write.record = Some(record.clone());
         self.sessions().apply(write)?;
         self.stats_after_step(record, now);
-        self.store.durable().await?;
+        self.store.logged().await?;
         if queued_outbox {
             self.outbox_wake.notify_one();
         }

@@ -199,7 +199,7 @@ impl Runtime {
                 .from_scope(scope)],
                 ..StepWrite::default()
             })?;
-            self.store.durable().await?;
+            self.store.logged().await?;
             self.outbox_wake.notify_one();
         }
         Ok(())
@@ -338,7 +338,7 @@ impl Runtime {
                     && code == Some(131047)
                     && self.window_closed_late(&link, &reason).await?
                 {
-                    self.store.durable().await?;
+                    self.store.logged().await?;
                     return Ok(());
                 }
                 self.apply_event(session_id, Event::DeliveryFailed { reason, elsewhere })
@@ -346,7 +346,7 @@ impl Runtime {
                 return Ok(());
             }
         }
-        self.store.durable().await?;
+        self.store.logged().await?;
         Ok(())
     }
 }

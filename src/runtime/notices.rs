@@ -107,7 +107,7 @@ impl Runtime {
             outbox: vec![entry],
             ..StepWrite::default()
         })?;
-        self.store.durable().await?;
+        self.store.logged().await?;
         self.outbox_wake.notify_one();
         Ok(())
     }

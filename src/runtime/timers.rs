@@ -21,7 +21,7 @@ impl Runtime {
             .filter(|r| r.is_active() && r.timer_key.as_deref() == Some(timer.key.as_slice()))
         else {
             self.sessions().drop_timer(&timer.key)?;
-            self.store.durable().await?;
+            self.store.logged().await?;
             return Ok(());
         };
         let flow = self.flow_of(&record)?;

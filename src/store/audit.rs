@@ -178,7 +178,7 @@ pub fn append_in<E>(
 ) -> Result<(), ConflictableTransactionError<E>> {
     // Ids burnt by a retried transaction leave gaps, which is harmless: order is what matters.
     let id = tree.generate_id()?;
-    tree.insert(&id.to_be_bytes(), encode(entry))?;
+    super::redo::tx_put(tree, AUDIT_TREE, &id.to_be_bytes(), encode(entry))?;
     Ok(())
 }
 

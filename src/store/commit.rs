@@ -1,5 +1,9 @@
 //! Group commit: many writers share one `fsync`.
 //!
+//! This is the sled flush behind [`super::Store::durable`], for writes to trees that are not
+//! logged in the journal (the templates' statuses, tools); logged writes wait for the journal
+//! instead ([`super::redo`]).
+//!
 //! A request that has written to sled calls [`GroupCommit::durable`] and waits. One committer
 //! thread takes every waiter queued so far, flushes sled once, and wakes them all; writers that
 //! arrive during a flush are served by the next one. Every waiter registers *after* its writes

@@ -78,7 +78,7 @@ impl SessionStore {
         if self.tree.contains_key(SCOPED)? {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         for item in self.tree.scan_prefix([IDEMPOTENCY]) {
             batch.remove(item?.0);
         }
@@ -89,7 +89,7 @@ impl SessionStore {
 
     /// Adds the request record of a session's first step to its batch.
     pub(super) fn write_idempotent(
-        batch: &mut sled::Batch,
+        batch: &mut super::redo::Batch,
         start: &IdempotentStart,
         session_id: &str,
     ) -> Result<(), StoreError> {
@@ -164,7 +164,7 @@ impl SessionStore {
             let (k, _) = item?;
             let mut storage = vec![IDEMPOTENCY];
             storage.extend_from_slice(&k[9..]);
-            let mut batch = sled::Batch::default();
+            let mut batch = super::redo::Batch::default();
             batch.remove(&k);
             // A key used again after it expired has a later index entry of its own.
             let stale = match self.tree.get(&storage)? {
@@ -215,7 +215,12 @@ mod tests {
     fn store(dir: &std::path::Path) -> (sled::Db, SessionStore) {
         let db = sled::open(dir).expect("sled");
         let key = OtpKey::load_or_create(dir, None).expect("key");
-        let store = SessionStore::open(&db, Arc::new(RecordSealer::new(&key))).expect("open");
+        let store = SessionStore::open(
+            &db,
+            Arc::new(RecordSealer::new(&key)),
+            crate::store::Redo::none(),
+        )
+        .expect("open");
         (db, store)
     }
 
@@ -229,7 +234,7 @@ mod tests {
 
     /// What a session's first step writes for its key.
     fn step(store: &SessionStore, id: &str, idempotency: IdempotentStart) {
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::redo::Batch::default();
         SessionStore::write_idempotent(&mut batch, &idempotency, id).expect("encode");
         store.tree.apply_batch(batch).expect("apply");
     }
@@ -297,7 +302,7 @@ mod tests {
             .insert(key(IDEMPOTENCY, &[b"order-1"]), b"ses_1".as_slice())
             .expect("insert");
         let sealer = Arc::new(RecordSealer::new(&OtpKey::generate(&mut rand::rngs::OsRng)));
-        let store = SessionStore::open(&db, sealer).expect("open");
+        let store = SessionStore::open(&db, sealer, crate::store::Redo::none()).expect("open");
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY]).count(), 0);
         let now = Utc::now();
         let a = IdempotencyKey::new(&[1; 32], "order-1");

@@ -23,6 +23,12 @@
 //! idempotent (`last_inbound`, forward-only statuses, outbox ids derived from the sequence
 //! number).
 //!
+//! The same journal carries the redo records of store writes ([`super::redo`]): a session step
+//! and the events around it share one `fdatasync`. The checkpoint also records how far sled has
+//! those on disk, and a start re-applies the later ones before anything else reads the database.
+//! A closed segment is deleted by the checkpoint as soon as a start no longer needs it (events
+//! handled, digests moved, redo records flushed).
+//!
 //! Records are sealed at rest: a customer's message may be the code they were sent.
 
 use super::journal::{self, Record};
@@ -43,7 +49,7 @@ use std::time::{Duration, Instant};
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// … or is this old, so that expired events can go a segment at a time.
 const SEGMENT_AGE: Duration = Duration::from_secs(3600);
-/// How often handled marks are checkpointed (and the writer wakes when idle).
+/// How often the writer wakes when idle (the checkpoint's period is the store's option).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
 const HANDLED_PER_RECORD: usize = 4096;
@@ -55,6 +61,11 @@ const HANDLED_FLOOR: &[u8] = b"\xffhandled-floor";
 /// The layout of the dedupe tree (absent: the timestamp-keyed layout of earlier versions).
 const FORMAT: &[u8] = b"\xffformat";
 const FORMAT_BY_DIGEST: &[u8] = &[2];
+/// The last redo record sled is known to hold on disk, and the segment the journal was writing
+/// when it was taken (no later record is in an earlier segment): see [`super::redo`].
+const REDO_THROUGH: &[u8] = b"\xffredo-through";
+/// The key of the `redo-applied` tree.
+const APPLIED_THROUGH: &[u8] = b"through";
 /// Dedupe records changed per sled batch when purging or converting.
 const BATCH_RECORDS: usize = 10_000;
 
@@ -158,9 +169,15 @@ struct State {
     failed: Option<String>,
     segments: Vec<Segment>,
     closing: bool,
+    /// The redo record number last stored as checkpointed, and the segment stored with it.
+    redo_checkpointed: u64,
+    redo_segment: u64,
+    /// The segment stored with the checkpoint before that one: that checkpoint is on disk (a
+    /// flush came after it), so segments before this one hold no record a start would replay.
+    redo_segment_durable: u64,
 }
 
-struct Shared {
+pub(super) struct Shared {
     dir: PathBuf,
     /// Dedupe digests of events older than [`RECENT_SECS`].
     index: sled::Tree,
@@ -168,11 +185,40 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     release: Mutex<Option<Release>>,
+    /// The next redo record number; held while a logged write is applied and appended.
+    redo: Mutex<u64>,
+    /// The number of the last logged write applied to sled (tree `redo-applied`).
+    applied: sled::Tree,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock that orders logged writes ([`super::redo`]).
+    pub(super) fn redo_order(&self) -> MutexGuard<'_, u64> {
+        self.redo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a redo record with the next number (the caller holds `order`). Durable once
+    /// the journal's next `fdatasync` is: [`InboundLog::durable`].
+    pub(super) fn append_redo(&self, order: &mut u64, body: &[u8]) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if let Some(failed) = &st.failed {
+            return Err(StoreError::Journal(failed.clone()));
+        }
+        // Set right after the write it numbers (both under `order`): whatever prefix of its
+        // writes sled recovers after a crash, this says where the journal's records take over
+        // (a replay from one record earlier at most re-applies a value sled already has).
+        self.applied
+            .insert(APPLIED_THROUGH, &order.to_be_bytes())
+            .map_err(StoreError::from)?;
+        let before = st.buffer.len();
+        journal::put_redo(&mut st.buffer, *order, body);
+        st.appended += (st.buffer.len() - before) as u64;
+        *order += 1;
+        Ok(())
     }
 }
 
@@ -301,6 +347,7 @@ impl InboundLog {
         db: &sled::Db,
         sealer: Arc<RecordSealer>,
         dir: &Path,
+        checkpoint_every: Option<Duration>,
     ) -> Result<InboundLog, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let mut listed =
@@ -316,6 +363,22 @@ impl InboundLog {
         convert_dedupe_layout(&index)?;
         let moved_through = read_u64(&index, MOVED_THROUGH)?;
         let floor = read_u64(&index, HANDLED_FLOOR)?.unwrap_or(0);
+        // Records up to this number are in sled on disk; later ones are replayed below. No
+        // checkpoint yet: every record is replayed, from the first segment.
+        let (redo_through, redo_segment) = match index.get(REDO_THROUGH)? {
+            Some(v) if v.len() == 16 => (
+                u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+                u64::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+            ),
+            _ => (0, 0),
+        };
+        // The last logged write sled recovered: replay starts after it (exact, where the
+        // checkpoint's position may lag a second behind).
+        let applied = db.open_tree("redo-applied")?;
+        let redo_through = read_u64(&applied, APPLIED_THROUGH)?.unwrap_or(redo_through);
+        let mut next_redo = redo_through + 1;
+        let (mut replayed, mut replay_error) = (0usize, None::<StoreError>);
+        let mut replay_trees = HashMap::new();
         // Older events are all handled and their digests are in the tree: their segments
         // need not be read.
         let read_from = floor.min(moved_through.map_or(0, |m| m + 1));
@@ -337,11 +400,18 @@ impl InboundLog {
             failed: None,
             segments: Vec::new(),
             closing: false,
+            redo_checkpointed: redo_through,
+            redo_segment,
+            redo_segment_durable: redo_segment,
         };
         let last = listed.len().saturating_sub(1);
         let ends: Vec<u64> = listed.iter().skip(1).map(|(first, _)| *first).collect();
         for (i, (first, path)) in listed.into_iter().enumerate() {
-            if i != last && ends.get(i).is_some_and(|end| *end <= read_from) {
+            if i != last
+                && ends
+                    .get(i)
+                    .is_some_and(|end| *end <= read_from && *end <= redo_segment)
+            {
                 let meta =
                     std::fs::metadata(&path).map_err(|e| io_error("cannot stat", &path, e))?;
                 let modified = meta
@@ -405,7 +475,32 @@ impl InboundLog {
                         state.pending.remove(&seq);
                     }
                 }
+                Record::Redo { seq, body } => {
+                    if seq <= redo_through || replay_error.is_some() {
+                        return;
+                    }
+                    next_redo = next_redo.max(seq + 1);
+                    let done = match super::redo::decode(body) {
+                        Some(ops) => super::redo::replay(db, &mut replay_trees, &ops)
+                            .and_then(|()| {
+                                applied
+                                    .insert(APPLIED_THROUGH, &seq.to_be_bytes())
+                                    .map(drop)
+                            })
+                            .map_err(StoreError::from),
+                        None => Err(StoreError::Corrupt(format!(
+                            "redo record {seq} is malformed"
+                        ))),
+                    };
+                    match done {
+                        Ok(()) => replayed += 1,
+                        Err(e) => replay_error = Some(e),
+                    }
+                }
             });
+            if let Some(e) = replay_error.take() {
+                return Err(e);
+            }
             segment.bytes = sound as u64;
             if sound < bytes.len() {
                 if i == last {
@@ -420,6 +515,24 @@ impl InboundLog {
             }
             state.next_seq = state.next_seq.max(first);
             state.segments.push(segment);
+        }
+        if replayed > 0 {
+            // Made part of sled's own state at once, so that no later start replays them
+            // again over writes made after this one (a tool's, say).
+            let through = next_redo - 1;
+            let segment = state.segments.last().map_or(0, |s| s.first);
+            db.flush()?;
+            let mut value = through.to_be_bytes().to_vec();
+            value.extend_from_slice(&segment.to_be_bytes());
+            index.insert(REDO_THROUGH, value)?;
+            db.flush()?;
+            state.redo_checkpointed = through;
+            state.redo_segment = segment;
+            state.redo_segment_durable = segment;
+            tracing::info!(
+                records = replayed,
+                "store writes not yet flushed to the database replayed from the journal"
+            );
         }
         let current = state
             .segments
@@ -438,6 +551,8 @@ impl InboundLog {
             state: Mutex::new(state),
             wake: Condvar::new(),
             release: Mutex::new(None),
+            redo: Mutex::new(next_redo),
+            applied,
         });
         let writer = {
             let shared = shared.clone();
@@ -452,15 +567,19 @@ impl InboundLog {
             let thread = std::thread::Builder::new()
                 .name("waotp-checkpoint".into())
                 .spawn(move || loop {
-                    let asked = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    let next = match checkpoint_every {
+                        Some(every) => rx.recv_timeout(every),
+                        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    let asked = match next {
                         Ok(done) => Some(done),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            checkpoint(&shared, &db);
+                            checkpoint(&shared, &db, true);
                             return;
                         }
                     };
-                    checkpoint(&shared, &db);
+                    checkpoint(&shared, &db, asked.is_some());
                     if let Some(done) = asked {
                         let _ = done.send(());
                     }
@@ -611,6 +730,11 @@ impl InboundLog {
         self.sync()
     }
 
+    /// The handle store writes are logged through ([`super::redo`]).
+    pub(super) fn redo(&self) -> super::redo::Redo {
+        super::redo::Redo::journal(self.shared.clone())
+    }
+
     /// The handle the sled group commit uses to write handled marks after each flush.
     pub fn handled_marks(&self) -> HandledMarks {
         HandledMarks(self.shared.clone())
@@ -755,12 +879,16 @@ impl InboundLog {
         }
         let mut removed = expired.len();
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
+        let redo_floor = st.redo_segment_durable;
         let segments = std::mem::take(&mut st.segments);
         let ends: Vec<u64> = segments.iter().skip(1).map(|s| s.first).collect();
         let (mut doomed, mut keep) = (Vec::new(), Vec::new());
         for (i, segment) in segments.into_iter().enumerate() {
             // The current segment (the last) is never deleted, nor one with unhandled events.
-            let closed_and_handled = ends.get(i).is_some_and(|end| *end <= floor);
+            // Nor one that may hold redo records a start would still replay.
+            let closed_and_handled = ends
+                .get(i)
+                .is_some_and(|end| *end <= floor && *end <= redo_floor);
             if closed_and_handled && segment.newest < cutoff {
                 doomed.push(segment);
             } else {
@@ -933,8 +1061,15 @@ impl std::fmt::Debug for HandledMarks {
 impl HandledMarks {
     /// Runs `flush` (a sled flush) and, if it succeeds, appends the marks of the events
     /// handled before it began; if it fails, they wait for the next one.
+    ///
+    /// The journal is synced first: sled is never flushed ahead of the redo records of the
+    /// writes it holds, so a start never re-applies an older record over a newer value that
+    /// sled kept without its record.
     pub fn around<T, E>(&self, flush: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let handled = std::mem::take(&mut self.0.lock().handled);
+        if let Err(e) = sync_journal(&self.0) {
+            tracing::error!(error = %e, "syncing the journal before a database flush failed");
+        }
         let result = flush();
         let mut st = self.0.lock();
         if result.is_err() {
@@ -952,6 +1087,30 @@ impl HandledMarks {
         }
         result
     }
+}
+
+/// Waits until everything appended to the journal so far is on disk.
+fn sync_journal(shared: &Shared) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    {
+        let mut st = shared.lock();
+        if let Some(failed) = &st.failed {
+            return Err(failed.clone());
+        }
+        if st.synced >= st.appended {
+            return Ok(());
+        }
+        let target = st.appended;
+        st.waiters.push((
+            target,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        ));
+    }
+    shared.wake.notify_one();
+    rx.recv()
+        .unwrap_or_else(|_| Err("the journal writer stopped".into()))
 }
 
 /// Moves the digests of events older than [`RECENT_SECS`] (and on disk) to the dedupe tree,
@@ -1003,17 +1162,79 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Marks handled events on disk once sled holds their effects.
-fn checkpoint(shared: &Arc<Shared>, db: &sled::Db) {
+/// Flushes sled in the background: marks handled events on disk once sled holds their
+/// effects, and records how far the redo records are in sled on disk (see [`super::redo`]).
+/// `explicit` (shutdown, [`InboundLog::checkpoint_now`]): the redo position is flushed too.
+fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
-    if shared.lock().handled.is_empty() {
-        return;
-    }
+    // Every record up to `through` has been applied to sled: taken under the lock that
+    // applies and numbers them.
+    // Also what the flush below settles: events before `settled` are handled (their effects
+    // are in sled) and their dedupe digests are in the tree.
+    let (through, segment, settled) = {
+        let order = shared.redo_order();
+        let st = shared.lock();
+        let moved = st.recent.front().map_or(st.next_seq, |r| r.seq);
+        (
+            order.saturating_sub(1),
+            st.segments.last().map_or(0, |s| s.first),
+            st.floor_written.unwrap_or(0).min(moved),
+        )
+    };
+    let redo_moved = {
+        let st = shared.lock();
+        let moved = st.redo_checkpointed < through || st.redo_segment != segment;
+        if st.handled.is_empty() && !moved {
+            return;
+        }
+        moved
+    };
     if let Err(e) = HandledMarks(shared.clone()).around(|| db.flush()) {
         tracing::error!(error = %e, "checkpoint: flushing the database failed");
+        return;
     }
+    if redo_moved {
+        // Stored after the flush, so it never claims more than is on disk; the next flush
+        // makes it durable, and until then a start replays a little more than it must.
+        let mut value = through.to_be_bytes().to_vec();
+        value.extend_from_slice(&segment.to_be_bytes());
+        if let Err(e) = shared.index.insert(REDO_THROUGH, value) {
+            tracing::error!(error = %e, "checkpoint: recording the redo position failed");
+            return;
+        }
+        let durable = explicit && db.flush().is_ok();
+        let mut st = shared.lock();
+        st.redo_checkpointed = through;
+        st.redo_segment_durable = if durable { segment } else { st.redo_segment };
+        st.redo_segment = segment;
+    }
+    let bound = settled.min(shared.lock().redo_segment_durable);
+    if let Err(e) = drop_settled_segments(shared, bound) {
+        tracing::error!(error = %e, "checkpoint: deleting settled journal segments failed");
+    }
+}
+
+/// Deletes the closed segments that hold nothing a start needs: every record in them is of an
+/// event before `bound` (handled, its digest in the dedupe tree, all on disk) or a redo record
+/// sled has on disk. Redo records make the journal grow with every store write, so segments go
+/// as soon as they are settled rather than after the 7 days of the dedupe records.
+fn drop_settled_segments(shared: &Shared, bound: u64) -> Result<(), StoreError> {
+    let doomed = {
+        let mut st = shared.lock();
+        let ends: Vec<u64> = st.segments.iter().skip(1).map(|s| s.first).collect();
+        let settled = ends.iter().take_while(|end| **end <= bound).count();
+        if settled == 0 {
+            return Ok(());
+        }
+        st.segments.drain(..settled).collect::<Vec<_>>()
+    };
+    for segment in &doomed {
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| io_error("cannot remove", &segment.path, e))?;
+    }
+    journal::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))
 }
 
 /// The writer thread: takes everything appended so far, writes it with one `write` and one
@@ -1455,7 +1676,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_reads_only_segments_with_unhandled_or_unmoved_events() {
+    fn a_restart_needs_only_segments_with_unhandled_or_unmoved_events() {
         let dir = tempfile::tempdir().expect("tempdir");
         let last = {
             let store = Store::open(dir.path(), |_| {}).expect("open");
@@ -1477,12 +1698,11 @@ mod tests {
             log.sync().expect("sync");
             seq
         };
-        // Make the first segment unreadable (a directory in its place): a start-up that tried
-        // to read it would fail.
+        // The first segment holds nothing a start needs (its events handled, their digests
+        // in the tree, no store write sled lacks): the closing checkpoint deleted it.
         let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
-        assert_eq!(segments.len(), 2);
-        std::fs::remove_file(&segments[0].1).expect("remove");
-        std::fs::create_dir(&segments[0].1).expect("unreadable");
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].0, last, "the segment left is the late event's");
         let store = Store::open(dir.path(), |_| {}).expect("reopen");
         let log = store.inbound();
         for i in 0..5 {

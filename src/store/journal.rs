@@ -6,7 +6,9 @@
 //! A payload is one of:
 //! - `1 | seq: u64 | received_at: i64 | WhatsApp's timestamp: i64 | key length: u16 | dedupe
 //!   key | sealed event`;
-//! - `2 | seq: u64 …`: events handled (their effects are on disk), not to be replayed.
+//! - `2 | seq: u64 …`: events handled (their effects are on disk), not to be replayed;
+//! - `3 | redo number: u64 | body`: the puts and removes of one store write, to re-apply after a
+//!   crash if sled had not flushed them (body format in [`super::redo`]).
 //!
 //! A crash can tear only the last record of the last segment (records are acknowledged after the
 //! `fdatasync` that covers them); [`read_segment`] stops there and reports how much is sound.
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub const MAGIC: &[u8; 8] = b"WAOTPJ1\n";
 const EVENT: u8 = 1;
 const HANDLED: u8 = 2;
+const REDO: u8 = 3;
 /// Length and checksum in front of every payload.
 pub const FRAME: usize = 8;
 
@@ -33,6 +36,10 @@ pub enum Record<'a> {
         len: u32,
     },
     Handled(Vec<u64>),
+    Redo {
+        seq: u64,
+        body: &'a [u8],
+    },
 }
 
 /// Appends a framed event record to `out`.
@@ -65,6 +72,16 @@ pub fn put_handled(out: &mut Vec<u8>, seqs: &[u64]) {
     for seq in seqs {
         out.extend_from_slice(&seq.to_le_bytes());
     }
+    seal_frame(out, start);
+}
+
+/// Appends a framed redo record (number `seq`, encoded `body`) to `out`.
+pub fn put_redo(out: &mut Vec<u8>, seq: u64, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME]);
+    out.push(REDO);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(body);
     seal_frame(out, start);
 }
 
@@ -111,6 +128,10 @@ fn parse_payload(payload: &[u8], offset: u64, len: u32) -> Option<Record<'_>> {
                     .collect(),
             ))
         }
+        REDO => Some(Record::Redo {
+            seq: u64_at(payload, 1)?,
+            body: payload.get(9..)?,
+        }),
         _ => None,
     }
 }
@@ -198,6 +219,7 @@ mod tests {
         );
         put_handled(&mut bytes, &[3, 7]);
         put_event(&mut bytes, 8, (-1, 0), b"", b"");
+        put_redo(&mut bytes, 5, b"body");
         bytes
     }
 
@@ -207,10 +229,11 @@ mod tests {
         let mut seen = Vec::new();
         let sound = read_segment(&bytes, |r| seen.push(format!("{r:?}")));
         assert_eq!(sound, bytes.len());
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 4);
         assert!(seen[0].contains("seq: 7") && seen[0].contains("received_at: 1700000000"));
         assert_eq!(seen[1], "Handled([3, 7])");
         assert!(seen[2].contains("seq: 8") && seen[2].contains("received_at: -1"));
+        assert_eq!(seen[3], "Redo { seq: 5, body: [98, 111, 100, 121] }");
     }
 
     #[test]

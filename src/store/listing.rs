@@ -140,7 +140,7 @@ impl SessionStore {
         if self.tree.contains_key(INDEXED_CREATED)? {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         for item in self.tree.scan_prefix([SESSION]) {
             let (_, v) = item?;
             let r: SessionRecord = dec(&v)?;

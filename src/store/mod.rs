@@ -3,9 +3,16 @@
 //!
 //! The store speaks the runtime's language — "record this inbound event once", "which events are
 //! still to be handled", "make it durable" — and is the only module that knows sled or the
-//! journal's files. Writes are applied in memory and made durable by [`Store::durable`] (sled)
-//! or [`InboundLog::durable`] (journal); both group-commit: concurrent requests share one flush
-//! instead of paying for one each.
+//! journal's files.
+//!
+//! Writes are applied to sled in memory at once. Those of the sessions, outbox, timers, stats
+//! and OTP ledger trees are also logged, as redo records, to the inbound journal
+//! ([`redo`]): [`Store::logged`] makes them durable with the journal's group `fdatasync` — the
+//! same one the webhook's events share — and sled is flushed in the background, once a second,
+//! by the journal's checkpoint. A start re-applies the records sled had not flushed before it
+//! opens anything else. [`Store::durable`] is the older, stronger wait: a group-committed sled
+//! flush, for writes to trees that are not logged. Both group-commit: concurrent requests share
+//! one flush instead of paying for one each.
 
 pub mod audit;
 mod commit;
@@ -14,6 +21,7 @@ pub mod inbound;
 mod journal;
 pub mod listing;
 pub mod otp;
+pub mod redo;
 pub mod sessions;
 pub mod stats;
 pub mod templates;
@@ -21,6 +29,7 @@ pub mod templates;
 pub use commit::FlushReport;
 use commit::GroupCommit;
 pub use inbound::{InboundLog, Recorded, StoredEvent};
+pub use redo::Redo;
 pub use sessions::SessionStore;
 
 use std::path::Path;
@@ -30,6 +39,29 @@ use std::sync::Arc;
 /// is kept small: measured under a sustained 2,000 events/s, 16 MiB levels off near 100 MiB
 /// resident where 64 MiB passed 200 MiB, at no measurable cost in throughput.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How often sled is flushed in the background. The defaults are what the server runs with;
+/// other values are for tests and tools (say, a child process that must crash with nothing
+/// flushed but the journal).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The journal's checkpoint (a sled flush, then the handled marks and the redo position);
+    /// `None`: only when asked ([`InboundLog::checkpoint_now`], shutdown).
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// sled's own timer flush, in milliseconds; `None` (the default): none, so that sled is
+    /// flushed only after the journal holds the redo records of what it flushes.
+    pub sled_flush_every_ms: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            checkpoint_every: Some(std::time::Duration::from_secs(1)),
+            // None: sled is flushed by the checkpoint only, after the journal is synced.
+            sled_flush_every_ms: None,
+        }
+    }
+}
 
 /// A storage failure. Callers answer 5xx (so WhatsApp retries) and log it.
 #[derive(Debug, thiserror::Error)]
@@ -75,26 +107,44 @@ impl Store {
         observe: impl Fn(FlushReport) + Send + 'static,
         configured_key: Option<&secrecy::SecretString>,
     ) -> Result<Store, StoreError> {
+        Store::open_with_options(dir, observe, configured_key, StoreOptions::default())
+    }
+
+    /// Like [`Store::open_with_key`], with chosen background flushes.
+    pub fn open_with_options(
+        dir: &Path,
+        observe: impl Fn(FlushReport) + Send + 'static,
+        configured_key: Option<&secrecy::SecretString>,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
         let key = crate::otp::OtpKey::load_or_create(dir, configured_key)
             .map_err(|e| StoreError::Key(e.to_string()))?;
         let sealer = Arc::new(crate::otp::RecordSealer::new(&key));
         let config = sled::Config::new()
             .path(dir)
-            // Durability comes from our explicit group commits; sled's own timer flush only
-            // adds writes, so it is kept infrequent.
-            .flush_every_ms(Some(1000))
+            // Durability comes from the journal and our explicit flushes; sled's own timer
+            // flush only adds writes, so it is kept infrequent.
+            .flush_every_ms(options.sled_flush_every_ms)
             // sled's default page cache is 1 GiB; sessions are small and mostly idle, so a
             // bounded cache keeps resident memory flat however many sessions are on disk.
             .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput);
         let db = open_waiting_for_lock(&config)?;
-        let inbound = InboundLog::open(&db, sealer.clone(), &dir.join("inbound"))?;
+        // Opening the journal replays the logged writes sled had not flushed, before any other
+        // tree is read.
+        let inbound = InboundLog::open(
+            &db,
+            sealer.clone(),
+            &dir.join("inbound"),
+            options.checkpoint_every,
+        )?;
+        let redo = inbound.redo();
         Ok(Store {
             commit: GroupCommit::start(db.clone(), Some(inbound.handled_marks()), observe),
+            sessions: SessionStore::open(&db, sealer, redo.clone())?,
+            stats: stats::StatsStore::open(&db, redo)?,
             inbound,
-            sessions: SessionStore::open(&db, sealer)?,
-            stats: stats::StatsStore::open(&db)?,
             templates: templates::TemplateStatusStore::open(&db)?,
             db,
         })
@@ -125,8 +175,22 @@ impl Store {
         &self.db
     }
 
-    /// Resolves once everything written to sled before the call is on disk. (Inbound events
-    /// have their own journal: [`InboundLog::durable`].)
+    /// The handle that logs writes to the journal, for store handles opened beside the
+    /// [`Store`] (the OTP ledger: [`otp::OtpLedger::logged`]).
+    pub fn redo(&self) -> Redo {
+        self.inbound.redo()
+    }
+
+    /// Resolves once every logged write ([`redo`]) and inbound event made before the call is
+    /// on disk: one journal `fdatasync`, shared with every request waiting meanwhile. Writes
+    /// to trees that are not logged need [`Store::durable`].
+    pub async fn logged(&self) -> Result<(), StoreError> {
+        self.inbound.durable().await
+    }
+
+    /// Resolves once everything written to sled before the call is on disk (a sled flush,
+    /// group-committed): for writes that are not logged. (Inbound events have their own
+    /// journal: [`InboundLog::durable`].)
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.commit.durable().await.map_err(StoreError::Flush)
     }

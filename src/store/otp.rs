@@ -43,8 +43,9 @@ use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubj
 mod issued;
 mod sweep;
 mod tx;
+use super::redo::{LoggedTree, Redo};
 pub use issued::{IssueKind, IssueOutcome, Issued, IssuedCode};
-use tx::{finish, get, put, read};
+use tx::{finish, get, put, read, tx_remove};
 
 const CODES_TREE: &str = "otp_codes";
 const CUSTOMERS_TREE: &str = "otp_customers";
@@ -87,11 +88,13 @@ struct Outgoing {
 
 /// The OTP state of every session and customer.
 pub struct OtpLedger {
-    codes: sled::Tree,
-    customers: sled::Tree,
-    global: sled::Tree,
-    outgoing: sled::Tree,
-    audit: sled::Tree,
+    codes: LoggedTree,
+    customers: LoggedTree,
+    global: LoggedTree,
+    outgoing: LoggedTree,
+    audit: LoggedTree,
+    /// Logs the writes of the ledger's transactions ([`super::redo`]).
+    redo: Redo,
     key: OtpKey,
     sealer: CodeSealer,
     /// The merchant of requests and records that name none (records written before merchants
@@ -108,15 +111,31 @@ impl std::fmt::Debug for OtpLedger {
 impl OtpLedger {
     pub fn open(db: &sled::Db, key: OtpKey) -> Result<Self, LedgerError> {
         Ok(Self {
-            codes: db.open_tree(CODES_TREE)?,
-            customers: db.open_tree(CUSTOMERS_TREE)?,
-            global: db.open_tree(GLOBAL_TREE)?,
-            outgoing: db.open_tree(OUTGOING_TREE)?,
-            audit: db.open_tree(AUDIT_TREE)?,
+            codes: LoggedTree::open(db, CODES_TREE, Redo::none())?,
+            customers: LoggedTree::open(db, CUSTOMERS_TREE, Redo::none())?,
+            global: LoggedTree::open(db, GLOBAL_TREE, Redo::none())?,
+            outgoing: LoggedTree::open(db, OUTGOING_TREE, Redo::none())?,
+            audit: LoggedTree::open(db, AUDIT_TREE, Redo::none())?,
+            redo: Redo::none(),
             sealer: CodeSealer::new(&key),
             key,
             default_merchant: std::sync::RwLock::new(crate::tenants::DEFAULT_MERCHANT.to_owned()),
         })
+    }
+
+    /// Logs every write of the ledger through `redo` (the [`super::Store`]'s), so that
+    /// [`super::Store::logged`] makes them durable; without it they need a sled flush
+    /// ([`super::Store::durable`]).
+    pub fn logged(self, redo: Redo) -> Self {
+        Self {
+            codes: self.codes.with_redo(redo.clone()),
+            customers: self.customers.with_redo(redo.clone()),
+            global: self.global.with_redo(redo.clone()),
+            outgoing: self.outgoing.with_redo(redo.clone()),
+            audit: self.audit.with_redo(redo.clone()),
+            redo,
+            ..self
+        }
     }
 
     /// Names the merchant of requests and records that name none, and moves the per-customer
@@ -137,7 +156,7 @@ impl OtpLedger {
                 continue;
             }
             let number = String::from_utf8_lossy(&key).into_owned();
-            let mut batch = sled::Batch::default();
+            let mut batch = super::redo::Batch::default();
             batch.insert(self.activity_key(merchant, &number).into_bytes(), value);
             batch.remove(key);
             self.customers.apply_batch(batch)?;
@@ -203,91 +222,99 @@ impl OtpLedger {
             AuditKind::Issue
         };
         let trees = (
-            &self.codes,
-            &self.customers,
-            &self.global,
-            &self.outgoing,
-            &self.audit,
+            &*self.codes,
+            &*self.customers,
+            &*self.global,
+            &*self.outgoing,
+            &*self.audit,
         );
         let requester_key = self.activity_key(req.merchant, req.requester.as_str());
         let target_key = self.activity_key(req.merchant, req.customer.as_str());
         let merchant_sends_key = self.merchant_sends_key(req.merchant);
-        let result = trees.transaction(|(codes, customers, global, outgoing, audit)| {
-            let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-            if let Some(p) = prev.as_ref().filter(|p| p.issue_step() == Some(step)) {
-                return Ok(Decided::Replayed(IssuedCode::of(p)));
-            }
-            let activity: CustomerActivity =
-                get(customers, CUSTOMERS_TREE, &requester_key)?.unwrap_or_default();
-            let target: CustomerActivity = if req.is_third_party() {
-                get(customers, CUSTOMERS_TREE, &target_key)?.unwrap_or_default()
-            } else {
-                activity.clone()
-            };
-            let sends: GlobalSends =
-                get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
-            let merchant_sends: GlobalSends =
-                get(global, GLOBAL_TREE, &merchant_sends_key)?.unwrap_or_default();
-            let entry = |kind, outcome| {
-                AuditEntry::new(now, kind, session_id, outcome)
-                    .with_flow(req.flow)
-                    .with_purpose(req.subject.purpose())
-                    .with_customer(req.customer)
-            };
-            let decide = if resend { decide_resend } else { decide_issue };
-            let decided = decide(
-                req,
-                prev.as_ref(),
-                &activity,
-                &target,
-                &sends,
-                digest.clone(),
-                now,
-            )
-            .and_then(|grant| {
-                let merchant = decide_merchant_ceiling(req.policy, &merchant_sends, now)?;
-                Ok((grant, merchant))
-            });
-            match decided {
-                Ok((mut grant, merchant_sends)) => {
-                    grant.record.set_issue_step(step);
-                    put(codes, session_id, &grant.record)?;
-                    put(customers, &requester_key, &grant.activity)?;
-                    if let Some(target) = &grant.target_activity {
-                        put(customers, &target_key, target)?;
-                    }
-                    put(global, GLOBAL_SENDS_KEY, &grant.global)?;
-                    put(global, &merchant_sends_key, &merchant_sends)?;
-                    let generation = grant.record.codes_sent();
-                    match sealed.as_ref().filter(|_| !grant.withheld) {
-                        Some(sealed) => {
-                            let sealed = sealed.clone();
-                            put(outgoing, session_id, &Outgoing { generation, sealed })?;
-                        }
-                        None => {
-                            outgoing.remove(session_id.as_bytes())?;
-                        }
-                    }
-                    let reason = match (grant.withheld, grant.replaced) {
-                        (true, _) => "withheld: third-party limit or country",
-                        (false, true) => "replaced previous code",
-                        (false, false) => "new code",
-                    };
-                    append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
-                    let mut info = IssuedCode::of(&grant.record);
-                    info.withheld = grant.withheld;
-                    Ok(Decided::Granted(info))
+        let result = self.redo.transaction(|| {
+            trees.transaction(|(codes, customers, global, outgoing, audit)| {
+                super::redo::attempt();
+                let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                if let Some(p) = prev.as_ref().filter(|p| p.issue_step() == Some(step)) {
+                    return Ok(Decided::Replayed(IssuedCode::of(p)));
                 }
-                Err(refusal) => {
-                    let refused = if refusal.is_limit_breach() {
-                        entry(AuditKind::LimitBreach, "refused")
-                    } else {
-                        entry(audit_kind, "refused")
-                    };
-                    append_in(audit, &refused.with_reason(refusal.as_str()))?;
-                    Ok(Decided::Refused(refusal))
+                let activity: CustomerActivity =
+                    get(customers, CUSTOMERS_TREE, &requester_key)?.unwrap_or_default();
+                let target: CustomerActivity = if req.is_third_party() {
+                    get(customers, CUSTOMERS_TREE, &target_key)?.unwrap_or_default()
+                } else {
+                    activity.clone()
+                };
+                let sends: GlobalSends =
+                    get(global, GLOBAL_TREE, GLOBAL_SENDS_KEY)?.unwrap_or_default();
+                let merchant_sends: GlobalSends =
+                    get(global, GLOBAL_TREE, &merchant_sends_key)?.unwrap_or_default();
+                let entry = |kind, outcome| {
+                    AuditEntry::new(now, kind, session_id, outcome)
+                        .with_flow(req.flow)
+                        .with_purpose(req.subject.purpose())
+                        .with_customer(req.customer)
+                };
+                let decide = if resend { decide_resend } else { decide_issue };
+                let decided = decide(
+                    req,
+                    prev.as_ref(),
+                    &activity,
+                    &target,
+                    &sends,
+                    digest.clone(),
+                    now,
+                )
+                .and_then(|grant| {
+                    let merchant = decide_merchant_ceiling(req.policy, &merchant_sends, now)?;
+                    Ok((grant, merchant))
+                });
+                match decided {
+                    Ok((mut grant, merchant_sends)) => {
+                        grant.record.set_issue_step(step);
+                        put(codes, CODES_TREE, session_id, &grant.record)?;
+                        put(customers, CUSTOMERS_TREE, &requester_key, &grant.activity)?;
+                        if let Some(target) = &grant.target_activity {
+                            put(customers, CUSTOMERS_TREE, &target_key, target)?;
+                        }
+                        put(global, GLOBAL_TREE, GLOBAL_SENDS_KEY, &grant.global)?;
+                        put(global, GLOBAL_TREE, &merchant_sends_key, &merchant_sends)?;
+                        let generation = grant.record.codes_sent();
+                        match sealed.as_ref().filter(|_| !grant.withheld) {
+                            Some(sealed) => {
+                                let sealed = sealed.clone();
+                                put(
+                                    outgoing,
+                                    OUTGOING_TREE,
+                                    session_id,
+                                    &Outgoing { generation, sealed },
+                                )?;
+                            }
+                            None => {
+                                tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
+                            }
+                        }
+                        let reason = match (grant.withheld, grant.replaced) {
+                            (true, _) => "withheld: third-party limit or country",
+                            (false, true) => "replaced previous code",
+                            (false, false) => "new code",
+                        };
+                        append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
+                        let mut info = IssuedCode::of(&grant.record);
+                        info.withheld = grant.withheld;
+                        Ok(Decided::Granted(info))
+                    }
+                    Err(refusal) => {
+                        let refused = if refusal.is_limit_breach() {
+                            entry(AuditKind::LimitBreach, "refused")
+                        } else {
+                            entry(audit_kind, "refused")
+                        };
+                        append_in(audit, &refused.with_reason(refusal.as_str()))?;
+                        Ok(Decided::Refused(refusal))
+                    }
                 }
-            }
+            })
         });
         let customer = req.customer.masked();
         let outcome = match finish(result)? {
@@ -334,52 +361,61 @@ impl OtpLedger {
         step: Option<&str>,
     ) -> Result<VerifyOutcome, LedgerError> {
         let session_id = subject.session_id();
-        let trees = (&self.codes, &self.customers, &self.outgoing, &self.audit);
-        let result = trees.transaction(|(codes, customers, outgoing, audit)| {
-            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-            let replayed = step
-                .zip(record.as_ref())
-                .and_then(|(s, r)| r.replayed_check(s));
-            if let Some(outcome) = replayed {
-                return Ok(outcome);
-            }
-            // Guesses are charged to the chat that made them, never to a third party's number
-            // the code went to: nobody can lock someone else out by guessing badly.
-            let requester_key = record
-                .as_ref()
-                .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
-            let activity: CustomerActivity = match &requester_key {
-                Some(key) => get(customers, CUSTOMERS_TREE, key)?.unwrap_or_default(),
-                None => CustomerActivity::default(),
-            };
-            let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
-                self.key.verify(subject, attempt, stored)
-            });
-            if let (Some(next), Some(key)) = (&decision.record, &requester_key) {
-                let mut next = next.clone();
-                if let Some(step) = step {
-                    next.set_check_step(step, decision.outcome);
+        let trees = (
+            &*self.codes,
+            &*self.customers,
+            &*self.outgoing,
+            &*self.audit,
+        );
+        let result = self.redo.transaction(|| {
+            trees.transaction(|(codes, customers, outgoing, audit)| {
+                super::redo::attempt();
+                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                let replayed = step
+                    .zip(record.as_ref())
+                    .and_then(|(s, r)| r.replayed_check(s));
+                if let Some(outcome) = replayed {
+                    return Ok(outcome);
                 }
-                put(codes, session_id, &next)?;
-                if let Some(activity) = &decision.activity {
-                    put(customers, key, activity)?;
+                // Guesses are charged to the chat that made them, never to a third party's number
+                // the code went to: nobody can lock someone else out by guessing badly.
+                let requester_key = record
+                    .as_ref()
+                    .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
+                let activity: CustomerActivity = match &requester_key {
+                    Some(key) => get(customers, CUSTOMERS_TREE, key)?.unwrap_or_default(),
+                    None => CustomerActivity::default(),
+                };
+                let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
+                    self.key.verify(subject, attempt, stored)
+                });
+                if let (Some(next), Some(key)) = (&decision.record, &requester_key) {
+                    let mut next = next.clone();
+                    if let Some(step) = step {
+                        next.set_check_step(step, decision.outcome);
+                    }
+                    put(codes, CODES_TREE, session_id, &next)?;
+                    if let Some(activity) = &decision.activity {
+                        put(customers, CUSTOMERS_TREE, key, activity)?;
+                    }
+                    if next.status() != CodeStatus::Active {
+                        tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
+                    }
                 }
-                if next.status() != CodeStatus::Active {
-                    outgoing.remove(session_id.as_bytes())?;
+                let outcome = decision.outcome;
+                let kind = match outcome {
+                    VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
+                    _ => AuditKind::Check,
+                };
+                let mut entry =
+                    audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
+                        .with_purpose(subject.purpose());
+                if let VerifyOutcome::Wrong { attempts_left } = outcome {
+                    entry = entry.with_reason(format!("{attempts_left} attempts left"));
                 }
-            }
-            let outcome = decision.outcome;
-            let kind = match outcome {
-                VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
-                _ => AuditKind::Check,
-            };
-            let mut entry = audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
-                .with_purpose(subject.purpose());
-            if let VerifyOutcome::Wrong { attempts_left } = outcome {
-                entry = entry.with_reason(format!("{attempts_left} attempts left"));
-            }
-            append_in(audit, &entry)?;
-            Ok(outcome)
+                append_in(audit, &entry)?;
+                Ok(outcome)
+            })
         });
         let outcome = finish(result)?;
         tracing::info!(session_id, outcome = outcome.as_str(), "otp checked");
@@ -394,17 +430,20 @@ impl OtpLedger {
         now: DateTime<Utc>,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let trees = (&self.codes, &self.outgoing, &self.audit);
-        let result = trees.transaction(|(codes, outgoing, audit)| {
-            outgoing.remove(session_id.as_bytes())?;
-            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-            if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
-                put(codes, session_id, &record.retired())?;
-                let entry =
-                    audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
-                append_in(audit, &entry.with_reason(reason))?;
-            }
-            Ok(())
+        let trees = (&*self.codes, &*self.outgoing, &*self.audit);
+        let result = self.redo.transaction(|| {
+            trees.transaction(|(codes, outgoing, audit)| {
+                super::redo::attempt();
+                tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
+                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
+                    put(codes, CODES_TREE, session_id, &record.retired())?;
+                    let entry =
+                        audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                    append_in(audit, &entry.with_reason(reason))?;
+                }
+                Ok(())
+            })
         });
         finish(result)
     }
@@ -430,22 +469,25 @@ impl OtpLedger {
         generation: u32,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let trees = (&self.codes, &self.outgoing, &self.audit);
-        let result = trees.transaction(|(codes, outgoing, audit)| {
-            let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
-            if current.is_some_and(|o| o.generation == generation) {
-                outgoing.remove(session_id.as_bytes())?;
-            }
-            let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-            let entry = audit_entry(
-                record.as_ref(),
-                now,
-                AuditKind::Send,
-                session_id,
-                "accepted",
-            );
-            append_in(audit, &entry.with_reason(format!("code {generation}")))?;
-            Ok(())
+        let trees = (&*self.codes, &*self.outgoing, &*self.audit);
+        let result = self.redo.transaction(|| {
+            trees.transaction(|(codes, outgoing, audit)| {
+                super::redo::attempt();
+                let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
+                if current.is_some_and(|o| o.generation == generation) {
+                    tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
+                }
+                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                let entry = audit_entry(
+                    record.as_ref(),
+                    now,
+                    AuditKind::Send,
+                    session_id,
+                    "accepted",
+                );
+                append_in(audit, &entry.with_reason(format!("code {generation}")))?;
+                Ok(())
+            })
         });
         finish(result)
     }

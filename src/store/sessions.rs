@@ -281,7 +281,7 @@ pub struct StepWrite {
 /// Handle to the runtime tree.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    pub(super) tree: sled::Tree,
+    pub(super) tree: super::redo::LoggedTree,
     /// Seals stored answers that may carry a code.
     pub(super) sealer: std::sync::Arc<crate::otp::RecordSealer>,
 }
@@ -321,7 +321,7 @@ fn link_time_key(message_id: &[u8], l: &MessageLink) -> Vec<u8> {
 }
 
 /// The index entries an outbox entry's state calls for.
-fn index_outbox(batch: &mut sled::Batch, e: &OutboxEntry) {
+fn index_outbox(batch: &mut super::redo::Batch, e: &OutboxEntry) {
     let in_flight = key(IN_FLIGHT, &[e.id.as_bytes()]);
     if e.state == OutboxState::InFlight {
         batch.insert(in_flight, &[]);
@@ -349,9 +349,10 @@ impl SessionStore {
     pub(super) fn open(
         db: &sled::Db,
         sealer: std::sync::Arc<crate::otp::RecordSealer>,
+        redo: super::redo::Redo,
     ) -> Result<SessionStore, StoreError> {
         let store = SessionStore {
-            tree: db.open_tree("runtime")?,
+            tree: super::redo::LoggedTree::open(db, "runtime", redo)?,
             sealer,
         };
         if !store.tree.contains_key(INDEXED)? {
@@ -365,7 +366,7 @@ impl SessionStore {
     /// Indexes the records of a store written before the time-ordered indexes existed (one
     /// full scan, once).
     fn build_indexes(&self) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         for item in self.tree.scan_prefix([SESSION]) {
             let (_, v) = item?;
             let r: SessionRecord = dec(&v)?;
@@ -416,7 +417,7 @@ impl SessionStore {
                 let mut new_key = vec![prefix];
                 new_key.extend_from_slice(scoped.as_bytes());
                 new_key.extend_from_slice(tail);
-                let mut batch = sled::Batch::default();
+                let mut batch = super::redo::Batch::default();
                 if prefix == ACTIVE {
                     if let Some(mut r) = self.get(&String::from_utf8_lossy(&v))? {
                         if r.merchant.is_empty() {
@@ -475,7 +476,7 @@ impl SessionStore {
 
     /// Writes one step atomically (not yet durable: the caller group-commits).
     pub fn apply(&self, w: StepWrite) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         if let Some(k) = &w.timer_remove {
             batch.remove(k.as_slice());
         }
@@ -622,7 +623,7 @@ impl SessionStore {
         old_due_ms: i64,
         link: Option<(&str, &MessageLink)>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
         if entry.is_queued() {
             batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
@@ -684,7 +685,7 @@ impl SessionStore {
     }
 
     pub fn put_link(&self, message_id: &str, link: &MessageLink) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = super::redo::Batch::default();
         batch.insert(key(LINK, &[message_id.as_bytes()]), enc(link)?);
         batch.insert(link_time_key(message_id.as_bytes(), link), &[]);
         self.tree.apply_batch(batch)?;
@@ -813,7 +814,7 @@ impl SessionStore {
         for item in self.tree.range(vec![ENDED]..end(ENDED)) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[9..]).into_owned();
-            let mut batch = sled::Batch::default();
+            let mut batch = super::redo::Batch::default();
             batch.remove(&k);
             // A session written again since has a later index entry of its own.
             if let Some(r) = self
@@ -830,7 +831,7 @@ impl SessionStore {
         for item in self.tree.range(vec![FINISHED]..end(FINISHED)) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[9..]).into_owned();
-            let mut batch = sled::Batch::default();
+            let mut batch = super::redo::Batch::default();
             batch.remove(&k);
             if self
                 .outbox_entry(&id)?
@@ -864,7 +865,7 @@ impl SessionStore {
         // Delivery links of old messages.
         for item in self.tree.range(vec![LINK_TIME]..end(LINK_TIME)) {
             let (k, _) = item?;
-            let mut batch = sled::Batch::default();
+            let mut batch = super::redo::Batch::default();
             batch.remove(&k);
             batch.remove(key(LINK, &[&k[9..]]));
             self.tree.apply_batch(batch)?;
@@ -914,7 +915,8 @@ mod tests {
     fn in_flight_and_purge_go_through_the_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path()), super::super::redo::Redo::none())
+            .expect("open");
         let old = Utc::now() - chrono::Duration::days(40);
         let (mut a, mut b) = (entry("a", old), entry("b", Utc::now()));
         store
@@ -962,7 +964,8 @@ mod tests {
             tree.insert(key(LINK, &[b"wamid.f"]), enc(&link("f", old)).expect("enc"))
                 .expect("insert");
         }
-        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path()), super::super::redo::Redo::none())
+            .expect("open");
         assert_eq!(store.in_flight().expect("in flight").len(), 1);
         let cutoff = Utc::now() - chrono::Duration::days(30);
         assert_eq!(store.purge_completed_before(cutoff).expect("purge"), 2);
@@ -974,7 +977,8 @@ mod tests {
     fn customer_keys_of_a_store_from_before_merchants_move_into_the_default_scope_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path()), super::super::redo::Redo::none())
+            .expect("open");
         let at = Utc::now();
         // An older version's keys: the bare customer id.
         store
@@ -1035,7 +1039,8 @@ mod tests {
     fn a_queue_key_left_behind_by_a_race_is_dropped_not_sent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let store = SessionStore::open(&db, sealer(dir.path())).expect("open");
+        let store = SessionStore::open(&db, sealer(dir.path()), super::super::redo::Redo::none())
+            .expect("open");
         let created = Utc::now() - chrono::Duration::seconds(10);
         let mut e = entry("a", created);
         store

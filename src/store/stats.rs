@@ -173,7 +173,7 @@ pub struct MerchantTotals {
 /// Handle to the stats tree.
 #[derive(Debug, Clone)]
 pub struct StatsStore {
-    tree: sled::Tree,
+    tree: super::redo::LoggedTree,
 }
 
 fn counter_key(hour: i64, scope: &Scope, flow: &str, metric: &str) -> Vec<u8> {
@@ -235,9 +235,9 @@ fn read_u64(bytes: &[u8]) -> u64 {
 }
 
 impl StatsStore {
-    pub(super) fn open(db: &sled::Db) -> Result<StatsStore, StoreError> {
+    pub(super) fn open(db: &sled::Db, redo: super::redo::Redo) -> Result<StatsStore, StoreError> {
         Ok(StatsStore {
-            tree: db.open_tree("stats")?,
+            tree: super::redo::LoggedTree::open(db, "stats", redo)?,
         })
     }
 
@@ -376,7 +376,7 @@ mod tests {
             .path(dir.path())
             .open()
             .expect("open sled");
-        let stats = StatsStore::open(&db).expect("open stats");
+        let stats = StatsStore::open(&db, super::super::redo::Redo::none()).expect("open stats");
         (dir, stats)
     }
 

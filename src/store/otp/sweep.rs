@@ -27,7 +27,7 @@ impl OtpLedger {
         for item in self.codes.iter() {
             let (key, value) = item?;
             let record: OtpRecord = decode(CODES_TREE, &value)?;
-            if record.expires_at() < cutoff && remove_if_unchanged(&self.codes, &key, &value)? {
+            if record.expires_at() < cutoff && self.codes.remove_if(&key, &value)? {
                 self.outgoing.remove(&key)?;
                 removed += 1;
             }
@@ -35,20 +35,10 @@ impl OtpLedger {
         for item in self.customers.iter() {
             let (key, value) = item?;
             let activity: CustomerActivity = decode(CUSTOMERS_TREE, &value)?;
-            if activity.is_idle(now) && remove_if_unchanged(&self.customers, &key, &value)? {
+            if activity.is_idle(now) && self.customers.remove_if(&key, &value)? {
                 removed += 1;
             }
         }
         Ok(removed)
     }
-}
-
-fn remove_if_unchanged(
-    tree: &sled::Tree,
-    key: &[u8],
-    value: &sled::IVec,
-) -> Result<bool, LedgerError> {
-    Ok(tree
-        .compare_and_swap(key, Some(value), None::<&[u8]>)?
-        .is_ok())
 }

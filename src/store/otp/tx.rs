@@ -31,13 +31,25 @@ pub(super) fn get<T: DeserializeOwned>(
     }
 }
 
+/// Writes a value inside a transaction (logged with it: [`crate::store::redo`]).
 pub(super) fn put<T: Serialize>(
     tree: &TransactionalTree,
+    name: &'static str,
     key: impl AsRef<[u8]>,
     value: &T,
 ) -> TxResult<()> {
     let bytes = serde_json::to_vec(value).expect("ledger values are plain data and serialize");
-    tree.insert(key.as_ref(), bytes)?;
+    crate::store::redo::tx_put(tree, name, key.as_ref(), bytes)?;
+    Ok(())
+}
+
+/// Removes a value inside a transaction (logged with it).
+pub(super) fn tx_remove(
+    tree: &TransactionalTree,
+    name: &'static str,
+    key: impl AsRef<[u8]>,
+) -> TxResult<()> {
+    crate::store::redo::tx_remove(tree, name, key.as_ref())?;
     Ok(())
 }
 

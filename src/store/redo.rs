@@ -1,0 +1,421 @@
+//! The redo log of sled writes: how a store write becomes durable without a sled flush.
+//!
+//! Every write to the trees a request's answer depends on (`runtime`, `stats` and the OTP
+//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied to
+//! sled in memory at once (so reads see it) and, in the same critical section, its exact puts
+//! and removes are appended as one *redo record* to the inbound journal (format in
+//! [`super::journal`]). The journal's writer group-commits them with the events: one `write`
+//! and one `fdatasync` make a whole batch of events and session steps durable, and
+//! [`super::Store::logged`] waits for exactly that. sled itself is flushed in the background
+//! (the journal's checkpoint, every second), never per request.
+//!
+//! Redo records are numbered in the order their writes were applied to sled: the numbering, the
+//! sled write and the append happen under one lock, so two writes of one key (a global OTP
+//! counter, say) are logged in the order sled saw them. Right after each write, under the same
+//! lock, its number is stored in sled itself (tree `redo-applied`). sled recovers a prefix of its
+//! writes after a crash, so the number it recovers says exactly where the journal takes over:
+//! a start re-applies the records after it, in order, before anything else reads the database
+//! (at most the first of them is one sled already has, and putting the same whole values again
+//! changes nothing). Replaying from an older point instead would be wrong: sled may hold writes
+//! whose records were never synced (it writes full buffers between flushes), and an older record
+//! re-applied over them would put back a value from before a send that happened.
+//!
+//! The checkpoint (every second) syncs the journal, flushes sled, and then stores how far the
+//! records are in sled on disk and which segment the journal was writing: segments before that
+//! hold nothing a start replays, and are deleted.
+//!
+//! A write is applied to sled before it is logged. A crash between the two loses a write that
+//! nobody was told about (the request had no answer yet), exactly like a crash before the
+//! `fdatasync`. sled is flushed only after the journal is synced (the checkpoint syncs it first,
+//! and sled's own timer flush is off), so sled does not hold a write on disk ahead of its
+//! record — except a full page buffer sled writes on its own between flushes: a start then
+//! re-applies the key's previous, acknowledged value over a write nobody was told about.
+
+use super::inbound::Shared;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Kinds of operation in a redo record.
+const PUT: u8 = 1;
+const REMOVE: u8 = 0;
+
+/// Appends one encoded operation to `ops`.
+fn put_op(ops: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    ops.push(if value.is_some() { PUT } else { REMOVE });
+    ops.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    ops.extend_from_slice(key);
+    if let Some(value) = value {
+        ops.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        ops.extend_from_slice(value);
+    }
+}
+
+/// Appends a section (one tree's operations) to a record body.
+fn put_section(body: &mut Vec<u8>, tree: &[u8], ops: &[u8]) {
+    let name_len = u8::try_from(tree.len()).expect("tree names are short");
+    body.push(name_len);
+    body.extend_from_slice(tree);
+    body.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    body.extend_from_slice(ops);
+}
+
+/// One decoded operation of a redo record.
+pub(super) struct Op<'a> {
+    pub tree: &'a [u8],
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+fn take_u32(b: &mut &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+}
+
+/// Decodes a record body into its operations, in order; `None` when it is malformed.
+pub(super) fn decode(mut body: &[u8]) -> Option<Vec<Op<'_>>> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let name_len = usize::from(*take(&mut body, 1)?.first()?);
+        let tree = take(&mut body, name_len)?;
+        let ops_len = take_u32(&mut body)?;
+        let mut ops = take(&mut body, ops_len)?;
+        while !ops.is_empty() {
+            let kind = *take(&mut ops, 1)?.first()?;
+            let key_len = take_u32(&mut ops)?;
+            let key = take(&mut ops, key_len)?;
+            let value = match kind {
+                PUT => {
+                    let len = take_u32(&mut ops)?;
+                    Some(take(&mut ops, len)?)
+                }
+                REMOVE => None,
+                _ => return None,
+            };
+            out.push(Op { tree, key, value });
+        }
+    }
+    Some(out)
+}
+
+/// Re-applies decoded operations to `db` (start-up replay), one sled batch per tree.
+pub(super) fn replay(
+    db: &sled::Db,
+    trees: &mut std::collections::HashMap<Vec<u8>, sled::Tree>,
+    ops: &[Op<'_>],
+) -> Result<(), sled::Error> {
+    let mut batches: Vec<(&[u8], sled::Batch)> = Vec::new();
+    for op in ops {
+        let batch = match batches.iter_mut().position(|(t, _)| *t == op.tree) {
+            Some(i) => &mut batches[i].1,
+            None => {
+                batches.push((op.tree, sled::Batch::default()));
+                &mut batches.last_mut().expect("just pushed").1
+            }
+        };
+        match op.value {
+            Some(v) => batch.insert(op.key, v),
+            None => batch.remove(op.key),
+        }
+    }
+    for (name, batch) in batches {
+        let tree = match trees.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                let t = db.open_tree(name)?;
+                trees.insert(name.to_vec(), t.clone());
+                t
+            }
+        };
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
+}
+
+fn journal_error(e: super::StoreError) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(e.to_string()))
+}
+
+/// The handle writes are logged through. A handle without a journal (tools and tests that
+/// open trees on a bare database) applies writes to sled only; their durability is then a
+/// sled flush.
+#[derive(Clone, Default)]
+pub struct Redo(Option<Arc<Shared>>);
+
+impl std::fmt::Debug for Redo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Redo(journal)"
+        } else {
+            "Redo(none)"
+        })
+    }
+}
+
+impl Redo {
+    pub(super) fn journal(shared: Arc<Shared>) -> Redo {
+        Redo(Some(shared))
+    }
+
+    /// A handle that logs nothing.
+    pub fn none() -> Redo {
+        Redo(None)
+    }
+
+    /// Runs `apply` (the sled write) and logs the record `body` builds, under the lock that
+    /// orders redo records like the writes they describe.
+    fn logged<T>(
+        &self,
+        apply: impl FnOnce() -> Result<T, sled::Error>,
+        body: impl FnOnce(&T, &mut Vec<u8>),
+    ) -> Result<T, sled::Error> {
+        let Some(shared) = &self.0 else {
+            return apply();
+        };
+        let mut order = shared.redo_order();
+        let out = apply()?;
+        let mut record = Vec::new();
+        body(&out, &mut record);
+        if !record.is_empty() {
+            shared
+                .append_redo(&mut order, &record)
+                .map_err(journal_error)?;
+        }
+        Ok(out)
+    }
+
+    /// Runs a sled transaction whose writes go through [`tx_put`] and [`tx_remove`], and logs
+    /// the writes of its committed attempt as one record.
+    pub fn transaction<T, E>(&self, run: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<sled::Error>,
+    {
+        let Some(shared) = &self.0 else {
+            let out = run();
+            attempt();
+            return out;
+        };
+        let mut order = shared.redo_order();
+        attempt();
+        let out = run();
+        let record = CAPTURED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        let out = out?;
+        if !record.is_empty() {
+            shared
+                .append_redo(&mut order, &record)
+                .map_err(|e| E::from(journal_error(e)))?;
+        }
+        Ok(out)
+    }
+}
+
+thread_local! {
+    /// Writes of the transaction attempt running on this thread.
+    static CAPTURED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts a transaction attempt: sled may run a transaction's closure more than once, and only
+/// the last (committed) attempt's writes count. Call first thing in the closure.
+pub fn attempt() {
+    CAPTURED.with(|c| c.borrow_mut().clear());
+}
+
+fn capture(tree: &str, key: &[u8], value: Option<&[u8]>) {
+    CAPTURED.with(|c| {
+        let mut ops = Vec::with_capacity(key.len() + value.map_or(0, <[u8]>::len) + 9);
+        put_op(&mut ops, key, value);
+        put_section(&mut c.borrow_mut(), tree.as_bytes(), &ops);
+    });
+}
+
+/// Inserts inside a transaction and captures the write for its redo record.
+pub fn tx_put(
+    tree: &sled::transaction::TransactionalTree,
+    name: &str,
+    key: &[u8],
+    value: Vec<u8>,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    capture(name, key, Some(&value));
+    tree.insert(key, value)?;
+    Ok(())
+}
+
+/// Removes inside a transaction and captures the write for its redo record.
+pub fn tx_remove(
+    tree: &sled::transaction::TransactionalTree,
+    name: &str,
+    key: &[u8],
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    capture(name, key, None);
+    tree.remove(key)?;
+    Ok(())
+}
+
+/// A batch of writes to one [`LoggedTree`], applied atomically (like `sled::Batch`).
+#[derive(Default, Debug)]
+pub struct Batch {
+    sled: sled::Batch,
+    ops: Vec<u8>,
+}
+
+impl Batch {
+    pub fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
+        let (key, value) = (key.into(), value.into());
+        put_op(&mut self.ops, &key, Some(&value));
+        self.sled.insert(key, value);
+    }
+
+    pub fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
+        let key = key.into();
+        put_op(&mut self.ops, &key, None);
+        self.sled.remove(key);
+    }
+}
+
+/// A sled tree whose writes are logged (reads go straight to sled through `Deref`).
+#[derive(Clone, Debug)]
+pub struct LoggedTree {
+    tree: sled::Tree,
+    redo: Redo,
+}
+
+impl std::ops::Deref for LoggedTree {
+    type Target = sled::Tree;
+    fn deref(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+impl LoggedTree {
+    pub fn open(db: &sled::Db, name: &str, redo: Redo) -> Result<LoggedTree, sled::Error> {
+        Ok(LoggedTree {
+            tree: db.open_tree(name)?,
+            redo,
+        })
+    }
+
+    /// The same tree, logged through `redo`.
+    pub fn with_redo(self, redo: Redo) -> LoggedTree {
+        LoggedTree { redo, ..self }
+    }
+
+    /// The redo handle this tree logs through.
+    pub fn redo(&self) -> &Redo {
+        &self.redo
+    }
+
+    fn section(&self, ops: &[u8], record: &mut Vec<u8>) {
+        put_section(record, &self.tree.name(), ops);
+    }
+
+    pub fn apply_batch(&self, batch: Batch) -> Result<(), sled::Error> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        let Batch { sled, ops } = batch;
+        self.redo
+            .logged(|| self.tree.apply_batch(sled), |_, r| self.section(&ops, r))
+    }
+
+    pub fn insert<K: AsRef<[u8]>, V: Into<sled::IVec>>(
+        &self,
+        key: K,
+        value: V,
+    ) -> Result<Option<sled::IVec>, sled::Error> {
+        let value = value.into();
+        let mut ops = Vec::new();
+        put_op(&mut ops, key.as_ref(), Some(&value));
+        self.redo.logged(
+            || self.tree.insert(key.as_ref(), value.clone()),
+            |_, r| self.section(&ops, r),
+        )
+    }
+
+    pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
+        self.redo.logged(
+            || self.tree.remove(key.as_ref()),
+            |old, r| {
+                if old.is_some() {
+                    let mut ops = Vec::new();
+                    put_op(&mut ops, key.as_ref(), None);
+                    self.section(&ops, r);
+                }
+            },
+        )
+    }
+
+    /// Like sled's: `f` may run more than once; the resulting value is logged.
+    pub fn update_and_fetch<K: AsRef<[u8]>, V: Into<sled::IVec>>(
+        &self,
+        key: K,
+        f: impl FnMut(Option<&[u8]>) -> Option<V>,
+    ) -> Result<Option<sled::IVec>, sled::Error> {
+        self.redo.logged(
+            || self.tree.update_and_fetch(key.as_ref(), f),
+            |new, r| {
+                let mut ops = Vec::new();
+                put_op(&mut ops, key.as_ref(), new.as_deref());
+                self.section(&ops, r);
+            },
+        )
+    }
+
+    /// Removes `key` if it still holds `expected`; true when it did.
+    pub fn remove_if(&self, key: &[u8], expected: &sled::IVec) -> Result<bool, sled::Error> {
+        self.redo.logged(
+            || {
+                self.tree
+                    .compare_and_swap(key, Some(expected), None::<&[u8]>)
+                    .map(|r| r.is_ok())
+            },
+            |removed, r| {
+                if *removed {
+                    let mut ops = Vec::new();
+                    put_op(&mut ops, key, None);
+                    self.section(&ops, r);
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_decode_to_their_operations_in_order() {
+        let mut body = Vec::new();
+        let mut ops = Vec::new();
+        put_op(&mut ops, b"k1", Some(b"v1"));
+        put_op(&mut ops, b"k2", None);
+        put_section(&mut body, b"runtime", &ops);
+        let mut ops = Vec::new();
+        put_op(&mut ops, b"", Some(b""));
+        put_section(&mut body, b"otp_codes", &ops);
+        let decoded = decode(&body).expect("decodes");
+        let seen: Vec<_> = decoded
+            .iter()
+            .map(|o| (o.tree.to_vec(), o.key.to_vec(), o.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (b"runtime".to_vec(), b"k1".to_vec(), Some(b"v1".to_vec())),
+                (b"runtime".to_vec(), b"k2".to_vec(), None),
+                (b"otp_codes".to_vec(), vec![], Some(vec![])),
+            ]
+        );
+        for cut in 1..body.len() {
+            // A cut body is refused, never misread (the journal's checksum catches it first).
+            assert!(decode(&body[..cut]).map_or(true, |ops| ops.len() < 3));
+        }
+    }
+}
