@@ -46,9 +46,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A segment is closed once it holds this many bytes …
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-/// … or is this old, so that expired events can go a segment at a time.
-const SEGMENT_AGE: Duration = Duration::from_secs(3600);
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// … or is this old, so that expired events can go a segment at a time (the store's options
+/// may choose others).
+pub const SEGMENT_AGE: Duration = Duration::from_secs(3600);
 /// How often the writer wakes when idle (the checkpoint's period is the store's option).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
@@ -189,6 +190,9 @@ pub(super) struct Shared {
     redo: Mutex<u64>,
     /// The number of the last logged write applied to sled (tree `redo-applied`).
     applied: sled::Tree,
+    /// When the current segment is closed: this many bytes, or this age.
+    segment_bytes: u64,
+    segment_age: Duration,
 }
 
 impl Shared {
@@ -342,12 +346,14 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 
 impl InboundLog {
     /// Opens the journal in `dir`, importing the events of an older sled-based log from `db`
-    /// the first time, and starts its writer and checkpoint threads.
+    /// the first time, and starts its writer and checkpoint threads. A segment is closed once
+    /// it holds `segment_bytes` or is `segment_age` old ([`SEGMENT_BYTES`], [`SEGMENT_AGE`]).
     pub(super) fn open(
         db: &sled::Db,
         sealer: Arc<RecordSealer>,
         dir: &Path,
         checkpoint_every: Option<Duration>,
+        (segment_bytes, segment_age): (u64, Duration),
     ) -> Result<InboundLog, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let mut listed =
@@ -553,6 +559,8 @@ impl InboundLog {
             release: Mutex::new(None),
             redo: Mutex::new(next_redo),
             applied,
+            segment_bytes,
+            segment_age,
         });
         let writer = {
             let shared = shared.clone();
@@ -1256,14 +1264,30 @@ fn write_loop(shared: &Shared, mut file: File) {
         let batch = std::mem::take(&mut st.buffer);
         let unwritten = std::mem::take(&mut st.unwritten);
         let target = st.appended;
-        let rotate = st.segments.last().is_some_and(|s| {
-            s.events > 0
-                && (st.rotate || s.bytes >= SEGMENT_BYTES || s.opened.elapsed() >= SEGMENT_AGE)
+        // A segment is named by the sequence number of its first event. One that holds events
+        // closes when full or old (or when asked to); the next is named by the next event.
+        // One without events — only redo records and handled marks, as when store writes come
+        // from the API and no webhook event arrives — closes when full or old too, provided
+        // this batch brings no event (else that event goes in it, and the next batch closes
+        // it): the next segment is then named one sequence number later, which no event will
+        // have, so it sorts after it and the checkpoint can delete it like any other.
+        let full = st.segments.last().is_some_and(|s| {
+            s.bytes >= shared.segment_bytes || s.opened.elapsed() >= shared.segment_age
         });
-        if rotate {
-            st.rotate = false;
-        }
-        let next_first = unwritten.first().map_or(st.next_seq, |u| u.seq);
+        let (rotate, next_first) = match st.segments.last() {
+            Some(s) if s.events > 0 && (st.rotate || full) => {
+                st.rotate = false;
+                (true, unwritten.first().map_or(st.next_seq, |u| u.seq))
+            }
+            Some(s) if s.events == 0 && full && unwritten.is_empty() => {
+                let first = st.next_seq.max(s.first + 1);
+                // Numbers before the new segment's are never handed out: its name says so on
+                // disk (a start resumes at or after the first number of the last segment).
+                st.next_seq = first;
+                (true, first)
+            }
+            _ => (false, unwritten.first().map_or(st.next_seq, |u| u.seq)),
+        };
         let path = match st.segments.last() {
             Some(current) if !rotate => current.path.clone(),
             _ => journal::segment_path(&shared.dir, next_first),
