@@ -27,7 +27,11 @@
 //! and the events around it share one `fdatasync`. The checkpoint also records how far sled has
 //! those on disk, and a start re-applies the later ones before anything else reads the database.
 //! A closed segment is deleted by the checkpoint as soon as a start no longer needs it (events
-//! handled, digests moved, redo records flushed).
+//! handled, digests moved, redo records flushed). Segments close by size or age whether or not
+//! they hold events: store writes alone (API calls, no webhook event) would otherwise grow one
+//! segment without bound. A segment without events closes at a batch without events, and the
+//! next is named one sequence number later (a number never given to an event), so names stay
+//! distinct and ordered and event locations keep naming their files.
 //!
 //! Records are sealed at rest: a customer's message may be the code they were sent.
 
@@ -765,7 +769,8 @@ impl InboundLog {
         Ok(st.dedupe.contains(&d) || self.shared.index.contains_key(seen_key(&d))?)
     }
 
-    /// Closes the current segment at the next write (operators, tests).
+    /// Closes the current segment at the next write once it holds an event (operators, tests;
+    /// a segment without events closes by size or age only).
     pub fn rotate(&self) {
         self.shared.lock().rotate = true;
     }
