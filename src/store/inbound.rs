@@ -1755,6 +1755,70 @@ mod tests {
     }
 
     #[test]
+    fn segments_without_events_close_by_size_with_distinct_ordered_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::store::StoreOptions {
+            checkpoint_every: None,
+            segment_bytes: 4096,
+            ..Default::default()
+        };
+        let (first, second) = {
+            let store = Store::open_with_options(dir.path(), |_| {}, None, options).expect("open");
+            let log = store.inbound();
+            let tree =
+                super::super::redo::LoggedTree::open(store.db(), "t", store.redo()).expect("tree");
+            let Recorded::New { seq: first } = log.record(&text("wamid.a"), 100).expect("r") else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            log.mark_handled(first).expect("handled");
+            // Store writes alone, well past the segment size, checkpointed as they go.
+            for i in 0u32..200 {
+                tree.insert(i.to_be_bytes(), vec![7u8; 200])
+                    .expect("insert");
+                log.sync().expect("sync");
+                if i % 10 == 0 {
+                    log.checkpoint_now().expect("checkpoint");
+                }
+            }
+            log.checkpoint_now().expect("checkpoint");
+            let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+            assert!(segments.len() <= 2, "{segments:?}");
+            assert!(log.size_on_disk() <= 3 * 4096, "{}", log.size_on_disk());
+            let Recorded::New { seq: second } = log.record(&text("wamid.b"), 100).expect("r")
+            else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            assert!(
+                second > first + 1,
+                "closed segments without events skip numbers"
+            );
+            let pending = log.pending().expect("pending");
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].0, second);
+            (first, second)
+        };
+        let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+        assert!(segments.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(segments.iter().all(|(s, _)| *s > first));
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        let pending = log.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            pending[0].0, second,
+            "the event's location names its segment"
+        );
+        let tree = store.db().open_tree("t").expect("tree");
+        assert_eq!(tree.len(), 200);
+        let Recorded::New { seq } = log.record(&text("wamid.c"), 100).expect("r") else {
+            panic!("new")
+        };
+        assert!(seq > second);
+    }
+
+    #[test]
     fn imports_the_sled_log_of_earlier_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = crate::otp::OtpKey::load_or_create(dir.path(), None).expect("key");
