@@ -26,6 +26,7 @@ async fn write_and_wait(dir: &Path) {
     let no_background_flush = StoreOptions {
         checkpoint_every: None,
         sled_flush_every_ms: None,
+        ..StoreOptions::default()
     };
     let store = Store::open_with_options(dir, |_| {}, None, no_background_flush).expect("store");
     let key = OtpKey::load_or_create(dir, None).expect("otp key");

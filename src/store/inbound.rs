@@ -27,7 +27,11 @@
 //! and the events around it share one `fdatasync`. The checkpoint also records how far sled has
 //! those on disk, and a start re-applies the later ones before anything else reads the database.
 //! A closed segment is deleted by the checkpoint as soon as a start no longer needs it (events
-//! handled, digests moved, redo records flushed).
+//! handled, digests moved, redo records flushed). Segments close by size or age whether or not
+//! they hold events: store writes alone (API calls, no webhook event) would otherwise grow one
+//! segment without bound. A segment without events closes at a batch without events, and the
+//! next is named one sequence number later (a number never given to an event), so names stay
+//! distinct and ordered and event locations keep naming their files.
 //!
 //! Records are sealed at rest: a customer's message may be the code they were sent.
 
@@ -46,9 +50,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A segment is closed once it holds this many bytes …
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-/// … or is this old, so that expired events can go a segment at a time.
-const SEGMENT_AGE: Duration = Duration::from_secs(3600);
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// … or is this old, so that expired events can go a segment at a time (the store's options
+/// may choose others).
+pub const SEGMENT_AGE: Duration = Duration::from_secs(3600);
 /// How often the writer wakes when idle (the checkpoint's period is the store's option).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
@@ -189,6 +194,9 @@ pub(super) struct Shared {
     redo: Mutex<u64>,
     /// The number of the last logged write applied to sled (tree `redo-applied`).
     applied: sled::Tree,
+    /// When the current segment is closed: this many bytes, or this age.
+    segment_bytes: u64,
+    segment_age: Duration,
 }
 
 impl Shared {
@@ -342,12 +350,14 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 
 impl InboundLog {
     /// Opens the journal in `dir`, importing the events of an older sled-based log from `db`
-    /// the first time, and starts its writer and checkpoint threads.
+    /// the first time, and starts its writer and checkpoint threads. A segment is closed once
+    /// it holds `segment_bytes` or is `segment_age` old ([`SEGMENT_BYTES`], [`SEGMENT_AGE`]).
     pub(super) fn open(
         db: &sled::Db,
         sealer: Arc<RecordSealer>,
         dir: &Path,
         checkpoint_every: Option<Duration>,
+        (segment_bytes, segment_age): (u64, Duration),
     ) -> Result<InboundLog, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let mut listed =
@@ -553,6 +563,8 @@ impl InboundLog {
             release: Mutex::new(None),
             redo: Mutex::new(next_redo),
             applied,
+            segment_bytes,
+            segment_age,
         });
         let writer = {
             let shared = shared.clone();
@@ -757,7 +769,8 @@ impl InboundLog {
         Ok(st.dedupe.contains(&d) || self.shared.index.contains_key(seen_key(&d))?)
     }
 
-    /// Closes the current segment at the next write (operators, tests).
+    /// Closes the current segment at the next write once it holds an event (operators, tests;
+    /// a segment without events closes by size or age only).
     pub fn rotate(&self) {
         self.shared.lock().rotate = true;
     }
@@ -1256,14 +1269,30 @@ fn write_loop(shared: &Shared, mut file: File) {
         let batch = std::mem::take(&mut st.buffer);
         let unwritten = std::mem::take(&mut st.unwritten);
         let target = st.appended;
-        let rotate = st.segments.last().is_some_and(|s| {
-            s.events > 0
-                && (st.rotate || s.bytes >= SEGMENT_BYTES || s.opened.elapsed() >= SEGMENT_AGE)
+        // A segment is named by the sequence number of its first event. One that holds events
+        // closes when full or old (or when asked to); the next is named by the next event.
+        // One without events — only redo records and handled marks, as when store writes come
+        // from the API and no webhook event arrives — closes when full or old too, provided
+        // this batch brings no event (else that event goes in it, and the next batch closes
+        // it): the next segment is then named one sequence number later, which no event will
+        // have, so it sorts after it and the checkpoint can delete it like any other.
+        let full = st.segments.last().is_some_and(|s| {
+            s.bytes >= shared.segment_bytes || s.opened.elapsed() >= shared.segment_age
         });
-        if rotate {
-            st.rotate = false;
-        }
-        let next_first = unwritten.first().map_or(st.next_seq, |u| u.seq);
+        let (rotate, next_first) = match st.segments.last() {
+            Some(s) if s.events > 0 && (st.rotate || full) => {
+                st.rotate = false;
+                (true, unwritten.first().map_or(st.next_seq, |u| u.seq))
+            }
+            Some(s) if s.events == 0 && full && unwritten.is_empty() => {
+                let first = st.next_seq.max(s.first + 1);
+                // Numbers before the new segment's are never handed out: its name says so on
+                // disk (a start resumes at or after the first number of the last segment).
+                st.next_seq = first;
+                (true, first)
+            }
+            _ => (false, unwritten.first().map_or(st.next_seq, |u| u.seq)),
+        };
         let path = match st.segments.last() {
             Some(current) if !rotate => current.path.clone(),
             _ => journal::segment_path(&shared.dir, next_first),
@@ -1723,6 +1752,70 @@ mod tests {
             panic!("new")
         };
         assert!(seq > last);
+    }
+
+    #[test]
+    fn segments_without_events_close_by_size_with_distinct_ordered_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::store::StoreOptions {
+            checkpoint_every: None,
+            segment_bytes: 4096,
+            ..Default::default()
+        };
+        let (first, second) = {
+            let store = Store::open_with_options(dir.path(), |_| {}, None, options).expect("open");
+            let log = store.inbound();
+            let tree =
+                super::super::redo::LoggedTree::open(store.db(), "t", store.redo()).expect("tree");
+            let Recorded::New { seq: first } = log.record(&text("wamid.a"), 100).expect("r") else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            log.mark_handled(first).expect("handled");
+            // Store writes alone, well past the segment size, checkpointed as they go.
+            for i in 0u32..200 {
+                tree.insert(i.to_be_bytes(), vec![7u8; 200])
+                    .expect("insert");
+                log.sync().expect("sync");
+                if i % 10 == 0 {
+                    log.checkpoint_now().expect("checkpoint");
+                }
+            }
+            log.checkpoint_now().expect("checkpoint");
+            let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+            assert!(segments.len() <= 2, "{segments:?}");
+            assert!(log.size_on_disk() <= 3 * 4096, "{}", log.size_on_disk());
+            let Recorded::New { seq: second } = log.record(&text("wamid.b"), 100).expect("r")
+            else {
+                panic!("new")
+            };
+            log.sync().expect("sync");
+            assert!(
+                second > first + 1,
+                "closed segments without events skip numbers"
+            );
+            let pending = log.pending().expect("pending");
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].0, second);
+            (first, second)
+        };
+        let segments = journal::list_segments(&dir.path().join("inbound")).expect("list");
+        assert!(segments.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(segments.iter().all(|(s, _)| *s > first));
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        let pending = log.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            pending[0].0, second,
+            "the event's location names its segment"
+        );
+        let tree = store.db().open_tree("t").expect("tree");
+        assert_eq!(tree.len(), 200);
+        let Recorded::New { seq } = log.record(&text("wamid.c"), 100).expect("r") else {
+            panic!("new")
+        };
+        assert!(seq > second);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! records.
 //!
 //! A segment is `<first sequence number, 16 hex digits>.log` and starts with an 8-byte magic.
+//! The number is that of its first event, or, for a segment opened when no event was waiting,
+//! the next number an event would get: one after the previous segment's at least (a segment
+//! without events that closes makes the next number skip one), so names are distinct and
+//! sort in writing order.
 //! Each record is `length: u32 LE | crc32: u32 LE | payload`, the checksum covering the payload.
 //! A payload is one of:
 //! - `1 | seq: u64 | received_at: i64 | WhatsApp's timestamp: i64 | key length: u16 | dedupe

@@ -51,6 +51,10 @@ pub struct StoreOptions {
     /// sled's own timer flush, in milliseconds; `None` (the default): none, so that sled is
     /// flushed only after the journal holds the redo records of what it flushes.
     pub sled_flush_every_ms: Option<u64>,
+    /// The journal's current segment is closed once it holds this many bytes or is this old
+    /// (whether or not it holds webhook events), so the checkpoint can delete it once settled.
+    pub segment_bytes: u64,
+    pub segment_age: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +63,8 @@ impl Default for StoreOptions {
             checkpoint_every: Some(std::time::Duration::from_secs(1)),
             // None: sled is flushed by the checkpoint only, after the journal is synced.
             sled_flush_every_ms: None,
+            segment_bytes: inbound::SEGMENT_BYTES,
+            segment_age: inbound::SEGMENT_AGE,
         }
     }
 }
@@ -138,6 +144,7 @@ impl Store {
             sealer.clone(),
             &dir.join("inbound"),
             options.checkpoint_every,
+            (options.segment_bytes, options.segment_age),
         )?;
         let redo = inbound.redo();
         Ok(Store {
