@@ -359,15 +359,16 @@ impl Outbox {
             // is never sent twice. Claimed one at a time, right before its send: an entry still
             // waiting its turn when the process dies is plainly pending, not "sent, result
             // unknown". Callbacks and hooks are sent again after a crash anyway (the merchant
-            // drops duplicates by event id) and read receipts are best effort, so their claim
-            // need not wait for the disk.
+            // drops duplicates by event id), but they too wait for the disk: the step that
+            // queued one may not be durable yet, and a merchant must never hear of an outcome
+            // a crash would undo. Read receipts are best effort.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
             if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                 continue;
             }
-            if whatsapp && !matches!(entry.payload, OutboxPayload::ReadReceipt { .. }) {
+            if !matches!(entry.payload, OutboxPayload::ReadReceipt { .. }) {
                 if let Err(e) = self.runtime.store_durable().await {
                     tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                     continue;

@@ -1075,9 +1075,8 @@ impl HandledMarks {
     /// Runs `flush` (a sled flush) and, if it succeeds, appends the marks of the events
     /// handled before it began; if it fails, they wait for the next one.
     ///
-    /// The journal is synced first: sled is never flushed ahead of the redo records of the
-    /// writes it holds, so a start never re-applies an older record over a newer value that
-    /// sled kept without its record.
+    /// The journal is synced first, so that what this flush settles (the handled marks, the
+    /// redo position) never runs ahead of the records it relies on.
     pub fn around<T, E>(&self, flush: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let handled = std::mem::take(&mut self.0.lock().handled);
         if let Err(e) = sync_journal(&self.0) {
@@ -1179,6 +1178,12 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
 /// effects, and records how far the redo records are in sled on disk (see [`super::redo`]).
 /// `explicit` (shutdown, [`InboundLog::checkpoint_now`]): the redo position is flushed too.
 fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
+    // A journal that failed holds back everything: events handled since may have effects
+    // whose redo records never reached the disk, so neither their handled floor nor a redo
+    // position may be stored, nor a segment deleted. The next start replays them.
+    if shared.lock().failed.is_some() {
+        return;
+    }
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
@@ -1204,7 +1209,14 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
         }
         moved
     };
-    if let Err(e) = HandledMarks(shared.clone()).around(|| db.flush()) {
+    // sled's flush writes its log without an fsync; what a redo position or a segment's
+    // deletion relies on must survive a power loss, not only a killed process.
+    let flush_to_disk = || -> sled::Result<usize> {
+        let flushed = db.flush()?;
+        sync_sled_file(&shared.dir).map_err(sled::Error::Io)?;
+        Ok(flushed)
+    };
+    if let Err(e) = HandledMarks(shared.clone()).around(flush_to_disk) {
         tracing::error!(error = %e, "checkpoint: flushing the database failed");
         return;
     }
@@ -1217,7 +1229,7 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
             tracing::error!(error = %e, "checkpoint: recording the redo position failed");
             return;
         }
-        let durable = explicit && db.flush().is_ok();
+        let durable = explicit && flush_to_disk().is_ok();
         let mut st = shared.lock();
         st.redo_checkpointed = through;
         st.redo_segment_durable = if durable { segment } else { st.redo_segment };
@@ -1227,6 +1239,16 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = drop_settled_segments(shared, bound) {
         tracing::error!(error = %e, "checkpoint: deleting settled journal segments failed");
     }
+}
+
+/// Makes sled's log file durable (`fsync`): sled's own flush writes it and asks the kernel to
+/// write it back, without forcing the file's size or the device's cache. The journal lives in
+/// `<data>/inbound`; sled's log is `<data>/db`.
+fn sync_sled_file(journal_dir: &Path) -> std::io::Result<()> {
+    let data = journal_dir
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the journal directory has no parent"))?;
+    File::open(data.join("db"))?.sync_all()
 }
 
 /// Deletes the closed segments that hold nothing a start needs: every record in them is of an

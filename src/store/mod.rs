@@ -48,8 +48,9 @@ pub struct StoreOptions {
     /// The journal's checkpoint (a sled flush, then the handled marks and the redo position);
     /// `None`: only when asked ([`InboundLog::checkpoint_now`], shutdown).
     pub checkpoint_every: Option<std::time::Duration>,
-    /// sled's own timer flush, in milliseconds; `None` (the default): none, so that sled is
-    /// flushed only after the journal holds the redo records of what it flushes.
+    /// sled's own timer flush, in milliseconds (default: every second). It also compacts sled's
+    /// log, and syncs its file. It may write ahead of the journal: a start re-applies only the
+    /// redo records after the last one sled itself recovered, so that is harmless.
     pub sled_flush_every_ms: Option<u64>,
     /// The journal's current segment is closed once it holds this many bytes or is this old
     /// (whether or not it holds webhook events), so the checkpoint can delete it once settled.
@@ -61,8 +62,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             checkpoint_every: Some(std::time::Duration::from_secs(1)),
-            // None: sled is flushed by the checkpoint only, after the journal is synced.
-            sled_flush_every_ms: None,
+            // sled's flusher is also what compacts its log: without it the file only grows.
+            sled_flush_every_ms: Some(1000),
             segment_bytes: inbound::SEGMENT_BYTES,
             segment_age: inbound::SEGMENT_AGE,
         }

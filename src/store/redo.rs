@@ -27,10 +27,10 @@
 //!
 //! A write is applied to sled before it is logged. A crash between the two loses a write that
 //! nobody was told about (the request had no answer yet), exactly like a crash before the
-//! `fdatasync`. sled is flushed only after the journal is synced (the checkpoint syncs it first,
-//! and sled's own timer flush is off), so sled does not hold a write on disk ahead of its
-//! record — except a full page buffer sled writes on its own between flushes: a start then
-//! re-applies the key's previous, acknowledged value over a write nobody was told about.
+//! `fdatasync`. sled may hold such a write on disk ahead of its record (its own timer flush, or
+//! a full buffer it writes between flushes): the applied number stored with it then says the
+//! journal takes over after it, so the start re-applies nothing older over it; the state is
+//! that of a request that completed but whose answer was lost.
 
 use super::inbound::Shared;
 use std::cell::RefCell;
