@@ -8,9 +8,8 @@
 //! SIGKILL. Reopening the directory finds every acknowledged write, and the event where its
 //! record says it is.
 
-use std::io::{BufRead, BufReader, Write};
+mod killed_child;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use waotp::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
 use waotp::store::inbound::Recorded;
 use waotp::store::sessions::{SessionRecord, StepWrite};
@@ -121,12 +120,7 @@ async fn write_and_wait(dir: &Path) {
         .expect("record");
     assert!(matches!(recorded, Recorded::New { .. }), "{recorded:?}");
     store.inbound().durable().await.expect("event durable");
-    let mut out = std::io::stdout();
-    writeln!(out, "acknowledged").expect("stdout");
-    out.flush().expect("stdout");
-    loop {
-        std::thread::park();
-    }
+    killed_child::acknowledge_and_wait();
 }
 
 #[tokio::test]
@@ -137,25 +131,11 @@ async fn redo_only_writes_keep_the_journal_bounded_and_survive_kill_9() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "redo_only_writes_keep_the_journal_bounded_and_survive_kill_9",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, &data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("child");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let acknowledged = lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("acknowledged")));
     // SIGKILL: no shutdown checkpoint, no flush of sled.
-    child.kill().expect("kill");
-    child.wait().expect("reaped");
-    assert!(
-        acknowledged,
-        "the child never acknowledged its writes (its assertions failed?)"
+    killed_child::run_until_acknowledged_then_kill(
+        "redo_only_writes_keep_the_journal_bounded_and_survive_kill_9",
+        CHILD,
+        &data,
     );
 
     let store = Store::open(&data, |_| {}).expect("reopen after the crash");

@@ -7,9 +7,8 @@
 //! before sled ever flushed them. Reopening the directory finds every write: replayed from the
 //! journal before anything reads the database.
 
-use std::io::{BufRead, BufReader, Write};
+mod killed_child;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use waotp::otp::policy::OtpPolicy;
 use waotp::otp::rules::IssueRequest;
 use waotp::otp::{CustomerNumber, OtpKey, OtpSubject};
@@ -95,12 +94,7 @@ async fn write_and_wait(dir: &Path) {
         .expect("issue");
     assert!(matches!(issued, IssueOutcome::Issued(_)), "{issued:?}");
     store.logged().await.expect("durable");
-    let mut out = std::io::stdout();
-    writeln!(out, "acknowledged").expect("stdout");
-    out.flush().expect("stdout");
-    loop {
-        std::thread::park();
-    }
+    killed_child::acknowledge_and_wait();
 }
 
 #[tokio::test]
@@ -111,23 +105,12 @@ async fn a_step_acknowledged_before_the_background_flush_survives_kill_9() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "a_step_acknowledged_before_the_background_flush_survives_kill_9",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, &data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("child");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let acknowledged = lines.any(|l| l.is_ok_and(|l| l.trim_end().ends_with("acknowledged")));
-    // SIGKILL: no shutdown hook, no flush of sled.
-    child.kill().expect("kill");
-    child.wait().expect("reaped");
-    assert!(acknowledged, "the child never acknowledged its writes");
+    // SIGKILL: no shutdown checkpoint, no flush of sled.
+    killed_child::run_until_acknowledged_then_kill(
+        "a_step_acknowledged_before_the_background_flush_survives_kill_9",
+        CHILD,
+        &data,
+    );
 
     let store = Store::open(&data, |_| {}).expect("reopen after the crash");
     let record = store
