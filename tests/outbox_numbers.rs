@@ -37,26 +37,22 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn number(id: &str, token: Option<&str>, sends_per_second: u32) -> Number {
     Number {
-        phone_number_id: id.into(),
-        business_number: None,
         access_token: token.map(SecretString::from),
         sends_per_second,
+        ..Number::new(id)
     }
 }
 
 fn merchant(id: &str, secret: Option<&str>, numbers: Vec<Number>) -> Merchant {
     Merchant {
-        id: id.into(),
-        api_keys: Vec::new(),
-        callback_url: None,
         callback_secret: secret.map(SecretString::from),
         // The bundled flows name `{WAOTP_HOOK_BASE_URL}`, which a sending merchant must set.
         hook_base_url: Some("http://127.0.0.1:9/hooks".into()),
-        flows: FlowSource::Dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")),
-        otp_sends_per_hour: None,
-        otp_allowed_prefixes: None,
-        waba_id: None,
-        numbers,
+        ..Merchant::new(
+            id,
+            FlowSource::Dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows")),
+            numbers,
+        )
     }
 }
 

@@ -16,25 +16,19 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 fn number(id: &str, business: &str) -> Number {
     Number {
-        phone_number_id: id.into(),
         business_number: Some(business.into()),
-        access_token: None,
-        sends_per_second: 80,
+        ..Number::new(id)
     }
 }
 
 fn merchant(id: &str, key: &str, numbers: Vec<Number>) -> Merchant {
     Merchant {
-        id: id.into(),
         api_keys: vec![KeyDigest::of(key.as_bytes())],
-        callback_url: None,
-        callback_secret: None,
-        hook_base_url: None,
-        flows: FlowSource::Dir(concat!(env!("CARGO_MANIFEST_DIR"), "/flows").into()),
-        otp_sends_per_hour: None,
-        otp_allowed_prefixes: None,
-        waba_id: None,
-        numbers,
+        ..Merchant::new(
+            id,
+            FlowSource::Dir(concat!(env!("CARGO_MANIFEST_DIR"), "/flows").into()),
+            numbers,
+        )
     }
 }
 

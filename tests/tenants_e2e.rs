@@ -38,25 +38,15 @@ fn verify_flow(dir: &Path) -> PathBuf {
 
 fn number(id: &str, business: &str) -> Number {
     Number {
-        phone_number_id: id.into(),
         business_number: Some(business.into()),
-        access_token: None,
-        sends_per_second: 80,
+        ..Number::new(id)
     }
 }
 
 fn merchant(id: &str, flows: FlowSource, numbers: Vec<Number>) -> Merchant {
     Merchant {
-        id: id.into(),
         api_keys: vec![KeyDigest::of(format!("key-{id}").as_bytes())],
-        callback_url: None,
-        callback_secret: None,
-        hook_base_url: None,
-        flows,
-        otp_sends_per_hour: None,
-        otp_allowed_prefixes: None,
-        waba_id: None,
-        numbers,
+        ..Merchant::new(id, flows, numbers)
     }
 }
 

@@ -148,21 +148,12 @@ mod tests {
 
     fn merchant(id: &str, key: &str) -> Merchant {
         Merchant {
-            id: id.into(),
             api_keys: vec![KeyDigest::of(key.as_bytes())],
-            callback_url: None,
-            callback_secret: None,
-            hook_base_url: None,
-            flows: FlowSource::Dir("flows".into()),
-            otp_sends_per_hour: None,
-            otp_allowed_prefixes: None,
-            waba_id: None,
-            numbers: vec![Number {
-                phone_number_id: format!("{id}-1"),
-                business_number: None,
-                access_token: None,
-                sends_per_second: 80,
-            }],
+            ..Merchant::new(
+                id,
+                FlowSource::Dir("flows".into()),
+                vec![Number::new(format!("{id}-1"))],
+            )
         }
     }
 

@@ -86,15 +86,8 @@ fn without_credentials(url: &str) -> String {
 /// Where a merchant's flows are read from.
 fn describe_flows(flows: &FlowSource) -> String {
     match flows {
-        FlowSource::Dir(dir) => format!("flows in {}", dir.display()),
-        FlowSource::Files(files) => format!(
-            "flows {}",
-            files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        FlowSource::Dir(_) => format!("flows in {flows}"),
+        FlowSource::Files(_) => format!("flows {flows}"),
     }
 }
 

@@ -283,26 +283,18 @@ mod tests {
 
     fn number(id: &str, token: Option<&str>, rate: u32) -> Number {
         Number {
-            phone_number_id: id.into(),
-            business_number: None,
             access_token: token.map(SecretString::from),
             sends_per_second: rate,
+            ..Number::new(id)
         }
     }
 
     fn tenants(numbers: Vec<Number>) -> Tenants {
-        Tenants::new(vec![Merchant {
-            id: "m".into(),
-            api_keys: Vec::new(),
-            callback_url: None,
-            callback_secret: None,
-            hook_base_url: None,
-            flows: FlowSource::Dir("flows".into()),
-            otp_sends_per_hour: None,
-            otp_allowed_prefixes: None,
-            waba_id: None,
+        Tenants::new(vec![Merchant::new(
+            "m",
+            FlowSource::Dir("flows".into()),
             numbers,
-        }])
+        )])
         .expect("tenants")
     }
 

@@ -13,7 +13,7 @@
 //! code 2); in sandbox mode it is logged as a warning and the call fails when it is made.
 
 use crate::flow::engine::SessionState;
-use crate::flow::{load_dir, load_files, parse_flow, Flow, FlowSet, FlowVersions, LoadError};
+use crate::flow::{parse_flow, Flow, FlowSet, FlowVersions, LoadError};
 use crate::store::SessionStore;
 use crate::tenants::FlowSource;
 use std::path::{Path, PathBuf};
@@ -104,14 +104,6 @@ fn fingerprint(source: &FlowSource) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
-/// Reads and validates every flow of `source`.
-fn load_source(source: &FlowSource) -> Result<FlowSet, LoadError> {
-    match source {
-        FlowSource::Dir(dir) => load_dir(dir),
-        FlowSource::Files(files) => load_files(files),
-    }
-}
-
 /// Every problem of a failed load, one `file:line:col: message` per line. `LoadError`'s own
 /// `Display` only counts them, which tells an operator nothing about what to fix.
 fn describe(error: LoadError) -> String {
@@ -141,7 +133,7 @@ impl FlowRegistry {
 
     /// Loads a merchant's flows (a directory or a list of files), like [`FlowRegistry::load`].
     pub fn load_from(source: &FlowSource, urls: UrlNames) -> Result<FlowRegistry, String> {
-        let set = load_source(source).map_err(describe)?;
+        let set = source.load().map_err(describe)?;
         urls.check(&set)?;
         log_warnings(&set);
         Ok(FlowRegistry {
@@ -203,7 +195,9 @@ impl FlowRegistry {
     /// set was replaced.
     pub fn reload(&self) -> bool {
         *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint(&self.source);
-        match load_source(&self.source)
+        match self
+            .source
+            .load()
             .map_err(describe)
             .and_then(|set| self.urls.check(&set).map(|()| set))
         {

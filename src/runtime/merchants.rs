@@ -191,10 +191,7 @@ fn build(
                     } else {
                         format!("merchant `{}`: ", merchant.id)
                     };
-                    errors.push(format!(
-                        "{whose}invalid flows in {}:\n{e}",
-                        describe_source(&merchant.flows)
-                    ));
+                    errors.push(format!("{whose}invalid flows in {}:\n{e}", merchant.flows));
                     match old {
                         Some(old) => old.flows.clone(),
                         None => continue,
@@ -212,18 +209,6 @@ fn build(
     (by_id, errors)
 }
 
-/// A flow source as an operator wrote it.
-fn describe_source(source: &crate::tenants::FlowSource) -> String {
-    match source {
-        crate::tenants::FlowSource::Dir(dir) => dir.display().to_string(),
-        crate::tenants::FlowSource::Files(files) => files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,21 +217,19 @@ mod tests {
 
     fn merchant(id: &str, number: &str, flows: FlowSource) -> Merchant {
         Merchant {
-            id: id.into(),
             api_keys: vec![KeyDigest::of(id.as_bytes())],
             callback_url: Some(format!("http://127.0.0.1:9/{id}/callbacks")),
-            callback_secret: None,
             hook_base_url: Some(format!("http://127.0.0.1:9/{id}/hooks")),
-            flows,
             otp_sends_per_hour: (id == "b").then_some(7),
             otp_allowed_prefixes: (id == "b").then(|| vec!["+91".to_owned()]),
-            waba_id: None,
-            numbers: vec![Number {
-                phone_number_id: number.into(),
-                business_number: Some(format!("+1555{number}")),
-                access_token: None,
-                sends_per_second: 80,
-            }],
+            ..Merchant::new(
+                id,
+                flows,
+                vec![Number {
+                    business_number: Some(format!("+1555{number}")),
+                    ..Number::new(number)
+                }],
+            )
         }
     }
 

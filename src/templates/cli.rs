@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::{compare, wanted, Standing, Verdict, Wanted};
 use crate::flow::cli::{FAILED, INVALID, OK, USAGE};
-use crate::flow::{load_dir, load_files, FlowSet, LoadError};
+use crate::flow::{FlowSet, LoadError};
 use crate::tenants::FlowSource;
 use crate::whatsapp::errors::GraphError;
 use crate::whatsapp::templates::TemplateClient;
@@ -162,11 +162,7 @@ impl Target {
 /// The flows of `source`, or the exit code after printing why not: [`INVALID`] for invalid
 /// files, [`FAILED`] when they cannot be read.
 fn load(source: &FlowSource, err: &mut dyn Write) -> Result<FlowSet, u8> {
-    let loaded = match source {
-        FlowSource::Dir(dir) => load_dir(dir),
-        FlowSource::Files(files) => load_files(files),
-    };
-    match loaded {
+    match source.load() {
         Ok(set) => Ok(set),
         Err(LoadError::Invalid(diags)) => {
             for d in &diags {

@@ -121,6 +121,34 @@ pub enum FlowSource {
     Files(Vec<PathBuf>),
 }
 
+impl FlowSource {
+    /// Reads and validates every flow of the source.
+    pub fn load(&self) -> Result<crate::flow::FlowSet, crate::flow::LoadError> {
+        match self {
+            FlowSource::Dir(dir) => crate::flow::load_dir(dir),
+            FlowSource::Files(files) => crate::flow::load_files(files),
+        }
+    }
+}
+
+/// The directory, or the files separated by commas, as an operator wrote them.
+impl std::fmt::Display for FlowSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlowSource::Dir(dir) => write!(f, "{}", dir.display()),
+            FlowSource::Files(files) => {
+                for (i, file) in files.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", file.display())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A merchant: its keys, its endpoints, its flows, its limits and its numbers.
 #[derive(Debug, Clone)]
 pub struct Merchant {
@@ -142,7 +170,37 @@ pub struct Merchant {
     pub numbers: Vec<Number>,
 }
 
+impl Number {
+    /// A number in sandbox mode (no token) at Meta's default throughput, without a business
+    /// number; the other fields are set as needed.
+    pub fn new(phone_number_id: impl Into<String>) -> Number {
+        Number {
+            phone_number_id: phone_number_id.into(),
+            business_number: None,
+            access_token: None,
+            sends_per_second: crate::config::DEFAULT_SENDS_PER_SECOND,
+        }
+    }
+}
+
 impl Merchant {
+    /// A merchant serving `flows` from `numbers`, with no API key, URL, secret, limit override
+    /// or Business Account; the other fields are set as needed.
+    pub fn new(id: impl Into<String>, flows: FlowSource, numbers: Vec<Number>) -> Merchant {
+        Merchant {
+            id: id.into(),
+            api_keys: Vec::new(),
+            callback_url: None,
+            callback_secret: None,
+            hook_base_url: None,
+            flows,
+            otp_sends_per_hour: None,
+            otp_allowed_prefixes: None,
+            waba_id: None,
+            numbers,
+        }
+    }
+
     /// The number with this `phone_number_id` or business number.
     pub fn number(&self, id_or_business_number: &str) -> Option<&Number> {
         self.numbers.iter().find(|n| {
@@ -373,25 +431,19 @@ mod tests {
 
     fn number(id: &str) -> Number {
         Number {
-            phone_number_id: id.into(),
             business_number: Some(format!("+1555{id}")),
-            access_token: None,
-            sends_per_second: 80,
+            ..Number::new(id)
         }
     }
 
     fn merchant(id: &str, numbers: &[&str], key: &str) -> Merchant {
         Merchant {
-            id: id.into(),
             api_keys: vec![KeyDigest::of(key.as_bytes())],
-            callback_url: None,
-            callback_secret: None,
-            hook_base_url: None,
-            flows: FlowSource::Dir("flows".into()),
-            otp_sends_per_hour: None,
-            otp_allowed_prefixes: None,
-            waba_id: None,
-            numbers: numbers.iter().map(|n| number(n)).collect(),
+            ..Merchant::new(
+                id,
+                FlowSource::Dir("flows".into()),
+                numbers.iter().map(|n| number(n)).collect(),
+            )
         }
     }
 
