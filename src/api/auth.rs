@@ -13,7 +13,7 @@
 use super::error::ApiError;
 use super::rate::{KeyRate, KeyRates};
 use super::throttle::AuthThrottle;
-use crate::tenants::{Merchant, TenantsHandle};
+use crate::tenants::{KeyDigest, Merchant, TenantsHandle};
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct ApiKeys {
 #[derive(Debug, Clone)]
 pub enum KeyCheck {
     /// A key of this merchant.
-    Accepted(Arc<Merchant>),
+    Accepted(Arc<Merchant>, KeyDigest),
     Refused,
     /// The client must wait this long before a key of its is looked at again.
     Wait(Duration),
@@ -63,8 +63,9 @@ impl ApiKeys {
         if let Err(wait) = self.throttle.admit(client, now) {
             return KeyCheck::Wait(wait);
         }
-        if let Some(merchant) = self.tenants.current().merchant_for_key(given) {
-            KeyCheck::Accepted(merchant.clone())
+        let digest = KeyDigest::of(given);
+        if let Some(merchant) = self.tenants.current().merchant_for_digest(&digest) {
+            KeyCheck::Accepted(merchant.clone(), digest)
         } else {
             if let Some(wait) = self.throttle.failed(client, now) {
                 tracing::warn!(
@@ -110,13 +111,13 @@ pub fn rate_limited(wait: Duration) -> ApiError {
 pub fn require_key(req: &HttpRequest, keys: &ApiKeys) -> Result<Arc<Merchant>, ApiError> {
     let given = bearer(req);
     match keys.check(req, given) {
-        KeyCheck::Accepted(merchant) => keys
+        KeyCheck::Accepted(merchant, digest) => keys
             .rates
-            .take(given, Instant::now())
+            .take(&digest, Instant::now())
             .map(|()| merchant)
             .map_err(|wait| {
                 tracing::debug!(
-                    key = %KeyRates::label(given),
+                    key = %KeyRates::label(&digest),
                     wait_ms = wait.as_millis() as u64,
                     "API key over its rate"
                 );
@@ -144,7 +145,7 @@ pub fn bearer(req: &HttpRequest) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenants::{FlowSource, KeyDigest, Number, Tenants};
+    use crate::tenants::{FlowSource, Number, Tenants};
 
     fn merchant(id: &str, key: &str) -> Merchant {
         Merchant {
@@ -159,7 +160,7 @@ mod tests {
 
     fn accepted(check: KeyCheck) -> Option<String> {
         match check {
-            KeyCheck::Accepted(m) => Some(m.id.clone()),
+            KeyCheck::Accepted(m, _) => Some(m.id.clone()),
             _ => None,
         }
     }

@@ -50,20 +50,19 @@ impl KeyRates {
     }
 
     /// `key`'s bucket, made full at `now` on its first request.
-    fn bucket(&self, key: &[u8], now: Instant) -> Arc<Mutex<Bucket>> {
-        let digest = KeyDigest::of(key);
+    fn bucket(&self, key: &KeyDigest, now: Instant) -> Arc<Mutex<Bucket>> {
         if let Some(b) = self
             .buckets
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
+            .get(key)
         {
             return b.clone();
         }
         self.buckets
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(digest)
+            .entry(*key)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(Bucket {
                     tokens: self.rate.burst,
@@ -75,7 +74,7 @@ impl KeyRates {
 
     /// Takes one request's token from `key`'s bucket: `Err(wait)` when it has none, `wait`
     /// being how long until it has one. Call it only for a key that was accepted.
-    pub fn take(&self, key: &[u8], now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, key: &KeyDigest, now: Instant) -> Result<(), Duration> {
         let bucket = self.bucket(key, now);
         let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
@@ -92,8 +91,8 @@ impl KeyRates {
     }
 
     /// A short, stable name of `key` for logs: the first 8 hex digits of its digest.
-    pub fn label(key: &[u8]) -> String {
-        KeyDigest::of(key).hex()[..8].to_owned()
+    pub fn label(key: &KeyDigest) -> String {
+        key.hex()[..8].to_owned()
     }
 }
 
@@ -101,47 +100,51 @@ impl KeyRates {
 mod tests {
     use super::*;
 
-    fn rates(per_second: f64, burst: f64, _now: Instant) -> KeyRates {
+    fn rates(per_second: f64, burst: f64) -> KeyRates {
         KeyRates::new(KeyRate { per_second, burst })
     }
 
     #[test]
     fn a_key_gets_its_burst_then_its_rate() {
         let t0 = Instant::now();
-        let r = rates(2.0, 3.0, t0);
+        let r = rates(2.0, 3.0);
         for _ in 0..3 {
-            assert_eq!(r.take(b"key-a", t0), Ok(()));
+            assert_eq!(r.take(&KeyDigest::of(b"key-a"), t0), Ok(()));
         }
-        let wait = r.take(b"key-a", t0).expect_err("burst spent");
+        let wait = r
+            .take(&KeyDigest::of(b"key-a"), t0)
+            .expect_err("burst spent");
         assert_eq!(wait, Duration::from_millis(500));
         // Half a second later one token is back, and only one.
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(r.take(b"key-a", t1), Ok(()));
-        assert!(r.take(b"key-a", t1).is_err());
+        assert_eq!(r.take(&KeyDigest::of(b"key-a"), t1), Ok(()));
+        assert!(r.take(&KeyDigest::of(b"key-a"), t1).is_err());
         // Refilling stops at the burst.
         let later = t0 + Duration::from_secs(3600);
         for _ in 0..3 {
-            assert_eq!(r.take(b"key-a", later), Ok(()));
+            assert_eq!(r.take(&KeyDigest::of(b"key-a"), later), Ok(()));
         }
-        assert!(r.take(b"key-a", later).is_err());
+        assert!(r.take(&KeyDigest::of(b"key-a"), later).is_err());
     }
 
     #[test]
     fn keys_do_not_share_a_bucket() {
         let t0 = Instant::now();
-        let r = rates(1.0, 1.0, t0);
-        assert_eq!(r.take(b"key-a", t0), Ok(()));
-        assert!(r.take(b"key-a", t0).is_err());
-        assert_eq!(r.take(b"key-b", t0), Ok(()));
+        let r = rates(1.0, 1.0);
+        assert_eq!(r.take(&KeyDigest::of(b"key-a"), t0), Ok(()));
+        assert!(r.take(&KeyDigest::of(b"key-a"), t0).is_err());
+        assert_eq!(r.take(&KeyDigest::of(b"key-b"), t0), Ok(()));
     }
 
     #[test]
     fn the_table_holds_no_key() {
-        let r = rates(1.0, 1.0, Instant::now());
-        r.take(b"key-a", Instant::now()).expect("a token");
-        r.take(b"key-b", Instant::now()).expect("a token");
+        let r = rates(1.0, 1.0);
+        r.take(&KeyDigest::of(b"key-a"), Instant::now())
+            .expect("a token");
+        r.take(&KeyDigest::of(b"key-b"), Instant::now())
+            .expect("a token");
         let debug = format!("{r:?}");
         assert!(!debug.contains("key-a") && !debug.contains("key-b"));
-        assert_eq!(KeyRates::label(b"key-a").len(), 8);
+        assert_eq!(KeyRates::label(&KeyDigest::of(b"key-a")).len(), 8);
     }
 }

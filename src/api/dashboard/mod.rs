@@ -199,7 +199,7 @@ async fn login(
 ) -> HttpResponse {
     let key = form.key.trim().as_bytes();
     match state.api_keys.check(&req, key) {
-        KeyCheck::Accepted(_) => enter(&req, &access, KeyDigest::of(key)),
+        KeyCheck::Accepted(_, digest) => enter(&req, &access, digest),
         KeyCheck::Refused => login_form(
             actix_web::http::StatusCode::UNAUTHORIZED,
             Some("That API key is not valid."),
