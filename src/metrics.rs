@@ -83,11 +83,9 @@ pub struct Metrics {
     pub events_deduplicated: Counter,
     /// Items in a webhook body that could not be read and were skipped.
     pub events_skipped: Counter,
-    /// Events addressed to another business phone number, acknowledged and ignored.
-    pub events_other_number: Counter,
     /// Events addressed to a phone number the deployment does not serve (no merchant has it),
     /// acknowledged and ignored.
-    pub webhook_unknown_number: Counter,
+    pub events_other_number: Counter,
     /// Events handed on to the runtime and finished.
     pub events_handled: Counter,
     /// Events recorded but not yet handled.
@@ -172,14 +170,8 @@ impl Metrics {
         let events_other_number = Counter::default();
         registry.register(
             "events_other_number",
-            "Inbound events addressed to another business phone number, acknowledged and ignored",
-            events_other_number.clone(),
-        );
-        let webhook_unknown_number = Counter::default();
-        registry.register(
-            "webhook_unknown_number",
             "Inbound events addressed to a phone number no merchant of the deployment has, acknowledged and ignored",
-            webhook_unknown_number.clone(),
+            events_other_number.clone(),
         );
         let events_handled = Counter::default();
         registry.register(
@@ -336,7 +328,6 @@ impl Metrics {
             events_deduplicated,
             events_skipped,
             events_other_number,
-            webhook_unknown_number,
             events_handled,
             inbound_pending,
             flush_batch_size,

@@ -272,7 +272,7 @@ async fn an_event_for_a_number_nobody_serves_is_acknowledged_counted_and_ignored
     d.settle().await;
     let metrics = d.api.metrics().await;
     assert!(
-        metrics.contains("waotp_webhook_unknown_number_total 2"),
+        metrics.contains("waotp_events_other_number_total 2"),
         "{metrics}"
     );
     assert_eq!(
@@ -327,7 +327,7 @@ async fn a_reload_removes_and_adds_numbers_without_a_restart() {
     d.settle().await;
     let metrics = d.api.metrics().await;
     assert!(
-        metrics.contains("waotp_webhook_unknown_number_total 1"),
+        metrics.contains("waotp_events_other_number_total 1"),
         "{metrics}"
     );
     // The removed number's message reached nobody: its session is as it was.

@@ -94,7 +94,7 @@ async fn wait_reloads(server: &ChildServer, more_than: usize) {
 fn unknown_number_total(metrics: &str) -> u64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("waotp_webhook_unknown_number_total "))
+        .find_map(|l| l.strip_prefix("waotp_events_other_number_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }

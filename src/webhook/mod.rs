@@ -20,7 +20,6 @@ pub mod intake;
 pub mod payload;
 pub mod signature;
 
-use crate::domain::InboundEvent;
 use crate::metrics::Metrics;
 use crate::runtime::Inbox;
 use crate::store::Store;
@@ -50,13 +49,6 @@ pub struct WebhookState {
     pub unverified: Arc<intake::UnverifiedBudget>,
     /// Where template status and quality changes go.
     pub templates: Arc<crate::templates::status::TemplateWatch>,
-}
-
-/// Whether `event` is addressed to a number the deployment serves (`metadata.phone_number_id`).
-/// With numbers configured, an event naming no number is nobody's: WhatsApp always names it.
-/// The single-merchant setup without a number (sandbox) takes every event.
-fn served(tenants: Option<&crate::tenants::Tenants>, event: &InboundEvent) -> bool {
-    tenants.is_some_and(|t| t.number(event.phone_number_id()).is_some())
 }
 
 /// Mounts the webhook routes.
@@ -214,11 +206,12 @@ async fn receive(
         tracing::warn!(%reason, "webhook item skipped");
     }
     let now = chrono::Utc::now().timestamp();
-    // One registry for the whole body, read only when there is an event to route.
-    let tenants = (!parsed.events.is_empty()).then(|| state.tenants.current());
+    // One registry for the whole body. An event goes to the number its
+    // `metadata.phone_number_id` names; with numbers configured, one naming none is nobody's
+    // (WhatsApp always names it); the single-merchant setup without a number takes every event.
+    let tenants = state.tenants.current();
     for event in parsed.events {
-        if !served(tenants.as_deref(), &event) {
-            metrics.webhook_unknown_number.inc();
+        if tenants.number(event.phone_number_id()).is_none() {
             metrics.events_other_number.inc();
             continue;
         }
