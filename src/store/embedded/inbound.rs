@@ -1417,7 +1417,7 @@ fn write_loop(shared: &Shared, mut file: File) {
 mod tests {
     use super::*;
     use crate::domain::{InboundMessage, MessageContent, MessageId, WaId};
-    use crate::store::Store;
+    use crate::store::embedded::Store;
 
     fn text(id: &str) -> InboundEvent {
         InboundEvent::Message(InboundMessage {
