@@ -14,6 +14,8 @@
 
 pub mod audit;
 mod commit;
+mod engine;
+mod locks;
 
 pub mod idempotency;
 pub mod inbound;
@@ -27,6 +29,7 @@ pub mod templates;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;
+pub use engine::Embedded;
 pub use inbound::InboundLog;
 pub use redo::Redo;
 pub use sessions::SessionStore;
