@@ -54,6 +54,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     store: Arc<Store>,
+    storage: crate::store::Storage,
     background: Vec<tokio::task::JoinHandle<()>>,
     sandbox_key: Option<String>,
     /// What a SIGTERM/SIGINT drains.
@@ -298,7 +299,7 @@ impl Application {
         let ready = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
         let health = HealthState {
-            store: store.clone(),
+            engine: runtime.storage().engine.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
             stopping: stopping.clone(),
@@ -380,6 +381,7 @@ impl Application {
             address,
             server,
             store,
+            storage: runtime.storage().clone(),
             background,
             sandbox_key,
             draining,
@@ -404,6 +406,11 @@ impl Application {
     /// The API key generated for sandbox mode, when `WAOTP_API_KEYS` was unset.
     pub fn sandbox_key(&self) -> Option<&str> {
         self.sandbox_key.as_deref()
+    }
+
+    /// The storage the server works through.
+    pub fn storage(&self) -> crate::store::Storage {
+        self.storage.clone()
     }
 
     /// The open store (tests inspect it; the server owns it).
@@ -433,8 +440,10 @@ impl Application {
             }
             None => self.draining.outbox.stop_dispatching(),
         }
-        self.store
+        self.storage
+            .engine
             .flush()
+            .await
             .context("flushing the database at shutdown")?;
         tracing::info!("stopped; database flushed");
         Ok(())

@@ -67,7 +67,7 @@ pub fn documented() -> Vec<SettingDoc> {
     vec![
         s("WAOTP_CONFIG", None, "TOML file setting the same keys in lower case without the prefix; the environment wins"),
         s("WAOTP_LISTEN", n(&DEFAULT_LISTEN), "address to bind; port 0 picks a free port (the bound address is logged)"),
-        s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the sled database, the inbound journal and the generated OTP key"),
+        s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the embedded database, the inbound journal and the generated OTP key"),
         s("WAOTP_FLOWS_DIR", n(&DEFAULT_FLOWS_DIR), "flow files"),
         s("WAOTP_TENANTS", None, "tenants file declaring several merchants and their numbers (docs/tenants.md); the variables it replaces (WAOTP_ACCESS_TOKEN, WAOTP_PHONE_NUMBER_ID, WAOTP_API_KEYS, …) must then be unset"),
         s("WAOTP_VERIFY_TOKEN", None, "token for the webhook GET handshake (required outside sandbox mode)"),

@@ -7,7 +7,7 @@
 //! 3. The outbox claims nothing more; sends already in flight wait for their answer and are
 //!    settled, so none is left "in doubt" by the stop. Entries not yet claimed stay pending.
 //! 4. Every event the webhook acknowledged, and every hook answer, is handled.
-//! 5. The caller flushes the store (sled and the inbound journal's checkpoint) and exits 0.
+//! 5. The caller flushes the store (`Engine::flush`: the embedded engine's database and journal checkpoint) and exits 0.
 //!
 //! Steps 2 to 4 share one deadline, `WAOTP_DRAIN_SECONDS` after the signal. Whatever is still
 //! running then is left as a crash would leave it — durable, and settled at the next start

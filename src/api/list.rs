@@ -110,10 +110,12 @@ pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
         &merchant,
         &state.runtime.tenants().current(),
     ));
-    let sessions = state.runtime.sessions().clone();
-    let page = web::block(move || sessions.list(&query))
+    let page = state
+        .runtime
+        .storage()
+        .listing
+        .list(&query)
         .await
-        .map_err(ApiError::internal)?
         .map_err(|e| match e {
             crate::store::StoreError::Invalid(_) => bad_cursor(),
             other => ApiError::internal(other),

@@ -262,8 +262,10 @@ pub(super) async fn stats(
     let default = state.runtime.tenants().current().default_scope();
     let totals = state
         .runtime
-        .stats()
+        .storage()
+        .stats
         .query_merchant(&merchant.id, &default, flow, range.from_hour, range.to_hour)
+        .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(merchant_report(&merchant, flow, range, &totals)))
 }

@@ -126,7 +126,7 @@ impl Runtime {
             let Some(mut record) = self.sessions().get(&record.id)? else {
                 return Ok(());
             };
-            // `last_inbound` holds the next sequence number expected (sled's ids start at 0).
+            // `last_inbound` holds the next sequence number expected (sequence numbers start at 0).
             if !record.is_active() || record.last_inbound > seq {
                 return Ok(());
             }

@@ -225,7 +225,7 @@ async fn receive(
             );
         }
     }
-    // Template changes are rare and not a customer's: stored in sled (and flushed) here, only
+    // Template changes are rare and not a customer's: stored durably here, only
     // when a body carries one.
     if !parsed.templates.is_empty() {
         let now = chrono::Utc::now();

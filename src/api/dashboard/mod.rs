@@ -112,12 +112,13 @@ async fn show(
         .map(|f| f.id().as_str().to_owned())
         .collect();
     flow_ids.sort();
-    let stats = state.runtime.stats();
+    let stats = &state.runtime.storage().stats;
     let mut windows = Vec::new();
     for (id, title, hours) in [("24h", "Last 24 hours", 24), ("7d", "Last 7 days", 24 * 7)] {
         let range = HourRange::last_hours(now, hours);
         let mine = stats
             .query_merchant(&merchant.id, &default, None, range.from_hour, range.to_hour)
+            .await
             .map_err(ApiError::internal)?;
         let mut flows = Vec::with_capacity(flow_ids.len());
         for flow in &flow_ids {
@@ -129,6 +130,7 @@ async fn show(
                     range.from_hour,
                     range.to_hour,
                 )
+                .await
                 .map_err(ApiError::internal)?;
             flows.push((flow.clone(), t.all));
         }

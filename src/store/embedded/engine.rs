@@ -514,7 +514,11 @@ impl Idempotency for Embedded {
 #[async_trait::async_trait]
 impl Listing for Embedded {
     async fn list(&self, query: &SessionQuery) -> Result<SessionPage, StoreError> {
-        self.store.sessions().list(query)
+        // A page may read many records: off the async workers.
+        let (store, query) = (self.store.clone(), query.clone());
+        tokio::task::spawn_blocking(move || store.sessions().list(&query))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?
     }
 }
 
