@@ -24,7 +24,7 @@ impl Outbox {
             }
         };
         if let Some(message_id) = echoed {
-            let (outcome, link) = self.accepted(entry, message_id, None, Utc::now());
+            let (outcome, link) = self.accepted(entry, message_id, None, Utc::now()).await;
             self.settle(entry.clone(), outcome, link).await;
             return false;
         }
@@ -55,7 +55,7 @@ impl Outbox {
     }
 
     /// The outcome and link of a send WhatsApp accepted as `message_id`.
-    pub(super) fn accepted(
+    pub(super) async fn accepted(
         &self,
         entry: &OutboxEntry,
         message_id: String,
@@ -72,8 +72,10 @@ impl Outbox {
             };
             if let Err(e) = self
                 .runtime
-                .ledger()
+                .storage()
+                .otp
                 .confirm_sent(session_id, generation, now)
+                .await
             {
                 tracing::error!(error = %e, "cannot drop the sealed code after sending");
             }

@@ -525,7 +525,7 @@ impl Outbox {
         now: DateTime<Utc>,
         link: &mut Option<(String, MessageLink)>,
     ) -> Outcome {
-        match self.build_message(scope, entry, payload, now) {
+        match self.build_message(scope, entry, payload, now).await {
             Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
             Err(NotSent::OutsideWindow) => {
                 Outcome::Skipped("outside the 24-hour window and the step has no template".into())
@@ -538,7 +538,8 @@ impl Outbox {
                 }
                 match self.send(scope, line, entry, &request).await {
                     Ok(message_id) => {
-                        let (outcome, accepted) = self.accepted(entry, message_id, generation, now);
+                        let (outcome, accepted) =
+                            self.accepted(entry, message_id, generation, now).await;
                         *link = accepted;
                         outcome
                     }
@@ -549,7 +550,7 @@ impl Outbox {
                         match self.runtime.sessions().echo(&entry.id) {
                             Ok(Some(message_id)) => {
                                 let (outcome, accepted) =
-                                    self.accepted(entry, message_id, generation, now);
+                                    self.accepted(entry, message_id, generation, now).await;
                                 *link = accepted;
                                 outcome
                             }
@@ -812,7 +813,7 @@ impl Outbox {
 
     /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
     /// already sent, used or replaced). The second value is the code generation sent.
-    fn build_message(
+    async fn build_message(
         &self,
         scope: &Scope,
         entry: &OutboxEntry,
@@ -848,8 +849,10 @@ impl Outbox {
                 };
                 let Some((code, current)) = self
                     .runtime
-                    .ledger()
+                    .storage()
+                    .otp
                     .code_for_sending(session_id)
+                    .await
                     .map_err(|e| NotSent::Failed(e.to_string()))?
                 else {
                     return Ok(None);

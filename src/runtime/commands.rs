@@ -262,14 +262,16 @@ impl Runtime {
         let _guard = self.lock(&id).await.map_err(RuntimeError::from)?;
         let started = Instant::now();
         let mut write = write;
-        let report = self.advance(
-            &mut record,
-            flow,
-            Event::Start,
-            now,
-            &mut write,
-            trigger.is_none(),
-        )?;
+        let report = self
+            .advance(
+                &mut record,
+                flow,
+                Event::Start,
+                now,
+                &mut write,
+                trigger.is_none(),
+            )
+            .await?;
         // The merchant asked for a code that a limit refuses: it is told so (and when to come
         // back) instead of getting a session that ends at once; the customer is sent nothing.
         if trigger.is_none() {
@@ -346,14 +348,16 @@ impl Runtime {
         let flow = self.flow_of(&record)?;
         engine::api_check_allowed(&flow, &record.engine)?;
         let now = Utc::now();
-        let (event, verdict) = self.verify_attempt(&record, code, now)?;
+        let (event, verdict) = self.verify_attempt(&record, code, now).await?;
         self.step(&mut record, &flow, event, now, StepWrite::default())
             .await?;
         let attempts_left = match verdict {
             VerifyOutcome::Wrong { attempts_left } => u32::from(attempts_left),
             _ => self
-                .ledger()
+                .storage
+                .otp
                 .record(&record.id)
+                .await
                 .map_err(RuntimeError::from)?
                 .map(|r| u32::from(r.attempts_left()))
                 .unwrap_or(0),

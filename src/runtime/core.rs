@@ -270,7 +270,9 @@ impl Runtime {
         mut write: StepWrite,
     ) -> Result<StepReport, RuntimeError> {
         let was_active = record.is_active() && record.engine.status != SessionStatus::New;
-        let report = self.advance(record, flow, first, now, &mut write, false)?;
+        let report = self
+            .advance(record, flow, first, now, &mut write, false)
+            .await?;
         self.persist(record, was_active, now, write).await?;
         Ok(report)
     }
@@ -279,7 +281,7 @@ impl Runtime {
     /// writes; nothing is stored yet. With `stop_at_refusal` (an API start, which an OTP limit
     /// refuses without storing anything) it stops at the first limit refusal, before the flow
     /// reacts to it: no end, no callback, no completion counted for a session that never was.
-    pub(super) fn advance(
+    pub(super) async fn advance(
         &self,
         record: &mut SessionRecord,
         flow: &Flow,
@@ -295,7 +297,9 @@ impl Runtime {
             let (next, effects) = engine::step(flow, &record.engine, event, now, &mut OsRng);
             record.engine = next;
             for effect in effects {
-                let follow = self.carry_out(record, effect, now, write, &mut index, &mut report)?;
+                let follow = self
+                    .carry_out(record, effect, now, write, &mut index, &mut report)
+                    .await?;
                 if stop_at_refusal && report.otp_refusal.is_some() {
                     return Ok(report);
                 }
@@ -355,7 +359,7 @@ impl Runtime {
     }
 
     /// Carries out one effect. Returns the event it leads to at once (an OTP verdict).
-    fn carry_out(
+    async fn carry_out(
         &self,
         record: &mut SessionRecord,
         effect: Effect,
@@ -420,20 +424,24 @@ impl Runtime {
                     (false, false) => IssueKind::First,
                 };
                 let step_key = format!("{}:{}", record.id, record.step);
-                let issued = self.ledger().issue(
-                    IssueRequest {
-                        subject: &subject,
-                        flow: record.engine.flow_id.as_str(),
-                        customer: &customer,
-                        requester: &requester,
-                        merchant: &scope.merchant,
-                        decoy,
-                        policy: &policy,
-                    },
-                    kind,
-                    &step_key,
-                    now,
-                )?;
+                let issued = self
+                    .storage
+                    .otp
+                    .issue(
+                        IssueRequest {
+                            subject: &subject,
+                            flow: record.engine.flow_id.as_str(),
+                            customer: &customer,
+                            requester: &requester,
+                            merchant: &scope.merchant,
+                            decoy,
+                            policy: &policy,
+                        },
+                        kind,
+                        &step_key,
+                        now,
+                    )
+                    .await?;
                 let info = match issued {
                     IssueOutcome::Issued(issued) => {
                         self.metrics.otp("issued", record.engine.flow_id.as_str());
@@ -490,7 +498,7 @@ impl Runtime {
                 }
             }
             Effect::VerifyOtp { code } => {
-                let (event, _) = self.verify_attempt(record, &code, now)?;
+                let (event, _) = self.verify_attempt(record, &code, now).await?;
                 return Ok(Some(event));
             }
             Effect::CallHook { hook, url, vars } => {
@@ -530,7 +538,10 @@ impl Runtime {
                 callback_url,
                 event_id,
             } => {
-                self.ledger().consume(&record.id, now, "session ended")?;
+                self.storage
+                    .otp
+                    .consume(&record.id, now, "session ended")
+                    .await?;
                 let flow = record.engine.flow_id.as_str().to_owned();
                 self.metrics.session_completed(&flow, &outcome);
                 if let Some(url) = callback_url
@@ -590,7 +601,7 @@ impl Runtime {
 
     /// Checks a typed code against the session's current code: the one path shared by the chat
     /// and `POST /v1/sessions/{id}/check`. Returns the engine event and the ledger's verdict.
-    pub(super) fn verify_attempt(
+    pub(super) async fn verify_attempt(
         &self,
         record: &SessionRecord,
         typed: &str,
@@ -610,14 +621,18 @@ impl Runtime {
             // again instead of spending a second attempt.
             Some(code) => {
                 let step = format!("{}:{}", record.id, record.step);
-                self.ledger()
-                    .verify_step(&subject, &code, now, Some(&step))?
+                self.storage
+                    .otp
+                    .verify_step(&subject, &code, now, Some(&step))
+                    .await?
             }
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
                 let left = self
-                    .ledger()
-                    .record(&record.id)?
+                    .storage
+                    .otp
+                    .record(&record.id)
+                    .await?
                     .map_or(0, |r| r.attempts_left());
                 if left == 0 {
                     VerifyOutcome::NotIssued
