@@ -1,5 +1,5 @@
 //! `GET /v1/sessions`: the key's merchant's sessions (no other merchant's), newest first, filtered, a page at a time (the
-//! store's listing, see [`crate::store::listing`]). Every filter is checked here and a bad one
+//! store's listing, see [`crate::store::Listing`]). Every filter is checked here and a bad one
 //! is refused with its name in `param`; nothing else happens in this handler.
 
 use super::auth::require_key;

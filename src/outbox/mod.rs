@@ -593,7 +593,7 @@ impl Outbox {
             }
             // The code already goes in a template: another template cannot help.
             ErrorClass::UseTemplate if matches!(entry.payload, OutboxPayload::Code { .. }) => {
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 Outcome::Failed(format!(
                     "WhatsApp error 131047: the code's template was refused outside the 24-hour window ({e})"
                 ))
@@ -603,7 +603,7 @@ impl Outbox {
                 Outcome::Retry(Duration::ZERO)
             }
             ErrorClass::UseTemplate | ErrorClass::Fail => {
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 Outcome::Failed(e.to_string())
             }
             ErrorClass::TemplateProblem => {
@@ -611,7 +611,7 @@ impl Outbox {
                 self.runtime.metrics.operator_alerts.inc();
                 self.runtime.metrics.template_error(template, e.code());
                 tracing::error!(entry = %entry.id, template, code = ?e.code(), error = %e, "OPERATOR ALERT: WhatsApp refused the template; fix it in WhatsApp Manager or the flow file");
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 let details = serde_json::json!({
                     "entry_id": entry.id,
                     "template": template,
@@ -696,7 +696,7 @@ impl Outbox {
             tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
         }
         if link.is_some() {
-            self.runtime.stats_accepted(&entry, Utc::now());
+            self.runtime.stats_accepted(&entry, Utc::now()).await;
         }
         // A delivered entry needs no flush of its own: lost in a crash, it is found in flight
         // and not sent again (a callback is, harmlessly), and the next flush — the next claim

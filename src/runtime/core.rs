@@ -336,7 +336,7 @@ impl Runtime {
         let queued_outbox = !write.outbox.is_empty();
         write.record = Some(record.clone());
         self.storage.sessions.apply_step(write).await?;
-        self.stats_after_step(record, now);
+        self.stats_after_step(record, now).await;
         self.storage.engine.durable().await?;
         if queued_outbox {
             self.outbox_wake.notify_one();
@@ -456,7 +456,7 @@ impl Runtime {
                     IssueOutcome::Refused(refusal) => {
                         use crate::otp::IssueRefusal as R;
                         self.metrics.limit_breach(refusal.as_str());
-                        self.stats_limit(record, refusal.as_str(), now);
+                        self.stats_limit(record, refusal.as_str(), now).await;
                         tracing::warn!(session_id = %record.id, reason = refusal.as_str(), "OTP refused by limits");
                         if refusal.is_limit_breach() {
                             report.otp_refusal = Some(refusal);
@@ -647,7 +647,7 @@ impl Runtime {
         let event = match verdict {
             VerifyOutcome::Correct => {
                 self.metrics.otp("verified", flow);
-                self.stats_verified(record, now);
+                self.stats_verified(record, now).await;
                 Event::OtpCorrect
             }
             VerifyOutcome::Wrong { attempts_left: 0 } | VerifyOutcome::Locked => {
@@ -662,7 +662,7 @@ impl Runtime {
             }
             VerifyOutcome::CustomerBlocked { .. } => {
                 self.metrics.limit_breach("customer_blocked");
-                self.stats_limit(record, "customer_blocked", now);
+                self.stats_limit(record, "customer_blocked", now).await;
                 Event::OtpLocked
             }
             VerifyOutcome::Expired | VerifyOutcome::NotIssued | VerifyOutcome::Consumed => {

@@ -315,7 +315,7 @@ impl Runtime {
             self.metrics.delivery_latency.observe(secs);
         }
         let at = DateTime::from_timestamp(s.timestamp, 0).unwrap_or_else(Utc::now);
-        self.stats_status(&link, next, code, at);
+        self.stats_status(&link, next, code, at).await;
         link.delivery = next;
         self.sessions().put_link(s.message_id.as_str(), &link)?;
         if next == Delivery::Failed && link.tracked {

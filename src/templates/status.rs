@@ -7,7 +7,7 @@
 //! `template.status_updated` / `template.quality_updated` callbacks.
 //!
 //! The outbox reads the stored statuses before each template send (see
-//! [`crate::store::templates`]): a template known to be paused or disabled in the sending
+//! [`crate::store::TemplateStatuses`]): a template known to be paused or disabled in the sending
 //! merchant's account is not sent, and the session takes its delivery-failure path with the
 //! reason `template_paused` or `template_disabled`.
 
