@@ -289,7 +289,9 @@ impl Outbox {
         for entry in due {
             if entry.state == OutboxState::InFlight {
                 // Its holder stopped mid-send and its claim ran out.
+                let id = entry.id.clone();
                 self.settle_interrupted(entry).await?;
+                not_taken.push(id);
                 continue;
             }
             let scope = entry.scope_or(&default_scope);

@@ -62,6 +62,18 @@ pub async fn a_claimed_entry_is_not_claimed_again_until_settled_or_released(b: &
         .update_outbox(&retry, again[0].due_ms, None)
         .await
         .expect("retry later");
+    assert!(
+        s.outbox
+            .claim_due(at(t0, 31), 10, LEASE)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "still its holder's until given back"
+    );
+    s.outbox
+        .release(&["ses_d:1:0".to_owned()])
+        .await
+        .expect("give back");
     assert!(s
         .outbox
         .claim_due(t0, 10, LEASE)

@@ -82,7 +82,7 @@ pub trait Timers: Send + Sync + std::fmt::Debug {
 pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
     /// Claims up to `limit` queued entries (`Pending` or `InDoubt`) due at `now`, in queue
     /// order (due time, then id). A claimed entry is returned by no other claim until its
-    /// holder settles it ([`OutboxQueue::update_outbox`] to a state other than `InFlight`),
+    /// holder settles it ([`OutboxQueue::update_outbox`] to `Done` or `Failed`),
     /// gives it back ([`OutboxQueue::release`]), or `lease` has passed since the claim.
     ///
     /// One recipient's entries go out one after another, in queue order: no entry is returned
@@ -104,10 +104,13 @@ pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
     async fn release(&self, entry_ids: &[String]) -> Result<(), StoreError>;
 
     /// Writes `entry` (its new state and due time) and, atomically with it, the link of the
-    /// WhatsApp message it became. `old_due_ms` is the due time it was queued at. A queued
-    /// state keeps it queued at its new `due_ms`; `InFlight` keeps the caller's claim; any
-    /// other state ends it. A link keeps the furthest delivery state already stored (a status
-    /// webhook may have come first).
+    /// WhatsApp message it became. `old_due_ms` is the due time it was queued at; a queued
+    /// state (`Pending`, `InDoubt`) keeps it queued at its new `due_ms`. A settled state
+    /// (`Done`, `Failed`) ends any claim of the entry; any other write leaves claims as they
+    /// are — a status webhook moving an entry in doubt never takes it from the sender holding
+    /// it, and the holder gives back what it rescheduled with [`OutboxQueue::release`]. A link
+    /// keeps the furthest delivery state already stored (a status webhook may have come
+    /// first).
     async fn update_outbox(
         &self,
         entry: &OutboxEntry,

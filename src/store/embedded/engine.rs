@@ -440,7 +440,7 @@ impl OutboxQueue for Embedded {
         self.store
             .sessions()
             .update_outbox(entry, old_due_ms, link)?;
-        if entry.state != OutboxState::InFlight {
+        if matches!(entry.state, OutboxState::Done | OutboxState::Failed { .. }) {
             locked(&self.outbox_claims).remove(&entry.id);
         }
         Ok(())
