@@ -1,0 +1,214 @@
+//! Outbox claims: `FOR UPDATE SKIP LOCKED` hands each due entry to one sender, and a lease
+//! (`claimed_until`) hands it to another once its holder is gone.
+//!
+//! A claim takes, per recipient (merchant, number and `to`), only the earliest queued entry due,
+//! and none while another entry of that recipient is claimed: one recipient's messages go out in
+//! order, one at a time, whichever instances send. An entry in flight keeps its claim until it is
+//! settled; if its lease runs out first (its holder died mid-send), the next claim returns it
+//! still `InFlight`, and the sender applies the in-doubt rules: never a blind resend.
+
+use super::sessions::{from_json, outbox_row, to_json};
+use super::{query_error, PgEngine};
+use crate::store::{MessageLink, OutboxEntry, StoreError};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+
+pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::days(1))
+}
+
+impl PgEngine {
+    /// Claims up to `limit` entries due at `now` for `lease` (see the module doc).
+    pub async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let fail = |e| query_error("cannot claim outbox entries", e);
+        let c = self.client().await?;
+        // The candidates: each recipient's first entry, in flight ones first (the sender left
+        // them mid-send), else the earliest queued and due. A candidate still claimed, or a
+        // recipient with any live claim, is passed over; a row another claim is taking right
+        // now is skipped, and one it took meanwhile fails the re-checked claim condition.
+        let s = c
+            .prepare_cached(
+                "WITH candidate AS (
+                     SELECT DISTINCT ON (recipient) id
+                     FROM waotp_outbox
+                     WHERE (queued AND due_ms <= $1) OR state = 'in_flight'
+                     ORDER BY recipient, (state = 'in_flight') DESC, due_ms, id
+                 ),
+                 chosen AS (
+                     SELECT o.id FROM waotp_outbox o JOIN candidate USING (id)
+                     WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2)
+                       AND NOT EXISTS (
+                           SELECT 1 FROM waotp_outbox b
+                           WHERE b.recipient = o.recipient AND b.id <> o.id
+                             AND b.claimed_until > $2)
+                     ORDER BY o.due_ms, o.id
+                     LIMIT $3
+                     FOR UPDATE OF o SKIP LOCKED
+                 )
+                 UPDATE waotp_outbox o SET claimed_until = $4, claimed_by = $5
+                 FROM chosen WHERE o.id = chosen.id
+                   AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
+                 RETURNING o.entry, o.due_ms, o.id",
+            )
+            .await
+            .map_err(fail)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let until = lease_end(now, lease);
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &now.timestamp_millis(),
+            &now,
+            &limit,
+            &until,
+            &&*self.instance,
+        ];
+        let mut rows = c.query(&s, &params).await.map_err(fail)?;
+        rows.sort_by_key(|r| (r.get::<_, i64>(1), r.get::<_, String>(2)));
+        rows.into_iter().map(|r| from_json(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    /// Gives claimed entries back unchanged.
+    pub async fn release_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE waotp_outbox SET claimed_until = NULL, claimed_by = NULL WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(|e| query_error("cannot release outbox entries", e))?;
+        Ok(())
+    }
+
+    /// Writes an entry's new state (and the link of the message it became) in one
+    /// transaction; `InFlight` keeps the claim, any other state ends it.
+    pub async fn update_outbox(
+        &self,
+        entry: &OutboxEntry,
+        link: Option<(&str, &MessageLink)>,
+    ) -> Result<(), StoreError> {
+        let fail = |e| query_error("cannot update an outbox entry", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(fail)?;
+        let row = outbox_row(entry);
+        let keep_claim = row.state == "in_flight";
+        let s = tx
+            .prepare_cached(
+                "INSERT INTO waotp_outbox
+                 (id, recipient, session_id, entry, state, queued, due_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (id) DO UPDATE SET
+                 entry = EXCLUDED.entry, state = EXCLUDED.state, queued = EXCLUDED.queued,
+                 due_ms = EXCLUDED.due_ms,
+                 claimed_until = CASE WHEN $9 THEN waotp_outbox.claimed_until END,
+                 claimed_by = CASE WHEN $9 THEN waotp_outbox.claimed_by END",
+            )
+            .await
+            .map_err(fail)?;
+        let json = to_json(entry)?;
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &entry.id,
+            &row.recipient,
+            &entry.session_id,
+            &json,
+            &row.state,
+            &row.queued,
+            &entry.due_ms,
+            &entry.created_at,
+            &keep_claim,
+        ];
+        tx.execute(&s, &params).await.map_err(fail)?;
+        if let Some((message_id, l)) = link {
+            let earlier = tx
+                .query_opt(
+                    "SELECT link FROM waotp_message_links WHERE message_id = $1 FOR UPDATE",
+                    &[&message_id],
+                )
+                .await
+                .map_err(fail)?;
+            let mut l = l.clone();
+            if let Some(earlier) = earlier {
+                let earlier: MessageLink = from_json(earlier.get::<_, &[u8]>(0))?;
+                l.delivery = l.delivery.max(earlier.delivery);
+            }
+            tx.execute(
+                "INSERT INTO waotp_message_links (message_id, link, sent_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (message_id) DO UPDATE
+                 SET link = EXCLUDED.link, sent_at = EXCLUDED.sent_at",
+                &[&message_id, &to_json(&l)?, &l.sent_at],
+            )
+            .await
+            .map_err(fail)?;
+        }
+        if row.queued {
+            tx.batch_execute(&format!("NOTIFY {}", super::sessions::WORK_CHANNEL))
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(())
+    }
+
+    pub async fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let c = self.client().await?;
+        let s = c
+            .prepare_cached("SELECT entry FROM waotp_outbox WHERE id = $1")
+            .await
+            .map_err(|e| query_error("cannot read an outbox entry", e))?;
+        c.query_opt(&s, &[&id])
+            .await
+            .map_err(|e| query_error("cannot read an outbox entry", e))?
+            .map(|r| from_json(r.get::<_, &[u8]>(0)))
+            .transpose()
+    }
+
+    /// Entries in flight whose claim has ended: their sender is gone.
+    pub async fn outbox_in_flight(&self, now: DateTime<Utc>) -> Result<Vec<OutboxEntry>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT entry FROM waotp_outbox
+             WHERE state = 'in_flight' AND (claimed_until IS NULL OR claimed_until <= $1)
+             ORDER BY due_ms, id",
+            &[&now],
+        )
+        .await
+        .map_err(|e| query_error("cannot read entries in flight", e))?
+        .into_iter()
+        .map(|r| from_json(r.get::<_, &[u8]>(0)))
+        .collect()
+    }
+
+    pub async fn note_echo(&self, entry_id: &str, message_id: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO waotp_echoes (entry_id, message_id) VALUES ($1, $2)
+             ON CONFLICT (entry_id) DO UPDATE SET message_id = EXCLUDED.message_id",
+            &[&entry_id, &message_id],
+        )
+        .await
+        .map_err(|e| query_error("cannot note an echo", e))?;
+        Ok(())
+    }
+
+    pub async fn echo(&self, entry_id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        Ok(c
+            .query_opt(
+                "SELECT message_id FROM waotp_echoes WHERE entry_id = $1",
+                &[&entry_id],
+            )
+            .await
+            .map_err(|e| query_error("cannot read an echo", e))?
+            .map(|r| r.get(0)))
+    }
+
+    /// Entries queued or in flight.
+    pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        self.count("SELECT count(*) FROM waotp_outbox WHERE queued OR state = 'in_flight'")
+            .await
+    }
+}

@@ -1,0 +1,612 @@
+//! The PostgreSQL engine against a real server: what several instances on one database rely
+//! on. Each test creates its own database (`pg_support`); without `WAOTP_TEST_DATABASE_URL`
+//! they print a notice and pass.
+//!
+//! "Two instances" are two engines connected to one database, each with its own pools, as two
+//! `waotp serve` processes would be.
+
+mod pg_support;
+
+use chrono::{DateTime, Duration as Span, Utc};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use waotp::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
+use waotp::otp::OtpKey;
+use waotp::store::postgres::{LockClass, PgEngine};
+use waotp::store::{
+    OutboxEntry, OutboxPayload, OutboxState, Recorded, SessionRecord, StepWrite, TimerRef,
+};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn key() -> OtpKey {
+    OtpKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// Two engines on one fresh database, sharing the sealing key like two instances.
+async fn two_instances(test: &str) -> Option<(pg_support::TestDatabase, PgEngine, PgEngine)> {
+    let db = pg_support::fresh_database(test).await?;
+    let key = key();
+    let a = PgEngine::connect(&db.url, &key).await.expect("first instance");
+    let b = PgEngine::connect(&db.url, &key).await.expect("second instance");
+    Some((db, a, b))
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+fn message(id: &str, customer: &str, text: &str) -> InboundEvent {
+    InboundEvent::Message(InboundMessage {
+        id: MessageId::parse(id).expect("id"),
+        from: WaId::parse(customer).expect("wa id"),
+        user_id: None,
+        profile_name: None,
+        timestamp: 1,
+        phone_number_id: None,
+        context: None,
+        content: MessageContent::Text { body: text.into() },
+        errors: vec![],
+    })
+}
+
+fn session(id: &str, customer: &str, now: DateTime<Utc>) -> SessionRecord {
+    let registry = waotp::runtime::flows::FlowRegistry::load(
+        std::path::Path::new("flows"),
+        Default::default(),
+    )
+    .expect("flows");
+    let flow = registry.get("signup_verification").expect("flow");
+    let engine =
+        waotp::flow::engine::new_session(&flow, Default::default(), "en", now).expect("session");
+    SessionRecord {
+        id: id.into(),
+        to: format!("+{customer}"),
+        customer: customer.into(),
+        created_at: now,
+        updated_at: now,
+        step: 1,
+        engine,
+        timer_key: None,
+        otp_purpose: None,
+        otp_bound: Vec::new(),
+        last_inbound: 0,
+        otp_refused: None,
+        merchant: "m1".into(),
+        number: "n1".into(),
+    }
+}
+
+fn entry(id: &str, to: &str, now: DateTime<Utc>) -> OutboxEntry {
+    OutboxEntry::pending(
+        id.into(),
+        None,
+        to.into(),
+        OutboxPayload::Text { text: "hi".into() },
+        now,
+    )
+}
+
+async fn queue(engine: &PgEngine, entries: Vec<OutboxEntry>) {
+    engine
+        .apply_step(StepWrite {
+            outbox: entries,
+            ..StepWrite::default()
+        })
+        .await
+        .expect("step");
+}
+
+#[tokio::test]
+async fn migrations_apply_once_when_two_instances_start_together() {
+    let Some(db) = pg_support::fresh_database("migrations_once").await else {
+        return;
+    };
+    let key = key();
+    let (a, b) = tokio::join!(
+        PgEngine::connect(&db.url, &key),
+        PgEngine::connect(&db.url, &key)
+    );
+    a.expect("first start");
+    b.expect("second start");
+    let client = admin(&db.url).await;
+    let rows = client
+        .query(
+            "SELECT version, count(*) FROM waotp_schema_migrations GROUP BY version ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("versions");
+    let versions: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let expected: Vec<(i32, i64)> = waotp::store::postgres::migrate::MIGRATIONS
+        .iter()
+        .map(|m| (m.version, 1))
+        .collect();
+    assert_eq!(versions, expected);
+    // A third start finds nothing to do.
+    PgEngine::connect(&db.url, &key).await.expect("restart");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_refused() {
+    let Some(db) = pg_support::fresh_database("newer_schema").await else {
+        return;
+    };
+    PgEngine::connect(&db.url, &key()).await.expect("first start");
+    admin(&db.url)
+        .await
+        .execute(
+            "INSERT INTO waotp_schema_migrations (version, name) VALUES (9999, 'future')",
+            &[],
+        )
+        .await
+        .expect("future version");
+    let err = PgEngine::connect(&db.url, &key())
+        .await
+        .expect_err("a newer schema")
+        .to_string();
+    assert!(err.contains("9999") && err.contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_connect_error_names_the_server_not_the_password() {
+    // A port nothing listens on: the pool's first connection fails.
+    let err = PgEngine::connect(
+        "postgres://waotp:s3cret-pass@127.0.0.1:1/waotp_db?connect_timeout=2",
+        &key(),
+    )
+    .await
+    .expect_err("no server")
+    .to_string();
+    assert!(err.contains("127.0.0.1:1/waotp_db"), "{err}");
+    assert!(!err.contains("s3cret-pass"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_record_it_once() {
+    let Some((_db, a, b)) = two_instances("dedupe_concurrent").await else {
+        return;
+    };
+    let customer = "m1\u{1f}n1\u{1f}15550001111";
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        for engine in [&a, &b] {
+            let engine = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..10 {
+                    // Every task delivers the same ten events, in different orders.
+                    let i = (i + round) % 10;
+                    let event = message(&format!("wamid.{i}"), "15550001111", "hello");
+                    out.push(engine.record_event(&event, customer, 100).await.expect("record"));
+                }
+                out
+            }));
+        }
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        for r in t.await.expect("task") {
+            if let Recorded::New { seq } = r {
+                seqs.push(seq);
+            }
+        }
+    }
+    assert_eq!(seqs.len(), 10, "each event is new exactly once: {seqs:?}");
+    let distinct: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), 10);
+    assert!(a.event_seen("m\u{0}wamid.3").await.expect("seen"));
+    assert!(!b.event_seen("m\u{0}wamid.99").await.expect("seen"));
+}
+
+#[tokio::test]
+async fn a_customers_pending_events_come_in_order_until_handled() {
+    let Some((_db, a, b)) = two_instances("pending_order").await else {
+        return;
+    };
+    let alice = "m1\u{1f}n1\u{1f}15550001111";
+    let bob = "m1\u{1f}n1\u{1f}15550002222";
+    let mut alices = Vec::new();
+    for i in 0..6 {
+        // Alternating instances, as a load balancer would.
+        let engine = if i % 2 == 0 { &a } else { &b };
+        let event = message(&format!("wamid.a{i}"), "15550001111", &format!("a{i}"));
+        let Recorded::New { seq } = engine.record_event(&event, alice, 100).await.expect("a")
+        else {
+            panic!("new event recorded as a duplicate");
+        };
+        alices.push(seq);
+        let event = message(&format!("wamid.b{i}"), "15550002222", "b");
+        engine.record_event(&event, bob, 100).await.expect("b");
+    }
+    let pending: Vec<u64> = b
+        .pending_events_of(alice)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(pending, alices);
+    let texts: Vec<String> = a
+        .pending_events_of(alice)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|(_, e)| match e.event {
+            InboundEvent::Message(m) => match m.content {
+                MessageContent::Text { body } => body,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, ["a0", "a1", "a2", "a3", "a4", "a5"]);
+    a.mark_event_handled(alices[0]).await.expect("handled");
+    a.mark_event_handled(alices[0]).await.expect("handled twice");
+    assert!(b.is_event_handled(alices[0]).await.expect("read"));
+    assert!(!b.is_event_handled(alices[1]).await.expect("read"));
+    assert!(!b.is_event_handled(1_000_000).await.expect("read"));
+    assert_eq!(b.pending_events_of(alice).await.expect("pending").len(), 5);
+    assert_eq!(a.pending_events().await.expect("all pending").len(), 11);
+    // The stored event is sealed: the customer's words are not in the table.
+    let client = admin(&_db.url).await;
+    let leaked = client
+        .query_one(
+            "SELECT count(*) FROM waotp_inbound_events WHERE position('a3'::bytea in event) > 0",
+            &[],
+        )
+        .await
+        .expect("scan");
+    assert_eq!(leaked.get::<_, i64>(0), 0);
+}
+
+#[tokio::test]
+async fn two_claimers_never_get_the_same_outbox_entry() {
+    let Some((_db, a, b)) = two_instances("outbox_claims").await else {
+        return;
+    };
+    let now = Utc::now();
+    // One entry per recipient, so nothing but the claims themselves keeps them apart.
+    let entries: Vec<OutboxEntry> = (0..60)
+        .map(|i| entry(&format!("e{i:02}"), &format!("1555000{i:04}"), now))
+        .collect();
+    queue(&a, entries).await;
+    let mut tasks = Vec::new();
+    for engine in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let claimed = engine.claim_outbox(now, 3, LEASE).await.expect("claim");
+                if claimed.is_empty() {
+                    return got;
+                }
+                got.extend(claimed.into_iter().map(|e| e.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "an entry was claimed twice");
+    assert_eq!(all.len(), 60, "every entry was claimed");
+}
+
+#[tokio::test]
+async fn one_recipient_has_one_entry_claimed_at_a_time_in_order() {
+    let Some((_db, a, b)) = two_instances("outbox_recipient").await else {
+        return;
+    };
+    let now = Utc::now();
+    let mut later = entry("e2", "15550001111", now);
+    later.due_ms += 1;
+    queue(&a, vec![later, entry("e1", "15550001111", now)]).await;
+    let first = a.claim_outbox(now, 10, LEASE).await.expect("claim");
+    assert_eq!(ids(&first), ["e1"]);
+    assert!(b.claim_outbox(now, 10, LEASE).await.expect("claim").is_empty());
+    // Sent: the claim ends and the recipient's next entry may go.
+    let mut done = first[0].clone();
+    done.state = OutboxState::Done;
+    a.update_outbox(&done, None).await.expect("done");
+    let second = b.claim_outbox(now, 10, LEASE).await.expect("claim");
+    assert_eq!(ids(&second), ["e2"]);
+}
+
+fn ids(entries: &[OutboxEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_a_send_in_flight_comes_back_in_flight() {
+    let Some((_db, a, b)) = two_instances("outbox_lease").await else {
+        return;
+    };
+    let now = Utc::now();
+    queue(
+        &a,
+        vec![entry("pending", "15550001111", now), entry("sending", "15550002222", now)],
+    )
+    .await;
+    let claimed = a.claim_outbox(now, 10, LEASE).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    // Instance a starts sending one, then dies: it never settles either.
+    let mut sending = claimed
+        .iter()
+        .find(|e| e.id == "sending")
+        .expect("sending")
+        .clone();
+    sending.state = OutboxState::InFlight;
+    sending.attempts += 1;
+    a.update_outbox(&sending, None).await.expect("in flight");
+    drop(a);
+    let within = now + Span::seconds(10);
+    assert!(b.claim_outbox(within, 10, LEASE).await.expect("claim").is_empty());
+    let after = now + Span::seconds(31);
+    let mut taken = b.claim_outbox(after, 10, LEASE).await.expect("claim");
+    taken.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(ids(&taken), ["pending", "sending"]);
+    assert_eq!(taken[0].state, OutboxState::Pending);
+    assert_eq!(
+        taken[1].state,
+        OutboxState::InFlight,
+        "the in-doubt rules must apply"
+    );
+    assert_eq!(
+        ids(&b.outbox_in_flight(after + Span::seconds(31)).await.expect("in flight")),
+        ["sending"]
+    );
+    // Taken over: not claimable again until this lease ends too.
+    assert!(b.claim_outbox(after, 10, LEASE).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn each_due_timer_is_claimed_once_and_a_dead_claim_passes_on() {
+    let Some((_db, a, b)) = two_instances("timers").await else {
+        return;
+    };
+    let now = Utc::now();
+    for i in 0..40 {
+        let due = now - Span::milliseconds(i);
+        a.apply_step(StepWrite {
+            timer_set: Some((TimerRef::new(due, &format!("ses_{i}"), "t"), i as u64)),
+            ..StepWrite::default()
+        })
+        .await
+        .expect("timer");
+    }
+    let future = TimerRef::new(now + Span::hours(1), "ses_future", "t");
+    a.apply_step(StepWrite {
+        timer_set: Some((future.clone(), 99)),
+        ..StepWrite::default()
+    })
+    .await
+    .expect("timer");
+    let claims = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for engine in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        let claims = claims.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let due = engine.claim_timers(now, 4, LEASE).await.expect("claim");
+                if due.is_empty() {
+                    return got;
+                }
+                claims.fetch_add(due.len(), Ordering::Relaxed);
+                got.extend(due);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let distinct: HashSet<TimerRef> = all.iter().map(|t| t.timer.clone()).collect();
+    assert_eq!(distinct.len(), 40);
+    assert_eq!(claims.load(Ordering::Relaxed), 40, "a timer was claimed twice");
+    assert!(!distinct.contains(&future), "a timer not yet due was claimed");
+    // Fired (removed by its step) or dropped: gone for good. The rest pass on after the lease.
+    let fired = &all[0];
+    b.apply_step(StepWrite {
+        timer_remove: Some(fired.timer.clone()),
+        ..StepWrite::default()
+    })
+    .await
+    .expect("fire");
+    b.drop_timer(&all[1].timer).await.expect("drop");
+    let after = now + Span::seconds(31);
+    let again = a.claim_timers(after, 100, LEASE).await.expect("claim");
+    let again: HashSet<TimerRef> = again.into_iter().map(|t| t.timer).collect();
+    assert_eq!(again.len(), 38);
+    assert!(!again.contains(&fired.timer) && !again.contains(&all[1].timer));
+    // A released claim is claimable at once.
+    let one = all[2].timer.clone();
+    a.release_timer(&one).await.expect("release");
+    let released = b.claim_timers(after, 100, LEASE).await.expect("claim");
+    assert_eq!(released.iter().map(|t| &t.timer).collect::<Vec<_>>(), [&one]);
+}
+
+#[tokio::test]
+async fn a_lock_excludes_holders_on_two_instances() {
+    let Some((_db, a, b)) = two_instances("locks").await else {
+        return;
+    };
+    // A read-modify-write that loses updates unless the lock serializes it.
+    let counter = Arc::new(std::sync::Mutex::new(0u32));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (counter, inside) = (counter.clone(), inside.clone());
+        tasks.push(tokio::spawn(async move {
+            let _guard = engine
+                .locks()
+                .lock(LockClass::Session, "ses_shared")
+                .await
+                .expect("lock");
+            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            let seen = *counter.lock().expect("counter");
+            tokio::task::yield_now().await;
+            // A round trip to the server while holding: other holders would get in here.
+            engine.healthy().await;
+            *counter.lock().expect("counter") = seen + 1;
+            inside.fetch_sub(1, Ordering::SeqCst);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(*counter.lock().expect("counter"), 24);
+}
+
+#[tokio::test]
+async fn a_waiting_lock_is_granted_when_the_holder_drops_its_guard() {
+    let Some((db, a, b)) = two_instances("lock_handover").await else {
+        return;
+    };
+    let held = a
+        .locks()
+        .lock(LockClass::Customer, "m1\u{1f}n1\u{1f}15550001111")
+        .await
+        .expect("lock");
+    // Another class with the same name is another lock.
+    let other = b
+        .locks()
+        .lock(LockClass::Session, "m1\u{1f}n1\u{1f}15550001111")
+        .await
+        .expect("other class");
+    drop(other);
+    let waiter = tokio::spawn(async move {
+        b.locks()
+            .lock(LockClass::Customer, "m1\u{1f}n1\u{1f}15550001111")
+            .await
+            .expect("lock")
+    });
+    // The waiter is queued on the server behind the holder.
+    let client = admin(&db.url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the waiter never queued");
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished());
+    drop(held);
+    let guard = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("granted after the holder let go")
+        .expect("task");
+    drop(guard);
+}
+
+#[tokio::test]
+async fn a_step_is_all_or_nothing() {
+    let Some((_db, a, b)) = two_instances("step_atomic").await else {
+        return;
+    };
+    let now = Utc::now();
+    let customer = "m1\u{1f}n1\u{1f}15550001111";
+    let timer = TimerRef::new(now, "ses_1", "reminder");
+    let good = StepWrite {
+        record: Some(session("ses_1", "15550001111", now)),
+        activate: Some((customer.into(), "signup_verification".into())),
+        timer_set: Some((timer.clone(), 1)),
+        outbox: vec![entry("ses_1:1:0", "15550001111", now)],
+        ..StepWrite::default()
+    };
+    a.apply_step(good).await.expect("step");
+    assert_eq!(
+        b.active_session(customer, "signup_verification")
+            .await
+            .expect("active")
+            .as_deref(),
+        Some("ses_1")
+    );
+    assert_eq!(b.get_session("ses_1").await.expect("get").expect("stored").step, 1);
+    // The next step fails at its last write (a NUL, which PostgreSQL refuses in text): none
+    // of it may remain.
+    let mut next = session("ses_1", "15550001111", now);
+    next.step = 2;
+    let mut bad_entry = entry("ses_1:2:0", "15550001111", now);
+    bad_entry.to = "1555\u{0}".into();
+    let bad = StepWrite {
+        record: Some(next),
+        deactivate: Some((customer.into(), "signup_verification".into())),
+        timer_remove: Some(timer.clone()),
+        timer_set: Some((TimerRef::new(now, "ses_1", "expiry"), 2)),
+        outbox: vec![entry("ses_1:2:1", "15550003333", now), bad_entry],
+        ..StepWrite::default()
+    };
+    assert!(a.apply_step(bad).await.is_err());
+    assert_eq!(b.get_session("ses_1").await.expect("get").expect("stored").step, 1);
+    assert_eq!(
+        b.active_session(customer, "signup_verification")
+            .await
+            .expect("active")
+            .as_deref(),
+        Some("ses_1")
+    );
+    let timers = b.claim_timers(now, 10, LEASE).await.expect("timers");
+    assert_eq!(
+        timers.into_iter().map(|t| t.timer).collect::<Vec<_>>(),
+        [timer]
+    );
+    let queued = b.claim_outbox(now, 10, LEASE).await.expect("outbox");
+    assert_eq!(ids(&queued), ["ses_1:1:0"]);
+    assert!(b.outbox_entry("ses_1:2:1").await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn a_replayed_step_does_not_queue_its_message_again() {
+    let Some((_db, a, _b)) = two_instances("step_replay").await else {
+        return;
+    };
+    let now = Utc::now();
+    queue(&a, vec![entry("ses_1:1:0", "15550001111", now)]).await;
+    let claimed = a.claim_outbox(now, 10, LEASE).await.expect("claim");
+    let mut sent = claimed[0].clone();
+    sent.state = OutboxState::Done;
+    a.update_outbox(&sent, None).await.expect("sent");
+    queue(&a, vec![entry("ses_1:1:0", "15550001111", now)]).await;
+    assert_eq!(
+        a.outbox_entry("ses_1:1:0").await.expect("read").expect("kept").state,
+        OutboxState::Done
+    );
+    assert!(a.claim_outbox(now, 10, LEASE).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn a_step_on_one_instance_wakes_the_other() {
+    let Some((_db, a, b)) = two_instances("notify").await else {
+        return;
+    };
+    let wakeups = b.wakeups();
+    // The listener wakes both loops once it is listening; wait for that first.
+    tokio::time::timeout(Duration::from_secs(10), wakeups.outbox.notified())
+        .await
+        .expect("listening");
+    let woken = wakeups.outbox.notified();
+    queue(&a, vec![entry("e1", "15550001111", Utc::now())]).await;
+    tokio::time::timeout(Duration::from_secs(10), woken)
+        .await
+        .expect("woken by the other instance's step");
+}
