@@ -29,8 +29,12 @@ fn key() -> OtpKey {
 async fn two_instances(test: &str) -> Option<(pg_support::TestDatabase, PgEngine, PgEngine)> {
     let db = pg_support::fresh_database(test).await?;
     let key = key();
-    let a = PgEngine::connect(&db.url, &key).await.expect("first instance");
-    let b = PgEngine::connect(&db.url, &key).await.expect("second instance");
+    let a = PgEngine::connect(&db.url, &key)
+        .await
+        .expect("first instance");
+    let b = PgEngine::connect(&db.url, &key)
+        .await
+        .expect("second instance");
     Some((db, a, b))
 }
 
@@ -140,7 +144,9 @@ async fn a_database_from_a_newer_release_is_refused() {
     let Some(db) = pg_support::fresh_database("newer_schema").await else {
         return;
     };
-    PgEngine::connect(&db.url, &key()).await.expect("first start");
+    PgEngine::connect(&db.url, &key())
+        .await
+        .expect("first start");
     admin(&db.url)
         .await
         .execute(
@@ -186,7 +192,12 @@ async fn concurrent_deliveries_of_one_event_record_it_once() {
                     // Every task delivers the same ten events, in different orders.
                     let i = (i + round) % 10;
                     let event = message(&format!("wamid.{i}"), "15550001111", "hello");
-                    out.push(engine.record_event(&event, customer, 100).await.expect("record"));
+                    out.push(
+                        engine
+                            .record_event(&event, customer, 100)
+                            .await
+                            .expect("record"),
+                    );
                 }
                 out
             }));
@@ -250,7 +261,9 @@ async fn a_customers_pending_events_come_in_order_until_handled() {
         .collect();
     assert_eq!(texts, ["a0", "a1", "a2", "a3", "a4", "a5"]);
     a.mark_event_handled(alices[0]).await.expect("handled");
-    a.mark_event_handled(alices[0]).await.expect("handled twice");
+    a.mark_event_handled(alices[0])
+        .await
+        .expect("handled twice");
     assert!(b.is_event_handled(alices[0]).await.expect("read"));
     assert!(!b.is_event_handled(alices[1]).await.expect("read"));
     assert!(!b.is_event_handled(1_000_000).await.expect("read"));
@@ -307,12 +320,17 @@ async fn one_recipient_has_one_entry_claimed_at_a_time_in_order() {
         return;
     };
     let now = Utc::now();
-    let mut later = entry("e2", "15550001111", now);
-    later.due_ms += 1;
-    queue(&a, vec![later, entry("e1", "15550001111", now)]).await;
+    // Queued in the other order, but "e1" is due first.
+    let mut earlier = entry("e1", "15550001111", now);
+    earlier.due_ms -= 1;
+    queue(&a, vec![entry("e2", "15550001111", now), earlier]).await;
     let first = a.claim_outbox(now, 10, LEASE).await.expect("claim");
     assert_eq!(ids(&first), ["e1"]);
-    assert!(b.claim_outbox(now, 10, LEASE).await.expect("claim").is_empty());
+    assert!(b
+        .claim_outbox(now, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
     // Sent: the claim ends and the recipient's next entry may go.
     let mut done = first[0].clone();
     done.state = OutboxState::Done;
@@ -333,7 +351,10 @@ async fn an_expired_lease_is_taken_over_and_a_send_in_flight_comes_back_in_fligh
     let now = Utc::now();
     queue(
         &a,
-        vec![entry("pending", "15550001111", now), entry("sending", "15550002222", now)],
+        vec![
+            entry("pending", "15550001111", now),
+            entry("sending", "15550002222", now),
+        ],
     )
     .await;
     let claimed = a.claim_outbox(now, 10, LEASE).await.expect("claim");
@@ -349,7 +370,11 @@ async fn an_expired_lease_is_taken_over_and_a_send_in_flight_comes_back_in_fligh
     a.update_outbox(&sending, None).await.expect("in flight");
     drop(a);
     let within = now + Span::seconds(10);
-    assert!(b.claim_outbox(within, 10, LEASE).await.expect("claim").is_empty());
+    assert!(b
+        .claim_outbox(within, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
     let after = now + Span::seconds(31);
     let mut taken = b.claim_outbox(after, 10, LEASE).await.expect("claim");
     taken.sort_by(|x, y| x.id.cmp(&y.id));
@@ -361,11 +386,18 @@ async fn an_expired_lease_is_taken_over_and_a_send_in_flight_comes_back_in_fligh
         "the in-doubt rules must apply"
     );
     assert_eq!(
-        ids(&b.outbox_in_flight(after + Span::seconds(31)).await.expect("in flight")),
+        ids(&b
+            .outbox_in_flight(after + Span::seconds(31))
+            .await
+            .expect("in flight")),
         ["sending"]
     );
     // Taken over: not claimable again until this lease ends too.
-    assert!(b.claim_outbox(after, 10, LEASE).await.expect("claim").is_empty());
+    assert!(b
+        .claim_outbox(after, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
 }
 
 #[tokio::test]
@@ -412,8 +444,15 @@ async fn each_due_timer_is_claimed_once_and_a_dead_claim_passes_on() {
     }
     let distinct: HashSet<TimerRef> = all.iter().map(|t| t.timer.clone()).collect();
     assert_eq!(distinct.len(), 40);
-    assert_eq!(claims.load(Ordering::Relaxed), 40, "a timer was claimed twice");
-    assert!(!distinct.contains(&future), "a timer not yet due was claimed");
+    assert_eq!(
+        claims.load(Ordering::Relaxed),
+        40,
+        "a timer was claimed twice"
+    );
+    assert!(
+        !distinct.contains(&future),
+        "a timer not yet due was claimed"
+    );
     // Fired (removed by its step) or dropped: gone for good. The rest pass on after the lease.
     let fired = &all[0];
     b.apply_step(StepWrite {
@@ -432,7 +471,10 @@ async fn each_due_timer_is_claimed_once_and_a_dead_claim_passes_on() {
     let one = all[2].timer.clone();
     a.release_timer(&one).await.expect("release");
     let released = b.claim_timers(after, 100, LEASE).await.expect("claim");
-    assert_eq!(released.iter().map(|t| &t.timer).collect::<Vec<_>>(), [&one]);
+    assert_eq!(
+        released.iter().map(|t| &t.timer).collect::<Vec<_>>(),
+        [&one]
+    );
 }
 
 #[tokio::test]
@@ -453,7 +495,11 @@ async fn a_lock_excludes_holders_on_two_instances() {
                 .lock(LockClass::Session, "ses_shared")
                 .await
                 .expect("lock");
-            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            assert_eq!(
+                inside.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
             let seen = *counter.lock().expect("counter");
             tokio::task::yield_now().await;
             // A round trip to the server while holding: other holders would get in here.
@@ -506,7 +552,10 @@ async fn a_waiting_lock_is_granted_when_the_holder_drops_its_guard() {
         if waiting == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the waiter never queued");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never queued"
+        );
         tokio::task::yield_now().await;
     }
     assert!(!waiter.is_finished());
@@ -541,7 +590,14 @@ async fn a_step_is_all_or_nothing() {
             .as_deref(),
         Some("ses_1")
     );
-    assert_eq!(b.get_session("ses_1").await.expect("get").expect("stored").step, 1);
+    assert_eq!(
+        b.get_session("ses_1")
+            .await
+            .expect("get")
+            .expect("stored")
+            .step,
+        1
+    );
     // The next step fails at its last write (a NUL, which PostgreSQL refuses in text): none
     // of it may remain.
     let mut next = session("ses_1", "15550001111", now);
@@ -557,7 +613,14 @@ async fn a_step_is_all_or_nothing() {
         ..StepWrite::default()
     };
     assert!(a.apply_step(bad).await.is_err());
-    assert_eq!(b.get_session("ses_1").await.expect("get").expect("stored").step, 1);
+    assert_eq!(
+        b.get_session("ses_1")
+            .await
+            .expect("get")
+            .expect("stored")
+            .step,
+        1
+    );
     assert_eq!(
         b.active_session(customer, "signup_verification")
             .await
@@ -588,10 +651,18 @@ async fn a_replayed_step_does_not_queue_its_message_again() {
     a.update_outbox(&sent, None).await.expect("sent");
     queue(&a, vec![entry("ses_1:1:0", "15550001111", now)]).await;
     assert_eq!(
-        a.outbox_entry("ses_1:1:0").await.expect("read").expect("kept").state,
+        a.outbox_entry("ses_1:1:0")
+            .await
+            .expect("read")
+            .expect("kept")
+            .state,
         OutboxState::Done
     );
-    assert!(a.claim_outbox(now, 10, LEASE).await.expect("claim").is_empty());
+    assert!(a
+        .claim_outbox(now, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
 }
 
 #[tokio::test]

@@ -61,7 +61,10 @@ impl PgEngine {
             .await
             .map_err(|e| query_error("cannot record an event", e))?;
         let row = tx
-            .query_opt(&insert, &[&dedupe_key.as_bytes(), &customer_key, &now, &sealed])
+            .query_opt(
+                &insert,
+                &[&dedupe_key.as_bytes(), &customer_key, &now, &sealed],
+            )
             .await
             .map_err(|e| query_error("cannot record an event", e))?;
         tx.commit()
@@ -221,7 +224,8 @@ impl PgEngine {
 
     /// Events stored (handled or not).
     pub async fn event_count(&self) -> Result<u64, StoreError> {
-        self.count("SELECT count(*) FROM waotp_inbound_events").await
+        self.count("SELECT count(*) FROM waotp_inbound_events")
+            .await
     }
 
     pub(super) async fn count(&self, sql: &str) -> Result<u64, StoreError> {

@@ -52,7 +52,9 @@ async fn listen_once(
     // The connection must be polled for the LISTEN to complete, and then for notifications;
     // the client must live as long, or the connection ends.
     let listen = async move {
-        client.batch_execute(&format!("LISTEN {WORK_CHANNEL}")).await?;
+        client
+            .batch_execute(&format!("LISTEN {WORK_CHANNEL}"))
+            .await?;
         // Work queued while this instance was not listening was announced to nobody.
         wake_all(wake);
         std::future::pending::<()>().await;

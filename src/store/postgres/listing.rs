@@ -5,14 +5,18 @@
 
 use super::sessions::from_json;
 use super::{query_error, PgEngine};
-use crate::store::listing::Liveness;
+use crate::store::Liveness;
 use crate::store::{Cursor, SessionPage, SessionQuery, StoreError};
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 
 /// A cursor's engine part: microseconds since the epoch, `.`, the session id in hex.
 fn cursor_at(created: DateTime<Utc>, id: &str) -> Cursor {
-    Cursor::new(&format!("{}.{}", created.timestamp_micros(), hex::encode(id)))
+    Cursor::new(&format!(
+        "{}.{}",
+        created.timestamp_micros(),
+        hex::encode(id)
+    ))
 }
 
 fn position_of(cursor: &Cursor) -> Option<(DateTime<Utc>, String)> {
@@ -26,7 +30,7 @@ impl PgEngine {
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage, StoreError> {
         let mut conditions: Vec<String> = Vec::new();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut bind = |value: Box<dyn ToSql + Sync + Send>, params: &mut Vec<_>| {
+        let bind = |value: Box<dyn ToSql + Sync + Send>, params: &mut Vec<_>| {
             params.push(value);
             format!("${}", params.len())
         };
@@ -58,13 +62,14 @@ impl PgEngine {
         }
         // Millisecond precision, as the listing promises: strictly after / before.
         if let Some(after) = query.created_after {
-            let end = DateTime::from_timestamp_millis(after.timestamp_millis() + 1)
-                .unwrap_or(after);
+            let end =
+                DateTime::from_timestamp_millis(after.timestamp_millis() + 1).unwrap_or(after);
             let p = bind(Box::new(end), &mut params);
             conditions.push(format!("created_at >= {p}"));
         }
         if let Some(before) = query.created_before {
-            let start = DateTime::from_timestamp_millis(before.timestamp_millis()).unwrap_or(before);
+            let start =
+                DateTime::from_timestamp_millis(before.timestamp_millis()).unwrap_or(before);
             let p = bind(Box::new(start), &mut params);
             conditions.push(format!("created_at < {p}"));
         }

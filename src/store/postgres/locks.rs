@@ -97,9 +97,10 @@ impl PgLocks {
         // From here on, however this future ends (an error, or dropped mid-wait), the guard's
         // drop ends the transaction.
         let guard = PgLockGuard { conn: Some(conn) };
-        let conn = guard.conn.as_ref().ok_or_else(|| {
-            super::db_error("a lock guard lost its connection".into())
-        })?;
+        let conn = guard
+            .conn
+            .as_ref()
+            .ok_or_else(|| super::db_error("a lock guard lost its connection".into()))?;
         conn.batch_execute("BEGIN")
             .await
             .map_err(|e| super::query_error("cannot begin a lock", e))?;
@@ -155,7 +156,10 @@ mod tests {
     #[test]
     fn keys_are_stable_and_classes_distinct() {
         // Fixed forever: instances of different releases must agree on them.
-        assert_eq!(lock_key("abc"), i32::from_be_bytes([0xba, 0x78, 0x16, 0xbf]));
+        assert_eq!(
+            lock_key("abc"),
+            i32::from_be_bytes([0xba, 0x78, 0x16, 0xbf])
+        );
         let classes = [
             LockClass::Migrations,
             LockClass::Record,

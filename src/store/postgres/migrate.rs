@@ -80,10 +80,7 @@ pub async fn apply(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Stor
     let mut applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         tx.batch_execute(m.sql).await.map_err(|e| {
-            super::db_error(format!(
-                "migration {:04}_{} failed: {e}",
-                m.version, m.name
-            ))
+            super::db_error(format!("migration {:04}_{} failed: {e}", m.version, m.name))
         })?;
         tx.execute(
             "INSERT INTO waotp_schema_migrations (version, name) VALUES ($1, $2)",

@@ -139,7 +139,7 @@ pub(crate) fn query_error(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 /// A store error with this message.
 pub(crate) fn db_error(message: String) -> StoreError {
-    StoreError::Journal(message)
+    StoreError::Database(message)
 }
 
 /// A pool of `size` connections to `config`.
@@ -196,9 +196,10 @@ impl PgEngine {
         let (config, options) = parse_url(url)?;
         let target = Target::of(&config);
         let pool = pool(&config, options.pool_size)?;
-        let mut client = pool.get().await.map_err(|e| {
-            db_error(format!("cannot connect to PostgreSQL at {target}: {e}"))
-        })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| db_error(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         migrate::apply(&mut client)
             .await
             .map_err(|e| db_error(format!("PostgreSQL at {target}: {e}")))?;
@@ -243,7 +244,10 @@ impl PgEngine {
 
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| {
-            db_error(format!("no connection to PostgreSQL at {}: {e}", self.target))
+            db_error(format!(
+                "no connection to PostgreSQL at {}: {e}",
+                self.target
+            ))
         })
     }
 
@@ -275,11 +279,6 @@ fn instance_name() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
-}
-
-/// Milliseconds since the epoch as a timestamp, for lease arithmetic.
-pub(crate) fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -69,7 +69,9 @@ impl PgEngine {
         ];
         let mut rows = c.query(&s, &params).await.map_err(fail)?;
         rows.sort_by_key(|r| (r.get::<_, i64>(1), r.get::<_, String>(2)));
-        rows.into_iter().map(|r| from_json(r.get::<_, &[u8]>(0))).collect()
+        rows.into_iter()
+            .map(|r| from_json(r.get::<_, &[u8]>(0)))
+            .collect()
     }
 
     /// Gives claimed entries back unchanged.
@@ -167,7 +169,10 @@ impl PgEngine {
     }
 
     /// Entries in flight whose claim has ended: their sender is gone.
-    pub async fn outbox_in_flight(&self, now: DateTime<Utc>) -> Result<Vec<OutboxEntry>, StoreError> {
+    pub async fn outbox_in_flight(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let c = self.client().await?;
         c.query(
             "SELECT entry FROM waotp_outbox
@@ -196,14 +201,13 @@ impl PgEngine {
 
     pub async fn echo(&self, entry_id: &str) -> Result<Option<String>, StoreError> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
-                "SELECT message_id FROM waotp_echoes WHERE entry_id = $1",
-                &[&entry_id],
-            )
-            .await
-            .map_err(|e| query_error("cannot read an echo", e))?
-            .map(|r| r.get(0)))
+        Ok(c.query_opt(
+            "SELECT message_id FROM waotp_echoes WHERE entry_id = $1",
+            &[&entry_id],
+        )
+        .await
+        .map_err(|e| query_error("cannot read an echo", e))?
+        .map(|r| r.get(0)))
     }
 
     /// Entries queued or in flight.

@@ -226,7 +226,13 @@ impl PgEngine {
         Ok(())
     }
 
-    async fn put_time(&self, table: &str, column: &str, key: &str, value: i64) -> Result<(), StoreError> {
+    async fn put_time(
+        &self,
+        table: &str,
+        column: &str,
+        key: &str,
+        value: i64,
+    ) -> Result<(), StoreError> {
         let c = self.client().await?;
         let sql = format!(
             "INSERT INTO {table} (customer_key, {column}) VALUES ($1, $2)
@@ -242,7 +248,12 @@ impl PgEngine {
         Ok(())
     }
 
-    async fn get_time(&self, table: &str, column: &str, key: &str) -> Result<Option<i64>, StoreError> {
+    async fn get_time(
+        &self,
+        table: &str,
+        column: &str,
+        key: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let c = self.client().await?;
         let sql = format!("SELECT {column} FROM {table} WHERE customer_key = $1");
         let s = c
@@ -275,8 +286,13 @@ impl PgEngine {
         customer: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.put_time("waotp_default_replies", "at_ms", customer, at.timestamp_millis())
-            .await
+        self.put_time(
+            "waotp_default_replies",
+            "at_ms",
+            customer,
+            at.timestamp_millis(),
+        )
+        .await
     }
 
     pub async fn last_default_reply(
@@ -356,10 +372,17 @@ impl PgEngine {
             .await
             .map_err(|e| query_error("cannot take parked statuses", e))?;
         rows.sort_by_key(|r| (r.get::<_, i64>(1), r.get::<_, String>(2)));
-        rows.into_iter().map(|r| from_json(r.get::<_, &[u8]>(0))).collect()
+        rows.into_iter()
+            .map(|r| from_json(r.get::<_, &[u8]>(0)))
+            .collect()
     }
 
-    pub async fn put_flow_source(&self, hash: &str, name: &str, text: &str) -> Result<(), StoreError> {
+    pub async fn put_flow_source(
+        &self,
+        hash: &str,
+        name: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO waotp_flow_sources (hash, name, source) VALUES ($1, $2, $3)
@@ -373,14 +396,13 @@ impl PgEngine {
 
     pub async fn flow_source(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
-                "SELECT name, source FROM waotp_flow_sources WHERE hash = $1",
-                &[&hash],
-            )
-            .await
-            .map_err(|e| query_error("cannot read a flow source", e))?
-            .map(|r| (r.get(0), r.get(1))))
+        Ok(c.query_opt(
+            "SELECT name, source FROM waotp_flow_sources WHERE hash = $1",
+            &[&hash],
+        )
+        .await
+        .map_err(|e| query_error("cannot read a flow source", e))?
+        .map(|r| (r.get(0), r.get(1))))
     }
 
     pub async fn record_sandbox(
@@ -401,19 +423,21 @@ impl PgEngine {
         Ok(())
     }
 
-    pub async fn sandbox_messages(&self, customer: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub async fn sandbox_messages(
+        &self,
+        customer: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
         let c = self.client().await?;
-        Ok(c
-            .query(
-                "SELECT body FROM waotp_sandbox_messages WHERE customer_key = $1
+        Ok(c.query(
+            "SELECT body FROM waotp_sandbox_messages WHERE customer_key = $1
                  ORDER BY at, entry_id, id",
-                &[&customer],
-            )
-            .await
-            .map_err(|e| query_error("cannot read sandbox messages", e))?
-            .into_iter()
-            .map(|r| from_json(r.get::<_, &[u8]>(0)))
-            .collect::<Result<_, _>>()?)
+            &[&customer],
+        )
+        .await
+        .map_err(|e| query_error("cannot read sandbox messages", e))?
+        .into_iter()
+        .map(|r| from_json(r.get::<_, &[u8]>(0)))
+        .collect::<Result<_, _>>()?)
     }
 
     /// Removes sessions that ended before `cutoff` with their timers, finished outbox entries
@@ -451,7 +475,10 @@ impl PgEngine {
             .map_err(fail)?,
         );
         removed += tx
-            .execute("DELETE FROM waotp_message_links WHERE sent_at < $1", &[&cutoff])
+            .execute(
+                "DELETE FROM waotp_message_links WHERE sent_at < $1",
+                &[&cutoff],
+            )
             .await
             .map_err(fail)?;
         let now_ms = Utc::now().timestamp_millis();

@@ -4,10 +4,10 @@
 use super::{LockClass, PgEngine};
 use crate::domain::{DeliveryStatus, InboundEvent};
 use crate::store::{
-    DueTimer, Engine, IdempotencyKey, IdempotentRequest, Idempotency, InboundCounts,
-    InboundEvents, Listing, LockGuard, LockKey, Locks, MessageLink, OutboxEntry, OutboxQueue,
-    Recorded, Release, SessionPage, SessionQuery, SessionRecord, Sessions, StepWrite,
-    StoreError, StoredAnswer, StoredEvent, TimerRef, Timers,
+    DueTimer, Engine, Idempotency, IdempotencyKey, IdempotentRequest, InboundCounts, InboundEvents,
+    Listing, LockGuard, LockKey, Locks, MessageLink, OutboxEntry, OutboxQueue, Recorded, Release,
+    SessionPage, SessionQuery, SessionRecord, Sessions, StepWrite, StoreError, StoredAnswer,
+    StoredEvent, TimerRef, Timers,
 };
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
