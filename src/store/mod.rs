@@ -21,6 +21,7 @@ pub mod inbound;
 mod journal;
 pub mod listing;
 pub mod otp;
+pub mod postgres;
 pub mod redo;
 pub mod sessions;
 pub mod stats;

@@ -60,6 +60,8 @@ const SCOPED_KEY: &[u8] = b"\0customers-scoped";
 pub enum LedgerError {
     #[error("OTP storage failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("OTP storage failed: {0}")]
+    Database(String),
     #[error("stored OTP data in {tree} is unreadable: {source}")]
     Corrupt {
         tree: &'static str,

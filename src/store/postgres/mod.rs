@@ -1,0 +1,4 @@
+//! The PostgreSQL engine.
+
+pub mod audit;
+pub mod otp;
