@@ -2,3 +2,5 @@
 
 pub mod audit;
 pub mod otp;
+pub mod stats;
+pub mod templates;
