@@ -592,7 +592,7 @@ fn check_store(data: &Path, driven: &[Driven], seed: u64) {
         .due_timers(far, 100_000)
         .expect("timers")
         .into_iter()
-        .map(|t| t.session_id)
+        .map(|t| t.timer.session_id)
         .collect();
     let valid = [
         "confirmed",

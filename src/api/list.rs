@@ -7,7 +7,8 @@ use super::error::ApiError;
 use super::sessions::{ApiState, SessionList};
 use crate::domain::{is_user_id, PhoneNumber};
 use crate::runtime::session_object::SessionObject;
-use crate::store::listing::{Cursor, Liveness, SessionQuery};
+use crate::store::listing::{Liveness, SessionQuery};
+use crate::store::Cursor;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 
@@ -80,13 +81,7 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
                     })?
             }
             "starting_after" => {
-                q.starting_after = Some(Cursor::decode(value).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "`starting_after` takes the `next_cursor` of a previous page",
-                    )
-                    .with_param(name.as_str())
-                })?)
+                q.starting_after = Some(Cursor::decode(value).ok_or_else(bad_cursor)?)
             }
             _ => {
                 return Err(invalid(
@@ -97,6 +92,15 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
         }
     }
     Ok(q)
+}
+
+/// A cursor no page gave out.
+fn bad_cursor() -> ApiError {
+    ApiError::bad_request(
+        "invalid_cursor",
+        "`starting_after` takes the `next_cursor` of a previous page",
+    )
+    .with_param("starting_after")
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -110,7 +114,10 @@ pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
     let page = web::block(move || sessions.list(&query))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            crate::store::StoreError::Invalid(_) => bad_cursor(),
+            other => ApiError::internal(other),
+        })?;
     Ok(HttpResponse::Ok().json(SessionList {
         sessions: page.sessions.iter().map(SessionObject::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),

@@ -23,7 +23,7 @@ use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
 use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
 use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
-use crate::store::{SessionStore, Store, StoreError};
+use crate::store::{SessionStore, Store, StoreError, TimerRef};
 use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
@@ -503,7 +503,7 @@ impl Runtime {
                 write.outbox.push(e);
             }
             Effect::SetTimer { id, at, seq } => {
-                let k = SessionStore::timer_key(at, &record.id, &id);
+                let k = TimerRef::new(at, &record.id, &id);
                 if let Some(old) = record.timer_key.replace(k.clone()) {
                     if old != k {
                         write.timer_remove = Some(old);

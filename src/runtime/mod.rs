@@ -24,8 +24,7 @@ pub use self::core::{session_json, Runtime, RuntimeConfig, RuntimeError};
 use crate::domain::InboundEvent;
 use crate::flow::engine::Event;
 use crate::metrics::Metrics;
-use crate::store::sessions::DueTimer;
-use crate::store::{Recorded, Store, StoreError};
+use crate::store::{DueTimer, Recorded, Store, StoreError};
 use crate::tenants::{Scope, Tenants};
 use ordering::{CustomerQueues, Handler};
 use std::sync::Arc;
@@ -202,7 +201,7 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
                 }
                 Work::Timer(timer) => {
                     if let Err(e) = runtime.fire_timer(&timer).await {
-                        tracing::error!(session_id = %timer.session_id, error = %e, "firing a timer failed");
+                        tracing::error!(session_id = %timer.timer.session_id, error = %e, "firing a timer failed");
                     }
                 }
                 Work::Session { session_id, event } => {

@@ -16,6 +16,7 @@
 
 pub mod audit;
 mod commit;
+mod contract;
 pub mod idempotency;
 pub mod inbound;
 mod journal;
@@ -29,9 +30,25 @@ pub mod templates;
 
 pub use commit::FlushReport;
 use commit::GroupCommit;
-pub use inbound::{InboundLog, Recorded, StoredEvent};
+pub use contract::{
+    Audit, Cursor, DueTimer, Engine, Idempotency, InboundCounts, InboundEvents, Listing, LockGuard,
+    LockKey, Locks, OtpStore, OutboxQueue, Sessions, Stats, Storage, StoreError, TemplateStatuses,
+    TimerRef, Timers, Wakeups,
+};
+pub use inbound::{InboundLog, Recorded, Release, StoredEvent};
 pub use redo::Redo;
 pub use sessions::SessionStore;
+
+// The types the contract speaks, at one path for both engines and every caller.
+pub use audit::{AuditEntry, AuditKind};
+pub use idempotency::{IdempotencyKey, IdempotentRequest, IdempotentStart, StoredAnswer};
+pub use listing::{Liveness, MerchantFilter, SessionPage, SessionQuery};
+pub use otp::{IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError};
+pub use sessions::{
+    Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, SessionRecord, StepWrite,
+};
+pub use stats::{MerchantTotals, Metric, Totals};
+pub use templates::TemplateStatus;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,19 +88,10 @@ impl Default for StoreOptions {
     }
 }
 
-/// A storage failure. Callers answer 5xx (so WhatsApp retries) and log it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sled::Error),
-    #[error("database flush failed: {0}")]
-    Flush(Arc<sled::Error>),
-    #[error("inbound journal error: {0}")]
-    Journal(String),
-    #[error("stored record is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the key sealing stored records is unusable: {0}")]
-    Key(String),
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
 }
 
 /// The open database and its group committer.
@@ -125,7 +133,7 @@ impl Store {
         configured_key: Option<&secrecy::SecretString>,
         options: StoreOptions,
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.to_string()))?;
         let key = crate::otp::OtpKey::load_or_create(dir, configured_key)
             .map_err(|e| StoreError::Key(e.to_string()))?;
         let sealer = Arc::new(crate::otp::RecordSealer::new(&key));
@@ -201,7 +209,10 @@ impl Store {
     /// group-committed): for writes that are not logged. (Inbound events have their own
     /// journal: [`InboundLog::durable`].)
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.commit.durable().await.map_err(StoreError::Flush)
+        self.commit
+            .durable()
+            .await
+            .map_err(|e| StoreError::Flush(e.to_string()))
     }
 
     /// A synchronous flush, for shutdown.

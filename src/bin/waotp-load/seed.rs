@@ -8,7 +8,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 use waotp::flow::engine;
-use waotp::store::sessions::{SessionRecord, SessionStore, StepWrite};
+use waotp::store::sessions::{SessionRecord, StepWrite};
 use waotp::store::Store;
 
 /// Writes `count` sessions of the bundled `cod_confirmation` flow found in `flows`.
@@ -41,7 +41,7 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
         let id = format!("ses_seed{i:016x}");
         let customer = format!("91{:010}", 7_000_000_000u64 + i);
         let due = now + Span::hours(6) + Span::milliseconds((i % 3_600_000) as i64);
-        let timer_key = SessionStore::timer_key(due, &id, "state");
+        let timer_key = waotp::store::TimerRef::new(due, &id, "state");
         let record = SessionRecord {
             id: id.clone(),
             to: format!("+{customer}"),

@@ -69,6 +69,6 @@ pub(super) fn finish<T>(
 ) -> Result<T, LedgerError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => LedgerError::Sled(e),
+        TransactionError::Storage(e) => LedgerError::from(e),
     })
 }
