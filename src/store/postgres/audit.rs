@@ -9,22 +9,10 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::Json;
 
 use crate::store::audit::AuditEntry;
+use crate::store::{Audit, StoreError};
 
-/// A failure reading or writing the audit log.
-#[derive(Debug, thiserror::Error)]
-pub enum PgAuditError {
-    #[error("audit log storage failed: {0}")]
-    Database(String),
-    #[error("audit entry {id} is unreadable: {source}")]
-    Corrupt {
-        id: u64,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-fn database(e: impl std::fmt::Display) -> PgAuditError {
-    PgAuditError::Database(e.to_string())
+fn database(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
 }
 
 /// Appends `entry` inside `tx`, so that it commits with the change it records.
@@ -68,7 +56,7 @@ impl PgAuditLog {
 
     /// Appends one entry on its own (changes of other state append inside their transaction
     /// with [`append_in`]). Returns its id.
-    pub async fn append(&self, entry: &AuditEntry) -> Result<u64, PgAuditError> {
+    pub async fn append(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(database)?;
         let row = client
             .query_one(
@@ -85,7 +73,7 @@ impl PgAuditLog {
         &self,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, AuditEntry)>, PgAuditError> {
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
         let client = self.pool.get().await.map_err(database)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
@@ -99,7 +87,7 @@ impl PgAuditLog {
     }
 
     /// Every entry of one session, oldest first.
-    pub async fn for_session(&self, session_id: &str) -> Result<Vec<AuditEntry>, PgAuditError> {
+    pub async fn for_session(&self, session_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let client = self.pool.get().await.map_err(database)?;
         let rows = client
             .query(
@@ -114,10 +102,25 @@ impl PgAuditLog {
     }
 }
 
-fn decode(row: &tokio_postgres::Row) -> Result<(u64, AuditEntry), PgAuditError> {
+fn decode(row: &tokio_postgres::Row) -> Result<(u64, AuditEntry), StoreError> {
     let id = id_of(row.get(0));
     let value: serde_json::Value = row.get(1);
-    let entry =
-        serde_json::from_value(value).map_err(|source| PgAuditError::Corrupt { id, source })?;
+    let entry = serde_json::from_value(value)
+        .map_err(|e| StoreError::Corrupt(format!("audit entry {id}: {e}")))?;
     Ok((id, entry))
+}
+
+#[async_trait::async_trait]
+impl Audit for PgAuditLog {
+    async fn read_from(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        PgAuditLog::read_from(self, from, limit).await
+    }
+
+    async fn for_session(&self, session_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        PgAuditLog::for_session(self, session_id).await
+    }
 }

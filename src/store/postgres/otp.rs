@@ -42,6 +42,7 @@ use crate::otp::{
 };
 use crate::store::audit::{AuditEntry, AuditKind};
 use crate::store::otp::{IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError};
+use crate::store::OtpStore;
 
 /// The counter of the whole deployment in `otp_hourly_sends`.
 const SERVICE_SCOPE: &str = "service";
@@ -809,5 +810,84 @@ fn audit_entry(
             .with_purpose(r.purpose())
             .with_customer(r.customer()),
         None => entry,
+    }
+}
+
+#[async_trait::async_trait]
+impl OtpStore for PgOtpLedger {
+    async fn issue(
+        &self,
+        req: IssueRequest<'_>,
+        kind: IssueKind,
+        step: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IssueOutcome, LedgerError> {
+        PgOtpLedger::issue(self, req, kind, step, now).await
+    }
+
+    async fn verify_step(
+        &self,
+        subject: &OtpSubject,
+        attempt: &OtpCode,
+        now: DateTime<Utc>,
+        step: Option<&str>,
+    ) -> Result<VerifyOutcome, LedgerError> {
+        PgOtpLedger::verify_step(self, subject, attempt, now, step).await
+    }
+
+    async fn consume(
+        &self,
+        session_id: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        PgOtpLedger::consume(self, session_id, now, reason).await
+    }
+
+    async fn code_for_sending(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(OtpCode, u32)>, LedgerError> {
+        PgOtpLedger::code_for_sending(self, session_id).await
+    }
+
+    async fn confirm_sent(
+        &self,
+        session_id: &str,
+        generation: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        PgOtpLedger::confirm_sent(self, session_id, generation, now).await
+    }
+
+    async fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
+        PgOtpLedger::record(self, session_id).await
+    }
+
+    async fn customer_activity(
+        &self,
+        customer: &CustomerNumber,
+    ) -> Result<CustomerActivity, LedgerError> {
+        PgOtpLedger::customer_activity(self, customer).await
+    }
+
+    async fn merchant_customer_activity(
+        &self,
+        merchant: &str,
+        customer: &CustomerNumber,
+    ) -> Result<CustomerActivity, LedgerError> {
+        PgOtpLedger::merchant_customer_activity(self, merchant, customer).await
+    }
+
+    async fn adopt_default_merchant(&self, merchant: &str) -> Result<usize, LedgerError> {
+        PgOtpLedger::adopt_default_merchant(self, merchant)
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        retention: std::time::Duration,
+    ) -> Result<usize, LedgerError> {
+        PgOtpLedger::sweep(self, now, retention).await
     }
 }

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
 use crate::store::stats::{hour_of, MerchantTotals, Metric, Totals};
-use crate::store::StoreError;
+use crate::store::{Stats, StoreError};
 use crate::tenants::Scope;
 
 fn database(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("PostgreSQL: {e}"))
+    StoreError::Database(e.to_string())
 }
 
 fn count_of(n: i64) -> u64 {
@@ -186,5 +186,51 @@ impl PgStatsStore {
                 .absorb(hour, &metric, n);
         }
         Ok(totals)
+    }
+}
+
+#[async_trait::async_trait]
+impl Stats for PgStatsStore {
+    async fn count(
+        &self,
+        scope: &Scope,
+        flow: &str,
+        metric: Metric<'_>,
+        at: DateTime<Utc>,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        PgStatsStore::count(self, scope, flow, metric, at, n).await
+    }
+
+    async fn code_sent_at(&self, session_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        PgStatsStore::code_sent_at(self, session_id, at).await
+    }
+
+    async fn sent_at(&self, session_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        PgStatsStore::sent_at(self, session_id).await
+    }
+
+    async fn session_done(&self, session_id: &str) -> Result<(), StoreError> {
+        PgStatsStore::session_done(self, session_id).await
+    }
+
+    async fn query(
+        &self,
+        flow: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Totals, StoreError> {
+        PgStatsStore::query(self, flow, from_hour, to_hour).await
+    }
+
+    async fn query_merchant(
+        &self,
+        merchant: &str,
+        default: &Scope,
+        flow: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<MerchantTotals, StoreError> {
+        PgStatsStore::query_merchant(self, merchant, default, flow, from_hour, to_hour).await
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::Json;
 
 use crate::store::templates::TemplateStatus;
-use crate::store::StoreError;
+use crate::store::{StoreError, TemplateStatuses};
 
 /// How long a copy of the table is used before it is read again.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);
@@ -35,7 +35,7 @@ fn key_of(s: &TemplateStatus) -> Key {
 }
 
 fn database(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("PostgreSQL: {e}"))
+    StoreError::Database(e.to_string())
 }
 
 /// The table and this instance's short-lived copy of it.
@@ -233,5 +233,37 @@ fn pick(
             .filter(|s| s.name == name && s.language == language)
             .max_by_key(|s| s.updated_at)
             .cloned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateStatuses for PgTemplateStatuses {
+    async fn get(&self, waba: Option<&str>, name: &str, language: &str) -> Option<TemplateStatus> {
+        PgTemplateStatuses::get(self, waba, name, language).await
+    }
+
+    async fn get_exact(
+        &self,
+        waba: Option<&str>,
+        name: &str,
+        language: &str,
+    ) -> Option<TemplateStatus> {
+        PgTemplateStatuses::get_exact(self, waba, name, language).await
+    }
+
+    async fn all(&self) -> Vec<TemplateStatus> {
+        PgTemplateStatuses::all(self).await
+    }
+
+    async fn of_account(&self, waba: Option<&str>) -> Vec<TemplateStatus> {
+        PgTemplateStatuses::of_account(self, waba).await
+    }
+
+    async fn put(&self, status: TemplateStatus) -> Result<Option<TemplateStatus>, StoreError> {
+        PgTemplateStatuses::put(self, status).await
+    }
+
+    async fn adopt_unowned(&self, waba: &str) -> Result<usize, StoreError> {
+        PgTemplateStatuses::adopt_unowned(self, waba).await
     }
 }
