@@ -20,15 +20,19 @@
 //! The connection is not encrypted: TLS to the database is not offered yet, so the server
 //! should be on loopback, a Unix socket or a private network.
 
+pub mod audit;
 mod events;
 mod idempotency;
 pub mod listen;
 mod listing;
 pub mod locks;
 pub mod migrate;
+pub mod otp;
 mod outbox;
 mod sessions;
+pub mod stats;
 mod storage;
+pub mod templates;
 mod timers;
 
 use super::{StoreError, Wakeups};
