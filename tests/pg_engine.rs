@@ -681,3 +681,202 @@ async fn a_step_on_one_instance_wakes_the_other() {
         .await
         .expect("woken by the other instance's step");
 }
+
+#[tokio::test]
+async fn the_bundle_serves_every_concern_from_one_database() {
+    let Some(db) = pg_support::fresh_database("storage_bundle").await else {
+        return;
+    };
+    let (a, b) = tokio::join!(
+        waotp::store::Storage::postgres(&db.url, None),
+        waotp::store::Storage::postgres(&db.url, None)
+    );
+    let (a, b) = (a.expect("first instance"), b.expect("second instance"));
+    assert_eq!(a.engine.name(), "postgres");
+    assert!(a.shared && b.shared);
+    assert!(a.engine.healthy().await);
+    // Both instances sealed with the one key kept in the database: each reads the other's.
+    let customer = "m1\u{1f}n1\u{1f}15550001111";
+    let event = message("wamid.bundle", "15550001111", "hello");
+    assert!(matches!(
+        a.inbound
+            .record(&event, customer, 100)
+            .await
+            .expect("record"),
+        Recorded::New { .. }
+    ));
+    assert_eq!(
+        b.inbound
+            .record(&event, customer, 100)
+            .await
+            .expect("again"),
+        Recorded::Duplicate
+    );
+    let pending = b.inbound.pending_of(customer).await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.event, event);
+    assert_eq!(
+        a.inbound.counts().await.expect("counts"),
+        waotp::store::InboundCounts {
+            recorded: 1,
+            pending: 1
+        }
+    );
+    assert!(b.inbound.next_seq().await.expect("next") > pending[0].0);
+    // A step through one instance, claimed through the other.
+    let now = Utc::now();
+    a.sessions
+        .apply_step(StepWrite {
+            record: Some(session("ses_b", "15550001111", now)),
+            activate: Some((customer.into(), "signup_verification".into())),
+            outbox: vec![entry("ses_b:1:0", "15550001111", now)],
+            ..StepWrite::default()
+        })
+        .await
+        .expect("step");
+    assert_eq!(b.outbox.depth().await.expect("depth"), 1);
+    let claimed = b.outbox.claim_due(now, 10, LEASE).await.expect("claim");
+    assert_eq!(ids(&claimed), ["ses_b:1:0"]);
+    assert!(a
+        .outbox
+        .claim_due(now, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+    b.outbox
+        .release(&["ses_b:1:0".to_owned()])
+        .await
+        .expect("release");
+    assert_eq!(
+        a.outbox
+            .claim_due(now, 10, LEASE)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    let active = b.sessions.active_for(customer).await.expect("active");
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, "ses_b");
+    // Locks by the contract's keys exclude across the two.
+    let held = a
+        .locks
+        .lock(waotp::store::LockKey::Start {
+            customer: customer.into(),
+            flow: "signup_verification".into(),
+        })
+        .await
+        .expect("lock");
+    let waiting = tokio::spawn({
+        let locks = b.locks.clone();
+        let customer = customer.to_owned();
+        async move {
+            locks
+                .lock(waotp::store::LockKey::Start {
+                    customer,
+                    flow: "signup_verification".into(),
+                })
+                .await
+                .expect("lock")
+        }
+    });
+    // A session lock is another lock: granted while the start lock is held.
+    drop(
+        b.locks
+            .lock(waotp::store::LockKey::Session("ses_b".into()))
+            .await
+            .expect("session lock"),
+    );
+    assert!(!waiting.is_finished());
+    drop(held);
+    drop(
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("granted")
+            .expect("task"),
+    );
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_by_merchant_and_idempotency_keys_round_trip() {
+    use waotp::store::{
+        IdempotencyKey, IdempotentStart, MerchantFilter, SessionQuery, StoredAnswer,
+    };
+    let Some((_db, a, b)) = two_instances("listing").await else {
+        return;
+    };
+    let base = Utc::now() - Span::minutes(10);
+    for i in 0..7 {
+        let mut r = session(&format!("ses_{i}"), "15550001111", base + Span::seconds(i));
+        if i % 3 == 0 {
+            r.merchant = "m2".into();
+        }
+        let idempotency = (i == 1).then(|| IdempotentStart {
+            key: IdempotencyKey::new(&[7; 32], "key-1"),
+            request: "digest".into(),
+            at: base,
+        });
+        a.apply_step(StepWrite {
+            record: Some(r),
+            idempotency,
+            ..StepWrite::default()
+        })
+        .await
+        .expect("step");
+    }
+    let mut query = SessionQuery {
+        merchant: Some(MerchantFilter {
+            id: "m1".into(),
+            owns_unscoped: false,
+        }),
+        limit: 2,
+        ..SessionQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = b.list_sessions(&query).await.expect("page");
+        seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+        match page.next_cursor {
+            Some(c) => query.starting_after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["ses_5", "ses_4", "ses_2", "ses_1"]);
+    let bogus = SessionQuery {
+        starting_after: waotp::store::Cursor::decode("cur_nonsense"),
+        ..SessionQuery::default()
+    };
+    assert!(matches!(
+        b.list_sessions(&bogus).await,
+        Err(waotp::store::StoreError::Invalid(_))
+    ));
+
+    let key = IdempotencyKey::new(&[7; 32], "key-1");
+    let first = b
+        .idempotent(&key, base + Span::minutes(1))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(first.session_id, "ses_1");
+    assert_eq!(b.answer(&key, &first).expect("answer"), None);
+    let answer = StoredAnswer {
+        status: 201,
+        body: serde_json::json!({"code": "123456"}),
+    };
+    a.keep_answer(&key, &answer).await.expect("keep");
+    let other = StoredAnswer {
+        status: 500,
+        body: serde_json::json!({}),
+    };
+    a.keep_answer(&key, &other).await.expect("keep again");
+    let kept = b
+        .idempotent(&key, base + Span::minutes(1))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(b.answer(&key, &kept).expect("answer"), Some(answer));
+    // Expired after a day: absent, then purged.
+    let later = base + Span::hours(25);
+    assert!(b.idempotent(&key, later).await.expect("read").is_none());
+    assert_eq!(b.purge_idempotency(later).await.expect("purge"), 1);
+}

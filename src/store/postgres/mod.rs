@@ -193,10 +193,18 @@ impl std::fmt::Debug for PgEngine {
     }
 }
 
-impl PgEngine {
-    /// Connects to `url`, applies the migrations this binary carries (refusing a database
-    /// written by a newer one) and seals records with `key`.
-    pub async fn connect(url: &str, key: &crate::otp::OtpKey) -> Result<PgEngine, StoreError> {
+/// A database reached and migrated, before the engine is built on it.
+struct Opened {
+    config: tokio_postgres::Config,
+    options: PgOptions,
+    pool: Pool,
+    target: Target,
+}
+
+impl Opened {
+    /// Connects to `url` and applies the migrations this binary carries (refusing a database
+    /// written by a newer one).
+    async fn open(url: &str) -> Result<Opened, StoreError> {
         let (config, options) = parse_url(url)?;
         let target = Target::of(&config);
         let pool = pool(&config, options.pool_size)?;
@@ -208,22 +216,73 @@ impl PgEngine {
             .await
             .map_err(|e| db_error(format!("PostgreSQL at {target}: {e}")))?;
         drop(client);
-        let locks = PgLocks::new(&config, options.lock_pool_size)?;
+        Ok(Opened {
+            config,
+            options,
+            pool,
+            target,
+        })
+    }
+
+    fn engine(self, key: &crate::otp::OtpKey) -> Result<PgEngine, StoreError> {
+        let locks = PgLocks::new(&self.config, self.options.lock_pool_size)?;
         let wakeups = Wakeups::default();
         let listener = listen::listen(
-            config.clone(),
+            self.config.clone(),
             vec![wakeups.outbox.clone(), wakeups.timers.clone()],
         );
         Ok(PgEngine {
-            pool,
+            pool: self.pool,
             locks,
             sealer: Arc::new(RecordSealer::new(key)),
             instance: instance_name().into(),
-            target,
+            target: self.target,
             wakeups,
             _listener: Arc::new(listener),
             release: Arc::default(),
         })
+    }
+}
+
+impl super::Storage {
+    /// The PostgreSQL engine on `url` (`WAOTP_DATABASE_URL`): connects, applies the migrations
+    /// and bundles every concern. Records are sealed with the configured OTP key, or else with
+    /// the one every instance shares in the database ([`otp::shared_key`]).
+    pub async fn postgres(
+        url: &str,
+        configured_key: Option<&secrecy::SecretString>,
+    ) -> Result<super::Storage, StoreError> {
+        let opened = Opened::open(url).await?;
+        let key = otp::shared_key(&opened.pool, configured_key)
+            .await
+            .map_err(|e| StoreError::Key(e.to_string()))?;
+        let engine = opened.engine(&key)?;
+        let pool = engine.pool.clone();
+        Ok(super::Storage {
+            inbound: Arc::new(engine.clone()),
+            sessions: Arc::new(engine.clone()),
+            timers: Arc::new(engine.clone()),
+            outbox: Arc::new(engine.clone()),
+            idempotency: Arc::new(engine.clone()),
+            listing: Arc::new(engine.clone()),
+            otp: Arc::new(otp::PgOtpLedger::new(pool.clone(), key)),
+            stats: Arc::new(stats::PgStatsStore::new(pool.clone())),
+            templates: Arc::new(templates::PgTemplateStatuses::new(pool.clone())),
+            audit: Arc::new(audit::PgAuditLog::new(pool)),
+            locks: Arc::new(engine.clone()),
+            wakeups: engine.wakeups(),
+            engine: Arc::new(engine),
+            // Several instances may share the database: order comes from the customer's lock.
+            shared: true,
+        })
+    }
+}
+
+impl PgEngine {
+    /// Connects to `url`, applies the migrations this binary carries (refusing a database
+    /// written by a newer one) and seals records with `key`.
+    pub async fn connect(url: &str, key: &crate::otp::OtpKey) -> Result<PgEngine, StoreError> {
+        Opened::open(url).await?.engine(key)
     }
 
     /// The notifies the `LISTEN` task wakes when another instance queued work.
