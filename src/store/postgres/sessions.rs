@@ -428,7 +428,7 @@ impl PgEngine {
         customer: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query(
+        c.query(
             "SELECT body FROM waotp_sandbox_messages WHERE customer_key = $1
                  ORDER BY at, entry_id, id",
             &[&customer],
@@ -437,7 +437,7 @@ impl PgEngine {
         .map_err(|e| query_error("cannot read sandbox messages", e))?
         .into_iter()
         .map(|r| from_json(r.get::<_, &[u8]>(0)))
-        .collect::<Result<_, _>>()?)
+        .collect()
     }
 
     /// Removes sessions that ended before `cutoff` with their timers, finished outbox entries
