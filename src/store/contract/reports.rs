@@ -1,9 +1,9 @@
 //! What is kept to be read back: funnel stats, template statuses, the OTP audit log.
 
 use super::StoreError;
-use crate::store::audit::AuditEntry;
-use crate::store::stats::{MerchantTotals, Metric, Totals};
-use crate::store::templates::TemplateStatus;
+use crate::store::AuditEntry;
+use crate::store::TemplateStatus;
+use crate::store::{MerchantTotals, Metric, Totals};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 
@@ -27,7 +27,8 @@ pub trait Stats: Send + Sync + std::fmt::Debug {
     async fn sent_at(&self, session_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn session_done(&self, session_id: &str) -> Result<(), StoreError>;
 
-    /// Totals of hours `from_hour..=to_hour` (hours since the epoch), of one flow or all.
+    /// Totals of every merchant over the hours `from_hour` up to, not including, `to_hour`
+    /// (hours since the epoch), of one flow or all.
     async fn query(
         &self,
         flow: Option<&str>,

@@ -4,7 +4,7 @@
 
 use super::sessions::to_json;
 use super::{query_error, PgEngine};
-use crate::store::idempotency::IDEMPOTENCY_TTL;
+use crate::store::IDEMPOTENCY_TTL;
 use crate::store::{IdempotencyKey, IdempotentRequest, IdempotentStart, StoreError, StoredAnswer};
 use chrono::{DateTime, Utc};
 

@@ -40,9 +40,9 @@ use crate::otp::rules::{
 use crate::otp::{
     CodeSealer, CustomerNumber, OtpCode, OtpDigest, OtpKey, OtpRecord, OtpSubject, SealedCode,
 };
-use crate::store::audit::{AuditEntry, AuditKind};
-use crate::store::otp::{IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError};
-use crate::store::OtpStore;
+use crate::store::{
+    AuditEntry, AuditKind, IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError, OtpStore,
+};
 
 /// The counter of the whole deployment in `otp_hourly_sends`.
 const SERVICE_SCOPE: &str = "service";
@@ -307,7 +307,9 @@ impl PgOtpLedger {
         };
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        // The session may have no row to lock yet: two first issues must still take turns.
+        // The session may have no row to lock yet: two first issues must still take turns. The
+        // one-bigint form of the advisory lock never shares a key with the engine's two-int
+        // locks (classes of customers, starts, sessions), which PostgreSQL keeps apart.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[&format!("waotp.otp.session:{session_id}")],
