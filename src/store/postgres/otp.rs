@@ -307,7 +307,9 @@ impl PgOtpLedger {
         };
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        // The session may have no row to lock yet: two first issues must still take turns.
+        // The session may have no row to lock yet: two first issues must still take turns. The
+        // one-bigint form of the advisory lock never shares a key with the engine's two-int
+        // locks (classes of customers, starts, sessions), which PostgreSQL keeps apart.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[&format!("waotp.otp.session:{session_id}")],
