@@ -13,7 +13,7 @@ use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
 use crate::outbox::{Outbox, SandboxRecorder};
 use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
-use crate::store::otp::OtpLedger;
+use crate::store::embedded::otp::OtpLedger;
 use crate::store::Store;
 use crate::tenants::Tenants;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};

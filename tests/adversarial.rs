@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waotp::otp::{CodeStatus, CustomerNumber, OtpKey};
-use waotp::store::otp::OtpLedger;
+use waotp::store::embedded::otp::OtpLedger;
 use waotp::store::Store;
 use waotp::{Application, Settings};
 
@@ -136,7 +136,7 @@ impl App {
         }
     }
 
-    fn session(&self, id: &str) -> waotp::store::sessions::SessionRecord {
+    fn session(&self, id: &str) -> waotp::store::SessionRecord {
         self.store
             .sessions()
             .get(id)
@@ -177,7 +177,7 @@ fn wrong(real: &str, shift: u32) -> String {
         .collect()
 }
 
-fn outcome(record: &waotp::store::sessions::SessionRecord) -> Option<String> {
+fn outcome(record: &waotp::store::SessionRecord) -> Option<String> {
     waotp::runtime::session_json(record)["outcome"]
         .as_str()
         .map(str::to_owned)

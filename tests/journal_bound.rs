@@ -11,8 +11,8 @@
 mod killed_child;
 use std::path::Path;
 use waotp::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
-use waotp::store::inbound::Recorded;
-use waotp::store::sessions::{SessionRecord, StepWrite};
+use waotp::store::Recorded;
+use waotp::store::{SessionRecord, StepWrite};
 use waotp::store::{Store, StoreOptions};
 
 const CHILD: &str = "WAOTP_TEST_JOURNAL_BOUND_CHILD";

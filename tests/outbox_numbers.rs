@@ -27,9 +27,9 @@ use waotp::otp::{CodeSealer, OtpKey};
 use waotp::outbox::{Outbox, SandboxRecorder};
 use waotp::runtime::merchants::MerchantRuntimes;
 use waotp::runtime::{Inbox, Runtime, RuntimeConfig};
-use waotp::store::otp::OtpLedger;
-use waotp::store::sessions::{OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use waotp::store::embedded::otp::OtpLedger;
 use waotp::store::Store;
+use waotp::store::{OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use waotp::tenants::{FlowSource, Merchant, Number, Scope, Tenants, TenantsHandle};
 use waotp::whatsapp::{GraphApi, GraphTimeouts};
 

@@ -17,10 +17,9 @@ use waotp::otp::{
     normalize_attempt, CustomerNumber, IssueRefusal, IssueRequest, OtpCode, OtpKey, OtpSubject,
     VerifyOutcome,
 };
-use waotp::store::audit::AuditKind;
-use waotp::store::otp::{IssueKind, IssueOutcome, Issued};
 use waotp::store::postgres::audit::PgAuditLog;
 use waotp::store::postgres::otp::{shared_key, PgOtpLedger};
+use waotp::store::{AuditKind, IssueKind, IssueOutcome, Issued};
 
 const MIGRATION: &str = include_str!("../src/store/postgres/migrations/0002_otp.sql");
 const KEY_HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -352,7 +351,7 @@ async fn limit_breaches_are_refused_audited_and_leave_the_counters_untouched() {
         Err(IssueRefusal::Cooldown { .. })
     ));
     let audit = PgAuditLog::new(pool.clone());
-    let last = |entries: Vec<waotp::store::audit::AuditEntry>| {
+    let last = |entries: Vec<waotp::store::AuditEntry>| {
         let e = entries.last().expect("an entry").clone();
         (
             e.kind(),

@@ -13,12 +13,11 @@ use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::NoTls;
 
 use waotp::otp::CustomerNumber;
-use waotp::store::audit::{AuditEntry, AuditKind};
 use waotp::store::postgres::audit::PgAuditLog;
 use waotp::store::postgres::stats::PgStatsStore;
 use waotp::store::postgres::templates::{PgTemplateStatuses, FRESH_FOR};
-use waotp::store::stats::{MerchantTotals, Metric, Totals};
-use waotp::store::templates::TemplateStatus;
+use waotp::store::{AuditEntry, AuditKind};
+use waotp::store::{MerchantTotals, Metric, TemplateStatus, Totals};
 use waotp::tenants::Scope;
 
 const MIGRATION: &str = include_str!("../src/store/postgres/migrations/0002_otp.sql");

@@ -12,8 +12,9 @@ use std::path::Path;
 use waotp::otp::policy::OtpPolicy;
 use waotp::otp::rules::IssueRequest;
 use waotp::otp::{CustomerNumber, OtpKey, OtpSubject};
-use waotp::store::otp::{IssueKind, IssueOutcome, OtpLedger};
-use waotp::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
+use waotp::store::embedded::otp::OtpLedger;
+use waotp::store::{IssueKind, IssueOutcome};
+use waotp::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use waotp::store::{Store, StoreOptions};
 
 const CHILD: &str = "WAOTP_TEST_REDO_CHILD";

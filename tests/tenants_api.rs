@@ -562,7 +562,7 @@ async fn a_session_from_before_merchants_belongs_to_the_default_scopes_merchant(
     record.merchant.clear();
     record.number.clear();
     sessions
-        .apply(waotp::store::sessions::StepWrite {
+        .apply(waotp::store::StepWrite {
             record: Some(record),
             ..Default::default()
         })

@@ -9,9 +9,9 @@ use e2e_support::{envelope_for, new_wamid, now_secs, wait_for, Api, APP_SECRET, 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use waotp::store::listing::SessionQuery;
-use waotp::store::sessions::{OutboxPayload, SessionRecord, StepWrite};
+use waotp::store::SessionQuery;
 use waotp::store::Store;
+use waotp::store::{OutboxPayload, SessionRecord, StepWrite};
 use waotp::tenants::{FlowSource, KeyDigest, Merchant, Number, Scope, Tenants};
 use waotp::{Application, Settings};
 

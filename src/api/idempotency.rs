@@ -9,7 +9,7 @@
 //! idempotency_key_in_use`) rather than left to race. Requests without the header pay nothing.
 
 use super::error::ApiError;
-use crate::store::idempotency::{IdempotencyKey, IdempotentStart, StoredAnswer};
+use crate::store::{IdempotencyKey, IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};

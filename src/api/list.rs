@@ -7,8 +7,8 @@ use super::error::ApiError;
 use super::sessions::{ApiState, SessionList};
 use crate::domain::{is_user_id, PhoneNumber};
 use crate::runtime::session_object::SessionObject;
-use crate::store::listing::{Liveness, SessionQuery};
 use crate::store::Cursor;
+use crate::store::{Liveness, SessionQuery};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 

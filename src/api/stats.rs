@@ -12,7 +12,7 @@
 use super::auth::require_key;
 use super::error::ApiError;
 use super::sessions::ApiState;
-use crate::store::stats::{Histogram, MerchantTotals, Totals, BUCKETS};
+use crate::store::{Histogram, MerchantTotals, Totals, BUCKETS};
 use crate::tenants::Merchant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};

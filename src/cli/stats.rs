@@ -272,7 +272,7 @@ pub fn render(r: &Value) -> String {
 mod tests {
     use super::render;
     use crate::api::stats::{report, HourRange};
-    use crate::store::stats::Totals;
+    use crate::store::Totals;
 
     #[test]
     fn the_table_shows_every_figure_of_the_report() {

@@ -4,7 +4,7 @@
 //! answer and an echoed status. The wait itself is stored as the entry's due time.
 
 use super::{Outbox, Outcome};
-use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use chrono::{DateTime, Duration as Span, Utc};
 
 impl Outbox {

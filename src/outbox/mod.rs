@@ -32,7 +32,7 @@ use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
-use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use crate::tenants::{Scope, Tenants};
 use crate::whatsapp::{
     backoff, Button, ErrorClass, GraphApi, GraphError, GraphSetupError, Outgoing, Row, SendRequest,

@@ -6,8 +6,9 @@
 //! each says which number it went out from (`from`, the `phone_number_id`).
 
 use crate::otp::{normalize_attempt, CodeSealer, SealedCode};
-use crate::store::sessions::{OutboxEntry, OutboxPayload};
-use crate::store::{SessionStore, StoreError};
+use crate::store::embedded::SessionStore;
+use crate::store::StoreError;
+use crate::store::{OutboxEntry, OutboxPayload};
 use crate::tenants::Scope;
 use crate::whatsapp::{Outgoing, SendRequest};
 use chrono::Utc;

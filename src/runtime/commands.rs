@@ -8,8 +8,8 @@ use crate::flow::engine::{self, ApiCheckRefusal, Event, StartError as EngineStar
 use crate::flow::model::VarSource;
 use crate::flow::render::{placeholders, render, value_text};
 use crate::otp::{normalize_attempt, IssueRefusal, VerifyOutcome};
-use crate::store::idempotency::IdempotentStart;
-use crate::store::sessions::{SessionRecord, StepWrite};
+use crate::store::IdempotentStart;
+use crate::store::{SessionRecord, StepWrite};
 use crate::whatsapp::limits::{template_parameter_max, template_text};
 use chrono::Utc;
 use rand::RngCore;
@@ -373,7 +373,7 @@ mod tests {
     use crate::otp::OtpKey;
     use crate::runtime::merchants::MerchantRuntimes;
     use crate::runtime::{Runtime, RuntimeConfig};
-    use crate::store::otp::OtpLedger;
+    use crate::store::embedded::otp::OtpLedger;
     use crate::store::Store;
     use crate::tenants::{Tenants, TenantsHandle};
     use std::sync::Arc;

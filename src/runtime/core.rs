@@ -21,9 +21,11 @@ use crate::flow::Flow;
 use crate::metrics::Metrics;
 use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
-use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
-use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
-use crate::store::{SessionStore, Store, StoreError, TimerRef};
+use crate::store::embedded::otp::OtpLedger;
+use crate::store::embedded::SessionStore;
+use crate::store::{IssueKind, IssueOutcome};
+use crate::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
+use crate::store::{Store, StoreError, TimerRef};
 use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
@@ -50,7 +52,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("OTP ledger: {0}")]
-    Ledger(#[from] crate::store::otp::LedgerError),
+    Ledger(#[from] crate::store::LedgerError),
     #[error("the flow version {0} of this session is no longer available")]
     FlowGone(String),
 }
@@ -116,7 +118,7 @@ impl Runtime {
     }
 
     /// What WhatsApp last said about each message template.
-    pub fn templates(&self) -> &crate::store::templates::TemplateStatusStore {
+    pub fn templates(&self) -> &crate::store::embedded::templates::TemplateStatusStore {
         self.store.templates()
     }
 

@@ -14,7 +14,7 @@
 
 use crate::flow::engine::SessionState;
 use crate::flow::{parse_flow, Flow, FlowSet, FlowVersions, LoadError};
-use crate::store::SessionStore;
+use crate::store::embedded::SessionStore;
 use crate::tenants::FlowSource;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -12,9 +12,7 @@
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
 use crate::flow::engine::Event;
-use crate::store::sessions::{
-    Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite,
-};
+use crate::store::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 use std::time::Instant;
@@ -287,7 +285,7 @@ impl Runtime {
     async fn apply_status(
         &self,
         s: &DeliveryStatus,
-        mut link: crate::store::sessions::MessageLink,
+        mut link: crate::store::MessageLink,
     ) -> Result<(), RuntimeError> {
         let next = match s.status {
             StatusKind::Sent => Delivery::Sent,

@@ -7,7 +7,7 @@
 //! outbox entry id says which), so a replayed status or a retried send never queues two.
 
 use super::core::{session_json, Runtime, RuntimeError};
-use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use crate::store::{MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use chrono::Utc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

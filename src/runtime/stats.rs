@@ -9,9 +9,10 @@
 
 use super::core::Runtime;
 use crate::flow::engine::SessionStatus;
-use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, SessionRecord};
-use crate::store::stats::{bucket_of, Metric, StatsStore};
+use crate::store::embedded::stats::StatsStore;
 use crate::store::StoreError;
+use crate::store::{bucket_of, Metric};
+use crate::store::{Delivery, MessageLink, OutboxEntry, OutboxPayload, SessionRecord};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 

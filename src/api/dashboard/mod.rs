@@ -162,10 +162,7 @@ async fn show(
 /// The template statuses of `merchant`'s WhatsApp Business Account. A merchant that names no
 /// account sees every account's when it is the only merchant, else those of the accounts no
 /// merchant names (whose changes are sent to it).
-fn templates_of(
-    state: &ApiState,
-    merchant: &Merchant,
-) -> Vec<crate::store::templates::TemplateStatus> {
+fn templates_of(state: &ApiState, merchant: &Merchant) -> Vec<crate::store::TemplateStatus> {
     let store = state.runtime.templates();
     if merchant.waba_id.is_some() {
         return store.of_account(merchant.waba_id.as_deref());

@@ -8,8 +8,8 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 use waotp::flow::engine;
-use waotp::store::sessions::{SessionRecord, StepWrite};
 use waotp::store::Store;
+use waotp::store::{SessionRecord, StepWrite};
 
 /// Writes `count` sessions of the bundled `cod_confirmation` flow found in `flows`.
 pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()> {

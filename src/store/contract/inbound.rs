@@ -56,8 +56,9 @@ pub trait InboundEvents: Send + Sync + std::fmt::Debug {
     /// mark reach disk only after the effects of handling it.
     async fn mark_handled(&self, seq: u64) -> Result<(), StoreError>;
 
-    /// Whether event `seq` was marked handled (false for a number never recorded). Another
-    /// instance may have handled it while this one waited for the customer's lock.
+    /// Whether event `seq` was marked handled (false for a pending event or a number not yet
+    /// given out). Another instance may have handled it while this one waited for the
+    /// customer's lock.
     async fn is_handled(&self, seq: u64) -> Result<bool, StoreError>;
 
     /// A number greater than every sequence number recorded so far: a session started now

@@ -65,9 +65,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
 
     /// Resolves once every write of every concern made before the call is durable (embedded:
-    /// the journal's group `fdatasync`, then a sled flush for the few writes the journal does
-    /// not log; PostgreSQL: at once, every call having committed). Concurrent callers share
-    /// one flush.
+    /// the journal's group `fdatasync`, which logs every write but the template statuses',
+    /// themselves durable when `put` returns; PostgreSQL: at once, every call having
+    /// committed). Concurrent callers share one flush. Called after each step, before its
+    /// answer: it is on the hot path.
     async fn durable(&self) -> Result<(), StoreError>;
 
     /// Whether the database answers reads now.

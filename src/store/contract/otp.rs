@@ -3,7 +3,7 @@
 use crate::otp::limits::CustomerActivity;
 use crate::otp::rules::{IssueRequest, VerifyOutcome};
 use crate::otp::{CustomerNumber, OtpCode, OtpRecord, OtpSubject};
-use crate::store::otp::{IssueKind, IssueOutcome, LedgerError};
+use crate::store::{IssueKind, IssueOutcome, LedgerError};
 use chrono::{DateTime, Utc};
 
 /// Each session's current code (its keyed digest, never the code), each customer's sends and

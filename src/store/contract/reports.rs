@@ -1,9 +1,9 @@
 //! What is kept to be read back: funnel stats, template statuses, the OTP audit log.
 
 use super::StoreError;
-use crate::store::audit::AuditEntry;
-use crate::store::stats::{MerchantTotals, Metric, Totals};
-use crate::store::templates::TemplateStatus;
+use crate::store::AuditEntry;
+use crate::store::TemplateStatus;
+use crate::store::{MerchantTotals, Metric, Totals};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 

@@ -86,8 +86,9 @@ pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
     /// gives it back ([`OutboxQueue::release`]), or `lease` has passed since the claim.
     ///
     /// One recipient's entries go out one after another, in queue order: no entry is returned
-    /// while another entry of its recipient (merchant, number and `to`) is claimed, nor ahead
-    /// of an earlier queued entry of that recipient due at `now`.
+    /// while an entry of its recipient (merchant, number and `to`) is held by an earlier claim,
+    /// nor ahead of an earlier queued entry of that recipient due at `now` that this claim
+    /// does not return. (One claim may return several entries of a recipient, in order.)
     ///
     /// An entry whose holder's lease ran out while it was being sent comes back with its state
     /// still `InFlight`: whether WhatsApp got it is unknown, and the caller applies the

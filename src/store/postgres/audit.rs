@@ -8,8 +8,7 @@
 use deadpool_postgres::Pool;
 use tokio_postgres::types::Json;
 
-use crate::store::audit::AuditEntry;
-use crate::store::{Audit, StoreError};
+use crate::store::{Audit, AuditEntry, StoreError};
 
 fn database(e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(e.to_string())

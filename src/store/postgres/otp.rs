@@ -40,9 +40,9 @@ use crate::otp::rules::{
 use crate::otp::{
     CodeSealer, CustomerNumber, OtpCode, OtpDigest, OtpKey, OtpRecord, OtpSubject, SealedCode,
 };
-use crate::store::audit::{AuditEntry, AuditKind};
-use crate::store::otp::{IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError};
-use crate::store::OtpStore;
+use crate::store::{
+    AuditEntry, AuditKind, IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError, OtpStore,
+};
 
 /// The counter of the whole deployment in `otp_hourly_sends`.
 const SERVICE_SCOPE: &str = "service";

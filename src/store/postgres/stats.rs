@@ -11,8 +11,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
-use crate::store::stats::{hour_of, MerchantTotals, Metric, Totals};
-use crate::store::{Stats, StoreError};
+use crate::store::{hour_of, MerchantTotals, Metric, Stats, StoreError, Totals};
 use crate::tenants::Scope;
 
 fn database(e: impl std::fmt::Display) -> StoreError {

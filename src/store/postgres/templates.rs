@@ -17,8 +17,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::Mutex;
 use tokio_postgres::types::Json;
 
-use crate::store::templates::TemplateStatus;
-use crate::store::{StoreError, TemplateStatuses};
+use crate::store::{StoreError, TemplateStatus, TemplateStatuses};
 
 /// How long a copy of the table is used before it is read again.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);

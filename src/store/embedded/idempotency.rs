@@ -239,7 +239,7 @@ mod tests {
         let store = SessionStore::open(
             &db,
             Arc::new(RecordSealer::new(&key)),
-            crate::store::Redo::none(),
+            crate::store::embedded::Redo::none(),
         )
         .expect("open");
         (db, store)
@@ -255,7 +255,7 @@ mod tests {
 
     /// What a session's first step writes for its key.
     fn step(store: &SessionStore, id: &str, idempotency: IdempotentStart) {
-        let mut batch = crate::store::redo::Batch::default();
+        let mut batch = crate::store::embedded::redo::Batch::default();
         SessionStore::write_idempotent(&mut batch, &idempotency, id).expect("encode");
         store.tree.apply_batch(batch).expect("apply");
     }
@@ -323,7 +323,8 @@ mod tests {
             .insert(key(IDEMPOTENCY, &[b"order-1"]), b"ses_1".as_slice())
             .expect("insert");
         let sealer = Arc::new(RecordSealer::new(&OtpKey::generate(&mut rand::rngs::OsRng)));
-        let store = SessionStore::open(&db, sealer, crate::store::Redo::none()).expect("open");
+        let store =
+            SessionStore::open(&db, sealer, crate::store::embedded::Redo::none()).expect("open");
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY]).count(), 0);
         let now = Utc::now();
         let a = IdempotencyKey::new(&[1; 32], "order-1");

@@ -201,8 +201,8 @@ impl SessionStore {
 mod tests {
     use super::*;
     use crate::flow::engine::{self, SessionStatus};
-    use crate::store::sessions::StepWrite;
-    use crate::store::Store;
+    use crate::store::embedded::sessions::StepWrite;
+    use crate::store::embedded::Store;
     use chrono::Duration;
 
     fn record(id: &str, customer: &str, created_at: DateTime<Utc>) -> SessionRecord {
@@ -390,8 +390,9 @@ mod tests {
         );
         let mut value =
             serde_json::to_value(record("s1", "15550001111", Utc::now())).expect("json");
-        value["timer_key"] =
-            serde_json::json!(crate::store::sessions::SessionStore::timer_key(&timer));
+        value["timer_key"] = serde_json::json!(
+            crate::store::embedded::sessions::SessionStore::timer_key(&timer)
+        );
         let read: SessionRecord = serde_json::from_value(value).expect("legacy record");
         assert_eq!(read.timer_key, Some(timer.clone()));
         let mut current = record("s1", "15550001111", Utc::now());
