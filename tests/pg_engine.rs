@@ -315,28 +315,101 @@ async fn two_claimers_never_get_the_same_outbox_entry() {
 }
 
 #[tokio::test]
-async fn one_recipient_has_one_entry_claimed_at_a_time_in_order() {
+async fn a_recipients_entries_are_held_by_one_claim_at_a_time_in_order() {
     let Some((_db, a, b)) = two_instances("outbox_recipient").await else {
         return;
     };
     let now = Utc::now();
-    // Queued in the other order, but "e1" is due first.
-    let mut earlier = entry("e1", "15550001111", now);
-    earlier.due_ms -= 1;
-    queue(&a, vec![entry("e2", "15550001111", now), earlier]).await;
-    let first = a.claim_outbox(now, 10, LEASE).await.expect("claim");
-    assert_eq!(ids(&first), ["e1"]);
+    // Queued in another order than they are due.
+    let mut first = entry("e1", "15550001111", now);
+    first.due_ms -= 1;
+    let mut not_yet = entry("e0", "15550001111", now);
+    not_yet.due_ms += 10_000;
+    queue(&a, vec![entry("e2", "15550001111", now), not_yet, first]).await;
+    let claimed = a.claim_outbox(now, 10, LEASE).await.expect("claim");
+    assert_eq!(ids(&claimed), ["e1", "e2"]);
     assert!(b
         .claim_outbox(now, 10, LEASE)
         .await
         .expect("claim")
         .is_empty());
-    // Sent: the claim ends and the recipient's next entry may go.
-    let mut done = first[0].clone();
+    // One settled, the other still held: the recipient stays with its claim.
+    let mut done = claimed[0].clone();
     done.state = OutboxState::Done;
     a.update_outbox(&done, None).await.expect("done");
-    let second = b.claim_outbox(now, 10, LEASE).await.expect("claim");
-    assert_eq!(ids(&second), ["e2"]);
+    // Due by now, within the lease.
+    let later = now + Span::seconds(20);
+    assert!(b
+        .claim_outbox(later, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+    let mut done = claimed[1].clone();
+    done.state = OutboxState::Done;
+    a.update_outbox(&done, None).await.expect("done");
+    assert_eq!(
+        ids(&b.claim_outbox(later, 10, LEASE).await.expect("claim")),
+        ["e0"]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claimers_keep_each_recipients_order() {
+    let Some((_db, a, b)) = two_instances("outbox_order").await else {
+        return;
+    };
+    let now = Utc::now();
+    let mut entries = Vec::new();
+    for r in 0..5 {
+        for i in 0..8 {
+            let mut e = entry(&format!("r{r}-{i}"), &format!("155500{r:05}"), now);
+            e.due_ms -= 8 - i;
+            entries.push(e);
+        }
+    }
+    queue(&a, entries).await;
+    // Every claim is logged before its entries are settled: a recipient's next entries cannot be
+    // claimed before then, so the log holds each recipient's entries in the order they went.
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for engine in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let claimed = engine.claim_outbox(now, 3, LEASE).await.expect("claim");
+                if claimed.is_empty() {
+                    if engine.outbox_depth().await.expect("depth") == 0 {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                log.lock()
+                    .expect("log")
+                    .extend(claimed.iter().map(|e| e.id.clone()));
+                for mut e in claimed {
+                    e.state = OutboxState::Done;
+                    engine.update_outbox(&e, None).await.expect("settle");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("claimers finish")
+            .expect("task");
+    }
+    let log = log.lock().expect("log").clone();
+    assert_eq!(log.len(), 40, "each entry claimed once: {log:?}");
+    for r in 0..5 {
+        let went: Vec<&String> = log
+            .iter()
+            .filter(|id| id.starts_with(&format!("r{r}-")))
+            .collect();
+        let expected: Vec<String> = (0..8).map(|i| format!("r{r}-{i}")).collect();
+        assert_eq!(went, expected.iter().collect::<Vec<_>>());
+    }
 }
 
 fn ids(entries: &[OutboxEntry]) -> Vec<&str> {

@@ -34,6 +34,9 @@ pub enum LockClass {
     Start,
     /// One session's steps.
     Session,
+    /// A recipient's outbox queue, while one claim reads it (keyed by the server's own hash:
+    /// taken and released inside one statement's transaction, by every instance on one server).
+    Recipient,
 }
 
 impl LockClass {
@@ -47,6 +50,7 @@ impl LockClass {
             LockClass::Customer => 3,
             LockClass::Start => 4,
             LockClass::Session => 5,
+            LockClass::Recipient => 6,
         }
     }
 }
@@ -166,6 +170,7 @@ mod tests {
             LockClass::Customer,
             LockClass::Start,
             LockClass::Session,
+            LockClass::Recipient,
         ];
         let ids: std::collections::HashSet<i32> = classes.iter().map(|c| c.id()).collect();
         assert_eq!(ids.len(), classes.len());

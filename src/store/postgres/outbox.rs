@@ -1,9 +1,9 @@
 //! Outbox claims: `FOR UPDATE SKIP LOCKED` hands each due entry to one sender, and a lease
 //! (`claimed_until`) hands it to another once its holder is gone.
 //!
-//! A claim takes, per recipient (merchant, number and `to`), only the earliest queued entry due,
-//! and none while another entry of that recipient is claimed: one recipient's messages go out in
-//! order, one at a time, whichever instances send. An entry in flight keeps its claim until it is
+//! A claim takes a recipient's (merchant, number and `to`) entries in queue order, and none
+//! while an entry of that recipient is held by an earlier claim: one recipient's messages go out
+//! in order, whichever instances send. An entry in flight keeps its claim until it is
 //! settled; if its lease runs out first (its holder died mid-send), the next claim returns it
 //! still `InFlight`, and the sender applies the in-doubt rules: never a blind resend.
 
@@ -28,31 +28,28 @@ impl PgEngine {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let fail = |e| query_error("cannot claim outbox entries", e);
         let c = self.client().await?;
-        // The candidates: each recipient's first entry, in flight ones first (the sender left
-        // them mid-send), else the earliest queued and due. A candidate still claimed, or a
-        // recipient with any live claim, is passed over; a row another claim is taking right
-        // now is skipped, and one it took meanwhile fails the re-checked claim condition.
+        // Entries due (or left in flight) and free, of recipients none of whose entries is held,
+        // in queue order. The recipient's advisory lock (held to the end of this statement's
+        // transaction) keeps two claims running at once from splitting one recipient's queue;
+        // a row another transaction is writing right now is skipped, and the update re-checks
+        // the claim condition on the row as it is by then.
         let s = c
             .prepare_cached(
-                "WITH candidate AS (
-                     SELECT DISTINCT ON (recipient) id
-                     FROM waotp_outbox
-                     WHERE (queued AND due_ms <= $1) OR state = 'in_flight'
-                     ORDER BY recipient, (state = 'in_flight') DESC, due_ms, id
-                 ),
-                 chosen AS (
-                     SELECT o.id FROM waotp_outbox o JOIN candidate USING (id)
-                     WHERE (o.claimed_until IS NULL OR o.claimed_until <= $2)
+                "WITH chosen AS (
+                     SELECT o.id FROM waotp_outbox o
+                     WHERE ((o.queued AND o.due_ms <= $1) OR o.state = 'in_flight')
+                       AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
                        AND NOT EXISTS (
                            SELECT 1 FROM waotp_outbox b
-                           WHERE b.recipient = o.recipient AND b.id <> o.id
-                             AND b.claimed_until > $2)
+                           WHERE b.recipient = o.recipient AND b.claimed_until > $2)
+                       AND pg_try_advisory_xact_lock($6, hashtext(o.recipient))
                      ORDER BY o.due_ms, o.id
                      LIMIT $3
                      FOR UPDATE OF o SKIP LOCKED
                  )
                  UPDATE waotp_outbox o SET claimed_until = $4, claimed_by = $5
                  FROM chosen WHERE o.id = chosen.id
+                   AND ((o.queued AND o.due_ms <= $1) OR o.state = 'in_flight')
                    AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
                  RETURNING o.entry, o.due_ms, o.id",
             )
@@ -60,12 +57,13 @@ impl PgEngine {
             .map_err(fail)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let until = lease_end(now, lease);
-        let params: [&(dyn ToSql + Sync); 5] = [
+        let params: [&(dyn ToSql + Sync); 6] = [
             &now.timestamp_millis(),
             &now,
             &limit,
             &until,
             &&*self.instance,
+            &super::LockClass::Recipient.id(),
         ];
         let mut rows = c.query(&s, &params).await.map_err(fail)?;
         rows.sort_by_key(|r| (r.get::<_, i64>(1), r.get::<_, String>(2)));
