@@ -14,8 +14,10 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
-pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::days(1))
+/// A lease in milliseconds. Leases run on the database server's clock, which every instance
+/// shares: a claim expires at the same moment for all of them, however their clocks drift.
+pub(super) fn lease_ms(lease: Duration) -> f64 {
+    lease.as_secs_f64() * 1000.0
 }
 
 impl PgEngine {
@@ -38,30 +40,29 @@ impl PgEngine {
                 "WITH chosen AS (
                      SELECT o.id FROM waotp_outbox o
                      WHERE ((o.queued AND o.due_ms <= $1) OR o.state = 'in_flight')
-                       AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
+                       AND (o.claimed_until IS NULL OR o.claimed_until <= now())
                        AND NOT EXISTS (
                            SELECT 1 FROM waotp_outbox b
-                           WHERE b.recipient = o.recipient AND b.claimed_until > $2)
-                       AND pg_try_advisory_xact_lock($6, hashtext(o.recipient))
+                           WHERE b.recipient = o.recipient AND b.claimed_until > now())
+                       AND pg_try_advisory_xact_lock($5, hashtext(o.recipient))
                      ORDER BY o.due_ms, o.id
-                     LIMIT $3
+                     LIMIT $2
                      FOR UPDATE OF o SKIP LOCKED
                  )
-                 UPDATE waotp_outbox o SET claimed_until = $4, claimed_by = $5
+                 UPDATE waotp_outbox o
+                 SET claimed_until = now() + $3::float8 * interval '1 millisecond', claimed_by = $4
                  FROM chosen WHERE o.id = chosen.id
                    AND ((o.queued AND o.due_ms <= $1) OR o.state = 'in_flight')
-                   AND (o.claimed_until IS NULL OR o.claimed_until <= $2)
+                   AND (o.claimed_until IS NULL OR o.claimed_until <= now())
                  RETURNING o.entry, o.due_ms, o.id",
             )
             .await
             .map_err(fail)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let until = lease_end(now, lease);
-        let params: [&(dyn ToSql + Sync); 6] = [
+        let params: [&(dyn ToSql + Sync); 5] = [
             &now.timestamp_millis(),
-            &now,
             &limit,
-            &until,
+            &lease_ms(lease),
             &&*self.instance,
             &super::LockClass::Recipient.id(),
         ];
@@ -94,6 +95,22 @@ impl PgEngine {
         let fail = |e| query_error("cannot update an outbox entry", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(fail)?;
+        match self.write_outbox(&tx, entry, link).await {
+            Ok(()) => tx.commit().await.map_err(fail),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_outbox(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        entry: &OutboxEntry,
+        link: Option<(&str, &MessageLink)>,
+    ) -> Result<(), StoreError> {
+        let fail = |e| query_error("cannot update an outbox entry", e);
         let row = outbox_row(entry);
         let keep_claim = row.state == "in_flight";
         let s = tx
@@ -149,7 +166,6 @@ impl PgEngine {
                 .await
                 .map_err(fail)?;
         }
-        tx.commit().await.map_err(fail)?;
         Ok(())
     }
 
@@ -167,16 +183,13 @@ impl PgEngine {
     }
 
     /// Entries in flight whose claim has ended: their sender is gone.
-    pub async fn outbox_in_flight(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
+    pub async fn outbox_in_flight(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let c = self.client().await?;
         c.query(
             "SELECT entry FROM waotp_outbox
-             WHERE state = 'in_flight' AND (claimed_until IS NULL OR claimed_until <= $1)
+             WHERE state = 'in_flight' AND (claimed_until IS NULL OR claimed_until <= now())
              ORDER BY due_ms, id",
-            &[&now],
+            &[],
         )
         .await
         .map_err(|e| query_error("cannot read entries in flight", e))?

@@ -103,6 +103,23 @@ impl PgEngine {
         let fail = |e| query_error("cannot apply a step", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(fail)?;
+        match self.write_step(&tx, &w).await {
+            Ok(()) => tx.commit().await.map_err(fail),
+            Err(e) => {
+                // Ended here rather than when the connection is next used, so that nothing of
+                // the step (its row locks included) outlives the error.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_step(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        w: &StepWrite,
+    ) -> Result<(), StoreError> {
+        let fail = |e| query_error("cannot apply a step", e);
         let mut wake = false;
         if let Some(t) = &w.timer_remove {
             let s = tx
@@ -161,7 +178,7 @@ impl PgEngine {
             ];
             tx.execute(&s, &params).await.map_err(fail)?;
             if let Some(start) = &w.idempotency {
-                self.write_idempotent(&tx, start, &r.id).await?;
+                self.write_idempotent(tx, start, &r.id).await?;
             }
             if let Some((customer, flow)) = &w.deactivate {
                 let s = tx
@@ -222,7 +239,6 @@ impl PgEngine {
                 .await
                 .map_err(fail)?;
         }
-        tx.commit().await.map_err(fail)?;
         Ok(())
     }
 

@@ -245,7 +245,7 @@ impl OutboxQueue for PgEngine {
     }
 
     async fn in_flight(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.outbox_in_flight(Utc::now()).await
+        self.outbox_in_flight().await
     }
 
     async fn note_echo(&self, entry_id: &str, message_id: &str) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! is fired by one instance; the step that fires it removes it in its own transaction, and a
 //! timer whose instance died before that fires again after the lease.
 
-use super::outbox::lease_end;
+use super::outbox::lease_ms;
 use super::{query_error, PgEngine};
 use crate::store::{DueTimer, StoreError, TimerRef};
 use chrono::{DateTime, Utc};
@@ -23,27 +23,26 @@ impl PgEngine {
             .prepare_cached(
                 "WITH chosen AS (
                      SELECT session_id, timer_id, due_ms FROM waotp_timers
-                     WHERE due_ms <= $1 AND (claimed_until IS NULL OR claimed_until <= $2)
+                     WHERE due_ms <= $1 AND (claimed_until IS NULL OR claimed_until <= now())
                      ORDER BY due_ms, session_id, timer_id
-                     LIMIT $3
+                     LIMIT $2
                      FOR UPDATE SKIP LOCKED
                  )
-                 UPDATE waotp_timers t SET claimed_until = $4, claimed_by = $5
+                 UPDATE waotp_timers t
+                 SET claimed_until = now() + $3::float8 * interval '1 millisecond', claimed_by = $4
                  FROM chosen
                  WHERE t.session_id = chosen.session_id AND t.timer_id = chosen.timer_id
                    AND t.due_ms = chosen.due_ms
-                   AND (t.claimed_until IS NULL OR t.claimed_until <= $2)
+                   AND (t.claimed_until IS NULL OR t.claimed_until <= now())
                  RETURNING t.due_ms, t.session_id, t.timer_id, t.seq",
             )
             .await
             .map_err(fail)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let until = lease_end(now, lease);
-        let params: [&(dyn ToSql + Sync); 5] = [
+        let params: [&(dyn ToSql + Sync); 4] = [
             &now.timestamp_millis(),
-            &now,
             &limit,
-            &until,
+            &lease_ms(lease),
             &&*self.instance,
         ];
         let mut timers: Vec<DueTimer> = c
@@ -94,8 +93,8 @@ impl PgEngine {
         let row = c
             .query_one(
                 "SELECT count(*) FROM waotp_timers
-                 WHERE due_ms <= $1 AND (claimed_until IS NULL OR claimed_until <= $2)",
-                &[&now.timestamp_millis(), &now],
+                 WHERE due_ms <= $1 AND (claimed_until IS NULL OR claimed_until <= now())",
+                &[&now.timestamp_millis()],
             )
             .await
             .map_err(|e| query_error("cannot count timers", e))?;
