@@ -84,6 +84,10 @@ impl InboundEvents for PgEngine {
         self.all_events().await
     }
 
+    async fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(self.pending_event_count().await? as usize)
+    }
+
     async fn counts(&self) -> Result<InboundCounts, StoreError> {
         Ok(InboundCounts {
             recorded: self.event_count().await? as usize,
@@ -211,8 +215,8 @@ impl Timers for PgEngine {
         PgEngine::drop_timer(self, timer).await
     }
 
-    async fn due_count(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.due_timer_count(now).await
+    async fn due_count(&self, now: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.due_timer_count(now, limit).await
     }
 }
 

@@ -87,14 +87,19 @@ impl PgEngine {
         Ok(())
     }
 
-    /// Timers due at `now` and not claimed.
-    pub async fn due_timer_count(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// Timers due at `now` and not yet fired (claimed or not), counting at most `limit`.
+    pub async fn due_timer_count(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let row = c
             .query_one(
-                "SELECT count(*) FROM waotp_timers
-                 WHERE due_ms <= $1 AND (claimed_until IS NULL OR claimed_until <= now())",
-                &[&now.timestamp_millis()],
+                "SELECT count(*) FROM (
+                     SELECT 1 FROM waotp_timers WHERE due_ms <= $1 LIMIT $2) due",
+                &[&now.timestamp_millis(), &limit],
             )
             .await
             .map_err(|e| query_error("cannot count timers", e))?;
