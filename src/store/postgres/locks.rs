@@ -79,10 +79,19 @@ impl std::fmt::Debug for PgLocks {
 
 impl PgLocks {
     pub(super) fn new(config: &tokio_postgres::Config, size: usize) -> Result<PgLocks, StoreError> {
+        // A connection is only handed out again outside any transaction, whatever became of
+        // the guard that last held it (a drop whose roll back never ran, at shutdown say).
+        let pool = || {
+            super::pool_recycled(
+                config,
+                size,
+                deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
+            )
+        };
         Ok(PgLocks {
-            customer: super::pool(config, size)?,
-            start: super::pool(config, size)?,
-            session: super::pool(config, size)?,
+            customer: pool()?,
+            start: pool()?,
+            session: pool()?,
         })
     }
 

@@ -148,13 +148,20 @@ pub(crate) fn db_error(message: String) -> StoreError {
 
 /// A pool of `size` connections to `config`.
 fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    pool_recycled(config, size, RecyclingMethod::Verified)
+}
+
+/// A pool whose connections are checked with `recycling` before being handed out again.
+fn pool_recycled(
+    config: &tokio_postgres::Config,
+    size: usize,
+    recycling: RecyclingMethod,
+) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         config.clone(),
         tokio_postgres::NoTls,
         ManagerConfig {
-            // A connection comes back checked (one round trip): a lock connection must never
-            // be handed out still inside a transaction (see `locks`).
-            recycling_method: RecyclingMethod::Verified,
+            recycling_method: recycling,
         },
     );
     Pool::builder(manager)
