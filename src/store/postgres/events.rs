@@ -1,8 +1,8 @@
 //! Inbound events: recorded once by their dedupe key, in arrival order, until handled.
 //!
 //! `INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING seq` decides new or duplicate in one
-//! statement, whichever instance WhatsApp retried to. The insert runs in a short transaction
-//! holding the customer's `Record` advisory lock, so one customer's sequence numbers commit in
+//! statement, whichever instance WhatsApp retried to. The statement first takes the customer's
+//! `Record` advisory lock, held until it commits, so one customer's sequence numbers commit in
 //! the order they were taken: a handler reading the customer's pending events never sees a
 //! later one before an earlier one commits. Events are sealed (a customer's message may be the
 //! code they were sent), bound to their dedupe key.
@@ -33,43 +33,33 @@ impl PgEngine {
         })
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.sealer.seal(&plain, &seal_slot(dedupe_key.as_bytes()));
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| query_error("cannot record an event", e))?;
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
-            .await
-            .map_err(|e| query_error("cannot record an event", e))?;
-        tx.execute(
-            &lock,
-            &[
-                &super::LockClass::Record.id(),
-                &super::locks::lock_key(customer_key),
-            ],
-        )
-        .await
-        .map_err(|e| query_error("cannot record an event", e))?;
-        let insert = tx
+        let fail = |e| query_error("cannot record an event", e);
+        let client = self.client().await?;
+        // One statement, so one round trip and its own transaction: the customer's lock is
+        // taken before the row (and its sequence number) is made, and held to the commit.
+        let insert = client
             .prepare_cached(
                 "INSERT INTO waotp_inbound_events (dedupe_key, customer_key, received_at, event)
-                 VALUES ($1, $2, $3, $4)
+                 SELECT $1, $2, $3, $4 FROM pg_advisory_xact_lock($5, $6)
                  ON CONFLICT (dedupe_key) DO NOTHING
                  RETURNING seq",
             )
             .await
-            .map_err(|e| query_error("cannot record an event", e))?;
-        let row = tx
+            .map_err(fail)?;
+        let row = client
             .query_opt(
                 &insert,
-                &[&dedupe_key.as_bytes(), &customer_key, &now, &sealed],
+                &[
+                    &dedupe_key.as_bytes(),
+                    &customer_key,
+                    &now,
+                    &sealed,
+                    &super::LockClass::Record.id(),
+                    &super::locks::lock_key(customer_key),
+                ],
             )
             .await
-            .map_err(|e| query_error("cannot record an event", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| query_error("cannot record an event", e))?;
+            .map_err(fail)?;
         let Some(row) = row else {
             return Ok(Recorded::Duplicate);
         };
