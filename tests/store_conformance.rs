@@ -59,42 +59,34 @@ impl Backend for Embedded {
     }
 }
 
-// The PostgreSQL engine: enabled once `Storage::postgres` exists.
-//
-// struct Postgres {
-//     db: pg_support::TestDatabase,
-// }
-//
-// #[async_trait::async_trait]
-// impl Backend for Postgres {
-//     fn name(&self) -> &'static str {
-//         "postgres"
-//     }
-//
-//     async fn open(&self) -> Storage {
-//         Storage::postgres(&self.db.url, /* options */)
-//             .await
-//             .expect("open the PostgreSQL engine")
-//     }
-// }
+/// The PostgreSQL engine on a fresh database; reopening is a new instance on the same one.
+struct Postgres {
+    db: pg_support::TestDatabase,
+}
+
+#[async_trait::async_trait]
+impl Backend for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn open(&self) -> Storage {
+        Storage::postgres(&self.db.url, None)
+            .await
+            .expect("open the PostgreSQL engine")
+    }
+}
 
 /// The engines to run a case against: the embedded one always, PostgreSQL when a server is
 /// configured (a fresh database per case).
 pub async fn engines(case: &str) -> Vec<Box<dyn Backend>> {
-    #[allow(unused_mut)] // Pushed to once the PostgreSQL engine is enabled below.
     let mut engines: Vec<Box<dyn Backend>> = vec![Box::new(Embedded {
         dir: tempfile::tempdir().expect("tempdir"),
     })];
-    if std::env::var(pg_support::URL_VAR).is_err() {
-        eprintln!(
-            "PostgreSQL tests skipped ({case}): set {}=postgres://… to run them",
-            pg_support::URL_VAR
-        );
+    // Prints the notice itself when no server is configured.
+    if let Some(db) = pg_support::fresh_database(case).await {
+        engines.push(Box::new(Postgres { db }));
     }
-    // PostgreSQL: add it here once `Storage::postgres` exists.
-    // if let Some(db) = pg_support::fresh_database(case).await {
-    //     engines.push(Box::new(Postgres { db }));
-    // }
     engines
 }
 

@@ -89,6 +89,16 @@ impl OtpKey {
         }
     }
 
+    /// A key kept as raw bytes elsewhere (a database shared by several instances): exactly
+    /// [`MIN_KEY_BYTES`] bytes, else [`KeyError::TooShort`].
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Result<Self, KeyError> {
+        if bytes.len() != MIN_KEY_BYTES {
+            bytes.zeroize();
+            return Err(KeyError::TooShort);
+        }
+        Ok(Self(bytes.into()))
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.expose_secret()
     }

@@ -186,6 +186,14 @@ pub struct GlobalSends {
 }
 
 impl GlobalSends {
+    /// A counter kept elsewhere (a database row): `count` sends in the clock hour of `now`.
+    pub fn in_hour_of(now: DateTime<Utc>, count: u32) -> Self {
+        Self {
+            hour: hour_of(now),
+            count,
+        }
+    }
+
     pub fn count_at(&self, now: DateTime<Utc>) -> u32 {
         if self.hour == hour_of(now) {
             self.count

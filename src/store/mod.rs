@@ -11,6 +11,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod postgres;
 
 pub use contract::{
     Audit, Cursor, DueTimer, Engine, Idempotency, InboundCounts, InboundEvents, Listing, LockGuard,

@@ -85,6 +85,28 @@ pub struct IdempotentRequest {
     pub(super) answer: Option<Vec<u8>>,
 }
 
+impl IdempotentRequest {
+    /// A request record as an engine read it back, its answer still sealed.
+    pub(crate) fn stored(
+        request: String,
+        created_at: DateTime<Utc>,
+        session_id: String,
+        sealed_answer: Option<Vec<u8>>,
+    ) -> IdempotentRequest {
+        IdempotentRequest {
+            request,
+            created_at,
+            session_id,
+            answer: sealed_answer,
+        }
+    }
+
+    /// The first answer, still sealed, if one was kept.
+    pub(crate) fn sealed_answer(&self) -> Option<&[u8]> {
+        self.answer.as_deref()
+    }
+}
+
 /// An answer to give again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredAnswer {
