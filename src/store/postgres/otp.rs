@@ -23,6 +23,7 @@ use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
+use futures_util::future::try_join5;
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use secrecy::SecretString;
@@ -375,36 +376,53 @@ impl PgOtpLedger {
         };
         counting.commit().await?;
         grant.record.set_issue_step(step);
-        write_record(&tx, &grant.record).await?;
-        write_activity(&tx, &merchant, req.requester.as_str(), &grant.activity).await?;
-        if let Some(target) = &grant.target_activity {
-            write_activity(&tx, &merchant, req.customer.as_str(), target).await?;
-        }
         let generation = grant.record.codes_sent();
-        match sealed.filter(|_| !grant.withheld) {
-            Some(sealed) => {
-                let outgoing = Outgoing {
-                    generation,
-                    sealed: sealed.clone(),
-                };
-                tx.execute(
-                    "INSERT INTO otp_outgoing (session_id, generation, sealed) VALUES ($1, $2, $3)
-                     ON CONFLICT (session_id) DO UPDATE
-                     SET generation = EXCLUDED.generation, sealed = EXCLUDED.sealed",
-                    &[&session_id, &i64::from(generation), &encode(&outgoing)],
-                )
-                .await?;
-            }
-            None => {
-                delete_outgoing(&tx, session_id).await?;
-            }
-        }
         let reason = match (grant.withheld, grant.replaced) {
             (true, _) => "withheld: third-party limit or country",
             (false, true) => "replaced previous code",
             (false, false) => "new code",
         };
-        append_in(&tx, &entry(audit_kind, "issued").with_reason(reason)).await?;
+        let issued = entry(audit_kind, "issued").with_reason(reason);
+        let outgoing = sealed.filter(|_| !grant.withheld).map(|sealed| Outgoing {
+            generation,
+            sealed: sealed.clone(),
+        });
+        // The writes go out together (tokio-postgres pipelines statements polled at once), so
+        // the hourly counters stay locked for one round trip, not five.
+        let target = async {
+            match &grant.target_activity {
+                Some(target) => write_activity(&tx, &merchant, req.customer.as_str(), target).await,
+                None => Ok(()),
+            }
+        };
+        let sealed_copy = async {
+            match &outgoing {
+                Some(outgoing) => {
+                    tx.execute(
+                        "INSERT INTO otp_outgoing (session_id, generation, sealed)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (session_id) DO UPDATE
+                         SET generation = EXCLUDED.generation, sealed = EXCLUDED.sealed",
+                        &[&session_id, &i64::from(generation), &encode(outgoing)],
+                    )
+                    .await?;
+                    Ok(())
+                }
+                None => delete_outgoing(&tx, session_id).await,
+            }
+        };
+        let audited = async {
+            append_in(&tx, &issued).await?;
+            Ok::<(), TxError>(())
+        };
+        try_join5(
+            write_record(&tx, &grant.record),
+            write_activity(&tx, &merchant, req.requester.as_str(), &grant.activity),
+            target,
+            sealed_copy,
+            audited,
+        )
+        .await?;
         tx.commit().await?;
         let mut info = issued_code(&grant.record);
         info.withheld = grant.withheld;
@@ -510,8 +528,9 @@ impl PgOtpLedger {
         retrying(|| async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            delete_outgoing(&tx, session_id).await?;
+            // The record first, then its sealed copy: the order every other call locks them in.
             let record = read_record(&tx, session_id, true).await?;
+            delete_outgoing(&tx, session_id).await?;
             if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
                 write_record(&tx, &record.retired()).await?;
                 let entry =
@@ -715,21 +734,29 @@ async fn lock_customers(
     sorted.sort_unstable();
     sorted.dedup();
     let empty = encode(&CustomerActivity::default());
-    for number in &sorted {
-        tx.execute(
-            "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
-             ON CONFLICT (merchant, number) DO NOTHING",
-            &[&merchant, number, &empty],
-        )
-        .await?;
+    let mut rows = Vec::new();
+    // A row the sweep deletes between the insert and the lock is inserted again: every number
+    // must have a locked row, or two transactions could both start from an empty record.
+    for _ in 0..3 {
+        for number in &sorted {
+            tx.execute(
+                "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
+                 ON CONFLICT (merchant, number) DO NOTHING",
+                &[&merchant, number, &empty],
+            )
+            .await?;
+        }
+        rows = tx
+            .query(
+                "SELECT number, activity FROM otp_customers
+                 WHERE merchant = $1 AND number = ANY($2) ORDER BY number FOR UPDATE",
+                &[&merchant, &sorted],
+            )
+            .await?;
+        if rows.len() == sorted.len() {
+            break;
+        }
     }
-    let rows = tx
-        .query(
-            "SELECT number, activity FROM otp_customers
-             WHERE merchant = $1 AND number = ANY($2) ORDER BY number FOR UPDATE",
-            &[&merchant, &sorted],
-        )
-        .await?;
     let mut found = Vec::with_capacity(rows.len());
     for row in rows {
         let number: String = row.get(0);
