@@ -27,7 +27,8 @@ pub trait Stats: Send + Sync + std::fmt::Debug {
     async fn sent_at(&self, session_id: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn session_done(&self, session_id: &str) -> Result<(), StoreError>;
 
-    /// Totals of hours `from_hour..=to_hour` (hours since the epoch), of one flow or all.
+    /// Totals of every merchant over the hours `from_hour` up to, not including, `to_hour`
+    /// (hours since the epoch), of one flow or all.
     async fn query(
         &self,
         flow: Option<&str>,
