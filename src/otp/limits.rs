@@ -313,6 +313,19 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_kept_elsewhere_counts_only_in_its_hour() {
+        let start = t(0) - TimeDelta::seconds(t(0).timestamp() % 3600);
+        let kept = GlobalSends::in_hour_of(start + TimeDelta::seconds(59), 7);
+        assert_eq!(kept.count_at(start + TimeDelta::seconds(3599)), 7);
+        assert_eq!(kept.count_at(start + TimeDelta::seconds(3600)), 0);
+        let mut counted = GlobalSends::default();
+        for _ in 0..7 {
+            counted.record_send(start);
+        }
+        assert_eq!(kept, counted);
+    }
+
+    #[test]
     fn global_counter_resets_each_hour() {
         let start = t(0) - TimeDelta::seconds(t(0).timestamp() % 3600);
         let mut g = GlobalSends::default();
