@@ -9,14 +9,17 @@
 //! Every state-changing call is one transaction: it locks what it reads (the session's record —
 //! with an advisory lock while it may not exist yet —, the customers' rows, the hourly counters),
 //! asks the pure rules in `crate::otp::rules`, and writes their answer plus its audit row before
-//! committing. The hourly counters are incremented first (`UPDATE … RETURNING n`) and the rules
-//! then see the count before this send; a refusal rolls the increments back to a savepoint and
-//! commits only its audit row. So two instances can never both take the last send of an hour or
-//! the last attempt of a code, and a crash leaves all of a change or none of it. A transaction
-//! that loses a deadlock or a serialization race is retried from the start.
+//! committing. The hourly counters are incremented first (an upsert `… SET n = n + 1 RETURNING
+//! n`) and the rules then see the count before this send; a refusal rolls the increments back to
+//! a savepoint and commits only its audit row. So two instances can never both take the last
+//! send of an hour or the last attempt of a code, and a crash leaves all of a change or none of
+//! it. Locks are always taken in one order (session, customers sorted by number, service
+//! counter, merchant counter, sealed copy); a transaction that still loses a deadlock or a
+//! serialization race is retried from the start.
 //!
 //! A committed call is durable: there is nothing to flush. The code's digits never reach the
-//! database: they are hashed and sealed with `crate::otp` before any query runs.
+//! database: they are hashed and sealed with `crate::otp` before any query runs. Without a
+//! configured key, the instances share one stored in the database ([`shared_key`]).
 
 use std::future::Future;
 use std::sync::RwLock;
