@@ -987,3 +987,46 @@ async fn concurrent_merchant_ceilings_and_crossed_third_party_codes_hold() {
         );
     }
 }
+
+#[tokio::test]
+async fn transaction_codes_only_approve_the_shown_amount_and_payee() {
+    let Some((_db, _pool, ledger)) = setup("transaction_codes").await else {
+        return;
+    };
+    let policy = OtpPolicy::transaction();
+    let shown =
+        OtpSubject::transaction("tx1", "transaction_authorization", "120.00", "EUR", "ACME");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &shown,
+        flow: "transaction_authorization",
+        customer: &customer,
+        requester: &customer,
+        merchant: "",
+        decoy: false,
+        policy: &policy,
+    };
+    let IssueOutcome::Issued(issued) = ledger
+        .issue(req, IssueKind::First, "event-1", t(0))
+        .await
+        .expect("ledger works")
+    else {
+        panic!("granted")
+    };
+    let tampered =
+        OtpSubject::transaction("tx1", "transaction_authorization", "1200.00", "EUR", "ACME");
+    assert_eq!(
+        ledger
+            .verify(&tampered, &issued.code, t(1))
+            .await
+            .expect("ledger works"),
+        VerifyOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(
+        ledger
+            .verify(&shown, &issued.code, t(2))
+            .await
+            .expect("ledger works"),
+        VerifyOutcome::Correct
+    );
+}
