@@ -642,8 +642,8 @@ impl PgOtpLedger {
 
     /// Deletes what no rule needs any more: session records whose code expired more than
     /// `retention` ago (with any sealed copy), and customers with no send or wrong attempt in
-    /// the last 24 hours. Returns how many entries went. A customer row changed meanwhile
-    /// stays (the delete compares the value read).
+    /// the last 24 hours (by the `idle_at` each write of their record keeps). Returns how many
+    /// entries went.
     pub async fn sweep(
         &self,
         now: DateTime<Utc>,
@@ -662,28 +662,16 @@ impl PgOtpLedger {
             .await
             .map_err(storage)?
             .get(0);
-        let mut removed = usize::try_from(codes).unwrap_or(0);
-        let rows = client
-            .query("SELECT merchant, number, activity FROM otp_customers", &[])
+        // A row being changed is deleted only if it is still idle once the change commits
+        // (PostgreSQL evaluates the condition again on the row's new version).
+        let customers = client
+            .execute(
+                "DELETE FROM otp_customers WHERE idle_at IS NULL OR idle_at <= $1",
+                &[&now],
+            )
             .await
             .map_err(storage)?;
-        for row in rows {
-            let value: serde_json::Value = row.get(2);
-            let activity: CustomerActivity = decode("otp_customers", value.clone())?;
-            if !activity.is_idle(now) {
-                continue;
-            }
-            let merchant: &str = row.get(0);
-            let number: &str = row.get(1);
-            removed += client
-                .execute(
-                    "DELETE FROM otp_customers
-                     WHERE merchant = $1 AND number = $2 AND activity = $3",
-                    &[&merchant, &number, &value],
-                )
-                .await
-                .map_err(storage)? as usize;
-        }
+        let removed = usize::try_from(codes).unwrap_or(0) + customers as usize;
         Ok(removed)
     }
 }
@@ -785,9 +773,10 @@ async fn write_activity(
     activity: &CustomerActivity,
 ) -> Result<(), TxError> {
     tx.execute(
-        "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
-         ON CONFLICT (merchant, number) DO UPDATE SET activity = EXCLUDED.activity",
-        &[&merchant, &number, &Json(activity)],
+        "INSERT INTO otp_customers (merchant, number, activity, idle_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (merchant, number)
+         DO UPDATE SET activity = EXCLUDED.activity, idle_at = EXCLUDED.idle_at",
+        &[&merchant, &number, &Json(activity), &activity.idle_at()],
     )
     .await?;
     Ok(())
