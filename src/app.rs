@@ -13,8 +13,8 @@ use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
 use crate::outbox::{Outbox, SandboxRecorder};
 use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
-use crate::store::embedded::otp::OtpLedger;
-use crate::store::Store;
+use crate::store::embedded::Embedded;
+use crate::store::{Store, StoreOptions};
 use crate::tenants::Tenants;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};
 use crate::whatsapp::{GraphApi, GraphTimeouts};
@@ -138,33 +138,31 @@ impl Application {
         let merchants = MerchantRuntimes::load(&tenants, &otp_base).map_err(ConfigurationError)?;
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
-        let store = Arc::new(
-            Store::open_with_key(
-                &settings.data_dir,
-                move |report| {
-                    flush_metrics
-                        .flush_batch_size
-                        .observe(report.waiters as f64);
-                    flush_metrics.flush_seconds.observe(report.seconds);
-                },
-                settings.otp_key.as_ref(),
-            )
-            .map_err(|e| match e {
-                crate::store::StoreError::Key(m) => {
-                    anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")))
-                }
-                other => anyhow::Error::new(other).context(format!(
-                    "opening the database in {}",
-                    settings.data_dir.display()
-                )),
-            })?,
-        );
+        let embedded = Embedded::open(
+            &settings.data_dir,
+            move |report| {
+                flush_metrics
+                    .flush_batch_size
+                    .observe(report.waiters as f64);
+                flush_metrics.flush_seconds.observe(report.seconds);
+            },
+            settings.otp_key.as_ref(),
+            StoreOptions::default(),
+        )
+        .map_err(|e| match e {
+            crate::store::StoreError::Key(m) => {
+                anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")))
+            }
+            other => anyhow::Error::new(other).context(format!(
+                "opening the database in {}",
+                settings.data_dir.display()
+            )),
+        })?;
+        let store = embedded.store().clone();
         let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
             .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
         let sandbox_sealer = CodeSealer::new(&key);
-        let ledger = OtpLedger::open(store.db(), key)
-            .context("opening the OTP ledger")?
-            .logged(store.redo());
+        let ledger = embedded.ledger();
         // A store written before merchants existed: its customers' conversations, windows and
         // limits belong to the default scope (once; nothing to do afterwards).
         let default_scope = tenants.default_scope();
@@ -180,8 +178,7 @@ impl Application {
         }
         let tenants = crate::tenants::TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            store.clone(),
-            ledger,
+            embedded.clone(),
             merchants,
             metrics.clone(),
             RuntimeConfig {
@@ -192,13 +189,13 @@ impl Application {
         ));
         let tenants_handle = tenants.clone();
         let inbox = Arc::new(Inbox::new(
-            store.clone(),
             metrics.clone(),
             runtime.clone(),
             tokio::runtime::Handle::current(),
         ));
         let replayed = inbox
             .replay_pending()
+            .await
             .context("replaying unhandled events")?;
         if replayed > 0 {
             tracing::info!(

@@ -75,16 +75,18 @@ impl Draining {
             .is_ok();
         // A send that finishes may answer a hook, which is work for the inbox: wait for both
         // to be quiet together.
-        let quiet = || self.outbox.deliveries_running() == 0 && self.inbox.is_idle();
-        while !quiet() && Instant::now() < deadline {
+        let quiet =
+            || async { self.outbox.deliveries_running() == 0 && self.inbox.is_idle().await };
+        while !quiet().await && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        let done = http && dispatcher && quiet();
+        let done = http && dispatcher && quiet().await;
         if !done {
+            let events_handled = self.inbox.is_idle().await;
             tracing::warn!(
                 requests_finished = http,
                 deliveries_running = self.outbox.deliveries_running(),
-                events_handled = self.inbox.is_idle(),
+                events_handled,
                 "drain timeout: what is still in flight is settled at the next start"
             );
         }

@@ -27,8 +27,9 @@ use waotp::otp::{CodeSealer, OtpKey};
 use waotp::outbox::{Outbox, SandboxRecorder};
 use waotp::runtime::merchants::MerchantRuntimes;
 use waotp::runtime::{Inbox, Runtime, RuntimeConfig};
-use waotp::store::embedded::otp::OtpLedger;
+use waotp::store::embedded::Embedded;
 use waotp::store::Store;
+use waotp::store::StoreOptions;
 use waotp::store::{OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use waotp::tenants::{FlowSource, Merchant, Number, Scope, Tenants, TenantsHandle};
 use waotp::whatsapp::{GraphApi, GraphTimeouts};
@@ -69,24 +70,23 @@ struct Rig {
 impl Rig {
     async fn start(graph_url: &str, tenants: Tenants) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(dir.path(), |_| {}).expect("store"));
+        let embedded =
+            Embedded::open(dir.path(), |_| {}, None, StoreOptions::default()).expect("store");
+        let store = embedded.store().clone();
         let key = OtpKey::load_or_create(dir.path(), None).expect("key");
         let sealer = CodeSealer::new(&key);
-        let ledger = OtpLedger::open(store.db(), key).expect("ledger");
         let metrics = Arc::new(Metrics::new());
         let merchants =
             MerchantRuntimes::load(&tenants, &Default::default()).expect("merchants' flows");
         let tenants = TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            store.clone(),
-            ledger,
+            embedded,
             merchants,
             metrics.clone(),
             RuntimeConfig::default(),
             tenants.clone(),
         ));
         let inbox = Arc::new(Inbox::new(
-            store.clone(),
             metrics,
             runtime.clone(),
             tokio::runtime::Handle::current(),

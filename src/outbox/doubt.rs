@@ -36,7 +36,13 @@ impl Outbox {
             entry.state = OutboxState::Failed {
                 reason: reason.into(),
             };
-            if let Err(e) = self.runtime.sessions().update_outbox(entry, old_due, None) {
+            if let Err(e) = self
+                .runtime
+                .storage()
+                .outbox
+                .update_outbox(entry, old_due, None)
+                .await
+            {
                 tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
             }
             return false;

@@ -56,6 +56,9 @@ pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 pub const NUMBER_REMOVED: &str = "number_removed";
 /// Why a callback of a merchant no longer configured was not sent (nothing to sign it with).
 pub const MERCHANT_REMOVED: &str = "merchant_removed";
+/// How long a claimed entry stays this instance's if it stops before settling it.
+const CLAIM_LEASE: Duration = Duration::from_secs(120);
+
 /// Due entries read per pass, besides those already held by delivery tasks.
 const BATCH: usize = 256;
 /// At most this many more are read when a pass had to leave entries of busy numbers behind, so
@@ -88,7 +91,6 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct Busy {
     recipients: std::collections::HashSet<String>,
-    entries: std::collections::HashSet<String>,
 }
 
 /// What became of one delivery attempt.
@@ -170,7 +172,7 @@ impl Outbox {
 
     /// Settles entries a killed process left in flight, then delivers until the process ends.
     pub async fn run(self: Arc<Self>) {
-        if let Err(e) = self.recover() {
+        if let Err(e) = self.recover().await {
             tracing::error!(error = %e, "recovering in-flight outbox entries failed");
         }
         let wake = self.runtime.outbox_wake.clone();
@@ -191,38 +193,47 @@ impl Outbox {
         }
     }
 
-    fn recover(&self) -> Result<(), crate::store::StoreError> {
-        let sessions = self.runtime.sessions();
-        for mut entry in sessions.in_flight()? {
-            let due = entry.due_ms;
-            match entry.payload {
-                // The merchant drops duplicates by event id: safe to send again.
-                OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
-                    entry.state = OutboxState::Pending;
-                }
-                // Best effort: a lost read receipt changes nothing.
-                OutboxPayload::ReadReceipt { .. } => {
-                    entry.state = OutboxState::Failed {
-                        reason: "interrupted while sending".into(),
-                    };
-                }
-                OutboxPayload::Message { .. }
-                | OutboxPayload::Code { .. }
-                | OutboxPayload::Text { .. } => {
-                    entry.state = OutboxState::InDoubt;
-                    if sessions.echo(&entry.id)?.is_some() {
-                        // Its status came before the stop: settled as sent at once.
-                        entry.due_ms = Utc::now().timestamp_millis();
-                    } else {
-                        tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
-                        self.runtime.metrics.outbound_message("in_doubt", None);
-                        entry.due_ms = self.in_doubt_due();
-                    }
-                }
-            }
-            sessions.update_outbox(&entry, due, None)?;
+    async fn recover(&self) -> Result<(), crate::store::StoreError> {
+        for entry in self.runtime.storage().outbox.in_flight().await? {
+            self.settle_interrupted(entry).await?;
         }
         Ok(())
+    }
+
+    /// Applies the in-doubt rules to an entry whose send was interrupted (its process stopped,
+    /// or — several instances — its holder's claim ran out mid-send): never a blind resend.
+    async fn settle_interrupted(
+        &self,
+        mut entry: OutboxEntry,
+    ) -> Result<(), crate::store::StoreError> {
+        let outbox = &self.runtime.storage().outbox;
+        let due = entry.due_ms;
+        match entry.payload {
+            // The merchant drops duplicates by event id: safe to send again.
+            OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
+                entry.state = OutboxState::Pending;
+            }
+            // Best effort: a lost read receipt changes nothing.
+            OutboxPayload::ReadReceipt { .. } => {
+                entry.state = OutboxState::Failed {
+                    reason: "interrupted while sending".into(),
+                };
+            }
+            OutboxPayload::Message { .. }
+            | OutboxPayload::Code { .. }
+            | OutboxPayload::Text { .. } => {
+                entry.state = OutboxState::InDoubt;
+                if outbox.echo(&entry.id).await?.is_some() {
+                    // Its status came before the stop: settled as sent at once.
+                    entry.due_ms = Utc::now().timestamp_millis();
+                } else {
+                    tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
+                    self.runtime.metrics.outbound_message("in_doubt", None);
+                    entry.due_ms = self.in_doubt_due();
+                }
+            }
+        }
+        outbox.update_outbox(&entry, due, None).await
     }
 
     /// Starts a delivery task for every recipient with due entries and none running. Returns
@@ -231,20 +242,25 @@ impl Outbox {
     async fn dispatch_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         // Busy recipients are read before the due entries: a recipient not busy now gets no
         // task until this pass starts one, so its entries below are fresh.
-        let (busy, held) = {
+        let busy = {
             let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            (b.recipients.clone(), b.entries.clone())
+            b.recipients.clone()
         };
         if self.draining() {
             return Ok(0);
         }
         let sessions = self.runtime.sessions();
-        // Entries held by running tasks still count against the read limit: read past them.
         let extra = self
             .left_behind
             .load(std::sync::atomic::Ordering::Relaxed)
             .min(MAX_EXTRA_SCAN);
-        let due = sessions.due_outbox_except(Utc::now(), BATCH + held.len() + extra, &held)?;
+        // Entries held by running tasks stay claimed: the store does not hand them out again.
+        let due = self
+            .runtime
+            .storage()
+            .outbox
+            .claim_due(Utc::now(), BATCH + extra, CLAIM_LEASE)
+            .await?;
         // Counting the queue reads all of it: twice a second is enough for a gauge.
         let count_depth = {
             let mut at = self.depth_counted.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,10 +284,18 @@ impl Outbox {
         let mut by_recipient: Vec<(String, Scope, Vec<OutboxEntry>)> = Vec::new();
         let now_ms = Utc::now().timestamp_millis();
         let mut paused = std::collections::HashSet::new();
+        // Claimed entries this pass does not start: given back at its end.
+        let mut not_taken: Vec<String> = Vec::new();
         for entry in due {
+            if entry.state == OutboxState::InFlight {
+                // Its holder stopped mid-send and its claim ran out.
+                self.settle_interrupted(entry).await?;
+                continue;
+            }
             let scope = entry.scope_or(&default_scope);
             let recipient = scope.customer_key(&entry.to);
             if !entry.is_queued() || busy.contains(&recipient) || paused.contains(&recipient) {
+                not_taken.push(entry.id);
                 continue;
             }
             // Meta's pair rate limit: nothing goes to this customer from this number until the
@@ -285,6 +309,7 @@ impl Outbox {
                         .is_some_and(|until| until > now_ms)
                     {
                         paused.insert(recipient);
+                        not_taken.push(entry.id);
                         continue;
                     }
                     by_recipient.push((recipient, scope, vec![entry]));
@@ -303,6 +328,7 @@ impl Outbox {
             };
             let Ok(taken) = taken.try_acquire_owned() else {
                 left_behind += entries.len();
+                not_taken.extend(entries.into_iter().map(|e| e.id));
                 continue;
             };
             started += 1;
@@ -310,32 +336,33 @@ impl Outbox {
             {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
                 busy.recipients.insert(recipient.clone());
-                busy.entries.extend(ids.iter().cloned());
             }
             let this = self.clone();
             tokio::spawn(async move {
                 let _taken = taken;
                 let _place = places.acquire_owned().await;
                 this.deliver_in_order(entries).await;
+                // Whatever the task did not settle is claimable again (a settled entry's claim
+                // already ended).
+                if let Err(e) = this.runtime.storage().outbox.release(&ids).await {
+                    tracing::error!(error = %e, "cannot give back outbox claims");
+                }
                 {
                     let mut busy = this.busy.lock().unwrap_or_else(|p| p.into_inner());
                     busy.recipients.remove(&recipient);
-                    for id in &ids {
-                        busy.entries.remove(id);
-                    }
                 }
                 this.runtime.outbox_wake.notify_one();
             });
         }
         self.left_behind
             .store(left_behind, std::sync::atomic::Ordering::Relaxed);
+        self.runtime.storage().outbox.release(&not_taken).await?;
         Ok(started)
     }
 
     /// Delivers one recipient's due entries in queue order. Once a WhatsApp message has to wait
     /// for a retry, the recipient's later messages wait behind it, so they still arrive in order.
     async fn deliver_in_order(&self, entries: Vec<OutboxEntry>) {
-        let sessions = self.runtime.sessions();
         let mut held_until: Option<i64> = None;
         for mut entry in entries {
             if self.draining() {
@@ -350,7 +377,13 @@ impl Outbox {
                 let old_due = entry.due_ms;
                 entry.due_ms = after + 1;
                 held_until = Some(entry.due_ms);
-                if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+                if let Err(e) = self
+                    .runtime
+                    .storage()
+                    .outbox
+                    .update_outbox(&entry, old_due, None)
+                    .await
+                {
                     tracing::error!(entry = %entry.id, error = %e, "cannot postpone an outbox entry");
                 }
                 continue;
@@ -364,7 +397,13 @@ impl Outbox {
             // a crash would undo. Read receipts are best effort.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
-            if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+            if let Err(e) = self
+                .runtime
+                .storage()
+                .outbox
+                .update_outbox(&entry, old_due, None)
+                .await
+            {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                 continue;
             }
@@ -645,9 +684,14 @@ impl Outbox {
                 entry.state = OutboxState::Failed { reason };
             }
         }
-        let sessions = self.runtime.sessions();
         let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
-        if let Err(e) = sessions.update_outbox(&entry, old_due, link_ref) {
+        if let Err(e) = self
+            .runtime
+            .storage()
+            .outbox
+            .update_outbox(&entry, old_due, link_ref)
+            .await
+        {
             tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
         }
         if link.is_some() {

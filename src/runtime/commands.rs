@@ -186,7 +186,10 @@ impl Runtime {
         // "One active session per customer per flow" is decided under one lock per customer and
         // flow, so two concurrent starts cannot both create a session.
         let key = scope.customer_key(customer);
-        let _guard = self.lock_start(&key, flow_id).await;
+        let _guard = self
+            .lock_start(&key, flow_id)
+            .await
+            .map_err(RuntimeError::from)?;
         if let Some(id) = self
             .sessions()
             .active(&key, flow_id)
@@ -256,7 +259,7 @@ impl Runtime {
                 .collect(),
             ..StepWrite::default()
         };
-        let _guard = self.lock(&id).await;
+        let _guard = self.lock(&id).await.map_err(RuntimeError::from)?;
         let started = Instant::now();
         let mut write = write;
         let report = self.advance(
@@ -305,7 +308,7 @@ impl Runtime {
         id: &str,
         event: Event,
     ) -> Result<Option<SessionRecord>, RuntimeError> {
-        let _guard = self.lock(id).await;
+        let _guard = self.lock(id).await?;
         let Some(mut record) = self.sessions().get(id)? else {
             return Ok(None);
         };
@@ -330,7 +333,7 @@ impl Runtime {
         if normalize_attempt(code).is_none() {
             return Err(CheckError::NotACode);
         }
-        let _guard = self.lock(id).await;
+        let _guard = self.lock(id).await.map_err(RuntimeError::from)?;
         let Some(mut record) = self.sessions().get(id).map_err(RuntimeError::from)? else {
             return Ok(None);
         };
@@ -370,11 +373,8 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use crate::metrics::Metrics;
-    use crate::otp::OtpKey;
     use crate::runtime::merchants::MerchantRuntimes;
     use crate::runtime::{Runtime, RuntimeConfig};
-    use crate::store::embedded::otp::OtpLedger;
-    use crate::store::Store;
     use crate::tenants::{Tenants, TenantsHandle};
     use std::sync::Arc;
     use std::time::Duration;
@@ -384,28 +384,37 @@ mod tests {
     #[tokio::test]
     async fn a_held_start_lock_never_blocks_a_session_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(dir.path(), |_| {}).expect("store"));
-        let key = OtpKey::load_or_create(dir.path(), None).expect("key");
-        let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+        let embedded = crate::store::embedded::Embedded::open(
+            dir.path(),
+            |_| {},
+            None,
+            crate::store::StoreOptions::default(),
+        )
+        .expect("store");
         let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
         let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
         let settings =
             crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
         let tenants = Tenants::from_settings(&settings, &[]);
         let runtime = Runtime::new(
-            store,
-            ledger,
+            embedded,
             MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),
             TenantsHandle::new(tenants),
         );
-        let _start = runtime.lock_start("919876543210", "cod_confirmation").await;
+        let _start = runtime
+            .lock_start("919876543210", "cod_confirmation")
+            .await
+            .expect("lock");
         // With one shared set of 256 stripes, some of 4000 ids would land on the held one.
         for i in 0..4000 {
             let id = format!("ses_{i:024x}");
             let taken = tokio::time::timeout(Duration::ZERO, runtime.lock(&id)).await;
-            assert!(taken.is_ok(), "session lock {id} blocked by the start lock");
+            assert!(
+                matches!(taken, Ok(Ok(_))),
+                "session lock {id} blocked by the start lock"
+            );
         }
     }
 }

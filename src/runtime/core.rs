@@ -22,16 +22,16 @@ use crate::metrics::Metrics;
 use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
 use crate::store::embedded::otp::OtpLedger;
+use crate::store::embedded::Embedded;
 use crate::store::embedded::SessionStore;
 use crate::store::{IssueKind, IssueOutcome};
+use crate::store::{LockGuard, LockKey, Storage, Store, StoreError, TimerRef};
 use crate::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
-use crate::store::{Store, StoreError, TimerRef};
 use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use serde_json::json;
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -57,22 +57,17 @@ pub enum RuntimeError {
     FlowGone(String),
 }
 
-const LOCKS: usize = 256;
-
 /// The conversation runtime.
 #[derive(Debug)]
 pub struct Runtime {
     pub(super) store: Arc<Store>,
-    pub(super) ledger: OtpLedger,
+    embedded: Arc<Embedded>,
+    /// The storage contract (locks, claims, wakeups), over the same database as `store`.
+    pub(super) storage: Storage,
     /// Each merchant's flows, URLs and OTP limits, swapped whole when the tenants change.
     merchants: std::sync::RwLock<Arc<MerchantRuntimes>>,
     pub metrics: Arc<Metrics>,
     pub(super) config: RuntimeConfig,
-    locks: Vec<tokio::sync::Mutex<()>>,
-    /// A separate set for "starting a session for this customer and flow": a start holds one
-    /// of these while it takes its new session's lock, so sharing one set could deadlock.
-    start_locks: Vec<tokio::sync::Mutex<()>>,
-    hasher: std::collections::hash_map::RandomState,
     /// Woken whenever a step queued something to send.
     pub outbox_wake: Arc<Notify>,
     /// The merchants and numbers served.
@@ -92,24 +87,22 @@ impl Runtime {
     /// A runtime for the merchants of `tenants`, whose flows are loaded in `merchants`
     /// ([`MerchantRuntimes::load`]).
     pub fn new(
-        store: Arc<Store>,
-        ledger: OtpLedger,
+        embedded: Arc<Embedded>,
         merchants: MerchantRuntimes,
         metrics: Arc<Metrics>,
         config: RuntimeConfig,
         tenants: crate::tenants::TenantsHandle,
     ) -> Runtime {
+        let storage = embedded.storage();
         Runtime {
             tenants,
-            store,
-            ledger,
+            store: embedded.store().clone(),
+            outbox_wake: storage.wakeups.outbox.clone(),
+            storage,
+            embedded,
             merchants: std::sync::RwLock::new(Arc::new(merchants)),
             metrics,
             config,
-            locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            start_locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            hasher: Default::default(),
-            outbox_wake: Arc::new(Notify::new()),
         }
     }
 
@@ -219,7 +212,7 @@ impl Runtime {
     }
 
     pub fn ledger(&self) -> &OtpLedger {
-        &self.ledger
+        self.embedded.ledger()
     }
 
     /// Waits until every store write made so far is on disk: the journal's group `fdatasync`
@@ -228,10 +221,17 @@ impl Runtime {
         self.store.logged().await
     }
 
+    /// The storage contract the runtime works through.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// The lock that serialises steps of one session.
-    pub(super) async fn lock(&self, session_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one(session_id) as usize) % LOCKS;
-        self.locks[i].lock().await
+    pub(super) async fn lock(&self, session_id: &str) -> Result<LockGuard, StoreError> {
+        self.storage
+            .locks
+            .lock(LockKey::Session(session_id.to_owned()))
+            .await
     }
 
     /// The lock that serialises starting sessions for one customer (scoped key) and flow.
@@ -239,9 +239,16 @@ impl Runtime {
         &self,
         customer: &str,
         flow: &str,
-    ) -> tokio::sync::MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one((customer, flow)) as usize) % LOCKS;
-        self.start_locks[i].lock().await
+    ) -> Result<LockGuard, StoreError> {
+        // Start locks never share a stripe with session locks: a start holds its start lock
+        // while it takes the new session's lock.
+        self.storage
+            .locks
+            .lock(LockKey::Start {
+                customer: customer.to_owned(),
+                flow: flow.to_owned(),
+            })
+            .await
     }
 
     /// The flow version a session runs on.
@@ -324,9 +331,9 @@ impl Runtime {
         }
         let queued_outbox = !write.outbox.is_empty();
         write.record = Some(record.clone());
-        self.sessions().apply(write)?;
+        self.storage.sessions.apply_step(write).await?;
         self.stats_after_step(record, now);
-        self.store.logged().await?;
+        self.storage.engine.durable().await?;
         if queued_outbox {
             self.outbox_wake.notify_one();
         }
@@ -413,7 +420,7 @@ impl Runtime {
                     (false, false) => IssueKind::First,
                 };
                 let step_key = format!("{}:{}", record.id, record.step);
-                let issued = self.ledger.issue(
+                let issued = self.ledger().issue(
                     IssueRequest {
                         subject: &subject,
                         flow: record.engine.flow_id.as_str(),
@@ -523,7 +530,7 @@ impl Runtime {
                 callback_url,
                 event_id,
             } => {
-                self.ledger.consume(&record.id, now, "session ended")?;
+                self.ledger().consume(&record.id, now, "session ended")?;
                 let flow = record.engine.flow_id.as_str().to_owned();
                 self.metrics.session_completed(&flow, &outcome);
                 if let Some(url) = callback_url
@@ -603,12 +610,13 @@ impl Runtime {
             // again instead of spending a second attempt.
             Some(code) => {
                 let step = format!("{}:{}", record.id, record.step);
-                self.ledger.verify_step(&subject, &code, now, Some(&step))?
+                self.ledger()
+                    .verify_step(&subject, &code, now, Some(&step))?
             }
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
                 let left = self
-                    .ledger
+                    .ledger()
                     .record(&record.id)?
                     .map_or(0, |r| r.attempts_left());
                 if left == 0 {

@@ -121,7 +121,7 @@ impl Runtime {
                 .max_by_key(|r| r.updated_at);
         }
         if let Some(record) = target {
-            let _guard = self.lock(&record.id).await;
+            let _guard = self.lock(&record.id).await?;
             // Re-read under the lock: the session may have moved on meanwhile.
             let Some(mut record) = self.sessions().get(&record.id)? else {
                 return Ok(());

@@ -24,7 +24,7 @@ pub use self::core::{session_json, Runtime, RuntimeConfig, RuntimeError};
 use crate::domain::InboundEvent;
 use crate::flow::engine::Event;
 use crate::metrics::Metrics;
-use crate::store::{DueTimer, Recorded, Store, StoreError};
+use crate::store::{DueTimer, LockKey, Recorded, Storage, StoreError};
 use crate::tenants::{Scope, Tenants};
 use ordering::{CustomerQueues, Handler};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub enum Work {
 /// Records inbound events once and queues work per customer.
 #[derive(Debug)]
 pub struct Inbox {
-    store: Arc<Store>,
+    storage: Storage,
     metrics: Arc<Metrics>,
     queues: CustomerQueues<String, Work>,
     runtime_tenants: crate::tenants::TenantsHandle,
@@ -56,25 +56,25 @@ pub struct Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         // The release hook holds the queues, whose handler holds the store: unhook to let go.
-        self.store.inbound().on_durable(None);
+        self.storage.inbound.on_durable(None);
     }
 }
 
 impl Inbox {
     /// An inbox whose work runs on `handle` through `runtime`.
     pub fn new(
-        store: Arc<Store>,
         metrics: Arc<Metrics>,
         runtime: Arc<Runtime>,
         handle: tokio::runtime::Handle,
     ) -> Inbox {
         let tenants = runtime.tenants().clone();
-        let handler = work_handler(runtime, store.clone(), metrics.clone());
+        let storage = runtime.storage().clone();
+        let handler = work_handler(runtime, metrics.clone());
         let queues = CustomerQueues::new(handle, handler);
         let release = queues.clone();
         let hook_tenants = tenants.clone();
-        store
-            .inbound()
+        storage
+            .inbound
             .on_durable(Some(Arc::new(move |seq, event: InboundEvent| {
                 release.submit(
                     queue_key(&hook_tenants.current(), &event),
@@ -86,7 +86,7 @@ impl Inbox {
             })));
         Inbox {
             queues,
-            store,
+            storage,
             metrics,
             runtime_tenants: tenants,
         }
@@ -94,8 +94,15 @@ impl Inbox {
 
     /// Records `event`; once it is on disk (await [`Inbox::durable`] before acknowledging) it
     /// is queued behind its customer's earlier events, in the order recorded.
-    pub fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let recorded = self.store.inbound().record(&event, now)?;
+    pub async fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
+        // Only a shared database keeps whose event it is (its handler reads the customer's
+        // pending events); the embedded engine's queues are filled by the release hook.
+        let customer = if self.storage.shared {
+            queue_key(&self.runtime_tenants.current(), &event)
+        } else {
+            String::new()
+        };
+        let recorded = self.storage.inbound.record(&event, &customer, now).await?;
         match recorded {
             Recorded::New { .. } => {
                 self.metrics
@@ -113,12 +120,12 @@ impl Inbox {
 
     /// Resolves once every event accepted before the call is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.store.inbound().durable().await
+        self.storage.inbound.durable().await
     }
 
     /// Queues every event left unhandled by the previous run, oldest first.
-    pub fn replay_pending(&self) -> Result<usize, StoreError> {
-        let pending = self.store.inbound().pending()?;
+    pub async fn replay_pending(&self) -> Result<usize, StoreError> {
+        let pending = self.storage.inbound.pending().await?;
         let n = pending.len();
         let tenants = self.runtime_tenants.current();
         for (seq, stored) in pending {
@@ -136,8 +143,14 @@ impl Inbox {
 
     /// Whether every recorded event is handled and no work is queued or running (at a stop,
     /// once the HTTP server has answered its last request).
-    pub fn is_idle(&self) -> bool {
-        self.queues.is_idle() && self.store.inbound().pending_len() == 0
+    pub async fn is_idle(&self) -> bool {
+        self.queues.is_idle()
+            && self
+                .storage
+                .inbound
+                .pending_count()
+                .await
+                .is_ok_and(|n| n == 0)
     }
 
     /// Queues other work (timers, hook answers) behind the customer's earlier work at the
@@ -160,48 +173,53 @@ fn queue_key(tenants: &Tenants, event: &InboundEvent) -> String {
 
 /// Runs each piece of work through the runtime; an inbound event is marked handled afterwards
 /// (a crash in between replays it, and the session's `last_inbound` makes the replay a no-op).
-fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>) -> Handler<Work> {
+/// With a database other instances share, the handler of an event holds its customer's lock
+/// and handles the customer's pending events up to it in order, whichever instance received
+/// them, skipping those another instance handled meanwhile.
+fn work_handler(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Handler<Work> {
     Arc::new(move |work: Work| {
-        let (runtime, store, metrics) = (runtime.clone(), store.clone(), metrics.clone());
+        let (runtime, metrics) = (runtime.clone(), metrics.clone());
         Box::pin(async move {
             match work {
                 Work::Inbound { seq, event } => {
-                    tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
-                    let result = match event.as_ref() {
-                        InboundEvent::Message(m) => {
-                            let scope = runtime
-                                .tenants()
-                                .current()
-                                .scope_of(event.phone_number_id());
-                            match scope {
-                                Some(scope) => runtime.route_message(seq, m, &scope).await,
-                                // Recorded before a reload removed its number: nobody answers
-                                // from that number any more.
-                                None => {
-                                    tracing::info!(
-                                        seq,
-                                        "a message to a number no longer served; ignored"
-                                    );
-                                    Ok(())
-                                }
-                            }
-                        }
-                        InboundEvent::Status(s) => runtime.track_status(s).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::error!(seq, error = %e, "handling an inbound event failed");
+                    let storage = runtime.storage().clone();
+                    if !storage.shared {
+                        handle_inbound(&runtime, &metrics, seq, &event).await;
+                        return;
                     }
-                    match store.inbound().mark_handled(seq) {
-                        Ok(()) => {
-                            metrics.events_handled.inc();
-                            metrics.inbound_pending.dec();
+                    let customer = queue_key(&runtime.tenants().current(), &event);
+                    let _turn = match storage
+                        .locks
+                        .lock(LockKey::Customer(customer.clone()))
+                        .await
+                    {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "cannot take the customer's turn");
+                            return;
                         }
-                        Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+                    };
+                    let pending = match storage.inbound.pending_of(&customer).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "cannot read the customer's pending events");
+                            return;
+                        }
+                    };
+                    for (earlier, stored) in pending.into_iter().filter(|(s, _)| *s <= seq) {
+                        if storage.inbound.is_handled(earlier).await.unwrap_or(false) {
+                            continue;
+                        }
+                        handle_inbound(&runtime, &metrics, earlier, &stored.event).await;
                     }
                 }
                 Work::Timer(timer) => {
                     if let Err(e) = runtime.fire_timer(&timer).await {
                         tracing::error!(session_id = %timer.timer.session_id, error = %e, "firing a timer failed");
+                        // Not fired: the next poll claims it again.
+                        if let Err(e) = runtime.storage().timers.release_timer(&timer.timer).await {
+                            tracing::error!(error = %e, "releasing a timer failed");
+                        }
                     }
                 }
                 Work::Session { session_id, event } => {
@@ -212,6 +230,39 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
             }
         })
     })
+}
+
+/// Handles one inbound event and marks it handled.
+async fn handle_inbound(runtime: &Runtime, metrics: &Metrics, seq: u64, event: &InboundEvent) {
+    tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
+    let result = match event {
+        InboundEvent::Message(m) => {
+            let scope = runtime
+                .tenants()
+                .current()
+                .scope_of(event.phone_number_id());
+            match scope {
+                Some(scope) => runtime.route_message(seq, m, &scope).await,
+                // Recorded before a reload removed its number: nobody answers from that
+                // number any more.
+                None => {
+                    tracing::info!(seq, "a message to a number no longer served; ignored");
+                    Ok(())
+                }
+            }
+        }
+        InboundEvent::Status(s) => runtime.track_status(s).await,
+    };
+    if let Err(e) = result {
+        tracing::error!(seq, error = %e, "handling an inbound event failed");
+    }
+    match runtime.storage().inbound.mark_handled(seq).await {
+        Ok(()) => {
+            metrics.events_handled.inc();
+            metrics.inbound_pending.dec();
+        }
+        Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+    }
 }
 
 /// Removes expired dedupe records and old handled events every `every`, until the process ends.

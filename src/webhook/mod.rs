@@ -215,7 +215,7 @@ async fn receive(
             metrics.events_other_number.inc();
             continue;
         }
-        if let Err(e) = state.inbox.accept(event, now) {
+        if let Err(e) = state.inbox.accept(event, now).await {
             metrics.webhook("error");
             tracing::error!(error = %e, "recording inbound event failed");
             return error(

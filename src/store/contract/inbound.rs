@@ -71,8 +71,12 @@ pub trait InboundEvents: Send + Sync + std::fmt::Debug {
     /// Every event kept (handled or not), in sequence order: for tests and tools.
     async fn all(&self) -> Result<Vec<(u64, StoredEvent)>, StoreError>;
 
-    /// How many events are kept and pending.
+    /// How many events are kept and pending (may read the whole log: for tests and tools).
     async fn counts(&self) -> Result<InboundCounts, StoreError>;
+
+    /// How many events are pending, cheaply: for the gauge and the idle check of a stop,
+    /// polled.
+    async fn pending_count(&self) -> Result<usize, StoreError>;
 
     /// Removes dedupe records and handled events received before `cutoff` (Unix seconds);
     /// never a pending event. Returns how many records went.

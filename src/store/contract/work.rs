@@ -71,9 +71,9 @@ pub trait Timers: Send + Sync + std::fmt::Debug {
     /// Removing a timer that is gone changes nothing.
     async fn drop_timer(&self, timer: &TimerRef) -> Result<(), StoreError>;
 
-    /// How many timers are due at `now` and not claimed (a gauge; may read the whole backlog,
-    /// never the timers not yet due).
-    async fn due_count(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+    /// How many timers are due at `now` and not yet fired, claimed or not (the backlog
+    /// gauge), counting at most `limit` of them: never a read of the whole backlog.
+    async fn due_count(&self, now: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// The outbox: entries written by steps ([`crate::store::StepWrite::outbox`]), claimed by

@@ -38,6 +38,8 @@ pub struct Embedded {
     outbox_claims: Mutex<HashMap<String, String>>,
     /// Timers claimed and not yet fired.
     timer_claims: Mutex<HashSet<TimerRef>>,
+    locks: Arc<super::locks::StripedLocks>,
+    wakeups: Wakeups,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -82,10 +84,13 @@ impl Embedded {
             audit,
             outbox_claims: Mutex::default(),
             timer_claims: Mutex::default(),
+            locks: Arc::default(),
+            wakeups: Wakeups::default(),
         }))
     }
 
-    /// The storage contract over this engine.
+    /// The storage contract over this engine (every call: the same locks, claims and
+    /// wakeups).
     pub fn storage(self: &Arc<Self>) -> Storage {
         Storage {
             inbound: self.clone(),
@@ -98,9 +103,9 @@ impl Embedded {
             stats: self.clone(),
             templates: self.clone(),
             audit: self.clone(),
-            locks: Arc::new(super::locks::StripedLocks::default()),
+            locks: self.locks.clone(),
             engine: self.clone(),
-            wakeups: Wakeups::default(),
+            wakeups: self.wakeups.clone(),
             shared: false,
         }
     }
@@ -232,6 +237,10 @@ impl InboundEvents for Embedded {
             recorded: self.store.inbound().len(),
             pending: self.store.inbound().pending_len(),
         })
+    }
+
+    async fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(self.store.inbound().pending_len())
     }
 
     async fn purge_before(&self, cutoff: i64) -> Result<usize, StoreError> {
@@ -377,10 +386,8 @@ impl Timers for Embedded {
         Ok(())
     }
 
-    async fn due_count(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let claims = locked(&self.timer_claims);
-        let due = self.store.sessions().due_timers(now, usize::MAX)?;
-        Ok(due.iter().filter(|t| !claims.contains(&t.timer)).count())
+    async fn due_count(&self, now: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        Ok(self.store.sessions().due_timers(now, limit)?.len())
     }
 }
 
