@@ -887,3 +887,146 @@ async fn limits_survive_a_new_pool() {
         VerifyOutcome::Correct
     );
 }
+
+/// Two instances at once: a merchant's own hourly ceiling holds, and two customers asking for
+/// codes to each other (each transaction locking both their records) never deadlock for good
+/// nor lose a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_merchant_ceilings_and_crossed_third_party_codes_hold() {
+    let Some((db, _pool, a)) = setup("concurrent_cross").await else {
+        return;
+    };
+    let b = std::sync::Arc::new(PgOtpLedger::new(pool(&db.url), key()));
+    let a = std::sync::Arc::new(a);
+    let capped = std::sync::Arc::new(OtpPolicy {
+        merchant_sends_per_hour: Some(3),
+        ..OtpPolicy::default()
+    });
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let policy = capped.clone();
+            tokio::spawn(async move {
+                let number = CustomerNumber::parse(&format!("+4477008{i:05}")).expect("valid");
+                let session = format!("m-{i}");
+                issue_as(
+                    &ledger,
+                    "m",
+                    &number,
+                    &session,
+                    &policy,
+                    IssueKind::First,
+                    t(0),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => granted += 1,
+            Err(IssueRefusal::GlobalCeiling { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(granted, 3, "the merchant's ceiling");
+
+    let alice = CustomerNumber::parse("+14155550101").expect("valid");
+    let bob = CustomerNumber::parse("+14155550102").expect("valid");
+    let policy = std::sync::Arc::new(OtpPolicy {
+        sends_per_10_min: 100,
+        sends_per_day: 100,
+        third_party_sends_per_day: 100,
+        ..OtpPolicy::default()
+    });
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let ledger = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (requester, customer) = if i % 4 < 2 {
+                (alice.clone(), bob.clone())
+            } else {
+                (bob.clone(), alice.clone())
+            };
+            let policy = policy.clone();
+            tokio::spawn(async move {
+                let session = format!("x-{i}");
+                let subject = OtpSubject::new(session.as_str(), "account_recovery/send_code");
+                let req = IssueRequest {
+                    subject: &subject,
+                    flow: "account_recovery",
+                    customer: &customer,
+                    requester: &requester,
+                    merchant: "x",
+                    decoy: false,
+                    policy: &policy,
+                };
+                ledger
+                    .issue(req, IssueKind::First, &session, t(3600))
+                    .await
+                    .expect("no lasting deadlock")
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.expect("task"), IssueOutcome::Issued(_)));
+    }
+    let hour = Duration::from_secs(3600);
+    for number in [&alice, &bob] {
+        let activity = a
+            .merchant_customer_activity("x", number)
+            .await
+            .expect("read");
+        assert_eq!(
+            (
+                activity.sends_within(hour, t(3600)),
+                activity.third_party_sends_within(hour, t(3600))
+            ),
+            (10, 10),
+            "every send counted once on each side"
+        );
+    }
+}
+
+#[tokio::test]
+async fn transaction_codes_only_approve_the_shown_amount_and_payee() {
+    let Some((_db, _pool, ledger)) = setup("transaction_codes").await else {
+        return;
+    };
+    let policy = OtpPolicy::transaction();
+    let shown =
+        OtpSubject::transaction("tx1", "transaction_authorization", "120.00", "EUR", "ACME");
+    let customer = customer();
+    let req = IssueRequest {
+        subject: &shown,
+        flow: "transaction_authorization",
+        customer: &customer,
+        requester: &customer,
+        merchant: "",
+        decoy: false,
+        policy: &policy,
+    };
+    let IssueOutcome::Issued(issued) = ledger
+        .issue(req, IssueKind::First, "event-1", t(0))
+        .await
+        .expect("ledger works")
+    else {
+        panic!("granted")
+    };
+    let tampered =
+        OtpSubject::transaction("tx1", "transaction_authorization", "1200.00", "EUR", "ACME");
+    assert_eq!(
+        ledger
+            .verify(&tampered, &issued.code, t(1))
+            .await
+            .expect("ledger works"),
+        VerifyOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(
+        ledger
+            .verify(&shown, &issued.code, t(2))
+            .await
+            .expect("ledger works"),
+        VerifyOutcome::Correct
+    );
+}

@@ -171,6 +171,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_kept_as_bytes_are_exactly_32_bytes() {
+        let key = OtpKey::generate(&mut rand::rngs::OsRng);
+        let again = OtpKey::from_bytes(key.bytes().to_vec()).expect("32 bytes");
+        assert_eq!(again.bytes(), key.bytes());
+        for len in [0, 31, 33, 64] {
+            assert!(OtpKey::from_bytes(vec![7; len]).is_err(), "{len} bytes");
+        }
+    }
+
+    #[test]
     fn configured_keys() {
         let hex_key = SecretString::from("ab".repeat(32));
         assert_eq!(

@@ -9,20 +9,24 @@
 //! Every state-changing call is one transaction: it locks what it reads (the session's record —
 //! with an advisory lock while it may not exist yet —, the customers' rows, the hourly counters),
 //! asks the pure rules in `crate::otp::rules`, and writes their answer plus its audit row before
-//! committing. The hourly counters are incremented first (`UPDATE … RETURNING n`) and the rules
-//! then see the count before this send; a refusal rolls the increments back to a savepoint and
-//! commits only its audit row. So two instances can never both take the last send of an hour or
-//! the last attempt of a code, and a crash leaves all of a change or none of it. A transaction
-//! that loses a deadlock or a serialization race is retried from the start.
+//! committing. The hourly counters are incremented first (an upsert `… SET n = n + 1 RETURNING
+//! n`) and the rules then see the count before this send; a refusal rolls the increments back to
+//! a savepoint and commits only its audit row. So two instances can never both take the last
+//! send of an hour or the last attempt of a code, and a crash leaves all of a change or none of
+//! it. Locks are always taken in one order (session, customers sorted by number, service
+//! counter, merchant counter, sealed copy); a transaction that still loses a deadlock or a
+//! serialization race is retried from the start.
 //!
 //! A committed call is durable: there is nothing to flush. The code's digits never reach the
-//! database: they are hashed and sealed with `crate::otp` before any query runs.
+//! database: they are hashed and sealed with `crate::otp` before any query runs. Without a
+//! configured key, the instances share one stored in the database ([`shared_key`]).
 
 use std::future::Future;
 use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
+use futures_util::future::try_join5;
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use secrecy::SecretString;
@@ -375,36 +379,53 @@ impl PgOtpLedger {
         };
         counting.commit().await?;
         grant.record.set_issue_step(step);
-        write_record(&tx, &grant.record).await?;
-        write_activity(&tx, &merchant, req.requester.as_str(), &grant.activity).await?;
-        if let Some(target) = &grant.target_activity {
-            write_activity(&tx, &merchant, req.customer.as_str(), target).await?;
-        }
         let generation = grant.record.codes_sent();
-        match sealed.filter(|_| !grant.withheld) {
-            Some(sealed) => {
-                let outgoing = Outgoing {
-                    generation,
-                    sealed: sealed.clone(),
-                };
-                tx.execute(
-                    "INSERT INTO otp_outgoing (session_id, generation, sealed) VALUES ($1, $2, $3)
-                     ON CONFLICT (session_id) DO UPDATE
-                     SET generation = EXCLUDED.generation, sealed = EXCLUDED.sealed",
-                    &[&session_id, &i64::from(generation), &encode(&outgoing)],
-                )
-                .await?;
-            }
-            None => {
-                delete_outgoing(&tx, session_id).await?;
-            }
-        }
         let reason = match (grant.withheld, grant.replaced) {
             (true, _) => "withheld: third-party limit or country",
             (false, true) => "replaced previous code",
             (false, false) => "new code",
         };
-        append_in(&tx, &entry(audit_kind, "issued").with_reason(reason)).await?;
+        let issued = entry(audit_kind, "issued").with_reason(reason);
+        let outgoing = sealed.filter(|_| !grant.withheld).map(|sealed| Outgoing {
+            generation,
+            sealed: sealed.clone(),
+        });
+        // The writes go out together (tokio-postgres pipelines statements polled at once), so
+        // the hourly counters stay locked for one round trip, not five.
+        let target = async {
+            match &grant.target_activity {
+                Some(target) => write_activity(&tx, &merchant, req.customer.as_str(), target).await,
+                None => Ok(()),
+            }
+        };
+        let sealed_copy = async {
+            match &outgoing {
+                Some(outgoing) => {
+                    tx.execute(
+                        "INSERT INTO otp_outgoing (session_id, generation, sealed)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (session_id) DO UPDATE
+                         SET generation = EXCLUDED.generation, sealed = EXCLUDED.sealed",
+                        &[&session_id, &i64::from(generation), &encode(outgoing)],
+                    )
+                    .await?;
+                    Ok(())
+                }
+                None => delete_outgoing(&tx, session_id).await,
+            }
+        };
+        let audited = async {
+            append_in(&tx, &issued).await?;
+            Ok::<(), TxError>(())
+        };
+        try_join5(
+            write_record(&tx, &grant.record),
+            write_activity(&tx, &merchant, req.requester.as_str(), &grant.activity),
+            target,
+            sealed_copy,
+            audited,
+        )
+        .await?;
         tx.commit().await?;
         let mut info = issued_code(&grant.record);
         info.withheld = grant.withheld;
@@ -510,8 +531,9 @@ impl PgOtpLedger {
         retrying(|| async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            delete_outgoing(&tx, session_id).await?;
+            // The record first, then its sealed copy: the order every other call locks them in.
             let record = read_record(&tx, session_id, true).await?;
+            delete_outgoing(&tx, session_id).await?;
             if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
                 write_record(&tx, &record.retired()).await?;
                 let entry =
@@ -620,8 +642,8 @@ impl PgOtpLedger {
 
     /// Deletes what no rule needs any more: session records whose code expired more than
     /// `retention` ago (with any sealed copy), and customers with no send or wrong attempt in
-    /// the last 24 hours. Returns how many entries went. A customer row changed meanwhile
-    /// stays (the delete compares the value read).
+    /// the last 24 hours (by the `idle_at` each write of their record keeps). Returns how many
+    /// entries went.
     pub async fn sweep(
         &self,
         now: DateTime<Utc>,
@@ -640,28 +662,16 @@ impl PgOtpLedger {
             .await
             .map_err(storage)?
             .get(0);
-        let mut removed = usize::try_from(codes).unwrap_or(0);
-        let rows = client
-            .query("SELECT merchant, number, activity FROM otp_customers", &[])
+        // A row being changed is deleted only if it is still idle once the change commits
+        // (PostgreSQL evaluates the condition again on the row's new version).
+        let customers = client
+            .execute(
+                "DELETE FROM otp_customers WHERE idle_at IS NULL OR idle_at <= $1",
+                &[&now],
+            )
             .await
             .map_err(storage)?;
-        for row in rows {
-            let value: serde_json::Value = row.get(2);
-            let activity: CustomerActivity = decode("otp_customers", value.clone())?;
-            if !activity.is_idle(now) {
-                continue;
-            }
-            let merchant: &str = row.get(0);
-            let number: &str = row.get(1);
-            removed += client
-                .execute(
-                    "DELETE FROM otp_customers
-                     WHERE merchant = $1 AND number = $2 AND activity = $3",
-                    &[&merchant, &number, &value],
-                )
-                .await
-                .map_err(storage)? as usize;
-        }
+        let removed = usize::try_from(codes).unwrap_or(0) + customers as usize;
         Ok(removed)
     }
 }
@@ -715,21 +725,29 @@ async fn lock_customers(
     sorted.sort_unstable();
     sorted.dedup();
     let empty = encode(&CustomerActivity::default());
-    for number in &sorted {
-        tx.execute(
-            "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
-             ON CONFLICT (merchant, number) DO NOTHING",
-            &[&merchant, number, &empty],
-        )
-        .await?;
+    let mut rows = Vec::new();
+    // A row the sweep deletes between the insert and the lock is inserted again: every number
+    // must have a locked row, or two transactions could both start from an empty record.
+    for _ in 0..3 {
+        for number in &sorted {
+            tx.execute(
+                "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
+                 ON CONFLICT (merchant, number) DO NOTHING",
+                &[&merchant, number, &empty],
+            )
+            .await?;
+        }
+        rows = tx
+            .query(
+                "SELECT number, activity FROM otp_customers
+                 WHERE merchant = $1 AND number = ANY($2) ORDER BY number FOR UPDATE",
+                &[&merchant, &sorted],
+            )
+            .await?;
+        if rows.len() == sorted.len() {
+            break;
+        }
     }
-    let rows = tx
-        .query(
-            "SELECT number, activity FROM otp_customers
-             WHERE merchant = $1 AND number = ANY($2) ORDER BY number FOR UPDATE",
-            &[&merchant, &sorted],
-        )
-        .await?;
     let mut found = Vec::with_capacity(rows.len());
     for row in rows {
         let number: String = row.get(0);
@@ -755,9 +773,10 @@ async fn write_activity(
     activity: &CustomerActivity,
 ) -> Result<(), TxError> {
     tx.execute(
-        "INSERT INTO otp_customers (merchant, number, activity) VALUES ($1, $2, $3)
-         ON CONFLICT (merchant, number) DO UPDATE SET activity = EXCLUDED.activity",
-        &[&merchant, &number, &Json(activity)],
+        "INSERT INTO otp_customers (merchant, number, activity, idle_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (merchant, number)
+         DO UPDATE SET activity = EXCLUDED.activity, idle_at = EXCLUDED.idle_at",
+        &[&merchant, &number, &Json(activity), &activity.idle_at()],
     )
     .await?;
     Ok(())

@@ -16,13 +16,16 @@ CREATE TABLE otp_codes (
 );
 CREATE INDEX otp_codes_expires_at ON otp_codes (expires_at);
 
--- A customer's recent sends and wrong attempts at one merchant.
+-- A customer's recent sends and wrong attempts at one merchant; idle_at: from when the record
+-- holds nothing within the last day (NULL: already), so that the sweep can delete it.
 CREATE TABLE otp_customers (
     merchant text NOT NULL,
     number text NOT NULL,
     activity jsonb NOT NULL,
+    idle_at timestamptz,
     PRIMARY KEY (merchant, number)
 );
+CREATE INDEX otp_customers_idle_at ON otp_customers (idle_at);
 
 -- Hourly send counters: scope 'service' (the whole deployment) or 'merchant:<name>'.
 CREATE TABLE otp_hourly_sends (
