@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waotp::webhook::signature::SignatureVerifier;
 
-/// Sessions whose customer confirms and types the code …
+/// Sessions whose customer answers: most confirm and type the code, every fourth cancels and
+/// then says "yes" …
 const ANSWERED: usize = 16;
 /// … and sessions left to time out (a reminder, then the expiry).
 const IDLE: usize = 6;
@@ -46,6 +47,9 @@ const REMINDER: &str = "2s";
 const TIMEOUT: &str = "8s";
 /// How long a send in flight at the kill waits for its status before it is sent once more.
 const IN_DOUBT_SECONDS: &str = "5";
+/// The longest any one wait may take: a send or timer claimed by the killed instance is taken
+/// over only once its lease has run out, and a send in flight then waits its status.
+const WAIT: Duration = Duration::from_secs(45);
 /// Every instance hashes and seals codes with the same key.
 const OTP_KEY: &str = "two-instances-test-otp-key-0123456789abcdef";
 
@@ -55,6 +59,7 @@ const SUMMARY: Kind = (Some("cod_order_summary"), Some("Please confirm"));
 const REMINDED: Kind = (Some("cod_order_reminder"), Some("Reminder:"));
 const CODE: Kind = (Some("otp_code"), None);
 const CONFIRMED: Kind = (None, Some("is confirmed"));
+const CANCELLED: Kind = (None, Some("Nothing will be delivered"));
 const EXPIRED: Kind = (Some("cod_order_expired"), Some("has expired"));
 
 fn customer(i: usize) -> String {
@@ -173,7 +178,7 @@ impl Cluster {
     async fn webhook(&self, turn: usize, body: &Value) {
         let bytes = body.to_string().into_bytes();
         let signature = SignatureVerifier::new(APP_SECRET.as_bytes()).sign(&bytes);
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + WAIT;
         let mut attempt = turn;
         loop {
             let last = match self.pick(attempt) {
@@ -216,7 +221,7 @@ impl Cluster {
     /// `POST /v1/sessions` with an `Idempotency-Key`, retried (on any instance) until answered:
     /// a retry of a start that was committed gets the same session back.
     async fn start_session(&self, turn: usize, i: usize) -> String {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + WAIT;
         let mut attempt = turn;
         loop {
             let last = match self.pick(attempt) {
@@ -258,7 +263,7 @@ impl Cluster {
     /// Polls `GET /v1/sessions/{id}` (round robin) until `done` holds; returns the session.
     /// A `404` from an instance means the instances do not share their sessions.
     async fn wait_session(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + WAIT;
         let mut turn = 0;
         loop {
             let mut last = Value::Null;
@@ -312,12 +317,24 @@ impl Cluster {
     }
 }
 
-/// [`wait_for`] with an async check.
+/// Polls `check` until it returns `Some`, failing with `what` after [`WAIT`].
+async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_until`] with an async check.
 async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     check: impl Fn() -> F,
 ) -> T {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = check().await {
             return v;
@@ -367,7 +384,7 @@ fn sends_like(graph: &Graph, customer: &str, template: Option<&str>, text: Optio
 
 /// The code of the authentication template sent to `customer`, once it was accepted.
 async fn code_sent_to(graph: &Graph, customer: &str) -> String {
-    wait_for(&format!("the code sent to {customer}"), || {
+    wait_until(&format!("the code sent to {customer}"), || {
         graph
             .accepted_to(customer)
             .iter()
@@ -380,10 +397,21 @@ async fn code_sent_to(graph: &Graph, customer: &str) -> String {
 async fn answered_session(cluster: Arc<Cluster>, i: usize) -> String {
     let c = customer(i);
     let id = cluster.start_session(i, i).await;
-    wait_for(&format!("the summary to {c}"), || {
+    wait_until(&format!("the summary to {c}"), || {
         (sends_like(&cluster.graph, &c, SUMMARY.0, SUMMARY.1) > 0).then_some(())
     })
     .await;
+    if changes_mind(i) {
+        // "cancel" acknowledged by one instance, then at once "yes" to the next: handled in
+        // that order, the session is cancelled and no code is ever sent.
+        cluster.customer_text(i + 1, i, "cancel").await;
+        cluster.customer_text(i + 2, i, "yes").await;
+        let done = cluster
+            .wait_session(&id, "completed", |s| s["status"] == "completed")
+            .await;
+        assert_eq!(done["outcome"], "cancelled", "in arrival order: {done}");
+        return id;
+    }
     cluster.customer_text(i + 1, i, "yes").await;
     // Handled (by whichever instance): the code goes out.
     let code = code_sent_to(&cluster.graph, &c).await;
@@ -393,6 +421,12 @@ async fn answered_session(cluster: Arc<Cluster>, i: usize) -> String {
         .await;
     assert_eq!(done["outcome"], "confirmed", "{done}");
     id
+}
+
+/// Whether customer `i` cancels and then says "yes" (two messages in quick succession, to two
+/// instances) instead of confirming.
+fn changes_mind(i: usize) -> bool {
+    i % 4 == 3
 }
 
 /// The whole scenario on `instances` instances sharing `database_url` (or one embedded).
@@ -436,7 +470,7 @@ async fn load_with_a_kill(instances: usize, database_url: Option<String>) {
     let killer = {
         let cluster = cluster.clone();
         tokio::spawn(async move {
-            wait_for("the load to get going", || {
+            wait_until("the load to get going", || {
                 (cluster.customer_acks.load(Ordering::SeqCst) >= KILL_AFTER_ACKS).then_some(())
             })
             .await;
@@ -469,7 +503,18 @@ async fn load_with_a_kill(instances: usize, database_url: Option<String>) {
     }
     let sessions: Vec<(usize, String)> = answered_ids.iter().chain(&idle).cloned().collect();
     for (_, id) in &sessions {
-        cluster.merchant.completed(id).await;
+        wait_until(&format!("the completion callback of {id}"), || {
+            cluster
+                .merchant
+                .callbacks()
+                .iter()
+                .any(|r| {
+                    let b = r.json();
+                    b["type"] == "session.completed" && b["session"]["id"] == id.as_str()
+                })
+                .then_some(())
+        })
+        .await;
     }
     cluster.wait_outbox_empty().await;
     stop.store(true, Ordering::SeqCst);
@@ -488,7 +533,15 @@ async fn load_with_a_kill(instances: usize, database_url: Option<String>) {
         let count = |(template, text)| sends_like(graph, &c, template, text);
         let reminders = count(REMINDED);
         assert_eq!(count(SUMMARY), 1, "summaries to {c}");
-        if i < ANSWERED {
+        if i < ANSWERED && changes_mind(i) {
+            assert_eq!(count(CANCELLED), 1, "cancellations to {c}");
+            assert_eq!(
+                count(CODE),
+                0,
+                "codes to {c}: \"yes\" came after \"cancel\""
+            );
+            assert_eq!(count(CONFIRMED), 0, "confirmations to {c}");
+        } else if i < ANSWERED {
             assert_eq!(count(CODE), 1, "codes to {c}");
             assert_eq!(count(CONFIRMED), 1, "confirmations to {c}");
             assert!(reminders <= 1, "{reminders} reminders to {c}");
