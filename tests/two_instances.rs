@@ -9,7 +9,9 @@
 //! the code, a typed code completes the session), no message is sent twice (no outbox id in
 //! `biz_opaque_callback_data` twice, no read receipt twice, one code per session), every session
 //! reaches its outcome (confirmed for those the customer answers, expired for those left to
-//! time out, after exactly one reminder: each timer fires once), and every session's completion
+//! time out, after exactly one reminder: each timer fires once), one customer's messages are
+//! handled in arrival order even when two instances took them ("cancel" then at once "yes":
+//! cancelled, and no code ever sent), and every session's completion
 //! reaches the merchant under one event id (a delivery in flight at the kill may be repeated
 //! after it: the merchant drops it by event id).
 //!
