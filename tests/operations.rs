@@ -86,6 +86,24 @@ fn an_invalid_log_filter_stops_start_up_with_exit_code_2() {
     }
 }
 
+#[test]
+fn a_database_url_that_is_not_postgres_stops_start_up_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut vars = sandbox_vars(dir.path(), &bundled_flows());
+    vars.insert(
+        "WAOTP_DATABASE_URL".into(),
+        "mysql://waotp:hunter2@db.internal/waotp".into(),
+    );
+    let (code, stderr) = serve_until_exit(&vars).expect("the server started with a MySQL URL");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("WAOTP_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("postgres://"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is printed: {stderr}"
+    );
+}
+
 /// Production settings (a Graph API that is never called at start-up).
 fn production_vars(dir: &std::path::Path, flows: &std::path::Path) -> HashMap<String, String> {
     let mut vars = sandbox_vars(dir, flows);

@@ -396,7 +396,8 @@ impl Outbox {
             // unknown". Callbacks and hooks are sent again after a crash anyway (the merchant
             // drops duplicates by event id), but they too wait for the disk: the step that
             // queued one may not be durable yet, and a merchant must never hear of an outcome
-            // a crash would undo. Read receipts are best effort.
+            // a crash would undo. So do read receipts: one sent before its step is durable is
+            // sent again when a crash makes the start replay the customer's message.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
             if let Err(e) = self
@@ -409,11 +410,9 @@ impl Outbox {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                 continue;
             }
-            if !matches!(entry.payload, OutboxPayload::ReadReceipt { .. }) {
-                if let Err(e) = self.runtime.store_durable().await {
-                    tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
-                    continue;
-                }
+            if let Err(e) = self.runtime.store_durable().await {
+                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                continue;
             }
             let retry_at = self.deliver(entry).await;
             if whatsapp && retry_at.is_some() {
