@@ -191,8 +191,10 @@ impl Runtime {
             .await
             .map_err(RuntimeError::from)?;
         if let Some(id) = self
-            .sessions()
+            .storage
+            .sessions
             .active(&key, flow_id)
+            .await
             .map_err(RuntimeError::from)?
         {
             return Err(StartError::SessionActive {
@@ -311,7 +313,7 @@ impl Runtime {
         event: Event,
     ) -> Result<Option<SessionRecord>, RuntimeError> {
         let _guard = self.lock(id).await?;
-        let Some(mut record) = self.sessions().get(id)? else {
+        let Some(mut record) = self.storage.sessions.get(id).await? else {
             return Ok(None);
         };
         if !record.is_active() {
@@ -336,7 +338,13 @@ impl Runtime {
             return Err(CheckError::NotACode);
         }
         let _guard = self.lock(id).await.map_err(RuntimeError::from)?;
-        let Some(mut record) = self.sessions().get(id).map_err(RuntimeError::from)? else {
+        let Some(mut record) = self
+            .storage
+            .sessions
+            .get(id)
+            .await
+            .map_err(RuntimeError::from)?
+        else {
             return Ok(None);
         };
         if !record.is_active() {
