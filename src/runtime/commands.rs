@@ -244,8 +244,15 @@ impl Runtime {
             // find itself already applied, not be taken as the answer to the first question.
             // Likewise a session answers only messages recorded after it started: a replayed
             // older one must not land in it.
-            last_inbound: trigger
-                .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
+            last_inbound: match trigger {
+                Some((seq, _)) => seq + 1,
+                None => self
+                    .storage
+                    .inbound
+                    .next_seq()
+                    .await
+                    .map_err(RuntimeError::from)?,
+            },
             otp_refused: None,
             merchant: scope.merchant.clone(),
             number: scope.number.clone(),
