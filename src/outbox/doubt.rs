@@ -16,7 +16,7 @@ impl Outbox {
     /// An entry whose wait in doubt is over. A status that echoed it settles it as sent; else it
     /// is sent once more (true: go on and send it), and after a second doubt it is given up.
     pub(super) async fn resend_in_doubt(&self, entry: &mut OutboxEntry) -> bool {
-        let echoed = match self.runtime.sessions().echo(&entry.id) {
+        let echoed = match self.runtime.storage().outbox.echo(&entry.id).await {
             Ok(echoed) => echoed,
             Err(e) => {
                 tracing::error!(entry = %entry.id, error = %e, "cannot read an outbox entry's status echo");

@@ -249,7 +249,6 @@ impl Outbox {
         if self.draining() {
             return Ok(0);
         }
-        let sessions = self.runtime.sessions();
         let extra = self
             .left_behind
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -271,10 +270,12 @@ impl Outbox {
             due_again
         };
         if count_depth {
-            self.runtime
-                .metrics
-                .outbox_depth
-                .set(sessions.outbox_depth() as i64);
+            match self.runtime.storage().outbox.depth().await {
+                Ok(depth) => {
+                    self.runtime.metrics.outbox_depth.set(depth as i64);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot count the outbox"),
+            }
         }
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
@@ -306,8 +307,12 @@ impl Outbox {
             match group {
                 Some((_, _, entries)) => entries.push(entry),
                 None => {
-                    if sessions
-                        .recipient_paused_until(&recipient)?
+                    if self
+                        .runtime
+                        .storage()
+                        .outbox
+                        .recipient_paused_until(&recipient)
+                        .await?
                         .is_some_and(|until| until > now_ms)
                     {
                         paused.insert(recipient);
@@ -548,7 +553,7 @@ impl Outbox {
                         self.runtime.metrics.outbound_message("in_doubt", None);
                         tracing::warn!(entry = %entry.id, error = %e, "send in doubt: WhatsApp may have accepted it; waiting for a status");
                         // A status may have overtaken the lost answer.
-                        match self.runtime.sessions().echo(&entry.id) {
+                        match self.runtime.storage().outbox.echo(&entry.id).await {
                             Ok(Some(message_id)) => {
                                 let (outcome, accepted) =
                                     self.accepted(entry, message_id, generation, now).await;
@@ -586,7 +591,13 @@ impl Outbox {
                 let until =
                     (Utc::now() + Span::from_std(wait).unwrap_or_default()).timestamp_millis();
                 let recipient = scope.customer_key(&entry.to);
-                if let Err(e) = self.runtime.sessions().pause_recipient(&recipient, until) {
+                if let Err(e) = self
+                    .runtime
+                    .storage()
+                    .outbox
+                    .pause_recipient(&recipient, until)
+                    .await
+                {
                     tracing::error!(entry = %entry.id, error = %e, "cannot record the pair rate pause");
                 }
                 tracing::warn!(entry = %entry.id, error = %e, wait_secs = wait.as_secs(), "pair rate limit: this customer's messages wait");
@@ -717,7 +728,14 @@ impl Outbox {
             self.runtime.outbox_wake.notify_one();
         }
         if let Some((session_id, reason)) = failed_session {
-            let record = self.runtime.sessions().get(&session_id).ok().flatten();
+            let record = self
+                .runtime
+                .storage()
+                .sessions
+                .get(&session_id)
+                .await
+                .ok()
+                .flatten();
             // Queued with the session's own customer (the code may have gone to another number),
             // in order with what that customer sends.
             let customer = record
@@ -805,11 +823,13 @@ impl Outbox {
     /// Whether free-form messages may go from `scope`'s number to `customer` now: the window
     /// is per (number, customer). For the single merchant's number a window opened before
     /// windows were kept per number (stored under the customer alone) still counts.
-    fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
-        let sessions = self.runtime.sessions();
-        let open = |key: &str| matches!(sessions.last_customer_message(key), Ok(Some(at)) if now - at < WINDOW);
-        open(&scope.customer_key(customer))
-            || (*scope == self.senders.default_scope() && open(customer))
+    async fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
+        let sessions = &self.runtime.storage().sessions;
+        let open = |key: String| async move {
+            matches!(sessions.last_customer_message(&key).await, Ok(Some(at)) if now - at < WINDOW)
+        };
+        open(scope.customer_key(customer)).await
+            || (*scope == self.senders.default_scope() && open(customer.to_owned()).await)
     }
 
     /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
@@ -829,7 +849,8 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                let use_template = entry.use_template || !self.window_open(scope, &entry.to, now);
+                let use_template =
+                    entry.use_template || !self.window_open(scope, &entry.to, now).await;
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {

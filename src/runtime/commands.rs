@@ -191,8 +191,10 @@ impl Runtime {
             .await
             .map_err(RuntimeError::from)?;
         if let Some(id) = self
-            .sessions()
+            .storage
+            .sessions
             .active(&key, flow_id)
+            .await
             .map_err(RuntimeError::from)?
         {
             return Err(StartError::SessionActive {
@@ -242,8 +244,15 @@ impl Runtime {
             // find itself already applied, not be taken as the answer to the first question.
             // Likewise a session answers only messages recorded after it started: a replayed
             // older one must not land in it.
-            last_inbound: trigger
-                .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
+            last_inbound: match trigger {
+                Some((seq, _)) => seq + 1,
+                None => self
+                    .storage
+                    .inbound
+                    .next_seq()
+                    .await
+                    .map_err(RuntimeError::from)?,
+            },
             otp_refused: None,
             merchant: scope.merchant.clone(),
             number: scope.number.clone(),
@@ -311,7 +320,7 @@ impl Runtime {
         event: Event,
     ) -> Result<Option<SessionRecord>, RuntimeError> {
         let _guard = self.lock(id).await?;
-        let Some(mut record) = self.sessions().get(id)? else {
+        let Some(mut record) = self.storage.sessions.get(id).await? else {
             return Ok(None);
         };
         if !record.is_active() {
@@ -336,7 +345,13 @@ impl Runtime {
             return Err(CheckError::NotACode);
         }
         let _guard = self.lock(id).await.map_err(RuntimeError::from)?;
-        let Some(mut record) = self.sessions().get(id).map_err(RuntimeError::from)? else {
+        let Some(mut record) = self
+            .storage
+            .sessions
+            .get(id)
+            .await
+            .map_err(RuntimeError::from)?
+        else {
             return Ok(None);
         };
         if !record.is_active() {

@@ -218,7 +218,7 @@ impl Runtime {
     /// Waits until every store write made so far is on disk: the journal's group `fdatasync`
     /// covers the redo records of the sessions, outbox, stats and OTP ledger writes.
     pub async fn store_durable(&self) -> Result<(), StoreError> {
-        self.store.logged().await
+        self.storage.engine.durable().await
     }
 
     /// The storage contract the runtime works through.
@@ -675,14 +675,16 @@ impl Runtime {
 
     /// Whether a failed message to `failed_to` (digits) went to another number than the
     /// session's customer: a code sent to a third party, whose failure the chat must not see.
-    pub fn failed_elsewhere(
+    pub async fn failed_elsewhere(
         &self,
         session_id: &str,
         failed_to: &str,
     ) -> Result<bool, RuntimeError> {
         Ok(self
-            .sessions()
-            .get(session_id)?
+            .storage
+            .sessions
+            .get(session_id)
+            .await?
             .is_some_and(|r| r.customer != failed_to.trim_start_matches('+')))
     }
 

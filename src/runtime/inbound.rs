@@ -354,7 +354,7 @@ impl Runtime {
                     .await?
                     .map(|e| e.to);
                 let elsewhere = match failed_to {
-                    Some(to) => self.failed_elsewhere(session_id, &to)?,
+                    Some(to) => self.failed_elsewhere(session_id, &to).await?,
                     None => false,
                 };
                 if !elsewhere

@@ -15,12 +15,12 @@ impl Runtime {
     /// Fires one due timer (called in the customer's order).
     pub(super) async fn fire_timer(&self, timer: &DueTimer) -> Result<(), RuntimeError> {
         let _guard = self.lock(&timer.timer.session_id).await?;
-        let record = self.sessions().get(&timer.timer.session_id)?;
+        let record = self.storage.sessions.get(&timer.timer.session_id).await?;
         let Some(mut record) =
             record.filter(|r| r.is_active() && r.timer_key.as_ref() == Some(&timer.timer))
         else {
             self.storage.timers.drop_timer(&timer.timer).await?;
-            self.store.logged().await?;
+            self.storage.engine.durable().await?;
             return Ok(());
         };
         let flow = self.flow_of(&record)?;
@@ -71,7 +71,12 @@ pub async fn run_timers(runtime: Arc<Runtime>, inbox: Arc<Inbox>, every: Duratio
             }
         };
         for timer in due {
-            let customer = match runtime.sessions().get(&timer.timer.session_id) {
+            let customer = match runtime
+                .storage()
+                .sessions
+                .get(&timer.timer.session_id)
+                .await
+            {
                 Ok(Some(r)) => runtime.scope_of(&r).customer_key(&r.customer),
                 _ => String::new(),
             };
