@@ -9,12 +9,12 @@ use crate::api::sessions::ApiState;
 use crate::config::Settings;
 use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
-use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
+use crate::otp::OtpPolicy;
 use crate::outbox::{Outbox, SandboxRecorder};
 use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
 use crate::store::embedded::Embedded;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Storage, Store, StoreOptions};
 use crate::tenants::Tenants;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};
 use crate::whatsapp::{GraphApi, GraphTimeouts};
@@ -53,8 +53,9 @@ pub struct ConfigurationError(pub String);
 pub struct Application {
     address: SocketAddr,
     server: Server,
-    store: Arc<Store>,
-    storage: crate::store::Storage,
+    /// The embedded engine's handles (tests inspect them); `None` on PostgreSQL.
+    store: Option<Arc<Store>>,
+    storage: Storage,
     background: Vec<tokio::task::JoinHandle<()>>,
     sandbox_key: Option<String>,
     /// What a SIGTERM/SIGINT drains.
@@ -138,48 +139,32 @@ impl Application {
         // a configuration error; the sandbox starts without one, and such calls fail.
         let merchants = MerchantRuntimes::load(&tenants, &otp_base).map_err(ConfigurationError)?;
         let metrics = Arc::new(Metrics::new());
-        let flush_metrics = metrics.clone();
-        let embedded = Embedded::open(
-            &settings.data_dir,
-            move |report| {
-                flush_metrics
-                    .flush_batch_size
-                    .observe(report.waiters as f64);
-                flush_metrics.flush_seconds.observe(report.seconds);
-            },
-            settings.otp_key.as_ref(),
-            StoreOptions::default(),
-        )
-        .map_err(|e| match e {
-            crate::store::StoreError::Key(m) => {
-                anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")))
-            }
-            other => anyhow::Error::new(other).context(format!(
-                "opening the database in {}",
-                settings.data_dir.display()
-            )),
-        })?;
-        let store = embedded.store().clone();
-        let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
-            .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
-        let sandbox_sealer = CodeSealer::new(&key);
-        let ledger = embedded.ledger();
-        // A store written before merchants existed: its customers' conversations, windows and
-        // limits belong to the default scope (once; nothing to do afterwards).
+        let (storage, store) = open_storage(&settings, &metrics).await?;
+        let sandbox_sealer = storage.otp.code_sealer();
         let default_scope = tenants.default_scope();
-        let moved = store
-            .sessions()
-            .adopt_unscoped_keys(&default_scope)
-            .context("moving customer keys into the default scope")?
-            + ledger
-                .adopt_default_merchant(&default_scope.merchant)
-                .context("moving OTP limits into the default merchant")?;
+        // Records and limits written without a merchant are the default merchant's (on every
+        // engine: the ledger keeps the name for requests that give none).
+        let mut moved = storage
+            .otp
+            .adopt_default_merchant(&default_scope.merchant)
+            .await
+            .context("moving OTP limits into the default merchant")?;
+        // A store written before merchants existed: its customers' conversations and windows
+        // belong to the default scope (once; nothing to do afterwards). Only an embedded store
+        // can be that old.
+        if !storage.shared {
+            moved += storage
+                .sessions
+                .adopt_unscoped_keys(&default_scope)
+                .await
+                .context("moving customer keys into the default scope")?;
+        }
         if moved > 0 {
             tracing::info!(keys = moved, scope = %default_scope, "customer records of an older version moved into the default scope");
         }
         let tenants = crate::tenants::TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            embedded.clone(),
+            storage.clone(),
             merchants,
             metrics.clone(),
             RuntimeConfig {
@@ -212,14 +197,16 @@ impl Application {
             if let Some(waba) = registry
                 .merchant(&default_scope.merchant)
                 .and_then(|m| m.waba_id.as_deref())
+                .filter(|_| !storage.shared)
             {
-                store
-                    .templates()
+                storage
+                    .templates
                     .adopt_unowned(waba)
+                    .await
                     .context("giving stored template statuses their account")?;
             }
             let merchants = MerchantTemplates::of(&registry, |m| runtime.flows_of(m).current());
-            check_at_start(&settings, &merchants, &store, &metrics)
+            check_at_start(&settings, &merchants, &storage, &metrics)
                 .await
                 .map_err(ConfigurationError)?;
         }
@@ -231,7 +218,7 @@ impl Application {
         }
         // Numbers without a token record their messages here.
         let recorder = Arc::new(SandboxRecorder::new(
-            store.sessions().clone(),
+            storage.sessions.clone(),
             sandbox_sealer,
         ));
         let sandbox = if settings.sandbox() {
@@ -274,7 +261,7 @@ impl Application {
         }
 
         let template_watch = Arc::new(crate::templates::status::TemplateWatch::new(
-            store.clone(),
+            storage.clone(),
             metrics.clone(),
             tenants.clone(),
             runtime.outbox_wake.clone(),
@@ -285,7 +272,6 @@ impl Application {
                 .as_ref()
                 .map(|s| SignatureVerifier::new(s.expose_secret().as_bytes())),
             verify_token: settings.verify_token.clone(),
-            store: store.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
             tenants,
@@ -413,8 +399,9 @@ impl Application {
         self.storage.clone()
     }
 
-    /// The open store (tests inspect it; the server owns it).
-    pub fn store(&self) -> Arc<Store> {
+    /// The embedded engine's open store (tests inspect it; the server owns it); `None` when
+    /// the server runs on PostgreSQL.
+    pub fn store(&self) -> Option<Arc<Store>> {
         self.store.clone()
     }
 
@@ -448,6 +435,50 @@ impl Application {
         tracing::info!("stopped; database flushed");
         Ok(())
     }
+}
+
+/// The storage engine the settings name: PostgreSQL when `WAOTP_DATABASE_URL` is set (the data
+/// directory is then not touched), else the embedded engine in `WAOTP_DATA_DIR`. Returns the
+/// embedded engine's own handles beside it, for tests.
+async fn open_storage(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Storage, Option<Arc<Store>>)> {
+    let key_error =
+        |m: String| anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")));
+    if let Some(url) = &settings.database_url {
+        let storage = Storage::postgres(url.expose(), settings.otp_key.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Key(m) => key_error(m),
+                // The engine's messages name host, port and database, never the password.
+                other => anyhow::Error::new(other)
+                    .context(format!("opening the PostgreSQL database {}", url.masked())),
+            })?;
+        tracing::info!(engine = "postgres", database = %url.masked(), "storage engine");
+        return Ok((storage, None));
+    }
+    let flush_metrics = metrics.clone();
+    let embedded = Embedded::open(
+        &settings.data_dir,
+        move |report| {
+            flush_metrics
+                .flush_batch_size
+                .observe(report.waiters as f64);
+            flush_metrics.flush_seconds.observe(report.seconds);
+        },
+        settings.otp_key.as_ref(),
+        StoreOptions::default(),
+    )
+    .map_err(|e| match e {
+        crate::store::StoreError::Key(m) => key_error(m),
+        other => anyhow::Error::new(other).context(format!(
+            "opening the database in {}",
+            settings.data_dir.display()
+        )),
+    })?;
+    tracing::info!(engine = "embedded", data_dir = %settings.data_dir.display(), "storage engine");
+    Ok((embedded.storage(), Some(embedded.store().clone())))
 }
 
 /// A span per request naming method, path and request id, and the `X-Request-Id` header on

@@ -42,7 +42,7 @@ async fn spawn() -> App {
     let settings = Settings::from_vars(vars).expect("settings");
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     // A second handle on the same trees, to read OTP state the way the server wrote it.
     let key = OtpKey::load_or_create(&dir.path().join("data"), None).expect("otp key");
     let ledger = OtpLedger::open(store.db(), key).expect("ledger");

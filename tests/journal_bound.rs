@@ -66,7 +66,14 @@ async fn write_and_wait(dir: &Path) {
         waotp::runtime::flows::FlowRegistry::load(Path::new("flows"), Default::default())
             .expect("flows");
     let flow = registry.get("signup_verification").expect("flow");
-    registry.remember(&flow, store.sessions());
+    store
+        .sessions()
+        .put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        )
+        .expect("flow source");
     let mut appended = 0;
     let mut largest = 0;
     for i in 0..WRITES {

@@ -80,7 +80,7 @@ impl Rig {
             MerchantRuntimes::load(&tenants, &Default::default()).expect("merchants' flows");
         let tenants = TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            embedded,
+            embedded.storage(),
             merchants,
             metrics.clone(),
             RuntimeConfig::default(),
@@ -91,7 +91,7 @@ impl Rig {
             runtime.clone(),
             tokio::runtime::Handle::current(),
         ));
-        let recorder = Arc::new(SandboxRecorder::new(store.sessions().clone(), sealer));
+        let recorder = Arc::new(SandboxRecorder::new(embedded.storage().sessions, sealer));
         let graph = GraphApi::new(
             graph_url,
             GraphTimeouts {
@@ -244,6 +244,7 @@ async fn each_number_sends_with_its_own_token_and_a_number_without_one_is_record
     let recorded = rig
         .recorder
         .messages(&sandboxed, "919800000001")
+        .await
         .expect("recorded");
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["from"], "3003");
@@ -252,6 +253,7 @@ async fn each_number_sends_with_its_own_token_and_a_number_without_one_is_record
     assert!(rig
         .recorder
         .messages(&b, "919800000001")
+        .await
         .expect("listed")
         .is_empty());
 }

@@ -40,7 +40,14 @@ async fn write_and_wait(dir: &Path) {
     let now = chrono::Utc::now();
     let engine =
         waotp::flow::engine::new_session(&flow, Default::default(), "en", now).expect("session");
-    registry.remember(&flow, store.sessions());
+    store
+        .sessions()
+        .put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        )
+        .expect("flow source");
     let record = SessionRecord {
         id: SESSION.into(),
         to: format!("+{CUSTOMER}"),

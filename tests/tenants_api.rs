@@ -86,7 +86,7 @@ async fn deployment_of(tenants: Tenants) -> Deployment {
         .await
         .expect("server builds");
     let base = format!("http://{}", app.address());
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {

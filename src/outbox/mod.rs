@@ -772,15 +772,16 @@ impl Outbox {
                     scope,
                     entry,
                     request,
-                    self.template_text(entry, request).as_deref(),
+                    self.template_text(entry, request).await.as_deref(),
                 )
+                .await
                 .map_err(|e| GraphError::Network(e.to_string())),
         }
     }
 
     /// What the customer would see of a templated send, for the sandbox: the session's flow
     /// file has the template's content.
-    fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
+    async fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
         let (name, language, parameters) = match &request.message {
             Outgoing::Template {
                 name,
@@ -791,29 +792,37 @@ impl Outbox {
             Outgoing::AuthenticationCode { name, language, .. } => (name, language, Vec::new()),
             _ => return None,
         };
-        let record = self
-            .runtime
-            .sessions()
-            .get(entry.session_id.as_ref()?)
-            .ok()??;
+        let sessions = &self.runtime.storage().sessions;
+        let record = sessions.get(entry.session_id.as_ref()?).await.ok()??;
         let flow = self
             .runtime
-            .flows()
-            .version(&record.engine, self.runtime.sessions())?;
+            .flows_of(&record.merchant)
+            .version(&record.engine, sessions.as_ref())
+            .await?;
         crate::flow::template_content::customer_text(flow.file(), name, language, &parameters, None)
     }
 
     /// Refuses a template WhatsApp has paused or disabled (as last reported) in the account of
     /// `scope`'s merchant: sending it would only fail, so the session takes its delivery-failure
     /// path with the reason `template_paused` or `template_disabled`.
-    fn check_template(&self, scope: &Scope, name: &str, language: &str) -> Result<(), NotSent> {
+    async fn check_template(
+        &self,
+        scope: &Scope,
+        name: &str,
+        language: &str,
+    ) -> Result<(), NotSent> {
         let merchants = self.runtime.merchants();
         let waba = merchants
             .get_or_default(&scope.merchant)
             .merchant
             .waba_id
             .as_deref();
-        let status = self.runtime.templates().get(waba, name, language);
+        let status = self
+            .runtime
+            .storage()
+            .templates
+            .get(waba, name, language)
+            .await;
         match status.as_ref().and_then(|s| s.blocked_reason()) {
             Some(reason) => Err(NotSent::Failed(reason.to_owned())),
             None => Ok(()),
@@ -854,7 +863,7 @@ impl Outbox {
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {
-                        self.check_template(scope, &t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language).await?;
                         template_of(t)
                     }
                     (true, None) => return Err(NotSent::OutsideWindow),
@@ -884,7 +893,7 @@ impl Outbox {
                 }
                 let outgoing = match (template, text) {
                     (Some(t), _) => {
-                        self.check_template(scope, &t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language).await?;
                         Outgoing::AuthenticationCode {
                             name: t.name.clone(),
                             language: t.language.clone(),

@@ -258,7 +258,8 @@ impl Runtime {
             number: scope.number.clone(),
         };
         self.flows_of(&scope.merchant)
-            .remember(flow, self.sessions());
+            .remember(flow, self.storage.sessions.as_ref())
+            .await;
         let write = StepWrite {
             activate: Some((scope.customer_key(customer), flow.id().as_str().to_owned())),
             idempotency,
@@ -326,7 +327,7 @@ impl Runtime {
         if !record.is_active() {
             return Ok(Some(record));
         }
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         let started = Instant::now();
         self.step(&mut record, &flow, event, Utc::now(), StepWrite::default())
             .await?;
@@ -360,7 +361,7 @@ impl Runtime {
                 outcome: record.engine.outcome,
             });
         }
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         engine::api_check_allowed(&flow, &record.engine)?;
         let now = Utc::now();
         let (event, verdict) = self.verify_attempt(&record, code, now).await?;
@@ -403,20 +404,14 @@ mod tests {
     #[tokio::test]
     async fn a_held_start_lock_never_blocks_a_session_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let embedded = crate::store::embedded::Embedded::open(
-            dir.path(),
-            |_| {},
-            None,
-            crate::store::StoreOptions::default(),
-        )
-        .expect("store");
+        let storage = crate::store::Storage::embedded(dir.path(), None, |_| {}).expect("store");
         let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
         let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
         let settings =
             crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
         let tenants = Tenants::from_settings(&settings, &[]);
         let runtime = Runtime::new(
-            embedded,
+            storage,
             MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),

@@ -21,11 +21,8 @@ use crate::flow::Flow;
 use crate::metrics::Metrics;
 use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
-use crate::store::embedded::otp::OtpLedger;
-use crate::store::embedded::Embedded;
-use crate::store::embedded::SessionStore;
 use crate::store::{IssueKind, IssueOutcome};
-use crate::store::{LockGuard, LockKey, Storage, Store, StoreError, TimerRef};
+use crate::store::{LockGuard, LockKey, Storage, StoreError, TimerRef};
 use crate::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
@@ -60,9 +57,7 @@ pub enum RuntimeError {
 /// The conversation runtime.
 #[derive(Debug)]
 pub struct Runtime {
-    pub(super) store: Arc<Store>,
-    embedded: Arc<Embedded>,
-    /// The storage contract (locks, claims, wakeups), over the same database as `store`.
+    /// Everything stateful: sessions, claims, locks, wakeups.
     pub(super) storage: Storage,
     /// Each merchant's flows, URLs and OTP limits, swapped whole when the tenants change.
     merchants: std::sync::RwLock<Arc<MerchantRuntimes>>,
@@ -87,32 +82,20 @@ impl Runtime {
     /// A runtime for the merchants of `tenants`, whose flows are loaded in `merchants`
     /// ([`MerchantRuntimes::load`]).
     pub fn new(
-        embedded: Arc<Embedded>,
+        storage: Storage,
         merchants: MerchantRuntimes,
         metrics: Arc<Metrics>,
         config: RuntimeConfig,
         tenants: crate::tenants::TenantsHandle,
     ) -> Runtime {
-        let storage = embedded.storage();
         Runtime {
             tenants,
-            store: embedded.store().clone(),
             outbox_wake: storage.wakeups.outbox.clone(),
             storage,
-            embedded,
             merchants: std::sync::RwLock::new(Arc::new(merchants)),
             metrics,
             config,
         }
-    }
-
-    pub fn sessions(&self) -> &SessionStore {
-        self.store.sessions()
-    }
-
-    /// What WhatsApp last said about each message template.
-    pub fn templates(&self) -> &crate::store::embedded::templates::TemplateStatusStore {
-        self.store.templates()
     }
 
     /// The flows of the default merchant (the single-merchant setup's flows).
@@ -211,10 +194,6 @@ impl Runtime {
         &self.tenants
     }
 
-    pub fn ledger(&self) -> &OtpLedger {
-        self.embedded.ledger()
-    }
-
     /// Waits until every store write made so far is on disk: the journal's group `fdatasync`
     /// covers the redo records of the sessions, outbox, stats and OTP ledger writes.
     pub async fn store_durable(&self) -> Result<(), StoreError> {
@@ -252,9 +231,10 @@ impl Runtime {
     }
 
     /// The flow version a session runs on.
-    pub(super) fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
+    pub(super) async fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
         self.flows_of(&record.merchant)
-            .version(&record.engine, self.sessions())
+            .version(&record.engine, self.storage.sessions.as_ref())
+            .await
             .ok_or_else(|| RuntimeError::FlowGone(record.engine.flow_hash.clone()))
     }
 

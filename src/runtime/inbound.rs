@@ -138,7 +138,7 @@ impl Runtime {
                 return Ok(());
             }
             record.last_inbound = seq + 1;
-            let flow = self.flow_of(&record)?;
+            let flow = self.flow_of(&record).await?;
             let started = Instant::now();
             let write = StepWrite {
                 outbox: vec![read_receipt(scope, seq, m, now)],

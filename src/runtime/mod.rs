@@ -270,13 +270,10 @@ pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Du
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let runtime = runtime.clone();
-        let purged = tokio::task::spawn_blocking(move || purge_once(&runtime, retention)).await;
-        match purged {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired records"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed"),
-            Err(e) => tracing::error!(error = %e, "purge task failed"),
+        match purge_once(&runtime, retention).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired records"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "purging expired records failed"),
         }
     }
 }
@@ -284,14 +281,15 @@ pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Du
 /// One purge pass: dedupe records and handled events past 7 days; the API's idempotency keys
 /// past 24 hours; finished sessions, their sent outbox entries and OTP records past
 /// `retention`.
-pub fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
+pub async fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
     let now = chrono::Utc::now();
     let cutoff = now.timestamp() - DEDUPE_RETENTION.as_secs() as i64;
-    let mut n = runtime.store.inbound().purge_before(cutoff)?;
+    let storage = runtime.storage();
+    let mut n = storage.inbound.purge_before(cutoff).await?;
     let horizon = now - chrono::Duration::from_std(retention).unwrap_or_default();
-    n += runtime.sessions().purge_completed_before(horizon)?;
-    n += runtime.sessions().purge_idempotency(now)?;
-    n += runtime.ledger().sweep(now, retention)?;
+    n += storage.sessions.purge_completed_before(horizon).await?;
+    n += storage.idempotency.purge_idempotency(now).await?;
+    n += storage.otp.sweep(now, retention).await?;
     runtime.metrics.records_purged.inc_by(n as u64);
     Ok(n)
 }

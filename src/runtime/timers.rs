@@ -23,7 +23,7 @@ impl Runtime {
             self.storage.engine.durable().await?;
             return Ok(());
         };
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         record.timer_key = None;
         let write = StepWrite {
             timer_remove: Some(timer.timer.clone()),

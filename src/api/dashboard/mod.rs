@@ -152,7 +152,7 @@ async fn show(
             numbers,
         });
     }
-    let templates = templates_of(&state, &merchant);
+    let templates = templates_of(&state, &merchant).await;
     Ok(html(HttpResponse::Ok()).body(page::dashboard_page(
         &merchant.id,
         &windows,
@@ -164,14 +164,14 @@ async fn show(
 /// The template statuses of `merchant`'s WhatsApp Business Account. A merchant that names no
 /// account sees every account's when it is the only merchant, else those of the accounts no
 /// merchant names (whose changes are sent to it).
-fn templates_of(state: &ApiState, merchant: &Merchant) -> Vec<crate::store::TemplateStatus> {
-    let store = state.runtime.templates();
+async fn templates_of(state: &ApiState, merchant: &Merchant) -> Vec<crate::store::TemplateStatus> {
+    let store = &state.runtime.storage().templates;
     if merchant.waba_id.is_some() {
-        return store.of_account(merchant.waba_id.as_deref());
+        return store.of_account(merchant.waba_id.as_deref()).await;
     }
     let registry = state.runtime.tenants().current();
     if registry.merchants().len() == 1 {
-        return store.of_account(None);
+        return store.of_account(None).await;
     }
     let named: std::collections::HashSet<&str> = registry
         .merchants()
@@ -180,6 +180,7 @@ fn templates_of(state: &ApiState, merchant: &Merchant) -> Vec<crate::store::Temp
         .collect();
     store
         .all()
+        .await
         .into_iter()
         .filter(|t| t.waba.as_deref().map_or(true, |w| !named.contains(w)))
         .collect()

@@ -80,6 +80,10 @@ pub trait OtpStore: Send + Sync + std::fmt::Debug {
     /// merchants existed under it (once). Returns how many moved.
     async fn adopt_default_merchant(&self, merchant: &str) -> Result<usize, LedgerError>;
 
+    /// A sealer under the key this ledger seals codes with, for the other sealed copies of a
+    /// code (sandbox mode's recorded messages): every instance on the database opens them.
+    fn code_sealer(&self) -> crate::otp::CodeSealer;
+
     /// Deletes entries no rule needs any more (older than `retention`, or past every window);
     /// never a live record, so it cannot weaken a limit in force. Returns how many went.
     async fn sweep(

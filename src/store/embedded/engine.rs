@@ -524,6 +524,10 @@ impl Listing for Embedded {
 
 #[async_trait::async_trait]
 impl OtpStore for Embedded {
+    fn code_sealer(&self) -> crate::otp::CodeSealer {
+        crate::otp::CodeSealer::new(self.ledger.key())
+    }
+
     async fn issue(
         &self,
         req: IssueRequest<'_>,

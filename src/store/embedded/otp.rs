@@ -121,6 +121,11 @@ impl std::fmt::Debug for OtpLedger {
 }
 
 impl OtpLedger {
+    /// The key codes are digested and sealed with.
+    pub(crate) fn key(&self) -> &OtpKey {
+        &self.key
+    }
+
     pub fn open(db: &sled::Db, key: OtpKey) -> Result<Self, LedgerError> {
         Ok(Self {
             codes: LoggedTree::open(db, CODES_TREE, Redo::none())?,

@@ -836,6 +836,10 @@ fn audit_entry(
 
 #[async_trait::async_trait]
 impl OtpStore for PgOtpLedger {
+    fn code_sealer(&self) -> CodeSealer {
+        CodeSealer::new(&self.key)
+    }
+
     async fn issue(
         &self,
         req: IssueRequest<'_>,
