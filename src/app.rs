@@ -140,6 +140,7 @@ impl Application {
         let merchants = MerchantRuntimes::load(&tenants, &otp_base).map_err(ConfigurationError)?;
         let metrics = Arc::new(Metrics::new());
         let (storage, store) = open_storage(&settings, &metrics).await?;
+        metrics.storage_engine(storage.engine.name());
         let sandbox_sealer = storage.otp.code_sealer();
         let default_scope = tenants.default_scope();
         // Records and limits written without a merchant are the default merchant's (on every

@@ -25,8 +25,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+async fn healthz(state: web::Data<HealthState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "engine": state.engine.name()}))
 }
 
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
@@ -37,6 +37,7 @@ async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
     let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unavailable" },
+        "engine": state.engine.name(),
         "startup": if started { "done" } else { "in_progress" },
     });
     if stopping {

@@ -56,8 +56,7 @@ pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 pub const NUMBER_REMOVED: &str = "number_removed";
 /// Why a callback of a merchant no longer configured was not sent (nothing to sign it with).
 pub const MERCHANT_REMOVED: &str = "merchant_removed";
-/// How long a claimed entry stays this instance's if it stops before settling it.
-const CLAIM_LEASE: Duration = Duration::from_secs(120);
+use crate::store::CLAIM_LEASE;
 
 /// Due entries read per pass, besides those already held by delivery tasks.
 const BATCH: usize = 256;

@@ -40,7 +40,7 @@ impl Runtime {
 }
 
 /// How long a claimed timer stays this instance's if it stops before firing it.
-const TIMER_LEASE: Duration = Duration::from_secs(60);
+const TIMER_LEASE: Duration = crate::store::CLAIM_LEASE;
 
 /// Claims due timers every `every` (or when the store says one may be due) and queues them
 /// behind their customers' other work, until the process ends. The store hands each timer to

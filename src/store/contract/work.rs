@@ -13,6 +13,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// How long an outbox or timer claim stays its holder's when the holder stops without
+/// settling it (killed, or cut off from the database); another instance takes it over then.
+/// Longer than the slowest send (a Graph API call: 5 s to connect, 15 s for the answer; a
+/// merchant call: 10 s), so a live holder keeps its claim through a send; short enough that a
+/// dead instance's sends and timers are picked up within about half a minute.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
 /// A session's pending timer, as the session record keeps it: when it is due, whose it is
 /// and which of the flow's timers. Replacing or cancelling a timer names it by this.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
