@@ -32,6 +32,11 @@ use tracing::Instrument;
 
 /// How often expired dedupe records are looked for.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often, on a shared database, events left unhandled are looked for …
+const STALE_EVENTS_EVERY: Duration = Duration::from_secs(2);
+/// … and how long one must have waited to be taken over (an instance handles its own events
+/// within milliseconds; one still pending after this was most likely left by a dead one).
+const STALE_EVENTS_AFTER: Duration = Duration::from_secs(5);
 /// How often due timers are looked for.
 const TIMER_POLL: Duration = Duration::from_millis(200);
 /// How often the merchants' flow files are checked for changes.
@@ -320,7 +325,7 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.drain.as_secs())
         .run();
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(runtime::purge_forever(
                 runtime.clone(),
                 settings.retention,
@@ -348,6 +353,13 @@ impl Application {
                 )
             }),
         ];
+        if storage.shared {
+            background.push(tokio::spawn(runtime::adopt_stale_forever(
+                inbox.clone(),
+                STALE_EVENTS_EVERY,
+                STALE_EVENTS_AFTER,
+            )));
+        }
         let draining = crate::shutdown::Draining {
             stopping,
             dispatcher: tokio::spawn(outbox.clone().run()),

@@ -141,6 +141,36 @@ impl Inbox {
         Ok(n)
     }
 
+    /// On a database other instances share: queues the events recorded at least `older_than`
+    /// before `now` (Unix seconds) and still unhandled — those of an instance that stopped
+    /// before handling them — and sets the pending gauge to the shared count. Each handler
+    /// takes its customer's turn and skips what another instance handled meanwhile, so an
+    /// event queued here and by its own instance is still handled once. Returns how many.
+    pub async fn adopt_stale(&self, older_than: Duration, now: i64) -> Result<usize, StoreError> {
+        if !self.storage.shared {
+            return Ok(0);
+        }
+        let pending = self.storage.inbound.pending().await?;
+        self.metrics.inbound_pending.set(pending.len() as i64);
+        let cutoff = now - older_than.as_secs() as i64;
+        let tenants = self.runtime_tenants.current();
+        let mut n = 0;
+        for (seq, stored) in pending {
+            if stored.received_at > cutoff {
+                continue;
+            }
+            n += 1;
+            self.queues.submit(
+                queue_key(&tenants, &stored.event),
+                Work::Inbound {
+                    seq,
+                    event: Box::new(stored.event),
+                },
+            );
+        }
+        Ok(n)
+    }
+
     /// Whether every recorded event is handled and no work is queued or running (at a stop,
     /// once the HTTP server has answered its last request).
     pub async fn is_idle(&self) -> bool {
@@ -262,6 +292,27 @@ async fn handle_inbound(runtime: &Runtime, metrics: &Metrics, seq: u64, event: &
             metrics.inbound_pending.dec();
         }
         Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+    }
+}
+
+/// Every `every`, on a database other instances share, queues the events left unhandled for
+/// `older_than` or more ([`Inbox::adopt_stale`]): a killed instance's events are handled by
+/// the live ones without waiting for its restart. Runs until the process ends.
+pub async fn adopt_stale_forever(inbox: Arc<Inbox>, every: Duration, older_than: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match inbox
+            .adopt_stale(older_than, chrono::Utc::now().timestamp())
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::debug!(events = n, "queued events left unhandled for a while")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the events left unhandled"),
+        }
     }
 }
 
