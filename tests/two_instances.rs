@@ -633,3 +633,51 @@ async fn two_instances_on_one_database_one_killed_midway() {
 async fn one_embedded_instance_killed_midway() {
     load_with_a_kill(1, None).await;
 }
+
+/// An event an instance recorded (and acknowledged) but never handled, because it died at
+/// once, is handled by a live instance without waiting for the dead one's restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_a_dead_instance_recorded_is_handled_by_a_live_one() {
+    let Some(database) = pg_support::fresh_database("stale_event").await else {
+        return;
+    };
+    let cluster = Cluster::start(1, Some(database.url.clone())).await;
+    let c = customer(0);
+    let id = cluster.start_session(0, 0).await;
+    wait_until(&format!("the summary to {c}"), || {
+        (sends_like(&cluster.graph, &c, SUMMARY.0, SUMMARY.1) > 0).then_some(())
+    })
+    .await;
+    // The dead instance's last act: "yes" recorded in the shared database, then nothing.
+    let body = envelope(json!({
+        "contacts": [{"profile": {"name": "Asha"}, "wa_id": c}],
+        "messages": [{"from": c, "id": new_wamid(), "timestamp": now_secs(),
+                      "type": "text", "text": {"body": "yes"}}]
+    }));
+    let parsed = waotp::webhook::payload::parse(body.to_string().as_bytes()).expect("payload");
+    let storage = waotp::store::Storage::postgres(
+        &database.url,
+        Some(&secrecy::SecretString::from(OTP_KEY.to_owned())),
+    )
+    .await
+    .expect("the shared database");
+    for event in &parsed.events {
+        let recorded = storage
+            .inbound
+            .record(event, &scoped(&c), chrono::Utc::now().timestamp())
+            .await
+            .expect("recorded");
+        assert!(matches!(recorded, waotp::store::Recorded::New { .. }));
+    }
+    // The live instance takes it over: the code goes out, once.
+    code_sent_to(&cluster.graph, &c).await;
+    let session = cluster
+        .wait_session(&id, "awaiting the code", |s| s["status"] == "active")
+        .await;
+    assert_eq!(session["status"], "active", "{session}");
+    assert_eq!(sends_like(&cluster.graph, &c, CODE.0, CODE.1), 1);
+    wait_for_async("the event marked handled", || async {
+        (storage.inbound.pending_count().await.ok()? == 0).then_some(())
+    })
+    .await;
+}
