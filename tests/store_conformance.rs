@@ -127,4 +127,5 @@ conformance!(
     otp::codes_are_issued_checked_and_used_once,
     otp::the_per_customer_limit_refuses_further_codes,
     otp::wrong_attempts_survive_reopening,
+    otp::a_sealed_code_opens_after_reopening,
 );

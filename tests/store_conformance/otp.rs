@@ -212,3 +212,19 @@ pub async fn wrong_attempts_survive_reopening(b: &dyn Backend) {
         "and the code itself survives"
     );
 }
+
+/// The code sealer the ledger hands out seals under the ledger's key: what one handle seals,
+/// another on the same data (a restart, another instance) opens; a wrong session does not.
+pub async fn a_sealed_code_opens_after_reopening(b: &dyn Backend) {
+    let s = b.open().await;
+    let code = normalize_attempt("482913").expect("a code");
+    let sealed = s
+        .otp
+        .code_sealer()
+        .seal("ses_sealed", &code, &mut rand::rngs::OsRng);
+    let s = b.reopen(s).await;
+    let sealer = s.otp.code_sealer();
+    let opened = sealer.open("ses_sealed", &sealed).expect("opens");
+    assert_eq!(opened.expose(), "482913", "{}", b.name());
+    assert!(sealer.open("ses_other", &sealed).is_err(), "{}", b.name());
+}

@@ -86,7 +86,8 @@ impl PgEngine {
     }
 
     /// Writes an entry's new state (and the link of the message it became) in one
-    /// transaction; `InFlight` keeps the claim, any other state ends it.
+    /// transaction; a settled state (`Done`, `Failed`) ends the claim, any other keeps it
+    /// (its holder gives back what it rescheduled).
     pub async fn update_outbox(
         &self,
         entry: &OutboxEntry,
@@ -112,7 +113,9 @@ impl PgEngine {
     ) -> Result<(), StoreError> {
         let fail = |e| query_error("cannot update an outbox entry", e);
         let row = outbox_row(entry);
-        let keep_claim = row.state == "in_flight";
+        // A status webhook moving an entry in doubt, or its holder rescheduling it, must not
+        // hand it to another instance while the holder still has it.
+        let keep_claim = !matches!(row.state, "done" | "failed");
         let s = tx
             .prepare_cached(
                 "INSERT INTO waotp_outbox
