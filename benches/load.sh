@@ -3,12 +3,15 @@
 # the servers on loopback, runs waotp-load against them and prints every report.
 # Usage: benches/load.sh [runs] [sections]
 #   runs: of each scenario, default 3 (medians go in BENCHMARKS.md)
-#   sections: letters of the sections to run, default all: a (with f), b, c, d (with e), g
+#   sections: letters of the sections to run, default all: a (with f), b, c, d (with e), g, p
 # LOAD_NO_BUILD=1 uses the binaries already in target/release instead of building them.
+# Section p needs a PostgreSQL server: the one WAOTP_BENCH_DATABASE_URL names
+# (postgres://user@host:port/db, a user that may create databases), or else a throwaway cluster
+# started like CI's (.ci/postgres.sh: Debian's postgresql, installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
-SECTIONS=${2:-abcdg}
+SECTIONS=${2:-abcdgp}
 section() { [[ $SECTIONS == *"$1"* ]]; }
 SECRET=bench-secret
 work=$(mktemp -d)
@@ -126,6 +129,52 @@ for numbers in 10 1; do
     $bin/waotp-load --scenario cod --base http://127.0.0.1:18184 --api-key bench-key \
       --numbers "$numbers" --concurrency 32 --duration 10 --warmup 2
     stop "$pid"
+  done
+done
+fi
+
+if section p; then
+echo "### (p) COD on PostgreSQL: one instance, then two sharing one database"
+# Each run gets a fresh database on the server; the instances differ only in port and data
+# directory (which the PostgreSQL engine leaves empty), and waotp-load sends its requests to
+# them in turn, as a round-robin load balancer would.
+if [[ -n ${WAOTP_BENCH_DATABASE_URL:-} ]]; then
+  pg_admin=$WAOTP_BENCH_DATABASE_URL
+  psql=psql
+else
+  # shellcheck source=../.ci/postgres.sh
+  source .ci/postgres.sh
+  postgres_start
+  # postgres_start's EXIT trap replaced this script's: both cleanups now.
+  trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"; postgres_stop' EXIT
+  pg_admin=$WAOTP_TEST_DATABASE_URL
+  psql=$POSTGRES_BINDIR/psql
+fi
+"$psql" -X -At "$pg_admin" -c 'select version()'
+db_url() { # the admin URL with its database replaced by $1 (its query, if any, kept)
+  local base=${pg_admin%%\?*}
+  echo "${base%/*}/$1${pg_admin#"$base"}"
+}
+for instances in 1 2; do
+  for i in $(seq "$RUNS"); do
+    echo "## $instances instance(s) on one database, run $i"
+    db=waotp_bench_$$_${instances}_$i
+    "$psql" -X -q "$pg_admin" -c "CREATE DATABASE $db"
+    pids=(); bases=()
+    for n in $(seq "$instances"); do
+      port=$((18184 + n))
+      pids+=("$(start_waotp "$work/pg-$instances-$i-$n" "$port" WAOTP_DATABASE_URL="$(db_url "$db")" \
+        WAOTP_OTP_KEY=bench-otp-key-shared-by-every-instance-0123456789 \
+        WAOTP_OTP_SENDS_PER_HOUR=1000000 WAOTP_CALLBACK_URL=http://127.0.0.1:18099/callback)")
+      bases+=("http://127.0.0.1:$port")
+    done
+    for base in "${bases[@]}"; do wait_ready "$base/readyz"; done
+    pid_arg=()
+    [[ $instances == 1 ]] && pid_arg=(--server-pid "${pids[0]}")
+    $bin/waotp-load --scenario cod --base "$(IFS=,; echo "${bases[*]}")" --api-key bench-key \
+      --concurrency 32 --duration 10 --warmup 2 "${pid_arg[@]}"
+    stop "${pids[@]}"
+    "$psql" -X -q "$pg_admin" -c "DROP DATABASE $db WITH (FORCE)"
   done
 done
 fi

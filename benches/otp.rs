@@ -10,7 +10,8 @@ use rand::rngs::OsRng;
 use waotp::otp::{
     generate, CustomerNumber, IssueRequest, OtpKey, OtpPolicy, OtpSubject, VerifyOutcome,
 };
-use waotp::store::otp::{IssueKind, IssueOutcome, OtpLedger};
+use waotp::store::embedded::otp::OtpLedger;
+use waotp::store::{IssueKind, IssueOutcome};
 
 fn pure(c: &mut Criterion) {
     let key = OtpKey::generate(&mut OsRng);

@@ -9,12 +9,12 @@ use crate::api::sessions::ApiState;
 use crate::config::Settings;
 use crate::merchant::MerchantClient;
 use crate::metrics::Metrics;
-use crate::otp::{CodeSealer, OtpKey, OtpPolicy};
+use crate::otp::OtpPolicy;
 use crate::outbox::{Outbox, SandboxRecorder};
 use crate::runtime::merchants::MerchantRuntimes;
 use crate::runtime::{self, Inbox, Runtime, RuntimeConfig};
-use crate::store::otp::OtpLedger;
-use crate::store::Store;
+use crate::store::embedded::Embedded;
+use crate::store::{Storage, Store, StoreOptions};
 use crate::tenants::Tenants;
 use crate::webhook::{signature::SignatureVerifier, WebhookState};
 use crate::whatsapp::{GraphApi, GraphTimeouts};
@@ -32,6 +32,11 @@ use tracing::Instrument;
 
 /// How often expired dedupe records are looked for.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often, on a shared database, events left unhandled are looked for …
+const STALE_EVENTS_EVERY: Duration = Duration::from_secs(2);
+/// … and how long one must have waited to be taken over (an instance handles its own events
+/// within milliseconds; one still pending after this was most likely left by a dead one).
+const STALE_EVENTS_AFTER: Duration = Duration::from_secs(5);
 /// How often due timers are looked for.
 const TIMER_POLL: Duration = Duration::from_millis(200);
 /// How often the merchants' flow files are checked for changes.
@@ -53,7 +58,9 @@ pub struct ConfigurationError(pub String);
 pub struct Application {
     address: SocketAddr,
     server: Server,
-    store: Arc<Store>,
+    /// The embedded engine's handles (tests inspect them); `None` on PostgreSQL.
+    store: Option<Arc<Store>>,
+    storage: Storage,
     background: Vec<tokio::task::JoinHandle<()>>,
     sandbox_key: Option<String>,
     /// What a SIGTERM/SIGINT drains.
@@ -137,51 +144,33 @@ impl Application {
         // a configuration error; the sandbox starts without one, and such calls fail.
         let merchants = MerchantRuntimes::load(&tenants, &otp_base).map_err(ConfigurationError)?;
         let metrics = Arc::new(Metrics::new());
-        let flush_metrics = metrics.clone();
-        let store = Arc::new(
-            Store::open_with_key(
-                &settings.data_dir,
-                move |report| {
-                    flush_metrics
-                        .flush_batch_size
-                        .observe(report.waiters as f64);
-                    flush_metrics.flush_seconds.observe(report.seconds);
-                },
-                settings.otp_key.as_ref(),
-            )
-            .map_err(|e| match e {
-                crate::store::StoreError::Key(m) => {
-                    anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")))
-                }
-                other => anyhow::Error::new(other).context(format!(
-                    "opening the database in {}",
-                    settings.data_dir.display()
-                )),
-            })?,
-        );
-        let key = OtpKey::load_or_create(&settings.data_dir, settings.otp_key.as_ref())
-            .map_err(|e| ConfigurationError(format!("WAOTP_OTP_KEY: {e}")))?;
-        let sandbox_sealer = CodeSealer::new(&key);
-        let ledger = OtpLedger::open(store.db(), key)
-            .context("opening the OTP ledger")?
-            .logged(store.redo());
-        // A store written before merchants existed: its customers' conversations, windows and
-        // limits belong to the default scope (once; nothing to do afterwards).
+        let (storage, store) = open_storage(&settings, &metrics).await?;
+        metrics.storage_engine(storage.engine.name());
+        let sandbox_sealer = storage.otp.code_sealer();
         let default_scope = tenants.default_scope();
-        let moved = store
-            .sessions()
-            .adopt_unscoped_keys(&default_scope)
-            .context("moving customer keys into the default scope")?
-            + ledger
-                .adopt_default_merchant(&default_scope.merchant)
-                .context("moving OTP limits into the default merchant")?;
+        // Records and limits written without a merchant are the default merchant's (on every
+        // engine: the ledger keeps the name for requests that give none).
+        let mut moved = storage
+            .otp
+            .adopt_default_merchant(&default_scope.merchant)
+            .await
+            .context("moving OTP limits into the default merchant")?;
+        // A store written before merchants existed: its customers' conversations and windows
+        // belong to the default scope (once; nothing to do afterwards). Only an embedded store
+        // can be that old.
+        if !storage.shared {
+            moved += storage
+                .sessions
+                .adopt_unscoped_keys(&default_scope)
+                .await
+                .context("moving customer keys into the default scope")?;
+        }
         if moved > 0 {
             tracing::info!(keys = moved, scope = %default_scope, "customer records of an older version moved into the default scope");
         }
         let tenants = crate::tenants::TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            store.clone(),
-            ledger,
+            storage.clone(),
             merchants,
             metrics.clone(),
             RuntimeConfig {
@@ -192,13 +181,13 @@ impl Application {
         ));
         let tenants_handle = tenants.clone();
         let inbox = Arc::new(Inbox::new(
-            store.clone(),
             metrics.clone(),
             runtime.clone(),
             tokio::runtime::Handle::current(),
         ));
         let replayed = inbox
             .replay_pending()
+            .await
             .context("replaying unhandled events")?;
         if replayed > 0 {
             tracing::info!(
@@ -214,14 +203,16 @@ impl Application {
             if let Some(waba) = registry
                 .merchant(&default_scope.merchant)
                 .and_then(|m| m.waba_id.as_deref())
+                .filter(|_| !storage.shared)
             {
-                store
-                    .templates()
+                storage
+                    .templates
                     .adopt_unowned(waba)
+                    .await
                     .context("giving stored template statuses their account")?;
             }
             let merchants = MerchantTemplates::of(&registry, |m| runtime.flows_of(m).current());
-            check_at_start(&settings, &merchants, &store, &metrics)
+            check_at_start(&settings, &merchants, &storage, &metrics)
                 .await
                 .map_err(ConfigurationError)?;
         }
@@ -233,7 +224,7 @@ impl Application {
         }
         // Numbers without a token record their messages here.
         let recorder = Arc::new(SandboxRecorder::new(
-            store.sessions().clone(),
+            storage.sessions.clone(),
             sandbox_sealer,
         ));
         let sandbox = if settings.sandbox() {
@@ -276,7 +267,7 @@ impl Application {
         }
 
         let template_watch = Arc::new(crate::templates::status::TemplateWatch::new(
-            store.clone(),
+            storage.clone(),
             metrics.clone(),
             tenants.clone(),
             runtime.outbox_wake.clone(),
@@ -287,7 +278,6 @@ impl Application {
                 .as_ref()
                 .map(|s| SignatureVerifier::new(s.expose_secret().as_bytes())),
             verify_token: settings.verify_token.clone(),
-            store: store.clone(),
             inbox: inbox.clone(),
             metrics: metrics.clone(),
             tenants,
@@ -301,7 +291,7 @@ impl Application {
         let ready = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
         let health = HealthState {
-            store: store.clone(),
+            engine: runtime.storage().engine.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
             stopping: stopping.clone(),
@@ -335,7 +325,7 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.drain.as_secs())
         .run();
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(runtime::purge_forever(
                 runtime.clone(),
                 settings.retention,
@@ -363,6 +353,13 @@ impl Application {
                 )
             }),
         ];
+        if storage.shared {
+            background.push(tokio::spawn(runtime::adopt_stale_forever(
+                inbox.clone(),
+                STALE_EVENTS_EVERY,
+                STALE_EVENTS_AFTER,
+            )));
+        }
         let draining = crate::shutdown::Draining {
             stopping,
             dispatcher: tokio::spawn(outbox.clone().run()),
@@ -383,6 +380,7 @@ impl Application {
             address,
             server,
             store,
+            storage: runtime.storage().clone(),
             background,
             sandbox_key,
             draining,
@@ -409,8 +407,14 @@ impl Application {
         self.sandbox_key.as_deref()
     }
 
-    /// The open store (tests inspect it; the server owns it).
-    pub fn store(&self) -> Arc<Store> {
+    /// The storage the server works through.
+    pub fn storage(&self) -> crate::store::Storage {
+        self.storage.clone()
+    }
+
+    /// The embedded engine's open store (tests inspect it; the server owns it); `None` when
+    /// the server runs on PostgreSQL.
+    pub fn store(&self) -> Option<Arc<Store>> {
         self.store.clone()
     }
 
@@ -436,12 +440,58 @@ impl Application {
             }
             None => self.draining.outbox.stop_dispatching(),
         }
-        self.store
+        self.storage
+            .engine
             .flush()
+            .await
             .context("flushing the database at shutdown")?;
         tracing::info!("stopped; database flushed");
         Ok(())
     }
+}
+
+/// The storage engine the settings name: PostgreSQL when `WAOTP_DATABASE_URL` is set (the data
+/// directory is then not touched), else the embedded engine in `WAOTP_DATA_DIR`. Returns the
+/// embedded engine's own handles beside it, for tests.
+async fn open_storage(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Storage, Option<Arc<Store>>)> {
+    let key_error =
+        |m: String| anyhow::Error::new(ConfigurationError(format!("WAOTP_OTP_KEY: {m}")));
+    if let Some(url) = &settings.database_url {
+        let storage = Storage::postgres(url.expose(), settings.otp_key.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Key(m) => key_error(m),
+                // The engine's messages name host, port and database, never the password.
+                other => anyhow::Error::new(other)
+                    .context(format!("opening the PostgreSQL database {}", url.masked())),
+            })?;
+        tracing::info!(engine = "postgres", database = %url.masked(), "storage engine");
+        return Ok((storage, None));
+    }
+    let flush_metrics = metrics.clone();
+    let embedded = Embedded::open(
+        &settings.data_dir,
+        move |report| {
+            flush_metrics
+                .flush_batch_size
+                .observe(report.waiters as f64);
+            flush_metrics.flush_seconds.observe(report.seconds);
+        },
+        settings.otp_key.as_ref(),
+        StoreOptions::default(),
+    )
+    .map_err(|e| match e {
+        crate::store::StoreError::Key(m) => key_error(m),
+        other => anyhow::Error::new(other).context(format!(
+            "opening the database in {}",
+            settings.data_dir.display()
+        )),
+    })?;
+    tracing::info!(engine = "embedded", data_dir = %settings.data_dir.display(), "storage engine");
+    Ok((embedded.storage(), Some(embedded.store().clone())))
 }
 
 /// A span per request naming method, path and request id, and the `X-Request-Id` header on

@@ -67,7 +67,8 @@ pub fn documented() -> Vec<SettingDoc> {
     vec![
         s("WAOTP_CONFIG", None, "TOML file setting the same keys in lower case without the prefix; the environment wins"),
         s("WAOTP_LISTEN", n(&DEFAULT_LISTEN), "address to bind; port 0 picks a free port (the bound address is logged)"),
-        s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the sled database, the inbound journal and the generated OTP key"),
+        s("WAOTP_DATA_DIR", n(&DEFAULT_DATA_DIR), "data directory: the embedded database, the inbound journal and the generated OTP key"),
+        s("WAOTP_DATABASE_URL", None, "postgres:// or postgresql:// URL of the PostgreSQL engine, which several instances may share; unset: the embedded engine (sled) in WAOTP_DATA_DIR"),
         s("WAOTP_FLOWS_DIR", n(&DEFAULT_FLOWS_DIR), "flow files"),
         s("WAOTP_TENANTS", None, "tenants file declaring several merchants and their numbers (docs/tenants.md); the variables it replaces (WAOTP_ACCESS_TOKEN, WAOTP_PHONE_NUMBER_ID, WAOTP_API_KEYS, …) must then be unset"),
         s("WAOTP_VERIFY_TOKEN", None, "token for the webhook GET handshake (required outside sandbox mode)"),
@@ -132,6 +133,9 @@ pub const REPLACED_BY_TENANTS: [&str; 9] = [
 pub struct Settings {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL engine's database (`WAOTP_DATABASE_URL`); `None` keeps everything in the
+    /// embedded engine under `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
     pub flows_dir: PathBuf,
     /// The tenants file (`WAOTP_TENANTS`): merchants and numbers come from it instead of the
     /// single-merchant settings, which are then unset (see `crate::tenants::load`).
@@ -197,6 +201,7 @@ pub enum ConfigError {
 struct FileSettings {
     listen: Option<String>,
     data_dir: Option<String>,
+    database_url: Option<String>,
     flows_dir: Option<String>,
     tenants: Option<String>,
     verify_token: Option<String>,
@@ -253,6 +258,7 @@ impl FileSettings {
         };
         put("LISTEN", self.listen);
         put("DATA_DIR", self.data_dir);
+        put("DATABASE_URL", self.database_url);
         put("FLOWS_DIR", self.flows_dir);
         put("TENANTS", self.tenants);
         put("VERIFY_TOKEN", self.verify_token);
@@ -351,6 +357,9 @@ impl Settings {
             data_dir: get("WAOTP_DATA_DIR")
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
                 .into(),
+            database_url: get("WAOTP_DATABASE_URL")
+                .map(|url| DatabaseUrl::parse(&url))
+                .transpose()?,
             flows_dir: get("WAOTP_FLOWS_DIR")
                 .unwrap_or_else(|| DEFAULT_FLOWS_DIR.into())
                 .into(),
@@ -613,6 +622,92 @@ impl Settings {
     }
 }
 
+/// The PostgreSQL engine's connection URL (`postgres://user:password@host:port/db?…`). It may
+/// carry a password, so it is held as a secret: `Debug`, `Display` and every error show it with
+/// the password masked ([`DatabaseUrl::masked`]); only the engine reads the full URL.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    /// Accepts `postgres://` and `postgresql://` URLs (the schemes libpq and tokio-postgres
+    /// read); anything else is a [`ConfigError`] naming `WAOTP_DATABASE_URL`, which never
+    /// repeats the value's password.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, ConfigError> {
+        let url = url.trim();
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(DatabaseUrl(SecretString::from(url.to_owned()))),
+            _ => Err(ConfigError::Invalid {
+                name: "WAOTP_DATABASE_URL",
+                message: match scheme {
+                    Some(scheme) => format!(
+                        "`{}` is a {scheme}:// URL; expected postgres://user:password@host:port/database",
+                        mask_password(url)
+                    ),
+                    // Not a URL at all (a libpq "host=… password=…" string, say): not repeated,
+                    // as it may hold a password in a form the masking does not know.
+                    None => "not a URL; expected postgres://user:password@host:port/database"
+                        .to_owned(),
+                },
+            }),
+        }
+    }
+
+    /// The full URL, password included: for opening the connection pool, never for display.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with its password (in the user info, or a `password=` query parameter)
+    /// replaced by `***`: what logs and messages show.
+    pub fn masked(&self) -> String {
+        mask_password(self.expose())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.masked())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// `url` with the password of its user info and of any `password=` query parameter masked.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // The user info ends at the last '@' of the authority (a password may contain '@').
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_owned(),
@@ -794,6 +889,81 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_database_url_is_optional_and_only_postgres() {
+        let s = Settings::from_vars(HashMap::new()).expect("defaults");
+        assert!(s.database_url.is_none(), "unset: the embedded engine");
+        for url in [
+            "postgres://waotp:pw@db.internal:5432/waotp",
+            "postgresql://waotp@127.0.0.1/waotp?sslmode=disable",
+            "  postgres://localhost/waotp  ",
+            "POSTGRES://localhost/waotp",
+        ] {
+            let s = Settings::from_vars(vars(&[("WAOTP_DATABASE_URL", url)]))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(s.database_url.expect("set").expose(), url.trim());
+        }
+        let s = Settings::from_vars(vars(&[("WAOTP_DATABASE_URL", "   ")])).expect("blank");
+        assert!(s.database_url.is_none(), "blank counts as unset");
+        for url in [
+            "mysql://root:hunter2@db/waotp",
+            "http://db:5432/waotp",
+            "sqlite:///var/lib/waotp.db",
+            "host=db user=waotp password=hunter2",
+            "db.internal:5432/waotp",
+        ] {
+            let err = Settings::from_vars(vars(&[("WAOTP_DATABASE_URL", url)]))
+                .expect_err(url)
+                .to_string();
+            assert!(err.contains("WAOTP_DATABASE_URL"), "{err}");
+            assert!(err.contains("postgres://"), "says what is expected: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is not repeated: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_password_is_masked_wherever_the_url_is_shown() {
+        let s = Settings::from_vars(vars(&[(
+            "WAOTP_DATABASE_URL",
+            "postgres://waotp:s3cr%40t:pw@db.internal:5432/waotp?sslmode=require&password=other",
+        )]))
+        .expect("valid");
+        let url = s.database_url.clone().expect("set");
+        assert_eq!(
+            url.masked(),
+            "postgres://waotp:***@db.internal:5432/waotp?sslmode=require&password=***"
+        );
+        assert_eq!(url.to_string(), url.masked());
+        for shown in [format!("{s:?}"), format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains("s3cr"), "{shown}");
+            assert!(!shown.contains("other"), "{shown}");
+            assert!(shown.contains("db.internal:5432"), "{shown}");
+        }
+        assert_eq!(
+            mask_password("postgresql://waotp@db/waotp"),
+            "postgresql://waotp@db/waotp",
+            "nothing to mask"
+        );
+        assert_eq!(
+            mask_password("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db",
+            "the user info ends at the last @"
+        );
+        // From the TOML file too.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("waotp.toml");
+        std::fs::write(&path, "database_url = \"postgres://u:filepw@h/db\"\n").expect("write");
+        let s = Settings::from_vars(vars(&[("WAOTP_CONFIG", path.to_str().expect("utf8"))]))
+            .expect("valid");
+        assert_eq!(
+            s.database_url.expect("from the file").expose(),
+            "postgres://u:filepw@h/db"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! waotp: a WhatsApp bot that verifies people with one-time passwords.
 //!
 //! Data flows one way: `webhook/` (verify, parse, record) → `runtime/` (per-customer ordering)
-//! → handlers; `store/` (sled) sits under everything stateful. `main.rs` only calls [`cli::run`].
+//! → handlers; `store/` (one contract, an embedded and a PostgreSQL engine) sits under everything stateful. `main.rs` only calls [`cli::run`].
 
 pub mod api;
 pub mod app;

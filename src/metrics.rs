@@ -22,6 +22,11 @@ pub struct VersionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabel {
+    pub engine: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -124,6 +129,8 @@ pub struct Metrics {
     pub template_status: Family<TemplateStateLabel, Gauge>,
     /// 1 for each template's current quality score, 0 for its earlier ones.
     pub template_quality: Family<TemplateStateLabel, Gauge>,
+    /// 1 for the storage engine in use (`embedded` or `postgres`).
+    pub storage_engine: Family<EngineLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -143,6 +150,12 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running build of waotp", build_info);
+        let storage_engine = Family::<EngineLabel, Gauge>::default();
+        registry.register(
+            "storage_engine",
+            "The storage engine in use (1 for its label)",
+            storage_engine.clone(),
+        );
         let webhook_requests = Family::<ResultLabel, Counter>::default();
         registry.register(
             "webhook_requests",
@@ -314,6 +327,7 @@ impl Metrics {
             outbound,
             delivery_latency,
             outbox_depth,
+            storage_engine,
             timers_due,
             step_seconds,
             callback_attempts,
@@ -420,6 +434,13 @@ impl Metrics {
                 code: code.map(|c| c.to_string()).unwrap_or_default(),
             })
             .inc();
+    }
+
+    /// Names the storage engine in use (`waotp_storage_engine{engine} 1`).
+    pub fn storage_engine(&self, engine: &'static str) {
+        self.storage_engine
+            .get_or_create(&EngineLabel { engine })
+            .set(1);
     }
 
     /// The registry in Prometheus text format.

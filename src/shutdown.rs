@@ -7,7 +7,7 @@
 //! 3. The outbox claims nothing more; sends already in flight wait for their answer and are
 //!    settled, so none is left "in doubt" by the stop. Entries not yet claimed stay pending.
 //! 4. Every event the webhook acknowledged, and every hook answer, is handled.
-//! 5. The caller flushes the store (sled and the inbound journal's checkpoint) and exits 0.
+//! 5. The caller flushes the store (`Engine::flush`: the embedded engine's database and journal checkpoint) and exits 0.
 //!
 //! Steps 2 to 4 share one deadline, `WAOTP_DRAIN_SECONDS` after the signal. Whatever is still
 //! running then is left as a crash would leave it — durable, and settled at the next start
@@ -75,16 +75,18 @@ impl Draining {
             .is_ok();
         // A send that finishes may answer a hook, which is work for the inbox: wait for both
         // to be quiet together.
-        let quiet = || self.outbox.deliveries_running() == 0 && self.inbox.is_idle();
-        while !quiet() && Instant::now() < deadline {
+        let quiet =
+            || async { self.outbox.deliveries_running() == 0 && self.inbox.is_idle().await };
+        while !quiet().await && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        let done = http && dispatcher && quiet();
+        let done = http && dispatcher && quiet().await;
         if !done {
+            let events_handled = self.inbox.is_idle().await;
             tracing::warn!(
                 requests_finished = http,
                 deliveries_running = self.outbox.deliveries_running(),
-                events_handled = self.inbox.is_idle(),
+                events_handled,
                 "drain timeout: what is still in flight is settled at the next start"
             );
         }

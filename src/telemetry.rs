@@ -36,10 +36,21 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
     })
 }
 
+/// The filter of a `WAOTP_LOG` value, `info` if it cannot be read. Whatever it asks for, the
+/// PostgreSQL driver's statement log stays off: at `debug` it prints every query's parameters,
+/// which hold customers' full numbers, sealed records and, once, the shared OTP key.
+pub fn filter(filter: &str) -> EnvFilter {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    match "tokio_postgres::query=info".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    }
+}
+
 /// Installs the global subscriber once; later calls (as in tests) are ignored. The filter was
 /// checked with [`check_filter`] when the settings were read.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = self::filter(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -84,6 +95,44 @@ mod tests {
         assert_eq!(Masked("972987654321").to_string(), "********4321");
         assert_eq!(Masked("12345").to_string(), "*****");
         assert_eq!(Masked("").to_string(), "");
+    }
+
+    #[test]
+    fn the_database_drivers_statement_parameters_are_never_logged() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for wanted in [
+            "trace",
+            "debug",
+            "tokio_postgres=trace",
+            "tokio_postgres::query=debug",
+        ] {
+            let logs = Captured::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(filter(wanted))
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::callsite::rebuild_interest_cache();
+                tracing::debug!(target: "tokio_postgres::query", "parameters: 919876543210");
+                tracing::trace!(target: "tokio_postgres::connection", "control line");
+            });
+            let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
+            assert!(!text.contains("919876543210"), "{wanted}: {text}");
+            if wanted.contains("trace") {
+                assert!(text.contains("control line"), "{wanted}: the capture works");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waotp::otp::{CodeStatus, CustomerNumber, OtpKey};
-use waotp::store::otp::OtpLedger;
+use waotp::store::embedded::otp::OtpLedger;
 use waotp::store::Store;
 use waotp::{Application, Settings};
 
@@ -42,7 +42,7 @@ async fn spawn() -> App {
     let settings = Settings::from_vars(vars).expect("settings");
     let app = Application::build(settings).await.expect("server builds");
     let address = app.address();
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     // A second handle on the same trees, to read OTP state the way the server wrote it.
     let key = OtpKey::load_or_create(&dir.path().join("data"), None).expect("otp key");
     let ledger = OtpLedger::open(store.db(), key).expect("ledger");
@@ -136,7 +136,7 @@ impl App {
         }
     }
 
-    fn session(&self, id: &str) -> waotp::store::sessions::SessionRecord {
+    fn session(&self, id: &str) -> waotp::store::SessionRecord {
         self.store
             .sessions()
             .get(id)
@@ -177,7 +177,7 @@ fn wrong(real: &str, shift: u32) -> String {
         .collect()
 }
 
-fn outcome(record: &waotp::store::sessions::SessionRecord) -> Option<String> {
+fn outcome(record: &waotp::store::SessionRecord) -> Option<String> {
     waotp::runtime::session_json(record)["outcome"]
         .as_str()
         .map(str::to_owned)

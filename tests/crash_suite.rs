@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use support::graph_fake::{GraphFake, PHONE_NUMBER_ID, TOKEN};
 use support::http_fake::{Answer, HttpFake};
 use waotp::otp::{CodeStatus, OtpKey};
-use waotp::store::otp::OtpLedger;
+use waotp::store::embedded::otp::OtpLedger;
 use waotp::store::Store;
 use waotp::tenants::{Scope, DEFAULT_MERCHANT, SANDBOX_NUMBER};
 
@@ -592,7 +592,7 @@ fn check_store(data: &Path, driven: &[Driven], seed: u64) {
         .due_timers(far, 100_000)
         .expect("timers")
         .into_iter()
-        .map(|t| t.session_id)
+        .map(|t| t.timer.session_id)
         .collect();
     let valid = [
         "confirmed",

@@ -6,7 +6,7 @@ mod e2e_support;
 
 use e2e_support::*;
 use serde_json::json;
-use waotp::store::sessions::{Delivery, OutboxState};
+use waotp::store::{Delivery, OutboxState};
 
 /// Starts `flow` for `to` with no vars and returns the session id.
 async fn start(e: &E2e, flow: &str, to: &str) -> String {
@@ -287,13 +287,13 @@ async fn a_failed_status_before_the_send_is_answered_still_ends_the_flow() {
         .expect("entry");
     assert_eq!(
         entry.state,
-        waotp::store::sessions::OutboxState::InFlight,
+        waotp::store::OutboxState::InFlight,
         "the status was handled before the Graph API answered"
     );
     // The answer arrives later; the message stays failed.
     wait_for("the send's answer", || {
         let entry = e.store.sessions().outbox_entry(&tracker).expect("store")?;
-        (entry.state == waotp::store::sessions::OutboxState::Done).then_some(())
+        (entry.state == waotp::store::OutboxState::Done).then_some(())
     })
     .await;
     let link = e

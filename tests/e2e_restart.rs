@@ -8,7 +8,7 @@ use e2e_support::http_fake::Answer;
 use e2e_support::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use waotp::store::sessions::OutboxState;
+use waotp::store::OutboxState;
 use waotp::store::Store;
 
 struct Rig {

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use waotp::store::sessions::OutboxState;
+use waotp::store::OutboxState;
 use waotp::store::Store;
 use waotp::webhook::signature::SignatureVerifier;
 

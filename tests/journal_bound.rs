@@ -11,8 +11,8 @@
 mod killed_child;
 use std::path::Path;
 use waotp::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaId};
-use waotp::store::inbound::Recorded;
-use waotp::store::sessions::{SessionRecord, StepWrite};
+use waotp::store::Recorded;
+use waotp::store::{SessionRecord, StepWrite};
 use waotp::store::{Store, StoreOptions};
 
 const CHILD: &str = "WAOTP_TEST_JOURNAL_BOUND_CHILD";
@@ -66,7 +66,14 @@ async fn write_and_wait(dir: &Path) {
         waotp::runtime::flows::FlowRegistry::load(Path::new("flows"), Default::default())
             .expect("flows");
     let flow = registry.get("signup_verification").expect("flow");
-    registry.remember(&flow, store.sessions());
+    store
+        .sessions()
+        .put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        )
+        .expect("flow source");
     let mut appended = 0;
     let mut largest = 0;
     for i in 0..WRITES {

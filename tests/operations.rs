@@ -86,6 +86,53 @@ fn an_invalid_log_filter_stops_start_up_with_exit_code_2() {
     }
 }
 
+#[test]
+fn a_database_url_that_is_not_postgres_stops_start_up_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut vars = sandbox_vars(dir.path(), &bundled_flows());
+    vars.insert(
+        "WAOTP_DATABASE_URL".into(),
+        "mysql://waotp:hunter2@db.internal/waotp".into(),
+    );
+    let (code, stderr) = serve_until_exit(&vars).expect("the server started with a MySQL URL");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("WAOTP_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("postgres://"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is printed: {stderr}"
+    );
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_stops_start_up_naming_it_without_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A loopback port nobody listens on: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut vars = sandbox_vars(dir.path(), &bundled_flows());
+    vars.insert(
+        "WAOTP_DATABASE_URL".into(),
+        format!("postgres://waotp:hunter2@127.0.0.1:{port}/waotp_orders"),
+    );
+    let (code, stderr) = serve_until_exit(&vars).expect("the server started without its database");
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}/waotp_orders")),
+        "the message names no host and database: {stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is printed: {stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the embedded database was opened beside PostgreSQL"
+    );
+}
+
 /// Production settings (a Graph API that is never called at start-up).
 fn production_vars(dir: &std::path::Path, flows: &std::path::Path) -> HashMap<String, String> {
     let mut vars = sandbox_vars(dir, flows);
@@ -171,6 +218,10 @@ async fn metrics_carry_build_info_units_and_hooks_apart_from_callbacks() {
         "{text}"
     );
     assert!(text.contains("# TYPE waotp_build_info gauge"), "{text}");
+    assert!(
+        text.contains("waotp_storage_engine{engine=\"embedded\"} 1\n"),
+        "the metrics name no storage engine: {text}"
+    );
     for timing in [
         "waotp_delivery_latency_seconds",
         "waotp_step_seconds",

@@ -27,9 +27,10 @@ use waotp::otp::{CodeSealer, OtpKey};
 use waotp::outbox::{Outbox, SandboxRecorder};
 use waotp::runtime::merchants::MerchantRuntimes;
 use waotp::runtime::{Inbox, Runtime, RuntimeConfig};
-use waotp::store::otp::OtpLedger;
-use waotp::store::sessions::{OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use waotp::store::embedded::Embedded;
 use waotp::store::Store;
+use waotp::store::StoreOptions;
+use waotp::store::{OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use waotp::tenants::{FlowSource, Merchant, Number, Scope, Tenants, TenantsHandle};
 use waotp::whatsapp::{GraphApi, GraphTimeouts};
 
@@ -69,29 +70,28 @@ struct Rig {
 impl Rig {
     async fn start(graph_url: &str, tenants: Tenants) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(dir.path(), |_| {}).expect("store"));
+        let embedded =
+            Embedded::open(dir.path(), |_| {}, None, StoreOptions::default()).expect("store");
+        let store = embedded.store().clone();
         let key = OtpKey::load_or_create(dir.path(), None).expect("key");
         let sealer = CodeSealer::new(&key);
-        let ledger = OtpLedger::open(store.db(), key).expect("ledger");
         let metrics = Arc::new(Metrics::new());
         let merchants =
             MerchantRuntimes::load(&tenants, &Default::default()).expect("merchants' flows");
         let tenants = TenantsHandle::new(tenants);
         let runtime = Arc::new(Runtime::new(
-            store.clone(),
-            ledger,
+            embedded.storage(),
             merchants,
             metrics.clone(),
             RuntimeConfig::default(),
             tenants.clone(),
         ));
         let inbox = Arc::new(Inbox::new(
-            store.clone(),
             metrics,
             runtime.clone(),
             tokio::runtime::Handle::current(),
         ));
-        let recorder = Arc::new(SandboxRecorder::new(store.sessions().clone(), sealer));
+        let recorder = Arc::new(SandboxRecorder::new(embedded.storage().sessions, sealer));
         let graph = GraphApi::new(
             graph_url,
             GraphTimeouts {
@@ -244,6 +244,7 @@ async fn each_number_sends_with_its_own_token_and_a_number_without_one_is_record
     let recorded = rig
         .recorder
         .messages(&sandboxed, "919800000001")
+        .await
         .expect("recorded");
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["from"], "3003");
@@ -252,6 +253,7 @@ async fn each_number_sends_with_its_own_token_and_a_number_without_one_is_record
     assert!(rig
         .recorder
         .messages(&b, "919800000001")
+        .await
         .expect("listed")
         .is_empty());
 }

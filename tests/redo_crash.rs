@@ -12,8 +12,9 @@ use std::path::Path;
 use waotp::otp::policy::OtpPolicy;
 use waotp::otp::rules::IssueRequest;
 use waotp::otp::{CustomerNumber, OtpKey, OtpSubject};
-use waotp::store::otp::{IssueKind, IssueOutcome, OtpLedger};
-use waotp::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
+use waotp::store::embedded::otp::OtpLedger;
+use waotp::store::{IssueKind, IssueOutcome};
+use waotp::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use waotp::store::{Store, StoreOptions};
 
 const CHILD: &str = "WAOTP_TEST_REDO_CHILD";
@@ -39,7 +40,14 @@ async fn write_and_wait(dir: &Path) {
     let now = chrono::Utc::now();
     let engine =
         waotp::flow::engine::new_session(&flow, Default::default(), "en", now).expect("session");
-    registry.remember(&flow, store.sessions());
+    store
+        .sessions()
+        .put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        )
+        .expect("flow source");
     let record = SessionRecord {
         id: SESSION.into(),
         to: format!("+{CUSTOMER}"),

@@ -86,7 +86,7 @@ async fn deployment_of(tenants: Tenants) -> Deployment {
         .await
         .expect("server builds");
     let base = format!("http://{}", app.address());
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {
@@ -562,7 +562,7 @@ async fn a_session_from_before_merchants_belongs_to_the_default_scopes_merchant(
     record.merchant.clear();
     record.number.clear();
     sessions
-        .apply(waotp::store::sessions::StepWrite {
+        .apply(waotp::store::StepWrite {
             record: Some(record),
             ..Default::default()
         })

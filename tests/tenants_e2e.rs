@@ -9,9 +9,9 @@ use e2e_support::{envelope_for, new_wamid, now_secs, wait_for, Api, APP_SECRET, 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use waotp::store::listing::SessionQuery;
-use waotp::store::sessions::{OutboxPayload, SessionRecord, StepWrite};
+use waotp::store::SessionQuery;
 use waotp::store::Store;
+use waotp::store::{OutboxPayload, SessionRecord, StepWrite};
 use waotp::tenants::{FlowSource, KeyDigest, Merchant, Number, Scope, Tenants};
 use waotp::{Application, Settings};
 
@@ -99,7 +99,7 @@ async fn deployment() -> Deployment {
         .await
         .expect("server builds");
     let api = Api::new(format!("http://{}", app.address()));
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     let reload = app.tenants();
     tokio::spawn(app.run_until_stopped());
     Deployment {
@@ -419,7 +419,14 @@ async fn a_store_from_before_merchants_keeps_its_sessions_after_the_upgrade() {
             now,
             &mut rand::rngs::OsRng,
         );
-        registry.remember(&flow, store.sessions());
+        store
+            .sessions()
+            .put_flow_source(
+                flow.hash(),
+                &flow.path().display().to_string(),
+                flow.source(),
+            )
+            .expect("flow source");
         let record = SessionRecord {
             id: id.into(),
             to: format!("+{customer}"),
@@ -478,7 +485,7 @@ async fn a_store_from_before_merchants_keeps_its_sessions_after_the_upgrade() {
         }
     };
     let api = Api::new(format!("http://{}", app.address()));
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     tokio::spawn(app.run_until_stopped());
 
     let default = Scope::new(waotp::tenants::DEFAULT_MERCHANT, A1);

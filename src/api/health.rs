@@ -2,7 +2,7 @@
 //! is done and the process is not stopping) and `GET /metrics` (Prometheus text). None needs an API key.
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::Engine;
 use actix_web::{web, HttpResponse};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::sync::Arc;
 /// What the health routes look at.
 #[derive(Debug, Clone)]
 pub struct HealthState {
-    pub store: Arc<Store>,
+    /// The storage engine, asked whether it answers.
+    pub engine: Arc<dyn Engine>,
     pub metrics: Arc<Metrics>,
     /// Set once startup (replay of unhandled events) is complete.
     pub ready: Arc<AtomicBool>,
@@ -24,18 +25,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+async fn healthz(state: web::Data<HealthState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "engine": state.engine.name()}))
 }
 
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
-    let database = state.store.healthy();
+    let database = state.engine.healthy().await;
     let started = state.ready.load(Ordering::Acquire);
     let stopping = state.stopping.load(Ordering::Acquire);
     let ready = database && started && !stopping;
     let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unavailable" },
+        "engine": state.engine.name(),
         "startup": if started { "done" } else { "in_progress" },
     });
     if stopping {

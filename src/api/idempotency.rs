@@ -4,12 +4,12 @@
 //! stored) and to the request it first came with (a digest of method, path and the canonical
 //! JSON body). The same key with another request is refused (`422 idempotency_key_reused`); with
 //! the same request it gets the first answer again, status and body — a reverse-OTP code
-//! included — marked `Idempotent-Replayed: true`. Keys are kept 24 hours (`store::idempotency`).
+//! included — marked `Idempotent-Replayed: true`. Keys are kept 24 hours (`store::Idempotency`).
 //! Two requests with one key at the same moment: the second is refused (`409
 //! idempotency_key_in_use`) rather than left to race. Requests without the header pay nothing.
 
 use super::error::ApiError;
-use crate::store::idempotency::{IdempotencyKey, IdempotentStart, StoredAnswer};
+use crate::store::{IdempotencyKey, IdempotentStart, StoredAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};

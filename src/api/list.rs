@@ -1,5 +1,5 @@
 //! `GET /v1/sessions`: the key's merchant's sessions (no other merchant's), newest first, filtered, a page at a time (the
-//! store's listing, see [`crate::store::listing`]). Every filter is checked here and a bad one
+//! store's listing, see [`crate::store::Listing`]). Every filter is checked here and a bad one
 //! is refused with its name in `param`; nothing else happens in this handler.
 
 use super::auth::require_key;
@@ -7,7 +7,8 @@ use super::error::ApiError;
 use super::sessions::{ApiState, SessionList};
 use crate::domain::{is_user_id, PhoneNumber};
 use crate::runtime::session_object::SessionObject;
-use crate::store::listing::{Cursor, Liveness, SessionQuery};
+use crate::store::Cursor;
+use crate::store::{Liveness, SessionQuery};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 
@@ -80,13 +81,7 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
                     })?
             }
             "starting_after" => {
-                q.starting_after = Some(Cursor::decode(value).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "`starting_after` takes the `next_cursor` of a previous page",
-                    )
-                    .with_param(name.as_str())
-                })?)
+                q.starting_after = Some(Cursor::decode(value).ok_or_else(bad_cursor)?)
             }
             _ => {
                 return Err(invalid(
@@ -99,6 +94,15 @@ pub fn parse_query(query: &str) -> Result<SessionQuery, ApiError> {
     Ok(q)
 }
 
+/// A cursor no page gave out.
+fn bad_cursor() -> ApiError {
+    ApiError::bad_request(
+        "invalid_cursor",
+        "`starting_after` takes the `next_cursor` of a previous page",
+    )
+    .with_param("starting_after")
+}
+
 pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let merchant = require_key(&req, &state.api_keys)?;
     let mut query = parse_query(req.query_string())?;
@@ -106,11 +110,16 @@ pub async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
         &merchant,
         &state.runtime.tenants().current(),
     ));
-    let sessions = state.runtime.sessions().clone();
-    let page = web::block(move || sessions.list(&query))
+    let page = state
+        .runtime
+        .storage()
+        .listing
+        .list(&query)
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            crate::store::StoreError::Invalid(_) => bad_cursor(),
+            other => ApiError::internal(other),
+        })?;
     Ok(HttpResponse::Ok().json(SessionList {
         sessions: page.sessions.iter().map(SessionObject::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),

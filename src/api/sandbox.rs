@@ -143,6 +143,7 @@ pub(super) async fn sandbox_inbound(
     state
         .inbox
         .accept(event, now.timestamp())
+        .await
         .map_err(ApiError::internal)?;
     state.inbox.durable().await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(SandboxInbound { id }))

@@ -18,9 +18,9 @@ use crate::outbox::SandboxRecorder;
 use crate::runtime::commands::{CheckError, StartError};
 use crate::runtime::session_object::SessionObject;
 use crate::runtime::{session_json, Inbox, Runtime};
-use crate::store::idempotency::{IdempotentStart, StoredAnswer};
-use crate::store::listing::MerchantFilter;
-use crate::store::sessions::SessionRecord;
+use crate::store::MerchantFilter;
+use crate::store::SessionRecord;
+use crate::store::{IdempotentStart, StoredAnswer};
 use crate::tenants::{Merchant, Number, Scope, Tenants};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -108,15 +108,17 @@ pub(super) fn sessions_of(merchant: &Merchant, tenants: &Tenants) -> MerchantFil
 
 /// Session `id` if it is `merchant`'s. An unknown id and another merchant's session both give
 /// `None` after the same one read, so the caller answers both with the same 404.
-fn own_session(
+async fn own_session(
     state: &ApiState,
     merchant: &Merchant,
     id: &str,
 ) -> Result<Option<SessionRecord>, ApiError> {
     let record = state
         .runtime
-        .sessions()
+        .storage()
+        .sessions
         .get(id)
+        .await
         .map_err(ApiError::internal)?;
     let mine = sessions_of(merchant, &state.runtime.tenants().current());
     Ok(record.filter(|r| mine.admits(r)))
@@ -185,24 +187,30 @@ async fn start_once(
     idempotent: Idempotent,
 ) -> Result<(StoredAnswer, bool), ApiError> {
     let now = chrono::Utc::now();
-    let sessions = state.runtime.sessions();
-    if let Some(first) = sessions
+    let idempotency = &state.runtime.storage().idempotency;
+    if let Some(first) = idempotency
         .idempotent(&idempotent.key, now)
+        .await
         .map_err(ApiError::internal)?
     {
         if first.request != idempotent.request {
             return Err(Idempotent::reused());
         }
-        if let Some(answer) = sessions
+        if let Some(answer) = idempotency
             .answer(&idempotent.key, &first)
+            .await
             .map_err(ApiError::internal)?
         {
             return Ok((answer, true));
         }
         // The process stopped after the session's step, before its answer was kept: the
         // session as it is now is the best answer left (a reverse-OTP code is not in it).
-        if let Some(record) = sessions
+        if let Some(record) = state
+            .runtime
+            .storage()
+            .sessions
             .get(&first.session_id)
+            .await
             .map_err(ApiError::internal)?
         {
             let answer = StoredAnswer {
@@ -217,8 +225,9 @@ async fn start_once(
         status: StatusCode::CREATED.as_u16(),
         body,
     };
-    sessions
+    idempotency
         .keep_answer(&idempotent.key, &answer)
+        .await
         .map_err(ApiError::internal)?;
     state
         .runtime
@@ -308,7 +317,8 @@ pub(super) async fn get(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = require_key(&req, &state.api_keys)?;
-    own_session(&state, &merchant, &id)?
+    own_session(&state, &merchant, &id)
+        .await?
         .map(|r| HttpResponse::Ok().json(session_json(&r)))
         .ok_or_else(ApiError::not_found)
 }
@@ -320,7 +330,7 @@ pub(super) async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let merchant = require_key(&req, &state.api_keys)?;
     // A session never changes merchant, so the check holds for the cancel that follows.
-    if own_session(&state, &merchant, &id)?.is_none() {
+    if own_session(&state, &merchant, &id).await?.is_none() {
         return Err(ApiError::not_found());
     }
     let record = state
@@ -360,7 +370,7 @@ pub(super) async fn check(
     if crate::otp::normalize_attempt(&request.code).is_none() {
         return Err(not_a_code());
     }
-    if own_session(&state, &merchant, &id)?.is_none() {
+    if own_session(&state, &merchant, &id).await?.is_none() {
         return Err(ApiError::not_found());
     }
     let checked = state

@@ -12,7 +12,7 @@
 use super::auth::require_key;
 use super::error::ApiError;
 use super::sessions::ApiState;
-use crate::store::stats::{Histogram, MerchantTotals, Totals, BUCKETS};
+use crate::store::{Histogram, MerchantTotals, Totals, BUCKETS};
 use crate::tenants::Merchant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
@@ -262,8 +262,10 @@ pub(super) async fn stats(
     let default = state.runtime.tenants().current().default_scope();
     let totals = state
         .runtime
-        .stats()
+        .storage()
+        .stats
         .query_merchant(&merchant.id, &default, flow, range.from_hour, range.to_hour)
+        .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(merchant_report(&merchant, flow, range, &totals)))
 }

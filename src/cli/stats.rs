@@ -1,6 +1,6 @@
 //! `waotp stats`: the verification funnel of a running server, as a table in the terminal.
 //!
-//! sled allows one process per database, so the figures are read from the server's
+//! The embedded database allows one process, so the figures are read from the server's
 //! `GET /v1/stats` rather than from the data directory. A key sees its own merchant only, so
 //! the report covers the merchants of the keys given (`--key k1,k2` or `WAOTP_API_KEYS`), each
 //! listed once with its per-number breakdown; `--merchant ID` keeps one of them.
@@ -272,7 +272,7 @@ pub fn render(r: &Value) -> String {
 mod tests {
     use super::render;
     use crate::api::stats::{report, HourRange};
-    use crate::store::stats::Totals;
+    use crate::store::Totals;
 
     #[test]
     fn the_table_shows_every_figure_of_the_report() {

@@ -3,7 +3,7 @@
 //! `waotp test`.
 //!
 //! No network, no database, no wall clock: the same pure engine and the same pure OTP rules
-//! (`crate::otp::rules`) as the server, which keeps that state in sled instead.
+//! (`crate::otp::rules`) as the server, which keeps that state in its store instead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -93,7 +93,7 @@ pub trait CodeLedger {
 }
 
 /// The production OTP rules (`crate::otp::rules`: keyed digests, attempt counting, resend
-/// cooldown, per-customer and third-party limits) with their state in memory instead of sled.
+/// cooldown, per-customer and third-party limits) with their state in memory instead of the store.
 #[derive(Debug)]
 pub struct RulesLedger {
     key: OtpKey,

@@ -89,6 +89,16 @@ impl OtpKey {
         }
     }
 
+    /// A key kept as raw bytes elsewhere (a database shared by several instances): exactly
+    /// [`MIN_KEY_BYTES`] bytes, else [`KeyError::TooShort`].
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Result<Self, KeyError> {
+        if bytes.len() != MIN_KEY_BYTES {
+            bytes.zeroize();
+            return Err(KeyError::TooShort);
+        }
+        Ok(Self(bytes.into()))
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.expose_secret()
     }
@@ -159,6 +169,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_kept_as_bytes_are_exactly_32_bytes() {
+        let key = OtpKey::generate(&mut rand::rngs::OsRng);
+        let again = OtpKey::from_bytes(key.bytes().to_vec()).expect("32 bytes");
+        assert_eq!(again.bytes(), key.bytes());
+        for len in [0, 31, 33, 64] {
+            assert!(OtpKey::from_bytes(vec![7; len]).is_err(), "{len} bytes");
+        }
+    }
 
     #[test]
     fn configured_keys() {

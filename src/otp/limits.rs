@@ -125,6 +125,16 @@ impl CustomerActivity {
             && self.third_party_sends_within(DAY_WINDOW, now) == 0
     }
 
+    /// From when the record is idle ([`is_idle`](Self::is_idle)) unless something is added:
+    /// a day after its latest entry; `None` if it holds none.
+    pub fn idle_at(&self) -> Option<DateTime<Utc>> {
+        [&self.sends, &self.wrong_attempts, &self.third_party_sends]
+            .into_iter()
+            .filter_map(|times| times.last())
+            .max()
+            .map(|latest| *latest + delta(DAY_WINDOW))
+    }
+
     /// Counts a code sent to this number at someone else's request.
     pub fn record_third_party_send(&mut self, now: DateTime<Utc>) {
         self.prune(now);
@@ -186,6 +196,14 @@ pub struct GlobalSends {
 }
 
 impl GlobalSends {
+    /// A counter kept elsewhere (a database row): `count` sends in the clock hour of `now`.
+    pub fn in_hour_of(now: DateTime<Utc>, count: u32) -> Self {
+        Self {
+            hour: hour_of(now),
+            count,
+        }
+    }
+
     pub fn count_at(&self, now: DateTime<Utc>) -> u32 {
         if self.hour == hour_of(now) {
             self.count
@@ -302,6 +320,37 @@ mod tests {
         }
         assert_eq!(a.wrong_limit_frees_at(10, t(100)), Some(t(86_400)));
         assert_eq!(a.wrong_limit_frees_at(10, t(86_400)), None);
+    }
+
+    #[test]
+    fn a_record_is_idle_from_a_day_after_its_latest_entry() {
+        let mut a = CustomerActivity::default();
+        assert_eq!(a.idle_at(), None);
+        assert!(a.is_idle(t(0)));
+        a.record_send(t(100));
+        a.record_wrong_attempt(t(300));
+        a.record_third_party_send(t(200));
+        assert_eq!(a.idle_at(), Some(t(300 + 86_400)));
+        for now in [t(300), t(300 + 86_399), t(300 + 86_400), t(300 + 86_401)] {
+            assert_eq!(
+                a.is_idle(now),
+                a.idle_at().is_some_and(|at| at <= now),
+                "{now}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_counter_kept_elsewhere_counts_only_in_its_hour() {
+        let start = t(0) - TimeDelta::seconds(t(0).timestamp() % 3600);
+        let kept = GlobalSends::in_hour_of(start + TimeDelta::seconds(59), 7);
+        assert_eq!(kept.count_at(start + TimeDelta::seconds(3599)), 7);
+        assert_eq!(kept.count_at(start + TimeDelta::seconds(3600)), 0);
+        let mut counted = GlobalSends::default();
+        for _ in 0..7 {
+            counted.record_send(start);
+        }
+        assert_eq!(kept, counted);
     }
 
     #[test]

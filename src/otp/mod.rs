@@ -2,8 +2,8 @@
 //! sealing.
 //!
 //! Everything here is free of storage and clock reads: callers pass the time and a random
-//! source (`rand::rngs::OsRng` in production). The sled-backed ledger that applies these rules
-//! atomically lives in `store::otp`; the code here must never learn about storage, and never
+//! source (`rand::rngs::OsRng` in production). The ledger that applies these rules
+//! atomically is the store's (`store::OtpStore`); the code here must never learn about storage, and never
 //! log or print a code or a key.
 
 pub mod code;

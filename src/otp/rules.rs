@@ -3,7 +3,7 @@
 //!
 //! This module owns [`OtpRecord`], the per-session state the ledger persists (the keyed digest,
 //! never the code), and the outcome enums the runtime maps to flow events. It performs no I/O
-//! and reads no clock; the ledger in `store::otp` runs these functions inside one transaction
+//! and reads no clock; the store's ledger (`store::OtpStore`) runs these functions inside one transaction
 //! and writes back exactly what they return.
 
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! answer and an echoed status. The wait itself is stored as the entry's due time.
 
 use super::{Outbox, Outcome};
-use crate::store::sessions::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use chrono::{DateTime, Duration as Span, Utc};
 
 impl Outbox {
@@ -16,7 +16,7 @@ impl Outbox {
     /// An entry whose wait in doubt is over. A status that echoed it settles it as sent; else it
     /// is sent once more (true: go on and send it), and after a second doubt it is given up.
     pub(super) async fn resend_in_doubt(&self, entry: &mut OutboxEntry) -> bool {
-        let echoed = match self.runtime.sessions().echo(&entry.id) {
+        let echoed = match self.runtime.storage().outbox.echo(&entry.id).await {
             Ok(echoed) => echoed,
             Err(e) => {
                 tracing::error!(entry = %entry.id, error = %e, "cannot read an outbox entry's status echo");
@@ -24,7 +24,7 @@ impl Outbox {
             }
         };
         if let Some(message_id) = echoed {
-            let (outcome, link) = self.accepted(entry, message_id, None, Utc::now());
+            let (outcome, link) = self.accepted(entry, message_id, None, Utc::now()).await;
             self.settle(entry.clone(), outcome, link).await;
             return false;
         }
@@ -36,7 +36,13 @@ impl Outbox {
             entry.state = OutboxState::Failed {
                 reason: reason.into(),
             };
-            if let Err(e) = self.runtime.sessions().update_outbox(entry, old_due, None) {
+            if let Err(e) = self
+                .runtime
+                .storage()
+                .outbox
+                .update_outbox(entry, old_due, None)
+                .await
+            {
                 tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
             }
             return false;
@@ -49,7 +55,7 @@ impl Outbox {
     }
 
     /// The outcome and link of a send WhatsApp accepted as `message_id`.
-    pub(super) fn accepted(
+    pub(super) async fn accepted(
         &self,
         entry: &OutboxEntry,
         message_id: String,
@@ -66,8 +72,10 @@ impl Outbox {
             };
             if let Err(e) = self
                 .runtime
-                .ledger()
+                .storage()
+                .otp
                 .confirm_sent(session_id, generation, now)
+                .await
             {
                 tracing::error!(error = %e, "cannot drop the sealed code after sending");
             }

@@ -32,7 +32,7 @@ use crate::domain::MessageId;
 use crate::flow::engine::{Event, MessageBody, TemplateRef};
 use crate::merchant::MerchantClient;
 use crate::runtime::{Inbox, Runtime, Work};
-use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
+use crate::store::{MessageLink, OutboxEntry, OutboxPayload, OutboxState};
 use crate::tenants::{Scope, Tenants};
 use crate::whatsapp::{
     backoff, Button, ErrorClass, GraphApi, GraphError, GraphSetupError, Outgoing, Row, SendRequest,
@@ -56,6 +56,8 @@ pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 pub const NUMBER_REMOVED: &str = "number_removed";
 /// Why a callback of a merchant no longer configured was not sent (nothing to sign it with).
 pub const MERCHANT_REMOVED: &str = "merchant_removed";
+use crate::store::CLAIM_LEASE;
+
 /// Due entries read per pass, besides those already held by delivery tasks.
 const BATCH: usize = 256;
 /// At most this many more are read when a pass had to leave entries of busy numbers behind, so
@@ -88,7 +90,6 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct Busy {
     recipients: std::collections::HashSet<String>,
-    entries: std::collections::HashSet<String>,
 }
 
 /// What became of one delivery attempt.
@@ -170,7 +171,7 @@ impl Outbox {
 
     /// Settles entries a killed process left in flight, then delivers until the process ends.
     pub async fn run(self: Arc<Self>) {
-        if let Err(e) = self.recover() {
+        if let Err(e) = self.recover().await {
             tracing::error!(error = %e, "recovering in-flight outbox entries failed");
         }
         let wake = self.runtime.outbox_wake.clone();
@@ -191,38 +192,47 @@ impl Outbox {
         }
     }
 
-    fn recover(&self) -> Result<(), crate::store::StoreError> {
-        let sessions = self.runtime.sessions();
-        for mut entry in sessions.in_flight()? {
-            let due = entry.due_ms;
-            match entry.payload {
-                // The merchant drops duplicates by event id: safe to send again.
-                OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
-                    entry.state = OutboxState::Pending;
-                }
-                // Best effort: a lost read receipt changes nothing.
-                OutboxPayload::ReadReceipt { .. } => {
-                    entry.state = OutboxState::Failed {
-                        reason: "interrupted while sending".into(),
-                    };
-                }
-                OutboxPayload::Message { .. }
-                | OutboxPayload::Code { .. }
-                | OutboxPayload::Text { .. } => {
-                    entry.state = OutboxState::InDoubt;
-                    if sessions.echo(&entry.id)?.is_some() {
-                        // Its status came before the stop: settled as sent at once.
-                        entry.due_ms = Utc::now().timestamp_millis();
-                    } else {
-                        tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
-                        self.runtime.metrics.outbound_message("in_doubt", None);
-                        entry.due_ms = self.in_doubt_due();
-                    }
-                }
-            }
-            sessions.update_outbox(&entry, due, None)?;
+    async fn recover(&self) -> Result<(), crate::store::StoreError> {
+        for entry in self.runtime.storage().outbox.in_flight().await? {
+            self.settle_interrupted(entry).await?;
         }
         Ok(())
+    }
+
+    /// Applies the in-doubt rules to an entry whose send was interrupted (its process stopped,
+    /// or — several instances — its holder's claim ran out mid-send): never a blind resend.
+    async fn settle_interrupted(
+        &self,
+        mut entry: OutboxEntry,
+    ) -> Result<(), crate::store::StoreError> {
+        let outbox = &self.runtime.storage().outbox;
+        let due = entry.due_ms;
+        match entry.payload {
+            // The merchant drops duplicates by event id: safe to send again.
+            OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
+                entry.state = OutboxState::Pending;
+            }
+            // Best effort: a lost read receipt changes nothing.
+            OutboxPayload::ReadReceipt { .. } => {
+                entry.state = OutboxState::Failed {
+                    reason: "interrupted while sending".into(),
+                };
+            }
+            OutboxPayload::Message { .. }
+            | OutboxPayload::Code { .. }
+            | OutboxPayload::Text { .. } => {
+                entry.state = OutboxState::InDoubt;
+                if outbox.echo(&entry.id).await?.is_some() {
+                    // Its status came before the stop: settled as sent at once.
+                    entry.due_ms = Utc::now().timestamp_millis();
+                } else {
+                    tracing::warn!(entry = %entry.id, "message was being sent when the process stopped; in doubt until WhatsApp reports a status");
+                    self.runtime.metrics.outbound_message("in_doubt", None);
+                    entry.due_ms = self.in_doubt_due();
+                }
+            }
+        }
+        outbox.update_outbox(&entry, due, None).await
     }
 
     /// Starts a delivery task for every recipient with due entries and none running. Returns
@@ -231,20 +241,24 @@ impl Outbox {
     async fn dispatch_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         // Busy recipients are read before the due entries: a recipient not busy now gets no
         // task until this pass starts one, so its entries below are fresh.
-        let (busy, held) = {
+        let busy = {
             let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            (b.recipients.clone(), b.entries.clone())
+            b.recipients.clone()
         };
         if self.draining() {
             return Ok(0);
         }
-        let sessions = self.runtime.sessions();
-        // Entries held by running tasks still count against the read limit: read past them.
         let extra = self
             .left_behind
             .load(std::sync::atomic::Ordering::Relaxed)
             .min(MAX_EXTRA_SCAN);
-        let due = sessions.due_outbox_except(Utc::now(), BATCH + held.len() + extra, &held)?;
+        // Entries held by running tasks stay claimed: the store does not hand them out again.
+        let due = self
+            .runtime
+            .storage()
+            .outbox
+            .claim_due(Utc::now(), BATCH + extra, CLAIM_LEASE)
+            .await?;
         // Counting the queue reads all of it: twice a second is enough for a gauge.
         let count_depth = {
             let mut at = self.depth_counted.lock().unwrap_or_else(|p| p.into_inner());
@@ -255,10 +269,12 @@ impl Outbox {
             due_again
         };
         if count_depth {
-            self.runtime
-                .metrics
-                .outbox_depth
-                .set(sessions.outbox_depth() as i64);
+            match self.runtime.storage().outbox.depth().await {
+                Ok(depth) => {
+                    self.runtime.metrics.outbox_depth.set(depth as i64);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot count the outbox"),
+            }
         }
         // Different recipients in parallel, one recipient's entries one after another in queue
         // order: sent concurrently, a step's summary and its code could reach the customer in
@@ -268,10 +284,20 @@ impl Outbox {
         let mut by_recipient: Vec<(String, Scope, Vec<OutboxEntry>)> = Vec::new();
         let now_ms = Utc::now().timestamp_millis();
         let mut paused = std::collections::HashSet::new();
+        // Claimed entries this pass does not start: given back at its end.
+        let mut not_taken: Vec<String> = Vec::new();
         for entry in due {
+            if entry.state == OutboxState::InFlight {
+                // Its holder stopped mid-send and its claim ran out.
+                let id = entry.id.clone();
+                self.settle_interrupted(entry).await?;
+                not_taken.push(id);
+                continue;
+            }
             let scope = entry.scope_or(&default_scope);
             let recipient = scope.customer_key(&entry.to);
             if !entry.is_queued() || busy.contains(&recipient) || paused.contains(&recipient) {
+                not_taken.push(entry.id);
                 continue;
             }
             // Meta's pair rate limit: nothing goes to this customer from this number until the
@@ -280,11 +306,16 @@ impl Outbox {
             match group {
                 Some((_, _, entries)) => entries.push(entry),
                 None => {
-                    if sessions
-                        .recipient_paused_until(&recipient)?
+                    if self
+                        .runtime
+                        .storage()
+                        .outbox
+                        .recipient_paused_until(&recipient)
+                        .await?
                         .is_some_and(|until| until > now_ms)
                     {
                         paused.insert(recipient);
+                        not_taken.push(entry.id);
                         continue;
                     }
                     by_recipient.push((recipient, scope, vec![entry]));
@@ -303,6 +334,7 @@ impl Outbox {
             };
             let Ok(taken) = taken.try_acquire_owned() else {
                 left_behind += entries.len();
+                not_taken.extend(entries.into_iter().map(|e| e.id));
                 continue;
             };
             started += 1;
@@ -310,32 +342,33 @@ impl Outbox {
             {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
                 busy.recipients.insert(recipient.clone());
-                busy.entries.extend(ids.iter().cloned());
             }
             let this = self.clone();
             tokio::spawn(async move {
                 let _taken = taken;
                 let _place = places.acquire_owned().await;
                 this.deliver_in_order(entries).await;
+                // Whatever the task did not settle is claimable again (a settled entry's claim
+                // already ended).
+                if let Err(e) = this.runtime.storage().outbox.release(&ids).await {
+                    tracing::error!(error = %e, "cannot give back outbox claims");
+                }
                 {
                     let mut busy = this.busy.lock().unwrap_or_else(|p| p.into_inner());
                     busy.recipients.remove(&recipient);
-                    for id in &ids {
-                        busy.entries.remove(id);
-                    }
                 }
                 this.runtime.outbox_wake.notify_one();
             });
         }
         self.left_behind
             .store(left_behind, std::sync::atomic::Ordering::Relaxed);
+        self.runtime.storage().outbox.release(&not_taken).await?;
         Ok(started)
     }
 
     /// Delivers one recipient's due entries in queue order. Once a WhatsApp message has to wait
     /// for a retry, the recipient's later messages wait behind it, so they still arrive in order.
     async fn deliver_in_order(&self, entries: Vec<OutboxEntry>) {
-        let sessions = self.runtime.sessions();
         let mut held_until: Option<i64> = None;
         for mut entry in entries {
             if self.draining() {
@@ -350,7 +383,13 @@ impl Outbox {
                 let old_due = entry.due_ms;
                 entry.due_ms = after + 1;
                 held_until = Some(entry.due_ms);
-                if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+                if let Err(e) = self
+                    .runtime
+                    .storage()
+                    .outbox
+                    .update_outbox(&entry, old_due, None)
+                    .await
+                {
                     tracing::error!(entry = %entry.id, error = %e, "cannot postpone an outbox entry");
                 }
                 continue;
@@ -361,18 +400,23 @@ impl Outbox {
             // unknown". Callbacks and hooks are sent again after a crash anyway (the merchant
             // drops duplicates by event id), but they too wait for the disk: the step that
             // queued one may not be durable yet, and a merchant must never hear of an outcome
-            // a crash would undo. Read receipts are best effort.
+            // a crash would undo. So do read receipts: one sent before its step is durable is
+            // sent again when a crash makes the start replay the customer's message.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
-            if let Err(e) = sessions.update_outbox(&entry, old_due, None) {
+            if let Err(e) = self
+                .runtime
+                .storage()
+                .outbox
+                .update_outbox(&entry, old_due, None)
+                .await
+            {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
                 continue;
             }
-            if !matches!(entry.payload, OutboxPayload::ReadReceipt { .. }) {
-                if let Err(e) = self.runtime.store_durable().await {
-                    tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
-                    continue;
-                }
+            if let Err(e) = self.runtime.store_durable().await {
+                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                continue;
             }
             let retry_at = self.deliver(entry).await;
             if whatsapp && retry_at.is_some() {
@@ -486,7 +530,7 @@ impl Outbox {
         now: DateTime<Utc>,
         link: &mut Option<(String, MessageLink)>,
     ) -> Outcome {
-        match self.build_message(scope, entry, payload, now) {
+        match self.build_message(scope, entry, payload, now).await {
             Err(NotSent::Failed(reason)) => Outcome::Failed(reason),
             Err(NotSent::OutsideWindow) => {
                 Outcome::Skipped("outside the 24-hour window and the step has no template".into())
@@ -499,7 +543,8 @@ impl Outbox {
                 }
                 match self.send(scope, line, entry, &request).await {
                     Ok(message_id) => {
-                        let (outcome, accepted) = self.accepted(entry, message_id, generation, now);
+                        let (outcome, accepted) =
+                            self.accepted(entry, message_id, generation, now).await;
                         *link = accepted;
                         outcome
                     }
@@ -507,10 +552,10 @@ impl Outbox {
                         self.runtime.metrics.outbound_message("in_doubt", None);
                         tracing::warn!(entry = %entry.id, error = %e, "send in doubt: WhatsApp may have accepted it; waiting for a status");
                         // A status may have overtaken the lost answer.
-                        match self.runtime.sessions().echo(&entry.id) {
+                        match self.runtime.storage().outbox.echo(&entry.id).await {
                             Ok(Some(message_id)) => {
                                 let (outcome, accepted) =
-                                    self.accepted(entry, message_id, generation, now);
+                                    self.accepted(entry, message_id, generation, now).await;
                                 *link = accepted;
                                 outcome
                             }
@@ -545,7 +590,13 @@ impl Outbox {
                 let until =
                     (Utc::now() + Span::from_std(wait).unwrap_or_default()).timestamp_millis();
                 let recipient = scope.customer_key(&entry.to);
-                if let Err(e) = self.runtime.sessions().pause_recipient(&recipient, until) {
+                if let Err(e) = self
+                    .runtime
+                    .storage()
+                    .outbox
+                    .pause_recipient(&recipient, until)
+                    .await
+                {
                     tracing::error!(entry = %entry.id, error = %e, "cannot record the pair rate pause");
                 }
                 tracing::warn!(entry = %entry.id, error = %e, wait_secs = wait.as_secs(), "pair rate limit: this customer's messages wait");
@@ -553,7 +604,7 @@ impl Outbox {
             }
             // The code already goes in a template: another template cannot help.
             ErrorClass::UseTemplate if matches!(entry.payload, OutboxPayload::Code { .. }) => {
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 Outcome::Failed(format!(
                     "WhatsApp error 131047: the code's template was refused outside the 24-hour window ({e})"
                 ))
@@ -563,7 +614,7 @@ impl Outbox {
                 Outcome::Retry(Duration::ZERO)
             }
             ErrorClass::UseTemplate | ErrorClass::Fail => {
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 Outcome::Failed(e.to_string())
             }
             ErrorClass::TemplateProblem => {
@@ -571,7 +622,7 @@ impl Outbox {
                 self.runtime.metrics.operator_alerts.inc();
                 self.runtime.metrics.template_error(template, e.code());
                 tracing::error!(entry = %entry.id, template, code = ?e.code(), error = %e, "OPERATOR ALERT: WhatsApp refused the template; fix it in WhatsApp Manager or the flow file");
-                self.runtime.stats_send_failed(entry, e.code());
+                self.runtime.stats_send_failed(entry, e.code()).await;
                 let details = serde_json::json!({
                     "entry_id": entry.id,
                     "template": template,
@@ -645,13 +696,18 @@ impl Outbox {
                 entry.state = OutboxState::Failed { reason };
             }
         }
-        let sessions = self.runtime.sessions();
         let link_ref = link.as_ref().map(|(id, l)| (id.as_str(), l));
-        if let Err(e) = sessions.update_outbox(&entry, old_due, link_ref) {
+        if let Err(e) = self
+            .runtime
+            .storage()
+            .outbox
+            .update_outbox(&entry, old_due, link_ref)
+            .await
+        {
             tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
         }
         if link.is_some() {
-            self.runtime.stats_accepted(&entry, Utc::now());
+            self.runtime.stats_accepted(&entry, Utc::now()).await;
         }
         // A delivered entry needs no flush of its own: lost in a crash, it is found in flight
         // and not sent again (a callback is, harmlessly), and the next flush — the next claim
@@ -671,7 +727,14 @@ impl Outbox {
             self.runtime.outbox_wake.notify_one();
         }
         if let Some((session_id, reason)) = failed_session {
-            let record = self.runtime.sessions().get(&session_id).ok().flatten();
+            let record = self
+                .runtime
+                .storage()
+                .sessions
+                .get(&session_id)
+                .await
+                .ok()
+                .flatten();
             // Queued with the session's own customer (the code may have gone to another number),
             // in order with what that customer sends.
             let customer = record
@@ -708,15 +771,16 @@ impl Outbox {
                     scope,
                     entry,
                     request,
-                    self.template_text(entry, request).as_deref(),
+                    self.template_text(entry, request).await.as_deref(),
                 )
+                .await
                 .map_err(|e| GraphError::Network(e.to_string())),
         }
     }
 
     /// What the customer would see of a templated send, for the sandbox: the session's flow
     /// file has the template's content.
-    fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
+    async fn template_text(&self, entry: &OutboxEntry, request: &SendRequest) -> Option<String> {
         let (name, language, parameters) = match &request.message {
             Outgoing::Template {
                 name,
@@ -727,29 +791,37 @@ impl Outbox {
             Outgoing::AuthenticationCode { name, language, .. } => (name, language, Vec::new()),
             _ => return None,
         };
-        let record = self
-            .runtime
-            .sessions()
-            .get(entry.session_id.as_ref()?)
-            .ok()??;
+        let sessions = &self.runtime.storage().sessions;
+        let record = sessions.get(entry.session_id.as_ref()?).await.ok()??;
         let flow = self
             .runtime
-            .flows()
-            .version(&record.engine, self.runtime.sessions())?;
+            .flows_of(&record.merchant)
+            .version(&record.engine, sessions.as_ref())
+            .await?;
         crate::flow::template_content::customer_text(flow.file(), name, language, &parameters, None)
     }
 
     /// Refuses a template WhatsApp has paused or disabled (as last reported) in the account of
     /// `scope`'s merchant: sending it would only fail, so the session takes its delivery-failure
     /// path with the reason `template_paused` or `template_disabled`.
-    fn check_template(&self, scope: &Scope, name: &str, language: &str) -> Result<(), NotSent> {
+    async fn check_template(
+        &self,
+        scope: &Scope,
+        name: &str,
+        language: &str,
+    ) -> Result<(), NotSent> {
         let merchants = self.runtime.merchants();
         let waba = merchants
             .get_or_default(&scope.merchant)
             .merchant
             .waba_id
             .as_deref();
-        let status = self.runtime.templates().get(waba, name, language);
+        let status = self
+            .runtime
+            .storage()
+            .templates
+            .get(waba, name, language)
+            .await;
         match status.as_ref().and_then(|s| s.blocked_reason()) {
             Some(reason) => Err(NotSent::Failed(reason.to_owned())),
             None => Ok(()),
@@ -759,16 +831,18 @@ impl Outbox {
     /// Whether free-form messages may go from `scope`'s number to `customer` now: the window
     /// is per (number, customer). For the single merchant's number a window opened before
     /// windows were kept per number (stored under the customer alone) still counts.
-    fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
-        let sessions = self.runtime.sessions();
-        let open = |key: &str| matches!(sessions.last_customer_message(key), Ok(Some(at)) if now - at < WINDOW);
-        open(&scope.customer_key(customer))
-            || (*scope == self.senders.default_scope() && open(customer))
+    async fn window_open(&self, scope: &Scope, customer: &str, now: DateTime<Utc>) -> bool {
+        let sessions = &self.runtime.storage().sessions;
+        let open = |key: String| async move {
+            matches!(sessions.last_customer_message(&key).await, Ok(Some(at)) if now - at < WINDOW)
+        };
+        open(scope.customer_key(customer)).await
+            || (*scope == self.senders.default_scope() && open(customer.to_owned()).await)
     }
 
     /// The request for a message entry; `Ok(None)` when there is nothing left to send (a code
     /// already sent, used or replaced). The second value is the code generation sent.
-    fn build_message(
+    async fn build_message(
         &self,
         scope: &Scope,
         entry: &OutboxEntry,
@@ -783,11 +857,12 @@ impl Outbox {
         match payload {
             OutboxPayload::Text { text } => Ok(Some((request(Outgoing::text(text.clone())), None))),
             OutboxPayload::Message { message } => {
-                let use_template = entry.use_template || !self.window_open(scope, &entry.to, now);
+                let use_template =
+                    entry.use_template || !self.window_open(scope, &entry.to, now).await;
                 let outgoing = match (use_template, &message.template) {
                     (false, _) => free_form_of(&message.body),
                     (true, Some(t)) => {
-                        self.check_template(scope, &t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language).await?;
                         template_of(t)
                     }
                     (true, None) => return Err(NotSent::OutsideWindow),
@@ -804,8 +879,10 @@ impl Outbox {
                 };
                 let Some((code, current)) = self
                     .runtime
-                    .ledger()
+                    .storage()
+                    .otp
                     .code_for_sending(session_id)
+                    .await
                     .map_err(|e| NotSent::Failed(e.to_string()))?
                 else {
                     return Ok(None);
@@ -815,7 +892,7 @@ impl Outbox {
                 }
                 let outgoing = match (template, text) {
                     (Some(t), _) => {
-                        self.check_template(scope, &t.name, &t.language)?;
+                        self.check_template(scope, &t.name, &t.language).await?;
                         Outgoing::AuthenticationCode {
                             name: t.name.clone(),
                             language: t.language.clone(),

@@ -6,8 +6,8 @@
 //! each says which number it went out from (`from`, the `phone_number_id`).
 
 use crate::otp::{normalize_attempt, CodeSealer, SealedCode};
-use crate::store::sessions::{OutboxEntry, OutboxPayload};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{OutboxEntry, OutboxPayload};
+use crate::store::{Sessions, StoreError};
 use crate::tenants::Scope;
 use crate::whatsapp::{Outgoing, SendRequest};
 use chrono::Utc;
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 /// Records outbound messages in the store.
 pub struct SandboxRecorder {
-    sessions: SessionStore,
+    sessions: Arc<dyn Sessions>,
     sealer: CodeSealer,
     /// Listings waiting for a customer's next message (`wait=` on the listing route), per
     /// scope and customer so that a recorded message wakes only its own listings, not every one.
@@ -34,7 +34,7 @@ impl std::fmt::Debug for SandboxRecorder {
 }
 
 impl SandboxRecorder {
-    pub fn new(sessions: SessionStore, sealer: CodeSealer) -> SandboxRecorder {
+    pub fn new(sessions: Arc<dyn Sessions>, sealer: CodeSealer) -> SandboxRecorder {
         SandboxRecorder {
             sessions,
             sealer,
@@ -66,7 +66,7 @@ impl SandboxRecorder {
                 let notified = notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let messages = self.messages(scope, customer);
+                let messages = self.messages(scope, customer).await;
                 let done = !matches!(&messages, Ok(m) if m.len() < min)
                     || tokio::time::Instant::now() >= deadline;
                 if !done {
@@ -91,7 +91,7 @@ impl SandboxRecorder {
 
     /// Records what `scope`'s number would have sent; returns a made-up WhatsApp message id.
     /// `template_text` is what the customer would see of a templated send.
-    pub fn record(
+    pub async fn record(
         &self,
         scope: &Scope,
         entry: &OutboxEntry,
@@ -105,7 +105,8 @@ impl SandboxRecorder {
         if entry.resent
             && self
                 .sessions
-                .sandbox_messages(&recorded_as)?
+                .sandbox_messages(&recorded_as)
+                .await?
                 .iter()
                 .any(|m| m["id"] == message_id.as_str())
         {
@@ -194,7 +195,8 @@ impl SandboxRecorder {
             }
         }
         self.sessions
-            .record_sandbox(&recorded_as, now, &entry.id, &body)?;
+            .record_sandbox(&recorded_as, now, &entry.id, &body)
+            .await?;
         if let Some(notify) = self
             .watchers
             .lock()
@@ -208,10 +210,11 @@ impl SandboxRecorder {
 
     /// Recorded messages from `scope`'s number to `customer` (digits), oldest first, codes
     /// opened.
-    pub fn messages(&self, scope: &Scope, customer: &str) -> Result<Vec<Value>, StoreError> {
+    pub async fn messages(&self, scope: &Scope, customer: &str) -> Result<Vec<Value>, StoreError> {
         let mut out = self
             .sessions
-            .sandbox_messages(&scope.customer_key(customer.trim_start_matches('+')))?;
+            .sandbox_messages(&scope.customer_key(customer.trim_start_matches('+')))
+            .await?;
         for m in &mut out {
             let Some(sealed) = m.get("sealed_code").cloned() else {
                 continue;

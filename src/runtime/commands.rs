@@ -8,8 +8,8 @@ use crate::flow::engine::{self, ApiCheckRefusal, Event, StartError as EngineStar
 use crate::flow::model::VarSource;
 use crate::flow::render::{placeholders, render, value_text};
 use crate::otp::{normalize_attempt, IssueRefusal, VerifyOutcome};
-use crate::store::idempotency::IdempotentStart;
-use crate::store::sessions::{SessionRecord, StepWrite};
+use crate::store::IdempotentStart;
+use crate::store::{SessionRecord, StepWrite};
 use crate::whatsapp::limits::{template_parameter_max, template_text};
 use chrono::Utc;
 use rand::RngCore;
@@ -186,10 +186,15 @@ impl Runtime {
         // "One active session per customer per flow" is decided under one lock per customer and
         // flow, so two concurrent starts cannot both create a session.
         let key = scope.customer_key(customer);
-        let _guard = self.lock_start(&key, flow_id).await;
+        let _guard = self
+            .lock_start(&key, flow_id)
+            .await
+            .map_err(RuntimeError::from)?;
         if let Some(id) = self
-            .sessions()
+            .storage
+            .sessions
             .active(&key, flow_id)
+            .await
             .map_err(RuntimeError::from)?
         {
             return Err(StartError::SessionActive {
@@ -239,14 +244,22 @@ impl Runtime {
             // find itself already applied, not be taken as the answer to the first question.
             // Likewise a session answers only messages recorded after it started: a replayed
             // older one must not land in it.
-            last_inbound: trigger
-                .map_or_else(|| self.store.inbound().next_seq(), |(seq, _)| seq + 1),
+            last_inbound: match trigger {
+                Some((seq, _)) => seq + 1,
+                None => self
+                    .storage
+                    .inbound
+                    .next_seq()
+                    .await
+                    .map_err(RuntimeError::from)?,
+            },
             otp_refused: None,
             merchant: scope.merchant.clone(),
             number: scope.number.clone(),
         };
         self.flows_of(&scope.merchant)
-            .remember(flow, self.sessions());
+            .remember(flow, self.storage.sessions.as_ref())
+            .await;
         let write = StepWrite {
             activate: Some((scope.customer_key(customer), flow.id().as_str().to_owned())),
             idempotency,
@@ -256,17 +269,19 @@ impl Runtime {
                 .collect(),
             ..StepWrite::default()
         };
-        let _guard = self.lock(&id).await;
+        let _guard = self.lock(&id).await.map_err(RuntimeError::from)?;
         let started = Instant::now();
         let mut write = write;
-        let report = self.advance(
-            &mut record,
-            flow,
-            Event::Start,
-            now,
-            &mut write,
-            trigger.is_none(),
-        )?;
+        let report = self
+            .advance(
+                &mut record,
+                flow,
+                Event::Start,
+                now,
+                &mut write,
+                trigger.is_none(),
+            )
+            .await?;
         // The merchant asked for a code that a limit refuses: it is told so (and when to come
         // back) instead of getting a session that ends at once; the customer is sent nothing.
         if trigger.is_none() {
@@ -305,14 +320,14 @@ impl Runtime {
         id: &str,
         event: Event,
     ) -> Result<Option<SessionRecord>, RuntimeError> {
-        let _guard = self.lock(id).await;
-        let Some(mut record) = self.sessions().get(id)? else {
+        let _guard = self.lock(id).await?;
+        let Some(mut record) = self.storage.sessions.get(id).await? else {
             return Ok(None);
         };
         if !record.is_active() {
             return Ok(Some(record));
         }
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         let started = Instant::now();
         self.step(&mut record, &flow, event, Utc::now(), StepWrite::default())
             .await?;
@@ -330,8 +345,14 @@ impl Runtime {
         if normalize_attempt(code).is_none() {
             return Err(CheckError::NotACode);
         }
-        let _guard = self.lock(id).await;
-        let Some(mut record) = self.sessions().get(id).map_err(RuntimeError::from)? else {
+        let _guard = self.lock(id).await.map_err(RuntimeError::from)?;
+        let Some(mut record) = self
+            .storage
+            .sessions
+            .get(id)
+            .await
+            .map_err(RuntimeError::from)?
+        else {
             return Ok(None);
         };
         if !record.is_active() {
@@ -340,17 +361,19 @@ impl Runtime {
                 outcome: record.engine.outcome,
             });
         }
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         engine::api_check_allowed(&flow, &record.engine)?;
         let now = Utc::now();
-        let (event, verdict) = self.verify_attempt(&record, code, now)?;
+        let (event, verdict) = self.verify_attempt(&record, code, now).await?;
         self.step(&mut record, &flow, event, now, StepWrite::default())
             .await?;
         let attempts_left = match verdict {
             VerifyOutcome::Wrong { attempts_left } => u32::from(attempts_left),
             _ => self
-                .ledger()
+                .storage
+                .otp
                 .record(&record.id)
+                .await
                 .map_err(RuntimeError::from)?
                 .map(|r| u32::from(r.attempts_left()))
                 .unwrap_or(0),
@@ -370,11 +393,8 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use crate::metrics::Metrics;
-    use crate::otp::OtpKey;
     use crate::runtime::merchants::MerchantRuntimes;
     use crate::runtime::{Runtime, RuntimeConfig};
-    use crate::store::otp::OtpLedger;
-    use crate::store::Store;
     use crate::tenants::{Tenants, TenantsHandle};
     use std::sync::Arc;
     use std::time::Duration;
@@ -384,28 +404,31 @@ mod tests {
     #[tokio::test]
     async fn a_held_start_lock_never_blocks_a_session_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(dir.path(), |_| {}).expect("store"));
-        let key = OtpKey::load_or_create(dir.path(), None).expect("key");
-        let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+        let storage = crate::store::Storage::embedded(dir.path(), None, |_| {}).expect("store");
         let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
         let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
         let settings =
             crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
         let tenants = Tenants::from_settings(&settings, &[]);
         let runtime = Runtime::new(
-            store,
-            ledger,
+            storage,
             MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
             Arc::new(Metrics::new()),
             RuntimeConfig::default(),
             TenantsHandle::new(tenants),
         );
-        let _start = runtime.lock_start("919876543210", "cod_confirmation").await;
+        let _start = runtime
+            .lock_start("919876543210", "cod_confirmation")
+            .await
+            .expect("lock");
         // With one shared set of 256 stripes, some of 4000 ids would land on the held one.
         for i in 0..4000 {
             let id = format!("ses_{i:024x}");
             let taken = tokio::time::timeout(Duration::ZERO, runtime.lock(&id)).await;
-            assert!(taken.is_ok(), "session lock {id} blocked by the start lock");
+            assert!(
+                matches!(taken, Ok(Ok(_))),
+                "session lock {id} blocked by the start lock"
+            );
         }
     }
 }

@@ -21,15 +21,14 @@ use crate::flow::Flow;
 use crate::metrics::Metrics;
 use crate::otp::rules::IssueRequest;
 use crate::otp::{normalize_attempt, CustomerNumber, OtpPolicy, OtpSubject, VerifyOutcome};
-use crate::store::otp::{IssueKind, IssueOutcome, OtpLedger};
-use crate::store::sessions::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
-use crate::store::{SessionStore, Store, StoreError};
+use crate::store::{IssueKind, IssueOutcome};
+use crate::store::{LockGuard, LockKey, Storage, StoreError, TimerRef};
+use crate::store::{OutboxEntry, OutboxPayload, SessionRecord, StepWrite};
 use crate::tenants::{Scope, Tenants};
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use serde_json::json;
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -50,27 +49,20 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("OTP ledger: {0}")]
-    Ledger(#[from] crate::store::otp::LedgerError),
+    Ledger(#[from] crate::store::LedgerError),
     #[error("the flow version {0} of this session is no longer available")]
     FlowGone(String),
 }
 
-const LOCKS: usize = 256;
-
 /// The conversation runtime.
 #[derive(Debug)]
 pub struct Runtime {
-    pub(super) store: Arc<Store>,
-    pub(super) ledger: OtpLedger,
+    /// Everything stateful: sessions, claims, locks, wakeups.
+    pub(super) storage: Storage,
     /// Each merchant's flows, URLs and OTP limits, swapped whole when the tenants change.
     merchants: std::sync::RwLock<Arc<MerchantRuntimes>>,
     pub metrics: Arc<Metrics>,
     pub(super) config: RuntimeConfig,
-    locks: Vec<tokio::sync::Mutex<()>>,
-    /// A separate set for "starting a session for this customer and flow": a start holds one
-    /// of these while it takes its new session's lock, so sharing one set could deadlock.
-    start_locks: Vec<tokio::sync::Mutex<()>>,
-    hasher: std::collections::hash_map::RandomState,
     /// Woken whenever a step queued something to send.
     pub outbox_wake: Arc<Notify>,
     /// The merchants and numbers served.
@@ -90,8 +82,7 @@ impl Runtime {
     /// A runtime for the merchants of `tenants`, whose flows are loaded in `merchants`
     /// ([`MerchantRuntimes::load`]).
     pub fn new(
-        store: Arc<Store>,
-        ledger: OtpLedger,
+        storage: Storage,
         merchants: MerchantRuntimes,
         metrics: Arc<Metrics>,
         config: RuntimeConfig,
@@ -99,25 +90,12 @@ impl Runtime {
     ) -> Runtime {
         Runtime {
             tenants,
-            store,
-            ledger,
+            outbox_wake: storage.wakeups.outbox.clone(),
+            storage,
             merchants: std::sync::RwLock::new(Arc::new(merchants)),
             metrics,
             config,
-            locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            start_locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            hasher: Default::default(),
-            outbox_wake: Arc::new(Notify::new()),
         }
-    }
-
-    pub fn sessions(&self) -> &SessionStore {
-        self.store.sessions()
-    }
-
-    /// What WhatsApp last said about each message template.
-    pub fn templates(&self) -> &crate::store::templates::TemplateStatusStore {
-        self.store.templates()
     }
 
     /// The flows of the default merchant (the single-merchant setup's flows).
@@ -216,20 +194,23 @@ impl Runtime {
         &self.tenants
     }
 
-    pub fn ledger(&self) -> &OtpLedger {
-        &self.ledger
-    }
-
     /// Waits until every store write made so far is on disk: the journal's group `fdatasync`
     /// covers the redo records of the sessions, outbox, stats and OTP ledger writes.
     pub async fn store_durable(&self) -> Result<(), StoreError> {
-        self.store.logged().await
+        self.storage.engine.durable().await
+    }
+
+    /// The storage contract the runtime works through.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// The lock that serialises steps of one session.
-    pub(super) async fn lock(&self, session_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one(session_id) as usize) % LOCKS;
-        self.locks[i].lock().await
+    pub(super) async fn lock(&self, session_id: &str) -> Result<LockGuard, StoreError> {
+        self.storage
+            .locks
+            .lock(LockKey::Session(session_id.to_owned()))
+            .await
     }
 
     /// The lock that serialises starting sessions for one customer (scoped key) and flow.
@@ -237,15 +218,23 @@ impl Runtime {
         &self,
         customer: &str,
         flow: &str,
-    ) -> tokio::sync::MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one((customer, flow)) as usize) % LOCKS;
-        self.start_locks[i].lock().await
+    ) -> Result<LockGuard, StoreError> {
+        // Start locks never share a stripe with session locks: a start holds its start lock
+        // while it takes the new session's lock.
+        self.storage
+            .locks
+            .lock(LockKey::Start {
+                customer: customer.to_owned(),
+                flow: flow.to_owned(),
+            })
+            .await
     }
 
     /// The flow version a session runs on.
-    pub(super) fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
+    pub(super) async fn flow_of(&self, record: &SessionRecord) -> Result<Arc<Flow>, RuntimeError> {
         self.flows_of(&record.merchant)
-            .version(&record.engine, self.sessions())
+            .version(&record.engine, self.storage.sessions.as_ref())
+            .await
             .ok_or_else(|| RuntimeError::FlowGone(record.engine.flow_hash.clone()))
     }
 
@@ -261,7 +250,9 @@ impl Runtime {
         mut write: StepWrite,
     ) -> Result<StepReport, RuntimeError> {
         let was_active = record.is_active() && record.engine.status != SessionStatus::New;
-        let report = self.advance(record, flow, first, now, &mut write, false)?;
+        let report = self
+            .advance(record, flow, first, now, &mut write, false)
+            .await?;
         self.persist(record, was_active, now, write).await?;
         Ok(report)
     }
@@ -270,7 +261,7 @@ impl Runtime {
     /// writes; nothing is stored yet. With `stop_at_refusal` (an API start, which an OTP limit
     /// refuses without storing anything) it stops at the first limit refusal, before the flow
     /// reacts to it: no end, no callback, no completion counted for a session that never was.
-    pub(super) fn advance(
+    pub(super) async fn advance(
         &self,
         record: &mut SessionRecord,
         flow: &Flow,
@@ -286,7 +277,9 @@ impl Runtime {
             let (next, effects) = engine::step(flow, &record.engine, event, now, &mut OsRng);
             record.engine = next;
             for effect in effects {
-                let follow = self.carry_out(record, effect, now, write, &mut index, &mut report)?;
+                let follow = self
+                    .carry_out(record, effect, now, write, &mut index, &mut report)
+                    .await?;
                 if stop_at_refusal && report.otp_refusal.is_some() {
                     return Ok(report);
                 }
@@ -322,9 +315,9 @@ impl Runtime {
         }
         let queued_outbox = !write.outbox.is_empty();
         write.record = Some(record.clone());
-        self.sessions().apply(write)?;
-        self.stats_after_step(record, now);
-        self.store.logged().await?;
+        self.storage.sessions.apply_step(write).await?;
+        self.stats_after_step(record, now).await;
+        self.storage.engine.durable().await?;
         if queued_outbox {
             self.outbox_wake.notify_one();
         }
@@ -346,7 +339,7 @@ impl Runtime {
     }
 
     /// Carries out one effect. Returns the event it leads to at once (an OTP verdict).
-    fn carry_out(
+    async fn carry_out(
         &self,
         record: &mut SessionRecord,
         effect: Effect,
@@ -411,20 +404,24 @@ impl Runtime {
                     (false, false) => IssueKind::First,
                 };
                 let step_key = format!("{}:{}", record.id, record.step);
-                let issued = self.ledger.issue(
-                    IssueRequest {
-                        subject: &subject,
-                        flow: record.engine.flow_id.as_str(),
-                        customer: &customer,
-                        requester: &requester,
-                        merchant: &scope.merchant,
-                        decoy,
-                        policy: &policy,
-                    },
-                    kind,
-                    &step_key,
-                    now,
-                )?;
+                let issued = self
+                    .storage
+                    .otp
+                    .issue(
+                        IssueRequest {
+                            subject: &subject,
+                            flow: record.engine.flow_id.as_str(),
+                            customer: &customer,
+                            requester: &requester,
+                            merchant: &scope.merchant,
+                            decoy,
+                            policy: &policy,
+                        },
+                        kind,
+                        &step_key,
+                        now,
+                    )
+                    .await?;
                 let info = match issued {
                     IssueOutcome::Issued(issued) => {
                         self.metrics.otp("issued", record.engine.flow_id.as_str());
@@ -439,7 +436,7 @@ impl Runtime {
                     IssueOutcome::Refused(refusal) => {
                         use crate::otp::IssueRefusal as R;
                         self.metrics.limit_breach(refusal.as_str());
-                        self.stats_limit(record, refusal.as_str(), now);
+                        self.stats_limit(record, refusal.as_str(), now).await;
                         tracing::warn!(session_id = %record.id, reason = refusal.as_str(), "OTP refused by limits");
                         if refusal.is_limit_breach() {
                             report.otp_refusal = Some(refusal);
@@ -481,7 +478,7 @@ impl Runtime {
                 }
             }
             Effect::VerifyOtp { code } => {
-                let (event, _) = self.verify_attempt(record, &code, now)?;
+                let (event, _) = self.verify_attempt(record, &code, now).await?;
                 return Ok(Some(event));
             }
             Effect::CallHook { hook, url, vars } => {
@@ -503,7 +500,7 @@ impl Runtime {
                 write.outbox.push(e);
             }
             Effect::SetTimer { id, at, seq } => {
-                let k = SessionStore::timer_key(at, &record.id, &id);
+                let k = TimerRef::new(at, &record.id, &id);
                 if let Some(old) = record.timer_key.replace(k.clone()) {
                     if old != k {
                         write.timer_remove = Some(old);
@@ -521,7 +518,10 @@ impl Runtime {
                 callback_url,
                 event_id,
             } => {
-                self.ledger.consume(&record.id, now, "session ended")?;
+                self.storage
+                    .otp
+                    .consume(&record.id, now, "session ended")
+                    .await?;
                 let flow = record.engine.flow_id.as_str().to_owned();
                 self.metrics.session_completed(&flow, &outcome);
                 if let Some(url) = callback_url
@@ -581,7 +581,7 @@ impl Runtime {
 
     /// Checks a typed code against the session's current code: the one path shared by the chat
     /// and `POST /v1/sessions/{id}/check`. Returns the engine event and the ledger's verdict.
-    pub(super) fn verify_attempt(
+    pub(super) async fn verify_attempt(
         &self,
         record: &SessionRecord,
         typed: &str,
@@ -601,13 +601,18 @@ impl Runtime {
             // again instead of spending a second attempt.
             Some(code) => {
                 let step = format!("{}:{}", record.id, record.step);
-                self.ledger.verify_step(&subject, &code, now, Some(&step))?
+                self.storage
+                    .otp
+                    .verify_step(&subject, &code, now, Some(&step))
+                    .await?
             }
             // Not digits at all: no guess at a code, so nothing is counted; the flow re-prompts.
             None => {
                 let left = self
-                    .ledger
-                    .record(&record.id)?
+                    .storage
+                    .otp
+                    .record(&record.id)
+                    .await?
                     .map_or(0, |r| r.attempts_left());
                 if left == 0 {
                     VerifyOutcome::NotIssued
@@ -622,7 +627,7 @@ impl Runtime {
         let event = match verdict {
             VerifyOutcome::Correct => {
                 self.metrics.otp("verified", flow);
-                self.stats_verified(record, now);
+                self.stats_verified(record, now).await;
                 Event::OtpCorrect
             }
             VerifyOutcome::Wrong { attempts_left: 0 } | VerifyOutcome::Locked => {
@@ -637,7 +642,7 @@ impl Runtime {
             }
             VerifyOutcome::CustomerBlocked { .. } => {
                 self.metrics.limit_breach("customer_blocked");
-                self.stats_limit(record, "customer_blocked", now);
+                self.stats_limit(record, "customer_blocked", now).await;
                 Event::OtpLocked
             }
             VerifyOutcome::Expired | VerifyOutcome::NotIssued | VerifyOutcome::Consumed => {
@@ -650,14 +655,16 @@ impl Runtime {
 
     /// Whether a failed message to `failed_to` (digits) went to another number than the
     /// session's customer: a code sent to a third party, whose failure the chat must not see.
-    pub fn failed_elsewhere(
+    pub async fn failed_elsewhere(
         &self,
         session_id: &str,
         failed_to: &str,
     ) -> Result<bool, RuntimeError> {
         Ok(self
-            .sessions()
-            .get(session_id)?
+            .storage
+            .sessions
+            .get(session_id)
+            .await?
             .is_some_and(|r| r.customer != failed_to.trim_start_matches('+')))
     }
 

@@ -14,7 +14,7 @@
 
 use crate::flow::engine::SessionState;
 use crate::flow::{parse_flow, Flow, FlowSet, FlowVersions, LoadError};
-use crate::store::SessionStore;
+use crate::store::Sessions;
 use crate::tenants::FlowSource;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -169,11 +169,11 @@ impl FlowRegistry {
     }
 
     /// The exact file `session` started on: loaded now, or kept in the store.
-    pub fn version(&self, session: &SessionState, store: &SessionStore) -> Option<Arc<Flow>> {
-        if let Some(f) = self.read().for_session(session) {
-            return Some(f.clone());
+    pub async fn version(&self, session: &SessionState, store: &dyn Sessions) -> Option<Arc<Flow>> {
+        if let Some(f) = self.read().for_session(session).cloned() {
+            return Some(f);
         }
-        let (name, text) = store.flow_source(&session.flow_hash).ok().flatten()?;
+        let (name, text) = store.flow_source(&session.flow_hash).await.ok().flatten()?;
         let flow = parse_flow(&name, &text).ok()?;
         let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         versions.remember(flow);
@@ -181,12 +181,15 @@ impl FlowRegistry {
     }
 
     /// Keeps the text of `flow` in the store so that its sessions outlive file changes.
-    pub fn remember(&self, flow: &Flow, store: &SessionStore) {
-        if let Err(e) = store.put_flow_source(
-            flow.hash(),
-            &flow.path().display().to_string(),
-            flow.source(),
-        ) {
+    pub async fn remember(&self, flow: &Flow, store: &dyn Sessions) {
+        if let Err(e) = store
+            .put_flow_source(
+                flow.hash(),
+                &flow.path().display().to_string(),
+                flow.source(),
+            )
+            .await
+        {
             tracing::warn!(error = %e, "cannot keep the flow's text");
         }
     }

@@ -12,9 +12,7 @@
 use super::core::{Runtime, RuntimeError};
 use crate::domain::{DeliveryStatus, InboundMessage, MessageContent, StatusKind};
 use crate::flow::engine::Event;
-use crate::store::sessions::{
-    Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite,
-};
+use crate::store::{Delivery, MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
 use std::time::Instant;
@@ -83,7 +81,10 @@ impl Runtime {
         let key = scope.customer_key(customer);
         let now = Utc::now();
         let sent_at = DateTime::from_timestamp(m.timestamp, 0).unwrap_or(now);
-        self.sessions().touch_window(&key, sent_at.min(now))?;
+        self.storage
+            .sessions
+            .touch_window(&key, sent_at.min(now))
+            .await?;
         let Some(event) = event_of(&m.content) else {
             return Ok(());
         };
@@ -91,17 +92,19 @@ impl Runtime {
         // The session whose message this answers, else the customer's most recent one.
         let by_context = match m.context.as_ref().and_then(|c| c.message_id.as_ref()) {
             Some(id) => self
-                .sessions()
-                .link(id.as_str())?
+                .storage
+                .sessions
+                .link(id.as_str())
+                .await?
                 .and_then(|l| l.session_id),
             None => None,
         };
         let mut target = None;
         if let Some(id) = by_context {
-            target = self
-                .sessions()
-                .get(&id)?
-                .filter(|r| r.is_active() && r.customer == customer && &self.scope_of(r) == scope);
+            target =
+                self.storage.sessions.get(&id).await?.filter(|r| {
+                    r.is_active() && r.customer == customer && &self.scope_of(r) == scope
+                });
             // A tap on a button of a session that has ended answers that session only: handed
             // to another one, "Confirm" on yesterday's order would confirm today's.
             let is_tap = matches!(
@@ -117,23 +120,25 @@ impl Runtime {
         }
         if target.is_none() {
             target = self
-                .sessions()
-                .active_for(&key)?
+                .storage
+                .sessions
+                .active_for(&key)
+                .await?
                 .into_iter()
                 .max_by_key(|r| r.updated_at);
         }
         if let Some(record) = target {
-            let _guard = self.lock(&record.id).await;
+            let _guard = self.lock(&record.id).await?;
             // Re-read under the lock: the session may have moved on meanwhile.
-            let Some(mut record) = self.sessions().get(&record.id)? else {
+            let Some(mut record) = self.storage.sessions.get(&record.id).await? else {
                 return Ok(());
             };
-            // `last_inbound` holds the next sequence number expected (sled's ids start at 0).
+            // `last_inbound` holds the next sequence number expected (sequence numbers start at 0).
             if !record.is_active() || record.last_inbound > seq {
                 return Ok(());
             }
             record.last_inbound = seq + 1;
-            let flow = self.flow_of(&record)?;
+            let flow = self.flow_of(&record).await?;
             let started = Instant::now();
             let write = StepWrite {
                 outbox: vec![read_receipt(scope, seq, m, now)],
@@ -181,25 +186,30 @@ impl Runtime {
         }
         let id = format!("inbound:{seq}");
         let recently = self
-            .sessions()
-            .last_default_reply(&key)?
+            .storage
+            .sessions
+            .last_default_reply(&key)
+            .await?
             .is_some_and(|at| now - at < chrono::Duration::hours(1));
-        if !recently && self.sessions().outbox_entry(&id)?.is_none() {
-            self.sessions().note_default_reply(&key, now)?;
-            self.sessions().apply(StepWrite {
-                outbox: vec![OutboxEntry::pending(
-                    id,
-                    None,
-                    customer.to_owned(),
-                    OutboxPayload::Text {
-                        text: self.config().default_reply.clone(),
-                    },
-                    now,
-                )
-                .from_scope(scope)],
-                ..StepWrite::default()
-            })?;
-            self.store.logged().await?;
+        if !recently && self.storage.outbox.outbox_entry(&id).await?.is_none() {
+            self.storage.sessions.note_default_reply(&key, now).await?;
+            self.storage
+                .sessions
+                .apply_step(StepWrite {
+                    outbox: vec![OutboxEntry::pending(
+                        id,
+                        None,
+                        customer.to_owned(),
+                        OutboxPayload::Text {
+                            text: self.config().default_reply.clone(),
+                        },
+                        now,
+                    )
+                    .from_scope(scope)],
+                    ..StepWrite::default()
+                })
+                .await?;
+            self.storage.engine.durable().await?;
             self.outbox_wake.notify_one();
         }
         Ok(())
@@ -209,14 +219,14 @@ impl Runtime {
     /// recorded the message id it was given (the link is written just after the Graph API
     /// answered); the tracker we attached, echoed back, names the outbox entry and so the
     /// session, so an early `failed` still reaches the flow.
-    fn link_of(&self, s: &DeliveryStatus) -> Result<Option<MessageLink>, RuntimeError> {
-        if let Some(link) = self.sessions().link(s.message_id.as_str())? {
+    async fn link_of(&self, s: &DeliveryStatus) -> Result<Option<MessageLink>, RuntimeError> {
+        if let Some(link) = self.storage.sessions.link(s.message_id.as_str()).await? {
             return Ok(Some(link));
         }
         let Some(entry_id) = &s.callback_data else {
             return Ok(None);
         };
-        let Some(mut entry) = self.sessions().outbox_entry(entry_id)? else {
+        let Some(mut entry) = self.storage.outbox.outbox_entry(entry_id).await? else {
             return Ok(None);
         };
         // Only the number the entry went out from can echo its tracker: another number's
@@ -231,14 +241,19 @@ impl Runtime {
         // WhatsApp accepted this entry's send, whatever the sender heard (or did not): noted so
         // that a send in doubt is settled as sent instead of being sent again.
         if matches!(entry.state, OutboxState::InFlight | OutboxState::InDoubt) {
-            self.sessions()
-                .note_echo(&entry.id, s.message_id.as_str())?;
+            self.storage
+                .outbox
+                .note_echo(&entry.id, s.message_id.as_str())
+                .await?;
         }
         if entry.state == OutboxState::InDoubt {
             // Due now: the sender settles it with this message id at once.
             let old_due = entry.due_ms;
             entry.due_ms = Utc::now().timestamp_millis();
-            self.sessions().update_outbox(&entry, old_due, None)?;
+            self.storage
+                .outbox
+                .update_outbox(&entry, old_due, None)
+                .await?;
             self.outbox_wake.notify_one();
         }
         if !matches!(
@@ -259,12 +274,12 @@ impl Runtime {
     /// Handles a delivery status for a message we sent.
     pub async fn track_status(&self, s: &DeliveryStatus) -> Result<(), RuntimeError> {
         let message_id = s.message_id.as_str();
-        let Some(link) = self.link_of(s)? else {
+        let Some(link) = self.link_of(s).await? else {
             // Not ours as far as we know yet, and without a tracker to say otherwise: the send
             // call may still be on its way back. Park the status; whoever stores the link second
             // (the sender, or this re-check) applies it, so it is neither lost nor dropped.
-            self.sessions().park_status(message_id, s)?;
-            if self.sessions().link(message_id)?.is_some() {
+            self.storage.sessions.park_status(message_id, s).await?;
+            if self.storage.sessions.link(message_id).await?.is_some() {
                 self.apply_parked(message_id).await?;
             }
             // No flush needed: the inbound event stays pending until this handler returns, so a
@@ -276,8 +291,8 @@ impl Runtime {
 
     /// Applies parked statuses once a message's link is stored.
     pub async fn apply_parked(&self, message_id: &str) -> Result<(), RuntimeError> {
-        for parked in self.sessions().take_parked(message_id)? {
-            if let Some(link) = self.sessions().link(message_id)? {
+        for parked in self.storage.sessions.take_parked(message_id).await? {
+            if let Some(link) = self.storage.sessions.link(message_id).await? {
                 self.apply_status(&parked, link).await?;
             }
         }
@@ -287,7 +302,7 @@ impl Runtime {
     async fn apply_status(
         &self,
         s: &DeliveryStatus,
-        mut link: crate::store::sessions::MessageLink,
+        mut link: crate::store::MessageLink,
     ) -> Result<(), RuntimeError> {
         let next = match s.status {
             StatusKind::Sent => Delivery::Sent,
@@ -317,9 +332,12 @@ impl Runtime {
             self.metrics.delivery_latency.observe(secs);
         }
         let at = DateTime::from_timestamp(s.timestamp, 0).unwrap_or_else(Utc::now);
-        self.stats_status(&link, next, code, at);
+        self.stats_status(&link, next, code, at).await;
         link.delivery = next;
-        self.sessions().put_link(s.message_id.as_str(), &link)?;
+        self.storage
+            .sessions
+            .put_link(s.message_id.as_str(), &link)
+            .await?;
         if next == Delivery::Failed && link.tracked {
             if let Some(session_id) = &link.session_id {
                 let reason = match s.errors.first() {
@@ -329,16 +347,21 @@ impl Runtime {
                     },
                     None => "WhatsApp reported the message failed".to_owned(),
                 };
-                let failed_to = self.sessions().outbox_entry(&link.entry_id)?.map(|e| e.to);
+                let failed_to = self
+                    .storage
+                    .outbox
+                    .outbox_entry(&link.entry_id)
+                    .await?
+                    .map(|e| e.to);
                 let elsewhere = match failed_to {
-                    Some(to) => self.failed_elsewhere(session_id, &to)?,
+                    Some(to) => self.failed_elsewhere(session_id, &to).await?,
                     None => false,
                 };
                 if !elsewhere
                     && code == Some(131047)
                     && self.window_closed_late(&link, &reason).await?
                 {
-                    self.store.logged().await?;
+                    self.storage.engine.durable().await?;
                     return Ok(());
                 }
                 self.apply_event(session_id, Event::DeliveryFailed { reason, elsewhere })
@@ -346,7 +369,7 @@ impl Runtime {
                 return Ok(());
             }
         }
-        self.store.logged().await?;
+        self.storage.engine.durable().await?;
         Ok(())
     }
 }

@@ -24,8 +24,7 @@ pub use self::core::{session_json, Runtime, RuntimeConfig, RuntimeError};
 use crate::domain::InboundEvent;
 use crate::flow::engine::Event;
 use crate::metrics::Metrics;
-use crate::store::sessions::DueTimer;
-use crate::store::{Recorded, Store, StoreError};
+use crate::store::{DueTimer, LockKey, Recorded, Storage, StoreError};
 use crate::tenants::{Scope, Tenants};
 use ordering::{CustomerQueues, Handler};
 use std::sync::Arc;
@@ -48,7 +47,7 @@ pub enum Work {
 /// Records inbound events once and queues work per customer.
 #[derive(Debug)]
 pub struct Inbox {
-    store: Arc<Store>,
+    storage: Storage,
     metrics: Arc<Metrics>,
     queues: CustomerQueues<String, Work>,
     runtime_tenants: crate::tenants::TenantsHandle,
@@ -57,25 +56,25 @@ pub struct Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         // The release hook holds the queues, whose handler holds the store: unhook to let go.
-        self.store.inbound().on_durable(None);
+        self.storage.inbound.on_durable(None);
     }
 }
 
 impl Inbox {
     /// An inbox whose work runs on `handle` through `runtime`.
     pub fn new(
-        store: Arc<Store>,
         metrics: Arc<Metrics>,
         runtime: Arc<Runtime>,
         handle: tokio::runtime::Handle,
     ) -> Inbox {
         let tenants = runtime.tenants().clone();
-        let handler = work_handler(runtime, store.clone(), metrics.clone());
+        let storage = runtime.storage().clone();
+        let handler = work_handler(runtime, metrics.clone());
         let queues = CustomerQueues::new(handle, handler);
         let release = queues.clone();
         let hook_tenants = tenants.clone();
-        store
-            .inbound()
+        storage
+            .inbound
             .on_durable(Some(Arc::new(move |seq, event: InboundEvent| {
                 release.submit(
                     queue_key(&hook_tenants.current(), &event),
@@ -87,7 +86,7 @@ impl Inbox {
             })));
         Inbox {
             queues,
-            store,
+            storage,
             metrics,
             runtime_tenants: tenants,
         }
@@ -95,8 +94,15 @@ impl Inbox {
 
     /// Records `event`; once it is on disk (await [`Inbox::durable`] before acknowledging) it
     /// is queued behind its customer's earlier events, in the order recorded.
-    pub fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
-        let recorded = self.store.inbound().record(&event, now)?;
+    pub async fn accept(&self, event: InboundEvent, now: i64) -> Result<Recorded, StoreError> {
+        // Only a shared database keeps whose event it is (its handler reads the customer's
+        // pending events); the embedded engine's queues are filled by the release hook.
+        let customer = if self.storage.shared {
+            queue_key(&self.runtime_tenants.current(), &event)
+        } else {
+            String::new()
+        };
+        let recorded = self.storage.inbound.record(&event, &customer, now).await?;
         match recorded {
             Recorded::New { .. } => {
                 self.metrics
@@ -114,12 +120,12 @@ impl Inbox {
 
     /// Resolves once every event accepted before the call is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.store.inbound().durable().await
+        self.storage.inbound.durable().await
     }
 
     /// Queues every event left unhandled by the previous run, oldest first.
-    pub fn replay_pending(&self) -> Result<usize, StoreError> {
-        let pending = self.store.inbound().pending()?;
+    pub async fn replay_pending(&self) -> Result<usize, StoreError> {
+        let pending = self.storage.inbound.pending().await?;
         let n = pending.len();
         let tenants = self.runtime_tenants.current();
         for (seq, stored) in pending {
@@ -135,10 +141,46 @@ impl Inbox {
         Ok(n)
     }
 
+    /// On a database other instances share: queues the events recorded at least `older_than`
+    /// before `now` (Unix seconds) and still unhandled — those of an instance that stopped
+    /// before handling them — and sets the pending gauge to the shared count. Each handler
+    /// takes its customer's turn and skips what another instance handled meanwhile, so an
+    /// event queued here and by its own instance is still handled once. Returns how many.
+    pub async fn adopt_stale(&self, older_than: Duration, now: i64) -> Result<usize, StoreError> {
+        if !self.storage.shared {
+            return Ok(0);
+        }
+        let pending = self.storage.inbound.pending().await?;
+        self.metrics.inbound_pending.set(pending.len() as i64);
+        let cutoff = now - older_than.as_secs() as i64;
+        let tenants = self.runtime_tenants.current();
+        let mut n = 0;
+        for (seq, stored) in pending {
+            if stored.received_at > cutoff {
+                continue;
+            }
+            n += 1;
+            self.queues.submit(
+                queue_key(&tenants, &stored.event),
+                Work::Inbound {
+                    seq,
+                    event: Box::new(stored.event),
+                },
+            );
+        }
+        Ok(n)
+    }
+
     /// Whether every recorded event is handled and no work is queued or running (at a stop,
     /// once the HTTP server has answered its last request).
-    pub fn is_idle(&self) -> bool {
-        self.queues.is_idle() && self.store.inbound().pending_len() == 0
+    pub async fn is_idle(&self) -> bool {
+        self.queues.is_idle()
+            && self
+                .storage
+                .inbound
+                .pending_count()
+                .await
+                .is_ok_and(|n| n == 0)
     }
 
     /// Queues other work (timers, hook answers) behind the customer's earlier work at the
@@ -161,48 +203,53 @@ fn queue_key(tenants: &Tenants, event: &InboundEvent) -> String {
 
 /// Runs each piece of work through the runtime; an inbound event is marked handled afterwards
 /// (a crash in between replays it, and the session's `last_inbound` makes the replay a no-op).
-fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>) -> Handler<Work> {
+/// With a database other instances share, the handler of an event holds its customer's lock
+/// and handles the customer's pending events up to it in order, whichever instance received
+/// them, skipping those another instance handled meanwhile.
+fn work_handler(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Handler<Work> {
     Arc::new(move |work: Work| {
-        let (runtime, store, metrics) = (runtime.clone(), store.clone(), metrics.clone());
+        let (runtime, metrics) = (runtime.clone(), metrics.clone());
         Box::pin(async move {
             match work {
                 Work::Inbound { seq, event } => {
-                    tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
-                    let result = match event.as_ref() {
-                        InboundEvent::Message(m) => {
-                            let scope = runtime
-                                .tenants()
-                                .current()
-                                .scope_of(event.phone_number_id());
-                            match scope {
-                                Some(scope) => runtime.route_message(seq, m, &scope).await,
-                                // Recorded before a reload removed its number: nobody answers
-                                // from that number any more.
-                                None => {
-                                    tracing::info!(
-                                        seq,
-                                        "a message to a number no longer served; ignored"
-                                    );
-                                    Ok(())
-                                }
-                            }
-                        }
-                        InboundEvent::Status(s) => runtime.track_status(s).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::error!(seq, error = %e, "handling an inbound event failed");
+                    let storage = runtime.storage().clone();
+                    if !storage.shared {
+                        handle_inbound(&runtime, &metrics, seq, &event).await;
+                        return;
                     }
-                    match store.inbound().mark_handled(seq) {
-                        Ok(()) => {
-                            metrics.events_handled.inc();
-                            metrics.inbound_pending.dec();
+                    let customer = queue_key(&runtime.tenants().current(), &event);
+                    let _turn = match storage
+                        .locks
+                        .lock(LockKey::Customer(customer.clone()))
+                        .await
+                    {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "cannot take the customer's turn");
+                            return;
                         }
-                        Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+                    };
+                    let pending = match storage.inbound.pending_of(&customer).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "cannot read the customer's pending events");
+                            return;
+                        }
+                    };
+                    for (earlier, stored) in pending.into_iter().filter(|(s, _)| *s <= seq) {
+                        if storage.inbound.is_handled(earlier).await.unwrap_or(false) {
+                            continue;
+                        }
+                        handle_inbound(&runtime, &metrics, earlier, &stored.event).await;
                     }
                 }
                 Work::Timer(timer) => {
                     if let Err(e) = runtime.fire_timer(&timer).await {
-                        tracing::error!(session_id = %timer.session_id, error = %e, "firing a timer failed");
+                        tracing::error!(session_id = %timer.timer.session_id, error = %e, "firing a timer failed");
+                        // Not fired: the next poll claims it again.
+                        if let Err(e) = runtime.storage().timers.release_timer(&timer.timer).await {
+                            tracing::error!(error = %e, "releasing a timer failed");
+                        }
                     }
                 }
                 Work::Session { session_id, event } => {
@@ -215,18 +262,69 @@ fn work_handler(runtime: Arc<Runtime>, store: Arc<Store>, metrics: Arc<Metrics>)
     })
 }
 
+/// Handles one inbound event and marks it handled.
+async fn handle_inbound(runtime: &Runtime, metrics: &Metrics, seq: u64, event: &InboundEvent) {
+    tracing::debug!(seq, customer = %event.customer(), kind = event.kind(), "inbound event");
+    let result = match event {
+        InboundEvent::Message(m) => {
+            let scope = runtime
+                .tenants()
+                .current()
+                .scope_of(event.phone_number_id());
+            match scope {
+                Some(scope) => runtime.route_message(seq, m, &scope).await,
+                // Recorded before a reload removed its number: nobody answers from that
+                // number any more.
+                None => {
+                    tracing::info!(seq, "a message to a number no longer served; ignored");
+                    Ok(())
+                }
+            }
+        }
+        InboundEvent::Status(s) => runtime.track_status(s).await,
+    };
+    if let Err(e) = result {
+        tracing::error!(seq, error = %e, "handling an inbound event failed");
+    }
+    match runtime.storage().inbound.mark_handled(seq).await {
+        Ok(()) => {
+            metrics.events_handled.inc();
+            metrics.inbound_pending.dec();
+        }
+        Err(e) => tracing::error!(seq, error = %e, "cannot mark event handled"),
+    }
+}
+
+/// Every `every`, on a database other instances share, queues the events left unhandled for
+/// `older_than` or more ([`Inbox::adopt_stale`]): a killed instance's events are handled by
+/// the live ones without waiting for its restart. Runs until the process ends.
+pub async fn adopt_stale_forever(inbox: Arc<Inbox>, every: Duration, older_than: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match inbox
+            .adopt_stale(older_than, chrono::Utc::now().timestamp())
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::debug!(events = n, "queued events left unhandled for a while")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the events left unhandled"),
+        }
+    }
+}
+
 /// Removes expired dedupe records and old handled events every `every`, until the process ends.
 pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let runtime = runtime.clone();
-        let purged = tokio::task::spawn_blocking(move || purge_once(&runtime, retention)).await;
-        match purged {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired records"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed"),
-            Err(e) => tracing::error!(error = %e, "purge task failed"),
+        match purge_once(&runtime, retention).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "purged expired records"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "purging expired records failed"),
         }
     }
 }
@@ -234,14 +332,15 @@ pub async fn purge_forever(runtime: Arc<Runtime>, retention: Duration, every: Du
 /// One purge pass: dedupe records and handled events past 7 days; the API's idempotency keys
 /// past 24 hours; finished sessions, their sent outbox entries and OTP records past
 /// `retention`.
-pub fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
+pub async fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize, RuntimeError> {
     let now = chrono::Utc::now();
     let cutoff = now.timestamp() - DEDUPE_RETENTION.as_secs() as i64;
-    let mut n = runtime.store.inbound().purge_before(cutoff)?;
+    let storage = runtime.storage();
+    let mut n = storage.inbound.purge_before(cutoff).await?;
     let horizon = now - chrono::Duration::from_std(retention).unwrap_or_default();
-    n += runtime.sessions().purge_completed_before(horizon)?;
-    n += runtime.sessions().purge_idempotency(now)?;
-    n += runtime.ledger().sweep(now, retention)?;
+    n += storage.sessions.purge_completed_before(horizon).await?;
+    n += storage.idempotency.purge_idempotency(now).await?;
+    n += storage.otp.sweep(now, retention).await?;
     runtime.metrics.records_purged.inc_by(n as u64);
     Ok(n)
 }

@@ -7,7 +7,7 @@
 //! outbox entry id says which), so a replayed status or a retried send never queues two.
 
 use super::core::{session_json, Runtime, RuntimeError};
-use crate::store::sessions::{MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
+use crate::store::{MessageLink, OutboxEntry, OutboxPayload, OutboxState, StepWrite};
 use chrono::Utc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,10 +26,10 @@ impl Runtime {
             return Ok(());
         };
         let id = format!("notice:{event}:{}", entry.id);
-        if self.sessions().outbox_entry(&id)?.is_some() {
+        if self.storage.outbox.outbox_entry(&id).await?.is_some() {
             return Ok(());
         }
-        let Some(record) = self.sessions().get(session_id)? else {
+        let Some(record) = self.storage.sessions.get(session_id).await? else {
             return Ok(());
         };
         let Some(url) = self.callback_url(&record) else {
@@ -68,7 +68,7 @@ impl Runtime {
         link: &MessageLink,
         reason: &str,
     ) -> Result<bool, RuntimeError> {
-        let Some(entry) = self.sessions().outbox_entry(&link.entry_id)? else {
+        let Some(entry) = self.storage.outbox.outbox_entry(&link.entry_id).await? else {
             return Ok(false);
         };
         let OutboxPayload::Message { message } = &entry.payload else {
@@ -88,7 +88,7 @@ impl Runtime {
                 resent: false,
                 ..entry.clone()
             };
-            if self.sessions().outbox_entry(&again.id)?.is_none() {
+            if self.storage.outbox.outbox_entry(&again.id).await?.is_none() {
                 tracing::info!(entry = %entry.id, "WhatsApp reported the 24-hour window closed; sending the step's template");
                 self.queue(again).await?;
             }
@@ -103,11 +103,14 @@ impl Runtime {
 
     /// Stores a new outbox entry durably and wakes the sender.
     async fn queue(&self, entry: OutboxEntry) -> Result<(), RuntimeError> {
-        self.sessions().apply(StepWrite {
-            outbox: vec![entry],
-            ..StepWrite::default()
-        })?;
-        self.store.logged().await?;
+        self.storage
+            .sessions
+            .apply_step(StepWrite {
+                outbox: vec![entry],
+                ..StepWrite::default()
+            })
+            .await?;
+        self.storage.engine.durable().await?;
         self.outbox_wake.notify_one();
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! session. One typed shape, serialized from here and described from here (its JSON Schema is
 //! part of the OpenAPI description), so the two cannot drift.
 
-use crate::store::sessions::SessionRecord;
+use crate::store::SessionRecord;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;

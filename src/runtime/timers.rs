@@ -6,32 +6,31 @@
 use super::core::{Runtime, RuntimeError};
 use super::{Inbox, Work};
 use crate::flow::engine::Event;
-use crate::store::sessions::{DueTimer, StepWrite};
+use crate::store::{DueTimer, StepWrite};
 use chrono::Utc;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 impl Runtime {
     /// Fires one due timer (called in the customer's order).
     pub(super) async fn fire_timer(&self, timer: &DueTimer) -> Result<(), RuntimeError> {
-        let _guard = self.lock(&timer.session_id).await;
-        let record = self.sessions().get(&timer.session_id)?;
-        let Some(mut record) = record
-            .filter(|r| r.is_active() && r.timer_key.as_deref() == Some(timer.key.as_slice()))
+        let _guard = self.lock(&timer.timer.session_id).await?;
+        let record = self.storage.sessions.get(&timer.timer.session_id).await?;
+        let Some(mut record) =
+            record.filter(|r| r.is_active() && r.timer_key.as_ref() == Some(&timer.timer))
         else {
-            self.sessions().drop_timer(&timer.key)?;
-            self.store.logged().await?;
+            self.storage.timers.drop_timer(&timer.timer).await?;
+            self.storage.engine.durable().await?;
             return Ok(());
         };
-        let flow = self.flow_of(&record)?;
+        let flow = self.flow_of(&record).await?;
         record.timer_key = None;
         let write = StepWrite {
-            timer_remove: Some(timer.key.clone()),
+            timer_remove: Some(timer.timer.clone()),
             ..StepWrite::default()
         };
         let event = Event::TimerFired {
-            id: timer.timer_id.clone(),
+            id: timer.timer.timer_id.clone(),
             seq: timer.seq,
         };
         self.step(&mut record, &flow, event, Utc::now(), write)
@@ -40,33 +39,44 @@ impl Runtime {
     }
 }
 
-/// Polls for due timers every `every` and queues them, until the process ends.
+/// How long a claimed timer stays this instance's if it stops before firing it.
+const TIMER_LEASE: Duration = crate::store::CLAIM_LEASE;
+
+/// Claims due timers every `every` (or when the store says one may be due) and queues them
+/// behind their customers' other work, until the process ends. The store hands each timer to
+/// one claim: a timer already queued is not queued again.
 pub async fn run_timers(runtime: Arc<Runtime>, inbox: Arc<Inbox>, every: Duration) {
-    // Timers queued and not yet fired, so a slow customer queue is not fed the same timer twice.
-    let queued: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let storage = runtime.storage().clone();
     loop {
-        tick.tick().await;
-        let due = match runtime.sessions().due_timers(Utc::now(), 512) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = storage.wakeups.timers.notified() => {}
+        }
+        let now = Utc::now();
+        // The backlog only, and at most a batch of it: a million idle sessions should cost
+        // nothing between polls.
+        match storage.timers.due_count(now, 512).await {
+            Ok(n) => {
+                runtime.metrics.timers_due.set(n as i64);
+            }
+            Err(e) => tracing::error!(error = %e, "counting due timers failed"),
+        }
+        let due = match storage.timers.claim_due_timers(now, 512, TIMER_LEASE).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "reading due timers failed");
                 continue;
             }
         };
-        // The backlog only: counting every pending timer would scan them all, and a million
-        // idle sessions should cost nothing between polls.
-        runtime.metrics.timers_due.set(due.len() as i64);
-        let mut set = queued.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget timers that are gone from the store (fired or replaced).
-        let still: HashSet<Vec<u8>> = due.iter().map(|t| t.key.clone()).collect();
-        set.retain(|k| still.contains(k));
         for timer in due {
-            if !set.insert(timer.key.clone()) {
-                continue;
-            }
-            let customer = match runtime.sessions().get(&timer.session_id) {
+            let customer = match runtime
+                .storage()
+                .sessions
+                .get(&timer.timer.session_id)
+                .await
+            {
                 Ok(Some(r)) => runtime.scope_of(&r).customer_key(&r.customer),
                 _ => String::new(),
             };

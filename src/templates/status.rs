@@ -7,7 +7,7 @@
 //! `template.status_updated` / `template.quality_updated` callbacks.
 //!
 //! The outbox reads the stored statuses before each template send (see
-//! [`crate::store::templates`]): a template known to be paused or disabled in the sending
+//! [`crate::store::TemplateStatuses`]): a template known to be paused or disabled in the sending
 //! merchant's account is not sent, and the session takes its delivery-failure path with the
 //! reason `template_paused` or `template_disabled`.
 
@@ -23,9 +23,9 @@ use super::{compare, status_after, wanted, Standing};
 use crate::config::Settings;
 use crate::flow::FlowSet;
 use crate::metrics::Metrics;
-use crate::store::sessions::{OutboxEntry, OutboxPayload, StepWrite};
-use crate::store::templates::TemplateStatus;
-use crate::store::{Store, StoreError};
+use crate::store::TemplateStatus;
+use crate::store::{OutboxEntry, OutboxPayload, StepWrite};
+use crate::store::{Storage, StoreError};
 use crate::tenants::{Merchant, Tenants, TenantsHandle, DEFAULT_MERCHANT};
 use crate::webhook::payload::{TemplateChange, TemplateUpdate};
 use crate::whatsapp::templates::TemplateClient;
@@ -68,7 +68,7 @@ impl MerchantTemplates {
 pub async fn check_at_start(
     settings: &Settings,
     merchants: &[MerchantTemplates],
-    store: &Store,
+    storage: &Storage,
     metrics: &Metrics,
 ) -> Result<(), String> {
     let mut refusals = Vec::new();
@@ -76,11 +76,11 @@ pub async fn check_at_start(
         let (Some(waba), Some(token)) = (&m.waba_id, &m.token) else {
             continue;
         };
-        if let Err(problem) = check_merchant(settings, m, waba, token, store, metrics).await? {
+        if let Err(problem) = check_merchant(settings, m, waba, token, storage, metrics).await? {
             refusals.push(format!("merchant `{}`: {problem}", m.merchant));
         }
     }
-    store.durable().await.map_err(|e| e.to_string())?;
+    storage.engine.durable().await.map_err(|e| e.to_string())?;
     if refusals.is_empty() {
         Ok(())
     } else {
@@ -95,7 +95,7 @@ async fn check_merchant(
     m: &MerchantTemplates,
     waba: &str,
     token: &SecretString,
-    store: &Store,
+    storage: &Storage,
     metrics: &Metrics,
 ) -> Result<Result<(), String>, String> {
     let require = settings.require_approved_templates;
@@ -133,9 +133,10 @@ async fn check_merchant(
     let verdicts = compare(needed, &remote);
     for v in &verdicts {
         if let Some(r) = &v.remote {
-            let previous = store
-                .templates()
-                .get_exact(Some(waba), &r.name, &r.language);
+            let previous = storage
+                .templates
+                .get_exact(Some(waba), &r.name, &r.language)
+                .await;
             let status = TemplateStatus {
                 waba: Some(waba.to_owned()),
                 name: r.name.clone(),
@@ -171,7 +172,11 @@ async fn check_merchant(
                 .map(|p| (&p.status, &p.reason, &p.quality))
                 != Some((&status.status, &status.reason, &status.quality))
             {
-                store.templates().put(status).map_err(|e| e.to_string())?;
+                storage
+                    .templates
+                    .put(status)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
     }
@@ -207,7 +212,7 @@ async fn check_merchant(
 /// Applies template changes reported by webhook.
 #[derive(Debug)]
 pub struct TemplateWatch {
-    store: Arc<Store>,
+    storage: Storage,
     metrics: Arc<Metrics>,
     /// The merchants, for whose account a change is and where its callbacks go.
     tenants: TenantsHandle,
@@ -216,13 +221,13 @@ pub struct TemplateWatch {
 
 impl TemplateWatch {
     pub fn new(
-        store: Arc<Store>,
+        storage: Storage,
         metrics: Arc<Metrics>,
         tenants: TenantsHandle,
         outbox_wake: Arc<Notify>,
     ) -> TemplateWatch {
         TemplateWatch {
-            store,
+            storage,
             metrics,
             tenants,
             outbox_wake,
@@ -232,13 +237,25 @@ impl TemplateWatch {
     /// Stores one change and queues its callback to each merchant of the template's account
     /// (not yet durable: the caller flushes with [`TemplateWatch::durable`] before
     /// acknowledging the webhook).
-    pub fn apply(&self, update: &TemplateUpdate, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn apply(
+        &self,
+        update: &TemplateUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let waba = update.waba_id.as_deref();
-        let templates = self.store.templates();
+        let templates = &self.storage.templates;
         // This account's record, else one of any account (written before accounts were kept).
-        let previous = templates
+        let previous = match templates
             .get_exact(waba, &update.name, &update.language)
-            .or_else(|| templates.get_exact(None, &update.name, &update.language));
+            .await
+        {
+            Some(p) => Some(p),
+            None => {
+                templates
+                    .get_exact(None, &update.name, &update.language)
+                    .await
+            }
+        };
         let mut status = previous.clone().unwrap_or_else(|| TemplateStatus {
             waba: None,
             name: update.name.clone(),
@@ -320,7 +337,7 @@ impl TemplateWatch {
                 )
             }
         };
-        self.store.templates().put(status.clone())?;
+        self.storage.templates.put(status.clone()).await?;
         template["id"] = json!(status.template_id);
         template["name"] = json!(status.name);
         template["language"] = json!(status.language);
@@ -367,15 +384,18 @@ impl TemplateWatch {
         if outbox.is_empty() {
             return Ok(());
         }
-        self.store.sessions().apply(StepWrite {
-            outbox,
-            ..StepWrite::default()
-        })
+        self.storage
+            .sessions
+            .apply_step(StepWrite {
+                outbox,
+                ..StepWrite::default()
+            })
+            .await
     }
 
     /// Flushes what [`TemplateWatch::apply`] wrote and wakes the outbox for its callbacks.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.store.durable().await?;
+        self.storage.engine.durable().await?;
         self.outbox_wake.notify_one();
         Ok(())
     }

@@ -22,7 +22,6 @@ pub mod signature;
 
 use crate::metrics::Metrics;
 use crate::runtime::Inbox;
-use crate::store::Store;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
@@ -40,7 +39,6 @@ pub struct WebhookState {
     /// `None` when no App Secret is configured: every POST is then refused.
     pub verifier: Option<SignatureVerifier>,
     pub verify_token: Option<SecretString>,
-    pub store: Arc<Store>,
     pub inbox: Arc<Inbox>,
     pub metrics: Arc<Metrics>,
     /// The merchants and numbers served: an event for any other number is ignored.
@@ -215,7 +213,7 @@ async fn receive(
             metrics.events_other_number.inc();
             continue;
         }
-        if let Err(e) = state.inbox.accept(event, now) {
+        if let Err(e) = state.inbox.accept(event, now).await {
             metrics.webhook("error");
             tracing::error!(error = %e, "recording inbound event failed");
             return error(
@@ -225,14 +223,17 @@ async fn receive(
             );
         }
     }
-    // Template changes are rare and not a customer's: stored in sled (and flushed) here, only
+    // Template changes are rare and not a customer's: stored durably here, only
     // when a body carries one.
     if !parsed.templates.is_empty() {
         let now = chrono::Utc::now();
-        let mut stored = parsed
-            .templates
-            .iter()
-            .try_for_each(|u| state.templates.apply(u, now));
+        let mut stored = Ok(());
+        for u in &parsed.templates {
+            stored = state.templates.apply(u, now).await;
+            if stored.is_err() {
+                break;
+            }
+        }
         if stored.is_ok() {
             stored = state.templates.durable().await;
         }

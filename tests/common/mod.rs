@@ -50,7 +50,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let settings = Settings::from_vars(vars).expect("test settings");
     let app = Application::build(settings).await.expect("server builds");
     let base = format!("http://{}", app.address());
-    let store = app.store();
+    let store = app.store().expect("the embedded engine");
     tokio::spawn(app.run_until_stopped());
     TestApp {
         base,

@@ -166,7 +166,7 @@ impl E2e {
         let settings = Settings::from_vars(vars).expect("settings");
         let app = Application::build(settings).await.expect("server builds");
         let api = Api::new(format!("http://{}", app.address()));
-        let store = app.store();
+        let store = app.store().expect("the embedded engine");
         tokio::spawn(app.run_until_stopped());
         E2e {
             graph,

@@ -112,12 +112,13 @@ async fn show(
         .map(|f| f.id().as_str().to_owned())
         .collect();
     flow_ids.sort();
-    let stats = state.runtime.stats();
+    let stats = &state.runtime.storage().stats;
     let mut windows = Vec::new();
     for (id, title, hours) in [("24h", "Last 24 hours", 24), ("7d", "Last 7 days", 24 * 7)] {
         let range = HourRange::last_hours(now, hours);
         let mine = stats
             .query_merchant(&merchant.id, &default, None, range.from_hour, range.to_hour)
+            .await
             .map_err(ApiError::internal)?;
         let mut flows = Vec::with_capacity(flow_ids.len());
         for flow in &flow_ids {
@@ -129,6 +130,7 @@ async fn show(
                     range.from_hour,
                     range.to_hour,
                 )
+                .await
                 .map_err(ApiError::internal)?;
             flows.push((flow.clone(), t.all));
         }
@@ -150,7 +152,7 @@ async fn show(
             numbers,
         });
     }
-    let templates = templates_of(&state, &merchant);
+    let templates = templates_of(&state, &merchant).await;
     Ok(html(HttpResponse::Ok()).body(page::dashboard_page(
         &merchant.id,
         &windows,
@@ -162,17 +164,14 @@ async fn show(
 /// The template statuses of `merchant`'s WhatsApp Business Account. A merchant that names no
 /// account sees every account's when it is the only merchant, else those of the accounts no
 /// merchant names (whose changes are sent to it).
-fn templates_of(
-    state: &ApiState,
-    merchant: &Merchant,
-) -> Vec<crate::store::templates::TemplateStatus> {
-    let store = state.runtime.templates();
+async fn templates_of(state: &ApiState, merchant: &Merchant) -> Vec<crate::store::TemplateStatus> {
+    let store = &state.runtime.storage().templates;
     if merchant.waba_id.is_some() {
-        return store.of_account(merchant.waba_id.as_deref());
+        return store.of_account(merchant.waba_id.as_deref()).await;
     }
     let registry = state.runtime.tenants().current();
     if registry.merchants().len() == 1 {
-        return store.of_account(None);
+        return store.of_account(None).await;
     }
     let named: std::collections::HashSet<&str> = registry
         .merchants()
@@ -181,6 +180,7 @@ fn templates_of(
         .collect();
     store
         .all()
+        .await
         .into_iter()
         .filter(|t| t.waba.as_deref().map_or(true, |w| !named.contains(w)))
         .collect()

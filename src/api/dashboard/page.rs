@@ -7,7 +7,7 @@
 
 use super::svg::{escape, funnel, percent, seconds, sparkline, thousands, Stage};
 use crate::api::stats::{failures, rate, HourRange};
-use crate::store::stats::Totals;
+use crate::store::Totals;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 
@@ -227,7 +227,7 @@ fn section(html: &mut String, w: &Window) {
 }
 
 /// What WhatsApp last said about each template: status (with its reason) and quality.
-fn template_table(html: &mut String, templates: &[crate::store::templates::TemplateStatus]) {
+fn template_table(html: &mut String, templates: &[crate::store::TemplateStatus]) {
     html.push_str("<section data-window=\"templates\"><h2>WhatsApp templates</h2>");
     if templates.is_empty() {
         html.push_str("<p class=\"muted\">No template status known yet: set WAOTP_WABA_ID so the server checks them at start, and subscribe the app to template webhooks.</p></section>");
@@ -258,7 +258,7 @@ fn template_table(html: &mut String, templates: &[crate::store::templates::Templ
 pub fn dashboard_page(
     merchant: &str,
     windows: &[Window],
-    templates: Option<&[crate::store::templates::TemplateStatus]>,
+    templates: Option<&[crate::store::TemplateStatus]>,
     generated: DateTime<Utc>,
 ) -> String {
     let mut html = head("waotp dashboard");
@@ -299,8 +299,8 @@ mod tests {
 
     #[test]
     fn template_statuses_are_listed_with_their_reason_and_escaped() {
-        let status = |name: &str, status: &str, reason: Option<&str>| {
-            crate::store::templates::TemplateStatus {
+        let status =
+            |name: &str, status: &str, reason: Option<&str>| crate::store::TemplateStatus {
                 waba: None,
                 name: name.into(),
                 language: "en".into(),
@@ -309,8 +309,7 @@ mod tests {
                 reason: reason.map(Into::into),
                 quality: Some("YELLOW".into()),
                 updated_at: DateTime::default(),
-            }
-        };
+            };
         let page = dashboard_page(
             "default",
             &[],

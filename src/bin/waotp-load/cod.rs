@@ -8,6 +8,11 @@
 //! them) flow `i` goes through number `i % N`: started `from` it, the customer writes `to` it and
 //! the code is read from what it sent. The report then gives each number's share beside the
 //! total. With one number no number is named, as a single-merchant server expects.
+//!
+//! With several base URLs (`--base URL1,URL2`: instances sharing one PostgreSQL database) the
+//! requests go to them in turn, as behind a round-robin load balancer: any instance may take any
+//! call of any flow. The code is then looked for by short polls instead of a listing that waits
+//! server-side, whose wake-up only follows what its own instance recorded.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -19,7 +24,8 @@ use tokio::sync::Notify;
 /// Options of the scenario.
 #[derive(Clone)]
 pub struct CodOptions {
-    pub base: String,
+    /// The server's base URL, or several instances' in turn.
+    pub bases: Vec<String>,
     pub api_key: String,
     pub sink: String,
     pub concurrency: usize,
@@ -56,16 +62,24 @@ struct Driver {
     http: reqwest::Client,
     opts: CodOptions,
     sink: Arc<Sink>,
+    /// Requests made so far: the next one goes to `bases[turn % len]`.
+    turn: AtomicU64,
 }
 
 impl Driver {
+    /// The base URL of the next request.
+    fn base(&self) -> &str {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) as usize;
+        &self.opts.bases[turn % self.opts.bases.len()]
+    }
+
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         r.header("authorization", format!("Bearer {}", self.opts.api_key))
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let res = self
-            .auth(self.http.post(format!("{}{path}", self.opts.base)))
+            .auth(self.http.post(format!("{}{path}", self.base())))
             .json(&body)
             .send()
             .await?;
@@ -85,10 +99,16 @@ impl Driver {
     ) -> anyhow::Result<String> {
         let mut seen = 0;
         let from = number.map(|n| format!("&from={n}")).unwrap_or_default();
+        let several = self.opts.bases.len() > 1;
+        let wait = if several { 0 } else { 10 };
+        let mut polled = false;
         loop {
+            if several && polled {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let url = format!(
-                "{}/v1/sandbox/messages?to=%2B{}&min={}&wait=10{from}",
-                self.opts.base,
+                "{}/v1/sandbox/messages?to=%2B{}&min={}&wait={wait}{from}",
+                self.base(),
                 to.trim_start_matches('+'),
                 seen + 1
             );
@@ -99,6 +119,7 @@ impl Driver {
             }
             anyhow::ensure!(Instant::now() < deadline, "no code for {to}");
             seen = messages.len();
+            polled = true;
         }
     }
 
@@ -145,7 +166,7 @@ impl Driver {
     /// The phone number ids of the merchant's first `n` numbers, in the order its stats list
     /// them (the tenants file's order).
     async fn numbers(&self, n: usize) -> anyhow::Result<Vec<String>> {
-        let url = format!("{}/v1/stats", self.opts.base);
+        let url = format!("{}/v1/stats", self.base());
         let res = self.auth(self.http.get(&url)).send().await?;
         let status = res.status();
         let v: Value = res.json().await?;
@@ -223,6 +244,7 @@ pub async fn run(opts: CodOptions, json_out: bool) -> anyhow::Result<()> {
             .build()?,
         opts: opts.clone(),
         sink,
+        turn: AtomicU64::new(0),
     });
     let ids: Vec<Option<String>> = if opts.numbers > 1 {
         driver

@@ -65,7 +65,8 @@ struct Args {
     /// sessions into a data directory, for memory and start-up measurements).
     #[arg(long, default_value = "webhook")]
     scenario: String,
-    /// For `cod`: the server's base URL.
+    /// For `cod`: the server's base URL, or several comma-separated (instances sharing one
+    /// PostgreSQL database), taking the requests in turn.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base: String,
     /// For `cod`: an API key of the server.
@@ -236,7 +237,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.scenario == "cod" {
         let opts = cod::CodOptions {
-            base: args.base.clone(),
+            bases: args
+                .base
+                .split(',')
+                .map(|b| b.trim().trim_end_matches('/').to_owned())
+                .filter(|b| !b.is_empty())
+                .collect(),
             api_key: args.api_key.clone(),
             sink: args.sink.clone(),
             concurrency: args.concurrency,

@@ -8,8 +8,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 use waotp::flow::engine;
-use waotp::store::sessions::{SessionRecord, SessionStore, StepWrite};
-use waotp::store::Store;
+use waotp::store::{SessionRecord, StepWrite, Storage};
 
 /// Writes `count` sessions of the bundled `cod_confirmation` flow found in `flows`.
 pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()> {
@@ -18,13 +17,15 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
         .get("cod_confirmation")
         .ok_or_else(|| anyhow::anyhow!("no cod_confirmation flow in {}", flows.display()))?
         .clone();
-    let store = Store::open(data_dir, |_| {})?;
-    let sessions = store.sessions();
-    sessions.put_flow_source(
-        flow.hash(),
-        &flow.path().display().to_string(),
-        flow.source(),
-    )?;
+    let storage = Storage::embedded(data_dir, None, |_| {})?;
+    let sessions = &storage.sessions;
+    sessions
+        .put_flow_source(
+            flow.hash(),
+            &flow.path().display().to_string(),
+            flow.source(),
+        )
+        .await?;
     let started = Instant::now();
     let now = Utc::now();
     let vars = json!({"customer_name": "Asha", "order_id": "A-1001", "total": "₹1,499"});
@@ -41,7 +42,7 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
         let id = format!("ses_seed{i:016x}");
         let customer = format!("91{:010}", 7_000_000_000u64 + i);
         let due = now + Span::hours(6) + Span::milliseconds((i % 3_600_000) as i64);
-        let timer_key = SessionStore::timer_key(due, &id, "state");
+        let timer_key = waotp::store::TimerRef::new(due, &id, "state");
         let record = SessionRecord {
             id: id.clone(),
             to: format!("+{customer}"),
@@ -58,22 +59,24 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
             merchant: String::new(),
             number: String::new(),
         };
-        sessions.apply(StepWrite {
-            record: Some(record),
-            activate: Some((customer, "cod_confirmation".into())),
-            timer_set: Some((timer_key, 1)),
-            ..StepWrite::default()
-        })?;
+        sessions
+            .apply_step(StepWrite {
+                record: Some(record),
+                activate: Some((customer, "cod_confirmation".into())),
+                timer_set: Some((timer_key, 1)),
+                ..StepWrite::default()
+            })
+            .await?;
         if i % 100_000 == 99_999 {
-            store.durable().await?;
+            storage.engine.durable().await?;
             eprintln!("{} sessions written", i + 1);
         }
     }
-    store.durable().await?;
+    storage.engine.flush().await?;
     println!(
         "seeded {count} idle sessions in {:.1} s; database {:.1} MiB on disk",
         started.elapsed().as_secs_f64(),
-        store.size_on_disk() as f64 / 1_048_576.0
+        storage.engine.approximate_size().await as f64 / 1_048_576.0
     );
     Ok(())
 }

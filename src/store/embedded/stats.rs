@@ -48,7 +48,8 @@ pub enum Metric<'a> {
 }
 
 impl Metric<'_> {
-    fn name(&self) -> String {
+    /// The counter's stored name.
+    pub(crate) fn name(&self) -> String {
         match self {
             Metric::Started => "started".into(),
             Metric::CodeSent => "code_sent".into(),
@@ -131,7 +132,8 @@ fn add(map_value: &mut u64, n: u64) {
 }
 
 impl Totals {
-    fn absorb(&mut self, hour: i64, metric: &str, n: u64) {
+    /// Adds `n` of the counter named `metric` (see [`Metric`]) in `hour`.
+    pub(crate) fn absorb(&mut self, hour: i64, metric: &str, n: u64) {
         let (kind, arg) = metric.split_once(':').unwrap_or((metric, ""));
         let bucket = || arg.parse::<usize>().ok().filter(|i| *i < BUCKETS.len());
         match kind {

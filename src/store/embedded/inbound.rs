@@ -813,6 +813,12 @@ impl InboundLog {
         Ok(out)
     }
 
+    /// Whether event `seq` was handled: given out and no longer pending.
+    pub fn is_handled(&self, seq: u64) -> bool {
+        let st = self.shared.lock();
+        seq < st.next_seq && !st.pending.contains_key(&seq)
+    }
+
     /// Marks an event as handled: once its effects are flushed it will not be replayed.
     pub fn mark_handled(&self, seq: u64) -> Result<(), StoreError> {
         let mut st = self.shared.lock();
@@ -1417,7 +1423,7 @@ fn write_loop(shared: &Shared, mut file: File) {
 mod tests {
     use super::*;
     use crate::domain::{InboundMessage, MessageContent, MessageId, WaId};
-    use crate::store::Store;
+    use crate::store::embedded::Store;
 
     fn text(id: &str) -> InboundEvent {
         InboundEvent::Message(InboundMessage {

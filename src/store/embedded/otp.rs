@@ -59,7 +59,7 @@ const SCOPED_KEY: &[u8] = b"\0customers-scoped";
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("OTP storage failed: {0}")]
-    Sled(#[from] sled::Error),
+    Database(String),
     #[error("stored OTP data in {tree} is unreadable: {source}")]
     Corrupt {
         tree: &'static str,
@@ -70,6 +70,18 @@ pub enum LedgerError {
     InvalidPolicy(#[from] InvalidCodeLength),
     #[error("the sealed OTP code cannot be opened: {0}")]
     Seal(#[from] SealError),
+}
+
+impl From<sled::Error> for LedgerError {
+    fn from(e: sled::Error) -> LedgerError {
+        LedgerError::Database(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for LedgerError {
+    fn from(e: crate::store::StoreError) -> LedgerError {
+        LedgerError::Database(e.to_string())
+    }
 }
 
 /// What an issue transaction decided.
@@ -109,6 +121,11 @@ impl std::fmt::Debug for OtpLedger {
 }
 
 impl OtpLedger {
+    /// The key codes are digested and sealed with.
+    pub(crate) fn key(&self) -> &OtpKey {
+        &self.key
+    }
+
     pub fn open(db: &sled::Db, key: OtpKey) -> Result<Self, LedgerError> {
         Ok(Self {
             codes: LoggedTree::open(db, CODES_TREE, Redo::none())?,

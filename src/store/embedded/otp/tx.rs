@@ -31,7 +31,7 @@ pub(super) fn get<T: DeserializeOwned>(
     }
 }
 
-/// Writes a value inside a transaction (logged with it: [`crate::store::redo`]).
+/// Writes a value inside a transaction (logged with it: [`crate::store::embedded::redo`]).
 pub(super) fn put<T: Serialize>(
     tree: &TransactionalTree,
     name: &'static str,
@@ -39,7 +39,7 @@ pub(super) fn put<T: Serialize>(
     value: &T,
 ) -> TxResult<()> {
     let bytes = serde_json::to_vec(value).expect("ledger values are plain data and serialize");
-    crate::store::redo::tx_put(tree, name, key.as_ref(), bytes)?;
+    crate::store::embedded::redo::tx_put(tree, name, key.as_ref(), bytes)?;
     Ok(())
 }
 
@@ -49,7 +49,7 @@ pub(super) fn tx_remove(
     name: &'static str,
     key: impl AsRef<[u8]>,
 ) -> TxResult<()> {
-    crate::store::redo::tx_remove(tree, name, key.as_ref())?;
+    crate::store::embedded::redo::tx_remove(tree, name, key.as_ref())?;
     Ok(())
 }
 
@@ -69,6 +69,6 @@ pub(super) fn finish<T>(
 ) -> Result<T, LedgerError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => LedgerError::Sled(e),
+        TransactionError::Storage(e) => LedgerError::from(e),
     })
 }

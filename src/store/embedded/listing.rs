@@ -16,7 +16,7 @@
 //! merchant created in that same millisecond may then be listed twice, never skipped).
 
 use super::sessions::{dec, key, timed_key, SessionRecord, SessionStore, CREATED, SESSION};
-use super::StoreError;
+use super::{Cursor, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Index entries one page may read.
@@ -69,21 +69,15 @@ pub struct SessionQuery {
     pub limit: usize,
 }
 
-/// A position in the listing: the creation index key of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor(Vec<u8>);
+/// The cursor of a position in the listing: the creation index key of a session, in hex.
+fn cursor_at(position: &[u8]) -> Cursor {
+    Cursor::new(&hex::encode(position))
+}
 
-impl Cursor {
-    /// The opaque text handed to callers.
-    pub fn encode(&self) -> String {
-        format!("cur_{}", hex::encode(&self.0))
-    }
-
-    /// A cursor given out by [`Cursor::encode`]; `None` for anything else.
-    pub fn decode(text: &str) -> Option<Cursor> {
-        let bytes = hex::decode(text.strip_prefix("cur_")?).ok()?;
-        (bytes.len() > 9 && bytes[0] == CREATED).then_some(Cursor(bytes))
-    }
+/// The position a cursor of [`cursor_at`] names; `None` for any other text.
+fn position_of(cursor: &Cursor) -> Option<Vec<u8>> {
+    let bytes = hex::decode(cursor.engine_part()).ok()?;
+    (bytes.len() > 9 && bytes[0] == CREATED).then_some(bytes)
 }
 
 /// One page of a listing.
@@ -161,8 +155,10 @@ impl SessionStore {
             Some(t) => timed_key(CREATED, t.timestamp_millis(), &[]),
             None => vec![CREATED + 1],
         };
-        if let Some(Cursor(at)) = &query.starting_after {
-            high = high.min(at.clone());
+        if let Some(cursor) = &query.starting_after {
+            let at = position_of(cursor)
+                .ok_or_else(|| StoreError::Invalid("not a cursor of this listing".into()))?;
+            high = high.min(at);
         }
         let mut sessions = Vec::new();
         // The last index entry read, and where the next page starts.
@@ -190,7 +186,7 @@ impl SessionStore {
         // Another page only when an index entry is left below the last one read.
         let next_cursor = match last {
             Some((read, at)) if self.tree.range(low..read.clone()).next_back().is_some() => {
-                Some(Cursor(at))
+                Some(cursor_at(&at))
             }
             _ => None,
         };
@@ -205,8 +201,8 @@ impl SessionStore {
 mod tests {
     use super::*;
     use crate::flow::engine::{self, SessionStatus};
-    use crate::store::sessions::StepWrite;
-    use crate::store::Store;
+    use crate::store::embedded::sessions::StepWrite;
+    use crate::store::embedded::Store;
     use chrono::Duration;
 
     fn record(id: &str, customer: &str, created_at: DateTime<Utc>) -> SessionRecord {
@@ -356,7 +352,7 @@ mod tests {
         let r = record("ses_0123456789abcdef01234567", "447700900004", at);
         let k = created_key(&r);
         let position = foreign_position(&k);
-        let cursor = Cursor::decode(&Cursor(position.clone()).encode()).expect("a cursor");
+        let cursor = Cursor::decode(&cursor_at(&position).encode()).expect("a cursor");
         assert!(position > k, "the session itself is below the position");
         assert!(position < timed_key(CREATED, at.timestamp_millis() + 1, b"ses_"));
         assert!(!cursor.encode().contains(&hex::encode("0123456789abcdef")));
@@ -383,5 +379,26 @@ mod tests {
             ids(&store.sessions().list(&all(50)).expect("list")),
             ["ses_old"]
         );
+    }
+
+    #[test]
+    fn a_record_naming_its_timer_by_key_reads_back_the_same_timer() {
+        let timer = crate::store::TimerRef::new(
+            DateTime::from_timestamp(100, 0).expect("t"),
+            "s1",
+            "state",
+        );
+        let mut value =
+            serde_json::to_value(record("s1", "15550001111", Utc::now())).expect("json");
+        value["timer_key"] = serde_json::json!(
+            crate::store::embedded::sessions::SessionStore::timer_key(&timer)
+        );
+        let read: SessionRecord = serde_json::from_value(value).expect("legacy record");
+        assert_eq!(read.timer_key, Some(timer.clone()));
+        let mut current = record("s1", "15550001111", Utc::now());
+        current.timer_key = Some(timer);
+        let again: SessionRecord =
+            serde_json::from_slice(&serde_json::to_vec(&current).expect("enc")).expect("record");
+        assert_eq!(again, current);
     }
 }

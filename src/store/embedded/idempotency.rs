@@ -28,18 +28,39 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A merchant's idempotency key: the digest of their API key and the key they sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
-    storage: Vec<u8>,
+    scope: [u8; 32],
+    key: String,
 }
 
 impl IdempotencyKey {
     pub fn new(scope: &[u8; 32], key: &str) -> IdempotencyKey {
         IdempotencyKey {
-            storage: self::key(IDEMPOTENCY, &[scope, key.as_bytes()]),
+            scope: *scope,
+            key: key.to_owned(),
         }
     }
 
+    /// The digest of the API key that used it.
+    pub fn scope(&self) -> &[u8; 32] {
+        &self.scope
+    }
+
+    /// The key the merchant sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where the request record is stored, and what its sealed answer is bound to.
+    pub(super) fn storage(&self) -> Vec<u8> {
+        key(IDEMPOTENCY, &[&self.scope, self.key.as_bytes()])
+    }
+
     fn time_key(&self, at: DateTime<Utc>) -> Vec<u8> {
-        timed_key(IDEMPOTENCY_TIME, at.timestamp_millis(), &self.storage[1..])
+        timed_key(
+            IDEMPOTENCY_TIME,
+            at.timestamp_millis(),
+            &self.storage()[1..],
+        )
     }
 }
 
@@ -61,7 +82,29 @@ pub struct IdempotentRequest {
     /// The first answer (`{"status", "body"}`), sealed; absent if the process stopped between
     /// the session's step and writing it.
     #[serde(default, with = "hex_opt")]
-    answer: Option<Vec<u8>>,
+    pub(super) answer: Option<Vec<u8>>,
+}
+
+impl IdempotentRequest {
+    /// A request record as an engine read it back, its answer still sealed.
+    pub(crate) fn stored(
+        request: String,
+        created_at: DateTime<Utc>,
+        session_id: String,
+        sealed_answer: Option<Vec<u8>>,
+    ) -> IdempotentRequest {
+        IdempotentRequest {
+            request,
+            created_at,
+            session_id,
+            answer: sealed_answer,
+        }
+    }
+
+    /// The first answer, still sealed, if one was kept.
+    pub(crate) fn sealed_answer(&self) -> Option<&[u8]> {
+        self.answer.as_deref()
+    }
 }
 
 /// An answer to give again.
@@ -99,7 +142,7 @@ impl SessionStore {
             session_id: session_id.to_owned(),
             answer: None,
         };
-        batch.insert(start.key.storage.as_slice(), enc(&record)?);
+        batch.insert(start.key.storage(), enc(&record)?);
         batch.insert(start.key.time_key(start.at), &[]);
         Ok(())
     }
@@ -110,7 +153,7 @@ impl SessionStore {
         key: &IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentRequest>, StoreError> {
-        let Some(bytes) = self.tree.get(&key.storage)? else {
+        let Some(bytes) = self.tree.get(key.storage())? else {
             return Ok(None);
         };
         let record: IdempotentRequest = dec(&bytes)?;
@@ -123,14 +166,14 @@ impl SessionStore {
         key: &IdempotencyKey,
         answer: &StoredAnswer,
     ) -> Result<(), StoreError> {
-        let Some(bytes) = self.tree.get(&key.storage)? else {
+        let Some(bytes) = self.tree.get(key.storage())? else {
             return Err(StoreError::Corrupt(
                 "an idempotency key vanished before its answer was kept".into(),
             ));
         };
         let mut record: IdempotentRequest = dec(&bytes)?;
-        record.answer = Some(self.sealer.seal(&enc(answer)?, &key.storage));
-        self.tree.insert(&key.storage, enc(&record)?)?;
+        record.answer = Some(self.sealer.seal(&enc(answer)?, &key.storage()));
+        self.tree.insert(key.storage(), enc(&record)?)?;
         Ok(())
     }
 
@@ -145,7 +188,7 @@ impl SessionStore {
         };
         let plain = self
             .sealer
-            .open(sealed, &key.storage)
+            .open(sealed, &key.storage())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         dec(&plain).map(Some)
     }
@@ -218,7 +261,7 @@ mod tests {
         let store = SessionStore::open(
             &db,
             Arc::new(RecordSealer::new(&key)),
-            crate::store::Redo::none(),
+            crate::store::embedded::Redo::none(),
         )
         .expect("open");
         (db, store)
@@ -234,7 +277,7 @@ mod tests {
 
     /// What a session's first step writes for its key.
     fn step(store: &SessionStore, id: &str, idempotency: IdempotentStart) {
-        let mut batch = crate::store::redo::Batch::default();
+        let mut batch = crate::store::embedded::redo::Batch::default();
         SessionStore::write_idempotent(&mut batch, &idempotency, id).expect("encode");
         store.tree.apply_batch(batch).expect("apply");
     }
@@ -275,13 +318,13 @@ mod tests {
         store.keep_answer(&a, &answer).expect("keep");
         let found = store.idempotent(&a, now).expect("read").expect("kept");
         assert_eq!(store.answer(&a, &found).expect("open"), Some(answer));
-        let raw = store.tree.get(&a.storage).expect("read").expect("stored");
+        let raw = store.tree.get(a.storage()).expect("read").expect("stored");
         assert!(!String::from_utf8_lossy(&raw).contains("493817"), "sealed");
         // Sealed to its own key: moved under another, it does not open.
         assert!(store.answer(&b, &found).is_err());
 
         assert_eq!(store.purge_idempotency(now).expect("purge"), 1);
-        assert!(store.tree.get(&old.storage).expect("read").is_none());
+        assert!(store.tree.get(old.storage()).expect("read").is_none());
         assert!(store.idempotent(&a, now).expect("read").is_some());
         let again = store.idempotent(&reused, now).expect("read").expect("kept");
         assert_eq!(again.session_id, "ses_r2");
@@ -302,7 +345,8 @@ mod tests {
             .insert(key(IDEMPOTENCY, &[b"order-1"]), b"ses_1".as_slice())
             .expect("insert");
         let sealer = Arc::new(RecordSealer::new(&OtpKey::generate(&mut rand::rngs::OsRng)));
-        let store = SessionStore::open(&db, sealer, crate::store::Redo::none()).expect("open");
+        let store =
+            SessionStore::open(&db, sealer, crate::store::embedded::Redo::none()).expect("open");
         assert_eq!(store.tree.scan_prefix([IDEMPOTENCY]).count(), 0);
         let now = Utc::now();
         let a = IdempotencyKey::new(&[1; 32], "order-1");

@@ -37,7 +37,7 @@
 //!   (see [`super::listing`]).
 
 use super::idempotency::IdempotentStart;
-use super::StoreError;
+use super::{DueTimer, StoreError, TimerRef};
 use crate::flow::engine::{OutboundMessage, SessionState, SessionStatus, TemplateRef};
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -78,8 +78,10 @@ pub struct SessionRecord {
     /// Steps applied so far; with the session id it names each step's outbox entries.
     pub step: u64,
     pub engine: SessionState,
-    /// The pending timer's key, to replace or drop it.
-    pub timer_key: Option<Vec<u8>>,
+    /// The pending timer, to replace or drop it. (Records written before timers were named
+    /// by [`TimerRef`] hold the timer's index key; they read back as the same timer.)
+    #[serde(default, deserialize_with = "legacy_timer::deserialize")]
+    pub timer_key: Option<TimerRef>,
     /// What the current code is bound to: purpose and the names of bound variables.
     pub otp_purpose: Option<String>,
     pub otp_bound: Vec<String>,
@@ -273,9 +275,43 @@ pub struct StepWrite {
     pub deactivate: Option<(String, String)>,
     /// The merchant's idempotency key of the request starting this session.
     pub idempotency: Option<IdempotentStart>,
-    pub timer_remove: Option<Vec<u8>>,
-    pub timer_set: Option<(Vec<u8>, u64)>,
+    pub timer_remove: Option<TimerRef>,
+    /// The timer to set, with its sequence number ([`crate::store::DueTimer::seq`]).
+    pub timer_set: Option<(TimerRef, u64)>,
     pub outbox: Vec<OutboxEntry>,
+}
+
+/// Session records written before timers were named by [`TimerRef`] keep the timer's index
+/// key (`t` due ++ session id `\0` timer id); both forms read as a [`TimerRef`].
+mod legacy_timer {
+    use super::TimerRef;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Ref(TimerRef),
+        Key(Vec<u8>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TimerRef>, D::Error> {
+        Ok(match Option::<Stored>::deserialize(d)? {
+            None => None,
+            Some(Stored::Ref(t)) => Some(t),
+            Some(Stored::Key(k)) => from_key(&k),
+        })
+    }
+
+    fn from_key(k: &[u8]) -> Option<TimerRef> {
+        let due_ms = i64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
+        let mut parts = k.get(9..)?.splitn(2, |b| *b == 0);
+        let (sid, tid) = (parts.next()?, parts.next()?);
+        Some(TimerRef {
+            due_ms,
+            session_id: String::from_utf8_lossy(sid).into_owned(),
+            timer_id: String::from_utf8_lossy(tid).into_owned(),
+        })
+    }
 }
 
 /// Handle to the runtime tree.
@@ -334,15 +370,6 @@ fn index_outbox(batch: &mut super::redo::Batch, e: &OutboxEntry) {
             &[],
         );
     }
-}
-
-/// A due timer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueTimer {
-    pub key: Vec<u8>,
-    pub session_id: String,
-    pub timer_id: String,
-    pub seq: u64,
 }
 
 impl SessionStore {
@@ -438,11 +465,11 @@ impl SessionStore {
     }
 
     /// The key a timer is stored under.
-    pub fn timer_key(due: DateTime<Utc>, session_id: &str, timer_id: &str) -> Vec<u8> {
-        let mut rest = session_id.as_bytes().to_vec();
+    pub(super) fn timer_key(timer: &TimerRef) -> Vec<u8> {
+        let mut rest = timer.session_id.as_bytes().to_vec();
         rest.push(0);
-        rest.extend_from_slice(timer_id.as_bytes());
-        timed_key(TIMER, due.timestamp_millis(), &rest)
+        rest.extend_from_slice(timer.timer_id.as_bytes());
+        timed_key(TIMER, timer.due_ms, &rest)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -477,11 +504,11 @@ impl SessionStore {
     /// Writes one step atomically (not yet durable: the caller group-commits).
     pub fn apply(&self, w: StepWrite) -> Result<(), StoreError> {
         let mut batch = super::redo::Batch::default();
-        if let Some(k) = &w.timer_remove {
-            batch.remove(k.as_slice());
+        if let Some(t) = &w.timer_remove {
+            batch.remove(SessionStore::timer_key(t));
         }
-        if let Some((k, seq)) = &w.timer_set {
-            batch.insert(k.as_slice(), &seq.to_be_bytes());
+        if let Some((t, seq)) = &w.timer_set {
+            batch.insert(SessionStore::timer_key(t), &seq.to_be_bytes());
         }
         if let Some(r) = &w.record {
             batch.insert(key(SESSION, &[r.id.as_bytes()]), enc(r)?);
@@ -533,10 +560,16 @@ impl SessionStore {
                 .try_into()
                 .map(u64::from_be_bytes)
                 .unwrap_or_default();
+            let due_ms = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i64::from_be_bytes);
             out.push(DueTimer {
-                key: k.to_vec(),
-                session_id: String::from_utf8_lossy(sid).into_owned(),
-                timer_id: String::from_utf8_lossy(tid).into_owned(),
+                timer: TimerRef {
+                    due_ms,
+                    session_id: String::from_utf8_lossy(sid).into_owned(),
+                    timer_id: String::from_utf8_lossy(tid).into_owned(),
+                },
                 seq,
             });
         }
@@ -544,8 +577,8 @@ impl SessionStore {
     }
 
     /// Removes a timer that fired but no longer matters (its session is gone).
-    pub fn drop_timer(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.tree.remove(key)?;
+    pub fn drop_timer(&self, timer: &TimerRef) -> Result<(), StoreError> {
+        self.tree.remove(SessionStore::timer_key(timer))?;
         Ok(())
     }
 
@@ -1065,8 +1098,8 @@ mod tests {
 
     #[test]
     fn timer_keys_sort_by_due_time() {
-        let a = SessionStore::timer_key(DateTime::from_timestamp(100, 0).expect("t"), "z", "state");
-        let b = SessionStore::timer_key(DateTime::from_timestamp(200, 0).expect("t"), "a", "state");
-        assert!(a < b);
+        let a = TimerRef::new(DateTime::from_timestamp(100, 0).expect("t"), "z", "state");
+        let b = TimerRef::new(DateTime::from_timestamp(200, 0).expect("t"), "a", "state");
+        assert!(SessionStore::timer_key(&a) < SessionStore::timer_key(&b));
     }
 }

@@ -113,13 +113,19 @@ impl AuditEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log storage failed: {0}")]
-    Sled(#[from] sled::Error),
+    Database(String),
     #[error("audit entry {id} is unreadable: {source}")]
     Corrupt {
         id: u64,
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<sled::Error> for AuditError {
+    fn from(e: sled::Error) -> AuditError {
+        AuditError::Database(e.to_string())
+    }
 }
 
 /// The audit log tree.

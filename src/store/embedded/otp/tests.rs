@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use super::test_support::*;
 use super::*;
 use crate::otp::policy::OtpPolicy;
-use crate::store::audit::AuditLog;
+use crate::store::embedded::audit::AuditLog;
 
 #[test]
 fn issue_verify_single_use_and_audit() {
