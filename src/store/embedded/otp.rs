@@ -33,9 +33,11 @@ use sled::Transactional;
 use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
 use crate::otp::code::{generate, InvalidCodeLength};
 use crate::otp::limits::{CustomerActivity, GlobalSends};
+#[cfg(test)]
+use crate::otp::rules::IssueRefusal;
 use crate::otp::rules::{
-    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRefusal,
-    IssueRequest, VerifyOutcome,
+    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRequest,
+    VerifyOutcome,
 };
 use crate::otp::seal::SealError;
 use crate::otp::{CodeSealer, CustomerNumber, OtpCode, OtpKey, OtpRecord, OtpSubject, SealedCode};
@@ -44,6 +46,7 @@ mod issued;
 mod sweep;
 mod tx;
 use super::redo::{LoggedTree, Redo};
+pub(crate) use issued::Decided;
 pub use issued::{IssueKind, IssueOutcome, Issued, IssuedCode};
 use tx::{finish, get, put, read, tx_remove};
 
@@ -82,13 +85,6 @@ impl From<crate::store::StoreError> for LedgerError {
     fn from(e: crate::store::StoreError) -> LedgerError {
         LedgerError::Database(e.to_string())
     }
-}
-
-/// What an issue transaction decided.
-enum Decided {
-    Replayed(IssuedCode),
-    Granted(IssuedCode),
-    Refused(IssueRefusal),
 }
 
 /// The sealed copy of the session's current code, kept until WhatsApp accepts its message.
@@ -333,26 +329,7 @@ impl OtpLedger {
                 }
             })
         });
-        let customer = req.customer.masked();
-        let outcome = match finish(result)? {
-            Decided::Replayed(info) => {
-                tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
-                IssueOutcome::AlreadyIssued(info)
-            }
-            Decided::Granted(info) => {
-                tracing::info!(
-                    session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
-                );
-                IssueOutcome::Issued(Issued { code, info })
-            }
-            Decided::Refused(refusal) => {
-                tracing::info!(
-                    session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
-                );
-                IssueOutcome::Refused(refusal)
-            }
-        };
-        Ok(outcome)
+        Ok(finish(result)?.outcome(&req, code))
     }
 
     /// Checks one attempt, typed in chat, sent to `/check` or sent by the customer in a

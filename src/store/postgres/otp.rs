@@ -38,14 +38,15 @@ use super::audit::append_in;
 use crate::otp::code::generate;
 use crate::otp::limits::{delta, CustomerActivity, GlobalSends};
 use crate::otp::rules::{
-    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRefusal,
-    IssueRequest, VerifyOutcome,
+    decide_issue, decide_merchant_ceiling, decide_resend, decide_verify, CodeStatus, IssueRequest,
+    VerifyOutcome,
 };
 use crate::otp::{
     CodeSealer, CustomerNumber, OtpCode, OtpDigest, OtpKey, OtpRecord, OtpSubject, SealedCode,
 };
+use crate::store::embedded::otp::Decided;
 use crate::store::{
-    AuditEntry, AuditKind, IssueKind, IssueOutcome, Issued, IssuedCode, LedgerError, OtpStore,
+    AuditEntry, AuditKind, IssueKind, IssueOutcome, IssuedCode, LedgerError, OtpStore,
 };
 
 /// The counter of the whole deployment in `otp_hourly_sends`.
@@ -56,13 +57,6 @@ const SERVICE_SCOPE: &str = "service";
 struct Outgoing {
     generation: u32,
     sealed: SealedCode,
-}
-
-/// What an issue transaction decided.
-enum Decided {
-    Replayed(IssuedCode),
-    Granted(IssuedCode),
-    Refused(IssueRefusal),
 }
 
 /// A failure inside a transaction: a database error may be a lost race worth a retry.
@@ -269,28 +263,9 @@ impl PgOtpLedger {
         now: DateTime<Utc>,
         (code, digest, sealed): (OtpCode, OtpDigest, Option<SealedCode>),
     ) -> Result<IssueOutcome, LedgerError> {
-        let session_id = req.subject.session_id();
         let decided =
             retrying(|| self.try_issue(req, kind, step, now, &digest, sealed.as_ref())).await?;
-        let customer = req.customer.masked();
-        Ok(match decided {
-            Decided::Replayed(info) => {
-                tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
-                IssueOutcome::AlreadyIssued(info)
-            }
-            Decided::Granted(info) => {
-                tracing::info!(
-                    session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
-                );
-                IssueOutcome::Issued(Issued { code, info })
-            }
-            Decided::Refused(refusal) => {
-                tracing::info!(
-                    session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
-                );
-                IssueOutcome::Refused(refusal)
-            }
-        })
+        Ok(decided.outcome(&req, code))
     }
 
     async fn try_issue(

@@ -66,3 +66,41 @@ impl IssuedCode {
         }
     }
 }
+
+/// What an issue transaction decided, in either engine; [`Decided::outcome`] turns it into
+/// the runtime's answer and logs it (the customer masked, never the code).
+pub(crate) enum Decided {
+    Replayed(IssuedCode),
+    Granted(IssuedCode),
+    Refused(IssueRefusal),
+}
+
+impl Decided {
+    /// The answer for the runtime: a fresh `code` only when this call granted it.
+    pub(crate) fn outcome(
+        self,
+        req: &crate::otp::rules::IssueRequest<'_>,
+        code: OtpCode,
+    ) -> IssueOutcome {
+        let session_id = req.subject.session_id();
+        let customer = req.customer.masked();
+        match self {
+            Decided::Replayed(info) => {
+                tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
+                IssueOutcome::AlreadyIssued(info)
+            }
+            Decided::Granted(info) => {
+                tracing::info!(
+                    session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
+                );
+                IssueOutcome::Issued(Issued { code, info })
+            }
+            Decided::Refused(refusal) => {
+                tracing::info!(
+                    session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
+                );
+                IssueOutcome::Refused(refusal)
+            }
+        }
+    }
+}
