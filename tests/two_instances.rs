@@ -53,10 +53,9 @@ const IN_DOUBT_SECONDS: &str = "5";
 /// over only once its lease (`CLAIM_LEASE`, 30 s) has run out, and a send in flight then waits
 /// its status; a session may need two takeovers in a row (its timer's, then its send's).
 const WAIT: Duration = Duration::from_secs(100);
-/// A delivery repeated after the kill comes from a takeover, which waits out the lease: the
-/// repeat arrives at least this long after the kill (the lease less a margin for clocks and
-/// polls), the first before the killed process could have sent anything more.
-const TAKEOVER_AFTER: Duration = Duration::from_secs(20);
+/// A callback the killed process had on the wire may reach the merchant fake a moment after the
+/// kill started; a repeat (the restart's or another instance's) always comes after the kill.
+const ON_THE_WIRE: Duration = Duration::from_secs(2);
 /// Every instance hashes and seals codes with the same key.
 const OTP_KEY: &str = "two-instances-test-otp-key-0123456789abcdef";
 
@@ -618,10 +617,9 @@ fn check_callbacks(merchant: &Merchant, sessions: &[(usize, String)], killed_at:
     for (event, mut times) in deliveries {
         times.sort();
         assert!(
-            // The first may be stamped a moment after the kill started: it was on the wire.
             times.len() == 1
-                || (times[0] < killed_at + Duration::from_secs(2)
-                    && times[1..].iter().all(|t| *t > killed_at + TAKEOVER_AFTER)),
+                || (times[0] < killed_at + ON_THE_WIRE
+                    && times[1..].iter().all(|t| *t > killed_at)),
             "callback {event} delivered {} times, not only across the kill",
             times.len()
         );
