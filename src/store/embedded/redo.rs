@@ -33,6 +33,7 @@
 //! that of a request that completed but whose answer was lost.
 
 use super::inbound::Shared;
+use super::overlay::{Iter, Overlay};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -170,10 +171,20 @@ impl Redo {
         Redo(None)
     }
 
+    /// The write-back layers of tree `name`, if its writes are held in memory until the
+    /// checkpoint: an overlaid tree ([`OVERLAID`]) logged to a journal.
+    fn overlay(&self, name: &str) -> Option<Overlay> {
+        let shared = self.0.as_ref()?;
+        OVERLAID
+            .contains(&name)
+            .then(|| shared.overlay(name.as_bytes()))
+    }
+
     /// Runs `apply` (the sled write) and logs the record `body` builds, under the lock that
     /// orders redo records like the writes they describe.
     fn logged<T>(
         &self,
+        direct: bool,
         apply: impl FnOnce() -> Result<T, sled::Error>,
         body: impl FnOnce(&T, &mut Vec<u8>),
     ) -> Result<T, sled::Error> {
@@ -186,7 +197,7 @@ impl Redo {
         body(&out, &mut record);
         if !record.is_empty() {
             shared
-                .append_redo(&mut order, &record)
+                .append_redo(&mut order, &record, direct)
                 .map_err(journal_error)?;
         }
         Ok(out)
@@ -210,7 +221,7 @@ impl Redo {
         let out = out?;
         if !record.is_empty() {
             shared
-                .append_redo(&mut order, &record)
+                .append_redo(&mut order, &record, true)
                 .map_err(|e| E::from(journal_error(e)))?;
         }
         Ok(out)
@@ -262,7 +273,7 @@ pub fn tx_remove(
 /// A batch of writes to one [`LoggedTree`], applied atomically (like `sled::Batch`).
 #[derive(Default, Debug)]
 pub struct Batch {
-    sled: sled::Batch,
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
     ops: Vec<u8>,
 }
 
@@ -270,54 +281,137 @@ impl Batch {
     pub fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
         let (key, value) = (key.into(), value.into());
         put_op(&mut self.ops, &key, Some(&value));
-        self.sled.insert(key, value);
+        self.writes.push((key, Some(value)));
     }
 
     pub fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
         let key = key.into();
         put_op(&mut self.ops, &key, None);
-        self.sled.remove(key);
+        self.writes.push((key, None));
+    }
+
+    fn into_sled(writes: Vec<(sled::IVec, Option<sled::IVec>)>) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 }
 
-/// A sled tree whose writes are logged (reads go straight to sled through `Deref`).
+/// The trees whose logged writes are held in memory until the checkpoint
+/// ([`super::overlay`]): the ones every step writes. The OTP ledger's trees are written in
+/// sled transactions, straight to sled.
+pub(super) const OVERLAID: &[&str] = &["runtime", "stats"];
+
+/// A sled tree whose writes are logged. Reads see every write at once, whether it is still in
+/// memory ([`super::overlay`]) or already in sled.
 #[derive(Clone, Debug)]
 pub struct LoggedTree {
     tree: sled::Tree,
     redo: Redo,
-}
-
-impl std::ops::Deref for LoggedTree {
-    type Target = sled::Tree;
-    fn deref(&self) -> &sled::Tree {
-        &self.tree
-    }
+    /// The write-back layers of an overlaid tree logged to a journal; `None`: writes go
+    /// straight to sled.
+    overlay: Option<Overlay>,
 }
 
 impl LoggedTree {
     pub fn open(db: &sled::Db, name: &str, redo: Redo) -> Result<LoggedTree, sled::Error> {
+        let overlay = redo.overlay(name);
         Ok(LoggedTree {
             tree: db.open_tree(name)?,
             redo,
+            overlay,
         })
     }
 
     /// The same tree, logged through `redo`.
     pub fn with_redo(self, redo: Redo) -> LoggedTree {
-        LoggedTree { redo, ..self }
+        let overlay = redo.overlay(&String::from_utf8_lossy(&self.tree.name()));
+        LoggedTree {
+            redo,
+            overlay,
+            ..self
+        }
+    }
+
+    /// The sled tree itself, for sled transactions. Only for trees without layers: a
+    /// transaction would not see the writes they hold.
+    pub fn sled(&self) -> &sled::Tree {
+        debug_assert!(
+            self.overlay.is_none(),
+            "a transaction on an overlaid tree would miss its writes in memory"
+        );
+        &self.tree
     }
 
     fn section(&self, ops: &[u8], record: &mut Vec<u8>) {
         put_section(record, &self.tree.name(), ops);
     }
 
+    fn direct(&self) -> bool {
+        self.overlay.is_none()
+    }
+
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
+        match &self.overlay {
+            Some(o) => o.get(&self.tree, key.as_ref()),
+            None => self.tree.get(key),
+        }
+    }
+
+    pub fn contains_key<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, sled::Error> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub fn range<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(&self, range: R) -> Iter {
+        let owned = |b: std::ops::Bound<&K>| match b {
+            std::ops::Bound::Included(k) => std::ops::Bound::Included(k.as_ref().to_vec()),
+            std::ops::Bound::Excluded(k) => std::ops::Bound::Excluded(k.as_ref().to_vec()),
+            std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+        };
+        let (low, high) = (owned(range.start_bound()), owned(range.end_bound()));
+        match &self.overlay {
+            Some(o) => o.range(&self.tree, low, high),
+            None => Iter::plain(self.tree.range((low, high))),
+        }
+    }
+
+    pub fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
+        let prefix = prefix.as_ref();
+        match &self.overlay {
+            Some(o) => o.range(
+                &self.tree,
+                std::ops::Bound::Included(prefix.to_vec()),
+                super::overlay::prefix_end(prefix),
+            ),
+            None => Iter::plain(self.tree.scan_prefix(prefix)),
+        }
+    }
+
+    pub fn iter(&self) -> Iter {
+        self.scan_prefix([])
+    }
+
     pub fn apply_batch(&self, batch: Batch) -> Result<(), sled::Error> {
         if batch.ops.is_empty() {
             return Ok(());
         }
-        let Batch { sled, ops } = batch;
-        self.redo
-            .logged(|| self.tree.apply_batch(sled), |_, r| self.section(&ops, r))
+        let Batch { writes, ops } = batch;
+        self.redo.logged(
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => {
+                    o.put_all(writes);
+                    Ok(())
+                }
+                None => self.tree.apply_batch(Batch::into_sled(writes)),
+            },
+            |_, r| self.section(&ops, r),
+        )
     }
 
     pub fn insert<K: AsRef<[u8]>, V: Into<sled::IVec>>(
@@ -329,14 +423,22 @@ impl LoggedTree {
         let mut ops = Vec::new();
         put_op(&mut ops, key.as_ref(), Some(&value));
         self.redo.logged(
-            || self.tree.insert(key.as_ref(), value.clone()),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.swap(&self.tree, key.as_ref(), Some(value.clone())),
+                None => self.tree.insert(key.as_ref(), value.clone()),
+            },
             |_, r| self.section(&ops, r),
         )
     }
 
     pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
         self.redo.logged(
-            || self.tree.remove(key.as_ref()),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.swap(&self.tree, key.as_ref(), None),
+                None => self.tree.remove(key.as_ref()),
+            },
             |old, r| {
                 if old.is_some() {
                     let mut ops = Vec::new();
@@ -354,7 +456,11 @@ impl LoggedTree {
         f: impl FnMut(Option<&[u8]>) -> Option<V>,
     ) -> Result<Option<sled::IVec>, sled::Error> {
         self.redo.logged(
-            || self.tree.update_and_fetch(key.as_ref(), f),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.update(&self.tree, key.as_ref(), f),
+                None => self.tree.update_and_fetch(key.as_ref(), f),
+            },
             |new, r| {
                 let mut ops = Vec::new();
                 put_op(&mut ops, key.as_ref(), new.as_deref());
@@ -363,13 +469,16 @@ impl LoggedTree {
         )
     }
 
-    /// Removes `key` if it still holds `expected`; true when it did.
+    /// Removes `key` if it still holds `expected`; whether it did.
     pub fn remove_if(&self, key: &[u8], expected: &sled::IVec) -> Result<bool, sled::Error> {
         self.redo.logged(
-            || {
-                self.tree
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.remove_if(&self.tree, key, expected),
+                None => self
+                    .tree
                     .compare_and_swap(key, Some(expected), None::<&[u8]>)
-                    .map(|r| r.is_ok())
+                    .map(|r| r.is_ok()),
             },
             |removed, r| {
                 if *removed {
