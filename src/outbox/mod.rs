@@ -6,10 +6,11 @@
 //! the claims of every entry waiting in a delivery task are renewed while they wait, so that
 //! no other instance sending from the same database takes them. Before a WhatsApp send the
 //! entry is durably marked in flight, in one write with the check that its claim is still this
-//! instance's; an entry whose claim passed to another sender is dropped unsent. WhatsApp has no idempotency key, so a send whose answer
-//! never came (no answer in time, connection lost, a 2xx without a message id, a crash between
-//! claim and answer) is *in doubt*: neither failed nor retried at once. Every send carries its
-//! entry id in `biz_opaque_callback_data`; a status webhook echoing it settles the entry as sent.
+//! instance's; an entry whose claim passed to another sender is dropped unsent. WhatsApp has no
+//! idempotency key, so a send whose answer never came (no answer in time, connection lost, a
+//! 2xx without a message id, a crash between claim and answer) is *in doubt*: neither failed
+//! nor retried at once. Every send carries its entry id in `biz_opaque_callback_data`; a status
+//! webhook echoing it settles the entry as sent.
 //! An entry still in doubt after the in-doubt wait (stored as its due time, so it survives
 //! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
 //! deduplicates by event id — are simply retried.
