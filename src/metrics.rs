@@ -112,6 +112,9 @@ pub struct Metrics {
     /// Seconds from sent to delivered.
     pub delivery_latency: Histogram,
     pub outbox_depth: Gauge,
+    /// Outbox entries this instance dropped unsent because their claim had passed to another
+    /// sender.
+    pub outbox_claims_lost: Counter,
     pub timers_due: Gauge,
     /// Seconds one session step takes, flush included.
     pub step_seconds: Histogram,
@@ -256,6 +259,12 @@ impl Metrics {
             "Outbox entries waiting to be sent",
             outbox_depth.clone(),
         );
+        let outbox_claims_lost = Counter::default();
+        registry.register(
+            "outbox_claims_lost",
+            "Outbox entries dropped unsent because their claim had passed to another sender",
+            outbox_claims_lost.clone(),
+        );
         let timers_due = Gauge::default();
         registry.register(
             "timers_due",
@@ -327,6 +336,7 @@ impl Metrics {
             outbound,
             delivery_latency,
             outbox_depth,
+            outbox_claims_lost,
             storage_engine,
             timers_due,
             step_seconds,

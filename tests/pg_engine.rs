@@ -16,7 +16,8 @@ use waotp::domain::{InboundEvent, InboundMessage, MessageContent, MessageId, WaI
 use waotp::otp::OtpKey;
 use waotp::store::postgres::{LockClass, PgEngine};
 use waotp::store::{
-    OutboxEntry, OutboxPayload, OutboxState, Recorded, SessionRecord, StepWrite, TimerRef,
+    OutboxEntry, OutboxPayload, OutboxQueue, OutboxState, Recorded, SessionRecord, StepWrite,
+    TimerRef,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -491,6 +492,131 @@ async fn an_expired_lease_is_taken_over_and_a_send_in_flight_comes_back_in_fligh
         .expect("claim")
         .is_empty());
     assert!(b.outbox_in_flight().await.expect("in flight").is_empty());
+}
+
+#[tokio::test]
+async fn a_send_starts_only_on_a_claim_its_instance_still_holds() {
+    let Some((_db, a, b)) = two_instances("outbox_begin_send").await else {
+        return;
+    };
+    let now = Utc::now();
+    // One entry per recipient: nothing but the claims decides who may send what.
+    let entries: Vec<OutboxEntry> = (0..20)
+        .map(|i| entry(&format!("e{i:02}"), &format!("1555100{i:04}"), now))
+        .collect();
+    queue(&a, entries).await;
+    let mine = a.claim_outbox(now, 50, SHORT).await.expect("claim");
+    assert_eq!(mine.len(), 20);
+    // Instance a is slow: it renews the claims of the even entries only.
+    let even: Vec<String> = mine.iter().step_by(2).map(|e| e.id.clone()).collect();
+    assert_eq!(
+        OutboxQueue::renew(&a, &even, LEASE).await.expect("renew"),
+        10
+    );
+    let theirs = eventually("b takes over the claims a did not renew", || async {
+        let got = b.claim_outbox(now, 50, LEASE).await.expect("claim");
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let odd: Vec<&str> = mine
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(ids(&theirs), odd);
+    assert_eq!(
+        OutboxQueue::renew(
+            &a,
+            &odd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            LEASE
+        )
+        .await
+        .expect("renew"),
+        0,
+        "a renews nothing b holds"
+    );
+
+    // Both instances try to start every entry at once: each starts on exactly one of them,
+    // the one holding its claim.
+    let mut races = Vec::new();
+    for e in &mine {
+        for engine in [a.clone(), b.clone()] {
+            let e = e.clone();
+            races.push(tokio::spawn(async move {
+                let started = OutboxQueue::begin_send(&engine, &e, e.due_ms, LEASE)
+                    .await
+                    .expect("begin send");
+                (e.id, started)
+            }));
+        }
+    }
+    let mut started_by = std::collections::HashMap::<String, usize>::new();
+    let mut order = Vec::new();
+    for (i, race) in races.into_iter().enumerate() {
+        let (id, started) = race.await.expect("task");
+        if started {
+            *started_by.entry(id.clone()).or_default() += 1;
+            // Even races are a's, odd ones b's.
+            order.push((id, if i % 2 == 0 { "a" } else { "b" }));
+        }
+    }
+    assert_eq!(started_by.len(), 20, "every entry started once: {order:?}");
+    assert!(started_by.values().all(|n| *n == 1), "{started_by:?}");
+    for (id, by) in &order {
+        let expected = if odd.contains(&id.as_str()) { "b" } else { "a" };
+        assert_eq!(by, &expected, "{id} started by the wrong instance");
+    }
+    for e in &mine {
+        let now_stored = a.outbox_entry(&e.id).await.expect("read").expect("kept");
+        assert_eq!(now_stored.state, OutboxState::InFlight);
+    }
+    // In flight and held: claimed by neither, and not left for the in-doubt rules.
+    assert!(a
+        .claim_outbox(now, 50, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(b.outbox_in_flight().await.expect("in flight").is_empty());
+}
+
+#[tokio::test]
+async fn a_holder_that_lost_its_claim_neither_moves_nor_releases_the_entry() {
+    let Some((_db, a, b)) = two_instances("outbox_held_writes").await else {
+        return;
+    };
+    let now = Utc::now();
+    queue(&a, vec![entry("e1", "15550003333", now)]).await;
+    let mine = a.claim_outbox(now, 10, SHORT).await.expect("claim");
+    assert_eq!(ids(&mine), ["e1"]);
+    let theirs = eventually("b takes over the claim", || async {
+        let got = b.claim_outbox(now, 10, LEASE).await.expect("claim");
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(ids(&theirs), ["e1"]);
+    // a, late, postpones the entry behind a retry of its recipient, then gives back its claims.
+    let mut postponed = mine[0].clone();
+    postponed.due_ms += 60_000;
+    assert!(!OutboxQueue::update_held(&a, &postponed, mine[0].due_ms)
+        .await
+        .expect("update held"));
+    OutboxQueue::release(&a, &["e1".to_owned()])
+        .await
+        .expect("release");
+    // Untouched, still b's: b starts it.
+    let stored = a.outbox_entry("e1").await.expect("read").expect("kept");
+    assert_eq!(stored, mine[0]);
+    assert!(a
+        .claim_outbox(now, 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(
+        OutboxQueue::begin_send(&b, &theirs[0], theirs[0].due_ms, LEASE)
+            .await
+            .expect("begin send")
+    );
 }
 
 #[tokio::test]

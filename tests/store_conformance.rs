@@ -40,10 +40,16 @@ pub trait Backend: Send + Sync {
         drop(storage);
         self.open().await
     }
+
+    /// Another claimer of the same data, open beside `storage`: PostgreSQL, a second
+    /// instance on the database; embedded, a second bundle of the open engine.
+    async fn another_claimer(&self, storage: &Storage) -> Storage;
 }
 
 struct Embedded {
     dir: tempfile::TempDir,
+    /// The engine open now, for more claimers of it.
+    open: std::sync::Mutex<std::sync::Weak<waotp::store::embedded::Embedded>>,
 }
 
 #[async_trait::async_trait]
@@ -54,8 +60,20 @@ impl Backend for Embedded {
 
     async fn open(&self) -> Storage {
         let dir: PathBuf = self.dir.path().to_owned();
-        Storage::embedded_with(&dir, None, |_| {}, StoreOptions::default())
-            .expect("open the embedded engine")
+        let engine =
+            waotp::store::embedded::Embedded::open(&dir, |_| {}, None, StoreOptions::default())
+                .expect("open the embedded engine");
+        *self.open.lock().expect("engine") = std::sync::Arc::downgrade(&engine);
+        engine.storage()
+    }
+
+    async fn another_claimer(&self, _storage: &Storage) -> Storage {
+        self.open
+            .lock()
+            .expect("engine")
+            .upgrade()
+            .expect("the engine is open")
+            .storage()
     }
 }
 
@@ -75,6 +93,10 @@ impl Backend for Postgres {
             .await
             .expect("open the PostgreSQL engine")
     }
+
+    async fn another_claimer(&self, _storage: &Storage) -> Storage {
+        self.open().await
+    }
 }
 
 /// The engines to run a case against: the embedded one always, PostgreSQL when a server is
@@ -82,6 +104,7 @@ impl Backend for Postgres {
 pub async fn engines(case: &str) -> Vec<Box<dyn Backend>> {
     let mut engines: Vec<Box<dyn Backend>> = vec![Box::new(Embedded {
         dir: tempfile::tempdir().expect("tempdir"),
+        open: Default::default(),
     })];
     // Prints the notice itself when no server is configured.
     if let Some(db) = pg_support::fresh_database(case).await {
@@ -119,6 +142,9 @@ conformance!(
     work::a_claimed_entry_is_not_claimed_again_until_settled_or_released,
     work::one_recipients_entries_are_claimed_in_order,
     work::an_entry_left_in_flight_comes_back_for_the_in_doubt_rules,
+    work::a_claim_taken_over_after_its_lease_cannot_start_a_send,
+    work::a_renewed_claim_outlives_its_first_lease,
+    work::a_release_gives_back_only_the_claimers_own_claims,
     work::a_due_timer_is_claimed_once,
     work::timers_survive_reopening,
     work::locks_exclude_each_other_and_only_each_other,

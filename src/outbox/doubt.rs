@@ -36,14 +36,19 @@ impl Outbox {
             entry.state = OutboxState::Failed {
                 reason: reason.into(),
             };
-            if let Err(e) = self
+            // Only while this sender holds the claim: a new holder may be deciding anew.
+            match self
                 .runtime
                 .storage()
                 .outbox
-                .update_outbox(entry, old_due, None)
+                .update_held(entry, old_due)
                 .await
             {
-                tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result");
+                Ok(true) => {}
+                Ok(false) => self.claim_lost(entry, "giving up a send in doubt"),
+                Err(e) => {
+                    tracing::error!(entry = %entry.id, error = %e, "cannot record the outbox result")
+                }
             }
             return false;
         }

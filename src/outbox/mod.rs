@@ -2,11 +2,15 @@
 //! sandbox recorder), signed callbacks and hook calls to the merchant.
 //!
 //! Entries are written in the same atomic step as the session change that made them and are
-//! taken from the store, never from memory, so a crash loses none. Before a WhatsApp send the
-//! entry is durably marked in flight. WhatsApp has no idempotency key, so a send whose answer
-//! never came (no answer in time, connection lost, a 2xx without a message id, a crash between
-//! claim and answer) is *in doubt*: neither failed nor retried at once. Every send carries its
-//! entry id in `biz_opaque_callback_data`; a status webhook echoing it settles the entry as sent.
+//! taken from the store, never from memory, so a crash loses none. Entries are claimed, and
+//! the claims of every entry waiting in a delivery task are renewed while they wait, so that
+//! no other instance sending from the same database takes them. Before a WhatsApp send the
+//! entry is durably marked in flight, in one write with the check that its claim is still this
+//! instance's; an entry whose claim passed to another sender is dropped unsent. WhatsApp has no
+//! idempotency key, so a send whose answer never came (no answer in time, connection lost, a
+//! 2xx without a message id, a crash between claim and answer) is *in doubt*: neither failed
+//! nor retried at once. Every send carries its entry id in `biz_opaque_callback_data`; a status
+//! webhook echoing it settles the entry as sent.
 //! An entry still in doubt after the in-doubt wait (stored as its due time, so it survives
 //! restarts) is sent once more, and never a third time. Callbacks and hooks — which the merchant
 //! deduplicates by event id — are simply retried.
@@ -56,7 +60,7 @@ pub const DEFAULT_IN_DOUBT_WAIT: Duration = Duration::from_secs(120);
 pub const NUMBER_REMOVED: &str = "number_removed";
 /// Why a callback of a merchant no longer configured was not sent (nothing to sign it with).
 pub const MERCHANT_REMOVED: &str = "merchant_removed";
-use crate::store::CLAIM_LEASE;
+use crate::store::{CLAIM_LEASE, CLAIM_RENEWAL};
 
 /// Due entries read per pass, besides those already held by delivery tasks.
 const BATCH: usize = 256;
@@ -89,7 +93,8 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct Busy {
-    recipients: std::collections::HashSet<String>,
+    /// Each recipient with a delivery task running, and the entries that task holds.
+    recipients: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// What became of one delivery attempt.
@@ -174,6 +179,7 @@ impl Outbox {
         if let Err(e) = self.recover().await {
             tracing::error!(error = %e, "recovering in-flight outbox entries failed");
         }
+        tokio::spawn(self.clone().renew_claims());
         let wake = self.runtime.outbox_wake.clone();
         while !self.draining() {
             let worked = match self.dispatch_due().await {
@@ -192,18 +198,65 @@ impl Outbox {
         }
     }
 
+    /// Renews, every [`CLAIM_RENEWAL`], the claims of every entry a delivery task holds (one
+    /// write for all of them): an entry waiting in its recipient's queue behind a slow Graph
+    /// API, a number's rate limit or a long backlog stays this instance's, however long it
+    /// waits, while an instance that died loses its entries after one lease. Ends once the
+    /// outbox stops and its last delivery task has ended.
+    async fn renew_claims(self: Arc<Self>) {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + CLAIM_RENEWAL, CLAIM_RENEWAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let held: Vec<String> = {
+                let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                b.recipients.values().flatten().cloned().collect()
+            };
+            if held.is_empty() {
+                if self.draining() {
+                    return;
+                }
+                continue;
+            }
+            match self
+                .runtime
+                .storage()
+                .outbox
+                .renew(&held, CLAIM_LEASE)
+                .await
+            {
+                Ok(renewed) => {
+                    tracing::debug!(held = held.len(), renewed, "outbox claims renewed")
+                }
+                // The next tick tries again; two may fail before a claim runs out, and a lost
+                // claim only means the entry is sent by its new holder instead.
+                Err(e) => tracing::warn!(error = %e, "cannot renew outbox claims"),
+            }
+        }
+    }
+
+    /// Counts and logs an entry this sender dropped unsent: its claim ran out and may be another
+    /// sender's now, which sends it (or already did).
+    fn claim_lost(&self, entry: &OutboxEntry, doing: &str) {
+        self.runtime.metrics.outbox_claims_lost.inc();
+        tracing::info!(entry = %entry.id, doing, "outbox claim passed to another sender; entry left to it");
+    }
+
     async fn recover(&self) -> Result<(), crate::store::StoreError> {
         for entry in self.runtime.storage().outbox.in_flight().await? {
-            self.settle_interrupted(entry).await?;
+            self.settle_interrupted(entry, false).await?;
         }
         Ok(())
     }
 
     /// Applies the in-doubt rules to an entry whose send was interrupted (its process stopped,
     /// or — several instances — its holder's claim ran out mid-send): never a blind resend.
+    /// `claimed`: this sender holds the entry's claim, and writes only while it still does.
     async fn settle_interrupted(
         &self,
         mut entry: OutboxEntry,
+        claimed: bool,
     ) -> Result<(), crate::store::StoreError> {
         let outbox = &self.runtime.storage().outbox;
         let due = entry.due_ms;
@@ -232,7 +285,13 @@ impl Outbox {
                 }
             }
         }
-        outbox.update_outbox(&entry, due, None).await
+        if !claimed {
+            return outbox.update_outbox(&entry, due, None).await;
+        }
+        if !outbox.update_held(&entry, due).await? {
+            self.claim_lost(&entry, "settling an interrupted send");
+        }
+        Ok(())
     }
 
     /// Starts a delivery task for every recipient with due entries and none running. Returns
@@ -243,7 +302,10 @@ impl Outbox {
         // task until this pass starts one, so its entries below are fresh.
         let busy = {
             let b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            b.recipients.clone()
+            b.recipients
+                .keys()
+                .cloned()
+                .collect::<std::collections::HashSet<String>>()
         };
         if self.draining() {
             return Ok(0);
@@ -290,7 +352,7 @@ impl Outbox {
             if entry.state == OutboxState::InFlight {
                 // Its holder stopped mid-send and its claim ran out.
                 let id = entry.id.clone();
-                self.settle_interrupted(entry).await?;
+                self.settle_interrupted(entry, true).await?;
                 not_taken.push(id);
                 continue;
             }
@@ -341,7 +403,7 @@ impl Outbox {
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
             {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                busy.recipients.insert(recipient.clone());
+                busy.recipients.insert(recipient.clone(), ids.clone());
             }
             let this = self.clone();
             tokio::spawn(async move {
@@ -383,14 +445,18 @@ impl Outbox {
                 let old_due = entry.due_ms;
                 entry.due_ms = after + 1;
                 held_until = Some(entry.due_ms);
-                if let Err(e) = self
+                match self
                     .runtime
                     .storage()
                     .outbox
-                    .update_outbox(&entry, old_due, None)
+                    .update_held(&entry, old_due)
                     .await
                 {
-                    tracing::error!(entry = %entry.id, error = %e, "cannot postpone an outbox entry");
+                    Ok(true) => {}
+                    Ok(false) => self.claim_lost(&entry, "postponing"),
+                    Err(e) => {
+                        tracing::error!(entry = %entry.id, error = %e, "cannot postpone an outbox entry")
+                    }
                 }
                 continue;
             }
@@ -402,17 +468,28 @@ impl Outbox {
             // queued one may not be durable yet, and a merchant must never hear of an outcome
             // a crash would undo. So do read receipts: one sent before its step is durable is
             // sent again when a crash makes the start replay the customer's message.
+            //
+            // Only while this sender still holds the entry's claim, checked in the same write:
+            // an entry that waited here longer than its lease may be another sender's now, and
+            // sending it too would be a duplicate.
             let old_due = entry.due_ms;
             entry.state = OutboxState::InFlight;
-            if let Err(e) = self
+            match self
                 .runtime
                 .storage()
                 .outbox
-                .update_outbox(&entry, old_due, None)
+                .begin_send(&entry, old_due, CLAIM_LEASE)
                 .await
             {
-                tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
-                continue;
+                Ok(true) => {}
+                Ok(false) => {
+                    self.claim_lost(&entry, "starting a send");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");
+                    continue;
+                }
             }
             if let Err(e) = self.runtime.store_durable().await {
                 tracing::error!(entry = %entry.id, error = %e, "cannot claim an outbox entry");

@@ -84,3 +84,73 @@ pub async fn run_timers(runtime: Arc<Runtime>, inbox: Arc<Inbox>, every: Duratio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::Metrics;
+    use crate::runtime::merchants::MerchantRuntimes;
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::store::CLAIM_LEASE;
+    use crate::tenants::{Tenants, TenantsHandle};
+    use chrono::Utc;
+    use std::sync::Arc;
+
+    /// A timer's claim is not renewed while the timer waits behind its customer's other work:
+    /// past the lease another instance may claim and fire it too. The second firing must do
+    /// nothing.
+    #[tokio::test]
+    async fn a_timer_claimed_twice_fires_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::store::Storage::embedded(dir.path(), None, |_| {}).expect("store");
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
+        let settings =
+            crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
+        let tenants = Tenants::from_settings(&settings, &[]);
+        let runtime = Runtime::new(
+            storage,
+            MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
+            Arc::new(Metrics::new()),
+            RuntimeConfig::default(),
+            TenantsHandle::new(tenants),
+        );
+        let vars = [
+            ("customer_name", "Asha"),
+            ("order_id", "A-1"),
+            ("total", "₹5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+        .collect();
+        let started = runtime
+            .start(
+                &runtime.default_scope(),
+                "cod_confirmation",
+                "+919876543210",
+                vars,
+                None,
+                None,
+            )
+            .await
+            .expect("start");
+        let id = started.record.id.clone();
+        let storage = runtime.storage().clone();
+        let later = Utc::now() + chrono::Duration::days(2);
+        let due = storage
+            .timers
+            .claim_due_timers(later, 10, CLAIM_LEASE)
+            .await
+            .expect("claim");
+        assert_eq!(due.len(), 1, "the reminder");
+        // Two holders of the same timer, one after the other under the session's lock.
+        runtime.fire_timer(&due[0]).await.expect("first firing");
+        let fired = storage.sessions.get(&id).await.expect("get").expect("kept");
+        assert!(fired.step > started.record.step, "the first firing steps");
+        let queued = storage.outbox.depth().await.expect("depth");
+        runtime.fire_timer(&due[0]).await.expect("second firing");
+        let again = storage.sessions.get(&id).await.expect("get").expect("kept");
+        assert_eq!(again.step, fired.step, "the second firing does nothing");
+        assert_eq!(again.timer_key, fired.timer_key, "the next timer is kept");
+        assert_eq!(storage.outbox.depth().await.expect("depth"), queued);
+    }
+}

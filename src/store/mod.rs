@@ -16,7 +16,7 @@ pub mod postgres;
 pub use contract::{
     Audit, Cursor, DueTimer, Engine, Idempotency, InboundCounts, InboundEvents, Listing, LockGuard,
     LockKey, Locks, OtpStore, OutboxQueue, Sessions, Stats, Storage, StoreError, TemplateStatuses,
-    TimerRef, Timers, Wakeups, CLAIM_LEASE,
+    TimerRef, Timers, Wakeups, CLAIM_LEASE, CLAIM_RENEWAL,
 };
 
 // The types the contract speaks, at one path for both engines and every caller.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use waotp::store::{LockKey, OutboxState, TimerRef};
 
 const LEASE: Duration = Duration::from_secs(1);
+/// A lease no case outlives.
+const LONG: Duration = Duration::from_secs(600);
 const ANA: &str = "15550001111";
 const BEN: &str = "15550002222";
 
@@ -180,6 +182,200 @@ pub async fn an_entry_left_in_flight_comes_back_for_the_in_doubt_rules(b: &dyn B
     .await;
     assert_eq!(ids(&back), ["ses_f:1:0"]);
     assert_eq!(back[0].state, OutboxState::InFlight);
+}
+
+/// Queues `entries` (with a session of Ana's) and claims them all as `s` for [`LEASE`].
+async fn queue_and_claim(
+    s: &waotp::store::Storage,
+    session_id: &str,
+    entries: Vec<waotp::store::OutboxEntry>,
+) -> Vec<waotp::store::OutboxEntry> {
+    let t0 = entries[0].created_at;
+    let mut write = first_step(&session(session_id, ANA, t0));
+    let n = entries.len();
+    write.outbox = entries;
+    s.sessions.apply_step(write).await.expect("step");
+    let claimed = s.outbox.claim_due(t0, 10, LEASE).await.expect("claim");
+    assert_eq!(claimed.len(), n, "every entry claimed");
+    claimed
+}
+
+/// Polls `claimer` until its claim (for [`LONG`]) returns something: a lease ran out.
+async fn taken_over(
+    claimer: &waotp::store::Storage,
+    due: chrono::DateTime<chrono::Utc>,
+) -> Vec<waotp::store::OutboxEntry> {
+    eventually(
+        "the lease runs out and another claimer takes the entry",
+        || {
+            let claimer = claimer.clone();
+            async move {
+                let got = claimer
+                    .outbox
+                    .claim_due(due, 10, LONG)
+                    .await
+                    .expect("claim");
+                (!got.is_empty()).then_some(got)
+            }
+        },
+    )
+    .await
+}
+
+pub async fn a_claim_taken_over_after_its_lease_cannot_start_a_send(b: &dyn Backend) {
+    let s = b.open().await;
+    let other = b.another_claimer(&s).await;
+    let t0 = now();
+    let mine = queue_and_claim(&s, "ses_x", vec![entry("ses_x:1:0", "ses_x", ANA, t0)]).await;
+    let id = "ses_x:1:0";
+
+    // The holder is slow: its lease runs out and another claimer takes the entry.
+    let theirs = taken_over(&other, t0).await;
+    assert_eq!(ids(&theirs), [id]);
+    let before = s.outbox.outbox_entry(id).await.expect("read");
+    assert_eq!(
+        before.as_ref().map(|e| &e.state),
+        Some(&OutboxState::Pending)
+    );
+
+    // The first holder may no longer send it, nor move it.
+    assert!(
+        !s.outbox
+            .begin_send(&mine[0], mine[0].due_ms, LEASE)
+            .await
+            .expect("begin send"),
+        "a claim taken over must not start a send"
+    );
+    let mut postponed = mine[0].clone();
+    postponed.due_ms = at(t0, 60).timestamp_millis();
+    assert!(
+        !s.outbox
+            .update_held(&postponed, mine[0].due_ms)
+            .await
+            .expect("update held"),
+        "a claim taken over must not move the entry"
+    );
+    assert_eq!(
+        s.outbox.outbox_entry(id).await.expect("read"),
+        before,
+        "the entry is unchanged"
+    );
+
+    // Its new holder sends it: in flight, held, not claimable by anyone.
+    assert!(other
+        .outbox
+        .begin_send(&theirs[0], theirs[0].due_ms, LONG)
+        .await
+        .expect("begin send"));
+    assert_eq!(
+        s.outbox
+            .outbox_entry(id)
+            .await
+            .expect("read")
+            .map(|e| e.state),
+        Some(OutboxState::InFlight)
+    );
+    assert!(s
+        .outbox
+        .claim_due(at(t0, 3600), 10, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+}
+
+pub async fn a_renewed_claim_outlives_its_first_lease(b: &dyn Backend) {
+    let s = b.open().await;
+    let other = b.another_claimer(&s).await;
+    let t0 = now();
+    let mine = queue_and_claim(
+        &s,
+        "ses_r",
+        vec![
+            entry("ses_r:1:0", "ses_r", ANA, t0),
+            entry("ses_s:1:0", "ses_s", BEN, t0),
+        ],
+    )
+    .await;
+    assert_eq!(ids(&mine), ["ses_r:1:0", "ses_s:1:0"]);
+    let renewed = s
+        .outbox
+        .renew(&["ses_r:1:0".to_owned()], LONG)
+        .await
+        .expect("renew");
+    assert_eq!(renewed, 1);
+
+    // Ben's entry, claimed with Ana's for the same lease but not renewed, passes on: the first
+    // lease is over. Ana's stays with its holder.
+    let theirs = taken_over(&other, t0).await;
+    assert_eq!(
+        ids(&theirs),
+        ["ses_s:1:0"],
+        "only the claim not renewed passes on"
+    );
+    assert!(other
+        .outbox
+        .claim_due(at(t0, 3600), 10, LONG)
+        .await
+        .expect("claim")
+        .is_empty());
+
+    // Renewing a claim another claimer holds renews nothing and takes nothing.
+    assert_eq!(
+        s.outbox
+            .renew(&["ses_r:1:0".to_owned(), "ses_s:1:0".to_owned()], LONG)
+            .await
+            .expect("renew"),
+        1
+    );
+    assert!(!s
+        .outbox
+        .begin_send(&mine[1], mine[1].due_ms, LONG)
+        .await
+        .expect("begin send"));
+    assert!(s
+        .outbox
+        .begin_send(&mine[0], mine[0].due_ms, LONG)
+        .await
+        .expect("begin send"));
+    assert_eq!(
+        s.outbox
+            .outbox_entry("ses_r:1:0")
+            .await
+            .expect("read")
+            .map(|e| e.state),
+        Some(OutboxState::InFlight)
+    );
+}
+
+pub async fn a_release_gives_back_only_the_claimers_own_claims(b: &dyn Backend) {
+    let s = b.open().await;
+    let other = b.another_claimer(&s).await;
+    let t0 = now();
+    let mine = queue_and_claim(&s, "ses_g", vec![entry("ses_g:1:0", "ses_g", ANA, t0)]).await;
+    let theirs = taken_over(&other, t0).await;
+    assert_eq!(ids(&theirs), ids(&mine));
+    // The first holder's task ends and gives back what it held: not the other's claim.
+    s.outbox
+        .release(&["ses_g:1:0".to_owned()])
+        .await
+        .expect("release");
+    assert!(
+        s.outbox
+            .claim_due(t0, 10, LEASE)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the entry stays with its new holder"
+    );
+    other
+        .outbox
+        .release(&["ses_g:1:0".to_owned()])
+        .await
+        .expect("release");
+    assert_eq!(
+        ids(&s.outbox.claim_due(t0, 10, LEASE).await.expect("claim")),
+        ["ses_g:1:0"]
+    );
 }
 
 pub async fn a_due_timer_is_claimed_once(b: &dyn Backend) {

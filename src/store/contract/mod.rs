@@ -31,7 +31,7 @@ pub use locks::{LockGuard, LockKey, Locks};
 pub use otp::OtpStore;
 pub use reports::{Audit, Stats, TemplateStatuses};
 pub use sessions::{Cursor, Idempotency, Listing, Sessions};
-pub use work::{DueTimer, OutboxQueue, TimerRef, Timers, CLAIM_LEASE};
+pub use work::{DueTimer, OutboxQueue, TimerRef, Timers, CLAIM_LEASE, CLAIM_RENEWAL};
 
 use std::sync::Arc;
 use tokio::sync::Notify;

@@ -3,8 +3,14 @@
 //!
 //! A claim is how several instances share the work without doing it twice: a claimed timer or
 //! entry is given to no other claim until its holder settles it or the claim's lease runs out
-//! (its holder died). An engine used by one process alone (embedded) may keep claims until
-//! that process ends: a process that dies leaves its claims with it, and at the next start
+//! (its holder died). A live holder keeps its outbox claims by renewing them
+//! ([`OutboxQueue::renew`]) for as long as the entries wait in its queue, and writes an entry in
+//! flight only while its claim is still its own ([`OutboxQueue::begin_send`]): an entry whose
+//! claim passed to another sender is dropped unsent, never sent by both.
+//!
+//! The claimer is the [`crate::store::Storage`] bundle: each one an engine builds is one claimer
+//! (PostgreSQL: one instance; embedded: one per bundle of the process, and the process builds
+//! one). An embedded process that dies leaves its claims with it, and at the next start
 //! in-flight entries are found by [`OutboxQueue::in_flight`].
 
 use super::StoreError;
@@ -17,8 +23,13 @@ use std::time::Duration;
 /// settling it (killed, or cut off from the database); another instance takes it over then.
 /// Longer than the slowest send (a Graph API call: 5 s to connect, 15 s for the answer; a
 /// merchant call: 10 s), so a live holder keeps its claim through a send; short enough that a
-/// dead instance's sends and timers are picked up within about half a minute.
+/// dead instance's sends and timers are picked up within about half a minute. A holder renews
+/// its outbox claims every [`CLAIM_RENEWAL`] while it holds them, however long they wait.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
+/// How often a holder renews the outbox claims it holds: a third of the lease, so that two
+/// renewals may fail (a slow or briefly unreachable database) before the claim runs out.
+pub const CLAIM_RENEWAL: Duration = Duration::from_secs(10);
 
 /// A session's pending timer, as the session record keeps it: when it is due, whose it is
 /// and which of the flow's timers. Replacing or cancelling a timer names it by this.
@@ -56,6 +67,11 @@ pub struct DueTimer {
 }
 
 /// Timers set by session steps ([`crate::store::StepWrite::timer_set`]).
+///
+/// Timer claims are not renewed: a timer claimed twice (its first claim waited behind its
+/// customer's work for longer than the lease) still fires once, because firing checks, under
+/// the session's lock, that the timer is still the session's, and the step that fires it
+/// removes it in the same write.
 #[async_trait::async_trait]
 pub trait Timers: Send + Sync + std::fmt::Debug {
     /// Claims up to `limit` timers due at `now`, earliest first. A claimed timer is returned
@@ -90,7 +106,8 @@ pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
     /// Claims up to `limit` queued entries (`Pending` or `InDoubt`) due at `now`, in queue
     /// order (due time, then id). A claimed entry is returned by no other claim until its
     /// holder settles it ([`OutboxQueue::update_outbox`] to `Done` or `Failed`),
-    /// gives it back ([`OutboxQueue::release`]), or `lease` has passed since the claim.
+    /// gives it back ([`OutboxQueue::release`]), or `lease` has passed since the claim or its
+    /// last renewal ([`OutboxQueue::renew`], [`OutboxQueue::begin_send`]).
     ///
     /// One recipient's entries go out one after another, in queue order: no entry is returned
     /// while an entry of its recipient (merchant, number and `to`) is held by an earlier claim,
@@ -107,8 +124,32 @@ pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
         lease: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Gives claimed entries back unchanged (a sender that will not send them now).
+    /// Gives claimed entries back unchanged (a sender that will not send them now). Only this
+    /// claimer's claims end: an entry whose claim passed to another sender stays with it.
     async fn release(&self, entry_ids: &[String]) -> Result<(), StoreError>;
+
+    /// Renews, for `lease` from now, the claims of `entry_ids` this claimer still holds (its
+    /// lease not run out); the others are left as they are. Returns how many it renewed. A
+    /// holder calls it every [`CLAIM_RENEWAL`] while entries wait in its queue, so that a slow
+    /// but live sender keeps them and a dead one loses them after one lease.
+    async fn renew(&self, entry_ids: &[String], lease: Duration) -> Result<usize, StoreError>;
+
+    /// Starts sending a claimed entry: writes `entry` in flight (whatever its `state` says)
+    /// and renews its claim for `lease`, in one atomic write — only if this claimer still
+    /// holds the claim (not given back, not run out). Returns `false` when it does not, having
+    /// changed nothing: another sender may have the entry now, and the caller must not send
+    /// it. `old_due_ms` is the due time it was queued at.
+    async fn begin_send(
+        &self,
+        entry: &OutboxEntry,
+        old_due_ms: i64,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Like [`OutboxQueue::update_outbox`] without a link, for a holder changing an entry it
+    /// has not sent (postponing it behind its recipient's retry, giving it up): writes `entry`
+    /// only if this claimer still holds its claim, and returns whether it did.
+    async fn update_held(&self, entry: &OutboxEntry, old_due_ms: i64) -> Result<bool, StoreError>;
 
     /// Writes `entry` (its new state and due time) and, atomically with it, the link of the
     /// WhatsApp message it became. `old_due_ms` is the due time it was queued at; a queued
@@ -117,7 +158,8 @@ pub trait OutboxQueue: Send + Sync + std::fmt::Debug {
     /// are — a status webhook moving an entry in doubt never takes it from the sender holding
     /// it, and the holder gives back what it rescheduled with [`OutboxQueue::release`]. A link
     /// keeps the furthest delivery state already stored (a status webhook may have come
-    /// first).
+    /// first). The write does not depend on a claim: a sender records the answer to a send it
+    /// made even if its claim ran out meanwhile, for that answer is the truth about the entry.
     async fn update_outbox(
         &self,
         entry: &OutboxEntry,

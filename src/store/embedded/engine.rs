@@ -3,10 +3,11 @@
 //! (memory first, durability from the journal's group commit), so they run inside the async
 //! methods as the runtime always ran them.
 //!
-//! Claims are kept in memory: one process owns the database, so an outbox entry or a timer
-//! claimed here can be claimed by nobody else, and a process that dies takes its claims with
-//! it (its in-flight entries are found again at the next start). Leases are therefore not
-//! needed and not kept.
+//! Claims are kept in memory: one process owns the database, and a process that dies takes its
+//! claims with it (its in-flight entries are found again at the next start). Outbox claims
+//! keep a claimer and a lease all the same ([`super::claims`]), so that a holder that lost its
+//! claim cannot send; timer claims last until the timer fires or is given back (firing twice
+//! would do nothing).
 
 use super::audit::AuditLog;
 use super::otp::OtpLedger;
@@ -18,24 +19,24 @@ use crate::otp::{CustomerNumber, OtpCode, OtpRecord, OtpSubject};
 use crate::store::{
     Audit, AuditEntry, DueTimer, Engine, Idempotency, IdempotencyKey, IdempotentRequest,
     InboundCounts, InboundEvents, IssueKind, IssueOutcome, LedgerError, Listing, MerchantTotals,
-    MessageLink, Metric, OtpStore, OutboxEntry, OutboxQueue, OutboxState, Recorded, Release,
-    SessionPage, SessionQuery, SessionRecord, Sessions, Stats, StepWrite, Storage, StoreError,
-    StoredAnswer, StoredEvent, TemplateStatus, TemplateStatuses, TimerRef, Timers, Totals, Wakeups,
+    MessageLink, Metric, OtpStore, Recorded, Release, SessionPage, SessionQuery, SessionRecord,
+    Sessions, Stats, StepWrite, Storage, StoreError, StoredAnswer, StoredEvent, TemplateStatus,
+    TemplateStatuses, TimerRef, Timers, Totals, Wakeups,
 };
 use crate::tenants::Scope;
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The embedded engine: the open database, the OTP ledger on it, and this process's claims.
 pub struct Embedded {
-    store: Arc<Store>,
+    pub(super) store: Arc<Store>,
     ledger: OtpLedger,
     audit: AuditLog,
-    /// Outbox entries claimed and not yet settled: entry id → recipient.
-    outbox_claims: Mutex<HashMap<String, String>>,
+    /// Outbox entries claimed and not yet settled, with their claimers and leases.
+    pub(super) outbox_claims: super::claims::OutboxClaims,
     /// Timers claimed and not yet fired.
     timer_claims: Mutex<HashSet<TimerRef>>,
     locks: Arc<super::locks::StripedLocks>,
@@ -46,12 +47,6 @@ impl std::fmt::Debug for Embedded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Embedded").finish_non_exhaustive()
     }
-}
-
-/// Whose turn an outbox entry waits for: one recipient's entries go out in order.
-fn recipient(e: &OutboxEntry) -> String {
-    let sep = crate::tenants::SCOPE_SEPARATOR;
-    format!("{}{sep}{}{sep}{}", e.merchant, e.number, e.to)
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,21 +77,22 @@ impl Embedded {
             store: Arc::new(store),
             ledger,
             audit,
-            outbox_claims: Mutex::default(),
+            outbox_claims: Default::default(),
             timer_claims: Mutex::default(),
             locks: Arc::default(),
             wakeups: Wakeups::default(),
         }))
     }
 
-    /// The storage contract over this engine (every call: the same locks, claims and
-    /// wakeups).
+    /// The storage contract over this engine (every call: the same database, locks, claims
+    /// and wakeups). Each bundle is one outbox claimer, as each instance is on a shared
+    /// database: a claim one bundle made is not another's to send, renew or give back.
     pub fn storage(self: &Arc<Self>) -> Storage {
         Storage {
             inbound: self.clone(),
             sessions: self.clone(),
             timers: self.clone(),
-            outbox: self.clone(),
+            outbox: Arc::new(super::claims::OutboxClaimer::new(self.clone())),
             idempotency: self.clone(),
             listing: self.clone(),
             otp: self.clone(),
@@ -388,95 +384,6 @@ impl Timers for Embedded {
 
     async fn due_count(&self, now: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         Ok(self.store.sessions().due_timers(now, limit)?.len())
-    }
-}
-
-#[async_trait::async_trait]
-impl OutboxQueue for Embedded {
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        _lease: Duration,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut claims = locked(&self.outbox_claims);
-        let held: HashSet<String> = claims.keys().cloned().collect();
-        let busy: HashSet<String> = claims.values().cloned().collect();
-        let due = self.store.sessions().due_outbox_except(
-            now,
-            limit.saturating_add(held.len()),
-            &held,
-        )?;
-        // A recipient passed over once is passed over for the rest of this claim, so none of
-        // its later entries goes ahead of the one left behind.
-        let mut passed: HashSet<String> = HashSet::new();
-        let mut out = Vec::new();
-        for e in due {
-            let r = recipient(&e);
-            if out.len() >= limit || busy.contains(&r) || passed.contains(&r) {
-                passed.insert(r);
-                continue;
-            }
-            claims.insert(e.id.clone(), r);
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    async fn release(&self, entry_ids: &[String]) -> Result<(), StoreError> {
-        let mut claims = locked(&self.outbox_claims);
-        for id in entry_ids {
-            claims.remove(id);
-        }
-        Ok(())
-    }
-
-    async fn update_outbox(
-        &self,
-        entry: &OutboxEntry,
-        old_due_ms: i64,
-        link: Option<(&str, &MessageLink)>,
-    ) -> Result<(), StoreError> {
-        self.store
-            .sessions()
-            .update_outbox(entry, old_due_ms, link)?;
-        if matches!(entry.state, OutboxState::Done | OutboxState::Failed { .. }) {
-            locked(&self.outbox_claims).remove(&entry.id);
-        }
-        Ok(())
-    }
-
-    async fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
-        self.store.sessions().outbox_entry(id)
-    }
-
-    async fn in_flight(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        let found = self.store.sessions().in_flight()?;
-        let claims = locked(&self.outbox_claims);
-        Ok(found
-            .into_iter()
-            .filter(|e| !claims.contains_key(&e.id))
-            .collect())
-    }
-
-    async fn note_echo(&self, entry_id: &str, message_id: &str) -> Result<(), StoreError> {
-        self.store.sessions().note_echo(entry_id, message_id)
-    }
-
-    async fn echo(&self, entry_id: &str) -> Result<Option<String>, StoreError> {
-        self.store.sessions().echo(entry_id)
-    }
-
-    async fn pause_recipient(&self, recipient: &str, until_ms: i64) -> Result<(), StoreError> {
-        self.store.sessions().pause_recipient(recipient, until_ms)
-    }
-
-    async fn recipient_paused_until(&self, recipient: &str) -> Result<Option<i64>, StoreError> {
-        self.store.sessions().recipient_paused_until(recipient)
-    }
-
-    async fn depth(&self) -> Result<usize, StoreError> {
-        Ok(self.store.sessions().outbox_depth())
     }
 }
 

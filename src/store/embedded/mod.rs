@@ -13,6 +13,7 @@
 //! one flush instead of paying for one each.
 
 pub mod audit;
+mod claims;
 mod commit;
 mod engine;
 mod locks;

@@ -6,6 +6,12 @@
 //! in order, whichever instances send. An entry in flight keeps its claim until it is
 //! settled; if its lease runs out first (its holder died mid-send), the next claim returns it
 //! still `InFlight`, and the sender applies the in-doubt rules: never a blind resend.
+//!
+//! A live holder renews its claims while they wait in its queue, and every write a holder makes
+//! to an entry it has not sent (in flight, postponed, given up) and every release carries the
+//! condition `claimed_by = <this instance> AND claimed_until > now()` in its own statement:
+//! a holder whose claim passed to another instance changes nothing, so one entry is never
+//! sent by two.
 
 use super::sessions::{from_json, outbox_row, to_json};
 use super::{query_error, PgEngine};
@@ -73,16 +79,93 @@ impl PgEngine {
             .collect()
     }
 
-    /// Gives claimed entries back unchanged.
+    /// Gives this instance's claims of `ids` back unchanged; a claim another instance took
+    /// over stays its own.
     pub async fn release_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE waotp_outbox SET claimed_until = NULL, claimed_by = NULL WHERE id = ANY($1)",
-            &[&ids],
+            "UPDATE waotp_outbox SET claimed_until = NULL, claimed_by = NULL
+             WHERE id = ANY($1) AND claimed_by = $2",
+            &[&ids, &&*self.instance],
         )
         .await
         .map_err(|e| query_error("cannot release outbox entries", e))?;
         Ok(())
+    }
+
+    /// Renews, for `lease` from now on the server's clock, the claims of `ids` this instance
+    /// still holds; returns how many.
+    pub async fn renew_outbox(&self, ids: &[String], lease: Duration) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let fail = |e| query_error("cannot renew outbox claims", e);
+        let c = self.client().await?;
+        let s = c
+            .prepare_cached(
+                "UPDATE waotp_outbox
+                 SET claimed_until = now() + $3::float8 * interval '1 millisecond'
+                 WHERE id = ANY($1) AND claimed_by = $2 AND claimed_until > now()",
+            )
+            .await
+            .map_err(fail)?;
+        let params: [&(dyn ToSql + Sync); 3] = [&ids, &&*self.instance, &lease_ms(lease)];
+        let renewed = c.execute(&s, &params).await.map_err(fail)?;
+        Ok(usize::try_from(renewed).unwrap_or(usize::MAX))
+    }
+
+    /// Writes `entry` only if this instance still holds its claim (its lease not run out on
+    /// the server's clock), in one statement, and says whether it did. With `renew`, the claim
+    /// is renewed for that lease in the same write; a settled state ends it.
+    pub async fn update_if_held(
+        &self,
+        entry: &OutboxEntry,
+        renew: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let fail = |e| query_error("cannot update a claimed outbox entry", e);
+        let row = outbox_row(entry);
+        let settled = matches!(row.state, "done" | "failed");
+        let c = self.client().await?;
+        // The claim condition and the write are one statement: a claim taken over between a
+        // check and a write could not be told from one still held.
+        let s = c
+            .prepare_cached(
+                "WITH written AS (
+                     UPDATE waotp_outbox
+                     SET entry = $3, state = $4, queued = $5, due_ms = $6,
+                         claimed_until = CASE
+                             WHEN $7 THEN NULL
+                             WHEN $8::float8 IS NOT NULL
+                                 THEN now() + $8::float8 * interval '1 millisecond'
+                             ELSE claimed_until END,
+                         claimed_by = CASE WHEN $7 THEN NULL ELSE claimed_by END
+                     WHERE id = $1 AND claimed_by = $2 AND claimed_until > now()
+                     RETURNING queued
+                 )
+                 SELECT queued FROM written",
+            )
+            .await
+            .map_err(fail)?;
+        let json = to_json(entry)?;
+        let renew_ms = renew.map(lease_ms);
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &entry.id,
+            &&*self.instance,
+            &json,
+            &row.state,
+            &row.queued,
+            &entry.due_ms,
+            &settled,
+            &renew_ms,
+        ];
+        let written = c.query_opt(&s, &params).await.map_err(fail)?;
+        if written.as_ref().is_some_and(|r| r.get::<_, bool>(0)) {
+            // Queued again (postponed): other instances may look for it when it comes due.
+            c.batch_execute(&format!("NOTIFY {}", super::sessions::WORK_CHANNEL))
+                .await
+                .map_err(fail)?;
+        }
+        Ok(written.is_some())
     }
 
     /// Writes an entry's new state (and the link of the message it became) in one

@@ -235,6 +235,25 @@ impl OutboxQueue for PgEngine {
         self.release_outbox(entry_ids).await
     }
 
+    async fn renew(&self, entry_ids: &[String], lease: Duration) -> Result<usize, StoreError> {
+        self.renew_outbox(entry_ids, lease).await
+    }
+
+    async fn begin_send(
+        &self,
+        entry: &OutboxEntry,
+        _old_due_ms: i64,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut entry = entry.clone();
+        entry.state = crate::store::OutboxState::InFlight;
+        self.update_if_held(&entry, Some(lease)).await
+    }
+
+    async fn update_held(&self, entry: &OutboxEntry, _old_due_ms: i64) -> Result<bool, StoreError> {
+        self.update_if_held(entry, None).await
+    }
+
     async fn update_outbox(
         &self,
         entry: &OutboxEntry,
