@@ -28,11 +28,54 @@ type Layer = BTreeMap<IVec, Option<IVec>>;
 struct Layers {
     active: Layer,
     frozen: Layer,
+    /// Key prefixes (one byte each) whose keys and values are all kept in `resident`, sled's
+    /// and the layers' together, and read from there alone.
+    resident_prefixes: Vec<u8>,
+    resident: BTreeMap<IVec, IVec>,
 }
 
 impl Layers {
+    fn is_resident(&self, key: &[u8]) -> bool {
+        key.first()
+            .is_some_and(|p| self.resident_prefixes.contains(p))
+    }
+
+    /// The one resident prefix both bounds lie in, if any: the range is then all in memory.
+    fn resident_range(&self, low: Bound<&[u8]>, high: Bound<&[u8]>) -> bool {
+        let first = |b: Bound<&[u8]>| match b {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.first().copied()),
+            Bound::Unbounded => None,
+        };
+        match (first(low), first(high), high) {
+            (Some(Some(p)), Some(Some(q)), _) if p == q => self.resident_prefixes.contains(&p),
+            // `[p]..[p + 1]`: a whole prefix.
+            (Some(Some(p)), Some(Some(q)), Bound::Excluded(h)) if h.len() == 1 && q == p + 1 => {
+                self.resident_prefixes.contains(&p)
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes `value` (`None`: a removal) under `key`.
+    fn put(&mut self, key: IVec, value: Option<IVec>) {
+        if self.is_resident(&key) {
+            match &value {
+                Some(v) => {
+                    self.resident.insert(key.clone(), v.clone());
+                }
+                None => {
+                    self.resident.remove(&key);
+                }
+            }
+        }
+        self.active.insert(key, value);
+    }
+
     /// What the layers say of `key`: `None` when they say nothing (sled knows).
     fn lookup(&self, key: &[u8]) -> Option<Option<IVec>> {
+        if self.is_resident(key) {
+            return Some(self.resident.get(key).cloned());
+        }
         self.active
             .get(key)
             .or_else(|| self.frozen.get(key))
@@ -97,7 +140,7 @@ impl Overlay {
     pub fn put_all(&self, ops: Vec<(IVec, Option<IVec>)>) {
         let mut layers = self.write();
         for (key, value) in ops {
-            layers.active.insert(key, value);
+            layers.put(key, value);
         }
     }
 
@@ -113,7 +156,7 @@ impl Overlay {
             Some(v) => v,
             None => tree.get(key)?,
         };
-        layers.active.insert(IVec::from(key), value);
+        layers.put(IVec::from(key), value);
         Ok(old)
     }
 
@@ -130,7 +173,7 @@ impl Overlay {
             None => tree.get(key)?,
         };
         let new = f(old.as_deref()).map(Into::into);
-        layers.active.insert(IVec::from(key), new.clone());
+        layers.put(IVec::from(key), new.clone());
         Ok(new)
     }
 
@@ -144,13 +187,26 @@ impl Overlay {
         if current.as_ref() != Some(expected) {
             return Ok(false);
         }
-        layers.active.insert(IVec::from(key), None);
+        layers.put(IVec::from(key), None);
         Ok(true)
     }
 
     /// The keys and values within the bounds, the layers' over sled's.
     pub fn range(&self, tree: &sled::Tree, low: Bound<Vec<u8>>, high: Bound<Vec<u8>>) -> Iter {
         let layers = self.read();
+        if layers.resident_range(as_ref(&low), as_ref(&high)) {
+            let items = layers
+                .resident
+                .range::<[u8], _>((as_ref(&low), as_ref(&high)))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            return Iter {
+                changes: items,
+                sled: None,
+                front: None,
+                back: None,
+            };
+        }
         let changes = layers.changes(as_ref(&low), as_ref(&high));
         // Taken while the layers cannot change, like the changes: a checkpoint moving the
         // frozen layer into sled meanwhile shows its values in both, never in neither.
@@ -159,12 +215,37 @@ impl Overlay {
         Iter::new(changes, sled)
     }
 
+    /// Keeps every key of the one-byte `prefixes` in memory from now on, read from sled and
+    /// the layers once (the first handle of the tree does it; later calls change nothing).
+    pub fn keep_resident(&self, tree: &sled::Tree, prefixes: &[u8]) -> sled::Result<()> {
+        let mut layers = self.write();
+        if !layers.resident_prefixes.is_empty() || prefixes.is_empty() {
+            return Ok(());
+        }
+        let mut resident = BTreeMap::new();
+        for p in prefixes {
+            for item in tree.scan_prefix([*p]) {
+                let (k, v) = item?;
+                resident.insert(k, v);
+            }
+            for (k, v) in layers.changes(Bound::Included(&[*p][..]), as_ref(&prefix_end(&[*p]))) {
+                match v {
+                    Some(v) => resident.insert(k, v),
+                    None => resident.remove(&k),
+                };
+            }
+        }
+        layers.resident = resident;
+        layers.resident_prefixes = prefixes.to_vec();
+        Ok(())
+    }
+
     /// Starts a checkpoint: the active layer becomes the frozen one (merged into it when an
     /// earlier checkpoint could not finish). Called under the redo order.
     pub fn freeze(&self) {
         let mut layers = self.write();
         if layers.frozen.is_empty() {
-            let Layers { active, frozen } = &mut *layers;
+            let Layers { active, frozen, .. } = &mut *layers;
             std::mem::swap(active, frozen);
         } else {
             let active = std::mem::take(&mut layers.active);
@@ -221,7 +302,8 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
 /// sled's keys and values merged with the layers' changes, in key order either way.
 pub struct Iter {
     changes: VecDeque<(IVec, Option<IVec>)>,
-    sled: sled::Iter,
+    /// `None`: the range is all in `changes` (a resident prefix).
+    sled: Option<sled::Iter>,
     /// sled's next item from each end, once read.
     front: Option<(IVec, IVec)>,
     back: Option<(IVec, IVec)>,
@@ -237,7 +319,7 @@ impl Iter {
     fn new(changes: VecDeque<(IVec, Option<IVec>)>, sled: sled::Iter) -> Iter {
         Iter {
             changes,
-            sled,
+            sled: Some(sled),
             front: None,
             back: None,
         }
@@ -255,7 +337,7 @@ impl Iterator for Iter {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if self.front.is_none() {
-                match self.sled.next() {
+                match self.sled.as_mut().and_then(Iterator::next) {
                     Some(Ok(kv)) => self.front = Some(kv),
                     Some(Err(e)) => return Some(Err(e)),
                     // What the other end read is all sled has left.
@@ -285,7 +367,7 @@ impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
         loop {
             if self.back.is_none() {
-                match self.sled.next_back() {
+                match self.sled.as_mut().and_then(DoubleEndedIterator::next_back) {
                     Some(Ok(kv)) => self.back = Some(kv),
                     Some(Err(e)) => return Some(Err(e)),
                     None => self.back = self.front.take(),
@@ -338,8 +420,15 @@ mod tests {
         ) {
             let db = sled::Config::new().temporary(true).open().expect("db");
             let tree = db.open_tree("t").expect("tree");
+            // Two keys in sled before the start, one of them under the resident prefix.
+            tree.insert([1u8, 3], &[7u8]).expect("insert");
+            tree.insert([2u8], &[8u8]).expect("insert");
             let overlay = Overlay::default();
+            // Keys under 1 are all kept in memory.
+            overlay.keep_resident(&tree, &[1]).expect("resident");
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            model.insert(vec![1, 3], vec![7]);
+            model.insert(vec![2], vec![8]);
             for (layer, key, value) in &writes {
                 // 0: straight to sled (an earlier checkpoint); 1: then frozen; 2: active.
                 if *layer == 1 {
@@ -384,6 +473,16 @@ mod tests {
             }
             let all: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             prop_assert_eq!(keys(overlay.range(&tree, Bound::Unbounded, Bound::Unbounded)), all);
+            // The resident prefix, whole and in part, read from memory alone.
+            let under = |lo: &[u8], hi: Option<&[u8]>| -> Vec<(Vec<u8>, Vec<u8>)> {
+                model
+                    .iter()
+                    .filter(|(k, _)| k.as_slice() >= lo && hi.map_or(k.first() == Some(&1), |h| k.as_slice() < h))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            prop_assert_eq!(keys(overlay.range(&tree, Bound::Included(vec![1]), prefix_end(&[1]))), under(&[1], None));
+            prop_assert_eq!(keys(overlay.range(&tree, Bound::Included(vec![1]), Bound::Excluded(vec![1, 2]))), under(&[1], Some(&[1, 2])));
             // A checkpoint: the frozen layer into sled, then dropped; nothing read changes.
             overlay.freeze();
             let (batch, _) = overlay.frozen_batch();

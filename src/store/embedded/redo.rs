@@ -338,6 +338,16 @@ impl LoggedTree {
         }
     }
 
+    /// Keeps every key of the one-byte `prefixes` in memory, read from there alone: for
+    /// small, hot key ranges scanned again and again (the outbox's queue). No effect on a tree
+    /// without layers.
+    pub fn keep_resident(&self, prefixes: &[u8]) -> Result<(), sled::Error> {
+        match &self.overlay {
+            Some(o) => o.keep_resident(&self.tree, prefixes),
+            None => Ok(()),
+        }
+    }
+
     /// The sled tree itself, for sled transactions. Only for trees without layers: a
     /// transaction would not see the writes they hold.
     pub fn sled(&self) -> &sled::Tree {
