@@ -1,36 +1,43 @@
-//! The redo log of sled writes: how a store write becomes durable without a sled flush.
+//! The redo log of store writes: how a store write becomes durable without a sled flush.
 //!
 //! Every write to the trees a request's answer depends on (`runtime`, `stats` and the OTP
-//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied to
-//! sled in memory at once (so reads see it) and, in the same critical section, its exact puts
-//! and removes are appended as one *redo record* to the inbound journal (format in
-//! [`super::journal`]). The journal's writer group-commits them with the events: one `write`
-//! and one `fdatasync` make a whole batch of events and session steps durable, and
-//! [`super::Store::logged`] waits for exactly that. sled itself is flushed in the background
-//! (the journal's checkpoint, every second), never per request.
+//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied and,
+//! in the same critical section, its exact puts and removes are appended as one *redo record* to
+//! the inbound journal (format in [`super::journal`]). The journal's writer group-commits them
+//! with the events: one `write` and one `fdatasync` make a whole batch of events and session
+//! steps durable, and [`super::Store::logged`] waits for exactly that. sled itself is written
+//! and flushed in the background (the journal's checkpoint, every second), never per request.
 //!
-//! Redo records are numbered in the order their writes were applied to sled: the numbering, the
-//! sled write and the append happen under one lock, so two writes of one key (a global OTP
-//! counter, say) are logged in the order sled saw them. Right after each write, under the same
-//! lock, its number is stored in sled itself (tree `redo-applied`). sled recovers a prefix of its
-//! writes after a crash, so the number it recovers says exactly where the journal takes over:
-//! a start re-applies the records after it, in order, before anything else reads the database
-//! (at most the first of them is one sled already has, and putting the same whole values again
-//! changes nothing). Replaying from an older point instead would be wrong: sled may hold writes
-//! whose records were never synced (it writes full buffers between flushes), and an older record
-//! re-applied over them would put back a value from before a send that happened.
+//! Where a write is applied, and how a start knows which records to re-apply:
 //!
-//! The checkpoint (every second) syncs the journal, flushes sled, and then stores how far the
-//! records are in sled on disk and which segment the journal was writing: segments before that
-//! hold nothing a start replays, and are deleted. Segments close by size or age even when they
-//! hold no event, so a stream of store writes alone keeps the journal at about one segment.
+//! - **The overlaid trees** ([`OVERLAID`]: `runtime`, `stats`, written at every step) take
+//!   their writes in memory, in write-back layers in front of sled ([`super::overlay`]). The
+//!   checkpoint freezes the layers under the lock that numbers the records, syncs the journal,
+//!   applies the frozen layers to sled as one batch per tree and stores the number of the last
+//!   record they hold (`overlay-through` in tree `redo-applied`) before flushing: sled never
+//!   holds a write of these trees whose record could be lost, and whatever prefix of the
+//!   checkpoint's writes sled recovers, the records after the stored number rebuild the rest.
+//! - **The other trees** (the OTP ledger's, in sled transactions) are written to sled at once;
+//!   right after each write, under the same lock, its number is stored in sled itself
+//!   (`through` in tree `redo-applied`). sled recovers a prefix of its writes after a crash, so
+//!   the number it recovers says exactly where the journal takes over for them. Replaying from
+//!   an older point instead would be wrong: sled may hold writes whose records were never
+//!   synced (it writes full buffers between flushes), and an older record re-applied over them
+//!   would put back a value from before a send that happened.
 //!
-//! A write is applied to sled before it is logged. A crash between the two loses a write that
-//! nobody was told about (the request had no answer yet), exactly like a crash before the
-//! `fdatasync`. sled may hold such a write on disk ahead of its record (its own timer flush, or
-//! a full buffer it writes between flushes): the applied number stored with it then says the
-//! journal takes over after it, so the start re-applies nothing older over it; the state is
-//! that of a request that completed but whose answer was lost.
+//! A start re-applies, in order and before anything else reads the database, each record's
+//! writes to the trees whose number it is after (putting the same whole values again changes
+//! nothing). The checkpoint then stores how far the records are in sled on disk and which
+//! segment the journal was writing: segments before that hold nothing a start replays, and are
+//! deleted. Segments close by size or age even when they hold no event, so a stream of store
+//! writes alone keeps the journal at about one segment.
+//!
+//! A write is applied before it is logged. A crash between the two loses a write that nobody
+//! was told about (the request had no answer yet), exactly like a crash before the
+//! `fdatasync`. sled may hold such a write of an OTP tree on disk ahead of its record (its own
+//! timer flush, or a full buffer it writes between flushes): the number stored with it then
+//! says the journal takes over after it, so the start re-applies nothing older over it; the
+//! state is that of a request that completed but whose answer was lost.
 
 use super::inbound::Shared;
 use super::overlay::{Iter, Overlay};
