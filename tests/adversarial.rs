@@ -154,6 +154,8 @@ impl App {
 
     /// Every key and value of every tree: the whole observable state of the server.
     fn snapshot(&self) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
+        // Writes still held in memory go to sled first.
+        self.store.flush().expect("flush");
         let db = self.store.db();
         let mut out = BTreeMap::new();
         for name in db.tree_names() {

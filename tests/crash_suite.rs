@@ -104,7 +104,10 @@ impl Server {
                     return body;
                 }
                 // A 5xx (e.g. storage error while dying) is retried; anything else is a bug.
-                assert!(status.is_server_error(), "{path}: {status}");
+                if !status.is_server_error() {
+                    let body = res.text().await.unwrap_or_default();
+                    panic!("{path}: {status} {body}");
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -315,8 +318,17 @@ fn report_statuses(
 /// Waits until the server has handled every recorded event and sent everything queued.
 async fn quiesce(server: &Server) {
     loop {
-        assert!(Instant::now() < server.deadline, "server never settled");
         let metrics = common::metrics(&server.client, &server.url("")).await;
+        assert!(
+            Instant::now() < server.deadline,
+            "server never settled: {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("waotp_inbound_pending")
+                    || l.starts_with("waotp_outbox_depth"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if metrics.contains("waotp_inbound_pending 0\n")
             && metrics.contains("waotp_outbox_depth 0\n")
         {

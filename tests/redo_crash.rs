@@ -4,8 +4,9 @@
 //! later, in the background. Here a child process opens the store with no background flush at
 //! all, writes a session step (the session, its outbox entry, a funnel counter) and an OTP
 //! issue, waits for [`Store::logged`], reports the acknowledgement and is killed with SIGKILL
-//! before sled ever flushed them. Reopening the directory finds every write: replayed from the
-//! journal before anything reads the database.
+//! before any checkpoint moved them to sled (sled flushes only the ledger's own writes, as its
+//! timer may). Reopening the directory finds every write: replayed from the journal before
+//! anything reads the database.
 
 mod killed_child;
 use std::path::Path;
@@ -101,6 +102,10 @@ async fn write_and_wait(dir: &Path) {
         )
         .expect("issue");
     assert!(matches!(issued, IssueOutcome::Issued(_)), "{issued:?}");
+    // sled's own timer flush may write the ledger's writes (straight to sled) and their
+    // position to disk at any moment, ahead of any checkpoint; the step's writes are still in
+    // memory then, and the start must replay them all the same.
+    store.db().flush().expect("sled flush");
     store.logged().await.expect("durable");
     killed_child::acknowledge_and_wait();
 }

@@ -69,8 +69,13 @@ const FORMAT_BY_DIGEST: &[u8] = &[2];
 /// The last redo record sled is known to hold on disk, and the segment the journal was writing
 /// when it was taken (no later record is in an earlier segment): see [`super::redo`].
 const REDO_THROUGH: &[u8] = b"\xffredo-through";
-/// The key of the `redo-applied` tree.
+/// The key of the `redo-applied` tree: the last redo record whose writes to the trees written
+/// straight to sled (the OTP ledger's) sled holds.
 const APPLIED_THROUGH: &[u8] = b"through";
+/// Its key for the overlaid trees (`runtime`, `stats`): every record up to it is in sled,
+/// stored by the checkpoint that moved their write-back layers there. Absent (a store written
+/// before the layers existed): [`APPLIED_THROUGH`] says it for every tree.
+const OVERLAY_THROUGH: &[u8] = b"overlay-through";
 /// Dedupe records changed per sled batch when purging or converting.
 const BATCH_RECORDS: usize = 10_000;
 
@@ -194,6 +199,8 @@ pub(super) struct Shared {
     redo: Mutex<u64>,
     /// The number of the last logged write applied to sled (tree `redo-applied`).
     applied: sled::Tree,
+    /// The write-back layers of the overlaid trees, by tree name ([`super::overlay`]).
+    overlays: Mutex<Vec<(Vec<u8>, super::overlay::Overlay)>>,
     /// When the current segment is closed: this many bytes, or this age.
     segment_bytes: u64,
     segment_age: Duration,
@@ -209,9 +216,33 @@ impl Shared {
         self.redo.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The write-back layers of tree `name`: one for all its handles.
+    pub(super) fn overlay(&self, name: &[u8]) -> super::overlay::Overlay {
+        let mut overlays = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, o)) = overlays.iter().find(|(n, _)| n == name) {
+            return o.clone();
+        }
+        let o = super::overlay::Overlay::default();
+        overlays.push((name.to_vec(), o.clone()));
+        o
+    }
+
+    fn overlays(&self) -> Vec<(Vec<u8>, super::overlay::Overlay)> {
+        self.overlays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Appends a redo record with the next number (the caller holds `order`). Durable once
-    /// the journal's next `fdatasync` is: [`InboundLog::durable`].
-    pub(super) fn append_redo(&self, order: &mut u64, body: &[u8]) -> Result<(), StoreError> {
+    /// the journal's next `fdatasync` is: [`InboundLog::durable`]. `direct`: its writes went
+    /// straight to sled (not to write-back layers).
+    pub(super) fn append_redo(
+        &self,
+        order: &mut u64,
+        body: &[u8],
+        direct: bool,
+    ) -> Result<(), StoreError> {
         let mut st = self.lock();
         if let Some(failed) = &st.failed {
             return Err(StoreError::Journal(failed.clone()));
@@ -219,9 +250,12 @@ impl Shared {
         // Set right after the write it numbers (both under `order`): whatever prefix of its
         // writes sled recovers after a crash, this says where the journal's records take over
         // (a replay from one record earlier at most re-applies a value sled already has).
-        self.applied
-            .insert(APPLIED_THROUGH, &order.to_be_bytes())
-            .map_err(StoreError::from)?;
+        // Writes held in layers reach sled at the checkpoint, which says so itself.
+        if direct {
+            self.applied
+                .insert(APPLIED_THROUGH, &order.to_be_bytes())
+                .map_err(StoreError::from)?;
+        }
         let before = st.buffer.len();
         journal::put_redo(&mut st.buffer, *order, body);
         st.appended += (st.buffer.len() - before) as u64;
@@ -385,8 +419,13 @@ impl InboundLog {
         // The last logged write sled recovered: replay starts after it (exact, where the
         // checkpoint's position may lag a second behind).
         let applied = db.open_tree("redo-applied")?;
-        let redo_through = read_u64(&applied, APPLIED_THROUGH)?.unwrap_or(redo_through);
-        let mut next_redo = redo_through + 1;
+        let checkpointed = redo_through;
+        let direct_through = read_u64(&applied, APPLIED_THROUGH)?.unwrap_or(redo_through);
+        let overlay_stored = read_u64(&applied, OVERLAY_THROUGH)?;
+        let overlay_through = overlay_stored.unwrap_or(direct_through);
+        // Records at or before both are in sled for every tree.
+        let redo_through = direct_through.min(overlay_through);
+        let mut next_redo = direct_through.max(overlay_through).max(checkpointed) + 1;
         let (mut replayed, mut replay_error) = (0usize, None::<StoreError>);
         let mut replay_trees = HashMap::new();
         // Older events are all handled and their digests are in the tree: their segments
@@ -490,14 +529,28 @@ impl InboundLog {
                         return;
                     }
                     next_redo = next_redo.max(seq + 1);
+                    // Each write is replayed where sled does not hold it yet: the overlaid
+                    // trees' after the last checkpoint that moved them, the others' after
+                    // the last one sled recovered.
+                    let wanted = |tree: &[u8]| {
+                        let overlaid = super::redo::OVERLAID.iter().any(|t| t.as_bytes() == tree);
+                        seq > if overlaid {
+                            overlay_through
+                        } else {
+                            direct_through
+                        }
+                    };
                     let done = match super::redo::decode(body) {
-                        Some(ops) => super::redo::replay(db, &mut replay_trees, &ops)
-                            .and_then(|()| {
-                                applied
-                                    .insert(APPLIED_THROUGH, &seq.to_be_bytes())
-                                    .map(drop)
-                            })
-                            .map_err(StoreError::from),
+                        Some(mut ops) => {
+                            ops.retain(|op| wanted(op.tree));
+                            super::redo::replay(db, &mut replay_trees, &ops)
+                                .and_then(|()| {
+                                    applied
+                                        .insert(APPLIED_THROUGH, &seq.to_be_bytes())
+                                        .map(drop)
+                                })
+                                .map_err(StoreError::from)
+                        }
                         None => Err(StoreError::Corrupt(format!(
                             "redo record {seq} is malformed"
                         ))),
@@ -531,6 +584,8 @@ impl InboundLog {
             // again over writes made after this one (a tool's, say).
             let through = next_redo - 1;
             let segment = state.segments.last().map_or(0, |s| s.first);
+            applied.insert(APPLIED_THROUGH, &through.to_be_bytes())?;
+            applied.insert(OVERLAY_THROUGH, &through.to_be_bytes())?;
             db.flush()?;
             let mut value = through.to_be_bytes().to_vec();
             value.extend_from_slice(&segment.to_be_bytes());
@@ -543,6 +598,13 @@ impl InboundLog {
                 records = replayed,
                 "store writes not yet flushed to the database replayed from the journal"
             );
+        } else if overlay_stored.is_none() {
+            // A new store, or one from before the write-back layers: sled holds every record
+            // so far. Said on disk before any write can go to the layers, whose records a
+            // start must then replay (without it, the fallback above would take the last
+            // record written straight to sled for the layers' position too).
+            applied.insert(OVERLAY_THROUGH, &(next_redo - 1).to_be_bytes())?;
+            db.flush()?;
         }
         let current = state
             .segments
@@ -563,6 +625,7 @@ impl InboundLog {
             release: Mutex::new(None),
             redo: Mutex::new(next_redo),
             applied,
+            overlays: Mutex::new(Vec::new()),
             segment_bytes,
             segment_age,
         });
@@ -1193,14 +1256,20 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = move_dedupe(shared) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
-    // Every record up to `through` has been applied to sled: taken under the lock that
-    // applies and numbers them.
+    // Every record up to `through` has been applied: to sled, or to the write-back layers,
+    // which are frozen here, under the lock that applies and numbers the records, so the
+    // frozen layers hold exactly the writes of records up to `through`.
     // Also what the flush below settles: events before `settled` are handled (their effects
-    // are in sled) and their dedupe digests are in the tree.
+    // are in sled, or in records the journal keeps until a checkpoint moves them there) and
+    // their dedupe digests are in the tree.
+    let overlays = shared.overlays();
     let (through, segment, settled) = {
         let order = shared.redo_order();
         let st = shared.lock();
         let moved = st.recent.front().map_or(st.next_seq, |r| r.seq);
+        for (_, overlay) in &overlays {
+            overlay.freeze();
+        }
         (
             order.saturating_sub(1),
             st.segments.last().map_or(0, |s| s.first),
@@ -1215,6 +1284,18 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
         }
         moved
     };
+    if redo_moved {
+        // The frozen layers go to sled only once their records are on disk: sled may write
+        // them out at any moment, and must never hold a write the journal could lose.
+        if let Err(e) = sync_journal(shared) {
+            tracing::error!(error = %e, "checkpoint: syncing the journal failed");
+            return;
+        }
+        if let Err(e) = move_layers(shared, db, &overlays, through) {
+            tracing::error!(error = %e, "checkpoint: moving writes to the database failed");
+            return;
+        }
+    }
     // sled's flush writes its log without an fsync; what a redo position or a segment's
     // deletion relies on must survive a power loss, not only a killed process.
     let flush_to_disk = || -> sled::Result<usize> {
@@ -1225,6 +1306,10 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = HandledMarks(shared.clone()).around(flush_to_disk) {
         tracing::error!(error = %e, "checkpoint: flushing the database failed");
         return;
+    }
+    // sled holds the frozen layers on disk: reads find them there now.
+    for (_, overlay) in &overlays {
+        overlay.thaw();
     }
     if redo_moved {
         // Stored after the flush, so it never claims more than is on disk; the next flush
@@ -1245,6 +1330,26 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if let Err(e) = drop_settled_segments(shared, bound) {
         tracing::error!(error = %e, "checkpoint: deleting settled journal segments failed");
     }
+}
+
+/// Applies the frozen write-back layers to sled, one batch per tree, and records that sled
+/// holds the overlaid trees' writes up to record `through` (on disk with the flush after it).
+fn move_layers(
+    shared: &Shared,
+    db: &sled::Db,
+    overlays: &[(Vec<u8>, super::overlay::Overlay)],
+    through: u64,
+) -> sled::Result<()> {
+    for (name, overlay) in overlays {
+        let (batch, writes) = overlay.frozen_batch();
+        if writes > 0 {
+            db.open_tree(name)?.apply_batch(batch)?;
+        }
+    }
+    shared
+        .applied
+        .insert(OVERLAY_THROUGH, &through.to_be_bytes())?;
+    Ok(())
 }
 
 /// Makes sled's log file durable (`fsync`): sled's own flush writes it and asks the kernel to

@@ -23,6 +23,7 @@ pub mod inbound;
 mod journal;
 pub mod listing;
 pub mod otp;
+mod overlay;
 pub mod redo;
 pub mod sessions;
 pub mod stats;

@@ -235,11 +235,11 @@ impl OtpLedger {
             AuditKind::Issue
         };
         let trees = (
-            &*self.codes,
-            &*self.customers,
-            &*self.global,
-            &*self.outgoing,
-            &*self.audit,
+            self.codes.sled(),
+            self.customers.sled(),
+            self.global.sled(),
+            self.outgoing.sled(),
+            self.audit.sled(),
         );
         let requester_key = self.activity_key(req.merchant, req.requester.as_str());
         let target_key = self.activity_key(req.merchant, req.customer.as_str());
@@ -356,10 +356,10 @@ impl OtpLedger {
     ) -> Result<VerifyOutcome, LedgerError> {
         let session_id = subject.session_id();
         let trees = (
-            &*self.codes,
-            &*self.customers,
-            &*self.outgoing,
-            &*self.audit,
+            self.codes.sled(),
+            self.customers.sled(),
+            self.outgoing.sled(),
+            self.audit.sled(),
         );
         let result = self.redo.transaction(|| {
             trees.transaction(|(codes, customers, outgoing, audit)| {
@@ -424,7 +424,7 @@ impl OtpLedger {
         now: DateTime<Utc>,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let trees = (&*self.codes, &*self.outgoing, &*self.audit);
+        let trees = (self.codes.sled(), self.outgoing.sled(), self.audit.sled());
         let result = self.redo.transaction(|| {
             trees.transaction(|(codes, outgoing, audit)| {
                 super::redo::attempt();
@@ -448,7 +448,8 @@ impl OtpLedger {
         &self,
         session_id: &str,
     ) -> Result<Option<(OtpCode, u32)>, LedgerError> {
-        let Some(outgoing) = read::<Outgoing>(&self.outgoing, OUTGOING_TREE, session_id)? else {
+        let Some(outgoing) = read::<Outgoing>(self.outgoing.sled(), OUTGOING_TREE, session_id)?
+        else {
             return Ok(None);
         };
         let code = self.sealer.open(session_id, &outgoing.sealed)?;
@@ -463,7 +464,7 @@ impl OtpLedger {
         generation: u32,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let trees = (&*self.codes, &*self.outgoing, &*self.audit);
+        let trees = (self.codes.sled(), self.outgoing.sled(), self.audit.sled());
         let result = self.redo.transaction(|| {
             trees.transaction(|(codes, outgoing, audit)| {
                 super::redo::attempt();
@@ -488,7 +489,7 @@ impl OtpLedger {
 
     /// The session's stored record (its digest, never the code), e.g. for attempts left.
     pub fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
-        read(&self.codes, CODES_TREE, session_id)
+        read(self.codes.sled(), CODES_TREE, session_id)
     }
 
     /// A customer's sends and wrong attempts of the last 24 hours at the default merchant
@@ -507,7 +508,7 @@ impl OtpLedger {
         customer: &CustomerNumber,
     ) -> Result<CustomerActivity, LedgerError> {
         let key = self.activity_key(merchant, customer.as_str());
-        Ok(read(&self.customers, CUSTOMERS_TREE, &key)?.unwrap_or_default())
+        Ok(read(self.customers.sled(), CUSTOMERS_TREE, &key)?.unwrap_or_default())
     }
 }
 

@@ -1,38 +1,46 @@
-//! The redo log of sled writes: how a store write becomes durable without a sled flush.
+//! The redo log of store writes: how a store write becomes durable without a sled flush.
 //!
 //! Every write to the trees a request's answer depends on (`runtime`, `stats` and the OTP
-//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied to
-//! sled in memory at once (so reads see it) and, in the same critical section, its exact puts
-//! and removes are appended as one *redo record* to the inbound journal (format in
-//! [`super::journal`]). The journal's writer group-commits them with the events: one `write`
-//! and one `fdatasync` make a whole batch of events and session steps durable, and
-//! [`super::Store::logged`] waits for exactly that. sled itself is flushed in the background
-//! (the journal's checkpoint, every second), never per request.
+//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied and,
+//! in the same critical section, its exact puts and removes are appended as one *redo record* to
+//! the inbound journal (format in [`super::journal`]). The journal's writer group-commits them
+//! with the events: one `write` and one `fdatasync` make a whole batch of events and session
+//! steps durable, and [`super::Store::logged`] waits for exactly that. sled itself is written
+//! and flushed in the background (the journal's checkpoint, every second), never per request.
 //!
-//! Redo records are numbered in the order their writes were applied to sled: the numbering, the
-//! sled write and the append happen under one lock, so two writes of one key (a global OTP
-//! counter, say) are logged in the order sled saw them. Right after each write, under the same
-//! lock, its number is stored in sled itself (tree `redo-applied`). sled recovers a prefix of its
-//! writes after a crash, so the number it recovers says exactly where the journal takes over:
-//! a start re-applies the records after it, in order, before anything else reads the database
-//! (at most the first of them is one sled already has, and putting the same whole values again
-//! changes nothing). Replaying from an older point instead would be wrong: sled may hold writes
-//! whose records were never synced (it writes full buffers between flushes), and an older record
-//! re-applied over them would put back a value from before a send that happened.
+//! Where a write is applied, and how a start knows which records to re-apply:
 //!
-//! The checkpoint (every second) syncs the journal, flushes sled, and then stores how far the
-//! records are in sled on disk and which segment the journal was writing: segments before that
-//! hold nothing a start replays, and are deleted. Segments close by size or age even when they
-//! hold no event, so a stream of store writes alone keeps the journal at about one segment.
+//! - **The overlaid trees** ([`OVERLAID`]: `runtime`, `stats`, written at every step) take
+//!   their writes in memory, in write-back layers in front of sled ([`super::overlay`]). The
+//!   checkpoint freezes the layers under the lock that numbers the records, syncs the journal,
+//!   applies the frozen layers to sled as one batch per tree and stores the number of the last
+//!   record they hold (`overlay-through` in tree `redo-applied`) before flushing: sled never
+//!   holds a write of these trees whose record could be lost, and whatever prefix of the
+//!   checkpoint's writes sled recovers, the records after the stored number rebuild the rest.
+//! - **The other trees** (the OTP ledger's, in sled transactions) are written to sled at once;
+//!   right after each write, under the same lock, its number is stored in sled itself
+//!   (`through` in tree `redo-applied`). sled recovers a prefix of its writes after a crash, so
+//!   the number it recovers says exactly where the journal takes over for them. Replaying from
+//!   an older point instead would be wrong: sled may hold writes whose records were never
+//!   synced (it writes full buffers between flushes), and an older record re-applied over them
+//!   would put back a value from before a send that happened.
 //!
-//! A write is applied to sled before it is logged. A crash between the two loses a write that
-//! nobody was told about (the request had no answer yet), exactly like a crash before the
-//! `fdatasync`. sled may hold such a write on disk ahead of its record (its own timer flush, or
-//! a full buffer it writes between flushes): the applied number stored with it then says the
-//! journal takes over after it, so the start re-applies nothing older over it; the state is
-//! that of a request that completed but whose answer was lost.
+//! A start re-applies, in order and before anything else reads the database, each record's
+//! writes to the trees whose number it is after (putting the same whole values again changes
+//! nothing). The checkpoint then stores how far the records are in sled on disk and which
+//! segment the journal was writing: segments before that hold nothing a start replays, and are
+//! deleted. Segments close by size or age even when they hold no event, so a stream of store
+//! writes alone keeps the journal at about one segment.
+//!
+//! A write is applied before it is logged. A crash between the two loses a write that nobody
+//! was told about (the request had no answer yet), exactly like a crash before the
+//! `fdatasync`. sled may hold such a write of an OTP tree on disk ahead of its record (its own
+//! timer flush, or a full buffer it writes between flushes): the number stored with it then
+//! says the journal takes over after it, so the start re-applies nothing older over it; the
+//! state is that of a request that completed but whose answer was lost.
 
 use super::inbound::Shared;
+use super::overlay::{Iter, Overlay};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -170,10 +178,20 @@ impl Redo {
         Redo(None)
     }
 
+    /// The write-back layers of tree `name`, if its writes are held in memory until the
+    /// checkpoint: an overlaid tree ([`OVERLAID`]) logged to a journal.
+    fn overlay(&self, name: &str) -> Option<Overlay> {
+        let shared = self.0.as_ref()?;
+        OVERLAID
+            .contains(&name)
+            .then(|| shared.overlay(name.as_bytes()))
+    }
+
     /// Runs `apply` (the sled write) and logs the record `body` builds, under the lock that
     /// orders redo records like the writes they describe.
     fn logged<T>(
         &self,
+        direct: bool,
         apply: impl FnOnce() -> Result<T, sled::Error>,
         body: impl FnOnce(&T, &mut Vec<u8>),
     ) -> Result<T, sled::Error> {
@@ -186,7 +204,7 @@ impl Redo {
         body(&out, &mut record);
         if !record.is_empty() {
             shared
-                .append_redo(&mut order, &record)
+                .append_redo(&mut order, &record, direct)
                 .map_err(journal_error)?;
         }
         Ok(out)
@@ -210,7 +228,7 @@ impl Redo {
         let out = out?;
         if !record.is_empty() {
             shared
-                .append_redo(&mut order, &record)
+                .append_redo(&mut order, &record, true)
                 .map_err(|e| E::from(journal_error(e)))?;
         }
         Ok(out)
@@ -262,7 +280,7 @@ pub fn tx_remove(
 /// A batch of writes to one [`LoggedTree`], applied atomically (like `sled::Batch`).
 #[derive(Default, Debug)]
 pub struct Batch {
-    sled: sled::Batch,
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
     ops: Vec<u8>,
 }
 
@@ -270,54 +288,147 @@ impl Batch {
     pub fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
         let (key, value) = (key.into(), value.into());
         put_op(&mut self.ops, &key, Some(&value));
-        self.sled.insert(key, value);
+        self.writes.push((key, Some(value)));
     }
 
     pub fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
         let key = key.into();
         put_op(&mut self.ops, &key, None);
-        self.sled.remove(key);
+        self.writes.push((key, None));
+    }
+
+    fn into_sled(writes: Vec<(sled::IVec, Option<sled::IVec>)>) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 }
 
-/// A sled tree whose writes are logged (reads go straight to sled through `Deref`).
+/// The trees whose logged writes are held in memory until the checkpoint
+/// ([`super::overlay`]): the ones every step writes. The OTP ledger's trees are written in
+/// sled transactions, straight to sled.
+pub(super) const OVERLAID: &[&str] = &["runtime", "stats"];
+
+/// A sled tree whose writes are logged. Reads see every write at once, whether it is still in
+/// memory ([`super::overlay`]) or already in sled.
 #[derive(Clone, Debug)]
 pub struct LoggedTree {
     tree: sled::Tree,
     redo: Redo,
-}
-
-impl std::ops::Deref for LoggedTree {
-    type Target = sled::Tree;
-    fn deref(&self) -> &sled::Tree {
-        &self.tree
-    }
+    /// The write-back layers of an overlaid tree logged to a journal; `None`: writes go
+    /// straight to sled.
+    overlay: Option<Overlay>,
 }
 
 impl LoggedTree {
     pub fn open(db: &sled::Db, name: &str, redo: Redo) -> Result<LoggedTree, sled::Error> {
+        let overlay = redo.overlay(name);
         Ok(LoggedTree {
             tree: db.open_tree(name)?,
             redo,
+            overlay,
         })
     }
 
     /// The same tree, logged through `redo`.
     pub fn with_redo(self, redo: Redo) -> LoggedTree {
-        LoggedTree { redo, ..self }
+        let overlay = redo.overlay(&String::from_utf8_lossy(&self.tree.name()));
+        LoggedTree {
+            redo,
+            overlay,
+            ..self
+        }
+    }
+
+    /// Keeps every key of the one-byte `prefixes` in memory, read from there alone: for
+    /// small, hot key ranges scanned again and again (the outbox's queue). No effect on a tree
+    /// without layers.
+    pub fn keep_resident(&self, prefixes: &[u8]) -> Result<(), sled::Error> {
+        match &self.overlay {
+            Some(o) => o.keep_resident(&self.tree, prefixes),
+            None => Ok(()),
+        }
+    }
+
+    /// The sled tree itself, for sled transactions. Only for trees without layers: a
+    /// transaction would not see the writes they hold.
+    pub fn sled(&self) -> &sled::Tree {
+        debug_assert!(
+            self.overlay.is_none(),
+            "a transaction on an overlaid tree would miss its writes in memory"
+        );
+        &self.tree
     }
 
     fn section(&self, ops: &[u8], record: &mut Vec<u8>) {
         put_section(record, &self.tree.name(), ops);
     }
 
+    fn direct(&self) -> bool {
+        self.overlay.is_none()
+    }
+
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
+        match &self.overlay {
+            Some(o) => o.get(&self.tree, key.as_ref()),
+            None => self.tree.get(key),
+        }
+    }
+
+    pub fn contains_key<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, sled::Error> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub fn range<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(&self, range: R) -> Iter {
+        let owned = |b: std::ops::Bound<&K>| match b {
+            std::ops::Bound::Included(k) => std::ops::Bound::Included(k.as_ref().to_vec()),
+            std::ops::Bound::Excluded(k) => std::ops::Bound::Excluded(k.as_ref().to_vec()),
+            std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+        };
+        let (low, high) = (owned(range.start_bound()), owned(range.end_bound()));
+        match &self.overlay {
+            Some(o) => o.range(&self.tree, low, high),
+            None => Iter::plain(self.tree.range((low, high))),
+        }
+    }
+
+    pub fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
+        let prefix = prefix.as_ref();
+        match &self.overlay {
+            Some(o) => o.range(
+                &self.tree,
+                std::ops::Bound::Included(prefix.to_vec()),
+                super::overlay::prefix_end(prefix),
+            ),
+            None => Iter::plain(self.tree.scan_prefix(prefix)),
+        }
+    }
+
+    pub fn iter(&self) -> Iter {
+        self.scan_prefix([])
+    }
+
     pub fn apply_batch(&self, batch: Batch) -> Result<(), sled::Error> {
         if batch.ops.is_empty() {
             return Ok(());
         }
-        let Batch { sled, ops } = batch;
-        self.redo
-            .logged(|| self.tree.apply_batch(sled), |_, r| self.section(&ops, r))
+        let Batch { writes, ops } = batch;
+        self.redo.logged(
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => {
+                    o.put_all(writes);
+                    Ok(())
+                }
+                None => self.tree.apply_batch(Batch::into_sled(writes)),
+            },
+            |_, r| self.section(&ops, r),
+        )
     }
 
     pub fn insert<K: AsRef<[u8]>, V: Into<sled::IVec>>(
@@ -329,14 +440,22 @@ impl LoggedTree {
         let mut ops = Vec::new();
         put_op(&mut ops, key.as_ref(), Some(&value));
         self.redo.logged(
-            || self.tree.insert(key.as_ref(), value.clone()),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.swap(&self.tree, key.as_ref(), Some(value.clone())),
+                None => self.tree.insert(key.as_ref(), value.clone()),
+            },
             |_, r| self.section(&ops, r),
         )
     }
 
     pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
         self.redo.logged(
-            || self.tree.remove(key.as_ref()),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.swap(&self.tree, key.as_ref(), None),
+                None => self.tree.remove(key.as_ref()),
+            },
             |old, r| {
                 if old.is_some() {
                     let mut ops = Vec::new();
@@ -354,7 +473,11 @@ impl LoggedTree {
         f: impl FnMut(Option<&[u8]>) -> Option<V>,
     ) -> Result<Option<sled::IVec>, sled::Error> {
         self.redo.logged(
-            || self.tree.update_and_fetch(key.as_ref(), f),
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.update(&self.tree, key.as_ref(), f),
+                None => self.tree.update_and_fetch(key.as_ref(), f),
+            },
             |new, r| {
                 let mut ops = Vec::new();
                 put_op(&mut ops, key.as_ref(), new.as_deref());
@@ -363,13 +486,16 @@ impl LoggedTree {
         )
     }
 
-    /// Removes `key` if it still holds `expected`; true when it did.
+    /// Removes `key` if it still holds `expected`; whether it did.
     pub fn remove_if(&self, key: &[u8], expected: &sled::IVec) -> Result<bool, sled::Error> {
         self.redo.logged(
-            || {
-                self.tree
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => o.remove_if(&self.tree, key, expected),
+                None => self
+                    .tree
                     .compare_and_swap(key, Some(expected), None::<&[u8]>)
-                    .map(|r| r.is_ok())
+                    .map(|r| r.is_ok()),
             },
             |removed, r| {
                 if *removed {

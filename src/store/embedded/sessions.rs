@@ -382,6 +382,9 @@ impl SessionStore {
             tree: super::redo::LoggedTree::open(db, "runtime", redo)?,
             sealer,
         };
+        // The queue and the entries in flight are read at every pass of the outbox, and are
+        // few at any moment: they stay in memory.
+        store.tree.keep_resident(&[QUEUE, IN_FLIGHT])?;
         if !store.tree.contains_key(INDEXED)? {
             store.build_indexes()?;
         }
