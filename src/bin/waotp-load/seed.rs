@@ -28,9 +28,18 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
         .await?;
     let started = Instant::now();
     let now = Utc::now();
+    let scope = waotp::tenants::Scope::new(
+        waotp::tenants::DEFAULT_MERCHANT,
+        waotp::tenants::SANDBOX_NUMBER,
+    );
+    // What a server's first start does on an empty store: marks it as holding scoped keys.
+    sessions.adopt_unscoped_keys(&scope).await?;
     let vars = json!({"customer_name": "Asha", "order_id": "A-1001", "total": "₹1,499"});
     let vars: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_value(vars)?;
     let base = engine::new_session(&flow, vars, "en", now)?;
+    // Sessions are written in the scope the server gives a single merchant in sandbox mode
+    // (no settings), so that they read as its own: written without one, the first start would
+    // take them for a store from before merchants existed and move every key.
     let (waiting, _) = engine::step(
         &flow,
         &base,
@@ -56,13 +65,13 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
             otp_bound: Vec::new(),
             last_inbound: 0,
             otp_refused: None,
-            merchant: String::new(),
-            number: String::new(),
+            merchant: scope.merchant.clone(),
+            number: scope.number.clone(),
         };
         sessions
             .apply_step(StepWrite {
                 record: Some(record),
-                activate: Some((customer, "cod_confirmation".into())),
+                activate: Some((scope.customer_key(&customer), "cod_confirmation".into())),
                 timer_set: Some((timer_key, 1)),
                 ..StepWrite::default()
             })

@@ -242,6 +242,28 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, StoreError> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_background_checkpoint_moves_logged_writes_into_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("open");
+        let tree = redo::LoggedTree::open(store.db(), "runtime", store.redo()).expect("tree");
+        tree.insert(b"\0moved", &b"v"[..]).expect("insert");
+        // Held in memory first: sled has it only once a checkpoint ran.
+        let raw = store.db().open_tree("runtime").expect("tree");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while raw.get(b"\0moved").expect("get").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint moved the write into sled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            tree.get(b"\0moved").expect("get").as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
     #[tokio::test]
     async fn reopens_after_drop() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -19,6 +19,7 @@
 use sled::IVec;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `None` is a removal: the key is gone whatever sled still holds.
@@ -32,6 +33,15 @@ struct Layers {
     /// and the layers' together, and read from there alone.
     resident_prefixes: Vec<u8>,
     resident: BTreeMap<IVec, IVec>,
+    /// Bytes of keys and values in `active` and `frozen`, shared with every tree's layers
+    /// (what the checkpoint has yet to move to sled).
+    held: Arc<AtomicUsize>,
+    active_bytes: usize,
+    frozen_bytes: usize,
+}
+
+fn size(key: &[u8], value: &Option<IVec>) -> usize {
+    key.len() + value.as_ref().map_or(0, |v| v.len()) + 64
 }
 
 impl Layers {
@@ -68,7 +78,14 @@ impl Layers {
                 }
             }
         }
-        self.active.insert(key, value);
+        let added = size(&key, &value);
+        let replaced = self
+            .active
+            .insert(key.clone(), value)
+            .map_or(0, |old| size(&key, &old));
+        self.active_bytes = self.active_bytes + added - replaced;
+        self.held.fetch_add(added, Ordering::Relaxed);
+        self.held.fetch_sub(replaced, Ordering::Relaxed);
     }
 
     /// What the layers say of `key`: `None` when they say nothing (sled knows).
@@ -118,6 +135,14 @@ impl std::fmt::Debug for Overlay {
 }
 
 impl Overlay {
+    /// Layers whose size counts in `held` (with every other tree's that shares it).
+    pub fn counted(held: Arc<AtomicUsize>) -> Overlay {
+        Overlay(Arc::new(RwLock::new(Layers {
+            held,
+            ..Layers::default()
+        })))
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Layers> {
         self.0.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -251,24 +276,31 @@ impl Overlay {
             let active = std::mem::take(&mut layers.active);
             layers.frozen.extend(active);
         }
+        // The merge may have dropped values the active layer replaced: count what is held now.
+        let frozen_bytes: usize = layers.frozen.iter().map(|(k, v)| size(k, v)).sum();
+        let before = layers.active_bytes + layers.frozen_bytes;
+        layers.active_bytes = 0;
+        layers.frozen_bytes = frozen_bytes;
+        layers.held.fetch_add(frozen_bytes, Ordering::Relaxed);
+        layers.held.fetch_sub(before, Ordering::Relaxed);
     }
 
-    /// The frozen layer as a sled batch, and how many writes it holds.
-    pub fn frozen_batch(&self) -> (sled::Batch, usize) {
+    /// The frozen layer's writes, in key order (cheap: values are shared, not copied).
+    pub fn frozen_writes(&self) -> Vec<(IVec, Option<IVec>)> {
         let layers = self.read();
-        let mut batch = sled::Batch::default();
-        for (key, value) in &layers.frozen {
-            match value {
-                Some(v) => batch.insert(key.clone(), v.clone()),
-                None => batch.remove(key.clone()),
-            }
-        }
-        (batch, layers.frozen.len())
+        layers
+            .frozen
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Ends a checkpoint: sled holds the frozen layer on disk.
     pub fn thaw(&self) {
-        self.write().frozen.clear();
+        let mut layers = self.write();
+        layers.frozen.clear();
+        let bytes = std::mem::take(&mut layers.frozen_bytes);
+        layers.held.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Writes held in memory (both layers).
@@ -423,7 +455,8 @@ mod tests {
             // Two keys in sled before the start, one of them under the resident prefix.
             tree.insert([1u8, 3], &[7u8]).expect("insert");
             tree.insert([2u8], &[8u8]).expect("insert");
-            let overlay = Overlay::default();
+            let held = Arc::new(AtomicUsize::new(0));
+            let overlay = Overlay::counted(held.clone());
             // Keys under 1 are all kept in memory.
             overlay.keep_resident(&tree, &[1]).expect("resident");
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
@@ -485,13 +518,18 @@ mod tests {
             prop_assert_eq!(keys(overlay.range(&tree, Bound::Included(vec![1]), Bound::Excluded(vec![1, 2]))), under(&[1], Some(&[1, 2])));
             // A checkpoint: the frozen layer into sled, then dropped; nothing read changes.
             overlay.freeze();
-            let (batch, _) = overlay.frozen_batch();
-            tree.apply_batch(batch).expect("batch");
+            for (k, v) in overlay.frozen_writes() {
+                match v {
+                    Some(v) => tree.insert(k, v).expect("insert"),
+                    None => tree.remove(k).expect("remove"),
+                };
+            }
             overlay.thaw();
             let after: Vec<(Vec<u8>, Vec<u8>)> = keys(tree.iter());
             let all: Vec<(Vec<u8>, Vec<u8>)> = model.into_iter().collect();
             prop_assert_eq!(after, all);
             prop_assert_eq!(overlay.len(), 0);
+            prop_assert_eq!(held.load(Ordering::Relaxed), 0);
         }
     }
 

@@ -198,6 +198,9 @@ impl Redo {
         let Some(shared) = &self.0 else {
             return apply();
         };
+        if !direct {
+            shared.wait_for_room();
+        }
         let mut order = shared.redo_order();
         let out = apply()?;
         let mut record = Vec::new();
