@@ -392,11 +392,6 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
-    use crate::metrics::Metrics;
-    use crate::runtime::merchants::MerchantRuntimes;
-    use crate::runtime::{Runtime, RuntimeConfig};
-    use crate::tenants::{Tenants, TenantsHandle};
-    use std::sync::Arc;
     use std::time::Duration;
 
     /// A start holds its start lock while it takes the new session's lock; that must never be
@@ -405,18 +400,7 @@ mod tests {
     async fn a_held_start_lock_never_blocks_a_session_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = crate::store::Storage::embedded(dir.path(), None, |_| {}).expect("store");
-        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
-        let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
-        let settings =
-            crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
-        let tenants = Tenants::from_settings(&settings, &[]);
-        let runtime = Runtime::new(
-            storage,
-            MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
-            Arc::new(Metrics::new()),
-            RuntimeConfig::default(),
-            TenantsHandle::new(tenants),
-        );
+        let runtime = crate::runtime::test_runtime(storage);
         let _start = runtime
             .lock_start("919876543210", "cod_confirmation")
             .await

@@ -344,3 +344,20 @@ pub async fn purge_once(runtime: &Runtime, retention: Duration) -> Result<usize,
     runtime.metrics.records_purged.inc_by(n as u64);
     Ok(n)
 }
+
+/// A runtime on `storage` with the bundled flows and default settings, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_runtime(storage: crate::store::Storage) -> Runtime {
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
+    let settings =
+        crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
+    let tenants = crate::tenants::Tenants::from_settings(&settings, &[]);
+    Runtime::new(
+        storage,
+        merchants::MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+        RuntimeConfig::default(),
+        crate::tenants::TenantsHandle::new(tenants),
+    )
+}

@@ -87,13 +87,8 @@ pub async fn run_timers(runtime: Arc<Runtime>, inbox: Arc<Inbox>, every: Duratio
 
 #[cfg(test)]
 mod tests {
-    use crate::metrics::Metrics;
-    use crate::runtime::merchants::MerchantRuntimes;
-    use crate::runtime::{Runtime, RuntimeConfig};
     use crate::store::CLAIM_LEASE;
-    use crate::tenants::{Tenants, TenantsHandle};
     use chrono::Utc;
-    use std::sync::Arc;
 
     /// A timer's claim is not renewed while the timer waits behind its customer's other work:
     /// past the lease another instance may claim and fire it too. The second firing must do
@@ -102,18 +97,7 @@ mod tests {
     async fn a_timer_claimed_twice_fires_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = crate::store::Storage::embedded(dir.path(), None, |_| {}).expect("store");
-        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
-        let vars = [("WAOTP_FLOWS_DIR".to_owned(), flows.display().to_string())];
-        let settings =
-            crate::config::Settings::from_vars(vars.into_iter().collect()).expect("settings");
-        let tenants = Tenants::from_settings(&settings, &[]);
-        let runtime = Runtime::new(
-            storage,
-            MerchantRuntimes::load(&tenants, &Default::default()).expect("flows"),
-            Arc::new(Metrics::new()),
-            RuntimeConfig::default(),
-            TenantsHandle::new(tenants),
-        );
+        let runtime = crate::runtime::test_runtime(storage);
         let vars = [
             ("customer_name", "Asha"),
             ("order_id", "A-1"),

@@ -28,6 +28,9 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
         .await?;
     let started = Instant::now();
     let now = Utc::now();
+    // Sessions are written in the scope the server gives a single merchant in sandbox mode
+    // (no settings), so that they read as its own: written without one, the first start would
+    // take them for a store from before merchants existed and move every key.
     let scope = waotp::tenants::Scope::new(
         waotp::tenants::DEFAULT_MERCHANT,
         waotp::tenants::SANDBOX_NUMBER,
@@ -37,9 +40,6 @@ pub async fn run(data_dir: &Path, flows: &Path, count: u64) -> anyhow::Result<()
     let vars = json!({"customer_name": "Asha", "order_id": "A-1001", "total": "₹1,499"});
     let vars: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_value(vars)?;
     let base = engine::new_session(&flow, vars, "en", now)?;
-    // Sessions are written in the scope the server gives a single merchant in sandbox mode
-    // (no settings), so that they read as its own: written without one, the first start would
-    // take them for a store from before merchants existed and move every key.
     let (waiting, _) = engine::step(
         &flow,
         &base,
