@@ -47,16 +47,6 @@ where
     }
 }
 
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 /// The stored state, holder and lease of an entry.
 async fn claim_of(
     db: &tokio_postgres::Client,
@@ -120,7 +110,7 @@ async fn a_sender_keeps_its_waiting_entries_and_never_sends_one_another_instance
         .expect("server builds");
     let base = format!("http://{}", app.address());
     tokio::spawn(app.run_until_stopped());
-    let db_sql = sql(&db.url).await;
+    let db_sql = pg_support::connect(&db.url).await;
     let http = reqwest::Client::new();
 
     // Six entries for one customer, queued by one step (of another instance, say): the server

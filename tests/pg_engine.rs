@@ -39,16 +39,6 @@ async fn two_instances(test: &str) -> Option<(pg_support::TestDatabase, PgEngine
     Some((db, a, b))
 }
 
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 fn message(id: &str, customer: &str, text: &str) -> InboundEvent {
     InboundEvent::Message(InboundMessage {
         id: MessageId::parse(id).expect("id"),
@@ -122,7 +112,7 @@ async fn migrations_apply_once_when_two_instances_start_together() {
     );
     a.expect("first start");
     b.expect("second start");
-    let client = admin(&db.url).await;
+    let client = pg_support::connect(&db.url).await;
     let rows = client
         .query(
             "SELECT version, count(*) FROM waotp_schema_migrations GROUP BY version ORDER BY 1",
@@ -148,7 +138,7 @@ async fn a_database_from_a_newer_release_is_refused() {
     PgEngine::connect(&db.url, &key())
         .await
         .expect("first start");
-    admin(&db.url)
+    pg_support::connect(&db.url)
         .await
         .execute(
             "INSERT INTO waotp_schema_migrations (version, name) VALUES (9999, 'future')",
@@ -271,7 +261,7 @@ async fn a_customers_pending_events_come_in_order_until_handled() {
     assert_eq!(b.pending_events_of(alice).await.expect("pending").len(), 5);
     assert_eq!(a.pending_events().await.expect("all pending").len(), 11);
     // The stored event is sealed: the customer's words are not in the table.
-    let client = admin(&_db.url).await;
+    let client = pg_support::connect(&_db.url).await;
     let leaked = client
         .query_one(
             "SELECT count(*) FROM waotp_inbound_events WHERE position('a3'::bytea in event) > 0",
@@ -769,7 +759,7 @@ async fn a_waiting_lock_is_granted_when_the_holder_drops_its_guard() {
             .expect("lock")
     });
     // The waiter is queued on the server behind the holder.
-    let client = admin(&db.url).await;
+    let client = pg_support::connect(&db.url).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = client

@@ -49,7 +49,8 @@ pub async fn fresh_database(test: &str) -> Option<TestDatabase> {
     })
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+/// A client of `url`, its connection driven in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
