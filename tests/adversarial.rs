@@ -45,7 +45,9 @@ async fn spawn() -> App {
     let store = app.store().expect("the embedded engine");
     // A second handle on the same trees, to read OTP state the way the server wrote it.
     let key = OtpKey::load_or_create(&dir.path().join("data"), None).expect("otp key");
-    let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+    let ledger = OtpLedger::open(store.db(), key)
+        .expect("ledger")
+        .logged(store.redo());
     tokio::spawn(app.run_until_stopped());
     App {
         base: format!("http://{address}"),

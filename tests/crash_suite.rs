@@ -576,7 +576,9 @@ async fn crash_run(
 fn check_store(data: &Path, driven: &[Driven], seed: u64) {
     let store = Store::open(data, |_| {}).expect("reopen the database");
     let key = OtpKey::load_or_create(data, None).expect("otp key");
-    let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+    let ledger = OtpLedger::open(store.db(), key)
+        .expect("ledger")
+        .logged(store.redo());
     let inbound = store.inbound();
     let sessions = store.sessions();
     assert_eq!(

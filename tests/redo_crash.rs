@@ -139,7 +139,9 @@ async fn a_step_acknowledged_before_the_background_flush_survives_kill_9() {
         .expect("the step's outbox entry was lost");
     assert!(entry.is_queued());
     let key = OtpKey::load_or_create(&data, None).expect("otp key");
-    let ledger = OtpLedger::open(store.db(), key).expect("ledger");
+    let ledger = OtpLedger::open(store.db(), key)
+        .expect("ledger")
+        .logged(store.redo());
     assert!(
         ledger.record(SESSION).expect("read").is_some(),
         "the acknowledged OTP issue was lost"

@@ -8,10 +8,10 @@
 //! retries) and everything that body held is given back at once.
 //!
 //! Bodies are hashed as they come. One that arrives in a single piece (the usual WhatsApp
-//! delivery) is kept as the server read it, without a copy; a longer one is gathered in a buffer
-//! whose pages go back to the system when it is dropped (see [`SPOOL_RESERVE`]), so the bodies
-//! of a refused burst do not stay behind in the allocator's heap. No buffer is sized from the
-//! declared `Content-Length`, and the budget is charged in whole pages.
+//! delivery) is kept as the server read it, without a copy; a longer one is gathered in a mapping
+//! of its own whose pages go back to the system when it is dropped (see [`SPOOL_BYTES`]), so the
+//! bodies of a refused burst do not stay behind in the allocator's heap. No buffer is sized from
+//! the declared `Content-Length`, and the budget is charged in whole pages.
 //! Owns nothing else: what the bytes mean is [`super::payload`]'s business.
 
 use super::signature::{PendingSignature, SignatureError};
@@ -96,12 +96,12 @@ pub enum Refusal {
     Signature(SignatureError),
 }
 
-/// Address space reserved for a body that arrives in more than one piece. Only the pages
-/// written become resident; what matters is that an allocation this large is always served by a
-/// mapping of its own (glibc never raises its mmap threshold above 32 MiB), so freeing it gives
-/// its pages back to the system at once, however fragmented the heap is. A body gathered in a
-/// heap buffer would leave that memory to the allocator, which keeps it.
-const SPOOL_RESERVE: usize = 33 * 1024 * 1024;
+/// Address space mapped for a body that arrives in more than one piece: room for the largest
+/// body accepted. Only the pages written become resident, and the mapping is the spool's own,
+/// outside the allocator's heap: dropping it gives every page back to the system at once,
+/// whatever the allocator keeps for itself. A body gathered in a heap buffer would leave that
+/// memory to the allocator, which may keep it.
+const SPOOL_BYTES: usize = MAX_BODY_BYTES;
 /// Memory is taken from the system in pages: a body is charged at least one.
 const PAGE: usize = 4096;
 
@@ -114,8 +114,37 @@ enum Gathered {
     Nothing,
     /// One piece, kept as the server read it (the usual WhatsApp delivery: no copy at all).
     One(Bytes),
-    /// More than one: copied into a buffer of its own, see [`SPOOL_RESERVE`].
-    Spooled(Vec<u8>),
+    /// More than one: copied into a mapping of its own, see [`SPOOL_BYTES`].
+    Spooled(Spool),
+}
+
+/// A body's bytes in an anonymous mapping of [`SPOOL_BYTES`], unmapped when dropped.
+struct Spool {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl Spool {
+    /// Address space only, but a system that does not overcommit may refuse it: that is an
+    /// overload like any other, not a reason to abort.
+    fn new() -> Option<Spool> {
+        let map = memmap2::MmapOptions::new()
+            .len(SPOOL_BYTES)
+            .map_anon()
+            .ok()?;
+        Some(Spool { map, len: 0 })
+    }
+
+    /// Appends `piece`; the caller has checked that the body stays within [`MAX_BODY_BYTES`].
+    fn push(&mut self, piece: &[u8]) {
+        let end = self.len + piece.len();
+        self.map[self.len..end].copy_from_slice(piece);
+        self.len = end;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
 }
 
 /// Reads a whole body from `payload`, holding its bytes against `budget` until `check` says it is
@@ -157,18 +186,13 @@ where
         body = match body {
             Gathered::Nothing => Gathered::One(piece),
             Gathered::One(first) => {
-                // Address space only, but a system that does not overcommit may refuse it: that
-                // is an overload like any other, not a reason to abort.
-                let mut spool = Vec::new();
-                spool
-                    .try_reserve_exact(SPOOL_RESERVE)
-                    .map_err(|_| Refusal::OverBudget)?;
-                spool.extend_from_slice(&first);
-                spool.extend_from_slice(&piece);
+                let mut spool = Spool::new().ok_or(Refusal::OverBudget)?;
+                spool.push(&first);
+                spool.push(&piece);
                 Gathered::Spooled(spool)
             }
             Gathered::Spooled(mut spool) => {
-                spool.extend_from_slice(&piece);
+                spool.push(&piece);
                 Gathered::Spooled(spool)
             }
         };
@@ -177,8 +201,8 @@ where
     Ok(match body {
         Gathered::Nothing => Bytes::new(),
         Gathered::One(piece) => piece,
-        // Verified: copied out to its own size, and the reserve unmapped.
-        Gathered::Spooled(spool) => Bytes::copy_from_slice(&spool),
+        // Verified: copied out to its own size, and the mapping unmapped.
+        Gathered::Spooled(spool) => Bytes::copy_from_slice(spool.bytes()),
     })
 }
 

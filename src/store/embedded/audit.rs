@@ -5,9 +5,9 @@
 //! reason. It never stores a code, a digest or a full phone number, and offers no way to edit
 //! or delete an entry. Keys come from `generate_id` (big-endian), so they sort by append order.
 
+use super::redo::{LoggedTree, Redo, TxTree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use crate::otp::CustomerNumber;
 
@@ -132,14 +132,16 @@ impl From<sled::Error> for AuditError {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     db: sled::Db,
-    tree: sled::Tree,
+    tree: LoggedTree,
 }
 
 impl AuditLog {
-    pub fn open(db: &sled::Db) -> Result<Self, AuditError> {
+    /// The audit tree of `db`, written through `redo` (the store's: reads then see the
+    /// entries still in memory).
+    pub fn open(db: &sled::Db, redo: Redo) -> Result<Self, AuditError> {
         Ok(Self {
             db: db.clone(),
-            tree: db.open_tree(AUDIT_TREE)?,
+            tree: LoggedTree::open(db, AUDIT_TREE, redo)?,
         })
     }
 
@@ -177,14 +179,12 @@ impl AuditLog {
     }
 }
 
-/// Appends `entry` to the audit tree inside a transaction that includes it.
-pub fn append_in<E>(
-    tree: &TransactionalTree,
-    entry: &AuditEntry,
-) -> Result<(), ConflictableTransactionError<E>> {
-    // Ids burnt by a retried transaction leave gaps, which is harmless: order is what matters.
-    let id = tree.generate_id()?;
-    super::redo::tx_put(tree, AUDIT_TREE, &id.to_be_bytes(), encode(entry))?;
+/// Appends `entry` to the audit tree inside a transaction that includes it, under an id from
+/// `db` (ids burnt by a transaction that fails leave gaps, which is harmless: order is what
+/// matters).
+pub fn append_in(tree: &TxTree<'_>, db: &sled::Db, entry: &AuditEntry) -> sled::Result<()> {
+    let id = db.generate_id()?;
+    tree.insert(&id.to_be_bytes(), encode(entry));
     Ok(())
 }
 
@@ -202,7 +202,6 @@ fn decode_id(key: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sled::Transactional;
 
     fn entry(session: &str, outcome: &str) -> AuditEntry {
         let customer = CustomerNumber::parse("+919876543210").expect("valid");
@@ -215,7 +214,7 @@ mod tests {
     #[test]
     fn entries_keep_append_order_and_mask_the_customer() {
         let db = sled::Config::new().temporary(true).open().expect("db");
-        let log = AuditLog::open(&db).expect("open");
+        let log = AuditLog::open(&db, Redo::none()).expect("open");
         let mut ids = Vec::new();
         for i in 0..300 {
             ids.push(
@@ -241,17 +240,26 @@ mod tests {
     #[test]
     fn appends_inside_a_transaction_commit_with_it() {
         let db = sled::Config::new().temporary(true).open().expect("db");
-        let log = AuditLog::open(&db).expect("open");
-        let other = db.open_tree("other").expect("tree");
-        let tree = db.open_tree(AUDIT_TREE).expect("tree");
-        let aborted: Result<(), sled::transaction::TransactionError<()>> = (&other, &tree)
-            .transaction(|(other, audit)| {
-                other.insert("k", "v")?;
-                append_in(audit, &entry("s", "x"))?;
-                Err(ConflictableTransactionError::Abort(()))
+        let log = AuditLog::open(&db, Redo::none()).expect("open");
+        let other = LoggedTree::open(&db, "other", Redo::none()).expect("tree");
+        let tree = LoggedTree::open(&db, AUDIT_TREE, Redo::none()).expect("tree");
+        let turn = std::sync::Mutex::new(());
+        let aborted: Result<(), AuditError> =
+            Redo::none().transact(&turn, [&other, &tree], |[other, audit]| {
+                other.insert(b"k", b"v".to_vec());
+                append_in(audit, &db, &entry("s", "x"))?;
+                Err(AuditError::Database("given up".into()))
             });
         assert!(aborted.is_err());
         assert!(log.read_from(0, 10).expect("read").is_empty());
-        assert!(other.is_empty());
+        assert!(other.get(b"k").expect("read").is_none());
+        Redo::none()
+            .transact(&turn, [&other, &tree], |[other, audit]| {
+                other.insert(b"k", b"v".to_vec());
+                append_in(audit, &db, &entry("s", "y"))
+            })
+            .expect("committed");
+        assert_eq!(log.read_from(0, 10).expect("read").len(), 1);
+        assert!(other.get(b"k").expect("read").is_some());
     }
 }

@@ -72,7 +72,7 @@ impl Embedded {
         let ledger = OtpLedger::open(store.db(), key)
             .map_err(|e| StoreError::Database(e.to_string()))?
             .logged(store.redo());
-        let audit = AuditLog::open(store.db()).map_err(audit_error)?;
+        let audit = AuditLog::open(store.db(), store.redo()).map_err(audit_error)?;
         Ok(Arc::new(Embedded {
             store: Arc::new(store),
             ledger,

@@ -1364,13 +1364,6 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     }
 }
 
-/// Writes of a frozen layer applied to sled per batch. sled frees what a batch replaced only
-/// once the whole batch is done, so one batch of a second's writes (a burst: 100,000 sessions
-/// seeded in two seconds) held gigabytes; small batches keep it to a few megabytes. The
-/// checkpoint's writes need not reach sled together: a start re-applies every record after the
-/// position stored once they all have.
-const LAYER_BATCH: usize = 512;
-
 /// What the write-back layers may hold before writers wait for the checkpoint: about eight
 /// seconds of the heaviest load measured (a second holds ~8 MB at 400 verifications/s).
 const LAYER_BYTES: usize = 64 * 1024 * 1024;
@@ -1378,8 +1371,14 @@ const LAYER_BYTES: usize = 64 * 1024 * 1024;
 /// How often the checkpointer looks at the layers between its regular runs.
 const LAYER_POLL: Duration = Duration::from_millis(50);
 
-/// Applies the frozen write-back layers to sled, in small batches, and records that sled holds
-/// the overlaid trees' writes up to record `through` (on disk with the flush after it).
+/// Applies the frozen write-back layers to sled, one write at a time, and records that sled
+/// holds the overlaid trees' writes up to record `through` (on disk with the flush after it).
+///
+/// Not in sled batches: a batch takes sled's database-wide write lock, which stops every read
+/// of every tree (each request's) while it lasts, and one batch of a second's writes (a burst:
+/// 100,000 sessions seeded in two seconds) held gigabytes until it ended. The checkpoint's
+/// writes need not reach sled together: a start re-applies every record after the position
+/// stored once they all have.
 fn move_layers(
     shared: &Shared,
     db: &sled::Db,
@@ -1392,15 +1391,11 @@ fn move_layers(
             continue;
         }
         let tree = db.open_tree(name)?;
-        for chunk in writes.chunks(LAYER_BATCH) {
-            let mut batch = sled::Batch::default();
-            for (key, value) in chunk {
-                match value {
-                    Some(v) => batch.insert(key.clone(), v.clone()),
-                    None => batch.remove(key.clone()),
-                }
-            }
-            tree.apply_batch(batch)?;
+        for (key, value) in writes {
+            match value {
+                Some(v) => tree.insert(key, v)?,
+                None => tree.remove(key)?,
+            };
         }
     }
     shared

@@ -1,5 +1,5 @@
-//! The OTP ledger: the state behind docs/otp-rules.md in sled, changed only by single atomic
-//! transactions.
+//! The OTP ledger: the state behind docs/otp-rules.md in the store, changed only by single
+//! atomic transactions.
 //!
 //! This is the only OTP code that knows sled. It keeps, in trees prefixed `otp_`, each
 //! session's current [`OtpRecord`] (the keyed digest, never the code), each number's recent
@@ -9,9 +9,10 @@
 //! sealed copy of a code awaiting delivery. Sends and wrong attempts are written
 //! under the number that asked for the code (the session's own), never under a third party's
 //! number the code went to; that number only counts the code against its third-party cap. Every state-changing call reads what it needs, asks the pure rules in
-//! `crate::otp::rules`, and writes their answer plus its audit entry in one sled transaction,
-//! so two concurrent guesses can never both take the last attempt and a crash leaves all of a
-//! change or none of it.
+//! `crate::otp::rules`, and writes their answer plus its audit entry in one transaction
+//! ([`Redo::transact`]: the ledger's transactions run one at a time and commit as one redo
+//! record), so two concurrent guesses can never both take the last attempt and a crash leaves
+//! all of a change or none of it.
 //!
 //! How the runtime uses it: an OTP step calls [`OtpLedger::issue`] with the step's key and
 //! queues an outbox entry for the returned generation; the outbox worker takes the code from
@@ -20,15 +21,14 @@
 //! `otp::normalize_attempt` and then [`OtpLedger::verify`], exactly like `/check`. A session
 //! that ends calls [`OtpLedger::consume`]; a background task calls `sweep`.
 //!
-//! Durability: calls do not flush. The caller group-commits with `Db::flush_async().await`
-//! before acknowledging anything that depends on a change (a webhook `200`, an API answer, a
-//! chat reply); one flush covers every write since the previous one.
+//! Durability: calls do not wait for the disk. The caller waits for the journal
+//! (`Store::logged`) before acknowledging anything that depends on a change (a webhook `200`,
+//! an API answer, a chat reply); one `fdatasync` covers every record written before it.
 
 use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
 use super::audit::{append_in, AuditEntry, AuditKind, AUDIT_TREE};
 use crate::otp::code::{generate, InvalidCodeLength};
@@ -48,7 +48,7 @@ mod tx;
 use super::redo::{LoggedTree, Redo};
 pub(crate) use issued::Decided;
 pub use issued::{IssueKind, IssueOutcome, Issued, IssuedCode};
-use tx::{finish, get, put, read, tx_remove};
+use tx::{get, put, read};
 
 const CODES_TREE: &str = "otp_codes";
 const CUSTOMERS_TREE: &str = "otp_customers";
@@ -103,6 +103,10 @@ pub struct OtpLedger {
     audit: LoggedTree,
     /// Logs the writes of the ledger's transactions ([`super::redo`]).
     redo: Redo,
+    /// Taken by every transaction: they run one at a time.
+    turn: std::sync::Mutex<()>,
+    /// Where audit entries get their ids.
+    db: sled::Db,
     key: OtpKey,
     sealer: CodeSealer,
     /// The merchant of requests and records that name none (records written before merchants
@@ -130,6 +134,8 @@ impl OtpLedger {
             outgoing: LoggedTree::open(db, OUTGOING_TREE, Redo::none())?,
             audit: LoggedTree::open(db, AUDIT_TREE, Redo::none())?,
             redo: Redo::none(),
+            turn: std::sync::Mutex::new(()),
+            db: db.clone(),
             sealer: CodeSealer::new(&key),
             key,
             default_merchant: std::sync::RwLock::new(crate::tenants::DEFAULT_MERCHANT.to_owned()),
@@ -234,19 +240,20 @@ impl OtpLedger {
         } else {
             AuditKind::Issue
         };
-        let trees = (
-            self.codes.sled(),
-            self.customers.sled(),
-            self.global.sled(),
-            self.outgoing.sled(),
-            self.audit.sled(),
-        );
+        let trees = [
+            &self.codes,
+            &self.customers,
+            &self.global,
+            &self.outgoing,
+            &self.audit,
+        ];
         let requester_key = self.activity_key(req.merchant, req.requester.as_str());
         let target_key = self.activity_key(req.merchant, req.customer.as_str());
         let merchant_sends_key = self.merchant_sends_key(req.merchant);
-        let result = self.redo.transaction(|| {
-            trees.transaction(|(codes, customers, global, outgoing, audit)| {
-                super::redo::attempt();
+        let decided: Result<Decided, LedgerError> = self.redo.transact(
+            &self.turn,
+            trees,
+            |[codes, customers, global, outgoing, audit]| {
                 let prev: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
                 if let Some(p) = prev.as_ref().filter(|p| p.issue_step() == Some(step)) {
                     return Ok(Decided::Replayed(IssuedCode::of(p)));
@@ -285,26 +292,21 @@ impl OtpLedger {
                 match decided {
                     Ok((mut grant, merchant_sends)) => {
                         grant.record.set_issue_step(step);
-                        put(codes, CODES_TREE, session_id, &grant.record)?;
-                        put(customers, CUSTOMERS_TREE, &requester_key, &grant.activity)?;
+                        put(codes, session_id, &grant.record);
+                        put(customers, &requester_key, &grant.activity);
                         if let Some(target) = &grant.target_activity {
-                            put(customers, CUSTOMERS_TREE, &target_key, target)?;
+                            put(customers, &target_key, target);
                         }
-                        put(global, GLOBAL_TREE, GLOBAL_SENDS_KEY, &grant.global)?;
-                        put(global, GLOBAL_TREE, &merchant_sends_key, &merchant_sends)?;
+                        put(global, GLOBAL_SENDS_KEY, &grant.global);
+                        put(global, &merchant_sends_key, &merchant_sends);
                         let generation = grant.record.codes_sent();
                         match sealed.as_ref().filter(|_| !grant.withheld) {
                             Some(sealed) => {
                                 let sealed = sealed.clone();
-                                put(
-                                    outgoing,
-                                    OUTGOING_TREE,
-                                    session_id,
-                                    &Outgoing { generation, sealed },
-                                )?;
+                                put(outgoing, session_id, &Outgoing { generation, sealed });
                             }
                             None => {
-                                tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
+                                outgoing.remove(session_id.as_bytes());
                             }
                         }
                         let reason = match (grant.withheld, grant.replaced) {
@@ -312,7 +314,11 @@ impl OtpLedger {
                             (false, true) => "replaced previous code",
                             (false, false) => "new code",
                         };
-                        append_in(audit, &entry(audit_kind, "issued").with_reason(reason))?;
+                        append_in(
+                            audit,
+                            &self.db,
+                            &entry(audit_kind, "issued").with_reason(reason),
+                        )?;
                         let mut info = IssuedCode::of(&grant.record);
                         info.withheld = grant.withheld;
                         Ok(Decided::Granted(info))
@@ -323,13 +329,13 @@ impl OtpLedger {
                         } else {
                             entry(audit_kind, "refused")
                         };
-                        append_in(audit, &refused.with_reason(refusal.as_str()))?;
+                        append_in(audit, &self.db, &refused.with_reason(refusal.as_str()))?;
                         Ok(Decided::Refused(refusal))
                     }
                 }
-            })
-        });
-        Ok(finish(result)?.outcome(&req, code))
+            },
+        );
+        Ok(decided?.outcome(&req, code))
     }
 
     /// Checks one attempt, typed in chat, sent to `/check` or sent by the customer in a
@@ -355,63 +361,57 @@ impl OtpLedger {
         step: Option<&str>,
     ) -> Result<VerifyOutcome, LedgerError> {
         let session_id = subject.session_id();
-        let trees = (
-            self.codes.sled(),
-            self.customers.sled(),
-            self.outgoing.sled(),
-            self.audit.sled(),
-        );
-        let result = self.redo.transaction(|| {
-            trees.transaction(|(codes, customers, outgoing, audit)| {
-                super::redo::attempt();
-                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                let replayed = step
-                    .zip(record.as_ref())
-                    .and_then(|(s, r)| r.replayed_check(s));
-                if let Some(outcome) = replayed {
-                    return Ok(outcome);
-                }
-                // Guesses are charged to the chat that made them, never to a third party's number
-                // the code went to: nobody can lock someone else out by guessing badly.
-                let requester_key = record
-                    .as_ref()
-                    .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
-                let activity: CustomerActivity = match &requester_key {
-                    Some(key) => get(customers, CUSTOMERS_TREE, key)?.unwrap_or_default(),
-                    None => CustomerActivity::default(),
-                };
-                let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
-                    self.key.verify(subject, attempt, stored)
+        let trees = [&self.codes, &self.customers, &self.outgoing, &self.audit];
+        let result: Result<_, LedgerError> =
+            self.redo
+                .transact(&self.turn, trees, |[codes, customers, outgoing, audit]| {
+                    let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                    let replayed = step
+                        .zip(record.as_ref())
+                        .and_then(|(s, r)| r.replayed_check(s));
+                    if let Some(outcome) = replayed {
+                        return Ok(outcome);
+                    }
+                    // Guesses are charged to the chat that made them, never to a third party's number
+                    // the code went to: nobody can lock someone else out by guessing badly.
+                    let requester_key = record
+                        .as_ref()
+                        .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
+                    let activity: CustomerActivity = match &requester_key {
+                        Some(key) => get(customers, CUSTOMERS_TREE, key)?.unwrap_or_default(),
+                        None => CustomerActivity::default(),
+                    };
+                    let decision = decide_verify(record.as_ref(), &activity, now, |stored| {
+                        self.key.verify(subject, attempt, stored)
+                    });
+                    if let (Some(next), Some(key)) = (&decision.record, &requester_key) {
+                        let mut next = next.clone();
+                        if let Some(step) = step {
+                            next.set_check_step(step, decision.outcome);
+                        }
+                        put(codes, session_id, &next);
+                        if let Some(activity) = &decision.activity {
+                            put(customers, key, activity);
+                        }
+                        if next.status() != CodeStatus::Active {
+                            outgoing.remove(session_id.as_bytes());
+                        }
+                    }
+                    let outcome = decision.outcome;
+                    let kind = match outcome {
+                        VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
+                        _ => AuditKind::Check,
+                    };
+                    let mut entry =
+                        audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
+                            .with_purpose(subject.purpose());
+                    if let VerifyOutcome::Wrong { attempts_left } = outcome {
+                        entry = entry.with_reason(format!("{attempts_left} attempts left"));
+                    }
+                    append_in(audit, &self.db, &entry)?;
+                    Ok(outcome)
                 });
-                if let (Some(next), Some(key)) = (&decision.record, &requester_key) {
-                    let mut next = next.clone();
-                    if let Some(step) = step {
-                        next.set_check_step(step, decision.outcome);
-                    }
-                    put(codes, CODES_TREE, session_id, &next)?;
-                    if let Some(activity) = &decision.activity {
-                        put(customers, CUSTOMERS_TREE, key, activity)?;
-                    }
-                    if next.status() != CodeStatus::Active {
-                        tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
-                    }
-                }
-                let outcome = decision.outcome;
-                let kind = match outcome {
-                    VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
-                    _ => AuditKind::Check,
-                };
-                let mut entry =
-                    audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
-                        .with_purpose(subject.purpose());
-                if let VerifyOutcome::Wrong { attempts_left } = outcome {
-                    entry = entry.with_reason(format!("{attempts_left} attempts left"));
-                }
-                append_in(audit, &entry)?;
-                Ok(outcome)
-            })
-        });
-        let outcome = finish(result)?;
+        let outcome = result?;
         tracing::info!(session_id, outcome = outcome.as_str(), "otp checked");
         Ok(outcome)
     }
@@ -424,22 +424,26 @@ impl OtpLedger {
         now: DateTime<Utc>,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let trees = (self.codes.sled(), self.outgoing.sled(), self.audit.sled());
-        let result = self.redo.transaction(|| {
-            trees.transaction(|(codes, outgoing, audit)| {
-                super::redo::attempt();
-                tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
-                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
-                    put(codes, CODES_TREE, session_id, &record.retired())?;
-                    let entry =
-                        audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
-                    append_in(audit, &entry.with_reason(reason))?;
-                }
-                Ok(())
-            })
-        });
-        finish(result)
+        let trees = [&self.codes, &self.outgoing, &self.audit];
+        let result: Result<_, LedgerError> =
+            self.redo
+                .transact(&self.turn, trees, |[codes, outgoing, audit]| {
+                    outgoing.remove(session_id.as_bytes());
+                    let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                    if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
+                        put(codes, session_id, &record.retired());
+                        let entry = audit_entry(
+                            Some(&record),
+                            now,
+                            AuditKind::Retire,
+                            session_id,
+                            "retired",
+                        );
+                        append_in(audit, &self.db, &entry.with_reason(reason))?;
+                    }
+                    Ok(())
+                });
+        result
     }
 
     /// The session's current code and its generation, for the outbox to send; `None` once it
@@ -448,8 +452,7 @@ impl OtpLedger {
         &self,
         session_id: &str,
     ) -> Result<Option<(OtpCode, u32)>, LedgerError> {
-        let Some(outgoing) = read::<Outgoing>(self.outgoing.sled(), OUTGOING_TREE, session_id)?
-        else {
+        let Some(outgoing) = read::<Outgoing>(&self.outgoing, OUTGOING_TREE, session_id)? else {
             return Ok(None);
         };
         let code = self.sealer.open(session_id, &outgoing.sealed)?;
@@ -464,32 +467,35 @@ impl OtpLedger {
         generation: u32,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let trees = (self.codes.sled(), self.outgoing.sled(), self.audit.sled());
-        let result = self.redo.transaction(|| {
-            trees.transaction(|(codes, outgoing, audit)| {
-                super::redo::attempt();
-                let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
-                if current.is_some_and(|o| o.generation == generation) {
-                    tx_remove(outgoing, OUTGOING_TREE, session_id.as_bytes())?;
-                }
-                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                let entry = audit_entry(
-                    record.as_ref(),
-                    now,
-                    AuditKind::Send,
-                    session_id,
-                    "accepted",
-                );
-                append_in(audit, &entry.with_reason(format!("code {generation}")))?;
-                Ok(())
-            })
-        });
-        finish(result)
+        let trees = [&self.codes, &self.outgoing, &self.audit];
+        let result: Result<_, LedgerError> =
+            self.redo
+                .transact(&self.turn, trees, |[codes, outgoing, audit]| {
+                    let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
+                    if current.is_some_and(|o| o.generation == generation) {
+                        outgoing.remove(session_id.as_bytes());
+                    }
+                    let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                    let entry = audit_entry(
+                        record.as_ref(),
+                        now,
+                        AuditKind::Send,
+                        session_id,
+                        "accepted",
+                    );
+                    append_in(
+                        audit,
+                        &self.db,
+                        &entry.with_reason(format!("code {generation}")),
+                    )?;
+                    Ok(())
+                });
+        result
     }
 
     /// The session's stored record (its digest, never the code), e.g. for attempts left.
     pub fn record(&self, session_id: &str) -> Result<Option<OtpRecord>, LedgerError> {
-        read(self.codes.sled(), CODES_TREE, session_id)
+        read(&self.codes, CODES_TREE, session_id)
     }
 
     /// A customer's sends and wrong attempts of the last 24 hours at the default merchant
@@ -508,7 +514,7 @@ impl OtpLedger {
         customer: &CustomerNumber,
     ) -> Result<CustomerActivity, LedgerError> {
         let key = self.activity_key(merchant, customer.as_str());
-        Ok(read(self.customers.sled(), CUSTOMERS_TREE, &key)?.unwrap_or_default())
+        Ok(read(&self.customers, CUSTOMERS_TREE, &key)?.unwrap_or_default())
     }
 }
 

@@ -1,29 +1,33 @@
 //! The redo log of store writes: how a store write becomes durable without a sled flush.
 //!
-//! Every write to the trees a request's answer depends on (`runtime`, `stats` and the OTP
-//! ledger's trees) goes through a [`LoggedTree`] or a [`Redo::transaction`]: it is applied and,
-//! in the same critical section, its exact puts and removes are appended as one *redo record* to
-//! the inbound journal (format in [`super::journal`]). The journal's writer group-commits them
-//! with the events: one `write` and one `fdatasync` make a whole batch of events and session
-//! steps durable, and [`super::Store::logged`] waits for exactly that. sled itself is written
-//! and flushed in the background (the journal's checkpoint, every second), never per request.
+//! Every write to the trees a request's answer depends on (`runtime`, `stats`, and the OTP
+//! ledger's trees and audit log) goes through a [`LoggedTree`] or a [`Redo::transact`]: it is
+//! applied and, in the same critical section, its exact puts and removes are appended as one
+//! *redo record* to the inbound journal (format in [`super::journal`]). The journal's writer
+//! group-commits them with the events: one `write` and one `fdatasync` make a whole batch of
+//! events and session steps durable, and [`super::Store::logged`] waits for exactly that. sled
+//! itself is written and flushed in the background (the journal's checkpoint, every second),
+//! never per request.
 //!
 //! Where a write is applied, and how a start knows which records to re-apply:
 //!
-//! - **The overlaid trees** ([`OVERLAID`]: `runtime`, `stats`, written at every step) take
+//! - **The overlaid trees** ([`OVERLAID`]: every tree written while handling a request) take
 //!   their writes in memory, in write-back layers in front of sled ([`super::overlay`]). The
 //!   checkpoint freezes the layers under the lock that numbers the records, syncs the journal,
-//!   applies the frozen layers to sled as one batch per tree and stores the number of the last
-//!   record they hold (`overlay-through` in tree `redo-applied`) before flushing: sled never
-//!   holds a write of these trees whose record could be lost, and whatever prefix of the
-//!   checkpoint's writes sled recovers, the records after the stored number rebuild the rest.
-//! - **The other trees** (the OTP ledger's, in sled transactions) are written to sled at once;
-//!   right after each write, under the same lock, its number is stored in sled itself
-//!   (`through` in tree `redo-applied`). sled recovers a prefix of its writes after a crash, so
-//!   the number it recovers says exactly where the journal takes over for them. Replaying from
-//!   an older point instead would be wrong: sled may hold writes whose records were never
-//!   synced (it writes full buffers between flushes), and an older record re-applied over them
-//!   would put back a value from before a send that happened.
+//!   applies the frozen layers to sled and stores the number of the last record they hold
+//!   (`overlay-through` in tree `redo-applied`) before flushing: sled never holds a write of
+//!   these trees whose record could be lost, and whatever prefix of the checkpoint's writes
+//!   sled recovers, the records after the stored number rebuild the rest.
+//! - **Any other logged tree** is written to sled at once; right after each write, under the
+//!   same lock, its number is stored in sled itself (`through` in tree `redo-applied`). sled
+//!   recovers a prefix of its writes after a crash, so the number it recovers says exactly
+//!   where the journal takes over for them. (Stores written by 0.5 and earlier kept the OTP
+//!   ledger this way.)
+//!
+//! The OTP ledger's changes are transactions over several trees ([`Redo::transact`]): they run
+//! one at a time under the ledger's own lock, read through their own writes, and commit all
+//! their writes as one record, or nothing. A checkpoint freezes the layers under the record
+//! lock, so it holds all of a transaction or none of it; a start re-applies whole records.
 //!
 //! A start re-applies, in order and before anything else reads the database, each record's
 //! writes to the trees whose number it is after (putting the same whole values again changes
@@ -34,10 +38,7 @@
 //!
 //! A write is applied before it is logged. A crash between the two loses a write that nobody
 //! was told about (the request had no answer yet), exactly like a crash before the
-//! `fdatasync`. sled may hold such a write of an OTP tree on disk ahead of its record (its own
-//! timer flush, or a full buffer it writes between flushes): the number stored with it then
-//! says the journal takes over after it, so the start re-applies nothing older over it; the
-//! state is that of a request that completed but whose answer was lost.
+//! `fdatasync`.
 
 use super::inbound::Shared;
 use super::overlay::{Iter, Overlay};
@@ -213,71 +214,135 @@ impl Redo {
         Ok(out)
     }
 
-    /// Runs a sled transaction whose writes go through [`tx_put`] and [`tx_remove`], and logs
-    /// the writes of its committed attempt as one record.
-    pub fn transaction<T, E>(&self, run: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    /// Runs `run` over `trees` as one transaction. It runs under `turn`, the lock every
+    /// transaction on these trees takes (so they run one at a time and none sees another
+    /// half-done), and reads through its own writes. When it returns `Ok`, all its writes are
+    /// applied at once, under the lock that numbers redo records, and logged as one record;
+    /// when it returns `Err`, nothing is written. Without a journal the writes go to sled in
+    /// one sled transaction.
+    pub fn transact<T, E, const N: usize>(
+        &self,
+        turn: &std::sync::Mutex<()>,
+        trees: [&LoggedTree; N],
+        run: impl FnOnce(&[TxTree<'_>; N]) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<sled::Error>,
     {
-        let Some(shared) = &self.0 else {
-            let out = run();
-            attempt();
-            return out;
-        };
-        let mut order = shared.redo_order();
-        attempt();
-        let out = run();
-        let record = CAPTURED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        let out = out?;
-        if !record.is_empty() {
-            shared
-                .append_redo(&mut order, &record, true)
-                .map_err(|e| E::from(journal_error(e)))?;
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        let writes = RefCell::new(Vec::new());
+        let views = std::array::from_fn(|index| TxTree {
+            index,
+            tree: trees[index],
+            writes: &writes,
+        });
+        let out = run(&views)?;
+        let writes = writes.into_inner();
+        if !writes.is_empty() {
+            self.commit(&trees, writes)?;
         }
         Ok(out)
     }
+
+    /// Applies and logs the writes of one transaction on `trees`.
+    fn commit(&self, trees: &[&LoggedTree], writes: Vec<TxWrite>) -> Result<(), sled::Error> {
+        let mut per_tree: Vec<Vec<(sled::IVec, Option<sled::IVec>)>> =
+            trees.iter().map(|_| Vec::new()).collect();
+        for (index, key, value) in writes {
+            per_tree[index].push((key, value));
+        }
+        if self.0.is_none() {
+            use sled::transaction::TransactionError;
+            use sled::Transactional;
+            let sled_trees: Vec<&sled::Tree> = trees.iter().map(|t| &t.tree).collect();
+            return sled_trees
+                .as_slice()
+                .transaction(|txs| {
+                    for (tx, writes) in txs.iter().zip(&per_tree) {
+                        for (key, value) in writes {
+                            match value {
+                                Some(v) => tx.insert(key, v.clone())?,
+                                None => tx.remove(key)?,
+                            };
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Storage(e) => e,
+                    TransactionError::Abort(()) => {
+                        sled::Error::ReportableBug("a write-only transaction aborted".into())
+                    }
+                });
+        }
+        let mut record = Vec::new();
+        for (tree, writes) in trees.iter().zip(&per_tree) {
+            if writes.is_empty() {
+                continue;
+            }
+            let mut ops = Vec::new();
+            for (key, value) in writes {
+                put_op(&mut ops, key, value.as_deref());
+            }
+            tree.section(&ops, &mut record);
+        }
+        let direct = trees.iter().any(|t| t.direct());
+        self.logged(
+            direct,
+            || {
+                for (tree, writes) in trees.iter().zip(per_tree) {
+                    if writes.is_empty() {
+                        continue;
+                    }
+                    match &tree.overlay {
+                        Some(o) => o.put_all(writes),
+                        None => tree.tree.apply_batch(Batch::into_sled(writes))?,
+                    }
+                }
+                Ok(())
+            },
+            |_, r| r.extend_from_slice(&record),
+        )
+    }
 }
 
-thread_local! {
-    /// Writes of the transaction attempt running on this thread.
-    static CAPTURED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// A write of a transaction: the index of its tree, the key, the new value (`None`: removed).
+type TxWrite = (usize, sled::IVec, Option<sled::IVec>);
+
+/// One tree as a [`Redo::transact`] transaction sees it: its own writes first, then the tree.
+#[derive(Debug)]
+pub struct TxTree<'t> {
+    index: usize,
+    tree: &'t LoggedTree,
+    writes: &'t RefCell<Vec<TxWrite>>,
 }
 
-/// Starts a transaction attempt: sled may run a transaction's closure more than once, and only
-/// the last (committed) attempt's writes count. Call first thing in the closure.
-pub fn attempt() {
-    CAPTURED.with(|c| c.borrow_mut().clear());
-}
+impl TxTree<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, sled::Error> {
+        let own = self
+            .writes
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(index, k, _)| *index == self.index && k.as_ref() == key)
+            .map(|(_, _, value)| value.clone());
+        match own {
+            Some(value) => Ok(value),
+            None => self.tree.get(key),
+        }
+    }
 
-fn capture(tree: &str, key: &[u8], value: Option<&[u8]>) {
-    CAPTURED.with(|c| {
-        let mut ops = Vec::with_capacity(key.len() + value.map_or(0, <[u8]>::len) + 9);
-        put_op(&mut ops, key, value);
-        put_section(&mut c.borrow_mut(), tree.as_bytes(), &ops);
-    });
-}
+    pub fn insert(&self, key: &[u8], value: Vec<u8>) {
+        self.writes
+            .borrow_mut()
+            .push((self.index, key.into(), Some(value.into())));
+    }
 
-/// Inserts inside a transaction and captures the write for its redo record.
-pub fn tx_put(
-    tree: &sled::transaction::TransactionalTree,
-    name: &str,
-    key: &[u8],
-    value: Vec<u8>,
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    capture(name, key, Some(&value));
-    tree.insert(key, value)?;
-    Ok(())
-}
-
-/// Removes inside a transaction and captures the write for its redo record.
-pub fn tx_remove(
-    tree: &sled::transaction::TransactionalTree,
-    name: &str,
-    key: &[u8],
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    capture(name, key, None);
-    tree.remove(key)?;
-    Ok(())
+    pub fn remove(&self, key: &[u8]) {
+        self.writes
+            .borrow_mut()
+            .push((self.index, key.into(), None));
+    }
 }
 
 /// A batch of writes to one [`LoggedTree`], applied atomically (like `sled::Batch`).
@@ -313,9 +378,17 @@ impl Batch {
 }
 
 /// The trees whose logged writes are held in memory until the checkpoint
-/// ([`super::overlay`]): the ones every step writes. The OTP ledger's trees are written in
-/// sled transactions, straight to sled.
-pub(super) const OVERLAID: &[&str] = &["runtime", "stats"];
+/// ([`super::overlay`]): the ones written while handling a request (sessions, outbox, stats,
+/// the OTP ledger and its audit log).
+pub(super) const OVERLAID: &[&str] = &[
+    "runtime",
+    "stats",
+    "otp_codes",
+    "otp_customers",
+    "otp_global",
+    "otp_outgoing",
+    "audit",
+];
 
 /// A sled tree whose writes are logged. Reads see every write at once, whether it is still in
 /// memory ([`super::overlay`]) or already in sled.
@@ -356,16 +429,6 @@ impl LoggedTree {
             Some(o) => o.keep_resident(&self.tree, prefixes),
             None => Ok(()),
         }
-    }
-
-    /// The sled tree itself, for sled transactions. Only for trees without layers: a
-    /// transaction would not see the writes they hold.
-    pub fn sled(&self) -> &sled::Tree {
-        debug_assert!(
-            self.overlay.is_none(),
-            "a transaction on an overlaid tree would miss its writes in memory"
-        );
-        &self.tree
     }
 
     fn section(&self, ops: &[u8], record: &mut Vec<u8>) {

@@ -27,7 +27,12 @@ impl OtpLedger {
         for item in self.codes.iter() {
             let (key, value) = item?;
             let record: OtpRecord = decode(CODES_TREE, &value)?;
-            if record.expires_at() < cutoff && self.codes.remove_if(&key, &value)? {
+            if record.expires_at() >= cutoff {
+                continue;
+            }
+            // Between transactions, never inside one.
+            let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+            if self.codes.remove_if(&key, &value)? {
                 self.outgoing.remove(&key)?;
                 removed += 1;
             }
@@ -35,7 +40,11 @@ impl OtpLedger {
         for item in self.customers.iter() {
             let (key, value) = item?;
             let activity: CustomerActivity = decode(CUSTOMERS_TREE, &value)?;
-            if activity.is_idle(now) && self.customers.remove_if(&key, &value)? {
+            if !activity.is_idle(now) {
+                continue;
+            }
+            let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+            if self.customers.remove_if(&key, &value)? {
                 removed += 1;
             }
         }

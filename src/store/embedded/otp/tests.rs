@@ -40,7 +40,7 @@ fn issue_verify_single_use_and_audit() {
         "a used code is not sent"
     );
 
-    let audit = AuditLog::open(&db)
+    let audit = AuditLog::open(&db, crate::store::embedded::redo::Redo::none())
         .expect("audit")
         .for_session("s1")
         .expect("read");
@@ -121,7 +121,7 @@ fn consume_withdraws_the_code() {
         check(&ledger, "s1", issued.code.expose(), t(3)),
         VerifyOutcome::Consumed
     );
-    let retired = AuditLog::open(&db)
+    let retired = AuditLog::open(&db, crate::store::embedded::redo::Redo::none())
         .expect("audit")
         .for_session("s1")
         .expect("read");
@@ -218,7 +218,7 @@ fn replayed_steps_issue_nothing_new() {
         IssueOutcome::AlreadyIssued(IssuedCode { generation: 2, .. })
     ));
     assert_eq!(sends(t(61)), 2);
-    let issues = AuditLog::open(&db)
+    let issues = AuditLog::open(&db, crate::store::embedded::redo::Redo::none())
         .expect("audit")
         .for_session("s1")
         .expect("read");
@@ -279,7 +279,7 @@ fn limit_breaches_are_audited_as_such() {
         issue(&ledger, "s1", &policy, IssueKind::Resend, t(2)),
         Err(IssueRefusal::Cooldown { .. })
     ));
-    let log = AuditLog::open(&db).expect("audit");
+    let log = AuditLog::open(&db, crate::store::embedded::redo::Redo::none()).expect("audit");
     let entry = |session: &str| {
         let entries = log.for_session(session).expect("read");
         let last = entries.last().expect("an entry");

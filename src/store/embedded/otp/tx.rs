@@ -1,14 +1,13 @@
-//! JSON values in sled trees, inside and outside transactions, with the ledger's errors.
+//! JSON values in the ledger's trees, inside and outside its transactions, with the ledger's
+//! errors.
 //!
-//! Owns only the encoding of ledger values and the mapping of sled's transaction errors; the
-//! ledger's rules and tree layout live in the parent module.
+//! Owns only the encoding of ledger values; the ledger's rules and tree layout live in the
+//! parent module, its transactions in [`crate::store::embedded::redo::Redo::transact`].
 
 use serde::{de::DeserializeOwned, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::LedgerError;
-
-pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
+use crate::store::embedded::redo::{LoggedTree, TxTree};
 
 pub(super) fn decode<T: DeserializeOwned>(
     tree: &'static str,
@@ -19,43 +18,7 @@ pub(super) fn decode<T: DeserializeOwned>(
 
 /// Reads a value inside a transaction; an unreadable value aborts it.
 pub(super) fn get<T: DeserializeOwned>(
-    tree: &TransactionalTree,
-    name: &'static str,
-    key: impl AsRef<[u8]>,
-) -> TxResult<Option<T>> {
-    match tree.get(key.as_ref())? {
-        Some(bytes) => decode(name, &bytes)
-            .map(Some)
-            .map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-/// Writes a value inside a transaction (logged with it: [`crate::store::embedded::redo`]).
-pub(super) fn put<T: Serialize>(
-    tree: &TransactionalTree,
-    name: &'static str,
-    key: impl AsRef<[u8]>,
-    value: &T,
-) -> TxResult<()> {
-    let bytes = serde_json::to_vec(value).expect("ledger values are plain data and serialize");
-    crate::store::embedded::redo::tx_put(tree, name, key.as_ref(), bytes)?;
-    Ok(())
-}
-
-/// Removes a value inside a transaction (logged with it).
-pub(super) fn tx_remove(
-    tree: &TransactionalTree,
-    name: &'static str,
-    key: impl AsRef<[u8]>,
-) -> TxResult<()> {
-    crate::store::embedded::redo::tx_remove(tree, name, key.as_ref())?;
-    Ok(())
-}
-
-/// Reads a value outside any transaction.
-pub(super) fn read<T: DeserializeOwned>(
-    tree: &sled::Tree,
+    tree: &TxTree<'_>,
     name: &'static str,
     key: impl AsRef<[u8]>,
 ) -> Result<Option<T>, LedgerError> {
@@ -64,11 +27,19 @@ pub(super) fn read<T: DeserializeOwned>(
         .transpose()
 }
 
-pub(super) fn finish<T>(
-    result: Result<T, TransactionError<LedgerError>>,
-) -> Result<T, LedgerError> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => LedgerError::from(e),
-    })
+/// Writes a value inside a transaction.
+pub(super) fn put<T: Serialize>(tree: &TxTree<'_>, key: impl AsRef<[u8]>, value: &T) {
+    let bytes = serde_json::to_vec(value).expect("ledger values are plain data and serialize");
+    tree.insert(key.as_ref(), bytes);
+}
+
+/// Reads a value outside any transaction.
+pub(super) fn read<T: DeserializeOwned>(
+    tree: &LoggedTree,
+    name: &'static str,
+    key: impl AsRef<[u8]>,
+) -> Result<Option<T>, LedgerError> {
+    tree.get(key.as_ref())?
+        .map(|bytes| decode(name, &bytes))
+        .transpose()
 }
