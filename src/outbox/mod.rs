@@ -182,14 +182,19 @@ impl Outbox {
         tokio::spawn(self.clone().renew_claims());
         let wake = self.runtime.outbox_wake.clone();
         while !self.draining() {
-            let worked = match self.dispatch_due().await {
-                Ok(n) => n > 0,
+            let full = match self.dispatch_due().await {
+                Ok(full) => full,
                 Err(e) => {
                     tracing::error!(error = %e, "outbox pass failed");
                     false
                 }
             };
-            if !worked {
+            // Whatever a pass leaves behind waits for a wake-up: an entry queued, a delivery
+            // task ended (its recipient's next entries, or a place freed), or the poll below
+            // (entries that become due later). Wake-ups that come during a pass are kept, and
+            // many of them make one more pass, not one each. Only a pass that took a whole
+            // batch goes on at once.
+            if !full {
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -295,9 +300,10 @@ impl Outbox {
     }
 
     /// Starts a delivery task for every recipient with due entries and none running. Returns
-    /// how many it started; a task that ends wakes the dispatcher again, so a recipient's later
-    /// entries follow as soon as their predecessors are settled, with no pass-wide barrier.
-    async fn dispatch_due(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+    /// whether it took a whole batch of due entries (more may be due); a task that ends wakes
+    /// the dispatcher again, so a recipient's later entries follow as soon as their
+    /// predecessors are settled, with no pass-wide barrier.
+    async fn dispatch_due(self: &Arc<Self>) -> Result<bool, crate::store::StoreError> {
         // Busy recipients are read before the due entries: a recipient not busy now gets no
         // task until this pass starts one, so its entries below are fresh.
         let busy = {
@@ -308,19 +314,21 @@ impl Outbox {
                 .collect::<std::collections::HashSet<String>>()
         };
         if self.draining() {
-            return Ok(0);
+            return Ok(false);
         }
         let extra = self
             .left_behind
             .load(std::sync::atomic::Ordering::Relaxed)
             .min(MAX_EXTRA_SCAN);
         // Entries held by running tasks stay claimed: the store does not hand them out again.
+        let limit = BATCH + extra;
         let due = self
             .runtime
             .storage()
             .outbox
-            .claim_due(Utc::now(), BATCH + extra, CLAIM_LEASE)
+            .claim_due(Utc::now(), limit, CLAIM_LEASE)
             .await?;
+        let full = due.len() >= limit;
         // Counting the queue reads all of it: twice a second is enough for a gauge.
         let count_depth = {
             let mut at = self.depth_counted.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,7 +392,6 @@ impl Outbox {
                 }
             }
         }
-        let mut started = 0;
         let mut left_behind = 0;
         for (recipient, scope, entries) in by_recipient {
             // Each number serves its own recipients: one held back by its rate limit never
@@ -399,7 +406,6 @@ impl Outbox {
                 not_taken.extend(entries.into_iter().map(|e| e.id));
                 continue;
             };
-            started += 1;
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
             {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
@@ -425,7 +431,7 @@ impl Outbox {
         self.left_behind
             .store(left_behind, std::sync::atomic::Ordering::Relaxed);
         self.runtime.storage().outbox.release(&not_taken).await?;
-        Ok(started)
+        Ok(full)
     }
 
     /// Delivers one recipient's due entries in queue order. Once a WhatsApp message has to wait
