@@ -58,8 +58,7 @@ impl OutboxClaims {
 }
 
 fn recipient(e: &OutboxEntry) -> String {
-    let sep = crate::tenants::SCOPE_SEPARATOR;
-    format!("{}{sep}{}{sep}{}", e.merchant, e.number, e.to)
+    super::sessions::outbox_recipient(e)
 }
 
 /// The outbox as one claimer sees it.
@@ -126,6 +125,7 @@ impl OutboxQueue for OutboxClaimer {
             now,
             limit.saturating_add(held.len()),
             &held,
+            &busy,
         )?;
         let until = Instant::now() + lease;
         // A recipient passed over once is passed over for the rest of this claim, so none of

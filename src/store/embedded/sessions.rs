@@ -333,6 +333,13 @@ pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
+/// The recipient an outbox entry is queued for: its customer at its number, per merchant
+/// (outbox entries of one recipient go out one after another, in queue order).
+pub(super) fn outbox_recipient(e: &OutboxEntry) -> String {
+    let sep = crate::tenants::SCOPE_SEPARATOR;
+    format!("{}{sep}{}{sep}{}", e.merchant, e.number, e.to)
+}
+
 pub(super) fn timed_key(prefix: u8, due_ms: i64, rest: &[u8]) -> Vec<u8> {
     let mut k = vec![prefix];
     k.extend_from_slice(&due_ms.max(0).to_be_bytes());
@@ -536,7 +543,10 @@ impl SessionStore {
         }
         for e in &w.outbox {
             batch.insert(key(OUTBOX, &[e.id.as_bytes()]), enc(e)?);
-            batch.insert(timed_key(QUEUE, e.due_ms, e.id.as_bytes()), &[]);
+            batch.insert(
+                timed_key(QUEUE, e.due_ms, e.id.as_bytes()),
+                outbox_recipient(e).into_bytes(),
+            );
             index_outbox(&mut batch, e);
         }
         self.tree.apply_batch(batch)?;
@@ -591,7 +601,7 @@ impl SessionStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.due_outbox_except(now, limit, &Default::default())
+        self.due_outbox_except(now, limit, &Default::default(), &Default::default())
     }
 
     /// Like [`SessionStore::due_outbox`], without reading the entries named in `skip` (those a
@@ -601,13 +611,21 @@ impl SessionStore {
         now: DateTime<Utc>,
         limit: usize,
         skip: &std::collections::HashSet<String>,
+        skip_recipients: &std::collections::HashSet<String>,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let end = timed_key(QUEUE, now.timestamp_millis().saturating_add(1), &[]);
         let mut out = Vec::new();
         for item in self.tree.range(vec![QUEUE]..end).take(limit) {
-            let (k, _) = item?;
+            let (k, recipient) = item?;
             let id = String::from_utf8_lossy(&k[9..]);
             if skip.contains(id.as_ref()) {
+                continue;
+            }
+            // The queue key names its entry's recipient (not in stores written by 0.5 and
+            // earlier): one already being served is passed over without reading its entry.
+            if !recipient.is_empty()
+                && std::str::from_utf8(&recipient).is_ok_and(|r| skip_recipients.contains(r))
+            {
                 continue;
             }
             let due = k
@@ -662,7 +680,10 @@ impl SessionStore {
         let mut batch = super::redo::Batch::default();
         batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
         if entry.is_queued() {
-            batch.insert(timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()), &[]);
+            batch.insert(
+                timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()),
+                outbox_recipient(entry).into_bytes(),
+            );
         }
         batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
         index_outbox(&mut batch, entry);
