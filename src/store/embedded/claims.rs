@@ -11,6 +11,7 @@
 //! An entry left in flight by a holder of this process whose claim ran out is not handed to
 //! the next claim: in one process the holder is still there and settles it.
 
+use super::sessions::outbox_recipient;
 use super::Embedded;
 use crate::store::{MessageLink, OutboxEntry, OutboxQueue, OutboxState, StoreError};
 use chrono::{DateTime, Utc};
@@ -55,10 +56,6 @@ impl OutboxClaims {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
-}
-
-fn recipient(e: &OutboxEntry) -> String {
-    super::sessions::outbox_recipient(e)
 }
 
 /// The outbox as one claimer sees it.
@@ -133,7 +130,7 @@ impl OutboxQueue for OutboxClaimer {
         let mut passed: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         for e in due {
-            let r = recipient(&e);
+            let r = outbox_recipient(&e);
             if out.len() >= limit || busy.contains(&r) || passed.contains(&r) {
                 passed.insert(r);
                 continue;

@@ -70,9 +70,9 @@ const FORMAT_BY_DIGEST: &[u8] = &[2];
 /// when it was taken (no later record is in an earlier segment): see [`super::redo`].
 const REDO_THROUGH: &[u8] = b"\xffredo-through";
 /// The key of the `redo-applied` tree: the last redo record whose writes to the trees written
-/// straight to sled (the OTP ledger's) sled holds.
+/// straight to sled sled holds (the OTP ledger's, in stores written by 0.5 and earlier).
 const APPLIED_THROUGH: &[u8] = b"through";
-/// Its key for the overlaid trees (`runtime`, `stats`): every record up to it is in sled,
+/// Its key for the overlaid trees ([`super::redo::OVERLAID`]): every record up to it is in sled,
 /// stored by the checkpoint that moved their write-back layers there. Absent (a store written
 /// before the layers existed): [`APPLIED_THROUGH`] says it for every tree.
 const OVERLAY_THROUGH: &[u8] = b"overlay-through";

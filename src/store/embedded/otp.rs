@@ -372,8 +372,9 @@ impl OtpLedger {
                     if let Some(outcome) = replayed {
                         return Ok(outcome);
                     }
-                    // Guesses are charged to the chat that made them, never to a third party's number
-                    // the code went to: nobody can lock someone else out by guessing badly.
+                    // Guesses are charged to the chat that made them, never to a third party's
+                    // number the code went to: nobody can lock someone else out by guessing
+                    // badly.
                     let requester_key = record
                         .as_ref()
                         .map(|r| self.activity_key(r.merchant(), r.requester().as_str()));
@@ -425,25 +426,18 @@ impl OtpLedger {
         reason: &str,
     ) -> Result<(), LedgerError> {
         let trees = [&self.codes, &self.outgoing, &self.audit];
-        let result: Result<_, LedgerError> =
-            self.redo
-                .transact(&self.turn, trees, |[codes, outgoing, audit]| {
-                    outgoing.remove(session_id.as_bytes());
-                    let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                    if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
-                        put(codes, session_id, &record.retired());
-                        let entry = audit_entry(
-                            Some(&record),
-                            now,
-                            AuditKind::Retire,
-                            session_id,
-                            "retired",
-                        );
-                        append_in(audit, &self.db, &entry.with_reason(reason))?;
-                    }
-                    Ok(())
-                });
-        result
+        self.redo
+            .transact(&self.turn, trees, |[codes, outgoing, audit]| {
+                outgoing.remove(session_id.as_bytes());
+                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
+                    put(codes, session_id, &record.retired());
+                    let entry =
+                        audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                    append_in(audit, &self.db, &entry.with_reason(reason))?;
+                }
+                Ok(())
+            })
     }
 
     /// The session's current code and its generation, for the outbox to send; `None` once it
@@ -468,29 +462,27 @@ impl OtpLedger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let trees = [&self.codes, &self.outgoing, &self.audit];
-        let result: Result<_, LedgerError> =
-            self.redo
-                .transact(&self.turn, trees, |[codes, outgoing, audit]| {
-                    let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
-                    if current.is_some_and(|o| o.generation == generation) {
-                        outgoing.remove(session_id.as_bytes());
-                    }
-                    let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                    let entry = audit_entry(
-                        record.as_ref(),
-                        now,
-                        AuditKind::Send,
-                        session_id,
-                        "accepted",
-                    );
-                    append_in(
-                        audit,
-                        &self.db,
-                        &entry.with_reason(format!("code {generation}")),
-                    )?;
-                    Ok(())
-                });
-        result
+        self.redo
+            .transact(&self.turn, trees, |[codes, outgoing, audit]| {
+                let current: Option<Outgoing> = get(outgoing, OUTGOING_TREE, session_id)?;
+                if current.is_some_and(|o| o.generation == generation) {
+                    outgoing.remove(session_id.as_bytes());
+                }
+                let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
+                let entry = audit_entry(
+                    record.as_ref(),
+                    now,
+                    AuditKind::Send,
+                    session_id,
+                    "accepted",
+                );
+                append_in(
+                    audit,
+                    &self.db,
+                    &entry.with_reason(format!("code {generation}")),
+                )?;
+                Ok(())
+            })
     }
 
     /// The session's stored record (its digest, never the code), e.g. for attempts left.
