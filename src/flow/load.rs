@@ -26,6 +26,8 @@ pub struct Flow {
     hash: String,
     source: String,
     warnings: Vec<Diagnostic>,
+    /// `[start] keywords`, each as its words ([`super::words::words`]), read once at load.
+    keyword_words: Vec<Vec<String>>,
 }
 
 impl Flow {
@@ -54,6 +56,11 @@ impl Flow {
     /// The parsed file.
     pub fn file(&self) -> &FlowFile {
         &self.file
+    }
+
+    /// The words of each of the flow's start keywords.
+    pub fn keyword_words(&self) -> &[Vec<String>] {
+        &self.keyword_words
     }
 
     /// The language of a session started without one: `default_language`, else `en`.
@@ -167,9 +174,10 @@ impl FlowSet {
     /// keywords shared by two flows; a message holding keywords of two flows starts the first
     /// in id order.
     pub fn flow_for_keyword(&self, text: &str) -> Option<&Arc<Flow>> {
+        let said = super::words::words(text);
         self.flows
             .values()
-            .find(|f| super::engine::keyword_matches(f, text))
+            .find(|f| super::engine::said_matches(f, &said))
     }
 }
 
@@ -235,8 +243,15 @@ pub fn parse_flow(name: &str, text: &str) -> Result<Flow, Vec<Diagnostic>> {
     warnings.sort();
     warnings.dedup();
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    let keyword_words = file
+        .start
+        .keywords
+        .iter()
+        .map(|k| super::words::words(k.as_str()))
+        .collect();
     Ok(Flow {
         id,
+        keyword_words,
         file,
         path: PathBuf::from(name),
         hash,

@@ -19,6 +19,19 @@ pub fn normalize(text: &str) -> String {
 /// Devanagari and other scripts write after a letter (virama, nukta, vowel signs) stay in the
 /// word, so "क्या" is one word, not `क` and `या`.
 pub fn words(text: &str) -> Vec<String> {
+    // In ASCII every character is a grapheme of its own (but `\r\n`, neither of them part of
+    // a word): the same runs, without the segmentation tables.
+    if text.is_ascii() {
+        return text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+    }
+    by_graphemes(text)
+}
+
+fn by_graphemes(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     for g in text.graphemes(true) {
@@ -53,5 +66,12 @@ mod tests {
         assert_eq!(words("क्या आप ज़रूर, एजेंट?"), ["क्या", "आप", "ज़रूर", "एजेंट"]);
         assert_eq!(words("¿Quiero un AGENTE?"), ["quiero", "un", "agente"]);
         assert_eq!(words("أريد وكيلًا"), ["أريد", "وكيلًا"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_words_are_the_grapheme_words(text in "[ -~\\r\\n\\t]{0,40}") {
+            proptest::prop_assert_eq!(words(&text), by_graphemes(&text));
+        }
     }
 }

@@ -165,12 +165,12 @@ pub fn api_check_allowed(flow: &Flow, session: &SessionState) -> Result<(), ApiC
 /// Whether a customer's message should start `flow`: one of its `[start] keywords` appears in
 /// it as whole words (case and punctuation ignored), so "I forgot my password" matches `forgot`.
 pub fn keyword_matches(flow: &Flow, text: &str) -> bool {
-    let said = words(text);
-    flow.file()
-        .start
-        .keywords
-        .iter()
-        .any(|k| contains_words(&said, &words(k.as_str())))
+    said_matches(flow, &words(text))
+}
+
+/// [`keyword_matches`] for a message already split into its [`words`].
+pub fn said_matches(flow: &Flow, said: &[String]) -> bool {
+    flow.keyword_words().iter().any(|k| contains_words(said, k))
 }
 
 /// Whether `keyword` appears in `text` as whole words, as [`keyword_matches`] reads it.
