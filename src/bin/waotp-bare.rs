@@ -15,6 +15,10 @@ use clap::Parser;
 use waotp::webhook::signature::SignatureVerifier;
 use waotp::webhook::MAX_BODY_BYTES;
 
+// The server's allocator, so that the comparison is of the pipeline alone.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "waotp-bare",
