@@ -9,7 +9,7 @@ use super::redo::{LoggedTree, Redo, TxTree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::otp::CustomerNumber;
+use crate::otp::{CustomerNumber, OtpRecord};
 
 /// Name of the sled tree holding the audit log.
 pub const AUDIT_TREE: &str = "audit";
@@ -75,6 +75,29 @@ impl AuditEntry {
     pub fn with_customer(mut self, customer: &CustomerNumber) -> Self {
         self.customer = Some(customer.masked());
         self
+    }
+
+    /// The flow, purpose and customer of the session's record, when there is one.
+    pub fn with_record(self, record: Option<&OtpRecord>) -> Self {
+        match record {
+            Some(r) => self
+                .with_flow(r.flow())
+                .with_purpose(r.purpose())
+                .with_customer(r.customer()),
+            None => self,
+        }
+    }
+
+    /// WhatsApp accepted the message carrying the session's code number `generation`.
+    pub fn code_sent(
+        record: Option<&OtpRecord>,
+        at: DateTime<Utc>,
+        session_id: &str,
+        generation: u32,
+    ) -> Self {
+        Self::new(at, AuditKind::Send, session_id, "accepted")
+            .with_record(record)
+            .with_reason(format!("code {generation}"))
     }
 
     /// A free-text reason (never put a code or secret here).

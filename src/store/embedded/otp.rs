@@ -403,9 +403,9 @@ impl OtpLedger {
                         VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
                         _ => AuditKind::Check,
                     };
-                    let mut entry =
-                        audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
-                            .with_purpose(subject.purpose());
+                    let mut entry = AuditEntry::new(now, kind, session_id, outcome.as_str())
+                        .with_record(record.as_ref())
+                        .with_purpose(subject.purpose());
                     if let VerifyOutcome::Wrong { attempts_left } = outcome {
                         entry = entry.with_reason(format!("{attempts_left} attempts left"));
                     }
@@ -432,8 +432,8 @@ impl OtpLedger {
                 let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
                 if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
                     put(codes, session_id, &record.retired());
-                    let entry =
-                        audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                    let entry = AuditEntry::new(now, AuditKind::Retire, session_id, "retired")
+                        .with_record(Some(&record));
                     append_in(audit, &self.db, &entry.with_reason(reason))?;
                 }
                 Ok(())
@@ -469,18 +469,8 @@ impl OtpLedger {
                     outgoing.remove(session_id.as_bytes());
                 }
                 let record: Option<OtpRecord> = get(codes, CODES_TREE, session_id)?;
-                let entry = audit_entry(
-                    record.as_ref(),
-                    now,
-                    AuditKind::Send,
-                    session_id,
-                    "accepted",
-                );
-                append_in(
-                    audit,
-                    &self.db,
-                    &entry.with_reason(format!("code {generation}")),
-                )?;
+                let entry = AuditEntry::code_sent(record.as_ref(), now, session_id, generation);
+                append_in(audit, &self.db, &entry)?;
                 Ok(())
             })
     }
@@ -507,24 +497,6 @@ impl OtpLedger {
     ) -> Result<CustomerActivity, LedgerError> {
         let key = self.activity_key(merchant, customer.as_str());
         Ok(read(&self.customers, CUSTOMERS_TREE, &key)?.unwrap_or_default())
-    }
-}
-
-/// An audit entry filled in from the session's record, when there is one.
-fn audit_entry(
-    record: Option<&OtpRecord>,
-    now: DateTime<Utc>,
-    kind: AuditKind,
-    session_id: &str,
-    outcome: &str,
-) -> AuditEntry {
-    let entry = AuditEntry::new(now, kind, session_id, outcome);
-    match record {
-        Some(r) => entry
-            .with_flow(r.flow())
-            .with_purpose(r.purpose())
-            .with_customer(r.customer()),
-        None => entry,
     }
 }
 

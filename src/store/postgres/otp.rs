@@ -485,7 +485,8 @@ impl PgOtpLedger {
             VerifyOutcome::CustomerBlocked { .. } => AuditKind::LimitBreach,
             _ => AuditKind::Check,
         };
-        let mut entry = audit_entry(record.as_ref(), now, kind, session_id, outcome.as_str())
+        let mut entry = AuditEntry::new(now, kind, session_id, outcome.as_str())
+            .with_record(record.as_ref())
             .with_purpose(subject.purpose());
         if let VerifyOutcome::Wrong { attempts_left } = outcome {
             entry = entry.with_reason(format!("{attempts_left} attempts left"));
@@ -511,8 +512,8 @@ impl PgOtpLedger {
             delete_outgoing(&tx, session_id).await?;
             if let Some(record) = record.filter(|r| r.status() == CodeStatus::Active) {
                 write_record(&tx, &record.retired()).await?;
-                let entry =
-                    audit_entry(Some(&record), now, AuditKind::Retire, session_id, "retired");
+                let entry = AuditEntry::new(now, AuditKind::Retire, session_id, "retired")
+                    .with_record(Some(&record));
                 append_in(&tx, &entry.with_reason(reason)).await?;
             }
             tx.commit().await?;
@@ -560,14 +561,8 @@ impl PgOtpLedger {
             )
             .await?;
             let record = read_record(&tx, session_id, false).await?;
-            let entry = audit_entry(
-                record.as_ref(),
-                now,
-                AuditKind::Send,
-                session_id,
-                "accepted",
-            );
-            append_in(&tx, &entry.with_reason(format!("code {generation}"))).await?;
+            let entry = AuditEntry::code_sent(record.as_ref(), now, session_id, generation);
+            append_in(&tx, &entry).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -789,24 +784,6 @@ async fn delete_outgoing(tx: &Transaction<'_>, session_id: &str) -> Result<(), T
     )
     .await?;
     Ok(())
-}
-
-/// An audit entry filled in from the session's record, when there is one.
-fn audit_entry(
-    record: Option<&OtpRecord>,
-    now: DateTime<Utc>,
-    kind: AuditKind,
-    session_id: &str,
-    outcome: &str,
-) -> AuditEntry {
-    let entry = AuditEntry::new(now, kind, session_id, outcome);
-    match record {
-        Some(r) => entry
-            .with_flow(r.flow())
-            .with_purpose(r.purpose())
-            .with_customer(r.customer()),
-        None => entry,
-    }
 }
 
 #[async_trait::async_trait]
