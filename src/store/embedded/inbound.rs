@@ -8,14 +8,15 @@
 //! it is acting on.
 //!
 //! Deduplication looks a 128-bit digest of the dedupe key (the message id; the message id and
-//! status for a status) up in memory for the last minute's events and in a sled tree
-//! (`inbound-dedupe`) for older ones: the checkpoint moves digests there once their events are
-//! on disk, so memory stays flat however long the server runs. The tree is keyed by the digest
-//! alone — a redelivery is recognised whatever `timestamp` WhatsApp puts on it — with a second
-//! key per digest ordered by our receive time, so that records expire 7 days after we received
-//! the event (WhatsApp's retry period) as one range. The same sled batch records how far that
-//! has got and the oldest unhandled event, so a start-up reads only the journal segments after
-//! both, not the whole retention period.
+//! status for a status) up in memory for the last minute's events and in immutable sorted files
+//! of digests ([`super::dedupe`], the directory `dedupe`) for older ones: the checkpoint moves
+//! digests there once their events are on disk, a minute's worth at a time, so memory stays
+//! flat however long the server runs. Only the digest is looked up — a redelivery is recognised
+//! whatever `timestamp` WhatsApp puts on it — and each record keeps our receive time, so that
+//! records expire 7 days after we received the event (WhatsApp's retry period). A sled tree
+//! (`inbound-dedupe`, after what it held until 0.7) records how far the moves have got and the
+//! oldest unhandled event, so a start-up reads only the journal segments after both, not the
+//! whole retention period.
 //!
 //! An event counts as handled once the runtime says so *and* sled has since been flushed (the
 //! checkpoint, every second), so a "handled" mark never reaches disk before the effects of
@@ -35,6 +36,7 @@
 //!
 //! Records are sealed at rest: a customer's message may be the code they were sent.
 
+use super::dedupe::{DedupeRuns, Entry};
 use super::journal::{self, Record};
 use super::StoreError;
 use crate::domain::InboundEvent;
@@ -58,14 +60,21 @@ pub const SEGMENT_AGE: Duration = Duration::from_secs(3600);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Most sequence numbers in one "handled" record.
 const HANDLED_PER_RECORD: usize = 4096;
-/// Dedupe digests stay in memory this long (WhatsApp's quick retries), then move to sled.
+/// Dedupe digests stay in memory this long (WhatsApp's quick retries), then move to a run …
 const RECENT_SECS: i64 = 60;
-/// Keys of the dedupe tree that are not digest records (those start with `d` or `e`).
+/// … or sooner when memory holds more than this many.
+const RECENT_MAX: usize = 131_072;
+/// A run is written once this many digests are due to move, or the oldest of them has waited
+/// this long.
+const RUN_MIN: usize = 65_536;
+const RUN_EVERY_SECS: i64 = 60;
+/// Keys of the tree `inbound-dedupe`, named for what it held until 0.7.
 const MOVED_THROUGH: &[u8] = b"\xffmoved-through";
 const HANDLED_FLOOR: &[u8] = b"\xffhandled-floor";
 /// The layout of the dedupe tree (absent: the timestamp-keyed layout of earlier versions).
 const FORMAT: &[u8] = b"\xffformat";
-const FORMAT_BY_DIGEST: &[u8] = &[2];
+/// The tree holds no dedupe record: they are in runs ([`super::dedupe`]).
+const FORMAT_RUNS: &[u8] = &[3];
 /// The last redo record sled is known to hold on disk, and the segment the journal was writing
 /// when it was taken (no later record is in an earlier segment): see [`super::redo`].
 const REDO_THROUGH: &[u8] = b"\xffredo-through";
@@ -189,8 +198,10 @@ struct State {
 
 pub(super) struct Shared {
     dir: PathBuf,
-    /// Dedupe digests of events older than [`RECENT_SECS`].
+    /// Where the journal keeps its positions (and, in stores before 0.8, the dedupe records).
     index: sled::Tree,
+    /// Dedupe digests of events older than [`RECENT_SECS`].
+    runs: DedupeRuns,
     sealer: Arc<RecordSealer>,
     state: Mutex<State>,
     wake: Condvar,
@@ -210,6 +221,13 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Whether the runs hold `digest` (an event received a minute or more ago).
+    fn in_runs(&self, digest: &[u8; 16]) -> Result<bool, StoreError> {
+        self.runs
+            .contains(digest)
+            .map_err(|e| StoreError::Journal(format!("reading the dedupe runs: {e}")))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -329,63 +347,54 @@ struct Recent {
     received_at: i64,
 }
 
-/// The key a recorded event is looked up by: `d` and the digest (the value is our receive
-/// time). Nothing of WhatsApp's timestamp: redeliveries do not always repeat it.
-fn seen_key(digest: &[u8; 16]) -> [u8; 17] {
-    let mut k = [b'd'; 17];
-    k[1..].copy_from_slice(digest);
-    k
-}
-
-/// The key a record expires by: `e`, our receive time, the digest. Ours, not WhatsApp's, so a
-/// skewed timestamp neither shortens nor lengthens the 7 days; in time order, so expired
-/// records are one range at the front (and new keys land at the end of it).
-fn expiry_key(received_at: i64, digest: &[u8; 16]) -> [u8; 25] {
-    let mut k = [b'e'; 25];
-    k[1..9].copy_from_slice(&received_at.max(0).to_be_bytes());
-    k[9..].copy_from_slice(digest);
-    k
-}
-
-/// Converts the dedupe tree of earlier versions, keyed by WhatsApp's timestamp and the digest
-/// (24 bytes, first byte 0 for any real timestamp), to the digest-keyed layout. Each batch
-/// converts a run of records atomically; the format mark is set by the last one, so an
-/// interrupted conversion resumes at the next start.
-fn convert_dedupe_layout(index: &sled::Tree) -> Result<(), StoreError> {
-    if index.get(FORMAT)?.as_deref() == Some(FORMAT_BY_DIGEST) {
+/// Moves the dedupe records a sled tree held in earlier versions into a run, then deletes them
+/// from the tree. Two layouts: keyed by WhatsApp's timestamp and the digest (24 bytes, first
+/// byte 0 for any real timestamp), and keyed by `d` and the digest with a second key `e`, the
+/// receive time and the digest (0.3 to 0.7); the value of the first key is our receive time in
+/// both. The run is written before anything is deleted and the format mark is set by the last
+/// batch, so an interrupted move is done again at the next start (the same digest twice in the
+/// runs is harmless).
+fn export_dedupe_tree(index: &sled::Tree, runs: &DedupeRuns) -> Result<(), StoreError> {
+    if index.get(FORMAT)?.as_deref() == Some(FORMAT_RUNS) {
         return Ok(());
     }
-    let mut converted = 0usize;
-    loop {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in index.range([0u8]..[1u8]) {
-            let (k, v) = item?;
-            let Ok(d) = <[u8; 16]>::try_from(k.get(8..).unwrap_or_default()) else {
+    let mut entries = Vec::new();
+    let mut doomed = Vec::new();
+    for item in index.iter() {
+        let (k, v) = item?;
+        let digest = match (k.first(), k.len()) {
+            (Some(0), 24) => k.get(8..),
+            (Some(b'd'), 17) => k.get(1..),
+            (Some(b'e'), 25) => {
+                doomed.push(k);
                 continue;
-            };
-            let received = <[u8; 8]>::try_from(v.as_ref()).map_or(0, i64::from_be_bytes);
-            batch.remove(k);
-            batch.insert(&seen_key(&d)[..], &received.to_be_bytes());
-            batch.insert(&expiry_key(received, &d)[..], &[]);
-            n += 1;
-            if n == BATCH_RECORDS {
-                break;
             }
-        }
-        converted += n;
-        if n < BATCH_RECORDS {
-            batch.insert(FORMAT, FORMAT_BY_DIGEST);
-            index.apply_batch(batch)?;
-            break;
+            _ => continue,
+        };
+        let Some(Ok(digest)) = digest.map(<[u8; 16]>::try_from) else {
+            continue;
+        };
+        let received_at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, i64::from_be_bytes);
+        entries.push(Entry {
+            digest,
+            received_at,
+        });
+        doomed.push(k);
+    }
+    let moved = entries.len();
+    runs.add(entries)
+        .map_err(|e| StoreError::Journal(format!("writing the dedupe runs: {e}")))?;
+    for chunk in doomed.chunks(BATCH_RECORDS) {
+        let mut batch = sled::Batch::default();
+        for k in chunk {
+            batch.remove(k);
         }
         index.apply_batch(batch)?;
     }
-    if converted > 0 {
-        tracing::info!(
-            records = converted,
-            "inbound dedupe records re-keyed by message id"
-        );
+    index.insert(FORMAT, FORMAT_RUNS)?;
+    index.flush()?;
+    if moved > 0 {
+        tracing::info!(records = moved, "inbound dedupe records moved out of sled");
     }
     Ok(())
 }
@@ -423,7 +432,10 @@ impl InboundLog {
             db.drop_tree("inbound")?;
         }
         let index = db.open_tree("inbound-dedupe")?;
-        convert_dedupe_layout(&index)?;
+        let runs_dir = dir.join("dedupe");
+        let runs =
+            DedupeRuns::open(&runs_dir).map_err(|e| io_error("cannot open", &runs_dir, e))?;
+        export_dedupe_tree(&index, &runs)?;
         let moved_through = read_u64(&index, MOVED_THROUGH)?;
         let floor = read_u64(&index, HANDLED_FLOOR)?.unwrap_or(0);
         // Records up to this number are in sled on disk; later ones are replayed below. No
@@ -638,6 +650,7 @@ impl InboundLog {
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             index,
+            runs,
             sealer,
             state: Mutex::new(state),
             wake: Condvar::new(),
@@ -734,7 +747,7 @@ impl InboundLog {
             }
             st.moves
         };
-        if self.shared.index.contains_key(seen_key(&digest))? {
+        if self.shared.in_runs(&digest)? {
             return Ok(Recorded::Duplicate);
         }
         let mut st = self.shared.lock();
@@ -747,7 +760,7 @@ impl InboundLog {
         }
         // …and, rarely, moved to the tree after the look there: then look again, under the
         // lock, which no further move can pass.
-        if st.moves != moves_seen && self.shared.index.contains_key(seen_key(&digest))? {
+        if st.moves != moves_seen && self.shared.in_runs(&digest)? {
             return Ok(Recorded::Duplicate);
         }
         let event_ts = event.timestamp();
@@ -861,7 +874,7 @@ impl InboundLog {
     pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
         let d = digest(dedupe_key.as_bytes());
         let st = self.shared.lock();
-        Ok(st.dedupe.contains(&d) || self.shared.index.contains_key(seen_key(&d))?)
+        Ok(st.dedupe.contains(&d) || self.shared.in_runs(&d)?)
     }
 
     /// Closes the current segment at the next write once it holds an event (operators, tests;
@@ -970,7 +983,8 @@ impl InboundLog {
 
     /// Bytes the journal's segments occupy.
     pub fn size_on_disk(&self) -> u64 {
-        self.shared.lock().segments.iter().map(|s| s.bytes).sum()
+        let segments: u64 = self.shared.lock().segments.iter().map(|s| s.bytes).sum();
+        segments + self.shared.runs.bytes()
     }
 
     /// Number of events not yet handled.
@@ -1016,37 +1030,13 @@ impl InboundLog {
                 .map_err(|e| io_error("cannot remove", &segment.path, e))?;
             removed += segment.events;
         }
-        // Dedupe records in the tree: the range of expiry keys before the cutoff, each with its
-        // lookup key (unless that was written again later, by a conversion of the old layout
-        // that met the same digest twice).
-        let start = expiry_key(0, &[0; 16]);
-        let end = expiry_key(cutoff, &[0; 16]);
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for item in self.shared.index.range(start.as_slice()..end.as_slice()) {
-            let (k, _) = item?;
-            let Ok(d) = <[u8; 16]>::try_from(k.get(9..).unwrap_or_default()) else {
-                continue;
-            };
-            batch.remove(k);
-            let lookup = seen_key(&d);
-            let received = self
-                .shared
-                .index
-                .get(lookup)?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                .map_or(i64::MIN, i64::from_be_bytes);
-            if received < cutoff {
-                batch.remove(&lookup[..]);
-                removed += 1;
-            }
-            in_batch += 1;
-            if in_batch == BATCH_RECORDS {
-                self.shared.index.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-        }
-        self.shared.index.apply_batch(batch)?;
+        // Dedupe records of older events, in the runs.
+        let runs_dir = self.shared.dir.join("dedupe");
+        removed += self
+            .shared
+            .runs
+            .expire(cutoff)
+            .map_err(|e| io_error("cannot expire dedupe records in", &runs_dir, e))?;
         if !doomed.is_empty() {
             journal::sync_dir(&self.shared.dir)
                 .map_err(|e| io_error("cannot sync", &self.shared.dir, e))?;
@@ -1226,21 +1216,33 @@ fn sync_journal(shared: &Shared) -> Result<(), String> {
         .unwrap_or_else(|_| Err("the journal writer stopped".into()))
 }
 
-/// Moves the digests of events older than [`RECENT_SECS`] (and on disk) to the dedupe tree,
-/// recording in the same batch how far that has got and the oldest unhandled event.
-fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
+/// Moves the digests of events older than [`RECENT_SECS`] (and on disk) to a dedupe run, and
+/// records in sled how far that has got and the oldest unhandled event. A run is written once a
+/// minute's worth of digests is due, or [`RUN_MIN`] of them (at once when `explicit`), so that
+/// runs are few and merging them is cheap.
+fn move_dedupe(shared: &Shared, explicit: bool) -> Result<(), StoreError> {
     let now = unix_now();
     let (moving, floor) = {
         let mut st = shared.lock();
         let through = st.written_through;
-        let mut moving = Vec::new();
-        while let Some(&r) = st.recent.front() {
-            if r.received_at > now - RECENT_SECS || through.map_or(true, |t| r.seq > t) {
-                break;
-            }
-            st.recent.pop_front();
-            moving.push(r);
-        }
+        let excess = st.recent.len().saturating_sub(RECENT_MAX);
+        let due = st
+            .recent
+            .iter()
+            .enumerate()
+            .take_while(|(i, r)| {
+                (r.received_at <= now - RECENT_SECS || *i < excess)
+                    && through.is_some_and(|t| r.seq <= t)
+            })
+            .count();
+        let oldest_due = st.recent.front().map_or(now, |r| r.received_at);
+        let write = due > 0
+            && (explicit || due >= RUN_MIN || oldest_due <= now - RECENT_SECS - RUN_EVERY_SECS);
+        let moving: Vec<Recent> = if write {
+            st.recent.iter().take(due).copied().collect()
+        } else {
+            Vec::new()
+        };
         let floor = st.pending.keys().next().copied().unwrap_or(st.next_seq);
         if moving.is_empty() && st.floor_written == Some(floor) {
             return Ok(());
@@ -1248,28 +1250,35 @@ fn move_dedupe(shared: &Shared) -> Result<(), StoreError> {
         st.floor_written = Some(floor);
         (moving, floor)
     };
-    let mut batch = sled::Batch::default();
-    for r in &moving {
-        batch.insert(&seen_key(&r.digest)[..], &r.received_at.to_be_bytes());
-        batch.insert(&expiry_key(r.received_at, &r.digest)[..], &[]);
+    // Written while recorders go on: a digest is in memory until it is in a run.
+    let entries = moving
+        .iter()
+        .map(|r| Entry {
+            digest: r.digest,
+            received_at: r.received_at,
+        })
+        .collect();
+    if let Err(e) = shared.runs.add(entries) {
+        shared.lock().floor_written = None;
+        return Err(StoreError::Journal(format!("writing a dedupe run: {e}")));
     }
+    let mut batch = sled::Batch::default();
     if let Some(r) = moving.last() {
         batch.insert(MOVED_THROUGH, &r.seq.to_be_bytes());
     }
     batch.insert(HANDLED_FLOOR, &floor.to_be_bytes());
     if let Err(e) = shared.index.apply_batch(batch) {
-        let mut st = shared.lock();
-        st.floor_written = None;
-        for entry in moving.into_iter().rev() {
-            st.recent.push_front(entry);
-        }
+        shared.lock().floor_written = None;
         return Err(e.into());
     }
-    let mut st = shared.lock();
-    for r in &moving {
-        st.dedupe.remove(&r.digest);
-    }
-    if !moving.is_empty() {
+    if let Some(last) = moving.last() {
+        let mut st = shared.lock();
+        // In order, up to the last one moved: a purge may have taken some meanwhile.
+        while st.recent.front().is_some_and(|r| r.seq <= last.seq) {
+            if let Some(r) = st.recent.pop_front() {
+                st.dedupe.remove(&r.digest);
+            }
+        }
         st.moves += 1;
     }
     Ok(())
@@ -1285,7 +1294,7 @@ fn checkpoint(shared: &Arc<Shared>, db: &sled::Db, explicit: bool) {
     if shared.lock().failed.is_some() {
         return;
     }
-    if let Err(e) = move_dedupe(shared) {
+    if let Err(e) = move_dedupe(shared, explicit) {
         tracing::error!(error = %e, "checkpoint: moving dedupe records failed");
     }
     // Every record up to `through` has been applied: to sled, or to the write-back layers,
@@ -1753,6 +1762,47 @@ mod tests {
         );
         log.purge_before(now).expect("purge");
         assert!(!log.seen(&text("wamid.legacy").dedupe_key()).expect("seen"));
+    }
+
+    #[test]
+    fn dedupe_records_of_the_digest_keyed_tree_move_to_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = unix_now();
+        {
+            let store = Store::open(dir.path(), |_| {}).expect("open");
+            let index = store.db().open_tree("inbound-dedupe").expect("tree");
+            // The layout of 0.3 to 0.7: `d` and the digest (value: our receive time), and
+            // `e`, the receive time and the digest.
+            let d = digest(text("wamid.tree").dedupe_key().as_bytes());
+            let mut seen = [b'd'; 17];
+            seen[1..].copy_from_slice(&d);
+            let mut expiry = [b'e'; 25];
+            expiry[1..9].copy_from_slice(&(now - 3600).to_be_bytes());
+            expiry[9..].copy_from_slice(&d);
+            index
+                .insert(seen, &(now - 3600).to_be_bytes())
+                .expect("insert");
+            index.insert(expiry, &[]).expect("insert");
+            index.insert(FORMAT, &[2]).expect("format");
+            store.db().flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), |_| {}).expect("reopen");
+        let log = store.inbound();
+        assert_eq!(
+            log.record(&text_at("wamid.tree", 1_700_000_777), now)
+                .expect("again"),
+            Recorded::Duplicate
+        );
+        let index = store.db().open_tree("inbound-dedupe").expect("tree");
+        assert!(
+            index
+                .iter()
+                .keys()
+                .all(|k| k.expect("key").first() == Some(&0xff)),
+            "only the journal's positions are left in the tree"
+        );
+        log.purge_before(now).expect("purge");
+        assert!(!log.seen(&text("wamid.tree").dedupe_key()).expect("seen"));
     }
 
     #[test]

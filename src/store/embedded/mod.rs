@@ -15,6 +15,7 @@
 pub mod audit;
 mod claims;
 mod commit;
+mod dedupe;
 mod engine;
 mod locks;
 
