@@ -81,24 +81,19 @@ fn bloom_slots(digest: &[u8; 16], blocks: usize) -> (usize, impl Iterator<Item =
     )
 }
 
-impl Run {
-    fn build_index(entries: &[Entry]) -> (Vec<u64>, Vec<u64>) {
-        let blocks = (entries.len() * BITS_PER_ENTRY).div_ceil(512).max(1);
-        let mut bloom = vec![0u64; blocks * BLOCK_WORDS];
-        for e in entries {
-            let (block, bits) = bloom_slots(&e.digest, blocks);
-            for bit in bits {
-                bloom[block * BLOCK_WORDS + (bit / 64) as usize] |= 1 << (bit % 64);
-            }
-        }
-        let fences = entries
-            .iter()
-            .step_by(FENCE_EVERY)
-            .map(|e| prefix(&e.digest))
-            .collect();
-        (bloom, fences)
-    }
+/// Filter words for `entries` records (at least one block).
+fn empty_bloom(entries: usize) -> Vec<u64> {
+    vec![0u64; (entries * BITS_PER_ENTRY).div_ceil(512).max(1) * BLOCK_WORDS]
+}
 
+fn bloom_insert(bloom: &mut [u64], digest: &[u8; 16]) {
+    let (block, bits) = bloom_slots(digest, bloom.len() / BLOCK_WORDS);
+    for bit in bits {
+        bloom[block * BLOCK_WORDS + (bit / 64) as usize] |= 1 << (bit % 64);
+    }
+}
+
+impl Run {
     fn may_contain(&self, digest: &[u8; 16]) -> bool {
         let (block, mut bits) = bloom_slots(digest, self.bloom.len() / BLOCK_WORDS);
         bits.all(|bit| {
@@ -125,28 +120,20 @@ impl Run {
         Ok(buf.chunks_exact(ENTRY).any(|e| &e[..16] == digest))
     }
 
-    /// All entries, checked against their checksum.
-    fn entries(&self) -> std::io::Result<Vec<Entry>> {
-        let mut buf = vec![0u8; self.count * ENTRY];
-        self.file.read_exact_at(&mut buf, HEADER as u64)?;
-        if crc32fast::hash(&buf) != self.body_crc {
-            return Err(corrupt(&self.path, "checksum mismatch in the entries"));
+    /// Its entries in order, checked against their checksum as they are read.
+    fn reader(&self) -> RunEntries<'_> {
+        RunEntries {
+            run: self,
+            buf: Vec::new(),
+            at: 0,
+            read: 0,
+            crc: crc32fast::Hasher::new(),
         }
-        Ok(decode(&buf))
     }
 
     fn file_bytes(&self) -> u64 {
         (HEADER + self.count * ENTRY + (self.bloom.len() + self.fences.len()) * 8) as u64
     }
-}
-
-fn decode(body: &[u8]) -> Vec<Entry> {
-    body.chunks_exact(ENTRY)
-        .map(|e| Entry {
-            digest: e[..16].try_into().unwrap_or_default(),
-            received_at: i64::from_be_bytes(e[16..].try_into().unwrap_or_default()),
-        })
-        .collect()
 }
 
 fn file_name(level: u32, id: u64) -> String {
@@ -272,56 +259,17 @@ impl DedupeRuns {
 
     /// Writes a run of `entries` at `level` (not yet in the list).
     fn write(&self, level: u32, mut entries: Vec<Entry>) -> std::io::Result<Run> {
-        entries.sort_unstable_by(|a, b| {
-            a.digest
-                .cmp(&b.digest)
-                .then(b.received_at.cmp(&a.received_at))
-        });
-        // One entry per digest: the latest receipt, so that it is forgotten last.
-        entries.dedup_by(|a, b| a.digest == b.digest);
+        entries.sort_unstable_by_key(|e| e.digest);
+        let mut out = self.writer(level, entries.len())?;
+        for e in entries {
+            out.push(e)?;
+        }
+        out.finish(&self.dir)
+    }
+
+    fn writer(&self, level: u32, capacity: usize) -> std::io::Result<RunWriter> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let path = self.dir.join(file_name(level, id));
-        let tmp = path.with_extension("tmp");
-        let (bloom, fences) = Run::build_index(&entries);
-        let mut body = Vec::with_capacity(entries.len() * ENTRY);
-        for e in &entries {
-            body.extend_from_slice(&e.digest);
-            body.extend_from_slice(&e.received_at.to_be_bytes());
-        }
-        let index = encode_index(&bloom, &fences);
-        let oldest = entries.iter().map(|e| e.received_at).min().unwrap_or(0);
-        let newest = entries.iter().map(|e| e.received_at).max().unwrap_or(0);
-        let body_crc = crc32fast::hash(&body);
-        let mut header = [0u8; HEADER];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..16].copy_from_slice(&(entries.len() as u64).to_be_bytes());
-        header[16..24].copy_from_slice(&oldest.to_be_bytes());
-        header[24..32].copy_from_slice(&newest.to_be_bytes());
-        header[32..36].copy_from_slice(&body_crc.to_be_bytes());
-        header[36..40].copy_from_slice(&crc32fast::hash(&index).to_be_bytes());
-        header[40..48].copy_from_slice(&(bloom.len() as u64).to_be_bytes());
-        header[48..56].copy_from_slice(&(fences.len() as u64).to_be_bytes());
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&header)?;
-            f.write_all(&body)?;
-            f.write_all(&index)?;
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        super::journal::sync_dir(&self.dir)?;
-        Ok(Run {
-            level,
-            body_crc,
-            id,
-            file: File::open(&path)?,
-            path,
-            count: entries.len(),
-            oldest,
-            newest,
-            bloom,
-            fences,
-        })
+        RunWriter::create(&self.dir, level, id, capacity)
     }
 
     /// Takes a run whose entries fail their checksum out of the index, renamed `*.corrupt`:
@@ -384,24 +332,17 @@ impl DedupeRuns {
             let Some((level, inputs)) = chosen else {
                 return Ok(());
             };
-            let mut merged = Vec::with_capacity(inputs.iter().map(|r| r.count).sum());
-            let mut unreadable = None;
-            for run in &inputs {
-                match run.entries() {
-                    Ok(entries) => merged.extend(entries),
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        unreadable = Some((run.clone(), e));
-                        break;
-                    }
-                    Err(e) => return Err(e),
+            let out = self.writer(level + 1, inputs.iter().map(|r| r.count).sum())?;
+            match merge(&inputs, out) {
+                Ok(out) => {
+                    let run = out.finish(&self.dir)?;
+                    self.replace(&inputs, Some(run))?;
                 }
+                Err((Some(i), e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.set_aside(&inputs[i], &e)?;
+                }
+                Err((_, e)) => return Err(e),
             }
-            if let Some((run, e)) = unreadable {
-                self.set_aside(&run, &e)?;
-                continue;
-            }
-            let run = self.write(level + 1, merged)?;
-            self.replace(&inputs, Some(run))?;
         }
     }
 
@@ -422,26 +363,238 @@ impl DedupeRuns {
                 self.replace(std::slice::from_ref(&run), None)?;
                 continue;
             }
-            let entries = match run.entries() {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    removed += run.count;
-                    self.set_aside(&run, &e)?;
-                    continue;
+            let mut out = self.writer(run.level, run.count)?;
+            let mut entries = run.reader();
+            let mut expired = 0;
+            let copied = loop {
+                match entries.next() {
+                    Ok(Some(e)) if e.received_at < cutoff => expired += 1,
+                    Ok(Some(e)) => {
+                        if let Err(e) = out.push(e) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
-                Err(e) => return Err(e),
             };
-            let before = entries.len();
-            let kept: Vec<Entry> = entries
-                .into_iter()
-                .filter(|e| e.received_at >= cutoff)
-                .collect();
-            removed += before - kept.len();
-            let new = self.write(run.level, kept)?;
+            if let Err(e) = copied {
+                out.abandon();
+                if e.kind() != std::io::ErrorKind::InvalidData {
+                    return Err(e);
+                }
+                removed += run.count;
+                self.set_aside(&run, &e)?;
+                continue;
+            }
+            removed += expired;
+            let new = out.finish(&self.dir)?;
             self.replace(std::slice::from_ref(&run), Some(new))?;
         }
         Ok(removed)
     }
+}
+
+/// Entries read from a run in chunks.
+struct RunEntries<'a> {
+    run: &'a Run,
+    buf: Vec<u8>,
+    /// Next entry in `buf`, and entries read from the file so far.
+    at: usize,
+    read: usize,
+    crc: crc32fast::Hasher,
+}
+
+/// Entries read from the file at a time.
+const READ_ENTRIES: usize = 2730;
+
+impl RunEntries<'_> {
+    fn next(&mut self) -> std::io::Result<Option<Entry>> {
+        if self.at * ENTRY == self.buf.len() {
+            let n = READ_ENTRIES.min(self.run.count - self.read);
+            if n == 0 {
+                let crc = std::mem::take(&mut self.crc).finalize();
+                if crc != self.run.body_crc {
+                    return Err(corrupt(&self.run.path, "checksum mismatch in the entries"));
+                }
+                // Asked again after the end: still the end.
+                self.crc = crc32fast::Hasher::new_with_initial(crc);
+                return Ok(None);
+            }
+            self.buf.resize(n * ENTRY, 0);
+            self.run
+                .file
+                .read_exact_at(&mut self.buf, (HEADER + self.read * ENTRY) as u64)?;
+            self.crc.update(&self.buf);
+            self.read += n;
+            self.at = 0;
+        }
+        let e = &self.buf[self.at * ENTRY..(self.at + 1) * ENTRY];
+        self.at += 1;
+        Ok(Some(Entry {
+            digest: e[..16].try_into().unwrap_or_default(),
+            received_at: i64::from_be_bytes(e[16..].try_into().unwrap_or_default()),
+        }))
+    }
+}
+
+/// Writes a run entry by entry, in digest order, to a temporary file renamed when finished.
+struct RunWriter {
+    level: u32,
+    id: u64,
+    tmp: PathBuf,
+    out: std::io::BufWriter<File>,
+    crc: crc32fast::Hasher,
+    count: usize,
+    oldest: i64,
+    newest: i64,
+    bloom: Vec<u64>,
+    fences: Vec<u64>,
+    /// The last entry pushed, written once the next one has another digest.
+    pending: Option<Entry>,
+}
+
+impl RunWriter {
+    /// A writer for at most `capacity` entries (the filter's size).
+    fn create(dir: &Path, level: u32, id: u64, capacity: usize) -> std::io::Result<RunWriter> {
+        let tmp = dir.join(file_name(level, id)).with_extension("tmp");
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        out.write_all(&[0u8; HEADER])?;
+        Ok(RunWriter {
+            level,
+            id,
+            tmp,
+            out,
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+            oldest: i64::MAX,
+            newest: i64::MIN,
+            bloom: empty_bloom(capacity),
+            fences: Vec::new(),
+            pending: None,
+        })
+    }
+
+    /// Adds `e`, whose digest is not below the last one's. The same digest twice (a record in
+    /// two merged runs) is kept once, with the later receipt, so that it is forgotten last.
+    fn push(&mut self, e: Entry) -> std::io::Result<()> {
+        match &mut self.pending {
+            Some(p) if p.digest == e.digest => {
+                p.received_at = p.received_at.max(e.received_at);
+                Ok(())
+            }
+            pending => match pending.replace(e) {
+                Some(p) => self.emit(p),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn emit(&mut self, e: Entry) -> std::io::Result<()> {
+        if self.count % FENCE_EVERY == 0 {
+            self.fences.push(prefix(&e.digest));
+        }
+        bloom_insert(&mut self.bloom, &e.digest);
+        let mut bytes = [0u8; ENTRY];
+        bytes[..16].copy_from_slice(&e.digest);
+        bytes[16..].copy_from_slice(&e.received_at.to_be_bytes());
+        self.crc.update(&bytes);
+        self.out.write_all(&bytes)?;
+        self.count += 1;
+        self.oldest = self.oldest.min(e.received_at);
+        self.newest = self.newest.max(e.received_at);
+        Ok(())
+    }
+
+    /// Writes the filter, index and header, makes the file durable under its final name.
+    fn finish(mut self, dir: &Path) -> std::io::Result<Run> {
+        let result = self.complete(dir);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
+    }
+
+    fn complete(&mut self, dir: &Path) -> std::io::Result<Run> {
+        if let Some(p) = self.pending.take() {
+            self.emit(p)?;
+        }
+        if self.count == 0 {
+            (self.oldest, self.newest) = (0, 0);
+        }
+        let index = encode_index(&self.bloom, &self.fences);
+        self.out.write_all(&index)?;
+        self.out.flush()?;
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&(self.count as u64).to_be_bytes());
+        header[16..24].copy_from_slice(&self.oldest.to_be_bytes());
+        header[24..32].copy_from_slice(&self.newest.to_be_bytes());
+        let body_crc = self.crc.clone().finalize();
+        header[32..36].copy_from_slice(&body_crc.to_be_bytes());
+        header[36..40].copy_from_slice(&crc32fast::hash(&index).to_be_bytes());
+        header[40..48].copy_from_slice(&(self.bloom.len() as u64).to_be_bytes());
+        header[48..56].copy_from_slice(&(self.fences.len() as u64).to_be_bytes());
+        let file = self.out.get_ref();
+        file.write_all_at(&header, 0)?;
+        file.sync_data()?;
+        let path = dir.join(file_name(self.level, self.id));
+        std::fs::rename(&self.tmp, &path)?;
+        super::journal::sync_dir(dir)?;
+        Ok(Run {
+            level: self.level,
+            body_crc,
+            id: self.id,
+            file: File::open(&path)?,
+            path,
+            count: self.count,
+            oldest: self.oldest,
+            newest: self.newest,
+            bloom: std::mem::take(&mut self.bloom),
+            fences: std::mem::take(&mut self.fences),
+        })
+    }
+
+    /// Gives up: the temporary file goes.
+    fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Merges `inputs` into `out` in digest order, reading a chunk of each at a time. An error says
+/// which input it came from, if one did.
+fn merge(
+    inputs: &[Arc<Run>],
+    mut out: RunWriter,
+) -> Result<RunWriter, (Option<usize>, std::io::Error)> {
+    use std::cmp::Reverse;
+    let mut readers: Vec<RunEntries<'_>> = inputs.iter().map(|r| r.reader()).collect();
+    let mut heap = std::collections::BinaryHeap::with_capacity(inputs.len());
+    let fail = |out: RunWriter, at: Option<usize>, e: std::io::Error| {
+        out.abandon();
+        Err((at, e))
+    };
+    for (i, reader) in readers.iter_mut().enumerate() {
+        match reader.next() {
+            Ok(Some(e)) => heap.push(Reverse((e.digest, e.received_at, i))),
+            Ok(None) => {}
+            Err(e) => return fail(out, Some(i), e),
+        }
+    }
+    while let Some(Reverse((digest, received_at, i))) = heap.pop() {
+        if let Err(e) = out.push(Entry {
+            digest,
+            received_at,
+        }) {
+            return fail(out, None, e);
+        }
+        match readers[i].next() {
+            Ok(Some(e)) => heap.push(Reverse((e.digest, e.received_at, i))),
+            Ok(None) => {}
+            Err(e) => return fail(out, Some(i), e),
+        }
+    }
+    Ok(out)
 }
 
 fn encode_index(bloom: &[u64], fences: &[u64]) -> Vec<u8> {
@@ -561,7 +714,11 @@ mod tests {
     #[test]
     fn the_filter_lets_few_strangers_through() {
         let entries = random_entries(50_000, 0);
-        let (bloom, fences) = Run::build_index(&entries);
+        let mut bloom = empty_bloom(entries.len());
+        for e in &entries {
+            bloom_insert(&mut bloom, &e.digest);
+        }
+        let fences = Vec::new();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("x");
         std::fs::write(&path, b"").expect("write");
@@ -655,6 +812,36 @@ mod tests {
         let runs = DedupeRuns::open(dir.path()).expect("reopen");
         runs.add(a.clone()).expect("add");
         assert!(a.iter().all(|e| runs.contains(&e.digest).expect("lookup")));
+    }
+
+    #[test]
+    fn a_run_found_damaged_by_a_merge_is_set_aside_and_the_others_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runs = DedupeRuns::open(dir.path()).expect("open");
+        let batches: Vec<Vec<Entry>> = (0..FAN_IN).map(|i| random_entries(500, i as i64)).collect();
+        for batch in &batches[..FAN_IN - 1] {
+            runs.add(batch.clone()).expect("add");
+        }
+        let damaged = dir.path().join(file_name(0, 2));
+        let mut bytes = std::fs::read(&damaged).expect("read");
+        bytes[HEADER + 100] ^= 1;
+        std::fs::write(&damaged, bytes).expect("write");
+        // The eighth run starts a merge, which meets the damage.
+        runs.add(batches[FAN_IN - 1].clone()).expect("add");
+        assert!(damaged.with_extension("corrupt").exists());
+        assert_eq!(runs.runs(), FAN_IN - 1, "the others are left as they were");
+        for (i, batch) in batches.iter().enumerate() {
+            let found = batch
+                .iter()
+                .filter(|e| runs.contains(&e.digest).expect("lookup"))
+                .count();
+            assert_eq!(found, if i == 2 { 0 } else { batch.len() }, "batch {i}");
+        }
+        let leftovers = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter(|e| e.as_ref().expect("entry").path().extension() == Some("tmp".as_ref()))
+            .count();
+        assert_eq!(leftovers, 0, "the unfinished merge left no file");
     }
 
     #[test]

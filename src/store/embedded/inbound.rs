@@ -85,8 +85,10 @@ const APPLIED_THROUGH: &[u8] = b"through";
 /// stored by the checkpoint that moved their write-back layers there. Absent (a store written
 /// before the layers existed): [`APPLIED_THROUGH`] says it for every tree.
 const OVERLAY_THROUGH: &[u8] = b"overlay-through";
-/// Dedupe records changed per sled batch when purging or converting.
+/// Dedupe records removed per sled batch when moving them out of an earlier version's tree …
 const BATCH_RECORDS: usize = 10_000;
+/// … and records per run written from it.
+const EXPORT_CHUNK: usize = 1_000_000;
 
 /// The outcome of recording an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,38 +360,47 @@ fn export_dedupe_tree(index: &sled::Tree, runs: &DedupeRuns) -> Result<(), Store
     if index.get(FORMAT)?.as_deref() == Some(FORMAT_RUNS) {
         return Ok(());
     }
-    let mut entries = Vec::new();
-    let mut doomed = Vec::new();
-    for item in index.iter() {
-        let (k, v) = item?;
-        let digest = match (k.first(), k.len()) {
-            (Some(0), 24) => k.get(8..),
-            (Some(b'd'), 17) => k.get(1..),
-            (Some(b'e'), 25) => {
-                doomed.push(k);
-                continue;
+    // A run (and a batch of removals) per million records, so that a large tree does not
+    // have to fit in memory.
+    let mut moved = 0;
+    loop {
+        let mut entries = Vec::new();
+        let mut doomed = Vec::new();
+        let mut done = true;
+        for item in index.iter() {
+            let (k, v) = item?;
+            let digest = match (k.first(), k.len()) {
+                (Some(0), 24) => k.get(8..),
+                (Some(b'd'), 17) => k.get(1..),
+                (Some(b'e'), 25) => None,
+                _ => continue,
+            };
+            if let Some(Ok(digest)) = digest.map(<[u8; 16]>::try_from) {
+                let received_at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, i64::from_be_bytes);
+                entries.push(Entry {
+                    digest,
+                    received_at,
+                });
             }
-            _ => continue,
-        };
-        let Some(Ok(digest)) = digest.map(<[u8; 16]>::try_from) else {
-            continue;
-        };
-        let received_at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, i64::from_be_bytes);
-        entries.push(Entry {
-            digest,
-            received_at,
-        });
-        doomed.push(k);
-    }
-    let moved = entries.len();
-    runs.add(entries)
-        .map_err(|e| StoreError::Journal(format!("writing the dedupe runs: {e}")))?;
-    for chunk in doomed.chunks(BATCH_RECORDS) {
-        let mut batch = sled::Batch::default();
-        for k in chunk {
-            batch.remove(k);
+            doomed.push(k);
+            if doomed.len() == EXPORT_CHUNK {
+                done = false;
+                break;
+            }
         }
-        index.apply_batch(batch)?;
+        moved += entries.len();
+        runs.add(entries)
+            .map_err(|e| StoreError::Journal(format!("writing the dedupe runs: {e}")))?;
+        for chunk in doomed.chunks(BATCH_RECORDS) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k);
+            }
+            index.apply_batch(batch)?;
+        }
+        if done {
+            break;
+        }
     }
     index.insert(FORMAT, FORMAT_RUNS)?;
     index.flush()?;
