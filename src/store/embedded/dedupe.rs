@@ -127,7 +127,7 @@ impl Run {
             buf: Vec::new(),
             at: 0,
             read: 0,
-            crc: crc32fast::Hasher::new(),
+            crc: Some(crc32fast::Hasher::new()),
         }
     }
 
@@ -144,6 +144,12 @@ fn parse_name(name: &str) -> Option<(u32, u64)> {
     let rest = name.strip_prefix("run-")?.strip_suffix(".dd")?;
     let (level, id) = rest.split_once('-')?;
     Some((level.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
+}
+
+/// Renames a damaged run `*.corrupt`, logging why.
+fn set_aside_file(path: &Path, error: &std::io::Error) -> std::io::Result<()> {
+    tracing::error!(error = %error, "inbound dedupe run unreadable, set aside");
+    std::fs::rename(path, path.with_extension("corrupt"))
 }
 
 fn corrupt(path: &Path, what: &str) -> std::io::Error {
@@ -189,8 +195,7 @@ impl DedupeRuns {
             match read_run(&path, level, id) {
                 Ok(run) => runs.push(Arc::new(run)),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    tracing::error!(error = %e, "inbound dedupe run unreadable, set aside");
-                    std::fs::rename(&path, path.with_extension("corrupt"))?;
+                    set_aside_file(&path, &e)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -276,12 +281,11 @@ impl DedupeRuns {
     /// its records are lost (a redelivery of one of those events would be taken as new), the
     /// rest of the index is not.
     fn set_aside(&self, run: &Arc<Run>, error: &std::io::Error) -> std::io::Result<()> {
-        tracing::error!(error = %error, "inbound dedupe run unreadable, set aside");
         self.runs
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|r| r.id != run.id);
-        std::fs::rename(&run.path, run.path.with_extension("corrupt"))?;
+        set_aside_file(&run.path, error)?;
         super::journal::sync_dir(&self.dir)
     }
 
@@ -332,17 +336,32 @@ impl DedupeRuns {
             let Some((level, inputs)) = chosen else {
                 return Ok(());
             };
-            let out = self.writer(level + 1, inputs.iter().map(|r| r.count).sum())?;
-            match merge(&inputs, out) {
-                Ok(out) => {
-                    let run = out.finish(&self.dir)?;
-                    self.replace(&inputs, Some(run))?;
-                }
-                Err((Some(i), e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.set_aside(&inputs[i], &e)?;
-                }
-                Err((_, e)) => return Err(e),
+            self.rewrite(&inputs, level + 1, |_| true)?;
+        }
+    }
+
+    /// Writes the entries of `inputs` that `keep` accepts as one run at `level`, in their
+    /// place; returns how many it holds. An input found damaged is set aside instead, and
+    /// nothing else changes (`None`).
+    fn rewrite(
+        &self,
+        inputs: &[Arc<Run>],
+        level: u32,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> std::io::Result<Option<usize>> {
+        let out = self.writer(level, inputs.iter().map(|r| r.count).sum())?;
+        match merge(inputs, out, keep) {
+            Ok(out) => {
+                let run = out.finish(&self.dir)?;
+                let count = run.count;
+                self.replace(inputs, Some(run))?;
+                Ok(Some(count))
             }
+            Err((Some(i), e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.set_aside(&inputs[i], &e)?;
+                Ok(None)
+            }
+            Err((_, e)) => Err(e),
         }
     }
 
@@ -363,33 +382,11 @@ impl DedupeRuns {
                 self.replace(std::slice::from_ref(&run), None)?;
                 continue;
             }
-            let mut out = self.writer(run.level, run.count)?;
-            let mut entries = run.reader();
-            let mut expired = 0;
-            let copied = loop {
-                match entries.next() {
-                    Ok(Some(e)) if e.received_at < cutoff => expired += 1,
-                    Ok(Some(e)) => {
-                        if let Err(e) = out.push(e) {
-                            break Err(e);
-                        }
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            };
-            if let Err(e) = copied {
-                out.abandon();
-                if e.kind() != std::io::ErrorKind::InvalidData {
-                    return Err(e);
-                }
-                removed += run.count;
-                self.set_aside(&run, &e)?;
-                continue;
-            }
-            removed += expired;
-            let new = out.finish(&self.dir)?;
-            self.replace(std::slice::from_ref(&run), Some(new))?;
+            // A damaged run is set aside whole.
+            let kept = self.rewrite(std::slice::from_ref(&run), run.level, |e| {
+                e.received_at >= cutoff
+            })?;
+            removed += run.count - kept.unwrap_or(0);
         }
         Ok(removed)
     }
@@ -402,7 +399,8 @@ struct RunEntries<'a> {
     /// Next entry in `buf`, and entries read from the file so far.
     at: usize,
     read: usize,
-    crc: crc32fast::Hasher,
+    /// Over the entries read so far; taken when the end is checked.
+    crc: Option<crc32fast::Hasher>,
 }
 
 /// Entries read from the file at a time.
@@ -413,19 +411,22 @@ impl RunEntries<'_> {
         if self.at * ENTRY == self.buf.len() {
             let n = READ_ENTRIES.min(self.run.count - self.read);
             if n == 0 {
-                let crc = std::mem::take(&mut self.crc).finalize();
-                if crc != self.run.body_crc {
+                if self
+                    .crc
+                    .take()
+                    .is_some_and(|crc| crc.finalize() != self.run.body_crc)
+                {
                     return Err(corrupt(&self.run.path, "checksum mismatch in the entries"));
                 }
-                // Asked again after the end: still the end.
-                self.crc = crc32fast::Hasher::new_with_initial(crc);
                 return Ok(None);
             }
             self.buf.resize(n * ENTRY, 0);
             self.run
                 .file
                 .read_exact_at(&mut self.buf, (HEADER + self.read * ENTRY) as u64)?;
-            self.crc.update(&self.buf);
+            if let Some(crc) = &mut self.crc {
+                crc.update(&self.buf);
+            }
             self.read += n;
             self.at = 0;
         }
@@ -561,11 +562,12 @@ impl RunWriter {
     }
 }
 
-/// Merges `inputs` into `out` in digest order, reading a chunk of each at a time. An error says
-/// which input it came from, if one did.
+/// Merges the entries of `inputs` that `keep` accepts into `out` in digest order, reading a
+/// chunk of each input at a time. An error says which input it came from, if one did.
 fn merge(
     inputs: &[Arc<Run>],
     mut out: RunWriter,
+    keep: impl Fn(&Entry) -> bool,
 ) -> Result<RunWriter, (Option<usize>, std::io::Error)> {
     use std::cmp::Reverse;
     let mut readers: Vec<RunEntries<'_>> = inputs.iter().map(|r| r.reader()).collect();
@@ -582,11 +584,14 @@ fn merge(
         }
     }
     while let Some(Reverse((digest, received_at, i))) = heap.pop() {
-        if let Err(e) = out.push(Entry {
+        let entry = Entry {
             digest,
             received_at,
-        }) {
-            return fail(out, None, e);
+        };
+        if keep(&entry) {
+            if let Err(e) = out.push(entry) {
+                return fail(out, None, e);
+            }
         }
         match readers[i].next() {
             Ok(Some(e)) => heap.push(Reverse((e.digest, e.received_at, i))),

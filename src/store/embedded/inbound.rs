@@ -1740,68 +1740,23 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn dedupe_records_of_the_timestamp_keyed_layout_are_carried_over() {
+    /// Writes a dedupe record of `id`, received an hour ago, into the tree the way `write` lays
+    /// it out (an earlier version's layout), reopens the store and checks the record moved to
+    /// the runs: a redelivery with another timestamp is a duplicate, the tree keeps only the
+    /// journal's positions, and a purge forgets the record.
+    fn legacy_record_moves_to_runs(id: &str, write: impl Fn(&sled::Tree, [u8; 16], i64)) {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = unix_now();
         {
             let store = Store::open(dir.path(), |_| {}).expect("open");
             let index = store.db().open_tree("inbound-dedupe").expect("tree");
-            // The layout of earlier versions: WhatsApp's timestamp, then the digest; the value
-            // is our receive time.
-            let d = digest(text("wamid.legacy").dedupe_key().as_bytes());
-            let mut k = [0u8; 24];
-            k[..8].copy_from_slice(&1_700_000_000i64.to_be_bytes());
-            k[8..].copy_from_slice(&d);
-            index
-                .insert(k, &(now - 3600).to_be_bytes())
-                .expect("insert");
-            index.remove(FORMAT).expect("remove");
+            write(&index, digest(text(id).dedupe_key().as_bytes()), now - 3600);
             store.db().flush().expect("flush");
         }
         let store = Store::open(dir.path(), |_| {}).expect("reopen");
         let log = store.inbound();
         assert_eq!(
-            log.record(&text_at("wamid.legacy", 1_700_000_777), now)
-                .expect("again"),
-            Recorded::Duplicate
-        );
-        let index = store.db().open_tree("inbound-dedupe").expect("tree");
-        assert!(
-            index.iter().keys().all(|k| k.expect("key").len() != 24),
-            "no key of the old layout is left"
-        );
-        log.purge_before(now).expect("purge");
-        assert!(!log.seen(&text("wamid.legacy").dedupe_key()).expect("seen"));
-    }
-
-    #[test]
-    fn dedupe_records_of_the_digest_keyed_tree_move_to_runs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let now = unix_now();
-        {
-            let store = Store::open(dir.path(), |_| {}).expect("open");
-            let index = store.db().open_tree("inbound-dedupe").expect("tree");
-            // The layout of 0.3 to 0.7: `d` and the digest (value: our receive time), and
-            // `e`, the receive time and the digest.
-            let d = digest(text("wamid.tree").dedupe_key().as_bytes());
-            let mut seen = [b'd'; 17];
-            seen[1..].copy_from_slice(&d);
-            let mut expiry = [b'e'; 25];
-            expiry[1..9].copy_from_slice(&(now - 3600).to_be_bytes());
-            expiry[9..].copy_from_slice(&d);
-            index
-                .insert(seen, &(now - 3600).to_be_bytes())
-                .expect("insert");
-            index.insert(expiry, &[]).expect("insert");
-            index.insert(FORMAT, &[2]).expect("format");
-            store.db().flush().expect("flush");
-        }
-        let store = Store::open(dir.path(), |_| {}).expect("reopen");
-        let log = store.inbound();
-        assert_eq!(
-            log.record(&text_at("wamid.tree", 1_700_000_777), now)
-                .expect("again"),
+            log.record(&text_at(id, 1_700_000_777), now).expect("again"),
             Recorded::Duplicate
         );
         let index = store.db().open_tree("inbound-dedupe").expect("tree");
@@ -1813,7 +1768,38 @@ mod tests {
             "only the journal's positions are left in the tree"
         );
         log.purge_before(now).expect("purge");
-        assert!(!log.seen(&text("wamid.tree").dedupe_key()).expect("seen"));
+        assert!(!log.seen(&text(id).dedupe_key()).expect("seen"));
+    }
+
+    #[test]
+    fn dedupe_records_of_the_timestamp_keyed_layout_are_carried_over() {
+        // The first layout: WhatsApp's timestamp, then the digest; the value is our receive
+        // time. No format mark.
+        legacy_record_moves_to_runs("wamid.legacy", |index, d, received_at| {
+            let mut k = [0u8; 24];
+            k[..8].copy_from_slice(&1_700_000_000i64.to_be_bytes());
+            k[8..].copy_from_slice(&d);
+            index.insert(k, &received_at.to_be_bytes()).expect("insert");
+            index.remove(FORMAT).expect("remove");
+        });
+    }
+
+    #[test]
+    fn dedupe_records_of_the_digest_keyed_tree_move_to_runs() {
+        // The layout of 0.3 to 0.7: `d` and the digest (value: our receive time), and `e`, the
+        // receive time and the digest.
+        legacy_record_moves_to_runs("wamid.tree", |index, d, received_at| {
+            let mut seen = [b'd'; 17];
+            seen[1..].copy_from_slice(&d);
+            let mut expiry = [b'e'; 25];
+            expiry[1..9].copy_from_slice(&received_at.to_be_bytes());
+            expiry[9..].copy_from_slice(&d);
+            index
+                .insert(seen, &received_at.to_be_bytes())
+                .expect("insert");
+            index.insert(expiry, &[]).expect("insert");
+            index.insert(FORMAT, &[2]).expect("format");
+        });
     }
 
     #[test]
