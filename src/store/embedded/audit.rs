@@ -172,7 +172,7 @@ impl AuditLog {
     /// inside their transaction with [`append_in`], so state and audit commit together.
     pub fn append(&self, entry: &AuditEntry) -> Result<u64, AuditError> {
         let id = self.db.generate_id()?;
-        self.tree.insert(id.to_be_bytes(), encode(entry))?;
+        self.tree.put(id.to_be_bytes(), encode(entry))?;
         Ok(id)
     }
 

@@ -173,7 +173,7 @@ impl SessionStore {
         };
         let mut record: IdempotentRequest = dec(&bytes)?;
         record.answer = Some(self.sealer.seal(&enc(answer)?, &key.storage()));
-        self.tree.insert(key.storage(), enc(&record)?)?;
+        self.tree.put(key.storage(), enc(&record)?)?;
         Ok(())
     }
 

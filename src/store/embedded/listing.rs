@@ -401,4 +401,96 @@ mod tests {
             serde_json::from_slice(&serde_json::to_vec(&current).expect("enc")).expect("record");
         assert_eq!(again, current);
     }
+
+    #[test]
+    fn a_flows_finished_entries_go_with_its_session_and_read_receipts_at_once() {
+        use crate::store::embedded::sessions::{OutboxEntry, OutboxPayload, OutboxState};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), |_| {}).expect("store");
+        let sessions = store.sessions();
+        let t0 = Utc::now() - Duration::days(30);
+        let entry = |id: &str, session: Option<&str>, payload: OutboxPayload| {
+            OutboxEntry::pending(
+                id.to_owned(),
+                session.map(str::to_owned),
+                "447700900001".into(),
+                payload,
+                t0,
+            )
+        };
+        let text = || OutboxPayload::Text { text: "hi".into() };
+        let receipt = entry(
+            "read:7",
+            None,
+            OutboxPayload::ReadReceipt {
+                message_id: "wamid.in".into(),
+            },
+        );
+        let flow_message = entry("ses_a:1:0", Some("ses_a"), text());
+        let notice = entry("notice:outside_window:ses_a:1:0", Some("ses_a"), text());
+        let late = entry("ses_b:1:0", Some("ses_b"), text());
+        let mut first = record("ses_a", "447700900001", t0);
+        first.step = 2;
+        first.engine.status = SessionStatus::Completed;
+        let mut second = record("ses_b", "447700900002", t0);
+        second.step = 2;
+        second.engine.status = SessionStatus::Completed;
+        for (r, outbox) in [
+            (
+                &first,
+                vec![receipt.clone(), flow_message.clone(), notice.clone()],
+            ),
+            (&second, vec![late.clone()]),
+        ] {
+            sessions
+                .apply(StepWrite {
+                    record: Some(r.clone()),
+                    outbox,
+                    ..StepWrite::default()
+                })
+                .expect("step");
+        }
+        for e in [&receipt, &flow_message, &notice] {
+            let mut done = e.clone();
+            done.state = OutboxState::Done;
+            sessions
+                .update_outbox(&done, e.due_ms, None)
+                .expect("settle");
+        }
+        // The receipt is gone once settled; of the others only the notice has a time index
+        // key (the flow's message is found through its session).
+        assert_eq!(sessions.outbox_entry("read:7").expect("read"), None);
+        assert!(sessions.outbox_entry("ses_a:1:0").expect("read").is_some());
+        assert_eq!(sessions.tree.scan_prefix([b'y']).count(), 1);
+
+        // ses_a goes with its message (and the notice by its index); ses_b's entry is still
+        // queued, so ses_b waits for a later purge.
+        assert_eq!(
+            sessions.purge_completed_before(Utc::now()).expect("purge"),
+            3
+        );
+        assert_eq!(sessions.outbox_entry("ses_a:1:0").expect("read"), None);
+        assert_eq!(
+            sessions
+                .outbox_entry("notice:outside_window:ses_a:1:0")
+                .expect("read"),
+            None
+        );
+        assert_eq!(sessions.get("ses_a").expect("get"), None);
+        assert!(sessions.get("ses_b").expect("get").is_some());
+        let mut done = late.clone();
+        done.state = OutboxState::Failed {
+            reason: "refused".into(),
+        };
+        sessions
+            .update_outbox(&done, late.due_ms, None)
+            .expect("settle");
+        assert_eq!(
+            sessions.purge_completed_before(Utc::now()).expect("purge"),
+            2
+        );
+        assert_eq!(sessions.get("ses_b").expect("get"), None);
+        assert_eq!(sessions.outbox_entry("ses_b:1:0").expect("read"), None);
+        assert_eq!(sessions.tree.scan_prefix([b'o']).count(), 0);
+    }
 }

@@ -515,6 +515,29 @@ impl LoggedTree {
         )
     }
 
+    /// Like [`LoggedTree::insert`] without reading what the key held: for writes whose caller
+    /// has no use for it (a key held only in sled would otherwise cost a lookup in sled).
+    pub fn put<K: AsRef<[u8]>, V: Into<sled::IVec>>(
+        &self,
+        key: K,
+        value: V,
+    ) -> Result<(), sled::Error> {
+        let value = value.into();
+        let mut ops = Vec::new();
+        put_op(&mut ops, key.as_ref(), Some(&value));
+        self.redo.logged(
+            self.direct(),
+            || match &self.overlay {
+                Some(o) => {
+                    o.put_all(vec![(sled::IVec::from(key.as_ref()), Some(value.clone()))]);
+                    Ok(())
+                }
+                None => self.tree.insert(key.as_ref(), value.clone()).map(drop),
+            },
+            |_, r| self.section(&ops, r),
+        )
+    }
+
     pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<sled::IVec>, sled::Error> {
         self.redo.logged(
             self.direct(),

@@ -363,15 +363,37 @@ fn link_time_key(message_id: &[u8], l: &MessageLink) -> Vec<u8> {
     timed_key(LINK_TIME, l.sent_at.timestamp_millis(), message_id)
 }
 
-/// The index entries an outbox entry's state calls for.
-fn index_outbox(batch: &mut super::redo::Batch, e: &OutboxEntry) {
+/// Whether the entry is settled: sent, failed or skipped, never to be sent again.
+fn is_finished(e: &OutboxEntry) -> bool {
+    matches!(e.state, OutboxState::Done | OutboxState::Failed { .. })
+}
+
+/// Whether a finished entry is purged with its session's record rather than by an index key of
+/// its own: its id is the session's followed by `:` (a flow's messages, codes, callbacks and
+/// hooks). Notices and entries without a session keep the time index.
+fn purged_with_session(e: &OutboxEntry) -> bool {
+    e.session_id
+        .as_deref()
+        .and_then(|s| e.id.strip_prefix(s))
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
+/// Whether a finished entry is kept at all. A read receipt is not: nothing reads it once it is
+/// settled (it is best effort, and its id comes from an inbound event handled only once).
+fn kept_when_finished(e: &OutboxEntry) -> bool {
+    !matches!(e.payload, OutboxPayload::ReadReceipt { .. })
+}
+
+/// The index entries an outbox entry's state calls for. `was_in_flight`: whether the entry
+/// may have an in-flight key to remove (a new entry has none).
+fn index_outbox(batch: &mut super::redo::Batch, e: &OutboxEntry, was_in_flight: bool) {
     let in_flight = key(IN_FLIGHT, &[e.id.as_bytes()]);
     if e.state == OutboxState::InFlight {
         batch.insert(in_flight, &[]);
-    } else {
+    } else if was_in_flight {
         batch.remove(in_flight);
     }
-    if matches!(e.state, OutboxState::Done | OutboxState::Failed { .. }) {
+    if is_finished(e) && kept_when_finished(e) && !purged_with_session(e) {
         batch.insert(
             timed_key(FINISHED, e.created_at.timestamp_millis(), e.id.as_bytes()),
             &[],
@@ -414,7 +436,7 @@ impl SessionStore {
         for item in self.tree.scan_prefix([OUTBOX]) {
             let (_, v) = item?;
             let e: OutboxEntry = dec(&v)?;
-            index_outbox(&mut batch, &e);
+            index_outbox(&mut batch, &e, true);
         }
         for item in self.tree.scan_prefix([LINK]) {
             let (k, v) = item?;
@@ -547,7 +569,8 @@ impl SessionStore {
                 timed_key(QUEUE, e.due_ms, e.id.as_bytes()),
                 outbox_recipient(e).into_bytes(),
             );
-            index_outbox(&mut batch, e);
+            // A new entry: in no index yet.
+            index_outbox(&mut batch, e, false);
         }
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -678,15 +701,28 @@ impl SessionStore {
         link: Option<(&str, &MessageLink)>,
     ) -> Result<(), StoreError> {
         let mut batch = super::redo::Batch::default();
-        batch.remove(timed_key(QUEUE, old_due_ms, entry.id.as_bytes()));
+        // The queue and in-flight keys are held in memory (`keep_resident`): looking first
+        // costs no sled read, and spares the journal and sled the removal of a key that is not
+        // there (an entry in flight is off the queue; a queued one is not in flight).
+        let queued = timed_key(QUEUE, old_due_ms, entry.id.as_bytes());
+        if self.tree.contains_key(&queued)? {
+            batch.remove(queued);
+        }
         if entry.is_queued() {
             batch.insert(
                 timed_key(QUEUE, entry.due_ms, entry.id.as_bytes()),
                 outbox_recipient(entry).into_bytes(),
             );
         }
-        batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
-        index_outbox(&mut batch, entry);
+        if is_finished(entry) && !kept_when_finished(entry) {
+            batch.remove(key(OUTBOX, &[entry.id.as_bytes()]));
+        } else {
+            batch.insert(key(OUTBOX, &[entry.id.as_bytes()]), enc(entry)?);
+        }
+        let was_in_flight = self
+            .tree
+            .contains_key(key(IN_FLIGHT, &[entry.id.as_bytes()]))?;
+        index_outbox(&mut batch, entry, was_in_flight);
         if let Some((message_id, l)) = link {
             // A status webhook may have beaten the sender here (see the runtime's `link_of`):
             // keep the state it reached, delivery states only move forward.
@@ -719,7 +755,7 @@ impl SessionStore {
 
     /// Holds sends to `customer` until `until_ms` (Meta's pair rate limit).
     pub fn pause_recipient(&self, customer: &str, until_ms: i64) -> Result<(), StoreError> {
-        self.tree.insert(
+        self.tree.put(
             key(PAIR_PAUSE, &[customer.as_bytes()]),
             &until_ms.to_be_bytes(),
         )?;
@@ -751,7 +787,7 @@ impl SessionStore {
 
     /// Records that the customer wrote to us at `at` (opens the 24-hour window).
     pub fn touch_window(&self, customer: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.tree.insert(
+        self.tree.put(
             key(WINDOW, &[customer.as_bytes()]),
             &at.timestamp_millis().to_be_bytes(),
         )?;
@@ -782,7 +818,7 @@ impl SessionStore {
         k.push(0);
         k.extend_from_slice(&at.timestamp_micros().to_be_bytes());
         k.extend_from_slice(entry_id.as_bytes());
-        self.tree.insert(k, enc(body)?)?;
+        self.tree.put(k, enc(body)?)?;
         Ok(())
     }
 
@@ -807,7 +843,7 @@ impl SessionStore {
 
     /// Records that the customer got the default reply at `at`.
     pub fn note_default_reply(&self, customer: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.tree.insert(
+        self.tree.put(
             key(DEFAULT_REPLY, &[customer.as_bytes()]),
             &at.timestamp_millis().to_be_bytes(),
         )?;
@@ -824,7 +860,7 @@ impl SessionStore {
             PARKED,
             &[message_id.as_bytes(), status.status.as_str().as_bytes()],
         );
-        self.tree.insert(k, enc(status)?)?;
+        self.tree.put(k, enc(status)?)?;
         Ok(())
     }
 
@@ -849,7 +885,7 @@ impl SessionStore {
     pub fn put_flow_source(&self, hash: &str, name: &str, text: &str) -> Result<(), StoreError> {
         let k = key(FLOW_SOURCE, &[hash.as_bytes()]);
         if !self.tree.contains_key(&k)? {
-            self.tree.insert(k, enc(&(name, text))?)?;
+            self.tree.put(k, enc(&(name, text))?)?;
         }
         Ok(())
     }
@@ -878,6 +914,23 @@ impl SessionStore {
                 .get(&id)?
                 .filter(|r| !r.is_active() && r.updated_at < cutoff)
             {
+                // Its finished outbox entries go with it. One still queued (a callback the
+                // merchant keeps refusing) keeps the session for a later purge.
+                let mut entries = Vec::new();
+                let mut prefix = key(OUTBOX, &[id.as_bytes()]);
+                prefix.push(b':');
+                for item in self.tree.scan_prefix(&prefix) {
+                    let (k, v) = item?;
+                    entries.push((k, dec::<OutboxEntry>(&v)?));
+                }
+                if entries.iter().any(|(_, e)| !is_finished(e)) {
+                    continue;
+                }
+                for (k, e) in entries {
+                    batch.remove(k);
+                    batch.remove(key(ECHO, &[e.id.as_bytes()]));
+                    removed += 1;
+                }
                 batch.remove(key(SESSION, &[id.as_bytes()]));
                 batch.remove(super::listing::created_key(&r));
                 removed += 1;

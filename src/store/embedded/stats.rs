@@ -264,7 +264,7 @@ impl StatsStore {
 
     /// Remembers when the session's latest code was accepted by WhatsApp.
     pub fn code_sent_at(&self, session_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.tree.insert(
+        self.tree.put(
             pending_key(session_id),
             &at.timestamp_millis().to_be_bytes(),
         )?;
