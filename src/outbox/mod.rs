@@ -266,8 +266,7 @@ impl Outbox {
         let outbox = &self.runtime.storage().outbox;
         let due = entry.due_ms;
         match entry.payload {
-            // The merchant drops duplicates by event id: safe to send again. (Only earlier
-            // versions marked callbacks, hooks and read receipts in flight.)
+            // The merchant drops duplicates by event id: safe to send again.
             OutboxPayload::Callback { .. } | OutboxPayload::Hook { .. } => {
                 entry.state = OutboxState::Pending;
             }
@@ -470,29 +469,24 @@ impl Outbox {
             // A WhatsApp message is in flight on disk before it leaves the process, so that it
             // is never sent twice. Claimed one at a time, right before its send: an entry still
             // waiting its turn when the process dies is plainly pending, not "sent, result
-            // unknown". Callbacks, hooks and read receipts are sent again after a crash anyway
-            // (the merchant drops duplicates by event id; a message marked read twice is read),
-            // so marking them in flight would tell a restart nothing: they stay queued. But they
-            // too wait for the disk: the step that queued one may not be durable yet, and a
-            // merchant must never hear of an outcome a crash would undo (nor a customer see
-            // "read" for a message a crash makes the start handle again).
+            // unknown". Callbacks and hooks are sent again after a crash anyway (the merchant
+            // drops duplicates by event id), but they too wait for the disk: the step that
+            // queued one may not be durable yet, and a merchant must never hear of an outcome
+            // a crash would undo. So do read receipts: one sent before its step is durable is
+            // sent again when a crash makes the start replay the customer's message.
             //
-            // Only while this sender still holds the entry's claim, checked in the same write
-            // (for an entry that stays queued, by renewing the claim): an entry that waited
-            // here longer than its lease may be another sender's now, and sending it too would
-            // be a duplicate.
-            let outbox = &self.runtime.storage().outbox;
-            let held = if sent_again_when_interrupted(&entry.payload) {
-                outbox
-                    .renew(std::slice::from_ref(&entry.id), CLAIM_LEASE)
-                    .await
-                    .map(|renewed| renewed == 1)
-            } else {
-                let old_due = entry.due_ms;
-                entry.state = OutboxState::InFlight;
-                outbox.begin_send(&entry, old_due, CLAIM_LEASE).await
-            };
-            match held {
+            // Only while this sender still holds the entry's claim, checked in the same write:
+            // an entry that waited here longer than its lease may be another sender's now, and
+            // sending it too would be a duplicate.
+            let old_due = entry.due_ms;
+            entry.state = OutboxState::InFlight;
+            match self
+                .runtime
+                .storage()
+                .outbox
+                .begin_send(&entry, old_due, CLAIM_LEASE)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     self.claim_lost(&entry, "starting a send");
@@ -1016,17 +1010,6 @@ fn template_name(message: &Outgoing) -> Option<&str> {
         Outgoing::Template { name, .. } | Outgoing::AuthenticationCode { name, .. } => Some(name),
         _ => None,
     }
-}
-
-/// Whether an entry is simply sent again when its send was interrupted (a crash, a claim run
-/// out), so that it need not be marked in flight first.
-fn sent_again_when_interrupted(payload: &OutboxPayload) -> bool {
-    matches!(
-        payload,
-        OutboxPayload::Callback { .. }
-            | OutboxPayload::Hook { .. }
-            | OutboxPayload::ReadReceipt { .. }
-    )
 }
 
 /// Whether an entry goes to WhatsApp (and so takes its place in the customer's message order).
