@@ -502,17 +502,7 @@ impl LoggedTree {
         key: K,
         value: V,
     ) -> Result<Option<sled::IVec>, sled::Error> {
-        let value = value.into();
-        let mut ops = Vec::new();
-        put_op(&mut ops, key.as_ref(), Some(&value));
-        self.redo.logged(
-            self.direct(),
-            || match &self.overlay {
-                Some(o) => o.swap(&self.tree, key.as_ref(), Some(value.clone())),
-                None => self.tree.insert(key.as_ref(), value.clone()),
-            },
-            |_, r| self.section(&ops, r),
-        )
+        self.write(key.as_ref(), value.into(), true)
     }
 
     /// Like [`LoggedTree::insert`] without reading what the key held: for writes whose caller
@@ -522,17 +512,28 @@ impl LoggedTree {
         key: K,
         value: V,
     ) -> Result<(), sled::Error> {
-        let value = value.into();
+        self.write(key.as_ref(), value.into(), false).map(drop)
+    }
+
+    /// Writes and logs `value` under `key`; returns what the key held when `read_old` (else
+    /// `None` from the write-back layers, which then skip the lookup).
+    fn write(
+        &self,
+        key: &[u8],
+        value: sled::IVec,
+        read_old: bool,
+    ) -> Result<Option<sled::IVec>, sled::Error> {
         let mut ops = Vec::new();
-        put_op(&mut ops, key.as_ref(), Some(&value));
+        put_op(&mut ops, key, Some(&value));
         self.redo.logged(
             self.direct(),
             || match &self.overlay {
+                Some(o) if read_old => o.swap(&self.tree, key, Some(value.clone())),
                 Some(o) => {
-                    o.put_all(vec![(sled::IVec::from(key.as_ref()), Some(value.clone()))]);
-                    Ok(())
+                    o.put_all(vec![(sled::IVec::from(key), Some(value.clone()))]);
+                    Ok(None)
                 }
-                None => self.tree.insert(key.as_ref(), value.clone()).map(drop),
+                None => self.tree.insert(key, value.clone()),
             },
             |_, r| self.section(&ops, r),
         )
