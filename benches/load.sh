@@ -134,7 +134,7 @@ done
 fi
 
 if section p; then
-echo "### (p) COD on PostgreSQL: one instance, then two sharing one database"
+echo "### (p) PostgreSQL: webhook saturation, 2,000/s and COD; one instance, then two sharing one database"
 # Each run gets a fresh database on the server; the instances differ only in port and data
 # directory (which the PostgreSQL engine leaves empty), and waotp-load sends its requests to
 # them in turn, as a round-robin load balancer would.
@@ -171,8 +171,17 @@ for instances in 1 2; do
     for base in "${bases[@]}"; do wait_ready "$base/readyz"; done
     pid_arg=()
     [[ $instances == 1 ]] && pid_arg=(--server-pid "${pids[0]}")
+    hooks=$(IFS=,; echo "${bases[*]/%//webhook}")
+    # COD first, on the fresh database; then the webhook, at 2,000/s and at saturation.
+    echo "# COD end to end"
     $bin/waotp-load --scenario cod --base "$(IFS=,; echo "${bases[*]}")" --api-key bench-key \
       --concurrency 32 --duration 10 --warmup 2 "${pid_arg[@]}"
+    echo "# webhook open loop at 2,000/s"
+    $bin/waotp-load --url "$hooks" --secret $SECRET --rate 2000 --duration 10 --warmup 2 \
+      "${pid_arg[@]}"
+    echo "# webhook saturation, 64 in flight"
+    $bin/waotp-load --url "$hooks" --secret $SECRET --concurrency 64 --duration 10 --warmup 2 \
+      "${pid_arg[@]}"
     stop "${pids[@]}"
     "$psql" -X -q "$pg_admin" -c "DROP DATABASE $db WITH (FORCE)"
   done

@@ -432,12 +432,16 @@ async fn a_send_in_doubt_without_any_status_is_sent_once_more_after_the_wait() {
     let tracker = sends[0]["biz_opaque_callback_data"]
         .as_str()
         .expect("tracker");
-    let entry = e
-        .store
-        .sessions()
-        .outbox_entry(tracker)
-        .expect("store")
-        .expect("entry");
+    // The queue empties when the resend starts (an entry in flight is off it): its result is
+    // recorded right after the fake's answer.
+    let entry = wait_for("the resent entry settled", || {
+        e.store
+            .sessions()
+            .outbox_entry(tracker)
+            .expect("store")
+            .filter(|entry| entry.state != OutboxState::InFlight)
+    })
+    .await;
     assert_eq!(entry.state, OutboxState::Done);
     assert!(entry.resent);
     metric(

@@ -3,6 +3,7 @@
 //! bot sent — the README's `cod_confirmation` walk-through.
 
 mod e2e_support;
+mod pg_support;
 
 use e2e_support::DEADLINE;
 use serde_json::{json, Value};
@@ -150,4 +151,77 @@ async fn cod_confirmation_in_sandbox_mode() {
         .as_str()
         .expect("text")
         .contains("is confirmed"));
+}
+
+/// A customer message to a sandbox number queues no read receipt: the sandbox has none to show.
+/// The PostgreSQL engine keeps settled outbox entries, so its outbox table shows everything the
+/// steps queued. Skipped, with a notice, without `WAOTP_TEST_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_number_queues_no_read_receipts() {
+    let Some(db) = pg_support::fresh_database("sandbox_receipts").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let vars = [
+        ("WAOTP_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "WAOTP_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("WAOTP_FLOWS_DIR", flows.display().to_string()),
+        ("WAOTP_DATABASE_URL", db.url.clone()),
+        ("WAOTP_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let app = Application::build(Settings::from_vars(vars).expect("settings"))
+        .await
+        .expect("builds");
+    let sandbox = Sandbox {
+        base: format!("http://{}", app.address()),
+        key: app.sandbox_key().expect("a generated key").to_owned(),
+        http: reqwest::Client::new(),
+    };
+    tokio::spawn(app.run_until_stopped());
+    let (status, session) = sandbox
+        .post(
+            "/v1/sessions",
+            json!({"flow": "cod_confirmation", "to": "+919876543210",
+                   "vars": {"customer_name": "Asha", "order_id": "A-1", "total": "₹1"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().expect("id").to_owned();
+    sandbox.messages(1).await;
+    // Answered by a step that sends the code: with a token, that step's write would also
+    // queue the tap's read receipt.
+    let (status, _) = sandbox
+        .post(
+            "/v1/sandbox/inbound",
+            json!({"from": "+919876543210", "button": "confirm"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sandbox.messages(3).await;
+    let client = pg_support::connect(&db.url).await;
+    let ids: Vec<String> = client
+        .query("SELECT id FROM waotp_outbox ORDER BY id", &[])
+        .await
+        .expect("outbox rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        ids.iter()
+            .filter(|e| e.starts_with(&format!("{id}:")))
+            .count()
+            >= 3,
+        "control: the session's messages are in the table: {ids:?}"
+    );
+    assert!(
+        !ids.iter().any(|e| e.starts_with("read:")),
+        "no read receipt queued: {ids:?}"
+    );
 }

@@ -264,7 +264,7 @@ impl Runtime {
             activate: Some((scope.customer_key(customer), flow.id().as_str().to_owned())),
             idempotency,
             outbox: trigger
-                .map(|(seq, m)| super::inbound::read_receipt(scope, seq, m, now))
+                .and_then(|(seq, m)| self.read_receipt_for(scope, seq, m, now))
                 .into_iter()
                 .collect(),
             ..StepWrite::default()

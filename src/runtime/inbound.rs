@@ -69,6 +69,24 @@ pub(super) fn read_receipt(
 }
 
 impl Runtime {
+    /// The read receipt for customer message `m` (see [`read_receipt`]), or none when the number
+    /// it was sent to runs in sandbox mode: the sandbox shows no receipts, so queuing one would
+    /// only cost a claim and two outbox writes that change nothing.
+    pub(super) fn read_receipt_for(
+        &self,
+        scope: &Scope,
+        seq: u64,
+        m: &InboundMessage,
+        now: DateTime<Utc>,
+    ) -> Option<OutboxEntry> {
+        let sandbox = self
+            .tenants()
+            .current()
+            .resolve(scope)
+            .is_some_and(|(_, number)| number.access_token.is_none());
+        (!sandbox).then(|| read_receipt(scope, seq, m, now))
+    }
+
     /// Handles one inbound customer message (recorded as inbound event `seq`) sent to the
     /// number of `scope`.
     pub(super) async fn route_message(
@@ -141,7 +159,10 @@ impl Runtime {
             let flow = self.flow_of(&record).await?;
             let started = Instant::now();
             let write = StepWrite {
-                outbox: vec![read_receipt(scope, seq, m, now)],
+                outbox: self
+                    .read_receipt_for(scope, seq, m, now)
+                    .into_iter()
+                    .collect(),
                 ..StepWrite::default()
             };
             self.step(&mut record, &flow, event, now, write).await?;

@@ -27,7 +27,8 @@ use waotp::webhook::signature::SignatureVerifier;
 #[derive(Parser)]
 #[command(name = "waotp-load", about = "Signed webhook load generator for waotp")]
 struct Args {
-    /// Webhook URL.
+    /// Webhook URL; several, comma-separated, are sent requests in turn (instances sharing one
+    /// database behind a round-robin load balancer).
     #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
     url: String,
     /// App Secret the server verifies with.
@@ -177,7 +178,8 @@ struct Tally {
 
 struct Shared {
     client: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
+    next_url: std::sync::atomic::AtomicUsize,
     latency: Mutex<Histogram<u64>>,
     tally: Tally,
     measuring: std::sync::atomic::AtomicBool,
@@ -187,7 +189,7 @@ impl Shared {
     async fn send(&self, body: String, signature: String, intended: Instant, repeat: bool) {
         let result = self
             .client
-            .post(&self.url)
+            .post(&self.urls[self.next_url.fetch_add(1, Ordering::Relaxed) % self.urls.len()])
             .header("content-type", "application/json")
             .header("x-hub-signature-256", signature)
             .body(body)
@@ -282,12 +284,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// One measured run against `url` (warm-up included); returns the report.
 async fn measure(args: &Args, url: &str, pid: Option<u32>) -> anyhow::Result<serde_json::Value> {
+    let urls: Vec<String> = url
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    anyhow::ensure!(!urls.is_empty(), "no webhook URL given");
     let shared = Arc::new(Shared {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(args.concurrency.max(256))
             .timeout(Duration::from_secs(30))
             .build()?,
-        url: url.to_owned(),
+        urls,
+        next_url: Default::default(),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         tally: Tally::default(),
         measuring: false.into(),
