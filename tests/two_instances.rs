@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use waotp::webhook::signature::SignatureVerifier;
 
 /// Sessions whose customer answers: most confirm and type the code, every fourth cancels and
@@ -44,7 +44,9 @@ const IDLE: usize = 6;
 const AT_ONCE: usize = 6;
 /// Customer webhooks acknowledged before the kill (of `2 * ANSWERED`).
 const KILL_AFTER_ACKS: usize = 12;
-/// The summary's reminder and timeout, shortened so that timers are pending across the kill.
+/// The flow of the idle sessions: `cod_confirmation` with the timers below.
+const IDLE_FLOW: &str = "cod_confirmation_idle";
+/// The idle sessions' reminder and timeout, shortened so that timers are pending across the kill.
 const REMINDER: &str = "2s";
 const TIMEOUT: &str = "8s";
 /// How long a send in flight at the kill waits for its status before it is sent once more.
@@ -91,26 +93,38 @@ struct Cluster {
     /// Customer webhooks (texts) answered `200` so far.
     customer_acks: AtomicUsize,
     killed_at: Mutex<Option<Instant>>,
+    /// The log of every process started, killed ones included: (instance, its lines).
+    logs: Mutex<Vec<(usize, LogLines)>>,
 }
+
+/// The lines one process has written so far, shared with the thread that reads them.
+type LogLines = Arc<Mutex<Vec<String>>>;
 
 impl Cluster {
     async fn start(instances: usize, database_url: Option<String>) -> Arc<Cluster> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let flows = flows_copy(
-            dir.path(),
-            &[
-                (
-                    "cod_confirmation.toml",
-                    "reminders = [\"6h\"]",
-                    &format!("reminders = [\"{REMINDER}\"]"),
-                ),
-                (
-                    "cod_confirmation.toml",
-                    "timeout = \"24h\"",
-                    &format!("timeout = \"{TIMEOUT}\""),
-                ),
-            ],
+        let flows = flows_copy(dir.path(), &[]);
+        // The idle sessions' flow: the same messages, with a reminder and a timeout short enough
+        // to be pending across the kill. The answered sessions keep the bundled timers: a
+        // summary whose send the kill left in doubt reaches its customer only after
+        // `IN_DOUBT_SECONDS`, and an eight-second timeout could then beat the answer.
+        let idle_flow = std::fs::read_to_string(flows.join("cod_confirmation.toml"))
+            .expect("the bundled flow")
+            .replace(
+                "id = \"cod_confirmation\"",
+                &format!("id = \"{IDLE_FLOW}\""),
+            )
+            .replace(
+                "reminders = [\"6h\"]",
+                &format!("reminders = [\"{REMINDER}\"]"),
+            )
+            .replace("timeout = \"24h\"", &format!("timeout = \"{TIMEOUT}\""));
+        assert!(
+            idle_flow.contains(&format!("timeout = \"{TIMEOUT}\""))
+                && idle_flow.contains(&format!("reminders = [\"{REMINDER}\"]")),
+            "the bundled flow's timers changed: {idle_flow}"
         );
+        std::fs::write(flows.join(format!("{IDLE_FLOW}.toml")), idle_flow).expect("idle flow");
         let cluster = Arc::new(Cluster {
             graph: Graph::start().await,
             merchant: Merchant::start().await,
@@ -125,6 +139,7 @@ impl Cluster {
                 .expect("client"),
             customer_acks: AtomicUsize::new(0),
             killed_at: Mutex::new(None),
+            logs: Mutex::default(),
         });
         for n in 0..instances {
             cluster.start_instance(n);
@@ -148,9 +163,50 @@ impl Cluster {
     fn start_instance(&self, n: usize) {
         let vars = self.vars(n);
         // Waits for the process to log its address: a blocking wait, off the async workers.
-        let server = tokio::task::block_in_place(|| ChildServer::start(&vars, "info"));
+        // `WAOTP_TEST_LOG` (say `waotp=debug,info`) for more of each process in a failure's logs.
+        let level = std::env::var("WAOTP_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+        let server = tokio::task::block_in_place(|| ChildServer::start(&vars, &level));
+        self.logs
+            .lock()
+            .expect("logs")
+            .push((n, server.log.clone()));
         self.apis.lock().expect("apis")[n] = Some(server.api.clone());
         self.servers.lock().expect("servers")[n] = Some(server);
+    }
+
+    /// Writes every process's log and every Graph API call to a file for a failure's message;
+    /// returns where, with each process's warnings and errors.
+    fn dump(&self) -> String {
+        let mut all = String::new();
+        let mut problems = String::new();
+        for (k, (n, log)) in self.logs.lock().expect("logs").iter().enumerate() {
+            all.push_str(&format!("== process {k} (instance {n})\n"));
+            for line in log.lock().expect("log").iter() {
+                all.push_str(line);
+                all.push('\n');
+                if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
+                    problems.push_str(&format!("process {k}: {line}\n"));
+                }
+            }
+        }
+        all.push_str("== Graph API calls\n");
+        for call in self.graph.calls() {
+            all.push_str(&call.to_string());
+            all.push('\n');
+        }
+        let path = std::env::temp_dir().join(format!(
+            "two_instances-{}-{}.log",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        ));
+        let written = match std::fs::write(&path, all) {
+            Ok(()) => format!("logs in {}", path.display()),
+            Err(e) => format!("logs not written to {}: {e}", path.display()),
+        };
+        format!("{written}; warnings and errors:\n{problems}")
     }
 
     /// SIGKILL to instance `n`: no call reaches it any more, nothing of it is flushed.
@@ -227,6 +283,11 @@ impl Cluster {
     /// `POST /v1/sessions` with an `Idempotency-Key`, retried (on any instance) until answered:
     /// a retry of a start that was committed gets the same session back.
     async fn start_session(&self, turn: usize, i: usize) -> String {
+        let flow = if i < ANSWERED {
+            "cod_confirmation"
+        } else {
+            IDLE_FLOW
+        };
         let deadline = Instant::now() + WAIT;
         let mut attempt = turn;
         loop {
@@ -236,10 +297,8 @@ impl Cluster {
                     .post(format!("{}/v1/sessions", api.base))
                     .bearer_auth(API_KEY)
                     .header("Idempotency-Key", format!("order-{i}"))
-                    .json(
-                        &json!({"flow": "cod_confirmation", "to": format!("+{}", customer(i)),
-                                  "vars": order_vars(i)}),
-                    )
+                    .json(&json!({"flow": flow, "to": format!("+{}", customer(i)),
+                                  "vars": order_vars(i)}))
                     .send()
                     .await
                 {
@@ -497,7 +556,10 @@ async fn load_with_a_kill(instances: usize, database_url: Option<String>) {
     }
     let mut answered_ids = Vec::new();
     for task in answered {
-        answered_ids.push(task.await.expect("an answered session failed"));
+        match task.await {
+            Ok(done) => answered_ids.push(done),
+            Err(e) => panic!("an answered session failed: {e}; {}", cluster.dump()),
+        }
     }
     killer.await.expect("the kill and restart failed");
 

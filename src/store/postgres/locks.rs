@@ -81,9 +81,19 @@ impl PgLocks {
     pub(super) fn new(config: &tokio_postgres::Config, size: usize) -> Result<PgLocks, StoreError> {
         // A connection is only handed out again outside any transaction, whatever became of
         // the guard that last held it (a drop whose roll back never ran, at shutdown say).
+        // After a guard's own roll back that second one finds no transaction, and the server's
+        // warning saying so would reach the log at every release: these connections only log
+        // errors.
+        let mut config = config.clone();
+        let quiet = "-c client_min_messages=error";
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {quiet}"),
+            _ => quiet.to_owned(),
+        };
+        config.options(&options);
         let pool = || {
             super::pool_recycled(
-                config,
+                &config,
                 size,
                 deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".into()),
             )

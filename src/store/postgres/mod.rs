@@ -157,9 +157,11 @@ fn pool_recycled(
     size: usize,
     recycling: RecyclingMethod,
 ) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| db_error(format!("cannot build the connection pool: {e}")))?;
+    let manager = Manager::from_connect(
         config.clone(),
-        tokio_postgres::NoTls,
+        ConnectOn { runtime },
         ManagerConfig {
             recycling_method: recycling,
         },
@@ -172,6 +174,49 @@ fn pool_recycled(
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| db_error(format!("cannot build the connection pool: {e}")))
+}
+
+/// Opens a pool's connections on the runtime the pool was built on, whichever task asks.
+///
+/// A connection's socket belongs to the runtime it was opened on, and its task runs there. The
+/// web server's workers each run a single-thread runtime of their own: a connection opened on
+/// one would only make progress while that worker is free (whoever is using it), and would die
+/// when the worker stops at shutdown, while the runtime still needs the database.
+struct ConnectOn {
+    runtime: tokio::runtime::Handle,
+}
+
+impl deadpool_postgres::Connect for ConnectOn {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let config = config.clone();
+        Box::pin(async move {
+            let opened = self.runtime.spawn(open_connection(config.clone())).await;
+            match opened {
+                Ok(result) => result,
+                // The pool's runtime is shutting down: this caller's own will do.
+                Err(_) => open_connection(config).await,
+            }
+        })
+    }
+}
+
+/// Opens a connection and spawns the task that drives it on the current runtime.
+async fn open_connection(
+    config: tokio_postgres::Config,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection ended");
+        }
+    });
+    Ok((client, task))
 }
 
 /// The PostgreSQL engine: pools, schema, and the queries of its tables.
