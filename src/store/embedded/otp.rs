@@ -46,7 +46,7 @@ mod issued;
 mod sweep;
 mod tx;
 use super::redo::{LoggedTree, Redo};
-pub(crate) use issued::Decided;
+pub(crate) use issued::{Decided, OTP_LOG};
 pub use issued::{IssueKind, IssueOutcome, Issued, IssuedCode};
 use tx::{get, put, read};
 
@@ -413,7 +413,7 @@ impl OtpLedger {
                     Ok(outcome)
                 });
         let outcome = result?;
-        tracing::info!(session_id, outcome = outcome.as_str(), "otp checked");
+        tracing::info!(target: issued::OTP_LOG, session_id, outcome = outcome.as_str(), "otp checked");
         Ok(outcome)
     }
 

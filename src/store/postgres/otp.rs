@@ -429,6 +429,7 @@ impl PgOtpLedger {
     ) -> Result<VerifyOutcome, LedgerError> {
         let outcome = retrying(|| self.try_verify(subject, attempt, now, step)).await?;
         tracing::info!(
+            target: crate::store::embedded::otp::OTP_LOG,
             session_id = subject.session_id(),
             outcome = outcome.as_str(),
             "otp checked"

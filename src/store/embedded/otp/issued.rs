@@ -67,6 +67,9 @@ impl IssuedCode {
     }
 }
 
+/// The log target of every code issued, refused and checked, whichever engine keeps the ledger.
+pub(crate) const OTP_LOG: &str = "waotp::otp";
+
 /// What an issue transaction decided, in either engine; [`Decided::outcome`] turns it into
 /// the runtime's answer and logs it (the customer masked, never the code).
 pub(crate) enum Decided {
@@ -86,17 +89,19 @@ impl Decided {
         let customer = req.customer.masked();
         match self {
             Decided::Replayed(info) => {
-                tracing::debug!(session_id, flow = req.flow, "otp issue step replayed");
+                tracing::debug!(target: OTP_LOG, session_id, flow = req.flow, "otp issue step replayed");
                 IssueOutcome::AlreadyIssued(info)
             }
             Decided::Granted(info) => {
                 tracing::info!(
+                    target: OTP_LOG,
                     session_id, flow = req.flow, %customer, generation = info.generation, withheld = info.withheld, "otp issued"
                 );
                 IssueOutcome::Issued(Issued { code, info })
             }
             Decided::Refused(refusal) => {
                 tracing::info!(
+                    target: OTP_LOG,
                     session_id, flow = req.flow, %customer, reason = refusal.as_str(), "otp issue refused"
                 );
                 IssueOutcome::Refused(refusal)
