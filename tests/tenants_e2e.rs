@@ -5,7 +5,9 @@
 
 mod e2e_support;
 
-use e2e_support::{envelope_for, new_wamid, now_secs, wait_for, Api, APP_SECRET, VERIFY_TOKEN};
+use e2e_support::{
+    envelope_for, flow_variant, new_wamid, now_secs, wait_for, Api, APP_SECRET, VERIFY_TOKEN,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,16 +26,15 @@ const B1: &str = "2001";
 /// A chat-started copy of the bundled sign-up flow: keyword `verify`, 10-digit codes (a typed
 /// `0000000000` is wrong for certain in practice: one chance in ten billion).
 fn verify_flow(dir: &Path) -> PathBuf {
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/signup_verification.toml");
-    let text = std::fs::read_to_string(bundled).expect("bundled flow");
-    let text = text
-        .replace("id = \"signup_verification\"", "id = \"verify\"")
-        .replace("api = true", "api = true\nkeywords = [\"verify\"]")
-        .replace("length = 6", "length = 10");
-    std::fs::create_dir_all(dir).expect("flows dir");
-    let path = dir.join("verify.toml");
-    std::fs::write(&path, text).expect("write flow");
-    path
+    flow_variant(
+        dir,
+        "signup_verification",
+        "verify",
+        &[
+            ("api = true", "api = true\nkeywords = [\"verify\"]"),
+            ("length = 6", "length = 10"),
+        ],
+    )
 }
 
 fn number(id: &str, business: &str) -> Number {

@@ -108,23 +108,18 @@ impl Cluster {
         // to be pending across the kill. The answered sessions keep the bundled timers: a
         // summary whose send the kill left in doubt reaches its customer only after
         // `IN_DOUBT_SECONDS`, and an eight-second timeout could then beat the answer.
-        let idle_flow = std::fs::read_to_string(flows.join("cod_confirmation.toml"))
-            .expect("the bundled flow")
-            .replace(
-                "id = \"cod_confirmation\"",
-                &format!("id = \"{IDLE_FLOW}\""),
-            )
-            .replace(
-                "reminders = [\"6h\"]",
-                &format!("reminders = [\"{REMINDER}\"]"),
-            )
-            .replace("timeout = \"24h\"", &format!("timeout = \"{TIMEOUT}\""));
-        assert!(
-            idle_flow.contains(&format!("timeout = \"{TIMEOUT}\""))
-                && idle_flow.contains(&format!("reminders = [\"{REMINDER}\"]")),
-            "the bundled flow's timers changed: {idle_flow}"
+        flow_variant(
+            &flows,
+            "cod_confirmation",
+            IDLE_FLOW,
+            &[
+                (
+                    "reminders = [\"6h\"]",
+                    &format!("reminders = [\"{REMINDER}\"]"),
+                ),
+                ("timeout = \"24h\"", &format!("timeout = \"{TIMEOUT}\"")),
+            ],
         );
-        std::fs::write(flows.join(format!("{IDLE_FLOW}.toml")), idle_flow).expect("idle flow");
         let cluster = Arc::new(Cluster {
             graph: Graph::start().await,
             merchant: Merchant::start().await,

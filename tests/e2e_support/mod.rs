@@ -80,17 +80,43 @@ pub fn flows_copy(dir: &Path, edits: &[(&str, &str, &str)]) -> PathBuf {
                 .expect("name")
                 .to_string_lossy()
                 .into_owned();
-            let mut text = std::fs::read_to_string(&path).expect("read flow");
-            for (file, from, to) in edits {
-                if *file == name {
-                    assert!(text.contains(from), "{name} has no `{from}`");
-                    text = text.replace(from, to);
-                }
-            }
-            std::fs::write(target.join(&name), text).expect("write flow");
+            let text = std::fs::read_to_string(&path).expect("read flow");
+            let mine = edits
+                .iter()
+                .filter(|(file, _, _)| *file == name)
+                .map(|&(_, from, to)| (from, to));
+            std::fs::write(target.join(&name), edited(&name, text, mine)).expect("write flow");
         }
     }
     target
+}
+
+/// Writes into `dir` (created if missing) a copy of the bundled flow `bundled` (its id) under the
+/// id `id`, as `<id>.toml`, with each `(from, to)` edit applied; returns its path. Panics when an
+/// edit finds nothing to replace.
+pub fn flow_variant(dir: &Path, bundled: &str, id: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let text = std::fs::read_to_string(bundled_flows().join(format!("{bundled}.toml")))
+        .expect("bundled flow");
+    let renamed = (format!("id = \"{bundled}\""), format!("id = \"{id}\""));
+    let all =
+        std::iter::once((renamed.0.as_str(), renamed.1.as_str())).chain(edits.iter().copied());
+    std::fs::create_dir_all(dir).expect("flows dir");
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, edited(bundled, text, all)).expect("write flow");
+    path
+}
+
+/// `text` with each `(from, to)` replaced in turn; panics naming `name` when `from` is absent.
+fn edited<'a>(
+    name: &str,
+    mut text: String,
+    edits: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name} has no `{from}`");
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// The bundled flows directory.
